@@ -1,0 +1,240 @@
+//! Accounts: who a person is (email, name), how they prove it (password) and what they
+//! may do (role). Tokens and hashing live in the server; this module only holds the rules.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ParseError;
+
+/// A normalised email address: trimmed and lower-cased, so `Ann@Example.com` and
+/// `ann@example.com ` are one account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let normalised = raw.trim().to_lowercase();
+        if normalised.is_empty() {
+            return Err(ParseError::new("an email address is required"));
+        }
+        if normalised.len() > Self::MAX_LEN {
+            return Err(ParseError::new(format!(
+                "an email address has at most {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        // `email_address` follows RFC 5321/5322; on top of it we insist on a dot in the
+        // domain, because a mail to `ann@localhost` will never reach a real buyer.
+        let parsed = email_address::EmailAddress::parse_with_options(
+            &normalised,
+            email_address::Options::default()
+                .without_display_text()
+                .without_domain_literal(),
+        )
+        .map_err(|_| ParseError::new("this is not a valid email address"))?;
+        if !parsed.domain().contains('.') || parsed.domain().ends_with('.') {
+            return Err(ParseError::new("this is not a valid email address"));
+        }
+        Ok(Self(normalised))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A password as typed at signup. Its `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    pub const MIN_CHARS: usize = 10;
+    /// Argon2 accepts far more, but hashing megabytes is a denial-of-service lever.
+    pub const MAX_BYTES: usize = 1024;
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        if raw.chars().count() < Self::MIN_CHARS {
+            return Err(ParseError::new(format!(
+                "a password has at least {} characters",
+                Self::MIN_CHARS
+            )));
+        }
+        if raw.len() > Self::MAX_BYTES {
+            return Err(ParseError::new(format!(
+                "a password has at most {} bytes",
+                Self::MAX_BYTES
+            )));
+        }
+        if raw.trim().is_empty() {
+            return Err(ParseError::new("a password cannot be only spaces"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// A person's display name: 1 to 100 characters once trimmed, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct UserName(String);
+
+impl UserName {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(ParseError::new("a name is required"));
+        }
+        if trimmed.chars().count() > Self::MAX_CHARS {
+            return Err(ParseError::new(format!(
+                "a name has at most {} characters",
+                Self::MAX_CHARS
+            )));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ParseError::new("a name cannot contain control characters"));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an account may do. Organizers own events; admins may do anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Organizer,
+    Customer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Organizer => "organizer",
+            Role::Customer => "customer",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "admin" => Ok(Role::Admin),
+            "organizer" => Ok(Role::Organizer),
+            "customer" => Ok(Role::Customer),
+            _ => Err(ParseError::new(
+                "a role is one of \"admin\", \"organizer\", \"customer\"",
+            )),
+        }
+    }
+
+    /// Organizers and admins may create events.
+    pub fn can_organize(self) -> bool {
+        matches!(self, Role::Admin | Role::Organizer)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored account. The password hash stays in the store record, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: Email,
+    pub name: UserName,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_and_lowercased() {
+        let email = Email::parse("  Ann.Lee@Example.COM ").unwrap();
+        assert_eq!(email.as_str(), "ann.lee@example.com");
+    }
+
+    #[test]
+    fn email_without_dotted_domain_is_refused() {
+        assert!(Email::parse("ann@localhost").is_err());
+        assert!(Email::parse("ann@").is_err());
+        assert!(Email::parse("not-an-email").is_err());
+        assert!(Email::parse("").is_err());
+        assert!(Email::parse("Ann <ann@example.com>").is_err());
+    }
+
+    #[test]
+    fn email_longer_than_254_is_refused() {
+        let local = "a".repeat(64);
+        let domain = format!("{}.com", "b".repeat(200));
+        assert!(Email::parse(&format!("{local}@{domain}")).is_err());
+    }
+
+    #[test]
+    fn password_needs_ten_characters_counted_as_chars() {
+        assert!(Password::parse("123456789").is_err());
+        assert!(Password::parse("1234567890").is_ok());
+        // Ten characters, more than ten bytes.
+        assert!(Password::parse("ééééééééé").is_err());
+        assert!(Password::parse("éééééééééé").is_ok());
+    }
+
+    #[test]
+    fn password_of_spaces_or_huge_is_refused() {
+        assert!(Password::parse(&" ".repeat(12)).is_err());
+        assert!(Password::parse(&"x".repeat(Password::MAX_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn password_debug_is_redacted() {
+        let password = Password::parse("correct horse battery").unwrap();
+        assert!(!format!("{password:?}").contains("horse"));
+    }
+
+    #[test]
+    fn name_is_trimmed_and_bounded() {
+        assert_eq!(UserName::parse("  Ann  ").unwrap().as_str(), "Ann");
+        assert!(UserName::parse("   ").is_err());
+        assert!(UserName::parse(&"n".repeat(101)).is_err());
+        assert!(UserName::parse("Ann\u{0}").is_err());
+    }
+
+    #[test]
+    fn role_round_trips_through_its_name() {
+        for role in [Role::Admin, Role::Organizer, Role::Customer] {
+            assert_eq!(Role::parse(role.as_str()), Ok(role));
+        }
+        assert!(Role::parse("root").is_err());
+    }
+}

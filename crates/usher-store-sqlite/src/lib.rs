@@ -1,0 +1,446 @@
+//! Usher's storage contract on an embedded SQLite file.
+//!
+//! All writes go through one writer connection: SQLite allows one writer at a time
+//! anyway, and owning that writer in-process turns lock contention (`SQLITE_BUSY`) into a
+//! queue. Reads use a separate pool, which WAL mode lets run beside the writer.
+//! Commits are durable (`synchronous = FULL`): a confirmed booking survives power loss.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use uuid::Uuid;
+
+use usher_core::{Email, Event, Role, User};
+use usher_store::{
+    EventPatch, EventQuery, EventRow, EventScope, NewEvent, NewRefreshToken, NewUser, Page,
+    Readiness, Rotation, Store, StoreError, StoreResult, UserCredentials, UserRow,
+    contains_pattern, page_from_rows, search_key,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Number of connections used for reads.
+const READERS: u32 = 4;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database named by a `sqlite://PATH` URL.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(backend)?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(backend)?;
+        Ok(Self { writer, readers })
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.writer).await.map_err(backend)
+    }
+
+    async fn readiness(&self) -> StoreResult<Readiness> {
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.readers)
+        .await
+        .map_err(backend)?;
+        let applied = if applied == 0 {
+            0
+        } else {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.readers)
+                .await
+                .map_err(backend)?
+        };
+        Ok(Readiness {
+            applied_migrations: applied as usize,
+            known_migrations: MIGRATOR.iter().count(),
+        })
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        sqlx::query!(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            key,
+            value
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let stored = sqlx::query_scalar!("SELECT value FROM settings WHERE key = ?1", key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(stored)
+    }
+
+    async fn create_user(&self, new: NewUser) -> StoreResult<User> {
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let id_text = id.to_string();
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        // Every account tries to claim the marker; only the very first one gets it.
+        let claimed = sqlx::query!(
+            "INSERT INTO settings (key, value) VALUES ('first_account', ?1) ON CONFLICT (key) DO NOTHING",
+            id_text
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        let role = if claimed && new.first_account_is_admin {
+            Role::Admin
+        } else {
+            new.role
+        };
+        let (email, name, role_name) = (new.email.as_str(), new.name.as_str(), role.as_str());
+        let inserted = sqlx::query!(
+            "INSERT INTO users (id, email, name, password_hash, role, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            id,
+            email,
+            name,
+            new.password_hash,
+            role_name,
+            now
+        )
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::EmailTaken),
+            Err(e) => return Err(backend(e)),
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(User {
+            id,
+            email: new.email,
+            name: new.name,
+            role,
+            created_at: now,
+        })
+    }
+
+    async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
+        sqlx::query_as!(
+            UserRow,
+            r#"SELECT id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>"
+               FROM users WHERE id = ?1"#,
+            id
+        )
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?
+        .map(UserRow::into_user)
+        .transpose()
+    }
+
+    async fn credentials_by_email(&self, email: &Email) -> StoreResult<Option<UserCredentials>> {
+        let email = email.as_str();
+        let row = sqlx::query!(
+            r#"SELECT id AS "id!: Uuid", email, name, role, password_hash,
+                      created_at AS "created_at!: DateTime<Utc>"
+               FROM users WHERE email = ?1"#,
+            email
+        )
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        row.map(|r| {
+            let user = UserRow {
+                id: r.id,
+                email: r.email,
+                name: r.name,
+                role: r.role,
+                created_at: r.created_at,
+            }
+            .into_user()?;
+            Ok(UserCredentials {
+                user,
+                password_hash: r.password_hash,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_role(&self, id: Uuid, role: Role) -> StoreResult<Option<User>> {
+        let role = role.as_str();
+        sqlx::query_as!(
+            UserRow,
+            r#"UPDATE users SET role = ?1 WHERE id = ?2
+               RETURNING id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>""#,
+            role,
+            id
+        )
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?
+        .map(UserRow::into_user)
+        .transpose()
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()> {
+        let now = Utc::now();
+        sqlx::query!(
+            "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            token.id,
+            token.family_id,
+            token.user_id,
+            token.token_hash,
+            now,
+            token.expires_at
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &[u8],
+        replacement: NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Rotation> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let live = sqlx::query!(
+            r#"UPDATE refresh_tokens SET used_at = ?1
+               WHERE token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?1
+               RETURNING family_id AS "family_id!: Uuid", user_id AS "user_id!: Uuid""#,
+            now,
+            presented_hash
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(live) = live {
+            sqlx::query!(
+                "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                replacement.id,
+                live.family_id,
+                live.user_id,
+                replacement.token_hash,
+                now,
+                replacement.expires_at
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            return Ok(Rotation::Rotated {
+                user_id: live.user_id,
+            });
+        }
+        let dead = sqlx::query!(
+            r#"SELECT family_id AS "family_id!: Uuid" FROM refresh_tokens
+               WHERE token_hash = ?1 AND (used_at IS NOT NULL OR revoked_at IS NOT NULL)"#,
+            presented_hash
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(dead) = dead else {
+            return Ok(Rotation::Invalid);
+        };
+        sqlx::query!(
+            "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+            now,
+            dead.family_id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Rotation::Reused)
+    }
+
+    async fn revoke_refresh_family(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let revoked = sqlx::query!(
+            "UPDATE refresh_tokens SET revoked_at = ?1
+             WHERE revoked_at IS NULL
+               AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ?2)",
+            now,
+            token_hash
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(revoked.rows_affected() > 0)
+    }
+
+    async fn create_event(&self, new: NewEvent) -> StoreResult<Event> {
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let title = new.title.as_str();
+        let title_search = search_key(title);
+        let description = new.description.as_str();
+        let venue = new.venue.as_str();
+        let attributes = new.attributes.as_value().to_string();
+        sqlx::query_as!(
+            EventRow,
+            r#"INSERT INTO events (id, organizer_id, title, title_search, description, venue,
+                                   attributes, status, created_at, updated_at)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'draft', ?8, ?8)
+               RETURNING id AS "id!: Uuid", organizer_id AS "organizer_id!: Uuid", title,
+                         description, venue, attributes, status,
+                         created_at AS "created_at!: DateTime<Utc>",
+                         updated_at AS "updated_at!: DateTime<Utc>""#,
+            id,
+            new.organizer_id,
+            title,
+            title_search,
+            description,
+            venue,
+            attributes,
+            now
+        )
+        .fetch_one(&self.writer)
+        .await
+        .map_err(backend)?
+        .into_event()
+    }
+
+    async fn event(&self, id: Uuid) -> StoreResult<Option<Event>> {
+        sqlx::query_as!(
+            EventRow,
+            r#"SELECT id AS "id!: Uuid", organizer_id AS "organizer_id!: Uuid", title,
+                      description, venue, attributes, status,
+                      created_at AS "created_at!: DateTime<Utc>",
+                      updated_at AS "updated_at!: DateTime<Utc>"
+               FROM events WHERE id = ?1"#,
+            id
+        )
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?
+        .map(EventRow::into_event)
+        .transpose()
+    }
+
+    async fn update_event(&self, id: Uuid, patch: EventPatch) -> StoreResult<Option<Event>> {
+        // The single writer connection serialises this read-modify-write.
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let current = sqlx::query_as!(
+            EventRow,
+            r#"SELECT id AS "id!: Uuid", organizer_id AS "organizer_id!: Uuid", title,
+                      description, venue, attributes, status,
+                      created_at AS "created_at!: DateTime<Utc>",
+                      updated_at AS "updated_at!: DateTime<Utc>"
+               FROM events WHERE id = ?1"#,
+            id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        let event = patch.apply(current.into_event()?, Utc::now())?;
+        let title = event.title.as_str();
+        let title_search = search_key(title);
+        let description = event.description.as_str();
+        let venue = event.venue.as_str();
+        let attributes = event.attributes.as_value().to_string();
+        let status = event.status.as_str();
+        sqlx::query!(
+            "UPDATE events SET title = ?1, title_search = ?2, description = ?3, venue = ?4,
+                               attributes = ?5, status = ?6, updated_at = ?7
+             WHERE id = ?8",
+            title,
+            title_search,
+            description,
+            venue,
+            attributes,
+            status,
+            event.updated_at,
+            id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(event))
+    }
+
+    async fn list_events(&self, query: EventQuery) -> StoreResult<Page<Event>> {
+        let (scope, owner) = match query.scope {
+            EventScope::Public => ("public", None),
+            EventScope::PublicAndOwnedBy(owner) => ("owned", Some(owner)),
+            EventScope::All => ("all", None),
+        };
+        let pattern = query.title_contains.as_deref().map(contains_pattern);
+        let after = query.after.map(|c| c.id());
+        let fetch = i64::from(query.limit.get()) + 1;
+        let rows = sqlx::query_as!(
+            EventRow,
+            r#"SELECT id AS "id!: Uuid", organizer_id AS "organizer_id!: Uuid", title,
+                      description, venue, attributes, status,
+                      created_at AS "created_at!: DateTime<Utc>",
+                      updated_at AS "updated_at!: DateTime<Utc>"
+               FROM events
+               WHERE (?1 = 'all' OR status = 'published' OR (?1 = 'owned' AND organizer_id = ?2))
+                 AND (?3 IS NULL OR title_search LIKE ?3 ESCAPE '\')
+                 AND (?4 IS NULL OR id < ?4)
+               ORDER BY id DESC
+               LIMIT ?5"#,
+            scope,
+            owner,
+            pattern,
+            after,
+            fetch
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        page_from_rows(rows, query.limit)
+    }
+}

@@ -1,0 +1,313 @@
+//! The storage contract. Every engine (SQLite, PostgreSQL) implements [`Store`]; the
+//! server only ever talks to `Arc<dyn Store>`. The story tests in `usher-testkit` run
+//! the same script against each engine: a behaviour that differs between them is a bug.
+//!
+//! Constraint violations become domain errors here ([`StoreError::EmailTaken`]), so the
+//! layers above never parse database messages.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use usher_core::{
+    Cursor, Email, Event, EventAttributes, EventStatus, EventText, EventTitle, PageLimit, Role,
+    User, UserName,
+};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// The database could not be reached or answered with an error we did not expect.
+    /// The text is for logs, never for clients.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    #[error("an event that is {from} cannot become {to}")]
+    IllegalStatusChange { from: EventStatus, to: EventStatus },
+}
+
+/// A user together with their password hash, as login needs it.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub name: UserName,
+    pub password_hash: String,
+    pub role: Role,
+    /// When set, the account becomes admin if it is the first account ever created.
+    /// Decided inside the insert's transaction, so two racing first signups cannot both
+    /// become admin.
+    pub first_account_is_admin: bool,
+}
+
+/// One refresh token as stored: only its hash, never the token itself.
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub id: Uuid,
+    /// All tokens descending from one login share a family; reuse of any rotated member
+    /// revokes the whole family.
+    pub family_id: Uuid,
+    pub user_id: Uuid,
+    pub token_hash: Vec<u8>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What happened when a refresh token was presented for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live; it is now used and the replacement is stored.
+    Rotated { user_id: Uuid },
+    /// The token had already been rotated or revoked: somebody replayed it. The whole
+    /// family is revoked now.
+    Reused,
+    /// Unknown or expired token. Nothing changed.
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub organizer_id: Uuid,
+    pub title: EventTitle,
+    pub description: EventText,
+    pub venue: EventText,
+    pub attributes: EventAttributes,
+}
+
+/// A partial update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EventPatch {
+    pub title: Option<EventTitle>,
+    pub description: Option<EventText>,
+    pub venue: Option<EventText>,
+    pub attributes: Option<EventAttributes>,
+    pub status: Option<EventStatus>,
+}
+
+impl EventPatch {
+    /// The event as it is after this patch, or why the patch may not apply.
+    pub fn apply(self, mut event: Event, now: DateTime<Utc>) -> StoreResult<Event> {
+        if let Some(to) = self.status {
+            if !event.status.can_become(to) {
+                return Err(StoreError::IllegalStatusChange {
+                    from: event.status,
+                    to,
+                });
+            }
+            event.status = to;
+        }
+        if let Some(title) = self.title {
+            event.title = title;
+        }
+        if let Some(description) = self.description {
+            event.description = description;
+        }
+        if let Some(venue) = self.venue {
+            event.venue = venue;
+        }
+        if let Some(attributes) = self.attributes {
+            event.attributes = attributes;
+        }
+        event.updated_at = now;
+        Ok(event)
+    }
+}
+
+/// Which events a listing may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventScope {
+    /// Published events only.
+    Public,
+    /// Published events and every event of this organizer.
+    PublicAndOwnedBy(Uuid),
+    /// Everything.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    pub scope: EventScope,
+    /// Case-insensitive substring of the title.
+    pub title_contains: Option<String>,
+    pub limit: PageLimit,
+    pub after: Option<Cursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+/// Readiness as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub applied_migrations: usize,
+    pub known_migrations: usize,
+}
+
+impl Readiness {
+    pub fn is_current(&self) -> bool {
+        self.applied_migrations >= self.known_migrations
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which engine this is ("sqlite", "postgres"), for logs and `/readyz`.
+    fn engine(&self) -> &'static str;
+
+    /// Applies the engine's embedded migrations. Safe to call on every start.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// A round trip to the database plus a look at the migration table.
+    async fn readiness(&self) -> StoreResult<Readiness>;
+
+    /// Returns the value under `key`, storing `value` first if there was none. Two
+    /// callers racing get the same answer.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    // --- accounts -------------------------------------------------------------------
+
+    async fn create_user(&self, new: NewUser) -> StoreResult<User>;
+    async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
+    async fn credentials_by_email(&self, email: &Email) -> StoreResult<Option<UserCredentials>>;
+    async fn set_role(&self, id: Uuid, role: Role) -> StoreResult<Option<User>>;
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()>;
+    /// Marks the token with `presented_hash` used and stores `replacement` in its family,
+    /// atomically. `replacement.family_id` and `user_id` are taken from the presented
+    /// token, whatever the caller put there.
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &[u8],
+        replacement: NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Rotation>;
+    /// Revokes the family of the token with this hash (logout). Returns whether such a
+    /// token existed.
+    async fn revoke_refresh_family(&self, token_hash: &[u8], now: DateTime<Utc>)
+    -> StoreResult<bool>;
+
+    // --- events ---------------------------------------------------------------------
+
+    async fn create_event(&self, new: NewEvent) -> StoreResult<Event>;
+    async fn event(&self, id: Uuid) -> StoreResult<Option<Event>>;
+    async fn update_event(&self, id: Uuid, patch: EventPatch) -> StoreResult<Option<Event>>;
+    /// Newest first.
+    async fn list_events(&self, query: EventQuery) -> StoreResult<Page<Event>>;
+}
+
+/// A `users` row as both engines read it; turned into a [`User`] by [`UserRow::into_user`].
+#[derive(Debug)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub fn into_user(self) -> StoreResult<User> {
+        Ok(User {
+            id: self.id,
+            email: Email::parse(&self.email).map_err(corrupt("users.email"))?,
+            name: UserName::parse(&self.name).map_err(corrupt("users.name"))?,
+            role: Role::parse(&self.role).map_err(corrupt("users.role"))?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// An `events` row as both engines read it (attributes as JSON text).
+#[derive(Debug)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub organizer_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub venue: String,
+    pub attributes: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    pub fn into_event(self) -> StoreResult<Event> {
+        let attributes = serde_json::from_str(&self.attributes)
+            .map_err(|e| StoreError::Backend(format!("corrupt events.attributes: {e}")))?;
+        Ok(Event {
+            id: self.id,
+            organizer_id: self.organizer_id,
+            title: EventTitle::parse(&self.title).map_err(corrupt("events.title"))?,
+            description: EventText::parse(&self.description, usize::MAX)
+                .map_err(corrupt("events.description"))?,
+            venue: EventText::parse(&self.venue, usize::MAX).map_err(corrupt("events.venue"))?,
+            attributes: EventAttributes::from_stored(attributes),
+            status: EventStatus::parse(&self.status).map_err(corrupt("events.status"))?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A stored value that no longer parses means the database was changed behind our back.
+fn corrupt(column: &'static str) -> impl Fn(usher_core::ParseError) -> StoreError {
+    move |e| StoreError::Backend(format!("corrupt {column}: {e}"))
+}
+
+/// Lower-cases a title for search, the same way on every engine (SQLite's `LIKE` folds
+/// only ASCII, PostgreSQL's `ILIKE` folds more; we fold in Rust and compare exactly).
+pub fn search_key(text: &str) -> String {
+    text.to_lowercase()
+}
+
+/// A `LIKE` pattern matching `needle` anywhere, with `%`, `_` and `\` escaped (use
+/// `ESCAPE '\'`).
+pub fn contains_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in search_key(needle).chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Builds the page from `limit + 1` fetched rows: the extra row only says there is more.
+pub fn page_from_rows(rows: Vec<EventRow>, limit: PageLimit) -> StoreResult<Page<Event>> {
+    let mut rows = rows
+        .into_iter()
+        .map(EventRow::into_event)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let limit = limit.get() as usize;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|e| Cursor::after(e.id))
+    } else {
+        None
+    };
+    Ok(Page { items: rows, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_escapes_like_wildcards() {
+        assert_eq!(contains_pattern("Jazz"), "%jazz%");
+        assert_eq!(contains_pattern("100%_\\"), "%100\\%\\_\\\\%");
+    }
+}
