@@ -102,7 +102,7 @@ impl Store for PostgresStore {
 
     async fn create_user(&self, new: NewUser) -> StoreResult<User> {
         let id = Uuid::now_v7();
-        let now = Utc::now();
+        let now = usher_store::now();
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // Every account tries to claim the marker; only the very first one gets it.
         let claimed = sqlx::query!(
@@ -206,7 +206,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()> {
-        let now = Utc::now();
+        let now = usher_store::now();
         sqlx::query!(
             "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -302,7 +302,7 @@ impl Store for PostgresStore {
 
     async fn create_event(&self, new: NewEvent) -> StoreResult<Event> {
         let id = Uuid::now_v7();
-        let now = Utc::now();
+        let now = usher_store::now();
         let title = new.title.as_str();
         let title_search = search_key(title);
         let description = new.description.as_str();
@@ -368,7 +368,7 @@ impl Store for PostgresStore {
         let Some(current) = current else {
             return Ok(None);
         };
-        let event = patch.apply(current.into_event()?, Utc::now())?;
+        let event = patch.apply(current.into_event()?, usher_store::now())?;
         let title = event.title.as_str();
         let title_search = search_key(title);
         let description = event.description.as_str();

@@ -264,6 +264,13 @@ fn corrupt(column: &'static str) -> impl Fn(usher_core::ParseError) -> StoreErro
     move |e| StoreError::Backend(format!("corrupt {column}: {e}"))
 }
 
+/// The current time at the precision every engine keeps (microseconds, PostgreSQL's), so
+/// a value read back equals the value written.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Lower-cases a title for search, the same way on every engine (SQLite's `LIKE` folds
 /// only ASCII, PostgreSQL's `ILIKE` folds more; we fold in Rust and compare exactly).
 pub fn search_key(text: &str) -> String {

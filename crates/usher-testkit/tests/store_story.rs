@@ -1,0 +1,336 @@
+//! The storage story: one script of what the server asks of a store, run on SQLite and
+//! on PostgreSQL. A difference between the engines is a bug in one of them.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use uuid::Uuid;
+
+use usher_core::{
+    Cursor, Email, EventAttributes, EventStatus, EventText, EventTitle, PageLimit, Role, UserName,
+};
+use usher_store::{
+    EventPatch, EventQuery, EventScope, NewEvent, NewRefreshToken, NewUser, Rotation, Store,
+    StoreError,
+};
+use usher_testkit::on_each_engine;
+
+fn new_user(email: &str, first_account_is_admin: bool) -> NewUser {
+    NewUser {
+        email: Email::parse(email).unwrap(),
+        name: UserName::parse("Test Person").unwrap(),
+        password_hash: "$argon2id$not-a-real-hash".into(),
+        role: Role::Customer,
+        first_account_is_admin,
+    }
+}
+
+fn new_event(organizer_id: Uuid, title: &str) -> NewEvent {
+    NewEvent {
+        organizer_id,
+        title: EventTitle::parse(title).unwrap(),
+        description: EventText::parse("An evening", 1000).unwrap(),
+        venue: EventText::parse("Main Hall", 200).unwrap(),
+        attributes: EventAttributes::parse(serde_json::json!({"genre": "jazz", "age": 18}))
+            .unwrap(),
+    }
+}
+
+fn token(user_id: Uuid, family_id: Uuid, hash: &[u8], expires_in: Duration) -> NewRefreshToken {
+    NewRefreshToken {
+        id: Uuid::now_v7(),
+        family_id,
+        user_id,
+        token_hash: hash.to_vec(),
+        expires_at: Utc::now() + expires_in,
+    }
+}
+
+fn query(scope: EventScope, q: Option<&str>, limit: u32, after: Option<Cursor>) -> EventQuery {
+    EventQuery {
+        scope,
+        title_contains: q.map(str::to_owned),
+        limit: PageLimit::parse(Some(limit)).unwrap(),
+        after,
+    }
+}
+
+async fn organizer(store: &Arc<dyn Store>, email: &str) -> Uuid {
+    let user = store.create_user(new_user(email, true)).await.unwrap();
+    store
+        .set_role(user.id, Role::Organizer)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+on_each_engine! {
+    async fn migrations_are_current_and_idempotent(engine) {
+        let store = engine.fresh_store().await;
+        store.migrate().await.unwrap();
+        let readiness = store.readiness().await.unwrap();
+        assert!(readiness.is_current(), "{readiness:?}");
+        assert!(readiness.known_migrations >= 1);
+    }
+
+    async fn first_account_is_admin_and_later_ones_are_not(engine) {
+        let store = engine.fresh_store().await;
+        let first = store.create_user(new_user("first@example.com", true)).await.unwrap();
+        let second = store.create_user(new_user("second@example.com", true)).await.unwrap();
+        assert_eq!(first.role, Role::Admin);
+        assert_eq!(second.role, Role::Customer);
+    }
+
+    async fn first_account_rule_off_when_an_admin_email_is_configured(engine) {
+        let store = engine.fresh_store().await;
+        let first = store.create_user(new_user("first@example.com", false)).await.unwrap();
+        assert_eq!(first.role, Role::Customer);
+        // The marker was taken, so turning the rule on later promotes nobody.
+        let second = store.create_user(new_user("second@example.com", true)).await.unwrap();
+        assert_eq!(second.role, Role::Customer);
+    }
+
+    async fn concurrent_first_signups_make_exactly_one_admin(engine) {
+        let store = engine.fresh_store().await;
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.create_user(new_user(&format!("u{i}@example.com"), true)).await
+                })
+            })
+            .collect();
+        let mut admins = 0;
+        for task in tasks {
+            if task.await.unwrap().unwrap().role == Role::Admin {
+                admins += 1;
+            }
+        }
+        assert_eq!(admins, 1);
+    }
+
+    async fn duplicate_email_is_a_domain_error(engine) {
+        let store = engine.fresh_store().await;
+        store.create_user(new_user("ann@example.com", true)).await.unwrap();
+        let again = store.create_user(new_user("ANN@example.com ", true)).await;
+        assert!(matches!(again, Err(StoreError::EmailTaken)), "{again:?}");
+    }
+
+    async fn users_are_found_by_id_and_email(engine) {
+        let store = engine.fresh_store().await;
+        let ann = store.create_user(new_user("ann@example.com", true)).await.unwrap();
+        assert_eq!(store.user(ann.id).await.unwrap(), Some(ann.clone()));
+        let creds = store
+            .credentials_by_email(&Email::parse("Ann@Example.com").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(creds.user, ann);
+        assert_eq!(creds.password_hash, "$argon2id$not-a-real-hash");
+        assert!(store.user(Uuid::now_v7()).await.unwrap().is_none());
+        assert!(store.set_role(Uuid::now_v7(), Role::Admin).await.unwrap().is_none());
+    }
+
+    async fn refresh_rotation_then_reuse_revokes_the_family(engine) {
+        let store = engine.fresh_store().await;
+        let ann = store.create_user(new_user("ann@example.com", true)).await.unwrap();
+        let family = Uuid::now_v7();
+        store.insert_refresh_token(token(ann.id, family, b"t1", Duration::days(1))).await.unwrap();
+        let now = Utc::now();
+
+        // The caller's family/user are ignored; the presented token's are kept.
+        let rotated = store
+            .rotate_refresh_token(b"t1", token(Uuid::nil(), Uuid::nil(), b"t2", Duration::days(1)), now)
+            .await
+            .unwrap();
+        assert_eq!(rotated, Rotation::Rotated { user_id: ann.id });
+        let rotated = store
+            .rotate_refresh_token(b"t2", token(ann.id, family, b"t3", Duration::days(1)), now)
+            .await
+            .unwrap();
+        assert_eq!(rotated, Rotation::Rotated { user_id: ann.id });
+
+        // t1 was already used: replaying it revokes t3 too.
+        let replay = store
+            .rotate_refresh_token(b"t1", token(ann.id, family, b"t4", Duration::days(1)), now)
+            .await
+            .unwrap();
+        assert_eq!(replay, Rotation::Reused);
+        let after = store
+            .rotate_refresh_token(b"t3", token(ann.id, family, b"t5", Duration::days(1)), now)
+            .await
+            .unwrap();
+        assert_eq!(after, Rotation::Reused);
+        // The replacement of the refused rotation was never stored.
+        let t4 = store
+            .rotate_refresh_token(b"t4", token(ann.id, family, b"t6", Duration::days(1)), now)
+            .await
+            .unwrap();
+        assert_eq!(t4, Rotation::Invalid);
+    }
+
+    async fn rotation_leaves_other_families_alone(engine) {
+        let store = engine.fresh_store().await;
+        let ann = store.create_user(new_user("ann@example.com", true)).await.unwrap();
+        store.insert_refresh_token(token(ann.id, Uuid::now_v7(), b"phone", Duration::days(1))).await.unwrap();
+        store.insert_refresh_token(token(ann.id, Uuid::now_v7(), b"laptop", Duration::days(1))).await.unwrap();
+        assert!(store.revoke_refresh_family(b"phone", Utc::now()).await.unwrap());
+        let laptop = store
+            .rotate_refresh_token(b"laptop", token(ann.id, Uuid::nil(), b"laptop2", Duration::days(1)), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(laptop, Rotation::Rotated { user_id: ann.id });
+        assert!(!store.revoke_refresh_family(b"unknown", Utc::now()).await.unwrap());
+    }
+
+    async fn expired_and_unknown_refresh_tokens_are_invalid(engine) {
+        let store = engine.fresh_store().await;
+        let ann = store.create_user(new_user("ann@example.com", true)).await.unwrap();
+        store.insert_refresh_token(token(ann.id, Uuid::now_v7(), b"old", Duration::seconds(-1))).await.unwrap();
+        let now = Utc::now();
+        let expired = store
+            .rotate_refresh_token(b"old", token(ann.id, Uuid::nil(), b"new", Duration::days(1)), now)
+            .await
+            .unwrap();
+        assert_eq!(expired, Rotation::Invalid);
+        let unknown = store
+            .rotate_refresh_token(b"nope", token(ann.id, Uuid::nil(), b"new2", Duration::days(1)), now)
+            .await
+            .unwrap();
+        assert_eq!(unknown, Rotation::Invalid);
+    }
+
+    async fn concurrent_rotations_of_one_token_let_at_most_one_through(engine) {
+        let store = engine.fresh_store().await;
+        let ann = store.create_user(new_user("ann@example.com", true)).await.unwrap();
+        store.insert_refresh_token(token(ann.id, Uuid::now_v7(), b"shared", Duration::days(1))).await.unwrap();
+        let tasks: Vec<_> = (0..10u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .rotate_refresh_token(b"shared", token(ann.id, Uuid::nil(), &[b'n', i], Duration::days(1)), Utc::now())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut rotated = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Rotation::Rotated { .. } => rotated += 1,
+                Rotation::Reused => {}
+                Rotation::Invalid => panic!("a known token is never invalid here"),
+            }
+        }
+        assert_eq!(rotated, 1);
+    }
+
+    async fn settings_keep_the_first_value(engine) {
+        let store = engine.fresh_store().await;
+        assert_eq!(store.setting_or_insert("jwt", "a").await.unwrap(), "a");
+        assert_eq!(store.setting_or_insert("jwt", "b").await.unwrap(), "a");
+    }
+
+    async fn events_round_trip_with_attributes(engine) {
+        let store = engine.fresh_store().await;
+        let org = organizer(&store, "org@example.com").await;
+        let created = store.create_event(new_event(org, "Jazz Night")).await.unwrap();
+        assert_eq!(created.status, EventStatus::Draft);
+        assert_eq!(created.attributes.as_value()["genre"], "jazz");
+        let read = store.event(created.id).await.unwrap().unwrap();
+        assert_eq!(read, created);
+        assert!(store.event(Uuid::now_v7()).await.unwrap().is_none());
+    }
+
+    async fn patch_changes_only_given_fields_and_guards_status(engine) {
+        let store = engine.fresh_store().await;
+        let org = organizer(&store, "org@example.com").await;
+        let event = store.create_event(new_event(org, "Jazz Night")).await.unwrap();
+        let patched = store
+            .update_event(event.id, EventPatch {
+                title: Some(EventTitle::parse("Late Jazz").unwrap()),
+                status: Some(EventStatus::Published),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(patched.title.as_str(), "Late Jazz");
+        assert_eq!(patched.venue, event.venue);
+        assert_eq!(patched.status, EventStatus::Published);
+        assert!(patched.updated_at >= event.updated_at);
+        assert_eq!(store.event(event.id).await.unwrap().unwrap(), patched);
+
+        store
+            .update_event(event.id, EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() })
+            .await
+            .unwrap();
+        let revive = store
+            .update_event(event.id, EventPatch { status: Some(EventStatus::Published), ..Default::default() })
+            .await;
+        assert!(matches!(revive, Err(StoreError::IllegalStatusChange { .. })), "{revive:?}");
+        assert_eq!(store.event(event.id).await.unwrap().unwrap().status, EventStatus::Cancelled);
+        assert!(store.update_event(Uuid::now_v7(), EventPatch::default()).await.unwrap().is_none());
+    }
+
+    async fn listing_respects_scope_search_and_pages(engine) {
+        let store = engine.fresh_store().await;
+        let ann = organizer(&store, "ann@example.com").await;
+        let bob = organizer(&store, "bob@example.com").await;
+        let publish = EventPatch { status: Some(EventStatus::Published), ..Default::default() };
+        let mut published = Vec::new();
+        for i in 0..5 {
+            let e = store.create_event(new_event(ann, &format!("Jazz {i}"))).await.unwrap();
+            store.update_event(e.id, publish.clone()).await.unwrap();
+            published.push(e.id);
+        }
+        let ann_draft = store.create_event(new_event(ann, "Ann's 100% _draft_")).await.unwrap();
+        let bob_draft = store.create_event(new_event(bob, "Bob's Draft")).await.unwrap();
+
+        let public = store.list_events(query(EventScope::Public, None, 100, None)).await.unwrap();
+        let ids: Vec<_> = public.items.iter().map(|e| e.id).collect();
+        published.reverse();
+        assert_eq!(ids, published, "public sees published events, newest first");
+        assert!(public.next.is_none());
+
+        let anns = store.list_events(query(EventScope::PublicAndOwnedBy(ann), None, 100, None)).await.unwrap();
+        assert_eq!(anns.items.len(), 6);
+        assert!(anns.items.iter().any(|e| e.id == ann_draft.id));
+        assert!(!anns.items.iter().any(|e| e.id == bob_draft.id));
+
+        let all = store.list_events(query(EventScope::All, None, 100, None)).await.unwrap();
+        assert_eq!(all.items.len(), 7);
+
+        // Pages of two walk the five published events without gaps or repeats.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_events(query(EventScope::Public, None, 2, after)).await.unwrap();
+            assert!(page.items.len() <= 2);
+            seen.extend(page.items.iter().map(|e| e.id));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, published);
+
+        // Search is a case-insensitive substring; LIKE wildcards in q match literally.
+        let jazz = store.list_events(query(EventScope::Public, Some("JAZZ 3"), 100, None)).await.unwrap();
+        assert_eq!(jazz.items.len(), 1);
+        let literal = store.list_events(query(EventScope::All, Some("100% _d"), 100, None)).await.unwrap();
+        assert_eq!(literal.items.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ann_draft.id]);
+        let wildcard = store.list_events(query(EventScope::All, Some("%"), 100, None)).await.unwrap();
+        assert_eq!(wildcard.items.len(), 1);
+    }
+
+    async fn search_folds_non_ascii_case_the_same_on_every_engine(engine) {
+        let store = engine.fresh_store().await;
+        let org = organizer(&store, "org@example.com").await;
+        let e = store.create_event(new_event(org, "ÉTÉ Festival")).await.unwrap();
+        let found = store.list_events(query(EventScope::All, Some("été"), 10, None)).await.unwrap();
+        assert_eq!(found.items.iter().map(|e| e.id).collect::<Vec<_>>(), vec![e.id]);
+    }
+}
