@@ -1,0 +1,14 @@
+//! Usher's HTTP surface: the router, its middleware, the handlers, authentication and
+//! the problem+json error format. Storage is reached only through `usher_store::Store`.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod extract;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod state;
+
+pub use app::{Application, BuildError};
+pub use config::ServerConfig;

@@ -192,8 +192,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Rotation>;
     /// Revokes the family of the token with this hash (logout). Returns whether such a
     /// token existed.
-    async fn revoke_refresh_family(&self, token_hash: &[u8], now: DateTime<Utc>)
-    -> StoreResult<bool>;
+    async fn revoke_refresh_family(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     // --- events ---------------------------------------------------------------------
 

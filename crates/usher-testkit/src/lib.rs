@@ -98,7 +98,16 @@ impl PgCluster {
         let data = dir.join("data");
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
-            .args(["--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
+            .args([
+                "--no-sync",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

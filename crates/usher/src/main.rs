@@ -1,1 +1,249 @@
-fn main(){}
+//! The `usher` binary: parses flags and environment, sets up logging, opens the store
+//! and hands over to the library. Everything else lives in the library crates.
+
+mod seed;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+use usher_core::Email;
+use usher_server::{Application, ServerConfig};
+use usher_store::Store;
+use usher_store_postgres::PostgresStore;
+use usher_store_sqlite::SqliteStore;
+
+#[derive(Parser)]
+#[command(name = "usher", version, about = "Event ticketing and booking service")]
+// `usher` with no subcommand serves, reading the same flags as `usher serve`.
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations and serve the API (the default).
+    Serve(ServeArgs),
+    /// Apply migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Load demo data (idempotent) and print the demo accounts' credentials.
+    Seed(DatabaseArgs),
+}
+
+#[derive(Args, Clone)]
+struct DatabaseArgs {
+    /// `sqlite://PATH` (created when missing) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://usher.db")]
+    database_url: String,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Listen address; port 0 picks a free port.
+    #[arg(long, env = "USHER_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Signing key for access tokens (at least 32 bytes). Generated on first start and
+    /// kept in the database when unset.
+    #[arg(long, env = "USHER_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// This account is admin; otherwise the first account on an empty database is.
+    #[arg(long, env = "USHER_ADMIN_EMAIL")]
+    admin_email: Option<String>,
+    /// Comma-separated origins allowed to call the API from browsers (CORS).
+    #[arg(long, env = "USHER_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "USHER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Requests still running after this many seconds answer 503.
+    #[arg(long, env = "USHER_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    request_timeout_seconds: u64,
+}
+
+#[derive(Args)]
+struct LogArgs {
+    /// `json` (default when stdout is not a terminal) or `text`.
+    #[arg(long, env = "USHER_LOG_FORMAT", global = true)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log.log_format);
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => {
+            let store = open_store(&args.database_url).await?;
+            store.migrate().await.context("applying migrations")?;
+            let readiness = store.readiness().await?;
+            println!(
+                "migrations applied: {} of {} ({})",
+                readiness.applied_migrations,
+                readiness.known_migrations,
+                store.engine()
+            );
+            Ok(())
+        }
+        Command::Seed(args) => {
+            let store = open_store(&args.database_url).await?;
+            store.migrate().await.context("applying migrations")?;
+            seed::run(store.as_ref()).await
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let admin_email = args
+        .admin_email
+        .as_deref()
+        .map(Email::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("USHER_ADMIN_EMAIL: {e}"))?;
+    let store = open_store(&args.database.database_url).await?;
+    store.migrate().await.context("applying migrations")?;
+    let config = ServerConfig {
+        jwt_secret: args.jwt_secret.map(SecretString::from),
+        admin_email,
+        cors_origins: args
+            .cors_origins
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect(),
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_secs(args.request_timeout_seconds),
+    };
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    let app = Application::build(config, store.clone(), listener).await?;
+    let addr = app.local_addr()?;
+    tracing::info!(%addr, database = store.engine(), "usher is serving");
+    // The one line on stdout that scripts and tests wait for.
+    println!("listening on http://{addr}");
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    tracing::info!(database = %redact(url), "opening database");
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(
+            SqliteStore::connect(url)
+                .await
+                .with_context(|| format!("opening {}", redact(url)))?,
+        )
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(
+            PostgresStore::connect(url)
+                .await
+                .with_context(|| format!("connecting to {}", redact(url)))?,
+        )
+    } else {
+        bail!("DATABASE_URL must start with sqlite:// or postgres://");
+    };
+    Ok(store)
+}
+
+/// The URL without its password, for logs and error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    // Logs go to stderr: stdout carries only the `listening on` line and command output.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_password_is_redacted() {
+        assert_eq!(
+            redact("postgres://usher:s3cret@db:5432/usher"),
+            "postgres://usher:***@db:5432/usher"
+        );
+        assert_eq!(redact("sqlite://usher.db"), "sqlite://usher.db");
+        assert_eq!(
+            redact("postgres://usher@db/usher"),
+            "postgres://usher@db/usher"
+        );
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

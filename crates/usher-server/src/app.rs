@@ -1,0 +1,247 @@
+//! Builds the whole HTTP application from a configuration, a store and a listener, so
+//! that `main` stays thin and tests can run many apps on port 0 at once.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware;
+use axum::response::Response;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use usher_store::Store;
+
+use crate::auth::{self, TokenKeys};
+use crate::config::ServerConfig;
+use crate::openapi::ApiDoc;
+use crate::problem::{ApiError, InternalError, problemize};
+use crate::routes;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Where the generated signing key is kept when `USHER_JWT_SECRET` is not set.
+const JWT_SECRET_SETTING: &str = "jwt_secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("USHER_JWT_SECRET must be at least 32 bytes long")]
+    WeakJwtSecret,
+    #[error("invalid CORS origin {0:?}")]
+    BadCorsOrigin(String),
+    #[error("could not read the listener's address: {0}")]
+    Listener(std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    pub async fn build(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        listener: TcpListener,
+    ) -> Result<Self, BuildError> {
+        let secret = match &config.jwt_secret {
+            Some(secret) => {
+                if secrecy::ExposeSecret::expose_secret(secret).len() < 32 {
+                    return Err(BuildError::WeakJwtSecret);
+                }
+                secret.clone()
+            }
+            None => {
+                let fresh =
+                    auth::generate_secret().map_err(|e| BuildError::Setup(e.to_string()))?;
+                // Racing instances agree on whichever secret was stored first.
+                let kept = store
+                    .setting_or_insert(JWT_SECRET_SETTING, &fresh)
+                    .await
+                    .map_err(|e| BuildError::Setup(e.to_string()))?;
+                SecretString::from(kept)
+            }
+        };
+        let cors = cors_layer(&config.cors_origins)?;
+        let state = AppState::new(store, TokenKeys::new(&secret), config);
+        let router = router(state, cors);
+        Ok(Self { listener, router })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, BuildError> {
+        self.listener.local_addr().map_err(BuildError::Listener)
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
+
+/// The API routes and their OpenAPI document, before any middleware.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::accounts::router())
+        .merge(routes::events::router())
+        .merge(routes::ops::router())
+        .split_for_parts()
+}
+
+fn router(state: AppState, cors: CorsLayer) -> Router {
+    let config = state.config().clone();
+    let (api, openapi) = api();
+    let app = api
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
+
+    // `Router::layer` wraps what is already there, so the layers are listed from the
+    // innermost (closest to the handlers) to the outermost.
+    app
+        // Enforced where bodies are read (our JSON extractor), which answers 413.
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                use axum::response::IntoResponse;
+                ApiError::Internal("handler panicked".into()).into_response()
+            },
+        ))
+        .layer(cors)
+        .layer(middleware::map_response(security_headers))
+        // Any error response that is not yet a problem document becomes one.
+        .layer(middleware::map_response(problemize))
+        // Outside the problem mapper, so error responses carry the id as well.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // The span opens after the id is known, so every log line of the request has it.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        request_id,
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response, latency: Duration, _span: &Span| {
+                    let status = response.status().as_u16();
+                    let latency_ms = latency.as_secs_f64() * 1000.0;
+                    match response.extensions().get::<InternalError>() {
+                        Some(InternalError(cause)) => {
+                            tracing::error!(status, latency_ms, cause = %cause, "request failed")
+                        }
+                        None => tracing::info!(status, latency_ms, "request finished"),
+                    }
+                })
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Only well-formed incoming request ids are kept; others are replaced, so a
+        // client cannot inject odd bytes into our logs.
+        .layer(middleware::map_request(drop_invalid_request_id))
+}
+
+async fn drop_invalid_request_id(mut request: Request) -> Request {
+    let valid = request.headers().get(REQUEST_ID).is_none_or(|v| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    });
+    if !valid {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// Headers that tell browsers to be strict with what we serve. A handler that needs
+/// something else sets its own value first.
+async fn security_headers(mut response: Response) -> Response {
+    // The CSP allows inline styles and data: images because the bundled Swagger UI
+    // uses them; scripts only ever come from this origin.
+    const HEADERS: [(HeaderName, &str); 5] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; \
+             base-uri 'none'; form-action 'self'",
+        ),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
+    let headers = response.headers_mut();
+    for (name, value) in HEADERS {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
+}
+
+fn cors_layer(origins: &[String]) -> Result<CorsLayer, BuildError> {
+    let origins = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).map_err(|_| BuildError::BadCorsOrigin(o.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            REQUEST_ID,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            REQUEST_ID,
+            header::RETRY_AFTER,
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(Duration::from_secs(600)))
+}

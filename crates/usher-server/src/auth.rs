@@ -1,0 +1,227 @@
+//! Credentials: argon2id password hashes, JWT access tokens and opaque refresh tokens.
+//!
+//! Access tokens are short-lived JWTs (HS256) carrying the user id and role. Refresh
+//! tokens are 256 random bits shown to the client once; the store keeps only their
+//! SHA-256, so a leaked database does not leak sessions.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, PasswordHash};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use usher_core::{Password, Role};
+
+use crate::extract::Caller;
+use crate::problem::ApiError;
+
+/// How long an access token lives. Short, because it cannot be revoked.
+pub const ACCESS_TOKEN_TTL: Duration = Duration::minutes(15);
+/// How long a refresh token lives if never used.
+pub const REFRESH_TOKEN_TTL: Duration = Duration::days(30);
+const ISSUER: &str = "usher";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: Uuid,
+    role: Role,
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// Signs and checks access tokens.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &SecretString) -> Self {
+        let bytes = secret.expose_secret().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
+        }
+    }
+
+    pub fn issue_access(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<String, ApiError> {
+        let claims = Claims {
+            sub: user_id,
+            role,
+            iss: ISSUER.into(),
+            iat: now.timestamp(),
+            exp: (now + ACCESS_TOKEN_TTL).timestamp(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("sign access token: {e}")))
+    }
+
+    pub fn verify_access(&self, token: &str) -> Result<Caller, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("the access token has expired; refresh it")
+                }
+                _ => ApiError::Unauthorized("the access token is not valid"),
+            })?;
+        Ok(Caller {
+            id: data.claims.sub,
+            role: data.claims.role,
+        })
+    }
+}
+
+/// A fresh refresh token: what the client gets, and what the store keeps.
+pub struct RefreshToken {
+    pub token: String,
+    pub hash: Vec<u8>,
+}
+
+impl RefreshToken {
+    pub fn generate() -> Result<Self, ApiError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ApiError::Internal(format!("random source failed: {e}")))?;
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let hash = hash_refresh_token(&token);
+        Ok(Self { token, hash })
+    }
+}
+
+pub fn hash_refresh_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A random secret for signing tokens when none is configured.
+pub fn generate_secret() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 48];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("random source failed: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Hashes a password with argon2id off the async threads (it takes tens of milliseconds
+/// on purpose).
+pub async fn hash_password(password: Password) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.expose().as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|e| ApiError::Internal(format!("hash password: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("hashing task failed: {e}")))?
+}
+
+/// Checks a password against a stored hash. With no hash (unknown email) it checks
+/// against a dummy one, so both failures take the same time and look the same.
+pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let hash = match stored {
+            Some(hash) => hash,
+            None => dummy_hash().to_owned(),
+        };
+        let parsed = PasswordHash::new(&hash)
+            .map_err(|e| ApiError::Internal(format!("stored hash unreadable: {e}")))?;
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Ok(known && matches)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("verify task failed: {e}")))?
+}
+
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        Argon2::default()
+            .hash_password(b"usher-timing-equaliser")
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(secret: &str) -> TokenKeys {
+        TokenKeys::new(&SecretString::from(secret.to_owned()))
+    }
+
+    #[test]
+    fn access_token_round_trips() {
+        let keys = keys("a-test-secret-of-enough-length-0123456789");
+        let id = Uuid::now_v7();
+        let token = keys.issue_access(id, Role::Organizer, Utc::now()).unwrap();
+        let caller = keys.verify_access(&token).unwrap();
+        assert_eq!((caller.id, caller.role), (id, Role::Organizer));
+    }
+
+    #[test]
+    fn token_signed_with_another_key_or_expired_is_refused() {
+        let ours = keys("a-test-secret-of-enough-length-0123456789");
+        let theirs = keys("another-secret-of-enough-length-987654321");
+        let id = Uuid::now_v7();
+        let forged = theirs.issue_access(id, Role::Admin, Utc::now()).unwrap();
+        assert!(ours.verify_access(&forged).is_err());
+        let old = ours
+            .issue_access(id, Role::Admin, Utc::now() - Duration::hours(1))
+            .unwrap();
+        assert!(ours.verify_access(&old).is_err());
+        assert!(ours.verify_access("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_hashed() {
+        let a = RefreshToken::generate().unwrap();
+        let b = RefreshToken::generate().unwrap();
+        assert_ne!(a.token, b.token);
+        assert_eq!(a.hash, hash_refresh_token(&a.token));
+        assert_eq!(a.hash.len(), 32);
+    }
+
+    #[tokio::test]
+    async fn password_verifies_only_with_the_right_password() {
+        let hash = hash_password(Password::parse("correct horse battery").unwrap())
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(
+            verify_password("correct horse battery".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("wrong horse battery".into(), Some(hash))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("usher-timing-equaliser".into(), None)
+                .await
+                .unwrap()
+        );
+    }
+}

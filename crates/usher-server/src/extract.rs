@@ -1,0 +1,309 @@
+//! Request extractors that answer in our problem format: JSON bodies, query strings,
+//! ids in paths, and the caller's identity from a bearer token.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use usher_core::{ParseError, Role, Viewer};
+
+use crate::problem::{ApiError, FieldError};
+use crate::state::AppState;
+
+/// A JSON body. Unlike axum's own, every failure is a problem document, and a body of the
+/// wrong shape names the offending field.
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes =
+            Bytes::from_request(req, state)
+                .await
+                .map_err(|rejection: BytesRejection| {
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge
+                    } else {
+                        ApiError::MalformedBody(rejection.body_text())
+                    }
+                })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Deserializes a JSON document: syntax errors are 400, shape errors 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => {
+            deserializer
+                .end()
+                .map_err(|e| ApiError::MalformedBody(format!("invalid JSON: {e}")))?;
+            Ok(value)
+        }
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+                return Err(ApiError::MalformedBody(format!("invalid JSON: {inner}")));
+            }
+            Err(ApiError::Validation(vec![shape_error(&path, &inner)]))
+        }
+    }
+}
+
+/// serde says "missing field `email`" at the parent's path; we name the field itself.
+fn shape_error(path: &str, error: &serde_json::Error) -> FieldError {
+    let message = error.to_string();
+    // Drop serde_json's " at line 1 column 42" suffix: the field path says where.
+    let message = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(head, _)| head)
+        .to_string();
+    let join = |field: &str| {
+        if path == "." || path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    for prefix in ["missing field `", "unknown field `"] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((field, _)) = rest.split_once('`')
+        {
+            let what = if prefix.starts_with("missing") {
+                "this field is required".to_string()
+            } else {
+                format!("unknown field `{field}`")
+            };
+            return FieldError::new(join(field), what);
+        }
+    }
+    let field = if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    };
+    FieldError::new(field, message)
+}
+
+/// Collects field errors while parsing a request into domain values, so that one answer
+/// lists every invalid field rather than only the first.
+#[derive(Default)]
+pub struct Fields {
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps the value, or records the error under `field`.
+    pub fn take<T>(&mut self, field: &str, parsed: Result<T, ParseError>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.errors.push(FieldError::new(field, error.0));
+                None
+            }
+        }
+    }
+
+    /// Like `take` for a field that may be absent.
+    pub fn optional<T, R>(
+        &mut self,
+        field: &str,
+        raw: Option<R>,
+        parse: impl FnOnce(R) -> Result<T, ParseError>,
+    ) -> Option<Option<T>> {
+        match raw {
+            None => Some(None),
+            Some(raw) => self.take(field, parse(raw)).map(Some),
+        }
+    }
+
+    pub fn reject(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    /// Ok when no field failed.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.errors))
+        }
+    }
+}
+
+/// Parses an id from a path segment. Something that is not a UUID names nothing: 404.
+pub fn path_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// The authenticated caller, from `Authorization: Bearer <access token>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub id: Uuid,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn viewer(self) -> Viewer {
+        Viewer::new(self.id, self.role)
+    }
+
+    pub fn require_organizer(self) -> Result<Self, ApiError> {
+        if self.role.can_organize() {
+            Ok(self)
+        } else {
+            Err(ApiError::Forbidden(
+                "only organizers and admins may do this",
+            ))
+        }
+    }
+
+    pub fn require_admin(self) -> Result<Self, ApiError> {
+        if self.role == Role::Admin {
+            Ok(self)
+        } else {
+            Err(ApiError::Forbidden("only admins may do this"))
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() => {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(ApiError::Unauthorized(
+            "use `Authorization: Bearer <access_token>`",
+        )),
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = bearer(parts)?.ok_or(ApiError::Unauthorized(
+            "this needs `Authorization: Bearer <access_token>`",
+        ))?;
+        state.tokens().verify_access(token)
+    }
+}
+
+/// A caller who may be anonymous; a token that is present but bad is still a 401.
+impl<S> OptionalFromRequestParts<S> for Caller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        match bearer(parts)? {
+            None => Ok(None),
+            Some(token) => state.tokens().verify_access(token).map(Some),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        email: String,
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Nested {
+        count: u32,
+    }
+
+    fn field_of(result: Result<Body, ApiError>) -> (String, String) {
+        match result {
+            Err(ApiError::Validation(errors)) => {
+                (errors[0].field.clone(), errors[0].message.clone())
+            }
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        assert_eq!(field_of(parse_json(br#"{}"#)).0, "email",);
+    }
+
+    #[test]
+    fn wrong_type_in_nested_field_is_named_by_path() {
+        let (field, message) = field_of(parse_json(br#"{"email":"a","nested":{"count":"x"}}"#));
+        assert_eq!(field, "nested.count");
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        assert_eq!(
+            field_of(parse_json(br#"{"email":"a","emial":"b"}"#)).0,
+            "emial"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed() {
+        assert!(matches!(
+            parse_json::<Body>(br#"{"email": "#),
+            Err(ApiError::MalformedBody(_))
+        ));
+        assert!(matches!(
+            parse_json::<Body>(br#"{"email": "a"} trailing"#),
+            Err(ApiError::MalformedBody(_))
+        ));
+    }
+}

@@ -1,0 +1,40 @@
+//! The OpenAPI document's frame: title, security scheme and tags. Paths and schemas are
+//! collected from the handlers' `#[utoipa::path]` attributes by `utoipa-axum`.
+
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Usher",
+        description = "Event ticketing and booking: events, performances, seat holds, payments.\n\n\
+            Errors are `application/problem+json` (RFC 9457). Authenticate with \
+            `Authorization: Bearer <access_token>` from `/v1/auth/login` or `/v1/auth/signup`.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "accounts", description = "Signup, login, tokens, roles"),
+        (name = "events", description = "Events and their status"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}

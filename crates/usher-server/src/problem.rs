@@ -1,0 +1,259 @@
+//! Errors as clients see them: RFC 9457 `application/problem+json`, mapped from one enum
+//! in one place. Internal details never reach the client; they ride on the response as
+//! an extension and the trace layer logs them inside the request's span.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use usher_store::StoreError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The field's path in the request, e.g. `email` or `seating.sections[0].price`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The problem document (RFC 9457).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A stable identifier of the kind of problem, e.g. `/problems/validation-error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed request: {0}")]
+    MalformedBody(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("authentication required: {0}")]
+    Unauthorized(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {detail}")]
+    Conflict { kind: &'static str, detail: String },
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The internal cause of a 5xx, for the log line of the request.
+#[derive(Debug, Clone)]
+pub struct InternalError(pub String);
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        let status = self.status();
+        let (kind, detail, errors) = match self {
+            ApiError::MalformedBody(why) => ("malformed-request", why.clone(), vec![]),
+            ApiError::UnsupportedMediaType => (
+                "unsupported-media-type",
+                "send the body as JSON with `Content-Type: application/json`".into(),
+                vec![],
+            ),
+            ApiError::PayloadTooLarge => (
+                "payload-too-large",
+                "the request body is larger than this server accepts".into(),
+                vec![],
+            ),
+            ApiError::Validation(errors) => (
+                "validation-error",
+                match errors.as_slice() {
+                    [one] => format!("{}: {}", one.field, one.message),
+                    _ => format!("{} fields are invalid", errors.len()),
+                },
+                errors.clone(),
+            ),
+            ApiError::Unauthorized(why) => ("unauthorized", (*why).into(), vec![]),
+            ApiError::Forbidden(why) => ("forbidden", (*why).into(), vec![]),
+            ApiError::NotFound => (
+                "not-found",
+                "there is nothing here, or you may not see it".into(),
+                vec![],
+            ),
+            ApiError::Conflict { kind, detail } => (*kind, detail.clone(), vec![]),
+            ApiError::Unavailable(_) => (
+                "unavailable",
+                "the service cannot answer right now; try again shortly".into(),
+                vec![],
+            ),
+            ApiError::Internal(_) => (
+                "internal-error",
+                "something went wrong on our side; it has been logged".into(),
+                vec![],
+            ),
+        };
+        Problem {
+            kind: format!("/problems/{kind}"),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail,
+            errors,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => ApiError::Conflict {
+                kind: "email-taken",
+                detail: "an account with this email already exists".into(),
+            },
+            StoreError::IllegalStatusChange { from, to } => {
+                ApiError::Validation(vec![FieldError::new(
+                    "status",
+                    format!("an event that is {from} cannot become {to}"),
+                )])
+            }
+            StoreError::Backend(why) => ApiError::Internal(why),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = problem_response(&self.problem());
+        if let ApiError::Unauthorized(_) = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::Internal(why) | ApiError::Unavailable(why) = self {
+            response.extensions_mut().insert(InternalError(why));
+        }
+        response
+    }
+}
+
+pub fn problem_response(problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_default();
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+/// Turns any error response that is not already a problem document (an unknown route,
+/// a wrong method, a body over the limit, a timeout, a panic) into one, so that clients
+/// see a single error format whatever layer answered.
+pub async fn problemize(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (kind, detail) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "there is no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method-not-allowed",
+            "this route does not accept that method; see the Allow header",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload-too-large",
+            "the request body is larger than this server accepts",
+        ),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => (
+            "unavailable",
+            "the service cannot answer right now; try again shortly",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported-media-type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        s if s.is_server_error() => (
+            "internal-error",
+            "something went wrong on our side; it has been logged",
+        ),
+        _ => ("bad-request", "the request could not be understood"),
+    };
+    let (mut parts, _) = response.into_parts();
+    let mut fresh = problem_response(&Problem {
+        kind: format!("/problems/{kind}"),
+        title: status.canonical_reason().unwrap_or("Error").into(),
+        status: status.as_u16(),
+        detail: detail.into(),
+        errors: vec![],
+    });
+    // Keep the layer's headers (Allow, Retry-After, request id …) but our body and type.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    std::mem::swap(fresh.headers_mut(), &mut parts.headers);
+    fresh.extensions_mut().extend(parts.extensions);
+    fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_detail_names_the_field() {
+        let problem = ApiError::validation("email", "this is not a valid email address").problem();
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.kind, "/problems/validation-error");
+        assert_eq!(problem.detail, "email: this is not a valid email address");
+        assert_eq!(problem.errors[0].field, "email");
+    }
+
+    #[test]
+    fn internal_details_stay_out_of_the_body() {
+        let problem = ApiError::Internal("password=hunter2 in connection string".into()).problem();
+        assert!(!problem.detail.contains("hunter2"));
+        assert_eq!(problem.status, 500);
+    }
+}

@@ -1,0 +1,328 @@
+//! Accounts: signup, login, refresh-token rotation, logout, the caller's profile, and
+//! admins changing roles.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use usher_core::{Email, Password, Role, User, UserName};
+use usher_store::{NewRefreshToken, NewUser, Rotation};
+
+use crate::auth::{self, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL, RefreshToken};
+use crate::extract::{Caller, Fields, Json, path_id};
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(set_role))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    #[schema(example = "customer")]
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.as_str().into(),
+            name: user.name.as_str().into(),
+            role: user.role.as_str().into(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    pub user: UserView,
+    /// A JWT to send as `Authorization: Bearer …`.
+    pub access_token: String,
+    /// Opaque; trade it at `/v1/auth/refresh` for a new pair. Usable once.
+    pub refresh_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    /// At least 10 characters.
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+    #[schema(example = "Ann Lee")]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRequest {
+    #[schema(example = "organizer")]
+    pub role: String,
+}
+
+/// Creates the account and starts a session.
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Account created", body = Session),
+        (status = 409, description = "Email taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Weak password, bad email or name", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn signup(
+    State(state): State<AppState>,
+    Json(body): Json<SignupRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut fields = Fields::new();
+    let email = fields.take("email", Email::parse(&body.email));
+    let password = fields.take("password", Password::parse(&body.password));
+    let name = fields.take("name", UserName::parse(&body.name));
+    fields.finish()?;
+    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let admin_email = state.config().admin_email.as_ref();
+    let role = if admin_email == Some(&email) {
+        Role::Admin
+    } else {
+        Role::Customer
+    };
+    let password_hash = auth::hash_password(password).await?;
+    let user = state
+        .store()
+        .create_user(NewUser {
+            email,
+            name,
+            password_hash,
+            role,
+            first_account_is_admin: admin_email.is_none(),
+        })
+        .await?;
+    let session = start_session(&state, user).await?;
+    Ok((StatusCode::CREATED, axum::Json(session)))
+}
+
+/// Logs in with email and password. A wrong password and an unknown email get the same
+/// answer, in the same time.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "accounts",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = Session),
+        (status = 401, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    Json(body): Json<LoginRequest>,
+) -> Result<axum::Json<Session>, ApiError> {
+    const WRONG: ApiError = ApiError::Unauthorized("the email or the password is wrong");
+    // A malformed email cannot belong to an account, but is still checked against the
+    // dummy hash so that it answers like any other miss.
+    let credentials = match Email::parse(&body.email) {
+        Ok(email) => state.store().credentials_by_email(&email).await?,
+        Err(_) => None,
+    };
+    let (user, hash) = match credentials {
+        Some(c) => (Some(c.user), Some(c.password_hash)),
+        None => (None, None),
+    };
+    let matches = auth::verify_password(body.password, hash).await?;
+    match user {
+        Some(user) if matches => Ok(axum::Json(start_session(&state, user).await?)),
+        _ => Err(WRONG),
+    }
+}
+
+/// Trades a refresh token for a new pair. Each refresh token works once; presenting
+/// one again (a sign it was stolen) revokes every token descended from that login.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "accounts",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New token pair", body = Session),
+        (status = 401, description = "Unknown, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<axum::Json<Session>, ApiError> {
+    let now = Utc::now();
+    let replacement = RefreshToken::generate()?;
+    let rotation = state
+        .store()
+        .rotate_refresh_token(
+            &auth::hash_refresh_token(&body.refresh_token),
+            NewRefreshToken {
+                id: Uuid::now_v7(),
+                family_id: Uuid::nil(),
+                user_id: Uuid::nil(),
+                token_hash: replacement.hash,
+                expires_at: now + REFRESH_TOKEN_TTL,
+            },
+            now,
+        )
+        .await?;
+    match rotation {
+        Rotation::Rotated { user_id } => {
+            let user = state
+                .store()
+                .user(user_id)
+                .await?
+                .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
+            Ok(axum::Json(Session {
+                access_token: state.tokens().issue_access(user.id, user.role, now)?,
+                refresh_token: replacement.token,
+                token_type: "Bearer",
+                expires_in: ACCESS_TOKEN_TTL.num_seconds(),
+                user: user.into(),
+            }))
+        }
+        Rotation::Reused => {
+            tracing::warn!("a rotated refresh token was presented again; its family is revoked");
+            Err(ApiError::Unauthorized(
+                "this refresh token was already used; every session from that login is now signed out",
+            ))
+        }
+        Rotation::Invalid => Err(ApiError::Unauthorized(
+            "the refresh token is unknown or expired",
+        )),
+    }
+}
+
+/// Ends the session the refresh token belongs to.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts",
+    request_body = RefreshRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn logout(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Json(body): Json<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    // Unknown tokens are not an error: the session is over either way.
+    state
+        .store()
+        .revoke_refresh_family(&auth::hash_refresh_token(&body.refresh_token), Utc::now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's own account.
+#[utoipa::path(get, path = "/v1/me", tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<UserView>, ApiError> {
+    let user = state
+        .store()
+        .user(caller.id)
+        .await?
+        .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
+    Ok(axum::Json(user.into()))
+}
+
+/// Changes a user's role (admins only). The user's current access token keeps its old
+/// role until it expires (at most 15 minutes) or is refreshed.
+#[utoipa::path(patch, path = "/v1/admin/users/{id}", tag = "accounts",
+    params(("id" = Uuid, Path, description = "User id")),
+    request_body = RoleRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Role changed", body = UserView),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Admins cannot change their own role", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown role", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn set_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<RoleRequest>,
+) -> Result<axum::Json<UserView>, ApiError> {
+    let caller = caller.require_admin()?;
+    let id = path_id(&id)?;
+    let mut fields = Fields::new();
+    let role = fields.take("role", Role::parse(&body.role));
+    fields.finish()?;
+    let Some(role) = role else {
+        return Err(ApiError::Internal("validated role missing".into()));
+    };
+    if id == caller.id {
+        // Guards against the last admin locking everyone out by accident.
+        return Err(ApiError::Conflict {
+            kind: "own-role",
+            detail: "admins cannot change their own role; ask another admin".into(),
+        });
+    }
+    let user = state
+        .store()
+        .set_role(id, role)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tracing::info!(user_id = %user.id, role = %role, "role changed");
+    Ok(axum::Json(user.into()))
+}
+
+async fn start_session(state: &AppState, user: User) -> Result<Session, ApiError> {
+    let now = Utc::now();
+    let refresh = RefreshToken::generate()?;
+    state
+        .store()
+        .insert_refresh_token(NewRefreshToken {
+            id: Uuid::now_v7(),
+            family_id: Uuid::now_v7(),
+            user_id: user.id,
+            token_hash: refresh.hash,
+            expires_at: now + REFRESH_TOKEN_TTL,
+        })
+        .await?;
+    Ok(Session {
+        access_token: state.tokens().issue_access(user.id, user.role, now)?,
+        refresh_token: refresh.token,
+        token_type: "Bearer",
+        expires_in: ACCESS_TOKEN_TTL.num_seconds(),
+        user: user.into(),
+    })
+}

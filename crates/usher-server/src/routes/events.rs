@@ -1,0 +1,283 @@
+//! Events: organizers create and change their own; everyone browses published ones.
+//! An event the caller may not see answers 404, never 403, so its existence does not
+//! leak across tenants.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use usher_core::{
+    Cursor, Event, EventAttributes, EventStatus, EventText, EventTitle, PageLimit, Viewer,
+};
+use usher_store::{EventPatch, EventQuery, EventScope, NewEvent};
+
+use crate::extract::{Caller, Fields, Json, path_id};
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_event, list_events))
+        .routes(routes!(get_event, update_event))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub id: Uuid,
+    pub organizer_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub venue: String,
+    /// Free-form details (genre, age limit, line-up …) as the organizer gave them.
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Value,
+    #[schema(example = "published")]
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Event> for EventView {
+    fn from(event: Event) -> Self {
+        Self {
+            id: event.id,
+            organizer_id: event.organizer_id,
+            title: event.title.as_str().into(),
+            description: event.description.as_str().into(),
+            venue: event.venue.as_str().into(),
+            attributes: event.attributes.as_value().clone(),
+            status: event.status.as_str().into(),
+            created_at: event.created_at,
+            updated_at: event.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub items: Vec<EventView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEventRequest {
+    #[schema(example = "Jazz on the Roof")]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    #[schema(example = "Skyline Hall, Berlin")]
+    pub venue: String,
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEventRequest {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub venue: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Value>,
+    /// `draft`, `published` or `cancelled`. Cancelling is final.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Case-insensitive text to find in titles.
+    pub q: Option<String>,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+const SEARCH_MAX_CHARS: usize = 200;
+
+/// Creates a draft event owned by the caller (organizers and admins).
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body = CreateEventRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Draft event created", body = EventView),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateEventRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let caller = caller.require_organizer()?;
+    let mut fields = Fields::new();
+    let title = fields.take("title", EventTitle::parse(&body.title));
+    let description = fields.take(
+        "description",
+        EventText::parse(&body.description, EventText::DESCRIPTION_MAX_CHARS),
+    );
+    let venue = fields.take(
+        "venue",
+        EventText::parse(&body.venue, EventText::VENUE_MAX_CHARS),
+    );
+    let attributes = fields.optional("attributes", body.attributes, EventAttributes::parse);
+    fields.finish()?;
+    let (Some(title), Some(description), Some(venue), Some(attributes)) =
+        (title, description, venue, attributes)
+    else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let event = state
+        .store()
+        .create_event(NewEvent {
+            organizer_id: caller.id,
+            title,
+            description,
+            venue,
+            attributes: attributes.unwrap_or_else(EventAttributes::empty),
+        })
+        .await?;
+    tracing::info!(event_id = %event.id, "event created");
+    Ok((StatusCode::CREATED, axum::Json(EventView::from(event))))
+}
+
+/// Lists events, newest first: published ones for everyone, plus the caller's own
+/// drafts and cancelled events for organizers (admins see all).
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of events", body = EventPage),
+        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_events(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<EventPage>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let mut fields = Fields::new();
+    let limit = fields.take("limit", PageLimit::parse(params.limit));
+    let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
+    let q = params
+        .q
+        .map(|q| q.trim().to_owned())
+        .filter(|q| !q.is_empty());
+    if q.as_ref()
+        .is_some_and(|q| q.chars().count() > SEARCH_MAX_CHARS)
+    {
+        fields.reject(
+            "q",
+            format!("search text has at most {SEARCH_MAX_CHARS} characters"),
+        );
+    }
+    fields.finish()?;
+    let (Some(limit), Some(after)) = (limit, after) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let scope = match caller.map(Caller::viewer) {
+        Some(Viewer::Admin(_)) => EventScope::All,
+        Some(Viewer::Organizer(id)) => EventScope::PublicAndOwnedBy(id),
+        _ => EventScope::Public,
+    };
+    let page = state
+        .store()
+        .list_events(EventQuery {
+            scope,
+            title_contains: q,
+            limit,
+            after,
+        })
+        .await?;
+    Ok(axum::Json(EventPage {
+        items: page.items.into_iter().map(EventView::from).collect(),
+        next_cursor: page.next.map(Cursor::encode),
+    }))
+}
+
+/// One event. Drafts are visible only to their organizer and admins.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = Uuid, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The event", body = EventView),
+        (status = 404, description = "No such event, or not visible to the caller", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_event(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<EventView>, ApiError> {
+    let id = path_id(&id)?;
+    let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
+    let event = state.store().event(id).await?.ok_or(ApiError::NotFound)?;
+    if !viewer.sees(&event) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(axum::Json(event.into()))
+}
+
+/// Changes an event (its organizer or an admin). Fields left out stay as they are.
+#[utoipa::path(patch, path = "/v1/events/{id}", tag = "events",
+    params(("id" = Uuid, Path, description = "Event id")),
+    request_body = UpdateEventRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The changed event", body = EventView),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event among the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or status change", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateEventRequest>,
+) -> Result<axum::Json<EventView>, ApiError> {
+    let caller = caller.require_organizer()?;
+    let id = path_id(&id)?;
+    let event = state.store().event(id).await?.ok_or(ApiError::NotFound)?;
+    if !caller.viewer().manages(&event) {
+        return Err(ApiError::NotFound);
+    }
+    let mut fields = Fields::new();
+    let title = fields.optional("title", body.title.as_deref(), EventTitle::parse);
+    let description = fields.optional("description", body.description.as_deref(), |d| {
+        EventText::parse(d, EventText::DESCRIPTION_MAX_CHARS)
+    });
+    let venue = fields.optional("venue", body.venue.as_deref(), |v| {
+        EventText::parse(v, EventText::VENUE_MAX_CHARS)
+    });
+    let attributes = fields.optional("attributes", body.attributes, EventAttributes::parse);
+    let status = fields.optional("status", body.status.as_deref(), EventStatus::parse);
+    fields.finish()?;
+    let (Some(title), Some(description), Some(venue), Some(attributes), Some(status)) =
+        (title, description, venue, attributes, status)
+    else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let patch = EventPatch {
+        title,
+        description,
+        venue,
+        attributes,
+        status,
+    };
+    let updated = state
+        .store()
+        .update_event(id, patch)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if updated.status != event.status {
+        tracing::info!(event_id = %id, from = %event.status, to = %updated.status, "event status changed");
+    }
+    Ok(axum::Json(updated.into()))
+}

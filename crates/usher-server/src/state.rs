@@ -1,0 +1,43 @@
+//! What every handler can reach: the store, the token keys and the configuration.
+
+use std::sync::Arc;
+
+use usher_store::Store;
+
+use crate::auth::TokenKeys;
+use crate::config::ServerConfig;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    tokens: TokenKeys,
+    config: ServerConfig,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, tokens: TokenKeys, config: ServerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                tokens,
+                config,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.inner.tokens
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+}
