@@ -89,17 +89,17 @@ fn shape_error(path: &str, error: &serde_json::Error) -> FieldError {
             format!("{path}.{field}")
         }
     };
-    for prefix in ["missing field `", "unknown field `"] {
-        if let Some(rest) = message.strip_prefix(prefix)
-            && let Some((field, _)) = rest.split_once('`')
-        {
-            let what = if prefix.starts_with("missing") {
-                "this field is required".to_string()
-            } else {
-                format!("unknown field `{field}`")
-            };
-            return FieldError::new(join(field), what);
-        }
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some((field, _)) = rest.split_once('`')
+    {
+        return FieldError::new(join(field), "this field is required");
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, _)) = rest.split_once('`')
+    {
+        // Here the path already ends with the unknown field.
+        let name = if path.ends_with(field) { path.to_string() } else { join(field) };
+        return FieldError::new(name, format!("unknown field `{field}`"));
     }
     let field = if path == "." {
         String::new()

@@ -1,0 +1,197 @@
+//! `spawn_app` and small helpers shared by the HTTP tests.
+
+use std::sync::Arc;
+
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use usher_server::{Application, ServerConfig};
+use usher_store::Store;
+use usher_testkit::Engine;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    pub store: Arc<dyn Store>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+pub async fn spawn_app(engine: Engine) -> TestApp {
+    spawn_app_with(engine, |_| {}).await
+}
+
+pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let store = engine.fresh_store().await;
+    let mut config = ServerConfig::default();
+    configure(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = Application::build(config, store.clone(), listener)
+        .await
+        .expect("build app");
+    let address = format!("http://{}", app.local_addr().unwrap());
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        store,
+        _shutdown: shutdown,
+    }
+}
+
+/// A logged-in user as the tests see them.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: String,
+    pub role: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Session {
+    fn from_body(body: &Value) -> Self {
+        Self {
+            id: body["user"]["id"].as_str().unwrap().to_owned(),
+            role: body["user"]["role"].as_str().unwrap().to_owned(),
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.send(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.send(Method::GET, path, token, None).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.send(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn signup(&self, email: &str) -> Session {
+        let response = self
+            .post(
+                "/v1/auth/signup",
+                None,
+                json!({"email": email, "password": PASSWORD, "name": "Test Person"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        Session::from_body(&response.json().await.unwrap())
+    }
+
+    pub async fn login(&self, email: &str) -> Session {
+        let response = self
+            .post("/v1/auth/login", None, json!({"email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        Session::from_body(&response.json().await.unwrap())
+    }
+
+    /// The first account (admin), an organizer and a customer.
+    pub async fn cast(&self) -> (Session, Session, Session) {
+        let admin = self.signup("admin@example.com").await;
+        let organizer = self.organizer("org@example.com", &admin).await;
+        let customer = self.signup("customer@example.com").await;
+        (admin, organizer, customer)
+    }
+
+    /// Signs up and promotes to organizer, returning a session whose token has the role.
+    pub async fn organizer(&self, email: &str, admin: &Session) -> Session {
+        let user = self.signup(email).await;
+        let response = self
+            .patch(
+                &format!("/v1/admin/users/{}", user.id),
+                Some(&admin.access),
+                json!({"role": "organizer"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        self.login(email).await
+    }
+
+    pub async fn create_event(&self, organizer: &Session, title: &str) -> Value {
+        let response = self
+            .post(
+                "/v1/events",
+                Some(&organizer.access),
+                json!({"title": title, "description": "d", "venue": "v"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn publish(&self, organizer: &Session, event_id: &str) {
+        let response = self
+            .patch(
+                &format!("/v1/events/{event_id}"),
+                Some(&organizer.access),
+                json!({"status": "published"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
+
+/// Asserts a problem+json answer with this status and returns its body.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "wrong status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    for key in ["type", "title", "detail"] {
+        assert!(body[key].is_string(), "problem lacks {key}: {body}");
+    }
+    body
+}
+
+/// The fields named in a validation problem.
+pub async fn invalid_fields(response: Response) -> Vec<String> {
+    let body = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["type"], "/problems/validation-error");
+    body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+            e["field"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! HTTP tests: each starts the whole app on port 0 with its own database, on SQLite and
+//! on PostgreSQL (`on_each_engine!`), and talks to it over real HTTP.
+
+mod accounts;
+mod docs;
+mod events;
+mod helpers;
+mod plumbing;

@@ -1,0 +1,128 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use usher_testkit::on_each_engine;
+
+use crate::helpers::{PASSWORD, assert_problem, spawn_app, spawn_app_with};
+
+on_each_engine! {
+    async fn every_response_has_a_request_id_and_valid_ones_are_echoed(engine) {
+        let app = spawn_app(engine).await;
+        let generated = app.get("/healthz", None).await;
+        let id = generated.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+
+        let echoed = app.client.get(app.url("/healthz")).header("x-request-id", "trace-abc_123").send().await.unwrap();
+        assert_eq!(echoed.headers()["x-request-id"], "trace-abc_123");
+
+        let hostile = app.client.get(app.url("/healthz")).header("x-request-id", "a b\"c").send().await.unwrap();
+        assert_ne!(hostile.headers()["x-request-id"], "a b\"c");
+
+        let error = app.client.get(app.url("/no/such/route")).header("x-request-id", "err-1").send().await.unwrap();
+        assert_eq!(error.headers()["x-request-id"], "err-1");
+    }
+
+    async fn malformed_json_is_a_400_problem(engine) {
+        let app = spawn_app(engine).await;
+        let response = app
+            .client
+            .post(app.url("/v1/auth/signup"))
+            .header("content-type", "application/json")
+            .body(r#"{"email": "a@example.com", "password": "#)
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["type"], "/problems/malformed-request");
+    }
+
+    async fn a_body_that_is_not_json_is_a_415_problem(engine) {
+        let app = spawn_app(engine).await;
+        let form = app
+            .client
+            .post(app.url("/v1/auth/signup"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("email=a@example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_problem(form, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+        let none = app.client.post(app.url("/v1/auth/login")).body("{}").send().await.unwrap();
+        assert_problem(none, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    }
+
+    async fn an_oversized_body_is_a_413_problem(engine) {
+        let app = spawn_app_with(engine, |c| c.max_body_bytes = 1024).await;
+        let response = app
+            .post("/v1/auth/signup", None, json!({"email": "a@example.com", "password": PASSWORD, "name": "x".repeat(2000)}))
+            .await;
+        assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    }
+
+    async fn unknown_routes_and_wrong_methods_are_problems(engine) {
+        let app = spawn_app(engine).await;
+        let missing = assert_problem(app.get("/v2/whatever", None).await, StatusCode::NOT_FOUND).await;
+        assert_eq!(missing["type"], "/problems/not-found");
+        let wrong = app.client.delete(app.url("/v1/auth/login")).send().await.unwrap();
+        assert!(wrong.headers().contains_key("allow"));
+        assert_problem(wrong, StatusCode::METHOD_NOT_ALLOWED).await;
+    }
+
+    async fn security_headers_are_set(engine) {
+        let app = spawn_app(engine).await;
+        let response = app.get("/healthz", None).await;
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert!(headers["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    }
+
+    async fn cors_allows_only_configured_origins(engine) {
+        let app = spawn_app_with(engine, |c| c.cors_origins = vec!["https://shop.example".into()]).await;
+        let preflight = |origin: &'static str| {
+            app.client
+                .request(reqwest::Method::OPTIONS, app.url("/v1/events"))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "authorization,content-type")
+                .send()
+        };
+        let allowed = preflight("https://shop.example").await.unwrap();
+        assert_eq!(allowed.headers()["access-control-allow-origin"], "https://shop.example");
+        let denied = preflight("https://evil.example").await.unwrap();
+        assert!(!denied.headers().contains_key("access-control-allow-origin"));
+    }
+
+    async fn health_and_readiness(engine) {
+        let app = spawn_app(engine).await;
+        let health = app.get("/healthz", None).await;
+        assert_eq!(health.status(), StatusCode::OK);
+        let ready = app.get("/readyz", None).await;
+        assert_eq!(ready.status(), StatusCode::OK);
+        let ready: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(ready["status"], "ok");
+        assert_eq!(ready["applied_migrations"], ready["known_migrations"]);
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_the_server_stop() {
+    let store = usher_testkit::Engine::Sqlite.fresh_store().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = usher_server::Application::build(Default::default(), store, listener).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let ok = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("server stopped in time")
+        .unwrap()
+        .unwrap();
+    assert!(reqwest::get(format!("http://{addr}/healthz")).await.is_err());
+}

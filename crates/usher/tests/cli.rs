@@ -1,0 +1,117 @@
+//! The binary as a user runs it: `usher serve` on port 0, `usher migrate`, `usher seed`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use usher_testkit::{on_each_engine, scratch_dir};
+
+fn usher() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_usher"));
+    command
+        .current_dir(scratch_dir())
+        .env_remove("DATABASE_URL")
+        .env_remove("USHER_ADDR")
+        .env("USHER_LOG_FORMAT", "json");
+    command
+}
+
+/// Starts `usher serve` and returns it with the URL it printed.
+fn serve(database_url: &str) -> (Child, String) {
+    let mut child = usher()
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("USHER_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start usher");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    panic!("usher did not stop within 5 s of SIGTERM");
+}
+
+on_each_engine! {
+    async fn serve_prints_its_url_answers_and_stops_on_sigterm(engine) {
+        let url = engine.fresh_database_url().await;
+        let (child, base) = serve(&url);
+        let health = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        assert_eq!(health.status(), 200);
+        let status = terminate(child);
+        assert!(status.success(), "{status}");
+    }
+
+    async fn migrate_then_seed_twice_is_idempotent(engine) {
+        let url = engine.fresh_database_url().await;
+        let migrate = usher().arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+        assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+        assert!(String::from_utf8_lossy(&migrate.stdout).contains("migrations applied"));
+
+        for _ in 0..2 {
+            let seed = usher().arg("seed").env("DATABASE_URL", &url).output().unwrap();
+            assert!(seed.status.success(), "{}", String::from_utf8_lossy(&seed.stderr));
+            let printed = String::from_utf8_lossy(&seed.stdout);
+            assert!(printed.contains("organizer@usher.example"), "{printed}");
+            assert!(printed.contains("usher-demo-organizer"), "{printed}");
+        }
+
+        // The demo organizer can log in, and the demo events exist once each.
+        let (child, base) = serve(&url);
+        let client = reqwest::Client::new();
+        let login = client
+            .post(format!("{base}/v1/auth/login"))
+            .json(&serde_json::json!({"email": "organizer@usher.example", "password": "usher-demo-organizer"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 200);
+        let login: serde_json::Value = login.json().await.unwrap();
+        assert_eq!(login["user"]["role"], "organizer");
+        let events: serde_json::Value = client.get(format!("{base}/v1/events")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(events["items"].as_array().unwrap().len(), 2);
+        assert!(terminate(child).success());
+    }
+}
+
+#[test]
+fn a_database_url_of_an_unknown_kind_is_refused_clearly() {
+    let output = usher()
+        .arg("migrate")
+        .env("DATABASE_URL", "mysql://localhost/usher")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sqlite://") && stderr.contains("postgres://"), "{stderr}");
+}
+
+#[test]
+fn a_short_jwt_secret_is_refused_at_start() {
+    let output = usher()
+        .arg("serve")
+        .env("DATABASE_URL", format!("sqlite://{}/short.db", scratch_dir().display()))
+        .env("USHER_ADDR", "127.0.0.1:0")
+        .env("USHER_JWT_SECRET", "too-short")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("32 bytes"));
+}
