@@ -98,7 +98,11 @@ fn shape_error(path: &str, error: &serde_json::Error) -> FieldError {
         && let Some((field, _)) = rest.split_once('`')
     {
         // Here the path already ends with the unknown field.
-        let name = if path.ends_with(field) { path.to_string() } else { join(field) };
+        let name = if path.ends_with(field) {
+            path.to_string()
+        } else {
+            join(field)
+        };
         return FieldError::new(name, format!("unknown field `{field}`"));
     }
     let field = if path == "." {

@@ -100,14 +100,20 @@ fn a_database_url_of_an_unknown_kind_is_refused_clearly() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("sqlite://") && stderr.contains("postgres://"), "{stderr}");
+    assert!(
+        stderr.contains("sqlite://") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_short_jwt_secret_is_refused_at_start() {
     let output = usher()
         .arg("serve")
-        .env("DATABASE_URL", format!("sqlite://{}/short.db", scratch_dir().display()))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/short.db", scratch_dir().display()),
+        )
         .env("USHER_ADDR", "127.0.0.1:0")
         .env("USHER_JWT_SECRET", "too-short")
         .output()

@@ -49,11 +49,23 @@ async fn swagger_ui_is_served_from_the_binary() {
     let html = page.text().await.unwrap();
     assert!(html.contains("swagger-ui"), "{html}");
     // The page's assets come from us, not from a CDN: /docs works offline.
-    assert!(!html.contains("https://"), "the docs page loads something remote");
-    for asset in ["swagger-ui.css", "swagger-ui-bundle.js", "swagger-initializer.js"] {
+    assert!(
+        !html.contains("https://"),
+        "the docs page loads something remote"
+    );
+    for asset in [
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-initializer.js",
+    ] {
         let response = app.get(&format!("/docs/{asset}"), None).await;
         assert_eq!(response.status(), StatusCode::OK, "{asset}");
     }
-    let initializer = app.get("/docs/swagger-initializer.js", None).await.text().await.unwrap();
+    let initializer = app
+        .get("/docs/swagger-initializer.js", None)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(initializer.contains("/openapi.json"));
 }

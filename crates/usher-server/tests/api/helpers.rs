@@ -37,7 +37,10 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerCo
     }));
     TestApp {
         address,
-        client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        client: Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         store,
         _shutdown: shutdown,
     }
@@ -113,7 +116,11 @@ impl TestApp {
 
     pub async fn login(&self, email: &str) -> Session {
         let response = self
-            .post("/v1/auth/login", None, json!({"email": email, "password": PASSWORD}))
+            .post(
+                "/v1/auth/login",
+                None,
+                json!({"email": email, "password": PASSWORD}),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         Session::from_body(&response.json().await.unwrap())

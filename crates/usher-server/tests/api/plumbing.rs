@@ -110,13 +110,17 @@ on_each_engine! {
 async fn graceful_shutdown_lets_the_server_stop() {
     let store = usher_testkit::Engine::Sqlite.fresh_store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = usher_server::Application::build(Default::default(), store, listener).await.unwrap();
+    let app = usher_server::Application::build(Default::default(), store, listener)
+        .await
+        .unwrap();
     let addr = app.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    let ok = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    let ok = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     stop.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), server)
@@ -124,5 +128,9 @@ async fn graceful_shutdown_lets_the_server_stop() {
         .expect("server stopped in time")
         .unwrap()
         .unwrap();
-    assert!(reqwest::get(format!("http://{addr}/healthz")).await.is_err());
+    assert!(
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_err()
+    );
 }
