@@ -4,17 +4,43 @@
 //! the newtypes below once, at the boundary; after that their type says they are valid.
 
 pub mod account;
+pub mod best_available;
+pub mod clock;
 pub mod event;
+pub mod inventory;
+pub mod money;
 pub mod page;
 
 pub use account::{Email, Password, Role, User, UserName};
 pub use event::{Event, EventAttributes, EventStatus, EventText, EventTitle, Viewer};
+pub use inventory::{
+    BookedUnit, Booking, BookingStatus, Counts, HoldTtl, MaxPerBooking, Performance,
+    SeatingKind, SeatingPlan, Section, TicketType, Unit, UnitState,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use money::{Currency, Money};
 pub use page::{Cursor, PageLimit};
 
 /// Why an outside value was refused. The message is written for the person who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ParseError(pub String);
+
+/// A problem with one field of a larger input, named by its path (`seating.sections[0]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldIssue {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldIssue {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 impl ParseError {
     pub fn new(message: impl Into<String>) -> Self {

@@ -2,6 +2,8 @@
 //! instances share one database, so every read-modify-write here locks what it reads
 //! (`FOR UPDATE`) or is a single conditional statement.
 
+mod inventory;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,9 +11,10 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;
 
-use usher_core::{Email, Event, Role, User};
+use usher_core::{Booking, Cursor, Email, Event, PageLimit, Performance, Role, Unit, User};
 use usher_store::{
-    EventPatch, EventQuery, EventRow, EventScope, NewEvent, NewRefreshToken, NewUser, Page,
+    CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, InventoryCommand, NewEvent,
+    NewPerformance, NewRefreshToken, NewUser, Page, PerformanceInventory, PerformanceSales,
     Readiness, Rotation, Store, StoreError, StoreResult, UserCredentials, UserRow,
     contains_pattern, page_from_rows, search_key,
 };
@@ -23,7 +26,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const DEFAULT_POOL_SIZE: u32 = 16;
 
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -43,7 +46,7 @@ impl PostgresStore {
     }
 }
 
-fn backend(error: impl std::fmt::Display) -> StoreError {
+pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
@@ -426,5 +429,49 @@ impl Store for PostgresStore {
         .await
         .map_err(backend)?;
         page_from_rows(rows, query.limit)
+    }
+    async fn create_performance(&self, new: NewPerformance) -> StoreResult<Performance> {
+        self.insert_performance(new).await
+    }
+
+    async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>> {
+        Ok(self.load_performances(None, Some(id)).await?.pop())
+    }
+
+    async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>> {
+        self.load_performances(Some(event_id), None).await
+    }
+
+    async fn inventory(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PerformanceInventory> {
+        self.count_inventory(performance_id, now).await
+    }
+
+    async fn units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>> {
+        self.list_units(performance_id, now).await
+    }
+
+    async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
+        self.run_command(command).await
+    }
+
+    async fn booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {
+        self.get_booking(id).await
+    }
+
+    async fn bookings_of_user(
+        &self,
+        user_id: Uuid,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Booking>> {
+        self.user_bookings(user_id, limit, after).await
+    }
+
+    async fn sales(&self, event_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<PerformanceSales>> {
+        self.event_sales(event_id, now).await
     }
 }

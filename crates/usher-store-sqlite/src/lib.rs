@@ -5,6 +5,8 @@
 //! queue. Reads use a separate pool, which WAL mode lets run beside the writer.
 //! Commits are durable (`synchronous = FULL`): a confirmed booking survives power loss.
 
+mod inventory;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,9 +17,10 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use usher_core::{Email, Event, Role, User};
+use usher_core::{Booking, Cursor, Email, Event, PageLimit, Performance, Role, Unit, User};
 use usher_store::{
-    EventPatch, EventQuery, EventRow, EventScope, NewEvent, NewRefreshToken, NewUser, Page,
+    CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, InventoryCommand, NewEvent,
+    NewPerformance, NewRefreshToken, NewUser, Page, PerformanceInventory, PerformanceSales,
     Readiness, Rotation, Store, StoreError, StoreResult, UserCredentials, UserRow,
     contains_pattern, page_from_rows, search_key,
 };
@@ -28,8 +31,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const READERS: u32 = 4;
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    readers: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) readers: SqlitePool,
 }
 
 impl SqliteStore {
@@ -59,7 +62,7 @@ impl SqliteStore {
     }
 }
 
-fn backend(error: impl std::fmt::Display) -> StoreError {
+pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
@@ -442,5 +445,50 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         page_from_rows(rows, query.limit)
+    }
+
+    async fn create_performance(&self, new: NewPerformance) -> StoreResult<Performance> {
+        self.insert_performance(new).await
+    }
+
+    async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>> {
+        Ok(self.load_performances(None, Some(id)).await?.pop())
+    }
+
+    async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>> {
+        self.load_performances(Some(event_id), None).await
+    }
+
+    async fn inventory(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PerformanceInventory> {
+        self.count_inventory(performance_id, now).await
+    }
+
+    async fn units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>> {
+        self.list_units(performance_id, now).await
+    }
+
+    async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
+        self.run_command(command).await
+    }
+
+    async fn booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {
+        self.get_booking(id).await
+    }
+
+    async fn bookings_of_user(
+        &self,
+        user_id: Uuid,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Booking>> {
+        self.user_bookings(user_id, limit, after).await
+    }
+
+    async fn sales(&self, event_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<PerformanceSales>> {
+        self.event_sales(event_id, now).await
     }
 }

@@ -10,8 +10,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use usher_core::{
-    Cursor, Email, Event, EventAttributes, EventStatus, EventText, EventTitle, PageLimit, Role,
-    User, UserName,
+    Booking, Cursor, Email, Event, EventAttributes, EventStatus, EventText, EventTitle, PageLimit,
+    Performance, Role, Unit, User, UserName,
+};
+
+pub mod inventory;
+pub use inventory::{
+    BookingRow, BookedUnitRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
+    PerformanceInventory, PerformanceSales, Selection, UnitRow, ZERO_UUID,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -205,6 +211,39 @@ pub trait Store: Send + Sync + 'static {
     async fn update_event(&self, id: Uuid, patch: EventPatch) -> StoreResult<Option<Event>>;
     /// Newest first.
     async fn list_events(&self, query: EventQuery) -> StoreResult<Page<Event>>;
+
+    // --- performances and inventory -----------------------------------------------
+
+    /// Creates the performance and one unit per sellable place, in one transaction.
+    async fn create_performance(&self, new: NewPerformance) -> StoreResult<Performance>;
+    async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>>;
+    /// The event's performances, soonest first.
+    async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>>;
+    /// Counts as a buyer sees them at `now` (expired holds count as available).
+    async fn inventory(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PerformanceInventory>;
+    /// Every unit with its state at `now`, in seat-map order.
+    async fn units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>>;
+
+    // --- bookings -------------------------------------------------------------------
+
+    /// The single entry point for every change to inventory: holds, cancellations,
+    /// expiry. Handlers build commands; engines decide how to run them (one transaction
+    /// each today; batched into group commits later) without handlers noticing.
+    async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome>;
+    async fn booking(&self, id: Uuid) -> StoreResult<Option<Booking>>;
+    /// The user's bookings, newest first.
+    async fn bookings_of_user(
+        &self,
+        user_id: Uuid,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Booking>>;
+    /// Sales figures per performance of an event, at `now`.
+    async fn sales(&self, event_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<PerformanceSales>>;
 }
 
 /// A `users` row as both engines read it; turned into a [`User`] by [`UserRow::into_user`].
@@ -262,6 +301,10 @@ impl EventRow {
     }
 }
 
+pub(crate) fn corrupt_value(column: &'static str) -> impl Fn(usher_core::ParseError) -> StoreError {
+    corrupt(column)
+}
+
 /// A stored value that no longer parses means the database was changed behind our back.
 fn corrupt(column: &'static str) -> impl Fn(usher_core::ParseError) -> StoreError {
     move |e| StoreError::Backend(format!("corrupt {column}: {e}"))
@@ -297,18 +340,23 @@ pub fn contains_pattern(needle: &str) -> String {
 
 /// Builds the page from `limit + 1` fetched rows: the extra row only says there is more.
 pub fn page_from_rows(rows: Vec<EventRow>, limit: PageLimit) -> StoreResult<Page<Event>> {
-    let mut rows = rows
+    let rows = rows
         .into_iter()
         .map(EventRow::into_event)
         .collect::<StoreResult<Vec<_>>>()?;
+    Ok(paginate(rows, limit, |e| e.id))
+}
+
+/// Cuts `limit + 1` items down to a page, with a cursor when there was more.
+pub fn paginate<T>(mut items: Vec<T>, limit: PageLimit, id: impl Fn(&T) -> Uuid) -> Page<T> {
     let limit = limit.get() as usize;
-    let next = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|e| Cursor::after(e.id))
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|item| Cursor::after(id(item)))
     } else {
         None
     };
-    Ok(Page { items: rows, next })
+    Page { items, next }
 }
 
 #[cfg(test)]

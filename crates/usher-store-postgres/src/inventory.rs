@@ -1,0 +1,723 @@
+//! Performances, units and bookings on PostgreSQL.
+//!
+//! Many instances write at once here. The conditional write (`… AND the unit is free`)
+//! is the arbiter: under READ COMMITTED PostgreSQL re-checks it on the newest row version
+//! after waiting for a concurrent writer. Statements that lock several units lock them
+//! in id order (`ORDER BY id FOR UPDATE`), so two holds cannot deadlock each other; a
+//! deadlock or serialization failure that happens anyway is retried.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use usher_core::best_available::{self, Seat};
+use usher_core::inventory::SeatingLayout;
+use usher_core::{
+    Booking, Counts, Cursor, HoldTtl, MaxPerBooking, Money, PageLimit, Performance, SeatingKind,
+    Section, TicketType, Unit,
+};
+use usher_store::inventory::stored_currency;
+use usher_store::{
+    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
+    Page, PerformanceInventory, PerformanceSales, Selection, StoreError, StoreResult, UnitRow,
+    paginate,
+};
+
+use crate::{PostgresStore, backend};
+
+/// Units are inserted in batches of this many rows per statement.
+const INSERT_BATCH: usize = 10_000;
+/// How often a command is retried after a deadlock or a lost race for best seats.
+const ATTEMPTS: usize = 5;
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("corrupt row: {what}"))
+}
+
+/// Deadlocks and serialization failures: the transaction was rolled back and may be
+/// run again.
+fn is_retryable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e)
+        if matches!(e.code().as_deref(), Some("40P01") | Some("40001")))
+}
+
+/// What one attempt of a hold concluded.
+enum Attempt {
+    Done(CommandOutcome),
+    /// Best-available seats were taken between reading and writing: choose again.
+    LostRace,
+}
+
+impl PostgresStore {
+    pub(crate) async fn insert_performance(&self, new: NewPerformance) -> StoreResult<Performance> {
+        let id = Uuid::now_v7();
+        let now = usher_store::now();
+        let kind = new.seating.kind();
+        let currency = new.seating.currency;
+        let ttl = new.hold_ttl.seconds() as i32;
+        let max = new.max_per_booking.get() as i32;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query!(
+            "INSERT INTO performances (id, event_id, starts_at, hold_ttl_seconds, max_per_booking,
+                                       kind, currency, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            id,
+            new.event_id,
+            new.starts_at,
+            ttl,
+            max,
+            kind.as_str(),
+            currency.as_str(),
+            now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+
+        let mut units = UnitColumns::with_capacity(new.seating.capacity());
+        let mut sections = Vec::new();
+        let mut ticket_types = Vec::new();
+        let groups: Vec<(String, Money, u32)> = match &new.seating.layout {
+            SeatingLayout::Reserved(plans) => plans
+                .iter()
+                .map(|s| (s.name.clone(), s.price, s.rows.iter().map(|r| r.seats.len() as u32).sum()))
+                .collect(),
+            SeatingLayout::General(plans) => {
+                plans.iter().map(|t| (t.name.clone(), t.price, t.capacity)).collect()
+            }
+        };
+        for (position, (name, price, capacity)) in groups.into_iter().enumerate() {
+            let group_id = Uuid::now_v7();
+            sqlx::query!(
+                "INSERT INTO price_groups (id, performance_id, position, name, price_amount, capacity)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                group_id,
+                id,
+                position as i32,
+                name,
+                price.amount,
+                capacity as i32
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            match &new.seating.layout {
+                SeatingLayout::Reserved(plans) => {
+                    for (r, row) in plans[position].rows.iter().enumerate() {
+                        for (k, seat) in row.seats.iter().enumerate() {
+                            units.push(group_id, position, r, k, Some(&row.label), Some(seat), price.amount);
+                        }
+                    }
+                    sections.push(Section { id: group_id, name, price });
+                }
+                SeatingLayout::General(_) => {
+                    for k in 0..capacity as usize {
+                        units.push(group_id, position, 0, k, None, None, price.amount);
+                    }
+                    ticket_types.push(TicketType { id: group_id, name, price, capacity });
+                }
+            }
+        }
+        for start in (0..units.ids.len()).step_by(INSERT_BATCH) {
+            let end = (start + INSERT_BATCH).min(units.ids.len());
+            sqlx::query!(
+                "INSERT INTO units (id, performance_id, group_id, group_position, row_position,
+                                    seat_position, row_label, seat_label, price_amount, state)
+                 SELECT u.id, $1, u.group_id, u.group_position, u.row_position, u.seat_position,
+                        u.row_label, u.seat_label, u.price_amount, 'available'
+                 FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::int[], $6::int[],
+                             $7::text[], $8::text[], $9::bigint[])
+                      AS u(id, group_id, group_position, row_position, seat_position,
+                           row_label, seat_label, price_amount)",
+                id,
+                &units.ids[start..end],
+                &units.groups[start..end],
+                &units.group_positions[start..end],
+                &units.row_positions[start..end],
+                &units.seat_positions[start..end],
+                &units.row_labels[start..end] as &[Option<String>],
+                &units.seat_labels[start..end] as &[Option<String>],
+                &units.prices[start..end]
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(Performance {
+            id,
+            event_id: new.event_id,
+            starts_at: new.starts_at,
+            hold_ttl: new.hold_ttl,
+            max_per_booking: new.max_per_booking,
+            kind,
+            currency,
+            sections,
+            ticket_types,
+            created_at: now,
+        })
+    }
+
+    pub(crate) async fn load_performances(
+        &self,
+        event_id: Option<Uuid>,
+        performance_id: Option<Uuid>,
+    ) -> StoreResult<Vec<Performance>> {
+        let rows = sqlx::query!(
+            r#"SELECT id, event_id, starts_at, hold_ttl_seconds, max_per_booking, kind, currency,
+                      created_at
+               FROM performances
+               WHERE ($1::uuid IS NULL OR event_id = $1) AND ($2::uuid IS NULL OR id = $2)
+               ORDER BY starts_at, id"#,
+            event_id,
+            performance_id
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let groups = sqlx::query!(
+            r#"SELECT g.id, g.performance_id, g.name, g.price_amount, g.capacity
+               FROM price_groups g JOIN performances p ON p.id = g.performance_id
+               WHERE ($1::uuid IS NULL OR p.event_id = $1) AND ($2::uuid IS NULL OR p.id = $2)
+               ORDER BY g.position"#,
+            event_id,
+            performance_id
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let kind = SeatingKind::parse(&row.kind).map_err(|_| corrupt("performances.kind"))?;
+                let currency = stored_currency(&row.currency)?;
+                let mut sections = Vec::new();
+                let mut ticket_types = Vec::new();
+                for g in groups.iter().filter(|g| g.performance_id == row.id) {
+                    let price = Money::new(g.price_amount, currency);
+                    match kind {
+                        SeatingKind::Reserved => sections.push(Section { id: g.id, name: g.name.clone(), price }),
+                        SeatingKind::General => ticket_types.push(TicketType {
+                            id: g.id,
+                            name: g.name.clone(),
+                            price,
+                            capacity: g.capacity as u32,
+                        }),
+                    }
+                }
+                Ok(Performance {
+                    id: row.id,
+                    event_id: row.event_id,
+                    starts_at: row.starts_at,
+                    hold_ttl: HoldTtl::parse(i64::from(row.hold_ttl_seconds))
+                        .map_err(|_| corrupt("performances.hold_ttl_seconds"))?,
+                    max_per_booking: MaxPerBooking::parse(i64::from(row.max_per_booking))
+                        .map_err(|_| corrupt("performances.max_per_booking"))?,
+                    kind,
+                    currency,
+                    sections,
+                    ticket_types,
+                    created_at: row.created_at,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn count_inventory(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PerformanceInventory> {
+        let rows = sqlx::query!(
+            r#"SELECT group_id,
+                      count(*) AS "capacity!",
+                      count(*) FILTER (WHERE state = 'available' OR (state = 'held' AND held_until <= $2)) AS "available!",
+                      count(*) FILTER (WHERE state = 'held' AND held_until > $2) AS "held!",
+                      count(*) FILTER (WHERE state = 'sold') AS "sold!",
+                      count(*) FILTER (WHERE state = 'blocked') AS "blocked!"
+               FROM units WHERE performance_id = $1
+               GROUP BY group_id ORDER BY min(group_position)"#,
+            performance_id,
+            now
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut inventory = PerformanceInventory::default();
+        for row in rows {
+            let counts = Counts {
+                capacity: row.capacity as u64,
+                available: row.available as u64,
+                held: row.held as u64,
+                sold: row.sold as u64,
+                blocked: row.blocked as u64,
+            };
+            inventory.total.capacity += counts.capacity;
+            inventory.total.available += counts.available;
+            inventory.total.held += counts.held;
+            inventory.total.sold += counts.sold;
+            inventory.total.blocked += counts.blocked;
+            inventory.parts.push((row.group_id, counts));
+        }
+        Ok(inventory)
+    }
+
+    pub(crate) async fn list_units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>> {
+        let Some(currency) = sqlx::query_scalar!("SELECT currency FROM performances WHERE id = $1", performance_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(Vec::new());
+        };
+        let currency = stored_currency(&currency)?;
+        let rows = sqlx::query_as!(
+            UnitRow,
+            r#"SELECT u.id,
+                      CASE WHEN p.kind = 'reserved' THEN g.name END AS "section?",
+                      u.row_label, u.seat_label,
+                      CASE WHEN p.kind = 'general' THEN u.group_id END AS "ticket_type_id?",
+                      u.price_amount, u.state, u.held_until
+               FROM units u
+               JOIN price_groups g ON g.id = u.group_id
+               JOIN performances p ON p.id = u.performance_id
+               WHERE u.performance_id = $1
+               ORDER BY u.group_position, u.row_position, u.seat_position"#,
+            performance_id
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter().map(|r| r.into_unit(currency, now)).collect()
+    }
+
+    pub(crate) async fn run_command(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match &command {
+                InventoryCommand::Hold(hold) => self.hold(hold).await,
+                InventoryCommand::Cancel { booking_id, now } => {
+                    self.cancel(*booking_id, *now).await.map(Attempt::Done)
+                }
+                InventoryCommand::Sweep { now, limit } => self.sweep(*now, *limit).await.map(Attempt::Done),
+            };
+            match result {
+                Ok(Attempt::Done(outcome)) => return Ok(outcome),
+                Ok(Attempt::LostRace) if attempt < ATTEMPTS => continue,
+                Ok(Attempt::LostRace) => return Ok(CommandOutcome::Unavailable { unit_ids: Vec::new() }),
+                Err(Retry::Again(_)) if attempt < ATTEMPTS => continue,
+                Err(Retry::Again(e)) | Err(Retry::Fail(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn hold(&self, hold: &HoldCommand) -> Result<Attempt, Retry> {
+        let now = hold.now;
+        let mut tx = self.pool.begin().await.map_err(Retry::from)?;
+        let Some(currency) = sqlx::query_scalar!(
+            "SELECT currency FROM performances WHERE id = $1",
+            hold.performance_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Attempt::Done(CommandOutcome::UnknownUnits { unit_ids: Vec::new() }));
+        };
+        let asked = match &hold.selection {
+            Selection::Units(ids) => ids.len(),
+            Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => *quantity as usize,
+        };
+        // (id, price) of every unit taken.
+        let taken: Vec<(Uuid, i64)> = match &hold.selection {
+            Selection::Units(ids) => {
+                let known = sqlx::query_scalar!(
+                    "SELECT id FROM units WHERE performance_id = $1 AND id = ANY($2)",
+                    hold.performance_id,
+                    ids
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let unknown: Vec<Uuid> = ids.iter().filter(|id| !known.contains(id)).copied().collect();
+                if !unknown.is_empty() {
+                    return Ok(Attempt::Done(CommandOutcome::UnknownUnits { unit_ids: unknown }));
+                }
+                let taken = take_units(&mut tx, hold, ids).await?;
+                if taken.len() != ids.len() {
+                    let unavailable = ids.iter().filter(|id| !taken.iter().any(|t| t.0 == **id)).copied().collect();
+                    return Ok(Attempt::Done(CommandOutcome::Unavailable { unit_ids: unavailable }));
+                }
+                taken
+            }
+            Selection::General { ticket_type_id, quantity } => {
+                let known = sqlx::query_scalar!(
+                    r#"SELECT g.id FROM price_groups g
+                       JOIN performances p ON p.id = g.performance_id
+                       WHERE g.id = $1 AND p.id = $2 AND p.kind = 'general'"#,
+                    ticket_type_id,
+                    hold.performance_id
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                if known.is_none() {
+                    return Ok(Attempt::Done(CommandOutcome::UnknownUnits { unit_ids: vec![*ticket_type_id] }));
+                }
+                // SKIP LOCKED: concurrent buyers of one ticket type take disjoint units
+                // instead of queueing behind each other's row locks.
+                let rows = sqlx::query!(
+                    r#"UPDATE units SET state = 'held', booking_id = $1, held_until = $2
+                       WHERE id IN (SELECT id FROM units
+                                    WHERE group_id = $3
+                                      AND (state = 'available' OR (state = 'held' AND held_until <= $4))
+                                    ORDER BY seat_position LIMIT $5
+                                    FOR UPDATE SKIP LOCKED)
+                         AND (state = 'available' OR (state = 'held' AND held_until <= $4))
+                       RETURNING id, price_amount"#,
+                    hold.booking_id,
+                    hold.held_until,
+                    ticket_type_id,
+                    now,
+                    i64::from(*quantity)
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                if rows.len() != asked {
+                    return Ok(Attempt::Done(CommandOutcome::Unavailable { unit_ids: Vec::new() }));
+                }
+                rows.into_iter().map(|r| (r.id, r.price_amount)).collect()
+            }
+            Selection::BestAvailable { quantity } => {
+                let seats = sqlx::query!(
+                    r#"SELECT id, group_position, row_position, seat_position,
+                              (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
+                       FROM units WHERE performance_id = $1"#,
+                    hold.performance_id,
+                    now
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let seats: Vec<Seat> = seats
+                    .into_iter()
+                    .map(|s| Seat {
+                        unit_id: s.id,
+                        section: s.group_position as u32,
+                        row: s.row_position as u32,
+                        seat: s.seat_position as u32,
+                        free: s.free,
+                    })
+                    .collect();
+                let Some(chosen) = best_available::choose(&seats, *quantity as usize) else {
+                    return Ok(Attempt::Done(CommandOutcome::Unavailable { unit_ids: Vec::new() }));
+                };
+                let taken = take_units(&mut tx, hold, &chosen).await?;
+                if taken.len() != chosen.len() {
+                    // Someone took one of them since we looked; look again.
+                    return Ok(Attempt::LostRace);
+                }
+                taken
+            }
+        };
+        let total: i64 = taken.iter().map(|t| t.1).sum();
+        sqlx::query!(
+            "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
+                                   currency, created_at, updated_at)
+             VALUES ($1, $2, $3, 'held', $4, $5, $6, $7, $7)",
+            hold.booking_id,
+            hold.user_id,
+            hold.performance_id,
+            hold.held_until,
+            total,
+            currency,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        let (ids, prices): (Vec<Uuid>, Vec<i64>) = taken.into_iter().unzip();
+        sqlx::query!(
+            "INSERT INTO booking_units (booking_id, unit_id, price_amount)
+             SELECT $1, u.id, u.price FROM UNNEST($2::uuid[], $3::bigint[]) AS u(id, price)",
+            hold.booking_id,
+            &ids,
+            &prices
+        )
+        .execute(&mut *tx)
+        .await?;
+        let booking = load_bookings(&mut tx, &[hold.booking_id]).await?.pop();
+        tx.commit().await?;
+        booking
+            .map(|b| Attempt::Done(CommandOutcome::Held(b)))
+            .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after insert".into())))
+    }
+
+    async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> Result<CommandOutcome, Retry> {
+        let mut tx = self.pool.begin().await?;
+        let cancelled = sqlx::query!(
+            "UPDATE bookings SET status = 'cancelled', updated_at = $2
+             WHERE id = $1 AND status = 'held' AND held_until > $2",
+            booking_id,
+            now
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if cancelled == 0 {
+            let Some(booking) = load_bookings(&mut tx, &[booking_id]).await?.pop() else {
+                return Ok(CommandOutcome::NoSuchBooking);
+            };
+            return Ok(CommandOutcome::NotCancellable { status: booking.status_at(now) });
+        }
+        release_units(&mut tx, &[booking_id]).await?;
+        let booking = load_bookings(&mut tx, &[booking_id]).await?.pop();
+        tx.commit().await?;
+        booking
+            .map(CommandOutcome::Cancelled)
+            .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after cancel".into())))
+    }
+
+    async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> Result<CommandOutcome, Retry> {
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED: sweepers in several instances share the work instead of waiting
+        // for each other; a booking being cancelled right now is skipped too.
+        let expired = sqlx::query_scalar!(
+            "UPDATE bookings SET status = 'expired', updated_at = $1
+             WHERE id IN (SELECT id FROM bookings
+                          WHERE status = 'held' AND held_until <= $1
+                          ORDER BY held_until LIMIT $2
+                          FOR UPDATE SKIP LOCKED)
+               AND status = 'held' AND held_until <= $1
+             RETURNING id",
+            now,
+            i64::from(limit)
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let released = if expired.is_empty() { 0 } else { release_units(&mut tx, &expired).await? };
+        tx.commit().await?;
+        Ok(CommandOutcome::Swept { expired, released_units: released })
+    }
+
+    pub(crate) async fn get_booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        Ok(load_bookings(&mut conn, &[id]).await.map_err(Retry::into_error)?.pop())
+    }
+
+    pub(crate) async fn user_bookings(
+        &self,
+        user_id: Uuid,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Booking>> {
+        let after = after.map(Cursor::id);
+        let fetch = i64::from(limit.get()) + 1;
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let ids = sqlx::query_scalar!(
+            "SELECT id FROM bookings WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
+            user_id,
+            after,
+            fetch
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let bookings = load_bookings(&mut conn, &ids).await.map_err(Retry::into_error)?;
+        Ok(paginate(bookings, limit, |b| b.id))
+    }
+
+    pub(crate) async fn event_sales(
+        &self,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PerformanceSales>> {
+        let rows = sqlx::query!(
+            r#"SELECT p.id, p.starts_at, p.currency,
+                      count(u.id) AS "capacity!",
+                      count(u.id) FILTER (WHERE u.state = 'available' OR (u.state = 'held' AND u.held_until <= $2)) AS "available!",
+                      count(u.id) FILTER (WHERE u.state = 'held' AND u.held_until > $2) AS "held!",
+                      count(u.id) FILTER (WHERE u.state = 'sold') AS "sold!",
+                      count(u.id) FILTER (WHERE u.state = 'blocked') AS "blocked!",
+                      coalesce(sum(u.price_amount) FILTER (WHERE u.state = 'sold'), 0)::bigint AS "revenue!"
+               FROM performances p LEFT JOIN units u ON u.performance_id = p.id
+               WHERE p.event_id = $1
+               GROUP BY p.id ORDER BY p.starts_at, p.id"#,
+            event_id,
+            now
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PerformanceSales {
+                    performance_id: r.id,
+                    starts_at: r.starts_at,
+                    counts: Counts {
+                        capacity: r.capacity as u64,
+                        available: r.available as u64,
+                        held: r.held as u64,
+                        sold: r.sold as u64,
+                        blocked: r.blocked as u64,
+                    },
+                    revenue: Money::new(r.revenue, stored_currency(&r.currency)?),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether a failed step may be retried as a whole.
+pub(crate) enum Retry {
+    Again(StoreError),
+    Fail(StoreError),
+}
+
+impl Retry {
+    fn into_error(self) -> StoreError {
+        match self {
+            Retry::Again(e) | Retry::Fail(e) => e,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Retry {
+    fn from(error: sqlx::Error) -> Self {
+        if is_retryable(&error) {
+            Retry::Again(backend(error))
+        } else {
+            Retry::Fail(backend(error))
+        }
+    }
+}
+
+impl From<StoreError> for Retry {
+    fn from(error: StoreError) -> Self {
+        Retry::Fail(error)
+    }
+}
+
+/// Takes these units for the hold if each is free; returns those taken with their prices.
+async fn take_units(
+    conn: &mut PgConnection,
+    hold: &HoldCommand,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, Retry> {
+    let rows = sqlx::query!(
+        "UPDATE units SET state = 'held', booking_id = $1, held_until = $2
+         WHERE id IN (SELECT id FROM units
+                      WHERE performance_id = $3 AND id = ANY($4)
+                      ORDER BY id FOR UPDATE)
+           AND (state = 'available' OR (state = 'held' AND held_until <= $5))
+         RETURNING id, price_amount",
+        hold.booking_id,
+        hold.held_until,
+        hold.performance_id,
+        ids,
+        hold.now
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.price_amount)).collect())
+}
+
+/// Frees the units these bookings still hold. A unit already re-taken by the next buyer
+/// names the new booking and is left alone.
+async fn release_units(conn: &mut PgConnection, bookings: &[Uuid]) -> Result<u64, Retry> {
+    let released = sqlx::query!(
+        "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+         WHERE id IN (SELECT id FROM units
+                      WHERE booking_id = ANY($1) AND state = 'held'
+                      ORDER BY id FOR UPDATE)
+           AND booking_id = ANY($1) AND state = 'held'",
+        bookings
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(released)
+}
+
+/// Bookings with their units, in the order of `ids`.
+async fn load_bookings(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Booking>, Retry> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query_as!(
+        BookingRow,
+        "SELECT id, user_id, performance_id, status, held_until, total_amount, currency,
+                created_at, updated_at
+         FROM bookings WHERE id = ANY($1)",
+        ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let units = sqlx::query_as!(
+        BookedUnitRow,
+        r#"SELECT bu.booking_id, bu.unit_id,
+                  CASE WHEN p.kind = 'reserved' THEN g.name END AS "section?",
+                  u.row_label, u.seat_label,
+                  CASE WHEN p.kind = 'general' THEN u.group_id END AS "ticket_type_id?",
+                  bu.price_amount
+           FROM booking_units bu
+           JOIN units u ON u.id = bu.unit_id
+           JOIN price_groups g ON g.id = u.group_id
+           JOIN performances p ON p.id = u.performance_id
+           WHERE bu.booking_id = ANY($1)
+           ORDER BY u.group_position, u.row_position, u.seat_position"#,
+        ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut bookings = rows
+        .into_iter()
+        .map(|row| row.into_booking(&units))
+        .collect::<StoreResult<Vec<_>>>()?;
+    bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id));
+    Ok(bookings)
+}
+
+/// Column-wise unit rows for `UNNEST`.
+struct UnitColumns {
+    ids: Vec<Uuid>,
+    groups: Vec<Uuid>,
+    group_positions: Vec<i32>,
+    row_positions: Vec<i32>,
+    seat_positions: Vec<i32>,
+    row_labels: Vec<Option<String>>,
+    seat_labels: Vec<Option<String>>,
+    prices: Vec<i64>,
+}
+
+impl UnitColumns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            ids: Vec::with_capacity(n),
+            groups: Vec::with_capacity(n),
+            group_positions: Vec::with_capacity(n),
+            row_positions: Vec::with_capacity(n),
+            seat_positions: Vec::with_capacity(n),
+            row_labels: Vec::with_capacity(n),
+            seat_labels: Vec::with_capacity(n),
+            prices: Vec::with_capacity(n),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        group: Uuid,
+        group_position: usize,
+        row_position: usize,
+        seat_position: usize,
+        row_label: Option<&String>,
+        seat_label: Option<&String>,
+        price: i64,
+    ) {
+        self.ids.push(Uuid::now_v7());
+        self.groups.push(group);
+        self.group_positions.push(group_position as i32);
+        self.row_positions.push(row_position as i32);
+        self.seat_positions.push(seat_position as i32);
+        self.row_labels.push(row_label.cloned());
+        self.seat_labels.push(seat_label.cloned());
+        self.prices.push(price);
+    }
+}

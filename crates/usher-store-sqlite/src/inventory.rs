@@ -1,0 +1,647 @@
+//! Performances, units and bookings on SQLite.
+//!
+//! Every inventory change runs on the single writer connection, so the read that picks
+//! units and the conditional write that takes them cannot interleave with another
+//! writer. The conditional write still checks that each unit is free: it is the arbiter,
+//! whatever the caller read before.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use usher_core::best_available::{self, Seat};
+use usher_core::inventory::SeatingLayout;
+use usher_core::{
+    Booking, Counts, Cursor, HoldTtl, MaxPerBooking, Money, PageLimit,
+    Performance, SeatingKind, Section, TicketType, Unit,
+};
+use usher_store::inventory::stored_currency;
+use usher_store::{
+    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
+    Page, PerformanceInventory, PerformanceSales, Selection, StoreError, StoreResult, UnitRow,
+    paginate,
+};
+
+use crate::{SqliteStore, backend};
+
+/// Units are inserted in batches of this many rows per statement.
+const INSERT_BATCH: usize = 5_000;
+
+/// A JSON array of ids as hex, for `IN (SELECT unhex(value) FROM json_each(?))`.
+fn id_list(ids: &[Uuid]) -> String {
+    let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
+    serde_json::Value::from(hex).to_string()
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("corrupt row: {what}"))
+}
+
+impl SqliteStore {
+    pub(crate) async fn insert_performance(&self, new: NewPerformance) -> StoreResult<Performance> {
+        let id = Uuid::now_v7();
+        let now = usher_store::now();
+        let kind = new.seating.kind();
+        let currency = new.seating.currency;
+        let (kind_name, currency_name) = (kind.as_str(), currency.as_str());
+        let ttl = i64::from(new.hold_ttl.seconds());
+        let max = i64::from(new.max_per_booking.get());
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        sqlx::query!(
+            "INSERT INTO performances (id, event_id, starts_at, hold_ttl_seconds, max_per_booking,
+                                       kind, currency, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            id,
+            new.event_id,
+            new.starts_at,
+            ttl,
+            max,
+            kind_name,
+            currency_name,
+            now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+
+        // Each unit as [id, group, group position, row position, seat position, row label,
+        // seat label, price].
+        let mut units: Vec<serde_json::Value> = Vec::with_capacity(new.seating.capacity());
+        let mut sections = Vec::new();
+        let mut ticket_types = Vec::new();
+        let groups: Vec<(String, Money, u32)> = match &new.seating.layout {
+            SeatingLayout::Reserved(plans) => plans
+                .iter()
+                .map(|s| (s.name.clone(), s.price, s.rows.iter().map(|r| r.seats.len() as u32).sum()))
+                .collect(),
+            SeatingLayout::General(plans) => {
+                plans.iter().map(|t| (t.name.clone(), t.price, t.capacity)).collect()
+            }
+        };
+        for (position, (name, price, capacity)) in groups.into_iter().enumerate() {
+            let group_id = Uuid::now_v7();
+            let (position_i, capacity_i) = (position as i64, i64::from(capacity));
+            sqlx::query!(
+                "INSERT INTO price_groups (id, performance_id, position, name, price_amount, capacity)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                group_id,
+                id,
+                position_i,
+                name,
+                price.amount,
+                capacity_i
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let group_hex = group_id.simple().to_string();
+            match &new.seating.layout {
+                SeatingLayout::Reserved(plans) => {
+                    for (r, row) in plans[position].rows.iter().enumerate() {
+                        for (k, seat) in row.seats.iter().enumerate() {
+                            units.push(serde_json::json!([
+                                Uuid::now_v7().simple().to_string(),
+                                group_hex,
+                                position,
+                                r,
+                                k,
+                                row.label,
+                                seat,
+                                price.amount
+                            ]));
+                        }
+                    }
+                    sections.push(Section { id: group_id, name, price });
+                }
+                SeatingLayout::General(_) => {
+                    for k in 0..capacity {
+                        units.push(serde_json::json!([
+                            Uuid::now_v7().simple().to_string(),
+                            group_hex,
+                            position,
+                            0,
+                            k,
+                            null,
+                            null,
+                            price.amount
+                        ]));
+                    }
+                    ticket_types.push(TicketType { id: group_id, name, price, capacity });
+                }
+            }
+        }
+        for batch in units.chunks(INSERT_BATCH) {
+            let batch = serde_json::Value::from(batch.to_vec()).to_string();
+            sqlx::query!(
+                "INSERT INTO units (id, performance_id, group_id, group_position, row_position,
+                                    seat_position, row_label, seat_label, price_amount, state)
+                 SELECT unhex(j.value ->> 0), ?1, unhex(j.value ->> 1), j.value ->> 2,
+                        j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6,
+                        j.value ->> 7, 'available'
+                 FROM json_each(?2) AS j",
+                id,
+                batch
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(Performance {
+            id,
+            event_id: new.event_id,
+            starts_at: new.starts_at,
+            hold_ttl: new.hold_ttl,
+            max_per_booking: new.max_per_booking,
+            kind,
+            currency,
+            sections,
+            ticket_types,
+            created_at: now,
+        })
+    }
+
+    pub(crate) async fn load_performances(
+        &self,
+        event_id: Option<Uuid>,
+        performance_id: Option<Uuid>,
+    ) -> StoreResult<Vec<Performance>> {
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id!: Uuid", event_id AS "event_id!: Uuid",
+                      starts_at AS "starts_at!: DateTime<Utc>", hold_ttl_seconds,
+                      max_per_booking, kind, currency,
+                      created_at AS "created_at!: DateTime<Utc>"
+               FROM performances
+               WHERE (?1 IS NULL OR event_id = ?1) AND (?2 IS NULL OR id = ?2)
+               ORDER BY starts_at, id"#,
+            event_id,
+            performance_id
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        let groups = sqlx::query!(
+            r#"SELECT g.id AS "id!: Uuid", g.performance_id AS "performance_id!: Uuid", g.name,
+                      g.price_amount, g.capacity
+               FROM price_groups g JOIN performances p ON p.id = g.performance_id
+               WHERE (?1 IS NULL OR p.event_id = ?1) AND (?2 IS NULL OR p.id = ?2)
+               ORDER BY g.position"#,
+            event_id,
+            performance_id
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let kind = SeatingKind::parse(&row.kind).map_err(|_| corrupt("performances.kind"))?;
+                let currency = stored_currency(&row.currency)?;
+                let mut sections = Vec::new();
+                let mut ticket_types = Vec::new();
+                for g in groups.iter().filter(|g| g.performance_id == row.id) {
+                    let price = Money::new(g.price_amount, currency);
+                    match kind {
+                        SeatingKind::Reserved => sections.push(Section { id: g.id, name: g.name.clone(), price }),
+                        SeatingKind::General => ticket_types.push(TicketType {
+                            id: g.id,
+                            name: g.name.clone(),
+                            price,
+                            capacity: g.capacity as u32,
+                        }),
+                    }
+                }
+                Ok(Performance {
+                    id: row.id,
+                    event_id: row.event_id,
+                    starts_at: row.starts_at,
+                    hold_ttl: HoldTtl::parse(row.hold_ttl_seconds)
+                        .map_err(|_| corrupt("performances.hold_ttl_seconds"))?,
+                    max_per_booking: MaxPerBooking::parse(row.max_per_booking)
+                        .map_err(|_| corrupt("performances.max_per_booking"))?,
+                    kind,
+                    currency,
+                    sections,
+                    ticket_types,
+                    created_at: row.created_at,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn count_inventory(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PerformanceInventory> {
+        let rows = sqlx::query!(
+            r#"SELECT group_id AS "group_id!: Uuid",
+                      count(*) AS "capacity!: i64",
+                      sum(state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "available!: i64",
+                      sum(state = 'held' AND held_until > ?2) AS "held!: i64",
+                      sum(state = 'sold') AS "sold!: i64",
+                      sum(state = 'blocked') AS "blocked!: i64"
+               FROM units WHERE performance_id = ?1
+               GROUP BY group_id ORDER BY min(group_position)"#,
+            performance_id,
+            now
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        let mut inventory = PerformanceInventory::default();
+        for row in rows {
+            let counts = Counts {
+                capacity: row.capacity as u64,
+                available: row.available as u64,
+                held: row.held as u64,
+                sold: row.sold as u64,
+                blocked: row.blocked as u64,
+            };
+            inventory.total.capacity += counts.capacity;
+            inventory.total.available += counts.available;
+            inventory.total.held += counts.held;
+            inventory.total.sold += counts.sold;
+            inventory.total.blocked += counts.blocked;
+            inventory.parts.push((row.group_id, counts));
+        }
+        Ok(inventory)
+    }
+
+    pub(crate) async fn list_units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>> {
+        let Some(currency) = sqlx::query_scalar!("SELECT currency FROM performances WHERE id = ?1", performance_id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(Vec::new());
+        };
+        let currency = stored_currency(&currency)?;
+        let rows = sqlx::query_as!(
+            UnitRow,
+            r#"SELECT u.id AS "id!: Uuid",
+                      CASE WHEN p.kind = 'reserved' THEN g.name END AS "section?: String",
+                      u.row_label AS "row_label?: String", u.seat_label AS "seat_label?: String",
+                      CASE WHEN p.kind = 'general' THEN u.group_id END AS "ticket_type_id?: Uuid",
+                      u.price_amount, u.state,
+                      u.held_until AS "held_until?: DateTime<Utc>"
+               FROM units u
+               JOIN price_groups g ON g.id = u.group_id
+               JOIN performances p ON p.id = u.performance_id
+               WHERE u.performance_id = ?1
+               ORDER BY u.group_position, u.row_position, u.seat_position"#,
+            performance_id
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        rows.into_iter().map(|r| r.into_unit(currency, now)).collect()
+    }
+
+    pub(crate) async fn run_command(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
+        match command {
+            InventoryCommand::Hold(hold) => self.hold(hold).await,
+            InventoryCommand::Cancel { booking_id, now } => self.cancel(booking_id, now).await,
+            InventoryCommand::Sweep { now, limit } => self.sweep(now, limit).await,
+        }
+    }
+
+    async fn hold(&self, hold: HoldCommand) -> StoreResult<CommandOutcome> {
+        let now = hold.now;
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let Some(currency) = sqlx::query_scalar!(
+            "SELECT currency FROM performances WHERE id = ?1",
+            hold.performance_id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        else {
+            return Ok(CommandOutcome::UnknownUnits { unit_ids: Vec::new() });
+        };
+        let wanted: Vec<Uuid> = match &hold.selection {
+            Selection::Units(ids) => {
+                let list = id_list(ids);
+                let known = sqlx::query_scalar!(
+                    r#"SELECT id AS "id!: Uuid" FROM units
+                       WHERE performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
+                    hold.performance_id,
+                    list
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+                let unknown: Vec<Uuid> = ids.iter().filter(|id| !known.contains(id)).copied().collect();
+                if !unknown.is_empty() {
+                    return Ok(CommandOutcome::UnknownUnits { unit_ids: unknown });
+                }
+                ids.clone()
+            }
+            Selection::General { ticket_type_id, quantity } => {
+                let quantity = i64::from(*quantity);
+                let known = sqlx::query_scalar!(
+                    r#"SELECT g.id AS "id!: Uuid" FROM price_groups g
+                       JOIN performances p ON p.id = g.performance_id
+                       WHERE g.id = ?1 AND p.id = ?2 AND p.kind = 'general'"#,
+                    ticket_type_id,
+                    hold.performance_id
+                )
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+                if known.is_none() {
+                    return Ok(CommandOutcome::UnknownUnits { unit_ids: vec![*ticket_type_id] });
+                }
+                sqlx::query_scalar!(
+                    r#"SELECT id AS "id!: Uuid" FROM units
+                       WHERE group_id = ?1
+                         AND (state = 'available' OR (state = 'held' AND held_until <= ?2))
+                       ORDER BY seat_position LIMIT ?3"#,
+                    ticket_type_id,
+                    now,
+                    quantity
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?
+            }
+            Selection::BestAvailable { quantity } => {
+                let seats = sqlx::query!(
+                    r#"SELECT id AS "id!: Uuid", group_position, row_position, seat_position,
+                              (state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "free!: bool"
+                       FROM units WHERE performance_id = ?1"#,
+                    hold.performance_id,
+                    now
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+                let seats: Vec<Seat> = seats
+                    .into_iter()
+                    .map(|s| Seat {
+                        unit_id: s.id,
+                        section: s.group_position as u32,
+                        row: s.row_position as u32,
+                        seat: s.seat_position as u32,
+                        free: s.free,
+                    })
+                    .collect();
+                best_available::choose(&seats, *quantity as usize).unwrap_or_default()
+            }
+        };
+        let asked = match &hold.selection {
+            Selection::Units(ids) => ids.len(),
+            Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => *quantity as usize,
+        };
+        if wanted.len() < asked {
+            return Ok(CommandOutcome::Unavailable { unit_ids: Vec::new() });
+        }
+        let list = id_list(&wanted);
+        let taken = sqlx::query!(
+            r#"UPDATE units SET state = 'held', booking_id = ?1, held_until = ?2
+               WHERE performance_id = ?3
+                 AND id IN (SELECT unhex(value) FROM json_each(?4))
+                 AND (state = 'available' OR (state = 'held' AND held_until <= ?5))
+               RETURNING id AS "id!: Uuid", price_amount AS "price_amount!: i64""#,
+            hold.booking_id,
+            hold.held_until,
+            hold.performance_id,
+            list,
+            now
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if taken.len() != wanted.len() {
+            // Dropping the transaction rolls back the units we did take.
+            let unavailable = wanted
+                .iter()
+                .filter(|id| !taken.iter().any(|t| t.id == **id))
+                .copied()
+                .collect();
+            return Ok(CommandOutcome::Unavailable { unit_ids: unavailable });
+        }
+        let total: i64 = taken.iter().map(|t| t.price_amount).sum();
+        sqlx::query!(
+            "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
+                                   currency, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'held', ?4, ?5, ?6, ?7, ?7)",
+            hold.booking_id,
+            hold.user_id,
+            hold.performance_id,
+            hold.held_until,
+            total,
+            currency,
+            now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let booked = serde_json::Value::from(
+            taken
+                .iter()
+                .map(|t| serde_json::json!([t.id.simple().to_string(), t.price_amount]))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        sqlx::query!(
+            "INSERT INTO booking_units (booking_id, unit_id, price_amount)
+             SELECT ?1, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?2) AS j",
+            hold.booking_id,
+            booked
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let booking = load_bookings(&mut tx, &[hold.booking_id]).await?.pop();
+        tx.commit().await.map_err(backend)?;
+        booking
+            .map(CommandOutcome::Held)
+            .ok_or_else(|| StoreError::Backend("booking vanished after insert".into()))
+    }
+
+    async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<CommandOutcome> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let cancelled = sqlx::query!(
+            "UPDATE bookings SET status = 'cancelled', updated_at = ?2
+             WHERE id = ?1 AND status = 'held' AND held_until > ?2",
+            booking_id,
+            now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if cancelled == 0 {
+            let Some(booking) = load_bookings(&mut tx, &[booking_id]).await?.pop() else {
+                return Ok(CommandOutcome::NoSuchBooking);
+            };
+            return Ok(CommandOutcome::NotCancellable {
+                status: booking.status_at(now),
+            });
+        }
+        sqlx::query!(
+            "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+             WHERE booking_id = ?1 AND state = 'held'",
+            booking_id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let booking = load_bookings(&mut tx, &[booking_id]).await?.pop();
+        tx.commit().await.map_err(backend)?;
+        booking
+            .map(CommandOutcome::Cancelled)
+            .ok_or_else(|| StoreError::Backend("booking vanished after cancel".into()))
+    }
+
+    async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<CommandOutcome> {
+        let limit = i64::from(limit);
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let expired = sqlx::query_scalar!(
+            r#"UPDATE bookings SET status = 'expired', updated_at = ?1
+               WHERE id IN (SELECT id FROM bookings
+                            WHERE status = 'held' AND held_until <= ?1
+                            ORDER BY held_until LIMIT ?2)
+               RETURNING id AS "id!: Uuid""#,
+            now,
+            limit
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let released = if expired.is_empty() {
+            0
+        } else {
+            let list = id_list(&expired);
+            // Only units still held by these bookings: a unit already re-taken by the
+            // next buyer names the new booking and is left alone.
+            sqlx::query!(
+                "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+                 WHERE state = 'held' AND booking_id IN (SELECT unhex(value) FROM json_each(?1))",
+                list
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected()
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(CommandOutcome::Swept {
+            expired,
+            released_units: released,
+        })
+    }
+
+    pub(crate) async fn get_booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        Ok(load_bookings(&mut conn, &[id]).await?.pop())
+    }
+
+    pub(crate) async fn user_bookings(
+        &self,
+        user_id: Uuid,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Booking>> {
+        let after = after.map(Cursor::id);
+        let fetch = i64::from(limit.get()) + 1;
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        let ids = sqlx::query_scalar!(
+            r#"SELECT id AS "id!: Uuid" FROM bookings
+               WHERE user_id = ?1 AND (?2 IS NULL OR id < ?2)
+               ORDER BY id DESC LIMIT ?3"#,
+            user_id,
+            after,
+            fetch
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let bookings = load_bookings(&mut conn, &ids).await?;
+        Ok(paginate(bookings, limit, |b| b.id))
+    }
+
+    pub(crate) async fn event_sales(
+        &self,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PerformanceSales>> {
+        let rows = sqlx::query!(
+            r#"SELECT p.id AS "id!: Uuid", p.starts_at AS "starts_at!: DateTime<Utc>", p.currency,
+                      count(u.id) AS "capacity!: i64",
+                      coalesce(sum(u.state = 'available' OR (u.state = 'held' AND u.held_until <= ?2)), 0) AS "available!: i64",
+                      coalesce(sum(u.state = 'held' AND u.held_until > ?2), 0) AS "held!: i64",
+                      coalesce(sum(u.state = 'sold'), 0) AS "sold!: i64",
+                      coalesce(sum(u.state = 'blocked'), 0) AS "blocked!: i64",
+                      coalesce(sum(CASE WHEN u.state = 'sold' THEN u.price_amount END), 0) AS "revenue!: i64"
+               FROM performances p LEFT JOIN units u ON u.performance_id = p.id
+               WHERE p.event_id = ?1
+               GROUP BY p.id ORDER BY p.starts_at, p.id"#,
+            event_id,
+            now
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PerformanceSales {
+                    performance_id: r.id,
+                    starts_at: r.starts_at,
+                    counts: Counts {
+                        capacity: r.capacity as u64,
+                        available: r.available as u64,
+                        held: r.held as u64,
+                        sold: r.sold as u64,
+                        blocked: r.blocked as u64,
+                    },
+                    revenue: Money::new(r.revenue, stored_currency(&r.currency)?),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Bookings with their units, in the order of `ids`.
+async fn load_bookings(conn: &mut SqliteConnection, ids: &[Uuid]) -> StoreResult<Vec<Booking>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = id_list(ids);
+    let rows = sqlx::query_as!(
+        BookingRow,
+        r#"SELECT id AS "id!: Uuid", user_id AS "user_id!: Uuid",
+                  performance_id AS "performance_id!: Uuid", status,
+                  held_until AS "held_until!: DateTime<Utc>", total_amount, currency,
+                  created_at AS "created_at!: DateTime<Utc>", updated_at AS "updated_at!: DateTime<Utc>"
+           FROM bookings WHERE id IN (SELECT unhex(value) FROM json_each(?1))"#,
+        list
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let units = sqlx::query_as!(
+        BookedUnitRow,
+        r#"SELECT bu.booking_id AS "booking_id!: Uuid", bu.unit_id AS "unit_id!: Uuid",
+                  CASE WHEN p.kind = 'reserved' THEN g.name END AS "section?: String",
+                  u.row_label AS "row_label?: String", u.seat_label AS "seat_label?: String",
+                  CASE WHEN p.kind = 'general' THEN u.group_id END AS "ticket_type_id?: Uuid",
+                  bu.price_amount
+           FROM booking_units bu
+           JOIN units u ON u.id = bu.unit_id
+           JOIN price_groups g ON g.id = u.group_id
+           JOIN performances p ON p.id = u.performance_id
+           WHERE bu.booking_id IN (SELECT unhex(value) FROM json_each(?1))
+           ORDER BY u.group_position, u.row_position, u.seat_position"#,
+        list
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let mut bookings = rows
+        .into_iter()
+        .map(|row| row.into_booking(&units))
+        .collect::<StoreResult<Vec<_>>>()?;
+    bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id));
+    Ok(bookings)
+}
