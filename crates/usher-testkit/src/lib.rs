@@ -7,6 +7,9 @@
 //! root), and is stopped and deleted when the test process exits. A missing binary
 //! fails the test: `scripts/test` installs PostgreSQL first.
 
+pub mod fixtures;
+pub mod invariants;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

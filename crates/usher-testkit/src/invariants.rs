@@ -1,0 +1,95 @@
+//! The invariants of DESIGN.md, checked through the storage contract after a race, a
+//! crash or a random walk. Each check names what it found wrong.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use usher_core::{Booking, BookingStatus, UnitState};
+use usher_store::Store;
+
+/// Checks one performance against the bookings known to have been made on it.
+/// `bookings` must include every booking ever held on the performance.
+pub async fn check_performance(
+    store: &dyn Store,
+    performance_id: Uuid,
+    bookings: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let units = store.units(performance_id, now).await.map_err(|e| e.to_string())?;
+    let inventory = store.inventory(performance_id, now).await.map_err(|e| e.to_string())?;
+    let total = inventory.total;
+
+    // available + held + sold + blocked = capacity, in the counts and in the seat map.
+    if total.available + total.held + total.sold + total.blocked != total.capacity {
+        return Err(format!("counts do not add up: {total:?}"));
+    }
+    if units.len() as u64 != total.capacity {
+        return Err(format!("{} units but capacity {}", units.len(), total.capacity));
+    }
+    let count = |state| units.iter().filter(|u| u.state == state).count() as u64;
+    if (count(UnitState::Available), count(UnitState::Held), count(UnitState::Sold))
+        != (total.available, total.held, total.sold)
+    {
+        return Err(format!("seat map and counts disagree: {total:?}"));
+    }
+
+    // Each unit belongs to at most one live booking, and a live booking's units are
+    // held (or sold) for it.
+    let mut live_units: HashSet<Uuid> = HashSet::new();
+    let mut live_held = 0u64;
+    for id in bookings {
+        let Some(booking) = store.booking(*id).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if booking.performance_id != performance_id {
+            continue;
+        }
+        let status = booking.status_at(now);
+        if !matches!(status, BookingStatus::Held | BookingStatus::Confirmed) {
+            continue;
+        }
+        check_total(&booking)?;
+        for unit in &booking.units {
+            if !live_units.insert(unit.unit_id) {
+                return Err(format!("unit {} is in two live bookings", unit.unit_id));
+            }
+            let state = units.iter().find(|u| u.id == unit.unit_id).map(|u| u.state);
+            let expected = if status == BookingStatus::Held {
+                UnitState::Held
+            } else {
+                UnitState::Sold
+            };
+            if state != Some(expected) {
+                return Err(format!(
+                    "unit {} of {status} booking {} reads {state:?}",
+                    unit.unit_id, booking.id
+                ));
+            }
+        }
+        if status == BookingStatus::Held {
+            live_held += booking.units.len() as u64;
+        }
+    }
+    // No held unit without a live booking behind it.
+    if live_held != total.held {
+        return Err(format!(
+            "{} units held but live bookings hold {live_held}",
+            total.held
+        ));
+    }
+    Ok(())
+}
+
+/// A booking's total is the sum of its units' prices.
+pub fn check_total(booking: &Booking) -> Result<(), String> {
+    let sum: i64 = booking.units.iter().map(|u| u.price.amount).sum();
+    if sum != booking.total.amount {
+        return Err(format!(
+            "booking {} totals {} but its units sum to {sum}",
+            booking.id, booking.total.amount
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! The inventory story on both engines: performances, holds, cancellations, expiry and
+//! the on-sale races, with DESIGN.md's invariants checked after each.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use usher_core::{BookingStatus, Clock, ManualClock, SeatingKind, SystemClock, UnitState};
+use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection, Store};
+use usher_testkit::fixtures::{general, performance, reserved, user};
+use usher_testkit::invariants::check_performance;
+use usher_testkit::on_each_engine;
+
+const TTL: i64 = 600;
+
+fn hold(user_id: Uuid, performance_id: Uuid, selection: Selection, now: DateTime<Utc>) -> InventoryCommand {
+    InventoryCommand::Hold(HoldCommand {
+        booking_id: Uuid::now_v7(),
+        user_id,
+        performance_id,
+        selection,
+        now,
+        held_until: now + Duration::seconds(TTL),
+    })
+}
+
+async fn held(store: &Arc<dyn Store>, command: InventoryCommand) -> usher_core::Booking {
+    match store.execute(command).await.unwrap() {
+        CommandOutcome::Held(booking) => booking,
+        other => panic!("expected a hold, got {other:?}"),
+    }
+}
+
+/// Unit ids of a performance in seat-map order.
+async fn unit_ids(store: &Arc<dyn Store>, performance_id: Uuid, now: DateTime<Utc>) -> Vec<Uuid> {
+    store.units(performance_id, now).await.unwrap().into_iter().map(|u| u.id).collect()
+}
+
+on_each_engine! {
+    async fn a_reserved_performance_has_one_unit_per_seat(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, reserved(&[("Stalls", &[4, 5]), ("Balcony", &[3])]), 10).await;
+        assert_eq!(perf.kind, SeatingKind::Reserved);
+        assert_eq!(perf.sections.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["Stalls", "Balcony"]);
+        assert_eq!(store.performance(perf.id).await.unwrap().unwrap(), perf);
+        assert_eq!(store.performances_of_event(perf.event_id).await.unwrap(), vec![perf.clone()]);
+
+        let units = store.units(perf.id, now).await.unwrap();
+        assert_eq!(units.len(), 12);
+        assert_eq!(units[0].section.as_deref(), Some("Stalls"));
+        assert_eq!((units[0].row.as_deref(), units[0].label.as_deref()), (Some("A"), Some("1")));
+        assert_eq!((units[4].row.as_deref(), units[4].label.as_deref()), (Some("B"), Some("1")));
+        assert_eq!(units[11].section.as_deref(), Some("Balcony"));
+        assert_eq!(units[11].price.amount, 1100);
+        assert!(units.iter().all(|u| u.state == UnitState::Available && u.ticket_type_id.is_none()));
+
+        let inventory = store.inventory(perf.id, now).await.unwrap();
+        assert_eq!((inventory.total.capacity, inventory.total.available), (12, 12));
+        assert_eq!(inventory.parts.len(), 2);
+        assert_eq!(inventory.parts[0].0, perf.sections[0].id);
+        assert_eq!(inventory.parts[0].1.capacity, 9);
+    }
+
+    async fn a_general_performance_has_unlabelled_units_per_ticket_type(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, general(&[("Floor", 50), ("VIP", 5)]), 10).await;
+        assert_eq!(perf.ticket_types.len(), 2);
+        assert_eq!(perf.ticket_types[1].capacity, 5);
+        let units = store.units(perf.id, now).await.unwrap();
+        assert_eq!(units.len(), 55);
+        assert!(units.iter().all(|u| u.label.is_none() && u.section.is_none()));
+        assert_eq!(units.iter().filter(|u| u.ticket_type_id == Some(perf.ticket_types[1].id)).count(), 5);
+    }
+
+    async fn a_hold_takes_exactly_the_asked_seats_and_prices_them(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, reserved(&[("Stalls", &[10])]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        let ids = unit_ids(&store, perf.id, now).await;
+        let booking = held(&store, hold(buyer, perf.id, Selection::Units(vec![ids[2], ids[3]]), now)).await;
+        assert_eq!(booking.status, BookingStatus::Held);
+        assert_eq!(booking.user_id, buyer);
+        assert_eq!(booking.units.iter().map(|u| u.unit_id).collect::<Vec<_>>(), [ids[2], ids[3]]);
+        assert_eq!(booking.total.amount, 2000);
+        assert_eq!(booking.total.currency.as_str(), "EUR");
+        assert_eq!(booking.held_until, now + Duration::seconds(TTL));
+        assert_eq!(store.booking(booking.id).await.unwrap().unwrap(), booking);
+        let inventory = store.inventory(perf.id, now).await.unwrap();
+        assert_eq!((inventory.total.available, inventory.total.held), (8, 2));
+        check_performance(store.as_ref(), perf.id, &[booking.id], now).await.unwrap();
+    }
+
+    async fn a_hold_with_any_taken_seat_holds_nothing_and_names_the_taken_ones(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, reserved(&[("Stalls", &[10])]), 10).await;
+        let (ann, bob) = (user(&store, "ann@example.com").await, user(&store, "bob@example.com").await);
+        let ids = unit_ids(&store, perf.id, now).await;
+        let first = held(&store, hold(ann, perf.id, Selection::Units(vec![ids[3]]), now)).await;
+        let losing = hold(bob, perf.id, Selection::Units(vec![ids[2], ids[3], ids[4]]), now);
+        let InventoryCommand::Hold(HoldCommand { booking_id: lost_id, .. }) = &losing else { unreachable!() };
+        let lost_id = *lost_id;
+        match store.execute(losing).await.unwrap() {
+            CommandOutcome::Unavailable { unit_ids } => assert_eq!(unit_ids, [ids[3]]),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.booking(lost_id).await.unwrap().is_none());
+        let inventory = store.inventory(perf.id, now).await.unwrap();
+        assert_eq!(inventory.total.held, 1, "seats 2 and 4 were not kept");
+        check_performance(store.as_ref(), perf.id, &[first.id, lost_id], now).await.unwrap();
+    }
+
+    async fn units_of_another_performance_are_unknown(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let a = performance(&store, now, reserved(&[("S", &[3])]), 10).await;
+        let b = performance(&store, now, reserved(&[("S", &[3])]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        let foreign = unit_ids(&store, b.id, now).await[0];
+        let made_up = Uuid::now_v7();
+        match store.execute(hold(buyer, a.id, Selection::Units(vec![foreign, made_up]), now)).await.unwrap() {
+            CommandOutcome::UnknownUnits { unit_ids } => assert_eq!(unit_ids, [foreign, made_up]),
+            other => panic!("{other:?}"),
+        }
+        let general_on_reserved = hold(buyer, a.id, Selection::General { ticket_type_id: a.sections[0].id, quantity: 1 }, now);
+        assert!(matches!(store.execute(general_on_reserved).await.unwrap(), CommandOutcome::UnknownUnits { .. }));
+        assert_eq!(store.inventory(b.id, now).await.unwrap().total.held, 0);
+    }
+
+    async fn general_admission_holds_any_free_units_until_sold_out(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, general(&[("Floor", 5), ("VIP", 2)]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        let floor = perf.ticket_types[0].id;
+        let first = held(&store, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await;
+        assert_eq!(first.units.len(), 3);
+        assert!(first.units.iter().all(|u| u.ticket_type_id == Some(floor)));
+        assert_eq!(first.total.amount, 1500);
+        let too_many = store.execute(hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await.unwrap();
+        assert_eq!(too_many, CommandOutcome::Unavailable { unit_ids: vec![] });
+        let rest = held(&store, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, now)).await;
+        let inventory = store.inventory(perf.id, now).await.unwrap();
+        assert_eq!(inventory.parts[0].1.available, 0);
+        assert_eq!(inventory.parts[1].1.available, 2, "VIP untouched");
+        check_performance(store.as_ref(), perf.id, &[first.id, rest.id], now).await.unwrap();
+    }
+
+    async fn best_available_picks_adjacent_centre_seats_in_the_best_row(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, reserved(&[("Stalls", &[6, 6]), ("Balcony", &[6])]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        let units = store.units(perf.id, now).await.unwrap();
+        let first = held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        let labels: Vec<_> = first.units.iter().map(|u| format!("{}{}", u.row.clone().unwrap(), u.label.clone().unwrap())).collect();
+        assert_eq!(labels, ["A3", "A4"]);
+        // Row A now has 1-2 and 5-6 free: four seats fit only in row B.
+        let second = held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 4 }, now)).await;
+        assert!(second.units.iter().all(|u| u.row.as_deref() == Some("B")));
+        let ids: HashSet<_> = second.units.iter().map(|u| u.unit_id).collect();
+        let positions: Vec<usize> = units.iter().enumerate().filter(|(_, u)| ids.contains(&u.id)).map(|(i, _)| i).collect();
+        assert!(positions.windows(2).all(|w| w[1] == w[0] + 1), "adjacent: {positions:?}");
+        check_performance(store.as_ref(), perf.id, &[first.id, second.id], now).await.unwrap();
+    }
+
+    async fn best_available_avoids_stranding_a_seat_next_to_a_taken_one(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, reserved(&[("Stalls", &[8])]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        let ids = unit_ids(&store, perf.id, now).await;
+        // Seats 1 and 8 taken: x......x. A centred pair at 4-5 leaves 2+2; never 3-4 or 5-6
+        // (which would leave a lone seat beside a taken one at 2 or 7 only when off by one).
+        held(&store, hold(buyer, perf.id, Selection::Units(vec![ids[0], ids[7]]), now)).await;
+        let pair = held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        let labels: Vec<_> = pair.units.iter().map(|u| u.label.clone().unwrap()).collect();
+        assert_eq!(labels, ["4", "5"]);
+        // Now x..xx..x: three seats cannot be adjacent, so they are split.
+        let three = held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 3 }, now)).await;
+        assert_eq!(three.units.len(), 3);
+        let none = store.execute(hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await.unwrap();
+        assert_eq!(none, CommandOutcome::Unavailable { unit_ids: vec![] });
+    }
+
+    async fn cancel_releases_units_at_once_and_only_once(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, reserved(&[("S", &[4])]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        let ids = unit_ids(&store, perf.id, now).await;
+        let booking = held(&store, hold(buyer, perf.id, Selection::Units(ids.clone()), now)).await;
+        let cancelled = store.execute(InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
+        let CommandOutcome::Cancelled(cancelled) = cancelled else { panic!("{cancelled:?}") };
+        assert_eq!(cancelled.status, BookingStatus::Cancelled);
+        assert_eq!(cancelled.units.len(), 4, "a cancelled booking still shows what it had");
+        assert_eq!(store.inventory(perf.id, now).await.unwrap().total.available, 4);
+        let again = store.execute(InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
+        assert_eq!(again, CommandOutcome::NotCancellable { status: BookingStatus::Cancelled });
+        let missing = store.execute(InventoryCommand::Cancel { booking_id: Uuid::now_v7(), now }).await.unwrap();
+        assert_eq!(missing, CommandOutcome::NoSuchBooking);
+        // The seats can be held again.
+        held(&store, hold(buyer, perf.id, Selection::Units(ids), now)).await;
+    }
+
+    async fn an_expired_hold_is_free_for_the_next_buyer_before_and_after_the_sweep(engine) {
+        let store = engine.fresh_store().await;
+        let clock = ManualClock::starting_now();
+        let perf = performance(&store, clock.now(), reserved(&[("S", &[4])]), 10).await;
+        let (ann, bob, cy) = (
+            user(&store, "ann@example.com").await,
+            user(&store, "bob@example.com").await,
+            user(&store, "cy@example.com").await,
+        );
+        let ids = unit_ids(&store, perf.id, clock.now()).await;
+        let anns = held(&store, hold(ann, perf.id, Selection::Units(vec![ids[0], ids[1]]), clock.now())).await;
+        let taken = store.execute(hold(bob, perf.id, Selection::Units(vec![ids[0]]), clock.now())).await.unwrap();
+        assert!(matches!(taken, CommandOutcome::Unavailable { .. }));
+
+        clock.advance(Duration::seconds(TTL));
+        let now = clock.now();
+        // Before any sweep: reads as expired and available, and can be taken.
+        assert_eq!(store.booking(anns.id).await.unwrap().unwrap().status_at(now), BookingStatus::Expired);
+        assert_eq!(store.inventory(perf.id, now).await.unwrap().total.available, 4);
+        let units = store.units(perf.id, now).await.unwrap();
+        assert!(units.iter().all(|u| u.state == UnitState::Available));
+        let bobs = held(&store, hold(bob, perf.id, Selection::Units(vec![ids[0]]), now)).await;
+        // Ann cannot cancel what has expired.
+        let cancel = store.execute(InventoryCommand::Cancel { booking_id: anns.id, now }).await.unwrap();
+        assert_eq!(cancel, CommandOutcome::NotCancellable { status: BookingStatus::Expired });
+
+        // The sweep expires Ann's booking and frees only the unit she still holds.
+        let swept = store.execute(InventoryCommand::Sweep { now, limit: 100 }).await.unwrap();
+        assert_eq!(swept, CommandOutcome::Swept { expired: vec![anns.id], released_units: 1 });
+        assert_eq!(store.booking(anns.id).await.unwrap().unwrap().status, BookingStatus::Expired);
+        assert_eq!(store.booking(bobs.id).await.unwrap().unwrap().status, BookingStatus::Held);
+        let again = store.execute(InventoryCommand::Sweep { now, limit: 100 }).await.unwrap();
+        assert_eq!(again, CommandOutcome::Swept { expired: vec![], released_units: 0 });
+        // After the sweep the free unit is still available to the next buyer.
+        let cys = held(&store, hold(cy, perf.id, Selection::Units(vec![ids[1]]), now)).await;
+        check_performance(store.as_ref(), perf.id, &[anns.id, bobs.id, cys.id], now).await.unwrap();
+    }
+
+    async fn concurrent_sweepers_expire_each_booking_once(engine) {
+        let store = engine.fresh_store().await;
+        let clock = ManualClock::starting_now();
+        let perf = performance(&store, clock.now(), general(&[("Floor", 60)]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        let floor = perf.ticket_types[0].id;
+        let mut bookings = Vec::new();
+        for _ in 0..30 {
+            let b = held(&store, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, clock.now())).await;
+            bookings.push(b.id);
+        }
+        clock.advance(Duration::seconds(TTL + 1));
+        let now = clock.now();
+        let sweepers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut expired = Vec::new();
+                    let mut released = 0;
+                    loop {
+                        match store.execute(InventoryCommand::Sweep { now, limit: 7 }).await.unwrap() {
+                            CommandOutcome::Swept { expired: e, released_units } if !e.is_empty() => {
+                                expired.extend(e);
+                                released += released_units;
+                            }
+                            _ => return (expired, released),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut expired = Vec::new();
+        let mut released = 0;
+        for sweeper in sweepers {
+            let (e, r) = sweeper.await.unwrap();
+            expired.extend(e);
+            released += r;
+        }
+        expired.sort();
+        let mut expected = bookings.clone();
+        expected.sort();
+        assert_eq!(expired, expected, "each booking expired exactly once");
+        assert_eq!(released, 60);
+        assert_eq!(store.inventory(perf.id, now).await.unwrap().total.available, 60);
+        check_performance(store.as_ref(), perf.id, &bookings, now).await.unwrap();
+    }
+
+    async fn my_bookings_page_newest_first(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, general(&[("Floor", 10)]), 10).await;
+        let (ann, bob) = (user(&store, "ann@example.com").await, user(&store, "bob@example.com").await);
+        let floor = perf.ticket_types[0].id;
+        let mut anns = Vec::new();
+        for _ in 0..5 {
+            anns.push(held(&store, hold(ann, perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await.id);
+        }
+        held(&store, hold(bob, perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await;
+        anns.reverse();
+        let limit = usher_core::PageLimit::parse(Some(2)).unwrap();
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.bookings_of_user(ann, limit, after).await.unwrap();
+            seen.extend(page.items.iter().map(|b| b.id));
+            assert!(page.items.iter().all(|b| b.units.len() == 1));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, anns);
+    }
+
+    async fn sales_count_every_performance_of_an_event(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, reserved(&[("S", &[5])]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        let sales = store.sales(perf.event_id, now).await.unwrap();
+        assert_eq!(sales.len(), 1);
+        assert_eq!(sales[0].performance_id, perf.id);
+        assert_eq!((sales[0].counts.capacity, sales[0].counts.available, sales[0].counts.held, sales[0].counts.sold), (5, 3, 2, 0));
+        assert_eq!(sales[0].revenue.amount, 0);
+    }
+
+    async fn race_500_buyers_for_100_reserved_seats_with_overlapping_requests(engine) {
+        // 500 tasks race for 100 seats in 10 rows, each asking for 1–4 adjacent seats at
+        // a pseudo-random place, so requests overlap heavily. Afterwards: no seat in two
+        // live bookings, counts add up, every winner got exactly what it asked for, every
+        // loser holds nothing.
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, reserved(&[("Stalls", &[10; 10])]), 10).await;
+        let ids = Arc::new(unit_ids(&store, perf.id, now).await);
+        let buyers: Vec<Uuid> = {
+            let mut v = Vec::new();
+            for i in 0..20 {
+                v.push(user(&store, &format!("b{i}@example.com")).await);
+            }
+            v
+        };
+        let tasks: Vec<_> = (0..500u64)
+            .map(|i| {
+                let (store, ids) = (store.clone(), ids.clone());
+                let buyer = buyers[(i % 20) as usize];
+                let perf_id = perf.id;
+                tokio::spawn(async move {
+                    let x = i.wrapping_mul(2_654_435_761) % 100;
+                    let n = 1 + (i % 4);
+                    let start = (x - x % 10 + (x % 10).min(10 - n)) as usize;
+                    let asked: Vec<Uuid> = ids[start..start + n as usize].to_vec();
+                    let command = hold(buyer, perf_id, Selection::Units(asked.clone()), now);
+                    let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else { unreachable!() };
+                    let booking_id = *booking_id;
+                    (booking_id, asked, store.execute(command).await.unwrap())
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        let mut all = Vec::new();
+        for task in tasks {
+            let (booking_id, asked, outcome) = task.await.unwrap();
+            all.push(booking_id);
+            match outcome {
+                CommandOutcome::Held(booking) => {
+                    winners += 1;
+                    let got: Vec<Uuid> = booking.units.iter().map(|u| u.unit_id).collect();
+                    assert_eq!(got, asked, "a winner got exactly the seats it asked for");
+                }
+                CommandOutcome::Unavailable { unit_ids } => {
+                    assert!(!unit_ids.is_empty() && unit_ids.iter().all(|u| asked.contains(u)));
+                    assert!(store.booking(booking_id).await.unwrap().is_none(), "a loser holds nothing");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(winners >= 25, "at least a quarter of the house sold: {winners}");
+        check_performance(store.as_ref(), perf.id, &all, now).await.unwrap();
+    }
+
+    async fn race_500_buyers_for_a_100_unit_general_admission_type(engine) {
+        // 500 tasks ask for 1–4 units of one 100-unit ticket type. Nobody gets more or
+        // fewer than asked, and no more than 100 units are ever held.
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let perf = performance(&store, now, general(&[("Floor", 100)]), 10).await;
+        let floor = perf.ticket_types[0].id;
+        let buyer = user(&store, "buyer@example.com").await;
+        let tasks: Vec<_> = (0..500u32)
+            .map(|i| {
+                let store = store.clone();
+                let perf_id = perf.id;
+                tokio::spawn(async move {
+                    let quantity = 1 + i % 4;
+                    let command = hold(buyer, perf_id, Selection::General { ticket_type_id: floor, quantity }, now);
+                    let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else { unreachable!() };
+                    let booking_id = *booking_id;
+                    (booking_id, quantity, store.execute(command).await.unwrap())
+                })
+            })
+            .collect();
+        let mut held_units = 0;
+        let mut all = Vec::new();
+        for task in tasks {
+            let (booking_id, quantity, outcome) = task.await.unwrap();
+            all.push(booking_id);
+            match outcome {
+                CommandOutcome::Held(booking) => {
+                    assert_eq!(booking.units.len() as u32, quantity);
+                    assert!(booking.units.iter().all(|u| u.ticket_type_id == Some(floor)));
+                    held_units += quantity;
+                }
+                CommandOutcome::Unavailable { .. } => {
+                    assert!(store.booking(booking_id).await.unwrap().is_none());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(held_units <= 100);
+        assert!(held_units >= 90, "the type nearly sells out: {held_units}");
+        let inventory = store.inventory(perf.id, now).await.unwrap();
+        assert_eq!(inventory.total.held, u64::from(held_units));
+        check_performance(store.as_ref(), perf.id, &all, now).await.unwrap();
+    }
+}
