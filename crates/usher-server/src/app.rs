@@ -23,6 +23,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use usher_core::Clock;
 use usher_store::Store;
 
 use crate::auth::{self, TokenKeys};
@@ -51,12 +52,14 @@ pub enum BuildError {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    state: AppState,
 }
 
 impl Application {
     pub async fn build(
         config: ServerConfig,
         store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
         listener: TcpListener,
     ) -> Result<Self, BuildError> {
         let secret = match &config.jwt_secret {
@@ -78,27 +81,56 @@ impl Application {
             }
         };
         let cors = cors_layer(&config.cors_origins)?;
-        let state = AppState::new(store, TokenKeys::new(&secret), config);
-        let router = router(state, cors);
-        Ok(Self { listener, router })
+        let state = AppState::new(store, TokenKeys::new(&secret), config, clock);
+        let router = router(state.clone(), cors);
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, BuildError> {
         self.listener.local_addr().map_err(BuildError::Listener)
     }
 
-    /// Serves until `shutdown` resolves, then lets requests in flight finish.
+    /// Serves (and sweeps expired holds) until `shutdown` resolves, then lets requests
+    /// in flight finish.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let sweeper = self.state.config().sweep_interval.map(|interval| {
+            tokio::spawn(crate::sweeper::run(
+                self.state.store_arc(),
+                self.state.clock_arc(),
+                interval,
+                stopped.clone(),
+            ))
+        });
+        let mut serving = stopped.clone();
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_graceful_shutdown(async move {
+            while !*serving.borrow() {
+                if serving.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if let Some(sweeper) = sweeper {
+            let _ = sweeper.await;
+        }
+        served
     }
 }
 
@@ -107,6 +139,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::accounts::router())
         .merge(routes::events::router())
+        .merge(routes::performances::router())
+        .merge(routes::bookings::router())
         .merge(routes::ops::router())
         .split_for_parts()
 }

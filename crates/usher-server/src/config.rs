@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use usher_core::Email;
+use usher_core::{Email, HoldTtl};
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -20,6 +20,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request still running after this answers 503.
     pub request_timeout: Duration,
+    /// Hold time of performances created without one.
+    pub default_hold_ttl: HoldTtl,
+    /// How often this instance sweeps expired holds (`None`: never, for tests that
+    /// sweep by hand).
+    pub sweep_interval: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +35,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            default_hold_ttl: HoldTtl::default(),
+            sweep_interval: Some(Duration::from_secs(5)),
         }
     }
 }

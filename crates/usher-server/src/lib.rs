@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod sweeper;
 
 pub use app::{Application, BuildError};
 pub use config::ServerConfig;

@@ -39,6 +39,10 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// On a 409 for a hold: the asked units that are taken. Empty when the server was
+    /// choosing (general admission, best available) and too few were free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable_unit_ids: Option<Vec<uuid::Uuid>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +64,10 @@ pub enum ApiError {
     #[error("conflict: {detail}")]
     Conflict { kind: &'static str, detail: String },
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    ServiceUnavailable(String),
+    /// Some of the asked units are taken (or not enough are free): nothing was held.
+    #[error("units unavailable: {detail}")]
+    UnitsTaken { unit_ids: Vec<uuid::Uuid>, detail: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -83,8 +90,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict { .. } | ApiError::UnitsTaken { .. } => StatusCode::CONFLICT,
+            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,7 +126,8 @@ impl ApiError {
                 vec![],
             ),
             ApiError::Conflict { kind, detail } => (*kind, detail.clone(), vec![]),
-            ApiError::Unavailable(_) => (
+            ApiError::UnitsTaken { detail, .. } => ("units-unavailable", detail.clone(), vec![]),
+            ApiError::ServiceUnavailable(_) => (
                 "unavailable",
                 "the service cannot answer right now; try again shortly".into(),
                 vec![],
@@ -136,6 +144,10 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             errors,
+            unavailable_unit_ids: match self {
+                ApiError::UnitsTaken { unit_ids, .. } => Some(unit_ids.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -166,7 +178,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let ApiError::Internal(why) | ApiError::Unavailable(why) = self {
+        if let ApiError::Internal(why) | ApiError::ServiceUnavailable(why) = self {
             response.extensions_mut().insert(InternalError(why));
         }
         response
@@ -226,6 +238,7 @@ pub async fn problemize(response: Response) -> Response {
         status: status.as_u16(),
         detail: detail.into(),
         errors: vec![],
+        unavailable_unit_ids: None,
     });
     // Keep the layer's headers (Allow, Retry-After, request id …) but our body and type.
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use usher_core::Clock;
 use usher_store::Store;
 
 use crate::auth::TokenKeys;
@@ -16,17 +17,36 @@ struct Inner {
     store: Arc<dyn Store>,
     tokens: TokenKeys,
     config: ServerConfig,
+    clock: Arc<dyn Clock>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, tokens: TokenKeys, config: ServerConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        tokens: TokenKeys,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 tokens,
                 config,
+                clock,
             }),
         }
+    }
+
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+
+    pub fn clock_arc(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
     }
 
     pub fn store(&self) -> &dyn Store {

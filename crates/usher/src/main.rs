@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
-use usher_core::Email;
+use usher_core::{Email, HoldTtl, SystemClock};
 use usher_server::{Application, ServerConfig};
 use usher_store::Store;
 use usher_store_postgres::PostgresStore;
@@ -71,6 +71,12 @@ struct ServeArgs {
     /// Requests still running after this many seconds answer 503.
     #[arg(long, env = "USHER_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     request_timeout_seconds: u64,
+    /// Default hold time, in seconds, of performances created without one (30–3600).
+    #[arg(long, env = "USHER_HOLD_TTL_SECONDS", default_value_t = 600)]
+    hold_ttl_seconds: i64,
+    /// How often this instance sweeps expired holds, in seconds.
+    #[arg(long, env = "USHER_SWEEP_INTERVAL_SECONDS", default_value_t = 5)]
+    sweep_interval_seconds: u64,
 }
 
 #[derive(Args)]
@@ -119,6 +125,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(Email::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("USHER_ADMIN_EMAIL: {e}"))?;
+    let default_hold_ttl = HoldTtl::parse(args.hold_ttl_seconds)
+        .map_err(|e| anyhow::anyhow!("USHER_HOLD_TTL_SECONDS: {e}"))?;
+    if args.sweep_interval_seconds == 0 {
+        bail!("USHER_SWEEP_INTERVAL_SECONDS must be at least 1");
+    }
     let store = open_store(&args.database.database_url).await?;
     store.migrate().await.context("applying migrations")?;
     let config = ServerConfig {
@@ -131,11 +142,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
+        default_hold_ttl,
+        sweep_interval: Some(Duration::from_secs(args.sweep_interval_seconds)),
     };
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;
-    let app = Application::build(config, store.clone(), listener).await?;
+    let app = Application::build(config, store.clone(), Arc::new(SystemClock), listener).await?;
     let addr = app.local_addr()?;
     tracing::info!(%addr, database = store.engine(), "usher is serving");
     // The one line on stdout that scripts and tests wait for.

@@ -18,6 +18,7 @@ use usher_core::{
 use usher_store::{EventPatch, EventQuery, EventScope, NewEvent};
 
 use crate::extract::{Caller, Fields, Json, path_id};
+use crate::routes::performances::PerformanceSummary;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -57,6 +58,15 @@ impl From<Event> for EventView {
             updated_at: event.updated_at,
         }
     }
+}
+
+/// An event with its performances, as `GET /v1/events/{id}` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventDetail {
+    #[serde(flatten)]
+    pub event: EventView,
+    /// Soonest first, with how many places are free now.
+    pub performances: Vec<PerformanceSummary>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -204,25 +214,49 @@ async fn list_events(
     }))
 }
 
-/// One event. Drafts are visible only to their organizer and admins.
+/// One event with its performances. Drafts are visible only to their organizer and
+/// admins.
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
     params(("id" = Uuid, Path, description = "Event id")),
     responses(
-        (status = 200, description = "The event", body = EventView),
+        (status = 200, description = "The event", body = EventDetail),
         (status = 404, description = "No such event, or not visible to the caller", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_event(
     State(state): State<AppState>,
     caller: Option<Caller>,
     Path(id): Path<String>,
-) -> Result<axum::Json<EventView>, ApiError> {
+) -> Result<axum::Json<EventDetail>, ApiError> {
     let id = path_id(&id)?;
     let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
     let event = state.store().event(id).await?.ok_or(ApiError::NotFound)?;
     if !viewer.sees(&event) {
         return Err(ApiError::NotFound);
     }
-    Ok(axum::Json(event.into()))
+    let performances = state.store().performances_of_event(id).await?;
+    // One query counts every performance of the event.
+    let sales = state.store().sales(id, state.clock().now()).await?;
+    let performances = performances
+        .into_iter()
+        .map(|p| {
+            let counts = sales
+                .iter()
+                .find(|s| s.performance_id == p.id)
+                .map(|s| s.counts)
+                .unwrap_or_default();
+            PerformanceSummary {
+                id: p.id,
+                starts_at: p.starts_at,
+                kind: p.kind.as_str().into(),
+                capacity: counts.capacity,
+                available: counts.available,
+            }
+        })
+        .collect();
+    Ok(axum::Json(EventDetail {
+        event: event.into(),
+        performances,
+    }))
 }
 
 /// Changes an event (its organizer or an admin). Fields left out stay as they are.

@@ -1,5 +1,7 @@
 //! Handlers, one module per area of the API.
 
 pub mod accounts;
+pub mod bookings;
 pub mod events;
 pub mod ops;
+pub mod performances;

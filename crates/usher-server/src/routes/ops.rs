@@ -52,9 +52,9 @@ async fn readyz(
         .store()
         .readiness()
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::ServiceUnavailable(e.to_string()))?;
     if !readiness.is_current() {
-        return Err(ApiError::Unavailable(format!(
+        return Err(ApiError::ServiceUnavailable(format!(
             "{} of {} migrations applied",
             readiness.applied_migrations, readiness.known_migrations
         )));

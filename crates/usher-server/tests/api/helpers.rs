@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use usher_core::ManualClock;
 use usher_server::{Application, ServerConfig};
 use usher_store::Store;
 use usher_testkit::Engine;
@@ -15,6 +16,8 @@ pub struct TestApp {
     pub address: String,
     pub client: Client,
     pub store: Arc<dyn Store>,
+    /// The app's clock: tests move it instead of sleeping.
+    pub clock: Arc<ManualClock>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -24,10 +27,15 @@ pub async fn spawn_app(engine: Engine) -> TestApp {
 
 pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
     let store = engine.fresh_store().await;
-    let mut config = ServerConfig::default();
+    let mut config = ServerConfig {
+        // Tests sweep by hand, after moving the clock.
+        sweep_interval: None,
+        ..ServerConfig::default()
+    };
     configure(&mut config);
+    let clock = Arc::new(ManualClock::starting_now());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = Application::build(config, store.clone(), listener)
+    let app = Application::build(config, store.clone(), clock.clone(), listener)
         .await
         .expect("build app");
     let address = format!("http://{}", app.local_addr().unwrap());
@@ -42,6 +50,7 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerCo
             .build()
             .unwrap(),
         store,
+        clock,
         _shutdown: shutdown,
     }
 }

@@ -110,7 +110,9 @@ on_each_engine! {
 async fn graceful_shutdown_lets_the_server_stop() {
     let store = usher_testkit::Engine::Sqlite.fresh_store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = usher_server::Application::build(Default::default(), store, listener)
+    // The real clock and the real sweeper: stopping must stop both.
+    let clock = std::sync::Arc::new(usher_core::SystemClock);
+    let app = usher_server::Application::build(Default::default(), store, clock, listener)
         .await
         .unwrap();
     let addr = app.local_addr().unwrap();

@@ -1,0 +1,369 @@
+//! Bookings: holding units (explicit seats, a general-admission quantity, or best
+//! available), reading them, and cancelling a hold. Every change goes through the
+//! store's single command entry point.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use usher_core::{Booking, BookingStatus, Cursor, EventStatus, PageLimit, Role, SeatingKind};
+use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection};
+
+use crate::extract::{Caller, Fields, Json, path_id};
+use crate::problem::{ApiError, Problem};
+use crate::routes::performances::{MoneyView, visible_performance};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_booking, list_bookings))
+        .routes(routes!(get_booking, cancel_booking))
+}
+
+/// What to hold: `unit_ids` (reserved seats), or `ticket_type_id` with `quantity`
+/// (general admission), or `quantity` with `best_available: true` (reserved; the server
+/// picks adjacent seats when it can).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {
+    pub performance_id: String,
+    pub unit_ids: Option<Vec<String>>,
+    pub ticket_type_id: Option<String>,
+    pub quantity: Option<i64>,
+    pub best_available: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BookedUnitView {
+    pub id: Uuid,
+    pub section: Option<String>,
+    pub row: Option<String>,
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_type_id: Option<Uuid>,
+    pub price: MoneyView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BookingView {
+    pub id: Uuid,
+    /// `held`, `confirmed`, `expired`, `cancelled` or `refunded`. A hold past
+    /// `expires_at` reads `expired`.
+    #[schema(example = "held")]
+    pub status: String,
+    pub performance_id: Uuid,
+    pub units: Vec<BookedUnitView>,
+    pub total: MoneyView,
+    /// When the hold ends if not paid for.
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BookingView {
+    pub fn new(booking: Booking, now: DateTime<Utc>) -> Self {
+        Self {
+            id: booking.id,
+            status: booking.status_at(now).as_str().into(),
+            performance_id: booking.performance_id,
+            units: booking
+                .units
+                .into_iter()
+                .map(|u| BookedUnitView {
+                    id: u.unit_id,
+                    section: u.section,
+                    row: u.row,
+                    label: u.label,
+                    ticket_type_id: u.ticket_type_id,
+                    price: u.price.into(),
+                })
+                .collect(),
+            total: booking.total.into(),
+            expires_at: booking.held_until,
+            created_at: booking.created_at,
+            updated_at: booking.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BookingPage {
+    pub items: Vec<BookingView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Holds units for the caller, all or nothing. The price comes from the server.
+#[utoipa::path(post, path = "/v1/bookings", tag = "bookings",
+    request_body = HoldRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Held", body = BookingView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Some asked units are taken (listed in `unavailable_unit_ids`) or not enough are free; nothing is held. Also: the performance is not on sale", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad input, unknown units, or more than `max_per_booking`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_booking(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<HoldRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let now = state.clock().now();
+    let performance_id = Uuid::try_parse(&body.performance_id)
+        .map_err(|_| ApiError::validation("performance_id", "this is not a valid id"))?;
+    // A performance the caller may not see is, to them, no performance at all.
+    let (performance, event) = visible_performance(&state, Some(caller), &performance_id.to_string())
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound => ApiError::validation("performance_id", "there is no such performance"),
+            other => other,
+        })?;
+
+    let mut fields = Fields::new();
+    let max = performance.max_per_booking.get();
+    let quantity = body.quantity.map(|q| {
+        if q < 1 || q > i64::from(max) {
+            fields.reject("quantity", format!("quantity is between 1 and {max} for this performance"));
+            0
+        } else {
+            q as u32
+        }
+    });
+    let asked_ticket_type = body.ticket_type_id.clone();
+    let selection = match (body.unit_ids, body.ticket_type_id, body.best_available.unwrap_or(false)) {
+        (Some(ids), None, false) if body.quantity.is_none() => {
+            if performance.kind != SeatingKind::Reserved {
+                fields.reject("unit_ids", "this performance is general admission: ask for a ticket_type_id and a quantity");
+            }
+            if ids.is_empty() {
+                fields.reject("unit_ids", "name at least one unit");
+            } else if ids.len() > max as usize {
+                fields.reject("unit_ids", format!("at most {max} units per booking for this performance"));
+            }
+            let mut parsed = Vec::with_capacity(ids.len());
+            for (i, raw) in ids.iter().enumerate() {
+                match Uuid::try_parse(raw) {
+                    Ok(id) if parsed.contains(&id) => {
+                        fields.reject(&format!("unit_ids[{i}]"), "this unit is listed twice")
+                    }
+                    Ok(id) => parsed.push(id),
+                    Err(_) => fields.reject(&format!("unit_ids[{i}]"), "this is not a valid id"),
+                }
+            }
+            Some(Selection::Units(parsed))
+        }
+        (None, Some(raw), false) => {
+            if performance.kind != SeatingKind::General {
+                fields.reject("ticket_type_id", "this performance has reserved seating: ask for unit_ids or best_available");
+            }
+            let ticket_type_id = Uuid::try_parse(&raw).ok();
+            if ticket_type_id.is_none() {
+                fields.reject("ticket_type_id", "this is not a valid id");
+            }
+            if quantity.is_none() {
+                fields.reject("quantity", "a quantity is required with ticket_type_id");
+            }
+            ticket_type_id.zip(quantity).map(|(ticket_type_id, quantity)| Selection::General {
+                ticket_type_id,
+                quantity,
+            })
+        }
+        (None, None, true) => {
+            if performance.kind != SeatingKind::Reserved {
+                fields.reject("best_available", "best available is for reserved seating; ask for a ticket_type_id and a quantity");
+            }
+            if quantity.is_none() {
+                fields.reject("quantity", "a quantity is required with best_available");
+            }
+            quantity.map(|quantity| Selection::BestAvailable { quantity })
+        }
+        _ => {
+            fields.reject(
+                "unit_ids",
+                "give unit_ids, or ticket_type_id with quantity, or quantity with best_available: true",
+            );
+            None
+        }
+    };
+    fields.finish()?;
+    let Some(selection) = selection else {
+        return Err(ApiError::Internal("validated selection missing".into()));
+    };
+    if event.status != EventStatus::Published {
+        return Err(ApiError::Conflict {
+            kind: "not-on-sale",
+            detail: format!("this event is {}; it is not on sale", event.status),
+        });
+    }
+    if performance.starts_at <= now {
+        return Err(ApiError::Conflict {
+            kind: "not-on-sale",
+            detail: "this performance has already started".into(),
+        });
+    }
+
+    let outcome = state
+        .store()
+        .execute(InventoryCommand::Hold(HoldCommand {
+            booking_id: Uuid::now_v7(),
+            user_id: caller.id,
+            performance_id: performance.id,
+            selection,
+            now,
+            held_until: now + performance.hold_ttl.duration(),
+        }))
+        .await?;
+    match outcome {
+        CommandOutcome::Held(booking) => {
+            tracing::info!(booking_id = %booking.id, units = booking.units.len(), "units held");
+            Ok((StatusCode::CREATED, axum::Json(BookingView::new(booking, now))))
+        }
+        CommandOutcome::Unavailable { unit_ids } => Err(ApiError::UnitsTaken {
+            detail: if unit_ids.is_empty() {
+                "not enough places are free for this request; nothing was held".into()
+            } else {
+                format!("{} of the asked units are taken; nothing was held", unit_ids.len())
+            },
+            unit_ids,
+        }),
+        CommandOutcome::UnknownUnits { unit_ids } => {
+            let (field, what) = match unit_ids.as_slice() {
+                [one] if Some(one.to_string()) == asked_ticket_type => {
+                    ("ticket_type_id", "this performance has no such ticket type".to_string())
+                }
+                _ => (
+                    "unit_ids",
+                    format!(
+                        "not units of this performance: {}",
+                        unit_ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
+                    ),
+                ),
+            };
+            Err(ApiError::validation(field, what))
+        }
+        other => Err(ApiError::Internal(format!("unexpected hold outcome {other:?}"))),
+    }
+}
+
+/// The caller's bookings, newest first.
+#[utoipa::path(get, path = "/v1/bookings", tag = "bookings",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of bookings", body = BookingPage),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_bookings(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<BookingPage>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let mut fields = Fields::new();
+    let limit = fields.take("limit", PageLimit::parse(params.limit));
+    let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
+    fields.finish()?;
+    let (Some(limit), Some(after)) = (limit, after) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let page = state.store().bookings_of_user(caller.id, limit, after).await?;
+    let now = state.clock().now();
+    Ok(axum::Json(BookingPage {
+        items: page.items.into_iter().map(|b| BookingView::new(b, now)).collect(),
+        next_cursor: page.next.map(Cursor::encode),
+    }))
+}
+
+/// One booking: its buyer, an admin, or the event's organizer may read it.
+#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The booking", body = BookingView),
+        (status = 404, description = "No such booking, or not the caller's to see", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_booking(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<BookingView>, ApiError> {
+    let booking = readable_booking(&state, caller, &id).await?;
+    Ok(axum::Json(BookingView::new(booking, state.clock().now())))
+}
+
+/// Cancels the caller's held booking; its units are on sale again at once.
+#[utoipa::path(delete, path = "/v1/bookings/{id}", tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled", body = BookingView),
+        (status = 404, description = "No such booking among the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The booking is not held (expired, cancelled …)", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel_booking(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<BookingView>, ApiError> {
+    let id = path_id(&id)?;
+    let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
+    if booking.user_id != caller.id {
+        return Err(ApiError::NotFound);
+    }
+    let now = state.clock().now();
+    match state
+        .store()
+        .execute(InventoryCommand::Cancel { booking_id: id, now })
+        .await?
+    {
+        CommandOutcome::Cancelled(booking) => {
+            tracing::info!(booking_id = %booking.id, "hold cancelled");
+            Ok(axum::Json(BookingView::new(booking, now)))
+        }
+        CommandOutcome::NotCancellable { status } => Err(ApiError::Conflict {
+            kind: "booking-not-held",
+            detail: match status {
+                BookingStatus::Confirmed => {
+                    "this booking is paid for; cancelling it needs a refund".to_string()
+                }
+                other => format!("this booking is {other}; only a held booking can be cancelled"),
+            },
+        }),
+        CommandOutcome::NoSuchBooking => Err(ApiError::NotFound),
+        other => Err(ApiError::Internal(format!("unexpected cancel outcome {other:?}"))),
+    }
+}
+
+/// The booking if the caller is its buyer, an admin, or the organizer of its event.
+async fn readable_booking(state: &AppState, caller: Caller, raw_id: &str) -> Result<Booking, ApiError> {
+    let id = path_id(raw_id)?;
+    let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
+    if booking.user_id == caller.id || caller.role == Role::Admin {
+        return Ok(booking);
+    }
+    if caller.role == Role::Organizer {
+        let performance = state.store().performance(booking.performance_id).await?;
+        if let Some(performance) = performance {
+            let event = state.store().event(performance.event_id).await?;
+            if event.is_some_and(|e| e.organizer_id == caller.id) {
+                return Ok(booking);
+            }
+        }
+    }
+    Err(ApiError::NotFound)
+}

@@ -1,0 +1,502 @@
+//! Performances and their inventory: organizers create them with a seating plan; anyone
+//! who may see the event reads counts and the seat map. Organizers read sales.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use usher_core::inventory::{
+    PriceInput, RowInput, SeatingInput, SeatsInput, SectionInput, TicketTypeInput,
+};
+use usher_core::{
+    Counts, Event, HoldTtl, MaxPerBooking, Money, Performance, SeatingKind, SeatingPlan, Unit,
+    Viewer,
+};
+use usher_store::{NewPerformance, PerformanceSales};
+
+use crate::extract::{Caller, Fields, Json, path_id};
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_performance))
+        .routes(routes!(get_performance))
+        .routes(routes!(get_seats))
+        .routes(routes!(get_sales))
+}
+
+/// An amount of money: integer minor units and an ISO 4217 currency.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MoneyView {
+    #[schema(example = 4500)]
+    pub amount: i64,
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: String,
+}
+
+impl From<Money> for MoneyView {
+    fn from(money: Money) -> Self {
+        Self {
+            amount: money.amount,
+            currency: money.currency.as_str().to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceRequest {
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl PriceRequest {
+    fn into_input(self) -> PriceInput {
+        PriceInput {
+            amount: self.amount,
+            currency: self.currency,
+        }
+    }
+}
+
+/// A row's seats: a count (labelled 1..n) or the labels in order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum SeatsRequest {
+    Count(i64),
+    Labels(Vec<String>),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RowRequest {
+    #[schema(example = "A")]
+    pub label: String,
+    #[schema(example = 20)]
+    pub seats: SeatsRequest,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SectionRequest {
+    #[schema(example = "Stalls")]
+    pub name: String,
+    pub price: PriceRequest,
+    pub rows: Vec<RowRequest>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TicketTypeRequest {
+    #[schema(example = "Standing")]
+    pub name: String,
+    pub price: PriceRequest,
+    #[schema(example = 500)]
+    pub capacity: i64,
+}
+
+/// Reserved seating (sections of rows of seats) or general admission (ticket types).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SeatingRequest {
+    Reserved { sections: Vec<SectionRequest> },
+    General { ticket_types: Vec<TicketTypeRequest> },
+}
+
+impl SeatingRequest {
+    fn into_input(self) -> SeatingInput {
+        match self {
+            SeatingRequest::Reserved { sections } => SeatingInput::Reserved {
+                sections: sections
+                    .into_iter()
+                    .map(|s| SectionInput {
+                        name: s.name,
+                        price: s.price.into_input(),
+                        rows: s
+                            .rows
+                            .into_iter()
+                            .map(|r| RowInput {
+                                label: r.label,
+                                seats: match r.seats {
+                                    SeatsRequest::Count(n) => SeatsInput::Count(n),
+                                    SeatsRequest::Labels(labels) => SeatsInput::Labels(labels),
+                                },
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            },
+            SeatingRequest::General { ticket_types } => SeatingInput::General {
+                ticket_types: ticket_types
+                    .into_iter()
+                    .map(|t| TicketTypeInput {
+                        name: t.name,
+                        price: t.price.into_input(),
+                        capacity: t.capacity,
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePerformanceRequest {
+    /// When the performance starts (RFC 3339); must be in the future.
+    pub starts_at: DateTime<Utc>,
+    /// How long a hold lasts, 30–3600 s (default: the server's `USHER_HOLD_TTL_SECONDS`).
+    pub hold_ttl_seconds: Option<i64>,
+    /// Most units one booking may take, 1–100 (default 10).
+    pub max_per_booking: Option<i64>,
+    pub seating: SeatingRequest,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TicketTypeView {
+    pub id: Uuid,
+    pub name: String,
+    pub price: MoneyView,
+    pub capacity: u64,
+    pub available: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SectionView {
+    pub id: Uuid,
+    pub name: String,
+    pub price: MoneyView,
+    pub capacity: u64,
+    pub available: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PerformanceView {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    #[schema(example = "reserved")]
+    pub kind: String,
+    pub currency: String,
+    pub capacity: u64,
+    /// Free to hold now (expired holds count as free).
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    pub blocked: u64,
+    pub hold_ttl_seconds: u32,
+    pub max_per_booking: u32,
+    /// General admission only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_types: Option<Vec<TicketTypeView>>,
+    /// Reserved seating only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sections: Option<Vec<SectionView>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A performance as an event lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PerformanceSummary {
+    pub id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub kind: String,
+    pub capacity: u64,
+    pub available: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnitView {
+    pub id: Uuid,
+    pub section: Option<String>,
+    pub row: Option<String>,
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_type: Option<Uuid>,
+    pub price: MoneyView,
+    /// `available`, `held`, `sold` or `blocked`; an expired hold reads `available`.
+    #[schema(example = "available")]
+    pub state: String,
+}
+
+impl From<Unit> for UnitView {
+    fn from(unit: Unit) -> Self {
+        Self {
+            id: unit.id,
+            section: unit.section,
+            row: unit.row,
+            label: unit.label,
+            ticket_type: unit.ticket_type_id,
+            price: unit.price.into(),
+            state: unit.state.as_str().into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeatMap {
+    pub performance_id: Uuid,
+    pub units: Vec<UnitView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PerformanceSalesView {
+    pub performance_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub capacity: u64,
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    pub blocked: u64,
+    /// What the sold units were sold for.
+    pub revenue: MoneyView,
+}
+
+impl From<PerformanceSales> for PerformanceSalesView {
+    fn from(sales: PerformanceSales) -> Self {
+        Self {
+            performance_id: sales.performance_id,
+            starts_at: sales.starts_at,
+            capacity: sales.counts.capacity,
+            available: sales.counts.available,
+            held: sales.counts.held,
+            sold: sales.counts.sold,
+            blocked: sales.counts.blocked,
+            revenue: sales.revenue.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventSales {
+    pub event_id: Uuid,
+    pub performances: Vec<PerformanceSalesView>,
+}
+
+/// Adds a performance with its seating plan to an event (its organizer or an admin).
+/// One unit is created per sellable place.
+#[utoipa::path(post, path = "/v1/events/{id}/performances", tag = "performances",
+    params(("id" = Uuid, Path, description = "Event id")),
+    request_body = CreatePerformanceRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Performance created", body = PerformanceView),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event among the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid plan; each error names its field", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_performance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(event_id): Path<String>,
+    Json(body): Json<CreatePerformanceRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let caller = caller.require_organizer()?;
+    let event = managed_event(&state, caller, &event_id).await?;
+    let now = state.clock().now();
+    let mut fields = Fields::new();
+    let starts_at = body.starts_at.trunc_subsecs(6);
+    if starts_at <= now {
+        fields.reject("starts_at", "a performance must start in the future");
+    }
+    let hold_ttl = fields.optional("hold_ttl_seconds", body.hold_ttl_seconds, HoldTtl::parse);
+    let max_per_booking =
+        fields.optional("max_per_booking", body.max_per_booking, MaxPerBooking::parse);
+    let seating = match SeatingPlan::parse(body.seating.into_input(), "seating") {
+        Ok(plan) => Some(plan),
+        Err(issues) => {
+            for issue in issues {
+                fields.reject(&issue.field, issue.message);
+            }
+            None
+        }
+    };
+    fields.finish()?;
+    let (Some(hold_ttl), Some(max_per_booking), Some(seating)) = (hold_ttl, max_per_booking, seating)
+    else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    if event.status == usher_core::EventStatus::Cancelled {
+        return Err(ApiError::Conflict {
+            kind: "event-cancelled",
+            detail: "this event is cancelled; it cannot get new performances".into(),
+        });
+    }
+    let performance = state
+        .store()
+        .create_performance(NewPerformance {
+            event_id: event.id,
+            starts_at,
+            hold_ttl: hold_ttl.unwrap_or(state.config().default_hold_ttl),
+            max_per_booking: max_per_booking.unwrap_or_default(),
+            seating,
+        })
+        .await?;
+    tracing::info!(performance_id = %performance.id, event_id = %event.id, "performance created");
+    let view = performance_view(&state, performance).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+/// A performance with its counts. An expired hold counts as available.
+#[utoipa::path(get, path = "/v1/performances/{id}", tag = "performances",
+    params(("id" = Uuid, Path, description = "Performance id")),
+    responses(
+        (status = 200, description = "The performance", body = PerformanceView),
+        (status = 404, description = "No such performance, or its event is not visible", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_performance(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<PerformanceView>, ApiError> {
+    let (performance, _) = visible_performance(&state, caller, &id).await?;
+    Ok(axum::Json(performance_view(&state, performance).await?))
+}
+
+/// Every unit of a performance with its state, in seat-map order.
+#[utoipa::path(get, path = "/v1/performances/{id}/seats", tag = "performances",
+    params(("id" = Uuid, Path, description = "Performance id")),
+    responses(
+        (status = 200, description = "The seat map", body = SeatMap),
+        (status = 404, description = "No such performance, or its event is not visible", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_seats(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<SeatMap>, ApiError> {
+    let (performance, _) = visible_performance(&state, caller, &id).await?;
+    let units = state.store().units(performance.id, state.clock().now()).await?;
+    Ok(axum::Json(SeatMap {
+        performance_id: performance.id,
+        units: units.into_iter().map(UnitView::from).collect(),
+    }))
+}
+
+/// Sales figures of every performance of an event (its organizer or an admin).
+#[utoipa::path(get, path = "/v1/events/{id}/sales", tag = "performances",
+    params(("id" = Uuid, Path, description = "Event id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Sales per performance", body = EventSales),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event among the caller's", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_sales(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(event_id): Path<String>,
+) -> Result<axum::Json<EventSales>, ApiError> {
+    let caller = caller.require_organizer()?;
+    let event = managed_event(&state, caller, &event_id).await?;
+    let sales = state.store().sales(event.id, state.clock().now()).await?;
+    Ok(axum::Json(EventSales {
+        event_id: event.id,
+        performances: sales.into_iter().map(PerformanceSalesView::from).collect(),
+    }))
+}
+
+/// The event if the caller manages it; 404 otherwise, whether or not it exists.
+pub async fn managed_event(state: &AppState, caller: Caller, raw_id: &str) -> Result<Event, ApiError> {
+    let id = path_id(raw_id)?;
+    let event = state.store().event(id).await?.ok_or(ApiError::NotFound)?;
+    if caller.viewer().manages(&event) {
+        Ok(event)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// The performance and its event if the caller may see the event; 404 otherwise.
+pub async fn visible_performance(
+    state: &AppState,
+    caller: Option<Caller>,
+    raw_id: &str,
+) -> Result<(Performance, Event), ApiError> {
+    let id = path_id(raw_id)?;
+    let performance = state.store().performance(id).await?.ok_or(ApiError::NotFound)?;
+    let event = state
+        .store()
+        .event(performance.event_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
+    if viewer.sees(&event) {
+        Ok((performance, event))
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+async fn performance_view(state: &AppState, performance: Performance) -> Result<PerformanceView, ApiError> {
+    let inventory = state
+        .store()
+        .inventory(performance.id, state.clock().now())
+        .await?;
+    let counts_of = |id: Uuid| {
+        inventory
+            .parts
+            .iter()
+            .find(|(part, _)| *part == id)
+            .map_or_else(Counts::default, |(_, c)| *c)
+    };
+    let total = inventory.total;
+    let (ticket_types, sections) = match performance.kind {
+        SeatingKind::General => (
+            Some(
+                performance
+                    .ticket_types
+                    .iter()
+                    .map(|t| TicketTypeView {
+                        id: t.id,
+                        name: t.name.clone(),
+                        price: t.price.into(),
+                        capacity: counts_of(t.id).capacity,
+                        available: counts_of(t.id).available,
+                    })
+                    .collect(),
+            ),
+            None,
+        ),
+        SeatingKind::Reserved => (
+            None,
+            Some(
+                performance
+                    .sections
+                    .iter()
+                    .map(|s| SectionView {
+                        id: s.id,
+                        name: s.name.clone(),
+                        price: s.price.into(),
+                        capacity: counts_of(s.id).capacity,
+                        available: counts_of(s.id).available,
+                    })
+                    .collect(),
+            ),
+        ),
+    };
+    Ok(PerformanceView {
+        id: performance.id,
+        event_id: performance.event_id,
+        starts_at: performance.starts_at,
+        kind: performance.kind.as_str().into(),
+        currency: performance.currency.as_str().into(),
+        capacity: total.capacity,
+        available: total.available,
+        held: total.held,
+        sold: total.sold,
+        blocked: total.blocked,
+        hold_ttl_seconds: performance.hold_ttl.seconds(),
+        max_per_booking: performance.max_per_booking.get(),
+        ticket_types,
+        sections,
+        created_at: performance.created_at,
+    })
+}

@@ -1,0 +1,71 @@
+//! The sweeper: every instance runs one. It moves held bookings past their deadline to
+//! `expired` and frees the units they still hold. Buyers never wait for it — an expired
+//! hold is already free to the next conditional write — it keeps the books tidy and the
+//! counts honest. Running it in several instances at once is safe (SKIP LOCKED on
+//! PostgreSQL, one writer on SQLite), and running it twice changes nothing.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use usher_core::Clock;
+use usher_store::{CommandOutcome, InventoryCommand, Store, StoreResult};
+
+/// Bookings expired per transaction; a backlog is worked off in several.
+const BATCH: u32 = 500;
+
+/// Sweeps until nothing is left to expire. Returns how many bookings it expired.
+pub async fn sweep_once(store: &dyn Store, clock: &dyn Clock) -> StoreResult<usize> {
+    let mut total = 0;
+    loop {
+        let outcome = store
+            .execute(InventoryCommand::Sweep {
+                now: clock.now(),
+                limit: BATCH,
+            })
+            .await?;
+        let CommandOutcome::Swept {
+            expired,
+            released_units,
+        } = outcome
+        else {
+            return Ok(total);
+        };
+        if !expired.is_empty() {
+            tracing::info!(
+                bookings = expired.len(),
+                units = released_units,
+                "expired holds swept"
+            );
+        }
+        total += expired.len();
+        if expired.len() < BATCH as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs [`sweep_once`] every `interval` until `stop` turns true.
+pub async fn run(
+    store: std::sync::Arc<dyn Store>,
+    clock: std::sync::Arc<dyn Clock>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(error) = sweep_once(store.as_ref(), clock.as_ref()).await {
+                    tracing::error!(%error, "sweeping expired holds failed; will retry");
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
