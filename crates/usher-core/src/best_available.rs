@@ -25,6 +25,10 @@ pub struct Seat {
     pub free: bool,
 }
 
+/// How good a block of seats is; smaller wins: (strands a seat, section, row, distance
+/// of the block's centre from the row's centre ×2, first seat).
+type Rank = (bool, u32, u32, u64, u32);
+
 /// Picks `quantity` seats, or `None` when fewer than that are free.
 pub fn choose(seats: &[Seat], quantity: usize) -> Option<Vec<Uuid>> {
     if quantity == 0 || seats.iter().filter(|s| s.free).count() < quantity {
@@ -32,10 +36,11 @@ pub fn choose(seats: &[Seat], quantity: usize) -> Option<Vec<Uuid>> {
     }
     let mut rows: BTreeMap<(u32, u32), Vec<Seat>> = BTreeMap::new();
     for seat in seats {
-        rows.entry((seat.section, seat.row)).or_default().push(*seat);
+        rows.entry((seat.section, seat.row))
+            .or_default()
+            .push(*seat);
     }
-    // (strands a seat, section, row, distance from centre ×2, first seat) — smaller wins.
-    let mut best: Option<((bool, u32, u32, u64, u32), Vec<Uuid>)> = None;
+    let mut best: Option<(Rank, Vec<Uuid>)> = None;
     for ((section, row), mut row_seats) in rows {
         row_seats.sort_by_key(|s| s.seat);
         let (Some(first), Some(last)) = (row_seats.first(), row_seats.last()) else {
@@ -56,8 +61,7 @@ pub fn choose(seats: &[Seat], quantity: usize) -> Option<Vec<Uuid>> {
                 let taken_left = run[0].seat > first.seat;
                 let taken_right = run[run.len() - 1].seat < last.seat;
                 let strands = (left_gap == 1 && taken_left) || (right_gap == 1 && taken_right);
-                let block_centre2 =
-                    u64::from(block[0].seat) + u64::from(block[quantity - 1].seat);
+                let block_centre2 = u64::from(block[0].seat) + u64::from(block[quantity - 1].seat);
                 let key = (
                     strands,
                     section,
@@ -79,7 +83,12 @@ pub fn choose(seats: &[Seat], quantity: usize) -> Option<Vec<Uuid>> {
     let centre = row_centres(seats);
     free.sort_by_key(|s| {
         let centre2 = centre.get(&(s.section, s.row)).copied().unwrap_or(0);
-        (s.section, s.row, (2 * u64::from(s.seat)).abs_diff(centre2), s.seat)
+        (
+            s.section,
+            s.row,
+            (2 * u64::from(s.seat)).abs_diff(centre2),
+            s.seat,
+        )
     });
     Some(free.into_iter().take(quantity).map(|s| s.unit_id).collect())
 }
@@ -152,14 +161,23 @@ mod tests {
 
     #[test]
     fn picks_adjacent_seats_in_the_centre_of_the_best_row() {
-        assert_eq!(pick(&[&["..........", ".........."]], 2).unwrap(), ["0A4", "0A5"]);
+        assert_eq!(
+            pick(&[&["..........", ".........."]], 2).unwrap(),
+            ["0A4", "0A5"]
+        );
         assert_eq!(pick(&[&["........."]], 3).unwrap(), ["0A3", "0A4", "0A5"]);
     }
 
     #[test]
     fn prefers_an_earlier_section_and_row() {
-        assert_eq!(pick(&[&["xxxx", "x..x"], &["...."]], 2).unwrap(), ["0B1", "0B2"]);
-        assert_eq!(pick(&[&["xxxx", "x.xx"], &["...."]], 2).unwrap(), ["1A1", "1A2"]);
+        assert_eq!(
+            pick(&[&["xxxx", "x..x"], &["...."]], 2).unwrap(),
+            ["0B1", "0B2"]
+        );
+        assert_eq!(
+            pick(&[&["xxxx", "x.xx"], &["...."]], 2).unwrap(),
+            ["1A1", "1A2"]
+        );
     }
 
     #[test]
@@ -185,14 +203,20 @@ mod tests {
         // Run of 4 asking 2: positions 0-1 (right gap 2) or 2-3 (left gap 2) are fine;
         // 1-2 strands on both sides.
         let chosen = pick(&[&["x....x"]], 2).unwrap();
-        assert!(chosen == ["0A1", "0A2"] || chosen == ["0A3", "0A4"], "{chosen:?}");
+        assert!(
+            chosen == ["0A1", "0A2"] || chosen == ["0A3", "0A4"],
+            "{chosen:?}"
+        );
     }
 
     #[test]
     fn splits_only_when_no_row_has_enough_adjacent_seats() {
         let chosen = pick(&[&[".x.x", "x.x."]], 3).unwrap();
         assert_eq!(chosen.len(), 3);
-        assert!(chosen.iter().take(2).all(|s| s.starts_with("0A")), "{chosen:?}");
+        assert!(
+            chosen.iter().take(2).all(|s| s.starts_with("0A")),
+            "{chosen:?}"
+        );
     }
 
     #[test]

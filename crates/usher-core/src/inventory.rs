@@ -104,7 +104,9 @@ impl SeatingKind {
         match raw {
             "reserved" => Ok(SeatingKind::Reserved),
             "general" => Ok(SeatingKind::General),
-            _ => Err(ParseError::new("seating kind is \"reserved\" or \"general\"")),
+            _ => Err(ParseError::new(
+                "seating kind is \"reserved\" or \"general\"",
+            )),
         }
     }
 }
@@ -214,15 +216,24 @@ impl SeatingPlan {
                             "another section already has this name",
                         ));
                     }
-                    let price = check_price(&section.price, &format!("{at}.price"), &mut currency, &mut issues);
+                    let price = check_price(
+                        &section.price,
+                        &format!("{at}.price"),
+                        &mut currency,
+                        &mut issues,
+                    );
                     if section.rows.is_empty() {
-                        issues.push(FieldIssue::new(format!("{at}.rows"), "a section needs at least one row"));
+                        issues.push(FieldIssue::new(
+                            format!("{at}.rows"),
+                            "a section needs at least one row",
+                        ));
                     }
                     let mut row_labels = HashSet::new();
                     let mut rows = Vec::with_capacity(section.rows.len());
                     for (j, row) in section.rows.into_iter().enumerate() {
                         let row_at = format!("{at}.rows[{j}]");
-                        let label = check_label(&row.label, &format!("{row_at}.label"), &mut issues);
+                        let label =
+                            check_label(&row.label, &format!("{row_at}.label"), &mut issues);
                         if let Some(label) = &label
                             && !row_labels.insert(label.clone())
                         {
@@ -246,7 +257,10 @@ impl SeatingPlan {
             SeatingInput::General { ticket_types } => {
                 let path = format!("{field_prefix}.ticket_types");
                 if ticket_types.is_empty() {
-                    issues.push(FieldIssue::new(&path, "at least one ticket type is required"));
+                    issues.push(FieldIssue::new(
+                        &path,
+                        "at least one ticket type is required",
+                    ));
                 }
                 let mut names = HashSet::new();
                 let mut plans = Vec::with_capacity(ticket_types.len());
@@ -261,8 +275,15 @@ impl SeatingPlan {
                             "another ticket type already has this name",
                         ));
                     }
-                    let price = check_price(&ticket_type.price, &format!("{at}.price"), &mut currency, &mut issues);
-                    let capacity = if !(1..=MAX_UNITS_PER_PERFORMANCE as i64).contains(&ticket_type.capacity) {
+                    let price = check_price(
+                        &ticket_type.price,
+                        &format!("{at}.price"),
+                        &mut currency,
+                        &mut issues,
+                    );
+                    let capacity = if !(1..=MAX_UNITS_PER_PERFORMANCE as i64)
+                        .contains(&ticket_type.capacity)
+                    {
                         issues.push(FieldIssue::new(
                             format!("{at}.capacity"),
                             format!("capacity is between 1 and {MAX_UNITS_PER_PERFORMANCE}"),
@@ -273,7 +294,11 @@ impl SeatingPlan {
                     };
                     total = total.saturating_add(capacity.unwrap_or(0) as usize);
                     if let (Some(name), Some(price), Some(capacity)) = (name, price, capacity) {
-                        plans.push(TicketTypePlan { name, price, capacity });
+                        plans.push(TicketTypePlan {
+                            name,
+                            price,
+                            capacity,
+                        });
                     }
                 }
                 SeatingLayout::General(plans)
@@ -329,7 +354,10 @@ fn check_name(raw: &str, field: &str, issues: &mut Vec<FieldIssue>) -> Option<St
 
 fn check_label(raw: &str, field: &str, issues: &mut Vec<FieldIssue>) -> Option<String> {
     let label = raw.trim();
-    if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+    if label.is_empty()
+        || label.chars().count() > MAX_LABEL_CHARS
+        || label.chars().any(char::is_control)
+    {
         issues.push(FieldIssue::new(
             field,
             format!("a label has 1 to {MAX_LABEL_CHARS} characters and no control characters"),
@@ -367,7 +395,11 @@ fn check_price(
     }
 }
 
-fn check_seats(seats: SeatsInput, field: &str, issues: &mut Vec<FieldIssue>) -> Option<Vec<String>> {
+fn check_seats(
+    seats: SeatsInput,
+    field: &str,
+    issues: &mut Vec<FieldIssue>,
+) -> Option<Vec<String>> {
     match seats {
         SeatsInput::Count(n) => {
             if !(1..=MAX_SEATS_PER_ROW as i64).contains(&n) {
@@ -633,7 +665,9 @@ mod tests {
         .unwrap();
         assert_eq!(plan.capacity(), 5);
         assert_eq!(plan.kind(), SeatingKind::Reserved);
-        let SeatingLayout::Reserved(sections) = plan.layout else { panic!() };
+        let SeatingLayout::Reserved(sections) = plan.layout else {
+            panic!()
+        };
         assert_eq!(sections[0].rows[0].seats, ["1", "2", "3"]);
     }
 
@@ -644,7 +678,10 @@ mod tests {
                 sections: vec![SectionInput {
                     name: "Stalls".into(),
                     price: price(4500),
-                    rows: vec![row("A", SeatsInput::Labels(vec!["1".into(), "2".into(), "1".into()]))],
+                    rows: vec![row(
+                        "A",
+                        SeatsInput::Labels(vec!["1".into(), "2".into(), "1".into()]),
+                    )],
                 }],
             },
             "seating",
@@ -657,8 +694,16 @@ mod tests {
         let result = SeatingPlan::parse(
             SeatingInput::Reserved {
                 sections: vec![
-                    SectionInput { name: "A".into(), price: price(-5), rows: vec![] },
-                    SectionInput { name: "a".into(), price: price(10), rows: vec![row("1", SeatsInput::Count(0))] },
+                    SectionInput {
+                        name: "A".into(),
+                        price: price(-5),
+                        rows: vec![],
+                    },
+                    SectionInput {
+                        name: "a".into(),
+                        price: price(10),
+                        rows: vec![row("1", SeatsInput::Count(0))],
+                    },
                 ],
             },
             "seating",
@@ -673,26 +718,45 @@ mod tests {
             ]
         );
         assert_eq!(
-            fields(SeatingPlan::parse(SeatingInput::Reserved { sections: vec![] }, "seating")),
+            fields(SeatingPlan::parse(
+                SeatingInput::Reserved { sections: vec![] },
+                "seating"
+            )),
             ["seating.sections"]
         );
     }
 
     #[test]
     fn general_capacity_is_bounded_per_type_and_in_total() {
-        let tt = |name: &str, capacity| TicketTypeInput { name: name.into(), price: price(100), capacity };
+        let tt = |name: &str, capacity| TicketTypeInput {
+            name: name.into(),
+            price: price(100),
+            capacity,
+        };
         assert_eq!(
-            fields(SeatingPlan::parse(SeatingInput::General { ticket_types: vec![tt("Floor", 0)] }, "seating")),
+            fields(SeatingPlan::parse(
+                SeatingInput::General {
+                    ticket_types: vec![tt("Floor", 0)]
+                },
+                "seating"
+            )),
             ["seating.ticket_types[0].capacity"]
         );
         assert_eq!(
             fields(SeatingPlan::parse(
-                SeatingInput::General { ticket_types: vec![tt("A", 150_000), tt("B", 150_000)] },
+                SeatingInput::General {
+                    ticket_types: vec![tt("A", 150_000), tt("B", 150_000)]
+                },
                 "seating"
             )),
             ["seating"]
         );
-        let ok = SeatingPlan::parse(SeatingInput::General { ticket_types: vec![tt("Floor", 100)] }, "seating");
+        let ok = SeatingPlan::parse(
+            SeatingInput::General {
+                ticket_types: vec![tt("Floor", 100)],
+            },
+            "seating",
+        );
         assert_eq!(ok.unwrap().capacity(), 100);
     }
 
@@ -701,10 +765,17 @@ mod tests {
         let result = SeatingPlan::parse(
             SeatingInput::General {
                 ticket_types: vec![
-                    TicketTypeInput { name: "A".into(), price: price(100), capacity: 1 },
+                    TicketTypeInput {
+                        name: "A".into(),
+                        price: price(100),
+                        capacity: 1,
+                    },
                     TicketTypeInput {
                         name: "B".into(),
-                        price: PriceInput { amount: 100, currency: "USD".into() },
+                        price: PriceInput {
+                            amount: 100,
+                            currency: "USD".into(),
+                        },
                         capacity: 1,
                     },
                 ],
@@ -717,8 +788,14 @@ mod tests {
     #[test]
     fn an_expired_hold_reads_as_available() {
         let now = Utc::now();
-        assert_eq!(UnitState::Held.effective(Some(now), now), UnitState::Available);
-        assert_eq!(UnitState::Held.effective(Some(now + Duration::seconds(1)), now), UnitState::Held);
+        assert_eq!(
+            UnitState::Held.effective(Some(now), now),
+            UnitState::Available
+        );
+        assert_eq!(
+            UnitState::Held.effective(Some(now + Duration::seconds(1)), now),
+            UnitState::Held
+        );
         assert_eq!(UnitState::Sold.effective(None, now), UnitState::Sold);
     }
 

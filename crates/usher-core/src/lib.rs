@@ -12,12 +12,12 @@ pub mod money;
 pub mod page;
 
 pub use account::{Email, Password, Role, User, UserName};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::{Event, EventAttributes, EventStatus, EventText, EventTitle, Viewer};
 pub use inventory::{
-    BookedUnit, Booking, BookingStatus, Counts, HoldTtl, MaxPerBooking, Performance,
-    SeatingKind, SeatingPlan, Section, TicketType, Unit, UnitState,
+    BookedUnit, Booking, BookingStatus, Counts, HoldTtl, MaxPerBooking, Performance, SeatingKind,
+    SeatingPlan, Section, TicketType, Unit, UnitState,
 };
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use money::{Currency, Money};
 pub use page::{Cursor, PageLimit};
 

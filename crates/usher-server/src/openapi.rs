@@ -17,6 +17,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     tags(
         (name = "accounts", description = "Signup, login, tokens, roles"),
         (name = "events", description = "Events and their status"),
+        (name = "performances", description = "Performances, seat maps, counts and sales"),
+        (name = "bookings", description = "Holds and bookings"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

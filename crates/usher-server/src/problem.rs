@@ -67,7 +67,10 @@ pub enum ApiError {
     ServiceUnavailable(String),
     /// Some of the asked units are taken (or not enough are free): nothing was held.
     #[error("units unavailable: {detail}")]
-    UnitsTaken { unit_ids: Vec<uuid::Uuid>, detail: String },
+    UnitsTaken {
+        unit_ids: Vec<uuid::Uuid>,
+        detail: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -18,9 +18,8 @@ use usher_core::{
 };
 use usher_store::inventory::stored_currency;
 use usher_store::{
-    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
-    Page, PerformanceInventory, PerformanceSales, Selection, StoreError, StoreResult, UnitRow,
-    paginate,
+    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance, Page,
+    PerformanceInventory, PerformanceSales, Selection, StoreError, StoreResult, UnitRow, paginate,
 };
 
 use crate::{PostgresStore, backend};
@@ -80,11 +79,18 @@ impl PostgresStore {
         let groups: Vec<(String, Money, u32)> = match &new.seating.layout {
             SeatingLayout::Reserved(plans) => plans
                 .iter()
-                .map(|s| (s.name.clone(), s.price, s.rows.iter().map(|r| r.seats.len() as u32).sum()))
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.price,
+                        s.rows.iter().map(|r| r.seats.len() as u32).sum(),
+                    )
+                })
                 .collect(),
-            SeatingLayout::General(plans) => {
-                plans.iter().map(|t| (t.name.clone(), t.price, t.capacity)).collect()
-            }
+            SeatingLayout::General(plans) => plans
+                .iter()
+                .map(|t| (t.name.clone(), t.price, t.capacity))
+                .collect(),
         };
         for (position, (name, price, capacity)) in groups.into_iter().enumerate() {
             let group_id = Uuid::now_v7();
@@ -105,16 +111,33 @@ impl PostgresStore {
                 SeatingLayout::Reserved(plans) => {
                     for (r, row) in plans[position].rows.iter().enumerate() {
                         for (k, seat) in row.seats.iter().enumerate() {
-                            units.push(group_id, position, r, k, Some(&row.label), Some(seat), price.amount);
+                            units.push(
+                                group_id,
+                                position,
+                                r,
+                                k,
+                                Some(&row.label),
+                                Some(seat),
+                                price.amount,
+                            );
                         }
                     }
-                    sections.push(Section { id: group_id, name, price });
+                    sections.push(Section {
+                        id: group_id,
+                        name,
+                        price,
+                    });
                 }
                 SeatingLayout::General(_) => {
                     for k in 0..capacity as usize {
                         units.push(group_id, position, 0, k, None, None, price.amount);
                     }
-                    ticket_types.push(TicketType { id: group_id, name, price, capacity });
+                    ticket_types.push(TicketType {
+                        id: group_id,
+                        name,
+                        price,
+                        capacity,
+                    });
                 }
             }
         }
@@ -188,14 +211,19 @@ impl PostgresStore {
         .map_err(backend)?;
         rows.into_iter()
             .map(|row| {
-                let kind = SeatingKind::parse(&row.kind).map_err(|_| corrupt("performances.kind"))?;
+                let kind =
+                    SeatingKind::parse(&row.kind).map_err(|_| corrupt("performances.kind"))?;
                 let currency = stored_currency(&row.currency)?;
                 let mut sections = Vec::new();
                 let mut ticket_types = Vec::new();
                 for g in groups.iter().filter(|g| g.performance_id == row.id) {
                     let price = Money::new(g.price_amount, currency);
                     match kind {
-                        SeatingKind::Reserved => sections.push(Section { id: g.id, name: g.name.clone(), price }),
+                        SeatingKind::Reserved => sections.push(Section {
+                            id: g.id,
+                            name: g.name.clone(),
+                            price,
+                        }),
                         SeatingKind::General => ticket_types.push(TicketType {
                             id: g.id,
                             name: g.name.clone(),
@@ -261,11 +289,18 @@ impl PostgresStore {
         Ok(inventory)
     }
 
-    pub(crate) async fn list_units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>> {
-        let Some(currency) = sqlx::query_scalar!("SELECT currency FROM performances WHERE id = $1", performance_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
+    pub(crate) async fn list_units(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Unit>> {
+        let Some(currency) = sqlx::query_scalar!(
+            "SELECT currency FROM performances WHERE id = $1",
+            performance_id
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
         else {
             return Ok(Vec::new());
         };
@@ -287,10 +322,15 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter().map(|r| r.into_unit(currency, now)).collect()
+        rows.into_iter()
+            .map(|r| r.into_unit(currency, now))
+            .collect()
     }
 
-    pub(crate) async fn run_command(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
+    pub(crate) async fn run_command(
+        &self,
+        command: InventoryCommand,
+    ) -> StoreResult<CommandOutcome> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -299,12 +339,18 @@ impl PostgresStore {
                 InventoryCommand::Cancel { booking_id, now } => {
                     self.cancel(*booking_id, *now).await.map(Attempt::Done)
                 }
-                InventoryCommand::Sweep { now, limit } => self.sweep(*now, *limit).await.map(Attempt::Done),
+                InventoryCommand::Sweep { now, limit } => {
+                    self.sweep(*now, *limit).await.map(Attempt::Done)
+                }
             };
             match result {
                 Ok(Attempt::Done(outcome)) => return Ok(outcome),
                 Ok(Attempt::LostRace) if attempt < ATTEMPTS => continue,
-                Ok(Attempt::LostRace) => return Ok(CommandOutcome::Unavailable { unit_ids: Vec::new() }),
+                Ok(Attempt::LostRace) => {
+                    return Ok(CommandOutcome::Unavailable {
+                        unit_ids: Vec::new(),
+                    });
+                }
                 Err(Retry::Again(_)) if attempt < ATTEMPTS => continue,
                 Err(Retry::Again(e)) | Err(Retry::Fail(e)) => return Err(e),
             }
@@ -321,11 +367,15 @@ impl PostgresStore {
         .fetch_optional(&mut *tx)
         .await?
         else {
-            return Ok(Attempt::Done(CommandOutcome::UnknownUnits { unit_ids: Vec::new() }));
+            return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
+                unit_ids: Vec::new(),
+            }));
         };
         let asked = match &hold.selection {
             Selection::Units(ids) => ids.len(),
-            Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => *quantity as usize,
+            Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
+                *quantity as usize
+            }
         };
         // (id, price) of every unit taken.
         let taken: Vec<(Uuid, i64)> = match &hold.selection {
@@ -337,18 +387,33 @@ impl PostgresStore {
                 )
                 .fetch_all(&mut *tx)
                 .await?;
-                let unknown: Vec<Uuid> = ids.iter().filter(|id| !known.contains(id)).copied().collect();
+                let unknown: Vec<Uuid> = ids
+                    .iter()
+                    .filter(|id| !known.contains(id))
+                    .copied()
+                    .collect();
                 if !unknown.is_empty() {
-                    return Ok(Attempt::Done(CommandOutcome::UnknownUnits { unit_ids: unknown }));
+                    return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
+                        unit_ids: unknown,
+                    }));
                 }
                 let taken = take_units(&mut tx, hold, ids).await?;
                 if taken.len() != ids.len() {
-                    let unavailable = ids.iter().filter(|id| !taken.iter().any(|t| t.0 == **id)).copied().collect();
-                    return Ok(Attempt::Done(CommandOutcome::Unavailable { unit_ids: unavailable }));
+                    let unavailable = ids
+                        .iter()
+                        .filter(|id| !taken.iter().any(|t| t.0 == **id))
+                        .copied()
+                        .collect();
+                    return Ok(Attempt::Done(CommandOutcome::Unavailable {
+                        unit_ids: unavailable,
+                    }));
                 }
                 taken
             }
-            Selection::General { ticket_type_id, quantity } => {
+            Selection::General {
+                ticket_type_id,
+                quantity,
+            } => {
                 let known = sqlx::query_scalar!(
                     r#"SELECT g.id FROM price_groups g
                        JOIN performances p ON p.id = g.performance_id
@@ -359,7 +424,9 @@ impl PostgresStore {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if known.is_none() {
-                    return Ok(Attempt::Done(CommandOutcome::UnknownUnits { unit_ids: vec![*ticket_type_id] }));
+                    return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
+                        unit_ids: vec![*ticket_type_id],
+                    }));
                 }
                 // SKIP LOCKED: concurrent buyers of one ticket type take disjoint units
                 // instead of queueing behind each other's row locks.
@@ -381,7 +448,9 @@ impl PostgresStore {
                 .fetch_all(&mut *tx)
                 .await?;
                 if rows.len() != asked {
-                    return Ok(Attempt::Done(CommandOutcome::Unavailable { unit_ids: Vec::new() }));
+                    return Ok(Attempt::Done(CommandOutcome::Unavailable {
+                        unit_ids: Vec::new(),
+                    }));
                 }
                 rows.into_iter().map(|r| (r.id, r.price_amount)).collect()
             }
@@ -406,7 +475,9 @@ impl PostgresStore {
                     })
                     .collect();
                 let Some(chosen) = best_available::choose(&seats, *quantity as usize) else {
-                    return Ok(Attempt::Done(CommandOutcome::Unavailable { unit_ids: Vec::new() }));
+                    return Ok(Attempt::Done(CommandOutcome::Unavailable {
+                        unit_ids: Vec::new(),
+                    }));
                 };
                 let taken = take_units(&mut tx, hold, &chosen).await?;
                 if taken.len() != chosen.len() {
@@ -463,7 +534,9 @@ impl PostgresStore {
             let Some(booking) = load_bookings(&mut tx, &[booking_id]).await?.pop() else {
                 return Ok(CommandOutcome::NoSuchBooking);
             };
-            return Ok(CommandOutcome::NotCancellable { status: booking.status_at(now) });
+            return Ok(CommandOutcome::NotCancellable {
+                status: booking.status_at(now),
+            });
         }
         release_units(&mut tx, &[booking_id]).await?;
         let booking = load_bookings(&mut tx, &[booking_id]).await?.pop();
@@ -490,14 +563,24 @@ impl PostgresStore {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let released = if expired.is_empty() { 0 } else { release_units(&mut tx, &expired).await? };
+        let released = if expired.is_empty() {
+            0
+        } else {
+            release_units(&mut tx, &expired).await?
+        };
         tx.commit().await?;
-        Ok(CommandOutcome::Swept { expired, released_units: released })
+        Ok(CommandOutcome::Swept {
+            expired,
+            released_units: released,
+        })
     }
 
     pub(crate) async fn get_booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
-        Ok(load_bookings(&mut conn, &[id]).await.map_err(Retry::into_error)?.pop())
+        Ok(load_bookings(&mut conn, &[id])
+            .await
+            .map_err(Retry::into_error)?
+            .pop())
     }
 
     pub(crate) async fn user_bookings(
@@ -519,7 +602,9 @@ impl PostgresStore {
         .fetch_all(&mut *conn)
         .await
         .map_err(backend)?;
-        let bookings = load_bookings(&mut conn, &ids).await.map_err(Retry::into_error)?;
+        let bookings = load_bookings(&mut conn, &ids)
+            .await
+            .map_err(Retry::into_error)?;
         Ok(paginate(bookings, limit, |b| b.id))
     }
 

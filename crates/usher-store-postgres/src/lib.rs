@@ -471,7 +471,11 @@ impl Store for PostgresStore {
         self.user_bookings(user_id, limit, after).await
     }
 
-    async fn sales(&self, event_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<PerformanceSales>> {
+    async fn sales(
+        &self,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PerformanceSales>> {
         self.event_sales(event_id, now).await
     }
 }

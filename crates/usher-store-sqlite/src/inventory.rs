@@ -12,14 +12,13 @@ use uuid::Uuid;
 use usher_core::best_available::{self, Seat};
 use usher_core::inventory::SeatingLayout;
 use usher_core::{
-    Booking, Counts, Cursor, HoldTtl, MaxPerBooking, Money, PageLimit,
-    Performance, SeatingKind, Section, TicketType, Unit,
+    Booking, Counts, Cursor, HoldTtl, MaxPerBooking, Money, PageLimit, Performance, SeatingKind,
+    Section, TicketType, Unit,
 };
 use usher_store::inventory::stored_currency;
 use usher_store::{
-    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
-    Page, PerformanceInventory, PerformanceSales, Selection, StoreError, StoreResult, UnitRow,
-    paginate,
+    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance, Page,
+    PerformanceInventory, PerformanceSales, Selection, StoreError, StoreResult, UnitRow, paginate,
 };
 
 use crate::{SqliteStore, backend};
@@ -72,11 +71,18 @@ impl SqliteStore {
         let groups: Vec<(String, Money, u32)> = match &new.seating.layout {
             SeatingLayout::Reserved(plans) => plans
                 .iter()
-                .map(|s| (s.name.clone(), s.price, s.rows.iter().map(|r| r.seats.len() as u32).sum()))
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.price,
+                        s.rows.iter().map(|r| r.seats.len() as u32).sum(),
+                    )
+                })
                 .collect(),
-            SeatingLayout::General(plans) => {
-                plans.iter().map(|t| (t.name.clone(), t.price, t.capacity)).collect()
-            }
+            SeatingLayout::General(plans) => plans
+                .iter()
+                .map(|t| (t.name.clone(), t.price, t.capacity))
+                .collect(),
         };
         for (position, (name, price, capacity)) in groups.into_iter().enumerate() {
             let group_id = Uuid::now_v7();
@@ -111,7 +117,11 @@ impl SqliteStore {
                             ]));
                         }
                     }
-                    sections.push(Section { id: group_id, name, price });
+                    sections.push(Section {
+                        id: group_id,
+                        name,
+                        price,
+                    });
                 }
                 SeatingLayout::General(_) => {
                     for k in 0..capacity {
@@ -126,7 +136,12 @@ impl SqliteStore {
                             price.amount
                         ]));
                     }
-                    ticket_types.push(TicketType { id: group_id, name, price, capacity });
+                    ticket_types.push(TicketType {
+                        id: group_id,
+                        name,
+                        price,
+                        capacity,
+                    });
                 }
             }
         }
@@ -194,14 +209,19 @@ impl SqliteStore {
         .map_err(backend)?;
         rows.into_iter()
             .map(|row| {
-                let kind = SeatingKind::parse(&row.kind).map_err(|_| corrupt("performances.kind"))?;
+                let kind =
+                    SeatingKind::parse(&row.kind).map_err(|_| corrupt("performances.kind"))?;
                 let currency = stored_currency(&row.currency)?;
                 let mut sections = Vec::new();
                 let mut ticket_types = Vec::new();
                 for g in groups.iter().filter(|g| g.performance_id == row.id) {
                     let price = Money::new(g.price_amount, currency);
                     match kind {
-                        SeatingKind::Reserved => sections.push(Section { id: g.id, name: g.name.clone(), price }),
+                        SeatingKind::Reserved => sections.push(Section {
+                            id: g.id,
+                            name: g.name.clone(),
+                            price,
+                        }),
                         SeatingKind::General => ticket_types.push(TicketType {
                             id: g.id,
                             name: g.name.clone(),
@@ -267,11 +287,18 @@ impl SqliteStore {
         Ok(inventory)
     }
 
-    pub(crate) async fn list_units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>> {
-        let Some(currency) = sqlx::query_scalar!("SELECT currency FROM performances WHERE id = ?1", performance_id)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(backend)?
+    pub(crate) async fn list_units(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Unit>> {
+        let Some(currency) = sqlx::query_scalar!(
+            "SELECT currency FROM performances WHERE id = ?1",
+            performance_id
+        )
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?
         else {
             return Ok(Vec::new());
         };
@@ -294,10 +321,15 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
-        rows.into_iter().map(|r| r.into_unit(currency, now)).collect()
+        rows.into_iter()
+            .map(|r| r.into_unit(currency, now))
+            .collect()
     }
 
-    pub(crate) async fn run_command(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
+    pub(crate) async fn run_command(
+        &self,
+        command: InventoryCommand,
+    ) -> StoreResult<CommandOutcome> {
         match command {
             InventoryCommand::Hold(hold) => self.hold(hold).await,
             InventoryCommand::Cancel { booking_id, now } => self.cancel(booking_id, now).await,
@@ -316,7 +348,9 @@ impl SqliteStore {
         .await
         .map_err(backend)?
         else {
-            return Ok(CommandOutcome::UnknownUnits { unit_ids: Vec::new() });
+            return Ok(CommandOutcome::UnknownUnits {
+                unit_ids: Vec::new(),
+            });
         };
         let wanted: Vec<Uuid> = match &hold.selection {
             Selection::Units(ids) => {
@@ -330,13 +364,20 @@ impl SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(backend)?;
-                let unknown: Vec<Uuid> = ids.iter().filter(|id| !known.contains(id)).copied().collect();
+                let unknown: Vec<Uuid> = ids
+                    .iter()
+                    .filter(|id| !known.contains(id))
+                    .copied()
+                    .collect();
                 if !unknown.is_empty() {
                     return Ok(CommandOutcome::UnknownUnits { unit_ids: unknown });
                 }
                 ids.clone()
             }
-            Selection::General { ticket_type_id, quantity } => {
+            Selection::General {
+                ticket_type_id,
+                quantity,
+            } => {
                 let quantity = i64::from(*quantity);
                 let known = sqlx::query_scalar!(
                     r#"SELECT g.id AS "id!: Uuid" FROM price_groups g
@@ -349,7 +390,9 @@ impl SqliteStore {
                 .await
                 .map_err(backend)?;
                 if known.is_none() {
-                    return Ok(CommandOutcome::UnknownUnits { unit_ids: vec![*ticket_type_id] });
+                    return Ok(CommandOutcome::UnknownUnits {
+                        unit_ids: vec![*ticket_type_id],
+                    });
                 }
                 sqlx::query_scalar!(
                     r#"SELECT id AS "id!: Uuid" FROM units
@@ -390,10 +433,14 @@ impl SqliteStore {
         };
         let asked = match &hold.selection {
             Selection::Units(ids) => ids.len(),
-            Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => *quantity as usize,
+            Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
+                *quantity as usize
+            }
         };
         if wanted.len() < asked {
-            return Ok(CommandOutcome::Unavailable { unit_ids: Vec::new() });
+            return Ok(CommandOutcome::Unavailable {
+                unit_ids: Vec::new(),
+            });
         }
         let list = id_list(&wanted);
         let taken = sqlx::query!(
@@ -418,7 +465,9 @@ impl SqliteStore {
                 .filter(|id| !taken.iter().any(|t| t.id == **id))
                 .copied()
                 .collect();
-            return Ok(CommandOutcome::Unavailable { unit_ids: unavailable });
+            return Ok(CommandOutcome::Unavailable {
+                unit_ids: unavailable,
+            });
         }
         let total: i64 = taken.iter().map(|t| t.price_amount).sum();
         sqlx::query!(

@@ -81,14 +81,23 @@ pub enum InventoryCommand {
 pub enum CommandOutcome {
     Held(Booking),
     /// Some asked units are taken (or not enough are free); nothing was held.
-    Unavailable { unit_ids: Vec<Uuid> },
+    Unavailable {
+        unit_ids: Vec<Uuid>,
+    },
     /// Some asked units do not exist in this performance (or the ticket type does not).
-    UnknownUnits { unit_ids: Vec<Uuid> },
+    UnknownUnits {
+        unit_ids: Vec<Uuid>,
+    },
     Cancelled(Booking),
     /// The booking is not (or no longer) held; it is in this state.
-    NotCancellable { status: BookingStatus },
+    NotCancellable {
+        status: BookingStatus,
+    },
     NoSuchBooking,
-    Swept { expired: Vec<Uuid>, released_units: u64 },
+    Swept {
+        expired: Vec<Uuid>,
+        released_units: u64,
+    },
 }
 
 /// A `units` row joined with what the seat map shows.
@@ -105,7 +114,11 @@ pub struct UnitRow {
 }
 
 impl UnitRow {
-    pub fn into_unit(self, currency: Currency, now: DateTime<Utc>) -> StoreResult<usher_core::Unit> {
+    pub fn into_unit(
+        self,
+        currency: Currency,
+        now: DateTime<Utc>,
+    ) -> StoreResult<usher_core::Unit> {
         let state = UnitState::parse(&self.state).map_err(corrupt_value("units.state"))?;
         Ok(usher_core::Unit {
             id: self.id,
@@ -147,7 +160,8 @@ impl BookingRow {
     /// Assembles the booking from its row and its units (any order; only this
     /// booking's are taken).
     pub fn into_booking(self, units: &[BookedUnitRow]) -> StoreResult<Booking> {
-        let currency = Currency::parse(&self.currency).map_err(corrupt_value("bookings.currency"))?;
+        let currency =
+            Currency::parse(&self.currency).map_err(corrupt_value("bookings.currency"))?;
         Ok(Booking {
             id: self.id,
             user_id: self.user_id,

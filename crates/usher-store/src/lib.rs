@@ -16,7 +16,7 @@ use usher_core::{
 
 pub mod inventory;
 pub use inventory::{
-    BookingRow, BookedUnitRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
+    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
     PerformanceInventory, PerformanceSales, Selection, UnitRow, ZERO_UUID,
 };
 
@@ -243,7 +243,8 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Cursor>,
     ) -> StoreResult<Page<Booking>>;
     /// Sales figures per performance of an event, at `now`.
-    async fn sales(&self, event_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<PerformanceSales>>;
+    async fn sales(&self, event_id: Uuid, now: DateTime<Utc>)
+    -> StoreResult<Vec<PerformanceSales>>;
 }
 
 /// A `users` row as both engines read it; turned into a [`User`] by [`UserRow::into_user`].

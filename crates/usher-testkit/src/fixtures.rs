@@ -5,7 +5,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
-use usher_core::inventory::{PriceInput, RowInput, SeatsInput, SectionInput, SeatingInput, TicketTypeInput};
+use usher_core::inventory::{
+    PriceInput, RowInput, SeatingInput, SeatsInput, SectionInput, TicketTypeInput,
+};
 use usher_core::{
     Email, EventAttributes, EventText, EventTitle, HoldTtl, MaxPerBooking, Performance, Role,
     SeatingPlan, UserName,
@@ -29,7 +31,11 @@ pub async fn user(store: &Arc<dyn Store>, email: &str) -> Uuid {
 
 /// An organizer and a draft event of theirs; returns the event id.
 pub async fn event(store: &Arc<dyn Store>) -> Uuid {
-    let organizer = user(store, &format!("org-{}@example.com", Uuid::new_v4().simple())).await;
+    let organizer = user(
+        store,
+        &format!("org-{}@example.com", Uuid::new_v4().simple()),
+    )
+    .await;
     store
         .create_event(NewEvent {
             organizer_id: organizer,
@@ -51,7 +57,10 @@ pub fn reserved(sections: &[(&str, &[u32])]) -> SeatingPlan {
             .enumerate()
             .map(|(i, (name, rows))| SectionInput {
                 name: (*name).into(),
-                price: PriceInput { amount: 1000 + 100 * i as i64, currency: "EUR".into() },
+                price: PriceInput {
+                    amount: 1000 + 100 * i as i64,
+                    currency: "EUR".into(),
+                },
                 rows: rows
                     .iter()
                     .enumerate()
@@ -73,7 +82,10 @@ pub fn general(types: &[(&str, u32)]) -> SeatingPlan {
             .iter()
             .map(|(name, capacity)| TicketTypeInput {
                 name: (*name).into(),
-                price: PriceInput { amount: 500, currency: "EUR".into() },
+                price: PriceInput {
+                    amount: 500,
+                    currency: "EUR".into(),
+                },
                 capacity: i64::from(*capacity),
             })
             .collect(),

@@ -17,8 +17,14 @@ pub async fn check_performance(
     bookings: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<(), String> {
-    let units = store.units(performance_id, now).await.map_err(|e| e.to_string())?;
-    let inventory = store.inventory(performance_id, now).await.map_err(|e| e.to_string())?;
+    let units = store
+        .units(performance_id, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let inventory = store
+        .inventory(performance_id, now)
+        .await
+        .map_err(|e| e.to_string())?;
     let total = inventory.total;
 
     // available + held + sold + blocked = capacity, in the counts and in the seat map.
@@ -26,11 +32,18 @@ pub async fn check_performance(
         return Err(format!("counts do not add up: {total:?}"));
     }
     if units.len() as u64 != total.capacity {
-        return Err(format!("{} units but capacity {}", units.len(), total.capacity));
+        return Err(format!(
+            "{} units but capacity {}",
+            units.len(),
+            total.capacity
+        ));
     }
     let count = |state| units.iter().filter(|u| u.state == state).count() as u64;
-    if (count(UnitState::Available), count(UnitState::Held), count(UnitState::Sold))
-        != (total.available, total.held, total.sold)
+    if (
+        count(UnitState::Available),
+        count(UnitState::Held),
+        count(UnitState::Sold),
+    ) != (total.available, total.held, total.sold)
     {
         return Err(format!("seat map and counts disagree: {total:?}"));
     }

@@ -88,13 +88,35 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let store = engine.fresh_store().await;
         let clock = ManualClock::starting_now();
         let seated = performance(&store, clock.now(), reserved(&[("S", &[4, 4])]), 10).await;
-        let ga = performance(&store, clock.now(), general(&[("Floor", GA_UNITS as u32)]), 10).await;
+        let ga = performance(
+            &store,
+            clock.now(),
+            general(&[("Floor", GA_UNITS as u32)]),
+            10,
+        )
+        .await;
         let floor = ga.ticket_types[0].id;
         let buyer = user(&store, "buyer@example.com").await;
-        let mut unit_ids: Vec<Uuid> = store.units(seated.id, clock.now()).await.unwrap().iter().map(|u| u.id).collect();
-        unit_ids.extend(store.units(ga.id, clock.now()).await.unwrap().iter().map(|u| u.id));
+        let mut unit_ids: Vec<Uuid> = store
+            .units(seated.id, clock.now())
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.id)
+            .collect();
+        unit_ids.extend(
+            store
+                .units(ga.id, clock.now())
+                .await
+                .unwrap()
+                .iter()
+                .map(|u| u.id),
+        );
         let index_of = |id: Uuid| unit_ids.iter().position(|u| *u == id).unwrap();
-        let mut model = Model { holder: vec![None; SEATS + GA_UNITS], bookings: Vec::new() };
+        let mut model = Model {
+            holder: vec![None; SEATS + GA_UNITS],
+            bookings: Vec::new(),
+        };
 
         for op in ops {
             let now = clock.now();
@@ -111,40 +133,73 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
             match op {
                 Op::HoldSeats(seats) => {
                     let ids: Vec<Uuid> = seats.iter().map(|s| unit_ids[*s]).collect();
-                    let outcome = store.execute(hold(seated.id, Selection::Units(ids))).await.unwrap();
-                    let taken: Vec<usize> = seats.iter().copied().filter(|s| !model.is_free(*s, now)).collect();
+                    let outcome = store
+                        .execute(hold(seated.id, Selection::Units(ids)))
+                        .await
+                        .unwrap();
+                    let taken: Vec<usize> = seats
+                        .iter()
+                        .copied()
+                        .filter(|s| !model.is_free(*s, now))
+                        .collect();
                     if taken.is_empty() {
                         let CommandOutcome::Held(booking) = outcome else {
-                            return Err(TestCaseError::fail(format!("model holds {seats:?}, store said {outcome:?}")));
+                            return Err(TestCaseError::fail(format!(
+                                "model holds {seats:?}, store said {outcome:?}"
+                            )));
                         };
                         let b = model.bookings.len();
                         for s in &seats {
                             model.holder[*s] = Some(b);
                         }
-                        model.bookings.push(ModelBooking { id: booking.id, units: seats, status: BookingStatus::Held, held_until: booking.held_until });
+                        model.bookings.push(ModelBooking {
+                            id: booking.id,
+                            units: seats,
+                            status: BookingStatus::Held,
+                            held_until: booking.held_until,
+                        });
                     } else {
                         let expected: Vec<Uuid> = taken.iter().map(|s| unit_ids[*s]).collect();
-                        prop_assert_eq!(outcome, CommandOutcome::Unavailable { unit_ids: expected });
+                        prop_assert_eq!(
+                            outcome,
+                            CommandOutcome::Unavailable { unit_ids: expected }
+                        );
                     }
                 }
                 Op::HoldGeneral(quantity) => {
                     let outcome = store
-                        .execute(hold(ga.id, Selection::General { ticket_type_id: floor, quantity }))
+                        .execute(hold(
+                            ga.id,
+                            Selection::General {
+                                ticket_type_id: floor,
+                                quantity,
+                            },
+                        ))
                         .await
                         .unwrap();
-                    let free = (SEATS..SEATS + GA_UNITS).filter(|u| model.is_free(*u, now)).count();
+                    let free = (SEATS..SEATS + GA_UNITS)
+                        .filter(|u| model.is_free(*u, now))
+                        .count();
                     if free >= quantity as usize {
                         let CommandOutcome::Held(booking) = outcome else {
-                            return Err(TestCaseError::fail(format!("model has {free} free, store said {outcome:?}")));
+                            return Err(TestCaseError::fail(format!(
+                                "model has {free} free, store said {outcome:?}"
+                            )));
                         };
-                        let units: Vec<usize> = booking.units.iter().map(|u| index_of(u.unit_id)).collect();
+                        let units: Vec<usize> =
+                            booking.units.iter().map(|u| index_of(u.unit_id)).collect();
                         prop_assert_eq!(units.len(), quantity as usize);
                         let b = model.bookings.len();
                         for u in &units {
                             prop_assert!(model.is_free(*u, now), "store gave a taken GA unit");
                             model.holder[*u] = Some(b);
                         }
-                        model.bookings.push(ModelBooking { id: booking.id, units, status: BookingStatus::Held, held_until: booking.held_until });
+                        model.bookings.push(ModelBooking {
+                            id: booking.id,
+                            units,
+                            status: BookingStatus::Held,
+                            held_until: booking.held_until,
+                        });
                     } else {
                         prop_assert_eq!(outcome, CommandOutcome::Unavailable { unit_ids: vec![] });
                     }
@@ -155,12 +210,19 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     let b = pick % model.bookings.len();
                     let outcome = store
-                        .execute(InventoryCommand::Cancel { booking_id: model.bookings[b].id, now })
+                        .execute(InventoryCommand::Cancel {
+                            booking_id: model.bookings[b].id,
+                            now,
+                        })
                         .await
                         .unwrap();
                     let status = model.bookings[b].status_at(now);
                     if status == BookingStatus::Held {
-                        prop_assert!(matches!(outcome, CommandOutcome::Cancelled(_)), "{:?}", outcome);
+                        prop_assert!(
+                            matches!(outcome, CommandOutcome::Cancelled(_)),
+                            "{:?}",
+                            outcome
+                        );
                         model.bookings[b].status = BookingStatus::Cancelled;
                         model.release(b);
                     } else {
@@ -169,13 +231,18 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 Op::Advance(seconds) => clock.advance(Duration::seconds(seconds)),
                 Op::Sweep => {
-                    let outcome = store.execute(InventoryCommand::Sweep { now, limit: 1000 }).await.unwrap();
+                    let outcome = store
+                        .execute(InventoryCommand::Sweep { now, limit: 1000 })
+                        .await
+                        .unwrap();
                     let CommandOutcome::Swept { mut expired, .. } = outcome else {
                         return Err(TestCaseError::fail(format!("{outcome:?}")));
                     };
                     let mut expected = Vec::new();
                     for b in 0..model.bookings.len() {
-                        if model.bookings[b].status == BookingStatus::Held && model.bookings[b].held_until <= now {
+                        if model.bookings[b].status == BookingStatus::Held
+                            && model.bookings[b].held_until <= now
+                        {
                             model.bookings[b].status = BookingStatus::Expired;
                             model.release(b);
                             expected.push(model.bookings[b].id);
@@ -192,7 +259,11 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
             let mut units = store.units(seated.id, now).await.unwrap();
             units.extend(store.units(ga.id, now).await.unwrap());
             for (i, unit) in units.iter().enumerate() {
-                let expected = if model.is_free(i, now) { UnitState::Available } else { UnitState::Held };
+                let expected = if model.is_free(i, now) {
+                    UnitState::Available
+                } else {
+                    UnitState::Held
+                };
                 prop_assert_eq!(unit.state, expected, "unit {}", i);
             }
             for booking in &model.bookings {

@@ -15,7 +15,12 @@ use usher_testkit::on_each_engine;
 
 const TTL: i64 = 600;
 
-fn hold(user_id: Uuid, performance_id: Uuid, selection: Selection, now: DateTime<Utc>) -> InventoryCommand {
+fn hold(
+    user_id: Uuid,
+    performance_id: Uuid,
+    selection: Selection,
+    now: DateTime<Utc>,
+) -> InventoryCommand {
     InventoryCommand::Hold(HoldCommand {
         booking_id: Uuid::now_v7(),
         user_id,
@@ -35,7 +40,13 @@ async fn held(store: &Arc<dyn Store>, command: InventoryCommand) -> usher_core::
 
 /// Unit ids of a performance in seat-map order.
 async fn unit_ids(store: &Arc<dyn Store>, performance_id: Uuid, now: DateTime<Utc>) -> Vec<Uuid> {
-    store.units(performance_id, now).await.unwrap().into_iter().map(|u| u.id).collect()
+    store
+        .units(performance_id, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect()
 }
 
 on_each_engine! {

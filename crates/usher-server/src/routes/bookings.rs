@@ -126,25 +126,35 @@ async fn create_booking(
     let performance_id = Uuid::try_parse(&body.performance_id)
         .map_err(|_| ApiError::validation("performance_id", "this is not a valid id"))?;
     // A performance the caller may not see is, to them, no performance at all.
-    let (performance, event) = visible_performance(&state, Some(caller), &performance_id.to_string())
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound => ApiError::validation("performance_id", "there is no such performance"),
-            other => other,
-        })?;
+    let (performance, event) =
+        visible_performance(&state, Some(caller), &performance_id.to_string())
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound => {
+                    ApiError::validation("performance_id", "there is no such performance")
+                }
+                other => other,
+            })?;
 
     let mut fields = Fields::new();
     let max = performance.max_per_booking.get();
     let quantity = body.quantity.map(|q| {
         if q < 1 || q > i64::from(max) {
-            fields.reject("quantity", format!("quantity is between 1 and {max} for this performance"));
+            fields.reject(
+                "quantity",
+                format!("quantity is between 1 and {max} for this performance"),
+            );
             0
         } else {
             q as u32
         }
     });
     let asked_ticket_type = body.ticket_type_id.clone();
-    let selection = match (body.unit_ids, body.ticket_type_id, body.best_available.unwrap_or(false)) {
+    let selection = match (
+        body.unit_ids,
+        body.ticket_type_id,
+        body.best_available.unwrap_or(false),
+    ) {
         (Some(ids), None, false) if body.quantity.is_none() => {
             if performance.kind != SeatingKind::Reserved {
                 fields.reject("unit_ids", "this performance is general admission: ask for a ticket_type_id and a quantity");
@@ -152,7 +162,10 @@ async fn create_booking(
             if ids.is_empty() {
                 fields.reject("unit_ids", "name at least one unit");
             } else if ids.len() > max as usize {
-                fields.reject("unit_ids", format!("at most {max} units per booking for this performance"));
+                fields.reject(
+                    "unit_ids",
+                    format!("at most {max} units per booking for this performance"),
+                );
             }
             let mut parsed = Vec::with_capacity(ids.len());
             for (i, raw) in ids.iter().enumerate() {
@@ -168,7 +181,10 @@ async fn create_booking(
         }
         (None, Some(raw), false) => {
             if performance.kind != SeatingKind::General {
-                fields.reject("ticket_type_id", "this performance has reserved seating: ask for unit_ids or best_available");
+                fields.reject(
+                    "ticket_type_id",
+                    "this performance has reserved seating: ask for unit_ids or best_available",
+                );
             }
             let ticket_type_id = Uuid::try_parse(&raw).ok();
             if ticket_type_id.is_none() {
@@ -177,10 +193,12 @@ async fn create_booking(
             if quantity.is_none() {
                 fields.reject("quantity", "a quantity is required with ticket_type_id");
             }
-            ticket_type_id.zip(quantity).map(|(ticket_type_id, quantity)| Selection::General {
-                ticket_type_id,
-                quantity,
-            })
+            ticket_type_id
+                .zip(quantity)
+                .map(|(ticket_type_id, quantity)| Selection::General {
+                    ticket_type_id,
+                    quantity,
+                })
         }
         (None, None, true) => {
             if performance.kind != SeatingKind::Reserved {
@@ -230,32 +248,45 @@ async fn create_booking(
     match outcome {
         CommandOutcome::Held(booking) => {
             tracing::info!(booking_id = %booking.id, units = booking.units.len(), "units held");
-            Ok((StatusCode::CREATED, axum::Json(BookingView::new(booking, now))))
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(BookingView::new(booking, now)),
+            ))
         }
         CommandOutcome::Unavailable { unit_ids } => Err(ApiError::UnitsTaken {
             detail: if unit_ids.is_empty() {
                 "not enough places are free for this request; nothing was held".into()
             } else {
-                format!("{} of the asked units are taken; nothing was held", unit_ids.len())
+                format!(
+                    "{} of the asked units are taken; nothing was held",
+                    unit_ids.len()
+                )
             },
             unit_ids,
         }),
         CommandOutcome::UnknownUnits { unit_ids } => {
             let (field, what) = match unit_ids.as_slice() {
-                [one] if Some(one.to_string()) == asked_ticket_type => {
-                    ("ticket_type_id", "this performance has no such ticket type".to_string())
-                }
+                [one] if Some(one.to_string()) == asked_ticket_type => (
+                    "ticket_type_id",
+                    "this performance has no such ticket type".to_string(),
+                ),
                 _ => (
                     "unit_ids",
                     format!(
                         "not units of this performance: {}",
-                        unit_ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
+                        unit_ids
+                            .iter()
+                            .map(Uuid::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ),
             };
             Err(ApiError::validation(field, what))
         }
-        other => Err(ApiError::Internal(format!("unexpected hold outcome {other:?}"))),
+        other => Err(ApiError::Internal(format!(
+            "unexpected hold outcome {other:?}"
+        ))),
     }
 }
 
@@ -281,10 +312,17 @@ async fn list_bookings(
     let (Some(limit), Some(after)) = (limit, after) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    let page = state.store().bookings_of_user(caller.id, limit, after).await?;
+    let page = state
+        .store()
+        .bookings_of_user(caller.id, limit, after)
+        .await?;
     let now = state.clock().now();
     Ok(axum::Json(BookingPage {
-        items: page.items.into_iter().map(|b| BookingView::new(b, now)).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|b| BookingView::new(b, now))
+            .collect(),
         next_cursor: page.next.map(Cursor::encode),
     }))
 }
@@ -328,7 +366,10 @@ async fn cancel_booking(
     let now = state.clock().now();
     match state
         .store()
-        .execute(InventoryCommand::Cancel { booking_id: id, now })
+        .execute(InventoryCommand::Cancel {
+            booking_id: id,
+            now,
+        })
         .await?
     {
         CommandOutcome::Cancelled(booking) => {
@@ -345,12 +386,18 @@ async fn cancel_booking(
             },
         }),
         CommandOutcome::NoSuchBooking => Err(ApiError::NotFound),
-        other => Err(ApiError::Internal(format!("unexpected cancel outcome {other:?}"))),
+        other => Err(ApiError::Internal(format!(
+            "unexpected cancel outcome {other:?}"
+        ))),
     }
 }
 
 /// The booking if the caller is its buyer, an admin, or the organizer of its event.
-async fn readable_booking(state: &AppState, caller: Caller, raw_id: &str) -> Result<Booking, ApiError> {
+async fn readable_booking(
+    state: &AppState,
+    caller: Caller,
+    raw_id: &str,
+) -> Result<Booking, ApiError> {
     let id = path_id(raw_id)?;
     let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
     if booking.user_id == caller.id || caller.role == Role::Admin {

@@ -18,8 +18,8 @@ use usher_core::{
 use usher_store::{EventPatch, EventQuery, EventScope, NewEvent};
 
 use crate::extract::{Caller, Fields, Json, path_id};
-use crate::routes::performances::PerformanceSummary;
 use crate::problem::{ApiError, Problem};
+use crate::routes::performances::PerformanceSummary;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

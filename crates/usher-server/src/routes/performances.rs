@@ -106,8 +106,12 @@ pub struct TicketTypeRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SeatingRequest {
-    Reserved { sections: Vec<SectionRequest> },
-    General { ticket_types: Vec<TicketTypeRequest> },
+    Reserved {
+        sections: Vec<SectionRequest>,
+    },
+    General {
+        ticket_types: Vec<TicketTypeRequest>,
+    },
 }
 
 impl SeatingRequest {
@@ -307,8 +311,11 @@ async fn create_performance(
         fields.reject("starts_at", "a performance must start in the future");
     }
     let hold_ttl = fields.optional("hold_ttl_seconds", body.hold_ttl_seconds, HoldTtl::parse);
-    let max_per_booking =
-        fields.optional("max_per_booking", body.max_per_booking, MaxPerBooking::parse);
+    let max_per_booking = fields.optional(
+        "max_per_booking",
+        body.max_per_booking,
+        MaxPerBooking::parse,
+    );
     let seating = match SeatingPlan::parse(body.seating.into_input(), "seating") {
         Ok(plan) => Some(plan),
         Err(issues) => {
@@ -319,7 +326,8 @@ async fn create_performance(
         }
     };
     fields.finish()?;
-    let (Some(hold_ttl), Some(max_per_booking), Some(seating)) = (hold_ttl, max_per_booking, seating)
+    let (Some(hold_ttl), Some(max_per_booking), Some(seating)) =
+        (hold_ttl, max_per_booking, seating)
     else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
@@ -373,7 +381,10 @@ async fn get_seats(
     Path(id): Path<String>,
 ) -> Result<axum::Json<SeatMap>, ApiError> {
     let (performance, _) = visible_performance(&state, caller, &id).await?;
-    let units = state.store().units(performance.id, state.clock().now()).await?;
+    let units = state
+        .store()
+        .units(performance.id, state.clock().now())
+        .await?;
     Ok(axum::Json(SeatMap {
         performance_id: performance.id,
         units: units.into_iter().map(UnitView::from).collect(),
@@ -404,7 +415,11 @@ async fn get_sales(
 }
 
 /// The event if the caller manages it; 404 otherwise, whether or not it exists.
-pub async fn managed_event(state: &AppState, caller: Caller, raw_id: &str) -> Result<Event, ApiError> {
+pub async fn managed_event(
+    state: &AppState,
+    caller: Caller,
+    raw_id: &str,
+) -> Result<Event, ApiError> {
     let id = path_id(raw_id)?;
     let event = state.store().event(id).await?.ok_or(ApiError::NotFound)?;
     if caller.viewer().manages(&event) {
@@ -421,7 +436,11 @@ pub async fn visible_performance(
     raw_id: &str,
 ) -> Result<(Performance, Event), ApiError> {
     let id = path_id(raw_id)?;
-    let performance = state.store().performance(id).await?.ok_or(ApiError::NotFound)?;
+    let performance = state
+        .store()
+        .performance(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let event = state
         .store()
         .event(performance.event_id)
@@ -435,7 +454,10 @@ pub async fn visible_performance(
     }
 }
 
-async fn performance_view(state: &AppState, performance: Performance) -> Result<PerformanceView, ApiError> {
+async fn performance_view(
+    state: &AppState,
+    performance: Performance,
+) -> Result<PerformanceView, ApiError> {
     let inventory = state
         .store()
         .inventory(performance.id, state.clock().now())

@@ -5,7 +5,8 @@ use usher_testkit::Engine;
 
 use crate::helpers::spawn_app;
 
-/// Every path of the accounts and events API in ../shared/API.md that exists so far.
+/// Every path of ../shared/API.md that exists so far (payments, webhooks, the live
+/// WebSocket and /metrics arrive with their features).
 const CONTRACT: &[(&str, &str)] = &[
     ("post", "/v1/auth/signup"),
     ("post", "/v1/auth/login"),
@@ -17,6 +18,14 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("get", "/v1/events/{id}"),
     ("patch", "/v1/events/{id}"),
+    ("post", "/v1/events/{id}/performances"),
+    ("get", "/v1/events/{id}/sales"),
+    ("get", "/v1/performances/{id}"),
+    ("get", "/v1/performances/{id}/seats"),
+    ("post", "/v1/bookings"),
+    ("get", "/v1/bookings"),
+    ("get", "/v1/bookings/{id}"),
+    ("delete", "/v1/bookings/{id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];

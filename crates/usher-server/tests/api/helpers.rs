@@ -78,6 +78,15 @@ impl Session {
 pub const PASSWORD: &str = "correct horse battery";
 
 impl TestApp {
+    pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        use usher_core::Clock;
+        self.clock.now()
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        self.send(Method::DELETE, path, token, None).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -179,6 +188,63 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), StatusCode::OK);
     }
+}
+
+/// A published event of `organizer` with one performance from this seating plan
+/// (`seating` as the API takes it); returns the performance as the API answered.
+pub async fn on_sale(
+    app: &TestApp,
+    organizer: &Session,
+    seating: Value,
+    max_per_booking: u32,
+) -> Value {
+    let event = app.create_event(organizer, "On Sale").await;
+    let event_id = event["id"].as_str().unwrap();
+    app.publish(organizer, event_id).await;
+    let response = app
+        .post(
+            &format!("/v1/events/{event_id}/performances"),
+            Some(&organizer.access),
+            json!({
+                "starts_at": (app.clock_now() + chrono::Duration::days(7)).to_rfc3339(),
+                "max_per_booking": max_per_booking,
+                "seating": seating,
+            }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
+/// Rows of `seats` seats in one section priced 45.00 EUR.
+pub fn rows(seats: &[u32]) -> Value {
+    let rows: Vec<Value> = seats
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"label": ((b'A' + i as u8) as char).to_string(), "seats": n}))
+        .collect();
+    json!({"kind": "reserved", "sections": [{"name": "Stalls", "price": {"amount": 4500, "currency": "EUR"}, "rows": rows}]})
+}
+
+/// One general-admission ticket type priced 20.00 EUR.
+pub fn standing(capacity: u32) -> Value {
+    json!({"kind": "general", "ticket_types": [{"name": "Standing", "price": {"amount": 2000, "currency": "EUR"}, "capacity": capacity}]})
+}
+
+/// The seat map's unit ids, in order.
+pub async fn unit_ids(app: &TestApp, performance_id: &str) -> Vec<String> {
+    let map: Value = app
+        .get(&format!("/v1/performances/{performance_id}/seats"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    map["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Asserts a problem+json answer with this status and returns its body.

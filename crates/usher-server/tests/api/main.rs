@@ -2,7 +2,9 @@
 //! on PostgreSQL (`on_each_engine!`), and talks to it over real HTTP.
 
 mod accounts;
+mod bookings;
 mod docs;
 mod events;
 mod helpers;
+mod performances;
 mod plumbing;
