@@ -357,193 +357,41 @@ impl PostgresStore {
         }
     }
 
+    /// Runs one attempt of a hold in its own transaction, committed only when units
+    /// were taken. Every other outcome rolls back explicitly: a transaction merely
+    /// dropped keeps its row locks until its connection is next used, and SKIP LOCKED
+    /// buyers would see those units as gone.
     async fn hold(&self, hold: &HoldCommand) -> Result<Attempt, Retry> {
-        let now = hold.now;
-        let mut tx = self.pool.begin().await.map_err(Retry::from)?;
-        let Some(currency) = sqlx::query_scalar!(
-            "SELECT currency FROM performances WHERE id = $1",
-            hold.performance_id
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
-                unit_ids: Vec::new(),
-            }));
-        };
-        let asked = match &hold.selection {
-            Selection::Units(ids) => ids.len(),
-            Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
-                *quantity as usize
+        let mut tx = self.pool.begin().await?;
+        match hold_in(&mut tx, hold).await {
+            Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
+                tx.commit().await?;
+                Ok(Attempt::Done(CommandOutcome::Held(booking)))
             }
-        };
-        // (id, price) of every unit taken.
-        let taken: Vec<(Uuid, i64)> = match &hold.selection {
-            Selection::Units(ids) => {
-                let known = sqlx::query_scalar!(
-                    "SELECT id FROM units WHERE performance_id = $1 AND id = ANY($2)",
-                    hold.performance_id,
-                    ids
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-                let unknown: Vec<Uuid> = ids
-                    .iter()
-                    .filter(|id| !known.contains(id))
-                    .copied()
-                    .collect();
-                if !unknown.is_empty() {
-                    return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
-                        unit_ids: unknown,
-                    }));
-                }
-                let taken = take_units(&mut tx, hold, ids).await?;
-                if taken.len() != ids.len() {
-                    let unavailable = ids
-                        .iter()
-                        .filter(|id| !taken.iter().any(|t| t.0 == **id))
-                        .copied()
-                        .collect();
-                    return Ok(Attempt::Done(CommandOutcome::Unavailable {
-                        unit_ids: unavailable,
-                    }));
-                }
-                taken
+            Ok(other) => {
+                tx.rollback().await?;
+                Ok(other)
             }
-            Selection::General {
-                ticket_type_id,
-                quantity,
-            } => {
-                let known = sqlx::query_scalar!(
-                    r#"SELECT g.id FROM price_groups g
-                       JOIN performances p ON p.id = g.performance_id
-                       WHERE g.id = $1 AND p.id = $2 AND p.kind = 'general'"#,
-                    ticket_type_id,
-                    hold.performance_id
-                )
-                .fetch_optional(&mut *tx)
-                .await?;
-                if known.is_none() {
-                    return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
-                        unit_ids: vec![*ticket_type_id],
-                    }));
-                }
-                // SKIP LOCKED: concurrent buyers of one ticket type take disjoint units
-                // instead of queueing behind each other's row locks.
-                let rows = sqlx::query!(
-                    r#"UPDATE units SET state = 'held', booking_id = $1, held_until = $2
-                       WHERE id IN (SELECT id FROM units
-                                    WHERE group_id = $3
-                                      AND (state = 'available' OR (state = 'held' AND held_until <= $4))
-                                    ORDER BY seat_position LIMIT $5
-                                    FOR UPDATE SKIP LOCKED)
-                         AND (state = 'available' OR (state = 'held' AND held_until <= $4))
-                       RETURNING id, price_amount"#,
-                    hold.booking_id,
-                    hold.held_until,
-                    ticket_type_id,
-                    now,
-                    i64::from(*quantity)
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-                if rows.len() != asked {
-                    return Ok(Attempt::Done(CommandOutcome::Unavailable {
-                        unit_ids: Vec::new(),
-                    }));
-                }
-                rows.into_iter().map(|r| (r.id, r.price_amount)).collect()
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
             }
-            Selection::BestAvailable { quantity } => {
-                let seats = sqlx::query!(
-                    r#"SELECT id, group_position, row_position, seat_position,
-                              (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
-                       FROM units WHERE performance_id = $1"#,
-                    hold.performance_id,
-                    now
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-                let seats: Vec<Seat> = seats
-                    .into_iter()
-                    .map(|s| Seat {
-                        unit_id: s.id,
-                        section: s.group_position as u32,
-                        row: s.row_position as u32,
-                        seat: s.seat_position as u32,
-                        free: s.free,
-                    })
-                    .collect();
-                let Some(chosen) = best_available::choose(&seats, *quantity as usize) else {
-                    return Ok(Attempt::Done(CommandOutcome::Unavailable {
-                        unit_ids: Vec::new(),
-                    }));
-                };
-                let taken = take_units(&mut tx, hold, &chosen).await?;
-                if taken.len() != chosen.len() {
-                    // Someone took one of them since we looked; look again.
-                    return Ok(Attempt::LostRace);
-                }
-                taken
-            }
-        };
-        let total: i64 = taken.iter().map(|t| t.1).sum();
-        sqlx::query!(
-            "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
-                                   currency, created_at, updated_at)
-             VALUES ($1, $2, $3, 'held', $4, $5, $6, $7, $7)",
-            hold.booking_id,
-            hold.user_id,
-            hold.performance_id,
-            hold.held_until,
-            total,
-            currency,
-            now
-        )
-        .execute(&mut *tx)
-        .await?;
-        let (ids, prices): (Vec<Uuid>, Vec<i64>) = taken.into_iter().unzip();
-        sqlx::query!(
-            "INSERT INTO booking_units (booking_id, unit_id, price_amount)
-             SELECT $1, u.id, u.price FROM UNNEST($2::uuid[], $3::bigint[]) AS u(id, price)",
-            hold.booking_id,
-            &ids,
-            &prices
-        )
-        .execute(&mut *tx)
-        .await?;
-        let booking = load_bookings(&mut tx, &[hold.booking_id]).await?.pop();
-        tx.commit().await?;
-        booking
-            .map(|b| Attempt::Done(CommandOutcome::Held(b)))
-            .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after insert".into())))
+        }
     }
 
     async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> Result<CommandOutcome, Retry> {
         let mut tx = self.pool.begin().await?;
-        let cancelled = sqlx::query!(
-            "UPDATE bookings SET status = 'cancelled', updated_at = $2
-             WHERE id = $1 AND status = 'held' AND held_until > $2",
-            booking_id,
-            now
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if cancelled == 0 {
-            let Some(booking) = load_bookings(&mut tx, &[booking_id]).await?.pop() else {
-                return Ok(CommandOutcome::NoSuchBooking);
-            };
-            return Ok(CommandOutcome::NotCancellable {
-                status: booking.status_at(now),
-            });
+        let outcome = cancel_in(&mut tx, booking_id, now).await;
+        match outcome {
+            Ok(CommandOutcome::Cancelled(booking)) => {
+                tx.commit().await?;
+                Ok(CommandOutcome::Cancelled(booking))
+            }
+            other => {
+                let _ = tx.rollback().await;
+                other
+            }
         }
-        release_units(&mut tx, &[booking_id]).await?;
-        let booking = load_bookings(&mut tx, &[booking_id]).await?.pop();
-        tx.commit().await?;
-        booking
-            .map(CommandOutcome::Cancelled)
-            .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after cancel".into())))
     }
 
     async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> Result<CommandOutcome, Retry> {
@@ -677,6 +525,198 @@ impl From<StoreError> for Retry {
     fn from(error: StoreError) -> Self {
         Retry::Fail(error)
     }
+}
+
+/// One attempt of a hold inside the caller's transaction.
+async fn hold_in(tx: &mut PgConnection, hold: &HoldCommand) -> Result<Attempt, Retry> {
+    let now = hold.now;
+    let Some(currency) = sqlx::query_scalar!(
+        "SELECT currency FROM performances WHERE id = $1",
+        hold.performance_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
+            unit_ids: Vec::new(),
+        }));
+    };
+    let asked = match &hold.selection {
+        Selection::Units(ids) => ids.len(),
+        Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
+            *quantity as usize
+        }
+    };
+    // (id, price) of every unit taken.
+    let taken: Vec<(Uuid, i64)> = match &hold.selection {
+        Selection::Units(ids) => {
+            let known = sqlx::query_scalar!(
+                "SELECT id FROM units WHERE performance_id = $1 AND id = ANY($2)",
+                hold.performance_id,
+                ids
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let unknown: Vec<Uuid> = ids
+                .iter()
+                .filter(|id| !known.contains(id))
+                .copied()
+                .collect();
+            if !unknown.is_empty() {
+                return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
+                    unit_ids: unknown,
+                }));
+            }
+            let taken = take_units(tx, hold, ids).await?;
+            if taken.len() != ids.len() {
+                let unavailable = ids
+                    .iter()
+                    .filter(|id| !taken.iter().any(|t| t.0 == **id))
+                    .copied()
+                    .collect();
+                return Ok(Attempt::Done(CommandOutcome::Unavailable {
+                    unit_ids: unavailable,
+                }));
+            }
+            taken
+        }
+        Selection::General {
+            ticket_type_id,
+            quantity,
+        } => {
+            let known = sqlx::query_scalar!(
+                r#"SELECT g.id FROM price_groups g
+                       JOIN performances p ON p.id = g.performance_id
+                       WHERE g.id = $1 AND p.id = $2 AND p.kind = 'general'"#,
+                ticket_type_id,
+                hold.performance_id
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            if known.is_none() {
+                return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
+                    unit_ids: vec![*ticket_type_id],
+                }));
+            }
+            // SKIP LOCKED: concurrent buyers of one ticket type take disjoint units
+            // instead of queueing behind each other's row locks.
+            let rows = sqlx::query!(
+                    r#"UPDATE units SET state = 'held', booking_id = $1, held_until = $2
+                       WHERE id IN (SELECT id FROM units
+                                    WHERE group_id = $3
+                                      AND (state = 'available' OR (state = 'held' AND held_until <= $4))
+                                    ORDER BY seat_position LIMIT $5
+                                    FOR UPDATE SKIP LOCKED)
+                         AND (state = 'available' OR (state = 'held' AND held_until <= $4))
+                       RETURNING id, price_amount"#,
+                    hold.booking_id,
+                    hold.held_until,
+                    ticket_type_id,
+                    now,
+                    i64::from(*quantity)
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+            if rows.len() != asked {
+                return Ok(Attempt::Done(CommandOutcome::Unavailable {
+                    unit_ids: Vec::new(),
+                }));
+            }
+            rows.into_iter().map(|r| (r.id, r.price_amount)).collect()
+        }
+        Selection::BestAvailable { quantity } => {
+            let seats = sqlx::query!(
+                    r#"SELECT id, group_position, row_position, seat_position,
+                              (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
+                       FROM units WHERE performance_id = $1"#,
+                    hold.performance_id,
+                    now
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+            let seats: Vec<Seat> = seats
+                .into_iter()
+                .map(|s| Seat {
+                    unit_id: s.id,
+                    section: s.group_position as u32,
+                    row: s.row_position as u32,
+                    seat: s.seat_position as u32,
+                    free: s.free,
+                })
+                .collect();
+            let Some(chosen) = best_available::choose(&seats, *quantity as usize) else {
+                return Ok(Attempt::Done(CommandOutcome::Unavailable {
+                    unit_ids: Vec::new(),
+                }));
+            };
+            let taken = take_units(tx, hold, &chosen).await?;
+            if taken.len() != chosen.len() {
+                // Someone took one of them since we looked; look again.
+                return Ok(Attempt::LostRace);
+            }
+            taken
+        }
+    };
+    let total: i64 = taken.iter().map(|t| t.1).sum();
+    sqlx::query!(
+        "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
+                                   currency, created_at, updated_at)
+             VALUES ($1, $2, $3, 'held', $4, $5, $6, $7, $7)",
+        hold.booking_id,
+        hold.user_id,
+        hold.performance_id,
+        hold.held_until,
+        total,
+        currency,
+        now
+    )
+    .execute(&mut *tx)
+    .await?;
+    let (ids, prices): (Vec<Uuid>, Vec<i64>) = taken.into_iter().unzip();
+    sqlx::query!(
+        "INSERT INTO booking_units (booking_id, unit_id, price_amount)
+             SELECT $1, u.id, u.price FROM UNNEST($2::uuid[], $3::bigint[]) AS u(id, price)",
+        hold.booking_id,
+        &ids,
+        &prices
+    )
+    .execute(&mut *tx)
+    .await?;
+    let booking = load_bookings(tx, &[hold.booking_id]).await?.pop();
+    booking
+        .map(|b| Attempt::Done(CommandOutcome::Held(b)))
+        .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after insert".into())))
+}
+
+/// Cancels a held booking inside the caller's transaction.
+async fn cancel_in(
+    tx: &mut PgConnection,
+    booking_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<CommandOutcome, Retry> {
+    let cancelled = sqlx::query!(
+        "UPDATE bookings SET status = 'cancelled', updated_at = $2
+         WHERE id = $1 AND status = 'held' AND held_until > $2",
+        booking_id,
+        now
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if cancelled == 0 {
+        let Some(booking) = load_bookings(tx, &[booking_id]).await?.pop() else {
+            return Ok(CommandOutcome::NoSuchBooking);
+        };
+        return Ok(CommandOutcome::NotCancellable {
+            status: booking.status_at(now),
+        });
+    }
+    release_units(tx, &[booking_id]).await?;
+    load_bookings(tx, &[booking_id])
+        .await?
+        .pop()
+        .map(CommandOutcome::Cancelled)
+        .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after cancel".into())))
 }
 
 /// Takes these units for the hold if each is free; returns those taken with their prices.

@@ -337,210 +337,18 @@ impl SqliteStore {
         }
     }
 
+    /// Runs a hold in its own transaction, committed only when units were taken; any
+    /// other outcome rolls back explicitly rather than leaving it to the drop.
     async fn hold(&self, hold: HoldCommand) -> StoreResult<CommandOutcome> {
-        let now = hold.now;
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let Some(currency) = sqlx::query_scalar!(
-            "SELECT currency FROM performances WHERE id = ?1",
-            hold.performance_id
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?
-        else {
-            return Ok(CommandOutcome::UnknownUnits {
-                unit_ids: Vec::new(),
-            });
-        };
-        let wanted: Vec<Uuid> = match &hold.selection {
-            Selection::Units(ids) => {
-                let list = id_list(ids);
-                let known = sqlx::query_scalar!(
-                    r#"SELECT id AS "id!: Uuid" FROM units
-                       WHERE performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
-                    hold.performance_id,
-                    list
-                )
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?;
-                let unknown: Vec<Uuid> = ids
-                    .iter()
-                    .filter(|id| !known.contains(id))
-                    .copied()
-                    .collect();
-                if !unknown.is_empty() {
-                    return Ok(CommandOutcome::UnknownUnits { unit_ids: unknown });
-                }
-                ids.clone()
-            }
-            Selection::General {
-                ticket_type_id,
-                quantity,
-            } => {
-                let quantity = i64::from(*quantity);
-                let known = sqlx::query_scalar!(
-                    r#"SELECT g.id AS "id!: Uuid" FROM price_groups g
-                       JOIN performances p ON p.id = g.performance_id
-                       WHERE g.id = ?1 AND p.id = ?2 AND p.kind = 'general'"#,
-                    ticket_type_id,
-                    hold.performance_id
-                )
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-                if known.is_none() {
-                    return Ok(CommandOutcome::UnknownUnits {
-                        unit_ids: vec![*ticket_type_id],
-                    });
-                }
-                sqlx::query_scalar!(
-                    r#"SELECT id AS "id!: Uuid" FROM units
-                       WHERE group_id = ?1
-                         AND (state = 'available' OR (state = 'held' AND held_until <= ?2))
-                       ORDER BY seat_position LIMIT ?3"#,
-                    ticket_type_id,
-                    now,
-                    quantity
-                )
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?
-            }
-            Selection::BestAvailable { quantity } => {
-                let seats = sqlx::query!(
-                    r#"SELECT id AS "id!: Uuid", group_position, row_position, seat_position,
-                              (state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "free!: bool"
-                       FROM units WHERE performance_id = ?1"#,
-                    hold.performance_id,
-                    now
-                )
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?;
-                let seats: Vec<Seat> = seats
-                    .into_iter()
-                    .map(|s| Seat {
-                        unit_id: s.id,
-                        section: s.group_position as u32,
-                        row: s.row_position as u32,
-                        seat: s.seat_position as u32,
-                        free: s.free,
-                    })
-                    .collect();
-                best_available::choose(&seats, *quantity as usize).unwrap_or_default()
-            }
-        };
-        let asked = match &hold.selection {
-            Selection::Units(ids) => ids.len(),
-            Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
-                *quantity as usize
-            }
-        };
-        if wanted.len() < asked {
-            return Ok(CommandOutcome::Unavailable {
-                unit_ids: Vec::new(),
-            });
-        }
-        let list = id_list(&wanted);
-        let taken = sqlx::query!(
-            r#"UPDATE units SET state = 'held', booking_id = ?1, held_until = ?2
-               WHERE performance_id = ?3
-                 AND id IN (SELECT unhex(value) FROM json_each(?4))
-                 AND (state = 'available' OR (state = 'held' AND held_until <= ?5))
-               RETURNING id AS "id!: Uuid", price_amount AS "price_amount!: i64""#,
-            hold.booking_id,
-            hold.held_until,
-            hold.performance_id,
-            list,
-            now
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if taken.len() != wanted.len() {
-            // Dropping the transaction rolls back the units we did take.
-            let unavailable = wanted
-                .iter()
-                .filter(|id| !taken.iter().any(|t| t.id == **id))
-                .copied()
-                .collect();
-            return Ok(CommandOutcome::Unavailable {
-                unit_ids: unavailable,
-            });
-        }
-        let total: i64 = taken.iter().map(|t| t.price_amount).sum();
-        sqlx::query!(
-            "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
-                                   currency, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'held', ?4, ?5, ?6, ?7, ?7)",
-            hold.booking_id,
-            hold.user_id,
-            hold.performance_id,
-            hold.held_until,
-            total,
-            currency,
-            now
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let booked = serde_json::Value::from(
-            taken
-                .iter()
-                .map(|t| serde_json::json!([t.id.simple().to_string(), t.price_amount]))
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
-        sqlx::query!(
-            "INSERT INTO booking_units (booking_id, unit_id, price_amount)
-             SELECT ?1, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?2) AS j",
-            hold.booking_id,
-            booked
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let booking = load_bookings(&mut tx, &[hold.booking_id]).await?.pop();
-        tx.commit().await.map_err(backend)?;
-        booking
-            .map(CommandOutcome::Held)
-            .ok_or_else(|| StoreError::Backend("booking vanished after insert".into()))
+        let outcome = hold_in(&mut tx, &hold).await;
+        finish(tx, outcome, |o| matches!(o, CommandOutcome::Held(_))).await
     }
 
     async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<CommandOutcome> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let cancelled = sqlx::query!(
-            "UPDATE bookings SET status = 'cancelled', updated_at = ?2
-             WHERE id = ?1 AND status = 'held' AND held_until > ?2",
-            booking_id,
-            now
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected();
-        if cancelled == 0 {
-            let Some(booking) = load_bookings(&mut tx, &[booking_id]).await?.pop() else {
-                return Ok(CommandOutcome::NoSuchBooking);
-            };
-            return Ok(CommandOutcome::NotCancellable {
-                status: booking.status_at(now),
-            });
-        }
-        sqlx::query!(
-            "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-             WHERE booking_id = ?1 AND state = 'held'",
-            booking_id
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let booking = load_bookings(&mut tx, &[booking_id]).await?.pop();
-        tx.commit().await.map_err(backend)?;
-        booking
-            .map(CommandOutcome::Cancelled)
-            .ok_or_else(|| StoreError::Backend("booking vanished after cancel".into()))
+        let outcome = cancel_in(&mut tx, booking_id, now).await;
+        finish(tx, outcome, |o| matches!(o, CommandOutcome::Cancelled(_))).await
     }
 
     async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<CommandOutcome> {
@@ -648,6 +456,232 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+/// A hold inside the caller's transaction.
+async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
+    let now = hold.now;
+    let Some(currency) = sqlx::query_scalar!(
+        "SELECT currency FROM performances WHERE id = ?1",
+        hold.performance_id
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(backend)?
+    else {
+        return Ok(CommandOutcome::UnknownUnits {
+            unit_ids: Vec::new(),
+        });
+    };
+    let wanted: Vec<Uuid> = match &hold.selection {
+        Selection::Units(ids) => {
+            let list = id_list(ids);
+            let known = sqlx::query_scalar!(
+                    r#"SELECT id AS "id!: Uuid" FROM units
+                       WHERE performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
+                    hold.performance_id,
+                    list
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let unknown: Vec<Uuid> = ids
+                .iter()
+                .filter(|id| !known.contains(id))
+                .copied()
+                .collect();
+            if !unknown.is_empty() {
+                return Ok(CommandOutcome::UnknownUnits { unit_ids: unknown });
+            }
+            ids.clone()
+        }
+        Selection::General {
+            ticket_type_id,
+            quantity,
+        } => {
+            let quantity = i64::from(*quantity);
+            let known = sqlx::query_scalar!(
+                r#"SELECT g.id AS "id!: Uuid" FROM price_groups g
+                       JOIN performances p ON p.id = g.performance_id
+                       WHERE g.id = ?1 AND p.id = ?2 AND p.kind = 'general'"#,
+                ticket_type_id,
+                hold.performance_id
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if known.is_none() {
+                return Ok(CommandOutcome::UnknownUnits {
+                    unit_ids: vec![*ticket_type_id],
+                });
+            }
+            sqlx::query_scalar!(
+                r#"SELECT id AS "id!: Uuid" FROM units
+                       WHERE group_id = ?1
+                         AND (state = 'available' OR (state = 'held' AND held_until <= ?2))
+                       ORDER BY seat_position LIMIT ?3"#,
+                ticket_type_id,
+                now,
+                quantity
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+        }
+        Selection::BestAvailable { quantity } => {
+            let seats = sqlx::query!(
+                    r#"SELECT id AS "id!: Uuid", group_position, row_position, seat_position,
+                              (state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "free!: bool"
+                       FROM units WHERE performance_id = ?1"#,
+                    hold.performance_id,
+                    now
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let seats: Vec<Seat> = seats
+                .into_iter()
+                .map(|s| Seat {
+                    unit_id: s.id,
+                    section: s.group_position as u32,
+                    row: s.row_position as u32,
+                    seat: s.seat_position as u32,
+                    free: s.free,
+                })
+                .collect();
+            best_available::choose(&seats, *quantity as usize).unwrap_or_default()
+        }
+    };
+    let asked = match &hold.selection {
+        Selection::Units(ids) => ids.len(),
+        Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
+            *quantity as usize
+        }
+    };
+    if wanted.len() < asked {
+        return Ok(CommandOutcome::Unavailable {
+            unit_ids: Vec::new(),
+        });
+    }
+    let list = id_list(&wanted);
+    let taken = sqlx::query!(
+        r#"UPDATE units SET state = 'held', booking_id = ?1, held_until = ?2
+               WHERE performance_id = ?3
+                 AND id IN (SELECT unhex(value) FROM json_each(?4))
+                 AND (state = 'available' OR (state = 'held' AND held_until <= ?5))
+               RETURNING id AS "id!: Uuid", price_amount AS "price_amount!: i64""#,
+        hold.booking_id,
+        hold.held_until,
+        hold.performance_id,
+        list,
+        now
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(backend)?;
+    if taken.len() != wanted.len() {
+        // Dropping the transaction rolls back the units we did take.
+        let unavailable = wanted
+            .iter()
+            .filter(|id| !taken.iter().any(|t| t.id == **id))
+            .copied()
+            .collect();
+        return Ok(CommandOutcome::Unavailable {
+            unit_ids: unavailable,
+        });
+    }
+    let total: i64 = taken.iter().map(|t| t.price_amount).sum();
+    sqlx::query!(
+        "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
+                                   currency, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'held', ?4, ?5, ?6, ?7, ?7)",
+        hold.booking_id,
+        hold.user_id,
+        hold.performance_id,
+        hold.held_until,
+        total,
+        currency,
+        now
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let booked = serde_json::Value::from(
+        taken
+            .iter()
+            .map(|t| serde_json::json!([t.id.simple().to_string(), t.price_amount]))
+            .collect::<Vec<_>>(),
+    )
+    .to_string();
+    sqlx::query!(
+        "INSERT INTO booking_units (booking_id, unit_id, price_amount)
+             SELECT ?1, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?2) AS j",
+        hold.booking_id,
+        booked
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let booking = load_bookings(tx, &[hold.booking_id]).await?.pop();
+    booking
+        .map(CommandOutcome::Held)
+        .ok_or_else(|| StoreError::Backend("booking vanished after insert".into()))
+}
+
+/// A cancellation inside the caller's transaction.
+async fn cancel_in(
+    tx: &mut SqliteConnection,
+    booking_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<CommandOutcome> {
+    let cancelled = sqlx::query!(
+        "UPDATE bookings SET status = 'cancelled', updated_at = ?2
+             WHERE id = ?1 AND status = 'held' AND held_until > ?2",
+        booking_id,
+        now
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?
+    .rows_affected();
+    if cancelled == 0 {
+        let Some(booking) = load_bookings(tx, &[booking_id]).await?.pop() else {
+            return Ok(CommandOutcome::NoSuchBooking);
+        };
+        return Ok(CommandOutcome::NotCancellable {
+            status: booking.status_at(now),
+        });
+    }
+    sqlx::query!(
+        "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+             WHERE booking_id = ?1 AND state = 'held'",
+        booking_id
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let booking = load_bookings(tx, &[booking_id]).await?.pop();
+    booking
+        .map(CommandOutcome::Cancelled)
+        .ok_or_else(|| StoreError::Backend("booking vanished after cancel".into()))
+}
+
+/// Commits when `keep` says the outcome changed something, rolls back otherwise.
+async fn finish(
+    tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    outcome: StoreResult<CommandOutcome>,
+    keep: impl Fn(&CommandOutcome) -> bool,
+) -> StoreResult<CommandOutcome> {
+    match outcome {
+        Ok(outcome) if keep(&outcome) => {
+            tx.commit().await.map_err(backend)?;
+            Ok(outcome)
+        }
+        other => {
+            let _ = tx.rollback().await;
+            other
+        }
     }
 }
 
