@@ -4,11 +4,15 @@
 
 use anyhow::Context;
 
-use usher_core::{
-    Email, EventAttributes, EventStatus, EventText, EventTitle, PageLimit, Password, Role, User,
-    UserName,
+use chrono::Duration;
+use usher_core::inventory::{
+    PriceInput, RowInput, SeatingInput, SeatsInput, SectionInput, TicketTypeInput,
 };
-use usher_store::{EventPatch, EventQuery, EventScope, NewEvent, NewUser, Store};
+use usher_core::{
+    Email, EventAttributes, EventStatus, EventText, EventTitle, HoldTtl, MaxPerBooking,
+    PageLimit, Password, Role, SeatingPlan, User, UserName,
+};
+use usher_store::{EventPatch, EventQuery, EventScope, NewEvent, NewPerformance, NewUser, Store};
 
 const ACCOUNTS: [(&str, &str, &str, Role); 3] = [
     (
@@ -50,8 +54,23 @@ pub async fn run(store: &dyn Store) -> anyhow::Result<()> {
         users.push(ensure_user(store, email, name, password, role).await?);
     }
     let organizer = &users[1];
-    for (title, venue, description) in EVENTS {
-        ensure_event(store, organizer, title, venue, description).await?;
+    for (i, (title, venue, description)) in EVENTS.into_iter().enumerate() {
+        let event_id = ensure_event(store, organizer, title, venue, description).await?;
+        // The first event has reserved seating, the second general admission.
+        if store.performances_of_event(event_id).await?.is_empty() {
+            let seating = if i == 0 { demo_hall() } else { demo_floor() };
+            for days in [7, 14] {
+                store
+                    .create_performance(NewPerformance {
+                        event_id,
+                        starts_at: usher_store::now() + Duration::days(days),
+                        hold_ttl: HoldTtl::default(),
+                        max_per_booking: MaxPerBooking::default(),
+                        seating: seating.clone(),
+                    })
+                    .await?;
+            }
+        }
     }
     println!("Demo data is in place. Accounts (email / password / role):");
     for (email, _, password, role) in ACCOUNTS {
@@ -95,13 +114,44 @@ async fn ensure_user(
         .context("demo account vanished")
 }
 
+/// Two sections: 10 stalls rows of 20 seats, 4 balcony rows of 12.
+fn demo_hall() -> SeatingPlan {
+    let section = |name: &str, amount, rows: usize, seats| SectionInput {
+        name: name.into(),
+        price: PriceInput { amount, currency: "EUR".into() },
+        rows: (0..rows)
+            .map(|r| RowInput {
+                label: ((b'A' + r as u8) as char).to_string(),
+                seats: SeatsInput::Count(seats),
+            })
+            .collect(),
+    };
+    let input = SeatingInput::Reserved {
+        sections: vec![section("Stalls", 4500, 10, 20), section("Balcony", 2900, 4, 12)],
+    };
+    SeatingPlan::parse(input, "seating").unwrap_or_else(|_| unreachable!("demo plan is valid"))
+}
+
+/// Standing tickets and a few VIP ones.
+fn demo_floor() -> SeatingPlan {
+    let ticket = |name: &str, amount, capacity| TicketTypeInput {
+        name: name.into(),
+        price: PriceInput { amount, currency: "EUR".into() },
+        capacity,
+    };
+    let input = SeatingInput::General {
+        ticket_types: vec![ticket("Standing", 1500, 300), ticket("VIP", 6000, 20)],
+    };
+    SeatingPlan::parse(input, "seating").unwrap_or_else(|_| unreachable!("demo plan is valid"))
+}
+
 async fn ensure_event(
     store: &dyn Store,
     organizer: &User,
     title: &str,
     venue: &str,
     description: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<uuid::Uuid> {
     let existing = store
         .list_events(EventQuery {
             scope: EventScope::All,
@@ -110,12 +160,12 @@ async fn ensure_event(
             after: None,
         })
         .await?;
-    if existing
+    if let Some(event) = existing
         .items
         .iter()
-        .any(|e| e.organizer_id == organizer.id && e.title.as_str() == title)
+        .find(|e| e.organizer_id == organizer.id && e.title.as_str() == title)
     {
-        return Ok(());
+        return Ok(event.id);
     }
     let event = store
         .create_event(NewEvent {
@@ -135,5 +185,5 @@ async fn ensure_event(
             },
         )
         .await?;
-    Ok(())
+    Ok(event.id)
 }

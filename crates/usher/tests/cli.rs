@@ -86,7 +86,26 @@ on_each_engine! {
         let login: serde_json::Value = login.json().await.unwrap();
         assert_eq!(login["user"]["role"], "organizer");
         let events: serde_json::Value = client.get(format!("{base}/v1/events")).send().await.unwrap().json().await.unwrap();
-        assert_eq!(events["items"].as_array().unwrap().len(), 2);
+        let events = events["items"].as_array().unwrap();
+        assert_eq!(events.len(), 2);
+        // Each demo event has two performances (one reserved, one general admission
+        // event), however often seed ran.
+        let mut kinds = Vec::new();
+        for event in events {
+            let detail: serde_json::Value = client
+                .get(format!("{base}/v1/events/{}", event["id"].as_str().unwrap()))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let performances = detail["performances"].as_array().unwrap();
+            assert_eq!(performances.len(), 2);
+            kinds.push(performances[0]["kind"].as_str().unwrap().to_owned());
+        }
+        kinds.sort();
+        assert_eq!(kinds, ["general", "reserved"]);
         assert!(terminate(child).success());
     }
 }
