@@ -9,8 +9,8 @@ use usher_core::inventory::{
     PriceInput, RowInput, SeatingInput, SeatsInput, SectionInput, TicketTypeInput,
 };
 use usher_core::{
-    Email, EventAttributes, EventStatus, EventText, EventTitle, HoldTtl, MaxPerBooking,
-    PageLimit, Password, Role, SeatingPlan, User, UserName,
+    Email, EventAttributes, EventStatus, EventText, EventTitle, HoldTtl, MaxPerBooking, PageLimit,
+    Password, Role, SeatingPlan, User, UserName,
 };
 use usher_store::{EventPatch, EventQuery, EventScope, NewEvent, NewPerformance, NewUser, Store};
 
@@ -118,7 +118,10 @@ async fn ensure_user(
 fn demo_hall() -> SeatingPlan {
     let section = |name: &str, amount, rows: usize, seats| SectionInput {
         name: name.into(),
-        price: PriceInput { amount, currency: "EUR".into() },
+        price: PriceInput {
+            amount,
+            currency: "EUR".into(),
+        },
         rows: (0..rows)
             .map(|r| RowInput {
                 label: ((b'A' + r as u8) as char).to_string(),
@@ -127,7 +130,10 @@ fn demo_hall() -> SeatingPlan {
             .collect(),
     };
     let input = SeatingInput::Reserved {
-        sections: vec![section("Stalls", 4500, 10, 20), section("Balcony", 2900, 4, 12)],
+        sections: vec![
+            section("Stalls", 4500, 10, 20),
+            section("Balcony", 2900, 4, 12),
+        ],
     };
     SeatingPlan::parse(input, "seating").unwrap_or_else(|_| unreachable!("demo plan is valid"))
 }
@@ -136,7 +142,10 @@ fn demo_hall() -> SeatingPlan {
 fn demo_floor() -> SeatingPlan {
     let ticket = |name: &str, amount, capacity| TicketTypeInput {
         name: name.into(),
-        price: PriceInput { amount, currency: "EUR".into() },
+        price: PriceInput {
+            amount,
+            currency: "EUR".into(),
+        },
         capacity,
     };
     let input = SeatingInput::General {
