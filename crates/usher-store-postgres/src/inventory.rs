@@ -521,6 +521,12 @@ impl From<sqlx::Error> for Retry {
     }
 }
 
+impl From<Retry> for StoreError {
+    fn from(retry: Retry) -> Self {
+        retry.into_error()
+    }
+}
+
 impl From<StoreError> for Retry {
     fn from(error: StoreError) -> Self {
         Retry::Fail(error)
@@ -761,7 +767,10 @@ async fn release_units(conn: &mut PgConnection, bookings: &[Uuid]) -> Result<u64
 }
 
 /// Bookings with their units, in the order of `ids`.
-async fn load_bookings(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Booking>, Retry> {
+pub(crate) async fn load_bookings(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Booking>, Retry> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

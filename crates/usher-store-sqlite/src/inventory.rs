@@ -686,7 +686,10 @@ async fn finish(
 }
 
 /// Bookings with their units, in the order of `ids`.
-async fn load_bookings(conn: &mut SqliteConnection, ids: &[Uuid]) -> StoreResult<Vec<Booking>> {
+pub(crate) async fn load_bookings(
+    conn: &mut SqliteConnection,
+    ids: &[Uuid],
+) -> StoreResult<Vec<Booking>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

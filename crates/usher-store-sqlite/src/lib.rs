@@ -6,6 +6,7 @@
 //! Commits are durable (`synchronous = FULL`): a confirmed booking survives power loss.
 
 mod inventory;
+mod payments;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,9 +20,10 @@ use uuid::Uuid;
 
 use usher_core::{Booking, Cursor, Email, Event, PageLimit, Performance, Role, Unit, User};
 use usher_store::{
-    CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, InventoryCommand, NewEvent,
-    NewPerformance, NewRefreshToken, NewUser, Page, PerformanceInventory, PerformanceSales,
-    Readiness, Rotation, Store, StoreError, StoreResult, UserCredentials, UserRow,
+    CheckoutStart, CommandOutcome, Confirmation, EventPatch, EventQuery, EventRow, EventScope,
+    IdempotencyStart, InventoryCommand, Job, JobState, NewEvent, NewPerformance, NewRefreshToken,
+    NewUser, Page, Payment, PerformanceInventory, PerformanceSales, ProviderEvent, Readiness,
+    RefundOutcome, Rotation, Store, StoreError, StoreResult, UserCredentials, UserRow,
     contains_pattern, page_from_rows, search_key,
 };
 
@@ -494,5 +496,151 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PerformanceSales>> {
         self.event_sales(event_id, now).await
+    }
+
+    async fn start_checkout(
+        &self,
+        booking_id: Uuid,
+        payment_id: Uuid,
+        provider: &str,
+        hold_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CheckoutStart> {
+        self.do_start_checkout(booking_id, payment_id, provider, hold_until, now)
+            .await
+    }
+
+    async fn attach_checkout(
+        &self,
+        payment_id: Uuid,
+        provider_ref: &str,
+        checkout_url: &str,
+    ) -> StoreResult<()> {
+        self.do_attach_checkout(payment_id, provider_ref, checkout_url)
+            .await
+    }
+
+    async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>> {
+        self.do_payment(id).await
+    }
+
+    async fn payment_by_ref(
+        &self,
+        provider: &str,
+        provider_ref: &str,
+    ) -> StoreResult<Option<Payment>> {
+        self.do_payment_by_ref(provider, provider_ref).await
+    }
+
+    async fn confirm_payment(
+        &self,
+        payment_id: Uuid,
+        event: Option<ProviderEvent>,
+        provider_payment_ref: Option<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Confirmation> {
+        self.do_confirm_payment(payment_id, event, provider_payment_ref, now)
+            .await
+    }
+
+    async fn fail_payment(
+        &self,
+        payment_id: Uuid,
+        event: Option<ProviderEvent>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.do_fail_payment(payment_id, event, now).await
+    }
+
+    async fn refund_booking(
+        &self,
+        booking_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RefundOutcome> {
+        self.do_refund_booking(booking_id, now).await
+    }
+
+    async fn payment_refunded(
+        &self,
+        payment_id: Uuid,
+        event: Option<ProviderEvent>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.do_payment_refunded(payment_id, event, now).await
+    }
+
+    async fn claim_jobs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        self.do_claim_jobs(now, lease_until, limit).await
+    }
+
+    async fn finish_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        self.do_finish_job(id, now).await
+    }
+
+    async fn fail_job(
+        &self,
+        id: Uuid,
+        error: &str,
+        run_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.do_fail_job(id, error, run_at, now).await
+    }
+
+    async fn jobs(&self, state: JobState, limit: u32) -> StoreResult<Vec<Job>> {
+        self.do_jobs(state, limit).await
+    }
+
+    async fn requeue_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+        self.do_requeue_job(id, now).await
+    }
+
+    async fn email_sent(&self, booking_id: Uuid) -> StoreResult<bool> {
+        self.do_email_sent(booking_id).await
+    }
+
+    async fn record_email_sent(
+        &self,
+        booking_id: Uuid,
+        message_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.do_record_email_sent(booking_id, message_id, now).await
+    }
+
+    async fn idempotency_start(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyStart> {
+        self.do_idempotency_start(scope, key, fingerprint, now)
+            .await
+    }
+
+    async fn idempotency_complete(
+        &self,
+        scope: &str,
+        key: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> StoreResult<()> {
+        self.do_idempotency_complete(scope, key, status, content_type, body)
+            .await
+    }
+
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> StoreResult<()> {
+        self.do_idempotency_abandon(scope, key).await
+    }
+
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.do_idempotency_purge(before).await
     }
 }

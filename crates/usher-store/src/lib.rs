@@ -15,9 +15,14 @@ use usher_core::{
 };
 
 pub mod inventory;
+pub mod payments;
 pub use inventory::{
     BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
     PerformanceInventory, PerformanceSales, Selection, UnitRow, ZERO_UUID,
+};
+pub use payments::{
+    CheckoutStart, Confirmation, IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow,
+    PaymentStatus, ProviderEvent, RefundOutcome,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -245,6 +250,122 @@ pub trait Store: Send + Sync + 'static {
     /// Sales figures per performance of an event, at `now`.
     async fn sales(&self, event_id: Uuid, now: DateTime<Utc>)
     -> StoreResult<Vec<PerformanceSales>>;
+
+    // --- payments ------------------------------------------------------------------
+
+    /// Extends a live hold to `hold_until` (never shortens it) and records a pending
+    /// payment of the booking's total, in one transaction.
+    async fn start_checkout(
+        &self,
+        booking_id: Uuid,
+        payment_id: Uuid,
+        provider: &str,
+        hold_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CheckoutStart>;
+    /// Records the provider's checkout id and URL once the provider has answered.
+    async fn attach_checkout(
+        &self,
+        payment_id: Uuid,
+        provider_ref: &str,
+        checkout_url: &str,
+    ) -> StoreResult<()>;
+    async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>>;
+    async fn payment_by_ref(
+        &self,
+        provider: &str,
+        provider_ref: &str,
+    ) -> StoreResult<Option<Payment>>;
+    /// The payment succeeded: in one transaction, record the provider event (a replay
+    /// is a no-op), sell the booking's units (re-taking them if the hold expired and they
+    /// are still free) and queue the confirmation email — or, if the units are gone,
+    /// mark the booking refunded and queue the refund. No buyer pays for nothing.
+    async fn confirm_payment(
+        &self,
+        payment_id: Uuid,
+        event: Option<ProviderEvent>,
+        provider_payment_ref: Option<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Confirmation>;
+    /// The payment failed or its checkout expired; the hold runs out on its own.
+    /// Returns false for a replayed event or an unknown payment.
+    async fn fail_payment(
+        &self,
+        payment_id: Uuid,
+        event: Option<ProviderEvent>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Refunds a confirmed booking: units back on sale, booking refunded, a refund job
+    /// per captured payment.
+    async fn refund_booking(
+        &self,
+        booking_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RefundOutcome>;
+    /// The provider reports the money returned (our refund job, or a refund made in the
+    /// provider's dashboard). A confirmed booking paid by it is refunded too.
+    async fn payment_refunded(
+        &self,
+        payment_id: Uuid,
+        event: Option<ProviderEvent>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    // --- jobs (the outbox) ----------------------------------------------------------
+
+    /// Claims up to `limit` due jobs (or running ones whose lease ran out: their worker
+    /// died) until `lease_until`, counting an attempt for each.
+    async fn claim_jobs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>>;
+    async fn finish_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Records a failed attempt; the job runs again at `run_at`, or is parked as dead
+    /// when `run_at` is `None`.
+    async fn fail_job(
+        &self,
+        id: Uuid,
+        error: &str,
+        run_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn jobs(&self, state: JobState, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Puts a dead job back in the queue with a fresh count of attempts.
+    async fn requeue_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    // --- emails ---------------------------------------------------------------------
+
+    async fn email_sent(&self, booking_id: Uuid) -> StoreResult<bool>;
+    async fn record_email_sent(
+        &self,
+        booking_id: Uuid,
+        message_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    // --- idempotency keys -----------------------------------------------------------
+
+    async fn idempotency_start(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyStart>;
+    async fn idempotency_complete(
+        &self,
+        scope: &str,
+        key: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> StoreResult<()>;
+    /// Forgets a key whose request will not be stored (429, 5xx), so a retry runs again.
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> StoreResult<()>;
+    /// Deletes keys created before `before`. Returns how many.
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
 /// A `users` row as both engines read it; turned into a [`User`] by [`UserRow::into_user`].

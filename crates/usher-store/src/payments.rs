@@ -1,0 +1,242 @@
+//! Payments, provider events, the job outbox, idempotency keys and sent emails: the
+//! part of the storage contract that makes paying safe to retry.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use usher_core::{Booking, Money};
+
+use crate::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    RefundPending,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::RefundPending => "refund_pending",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, StoreError> {
+        Ok(match raw {
+            "pending" => PaymentStatus::Pending,
+            "succeeded" => PaymentStatus::Succeeded,
+            "failed" => PaymentStatus::Failed,
+            "refund_pending" => PaymentStatus::RefundPending,
+            "refunded" => PaymentStatus::Refunded,
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "unknown payment status {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub id: Uuid,
+    pub booking_id: Uuid,
+    /// `mock` or `stripe`.
+    pub provider: String,
+    /// The provider's id of the checkout (a Stripe Checkout Session id).
+    pub provider_ref: Option<String>,
+    /// The provider's id of the captured payment (a Stripe PaymentIntent id), for refunds.
+    pub provider_payment_ref: Option<String>,
+    pub status: PaymentStatus,
+    pub amount: Money,
+    pub checkout_url: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A provider's notification, recorded by id so that a replay changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEvent {
+    pub provider: String,
+    pub event_id: String,
+    pub kind: String,
+}
+
+/// Jobs the outbox knows. The payload names the booking or payment concerned.
+pub mod job_kind {
+    pub const CONFIRMATION_EMAIL: &str = "confirmation_email";
+    pub const REFUND: &str = "refund";
+}
+
+/// How many times a job is tried before it is parked as dead.
+pub const JOB_MAX_ATTEMPTS: i64 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, StoreError> {
+        Ok(match raw {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            "dead" => JobState::Dead,
+            other => return Err(StoreError::Backend(format!("unknown job state {other:?}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub state: JobState,
+    /// Attempts started so far, this one included when claimed.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A `jobs` row as both engines read it.
+#[derive(Debug)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub payload: String,
+    pub state: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl JobRow {
+    pub fn into_job(self) -> Result<Job, StoreError> {
+        Ok(Job {
+            id: self.id,
+            kind: self.kind,
+            payload: serde_json::from_str(&self.payload)
+                .map_err(|e| StoreError::Backend(format!("corrupt job payload: {e}")))?,
+            state: JobState::parse(&self.state)?,
+            attempts: self.attempts as u32,
+            max_attempts: self.max_attempts as u32,
+            run_at: self.run_at,
+            last_error: self.last_error,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// A `payments` row as both engines read it.
+#[derive(Debug)]
+pub struct PaymentRow {
+    pub id: Uuid,
+    pub booking_id: Uuid,
+    pub provider: String,
+    pub provider_ref: Option<String>,
+    pub provider_payment_ref: Option<String>,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub checkout_url: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PaymentRow {
+    pub fn into_payment(self) -> Result<Payment, StoreError> {
+        Ok(Payment {
+            id: self.id,
+            booking_id: self.booking_id,
+            provider: self.provider,
+            provider_ref: self.provider_ref,
+            provider_payment_ref: self.provider_payment_ref,
+            status: PaymentStatus::parse(&self.status)?,
+            amount: Money::new(
+                self.amount,
+                crate::inventory::stored_currency(&self.currency)?,
+            ),
+            checkout_url: self.checkout_url,
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// What a payment's confirmation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Units sold, booking confirmed, email queued.
+    Confirmed(Booking),
+    /// The payment (or this provider event) was already handled; nothing changed.
+    AlreadyProcessed,
+    /// The money came but the booking cannot have its units (they went to another
+    /// buyer after the hold expired, or the booking was already paid or refunded): the
+    /// payment is being refunded.
+    Refunding(Booking),
+    UnknownPayment,
+}
+
+/// What starting an idempotent request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyStart {
+    /// First time: the key is now in flight; run the request and complete or abandon it.
+    Started,
+    /// The same key is still running.
+    InFlight,
+    /// The same key came with another request.
+    Mismatch,
+    /// Done before: the stored answer.
+    Replay {
+        status: u16,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
+}
+
+/// What moving a booking to refunded found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Refunding(Booking),
+    NotRefundable(usher_core::BookingStatus),
+    NoSuchBooking,
+}
+
+/// What starting checkout found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckoutStart {
+    Started {
+        booking: Booking,
+        payment: Box<Payment>,
+    },
+    NotHeld(usher_core::BookingStatus),
+    NoSuchBooking,
+}
