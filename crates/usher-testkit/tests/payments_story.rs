@@ -16,7 +16,13 @@ use usher_testkit::fixtures::{performance, reserved, user};
 use usher_testkit::invariants::check_performance;
 use usher_testkit::on_each_engine;
 
-async fn hold(store: &Arc<dyn Store>, user_id: Uuid, performance_id: Uuid, units: Vec<Uuid>, now: DateTime<Utc>) -> Booking {
+async fn hold(
+    store: &Arc<dyn Store>,
+    user_id: Uuid,
+    performance_id: Uuid,
+    units: Vec<Uuid>,
+    now: DateTime<Utc>,
+) -> Booking {
     let outcome = store
         .execute(InventoryCommand::Hold(HoldCommand {
             booking_id: Uuid::now_v7(),
@@ -34,9 +40,18 @@ async fn hold(store: &Arc<dyn Store>, user_id: Uuid, performance_id: Uuid, units
     }
 }
 
-async fn checkout(store: &Arc<dyn Store>, booking: &Booking, until: DateTime<Utc>, now: DateTime<Utc>) -> Uuid {
+async fn checkout(
+    store: &Arc<dyn Store>,
+    booking: &Booking,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Uuid {
     let payment_id = Uuid::now_v7();
-    match store.start_checkout(booking.id, payment_id, "mock", until, now).await.unwrap() {
+    match store
+        .start_checkout(booking.id, payment_id, "mock", until, now)
+        .await
+        .unwrap()
+    {
         CheckoutStart::Started { payment, .. } => {
             assert_eq!(payment.status, PaymentStatus::Pending);
             assert_eq!(payment.amount, booking.total);
@@ -47,7 +62,11 @@ async fn checkout(store: &Arc<dyn Store>, booking: &Booking, until: DateTime<Utc
 }
 
 fn event(id: &str) -> Option<ProviderEvent> {
-    Some(ProviderEvent { provider: "stripe".into(), event_id: id.into(), kind: "checkout.session.completed".into() })
+    Some(ProviderEvent {
+        provider: "stripe".into(),
+        event_id: id.into(),
+        kind: "checkout.session.completed".into(),
+    })
 }
 
 struct Scene {
@@ -63,10 +82,23 @@ async fn scene(engine: usher_testkit::Engine) -> Scene {
     let store = engine.fresh_store().await;
     let clock = ManualClock::starting_now();
     let perf = performance(&store, clock.now(), reserved(&[("S", &[4])]), 10).await;
-    let units = store.units(perf.id, clock.now()).await.unwrap().into_iter().map(|u| u.id).collect();
+    let units = store
+        .units(perf.id, clock.now())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
     let buyer = user(&store, "buyer@example.com").await;
     let rival = user(&store, "rival@example.com").await;
-    Scene { store, clock, performance_id: perf.id, units, buyer, rival }
+    Scene {
+        store,
+        clock,
+        performance_id: perf.id,
+        units,
+        buyer,
+        rival,
+    }
 }
 
 on_each_engine! {
