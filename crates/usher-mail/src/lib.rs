@@ -1,0 +1,208 @@
+//! Outgoing mail. [`SmtpMailer`] speaks SMTP (lettre) to the server in `SMTP_URL`;
+//! [`FileMailer`] writes each message as an `.eml` file into a folder, which is what the
+//! embedded default uses. Both send exactly the bytes a mail client would receive.
+//!
+//! Sending is at-least-once: the caller records a success after `send` returns and
+//! retries on error. Each message carries a stable `Message-ID`, and the file mailer
+//! names its file after it, so a retry overwrites rather than duplicates.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+/// One plain-text email.
+#[derive(Debug, Clone)]
+pub struct Email {
+    pub to: String,
+    pub to_name: String,
+    pub subject: String,
+    pub text: String,
+    /// Without angle brackets, e.g. `booking-…@usher`.
+    pub message_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("invalid mail configuration: {0}")]
+    Config(String),
+    #[error("invalid message: {0}")]
+    Message(String),
+    /// The mail server or disk failed; sending again later may work.
+    #[error("sending failed: {0}")]
+    Send(String),
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    async fn send(&self, email: &Email) -> Result<(), MailError>;
+    /// Where mail goes, for the start-up log.
+    fn describe(&self) -> String;
+}
+
+/// Chooses the mailer: SMTP when `smtp_url` is set, else `.eml` files in `mail_dir`.
+pub fn from_config(
+    smtp_url: Option<&str>,
+    mail_dir: &Path,
+    from: &str,
+) -> Result<Arc<dyn Mailer>, MailError> {
+    let from: Mailbox = from
+        .parse()
+        .map_err(|e| MailError::Config(format!("sender address {from:?}: {e}")))?;
+    Ok(match smtp_url {
+        Some(url) => Arc::new(SmtpMailer::new(url, from)?),
+        None => Arc::new(FileMailer::new(mail_dir.to_owned(), from)),
+    })
+}
+
+fn build(from: &Mailbox, email: &Email) -> Result<Message, MailError> {
+    let to = Mailbox::new(
+        Some(email.to_name.clone()),
+        email
+            .to
+            .parse()
+            .map_err(|e| MailError::Message(format!("recipient {:?}: {e}", email.to)))?,
+    );
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(email.subject.clone())
+        .message_id(Some(format!("<{}>", email.message_id)))
+        .header(ContentType::TEXT_PLAIN)
+        .body(email.text.clone())
+        .map_err(|e| MailError::Message(e.to_string()))
+}
+
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    url: String,
+}
+
+impl SmtpMailer {
+    /// `smtp://host:port` (plain, e.g. a local relay), `smtp://…?tls=required`
+    /// (STARTTLS) or `smtps://host` (TLS), with optional `user:password@`.
+    pub fn new(url: &str, from: Mailbox) -> Result<Self, MailError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| MailError::Config(format!("SMTP_URL: {e}")))?
+            .timeout(Some(std::time::Duration::from_secs(20)))
+            .build();
+        // Never log the password.
+        let url = match url.split_once('@') {
+            Some((scheme_and_user, host)) => {
+                let scheme = scheme_and_user.split("://").next().unwrap_or("smtp");
+                format!("{scheme}://…@{host}")
+            }
+            None => url.to_owned(),
+        };
+        Ok(Self {
+            transport,
+            from,
+            url,
+        })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, email: &Email) -> Result<(), MailError> {
+        let message = build(&self.from, email)?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| MailError::Send(e.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        format!("SMTP {}", self.url)
+    }
+}
+
+pub struct FileMailer {
+    dir: PathBuf,
+    from: Mailbox,
+}
+
+impl FileMailer {
+    pub fn new(dir: PathBuf, from: Mailbox) -> Self {
+        Self { dir, from }
+    }
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, email: &Email) -> Result<(), MailError> {
+        let message = build(&self.from, email)?;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| MailError::Send(format!("creating {}: {e}", self.dir.display())))?;
+        let name: String = email
+            .message_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self.dir.join(format!("{name}.eml"));
+        // Write then rename, so a reader never sees half a message.
+        let partial = self
+            .dir
+            .join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        tokio::fs::write(&partial, message.formatted())
+            .await
+            .map_err(|e| MailError::Send(format!("writing {}: {e}", partial.display())))?;
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(|e| MailError::Send(format!("renaming to {}: {e}", path.display())))?;
+        tracing::info!(path = %path.display(), "email written");
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(".eml files in {}", self.dir.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> Email {
+        Email {
+            to: "ann@example.com".into(),
+            to_name: "Ann Lee".into(),
+            subject: "Your tickets".into(),
+            text: "Row A, seat 5".into(),
+            message_id: "booking-123@usher".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn file_mailer_writes_one_eml_per_message_id() {
+        let dir =
+            std::env::temp_dir().join(format!("usher-mail-{}", uuid::Uuid::new_v4().simple()));
+        let mailer = from_config(None, &dir, "Usher <tickets@usher.example>").unwrap();
+        mailer.send(&email()).await.unwrap();
+        mailer.send(&email()).await.unwrap();
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(files.len(), 1, "a retry overwrites");
+        let text = std::fs::read_to_string(dir.join("booking-123_usher.eml")).unwrap();
+        assert!(text.contains("Message-ID: <booking-123@usher>"), "{text}");
+        assert!(text.contains("To: \"Ann Lee\" <ann@example.com>"), "{text}");
+        assert!(text.contains("Row A, seat 5"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        assert!(from_config(None, Path::new("/tmp"), "not an address").is_err());
+        assert!(from_config(Some("ftp://nope"), Path::new("/tmp"), "a@b.example").is_err());
+    }
+}
