@@ -24,18 +24,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use usher_core::Clock;
+use usher_payments::{MockProvider, PaymentProvider, StripeProvider};
 use usher_store::Store;
 
 use crate::auth::{self, TokenKeys};
-use crate::config::ServerConfig;
+use crate::config::{PaymentsConfig, ServerConfig};
 use crate::openapi::ApiDoc;
 use crate::problem::{ApiError, InternalError, problemize};
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Where the generated signing key is kept when `USHER_JWT_SECRET` is not set.
 const JWT_SECRET_SETTING: &str = "jwt_secret";
+/// Where the key that ticket codes are derived from is kept.
+const TICKET_SECRET_SETTING: &str = "ticket_secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -81,13 +84,60 @@ impl Application {
             }
         };
         let cors = cors_layer(&config.cors_origins)?;
-        let state = AppState::new(store, TokenKeys::new(&secret), config, clock);
+        let local = listener.local_addr().map_err(BuildError::Listener)?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let payments: Arc<dyn PaymentProvider> = match &config.payments {
+            PaymentsConfig::Mock => Arc::new(MockProvider::new(public_url.clone())),
+            PaymentsConfig::Stripe {
+                secret_key,
+                api_base,
+                ..
+            } => Arc::new(
+                StripeProvider::new(api_base.clone(), secret_key.clone())
+                    .map_err(|e| BuildError::Setup(e.to_string()))?,
+            ),
+        };
+        let mailer = usher_mail::from_config(
+            config.mail.smtp_url.as_deref(),
+            &config.mail.dir,
+            &config.mail.from,
+        )
+        .map_err(|e| BuildError::Setup(e.to_string()))?;
+        let fresh = auth::generate_secret().map_err(|e| BuildError::Setup(e.to_string()))?;
+        let ticket_secret = store
+            .setting_or_insert(TICKET_SECRET_SETTING, &fresh)
+            .await
+            .map_err(|e| BuildError::Setup(e.to_string()))?
+            .into_bytes();
+        tracing::info!(payments = payments.name(), mail = %mailer.describe(), "providers ready");
+        let state = AppState::new(
+            Services {
+                store,
+                tokens: TokenKeys::new(&secret),
+                clock,
+                payments,
+                mailer,
+                public_url,
+                ticket_secret,
+            },
+            config,
+        );
         let router = router(state.clone(), cors);
         Ok(Self {
             listener,
             router,
             state,
         })
+    }
+
+    /// The state handlers share; tests use it to run jobs by hand.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, BuildError> {
@@ -113,6 +163,13 @@ impl Application {
                 stopped.clone(),
             ))
         });
+        let workers = self.state.config().job_interval.map(|interval| {
+            tokio::spawn(crate::jobs::run(
+                self.state.clone(),
+                interval,
+                stopped.clone(),
+            ))
+        });
         let mut serving = stopped.clone();
         let served = axum::serve(
             self.listener,
@@ -130,6 +187,9 @@ impl Application {
         if let Some(sweeper) = sweeper {
             let _ = sweeper.await;
         }
+        if let Some(workers) = workers {
+            let _ = workers.await;
+        }
         served
     }
 }
@@ -141,6 +201,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::events::router())
         .merge(routes::performances::router())
         .merge(routes::bookings::router())
+        .merge(routes::payments::router())
+        .merge(routes::admin::router())
         .merge(routes::ops::router())
         .split_for_parts()
 }
@@ -149,7 +211,12 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
     let config = state.config().clone();
     let (api, openapi) = api();
     let app = api
-        .with_state(state)
+        .with_state(state.clone())
+        // Inside the trace span and request id, outside the handlers.
+        .layer(middleware::from_fn_with_state(
+            state,
+            crate::idempotency::layer,
+        ))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
 
     // `Router::layer` wraps what is already there, so the layers are listed from the

@@ -1,6 +1,7 @@
 //! The server's configuration, as the binary hands it over (flags and environment are
 //! the binary's business; tests build this directly).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -25,6 +26,45 @@ pub struct ServerConfig {
     /// How often this instance sweeps expired holds (`None`: never, for tests that
     /// sweep by hand).
     pub sweep_interval: Option<Duration>,
+    /// How often this instance looks for due jobs (`None`: never; tests run them by hand).
+    pub job_interval: Option<Duration>,
+    /// Where buyers reach this service (links in checkout and emails). Defaults to
+    /// `http://<listen address>`.
+    pub public_url: Option<String>,
+    pub payments: PaymentsConfig,
+    pub mail: MailConfig,
+}
+
+/// Which payment provider takes the money.
+#[derive(Clone, Debug, Default)]
+pub enum PaymentsConfig {
+    /// Local, documented stand-in: `POST /v1/payments/mock/{id}/complete` pays.
+    #[default]
+    Mock,
+    Stripe {
+        secret_key: SecretString,
+        webhook_secret: SecretString,
+        /// Stripe's API unless set (tests point it at a local fake).
+        api_base: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct MailConfig {
+    /// `smtp://host:port`; when unset, mail is written as .eml files to `dir`.
+    pub smtp_url: Option<String>,
+    pub dir: PathBuf,
+    pub from: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            dir: PathBuf::from("mail"),
+            from: "Usher <tickets@usher.example>".into(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -37,6 +77,10 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             default_hold_ttl: HoldTtl::default(),
             sweep_interval: Some(Duration::from_secs(5)),
+            job_interval: Some(Duration::from_secs(1)),
+            public_url: None,
+            payments: PaymentsConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }

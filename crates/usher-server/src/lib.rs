@@ -5,11 +5,14 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod extract;
+pub mod idempotency;
+pub mod jobs;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;
 pub mod sweeper;
+pub mod tickets;
 
 pub use app::{Application, BuildError};
-pub use config::ServerConfig;
+pub use config::{MailConfig, PaymentsConfig, ServerConfig};

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use usher_core::Clock;
+use usher_mail::Mailer;
+use usher_payments::PaymentProvider;
 use usher_store::Store;
 
 use crate::auth::TokenKeys;
@@ -18,23 +20,54 @@ struct Inner {
     tokens: TokenKeys,
     config: ServerConfig,
     clock: Arc<dyn Clock>,
+    payments: Arc<dyn PaymentProvider>,
+    mailer: Arc<dyn Mailer>,
+    public_url: String,
+    /// Key from which ticket codes are derived.
+    ticket_secret: Vec<u8>,
+}
+
+/// Everything the handlers use besides the configuration.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenKeys,
+    pub clock: Arc<dyn Clock>,
+    pub payments: Arc<dyn PaymentProvider>,
+    pub mailer: Arc<dyn Mailer>,
+    pub public_url: String,
+    pub ticket_secret: Vec<u8>,
 }
 
 impl AppState {
-    pub fn new(
-        store: Arc<dyn Store>,
-        tokens: TokenKeys,
-        config: ServerConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(services: Services, config: ServerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                store,
-                tokens,
+                store: services.store,
+                tokens: services.tokens,
                 config,
-                clock,
+                clock: services.clock,
+                payments: services.payments,
+                mailer: services.mailer,
+                public_url: services.public_url,
+                ticket_secret: services.ticket_secret,
             }),
         }
+    }
+
+    pub fn payments(&self) -> &dyn PaymentProvider {
+        self.inner.payments.as_ref()
+    }
+
+    pub fn mailer(&self) -> &dyn Mailer {
+        self.inner.mailer.as_ref()
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    pub fn ticket_secret(&self) -> &[u8] {
+        &self.inner.ticket_secret
     }
 
     pub fn store_arc(&self) -> Arc<dyn Store> {

@@ -60,6 +60,11 @@ pub async fn run(
                 if let Err(error) = sweep_once(store.as_ref(), clock.as_ref()).await {
                     tracing::error!(%error, "sweeping expired holds failed; will retry");
                 }
+                // Idempotency keys are kept for a day.
+                let cutoff = clock.now() - crate::idempotency::RETENTION;
+                if let Err(error) = store.idempotency_purge(cutoff).await {
+                    tracing::error!(%error, "purging old idempotency keys failed");
+                }
             }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {

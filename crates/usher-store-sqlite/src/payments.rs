@@ -231,7 +231,9 @@ impl SqliteStore {
         provider_ref: &str,
     ) -> StoreResult<Option<Payment>> {
         let id = sqlx::query_scalar!(
-            r#"SELECT id AS "id!: Uuid" FROM payments WHERE provider = ?1 AND provider_ref = ?2"#,
+            r#"SELECT id AS "id!: Uuid" FROM payments
+               WHERE provider = ?1 AND (provider_ref = ?2 OR provider_payment_ref = ?2)
+               LIMIT 1"#,
             provider,
             provider_ref
         )

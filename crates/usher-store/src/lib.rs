@@ -271,6 +271,7 @@ pub trait Store: Send + Sync + 'static {
         checkout_url: &str,
     ) -> StoreResult<()>;
     async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>>;
+    /// The payment with this provider id: of its checkout, or of the captured payment.
     async fn payment_by_ref(
         &self,
         provider: &str,

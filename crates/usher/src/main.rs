@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use usher_core::{Email, HoldTtl, SystemClock};
-use usher_server::{Application, ServerConfig};
+use usher_server::{Application, MailConfig, PaymentsConfig, ServerConfig};
 use usher_store::Store;
 use usher_store_postgres::PostgresStore;
 use usher_store_sqlite::SqliteStore;
@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Apply migrations and serve the API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply migrations and exit.
     Migrate(DatabaseArgs),
     /// Load demo data (idempotent) and print the demo accounts' credentials.
@@ -77,6 +77,41 @@ struct ServeArgs {
     /// How often this instance sweeps expired holds, in seconds.
     #[arg(long, env = "USHER_SWEEP_INTERVAL_SECONDS", default_value_t = 5)]
     sweep_interval_seconds: u64,
+    /// Where buyers reach this service, for links in checkout and email
+    /// (default `http://<listen address>`).
+    #[arg(long, env = "USHER_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// `mock` (pay with `POST /v1/payments/mock/{id}/complete`) or `stripe`.
+    #[arg(long, env = "USHER_PAYMENT_PROVIDER", default_value = "mock")]
+    payment_provider: PaymentProvider,
+    /// Stripe secret API key (`sk_test_…` / `sk_live_…`).
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    stripe_secret_key: Option<String>,
+    /// Signing secret of the Stripe webhook endpoint (`whsec_…`).
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    stripe_webhook_secret: Option<String>,
+    /// Stripe's API base URL; tests point it at a local fake.
+    #[arg(long, env = "STRIPE_API_BASE")]
+    stripe_api_base: Option<String>,
+    /// `smtp://host:port` (or `smtps://user:pass@host`); unset writes .eml files.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// Folder for .eml files when `SMTP_URL` is unset.
+    #[arg(long, env = "USHER_MAIL_DIR", default_value = "mail")]
+    mail_dir: std::path::PathBuf,
+    /// Sender of Usher's emails.
+    #[arg(
+        long,
+        env = "USHER_MAIL_FROM",
+        default_value = "Usher <tickets@usher.example>"
+    )]
+    mail_from: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PaymentProvider {
+    Mock,
+    Stripe,
 }
 
 #[derive(Args)]
@@ -96,8 +131,8 @@ enum LogFormat {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log.log_format);
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => serve(args).await,
+    match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
+        Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => {
             let store = open_store(&args.database_url).await?;
             store.migrate().await.context("applying migrations")?;
@@ -132,6 +167,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store = open_store(&args.database.database_url).await?;
     store.migrate().await.context("applying migrations")?;
+    let payments = match args.payment_provider {
+        PaymentProvider::Mock => PaymentsConfig::Mock,
+        PaymentProvider::Stripe => {
+            let (Some(secret_key), Some(webhook_secret)) =
+                (args.stripe_secret_key, args.stripe_webhook_secret)
+            else {
+                bail!(
+                    "USHER_PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET"
+                );
+            };
+            PaymentsConfig::Stripe {
+                secret_key: SecretString::from(secret_key),
+                webhook_secret: SecretString::from(webhook_secret),
+                api_base: args.stripe_api_base,
+            }
+        }
+    };
     let config = ServerConfig {
         jwt_secret: args.jwt_secret.map(SecretString::from),
         admin_email,
@@ -144,6 +196,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         default_hold_ttl,
         sweep_interval: Some(Duration::from_secs(args.sweep_interval_seconds)),
+        job_interval: Some(Duration::from_secs(1)),
+        public_url: args.public_url,
+        payments,
+        mail: MailConfig {
+            smtp_url: args.smtp_url.filter(|u| !u.is_empty()),
+            dir: args.mail_dir,
+            from: args.mail_from,
+        },
     };
     let listener = TcpListener::bind(args.addr)
         .await

@@ -48,6 +48,9 @@ pub struct BookedUnitView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket_type_id: Option<Uuid>,
     pub price: MoneyView,
+    /// Shown at the door; present once the booking is confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_code: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,15 +70,22 @@ pub struct BookingView {
 }
 
 impl BookingView {
-    pub fn new(booking: Booking, now: DateTime<Utc>) -> Self {
+    pub fn new(state: &AppState, booking: Booking, now: DateTime<Utc>) -> Self {
+        let status = booking.status_at(now);
+        let booking_id = booking.id;
+        let code = |unit_id| {
+            (status == BookingStatus::Confirmed)
+                .then(|| crate::tickets::code(state.ticket_secret(), booking_id, unit_id))
+        };
         Self {
             id: booking.id,
-            status: booking.status_at(now).as_str().into(),
+            status: status.as_str().into(),
             performance_id: booking.performance_id,
             units: booking
                 .units
                 .into_iter()
                 .map(|u| BookedUnitView {
+                    ticket_code: code(u.unit_id),
                     id: u.unit_id,
                     section: u.section,
                     row: u.row,
@@ -250,7 +260,7 @@ async fn create_booking(
             tracing::info!(booking_id = %booking.id, units = booking.units.len(), "units held");
             Ok((
                 StatusCode::CREATED,
-                axum::Json(BookingView::new(booking, now)),
+                axum::Json(BookingView::new(&state, booking, now)),
             ))
         }
         CommandOutcome::Unavailable { unit_ids } => Err(ApiError::UnitsTaken {
@@ -321,7 +331,7 @@ async fn list_bookings(
         items: page
             .items
             .into_iter()
-            .map(|b| BookingView::new(b, now))
+            .map(|b| BookingView::new(&state, b, now))
             .collect(),
         next_cursor: page.next.map(Cursor::encode),
     }))
@@ -341,15 +351,20 @@ async fn get_booking(
     Path(id): Path<String>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
     let booking = readable_booking(&state, caller, &id).await?;
-    Ok(axum::Json(BookingView::new(booking, state.clock().now())))
+    Ok(axum::Json(BookingView::new(
+        &state,
+        booking,
+        state.clock().now(),
+    )))
 }
 
-/// Cancels the caller's held booking; its units are on sale again at once.
+/// Cancels the caller's booking: a hold is released at once; a confirmed booking is
+/// refunded through the payment provider and its units go back on sale.
 #[utoipa::path(delete, path = "/v1/bookings/{id}", tag = "bookings",
     params(("id" = Uuid, Path, description = "Booking id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Cancelled", body = BookingView),
+        (status = 200, description = "Cancelled (was held) or refunded (was confirmed)", body = BookingView),
         (status = 404, description = "No such booking among the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The booking is not held (expired, cancelled …)", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -358,12 +373,12 @@ async fn cancel_booking(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
-    let id = path_id(&id)?;
-    let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
-    if booking.user_id != caller.id {
-        return Err(ApiError::NotFound);
-    }
+    let booking = owned_booking(&state, caller, &id).await?;
+    let id = booking.id;
     let now = state.clock().now();
+    if booking.status_at(now) == BookingStatus::Confirmed {
+        return crate::routes::payments::refund(&state, id).await;
+    }
     match state
         .store()
         .execute(InventoryCommand::Cancel {
@@ -374,16 +389,15 @@ async fn cancel_booking(
     {
         CommandOutcome::Cancelled(booking) => {
             tracing::info!(booking_id = %booking.id, "hold cancelled");
-            Ok(axum::Json(BookingView::new(booking, now)))
+            Ok(axum::Json(BookingView::new(&state, booking, now)))
         }
+        // Confirmed between our read and the cancel: refund instead.
+        CommandOutcome::NotCancellable {
+            status: BookingStatus::Confirmed,
+        } => crate::routes::payments::refund(&state, id).await,
         CommandOutcome::NotCancellable { status } => Err(ApiError::Conflict {
             kind: "booking-not-held",
-            detail: match status {
-                BookingStatus::Confirmed => {
-                    "this booking is paid for; cancelling it needs a refund".to_string()
-                }
-                other => format!("this booking is {other}; only a held booking can be cancelled"),
-            },
+            detail: format!("this booking is {status}; it cannot be cancelled"),
         }),
         CommandOutcome::NoSuchBooking => Err(ApiError::NotFound),
         other => Err(ApiError::Internal(format!(
@@ -392,8 +406,23 @@ async fn cancel_booking(
     }
 }
 
+/// The booking if the caller bought it; 404 otherwise.
+pub async fn owned_booking(
+    state: &AppState,
+    caller: Caller,
+    raw_id: &str,
+) -> Result<Booking, ApiError> {
+    let id = path_id(raw_id)?;
+    let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
+    if booking.user_id == caller.id {
+        Ok(booking)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
 /// The booking if the caller is its buyer, an admin, or the organizer of its event.
-async fn readable_booking(
+pub async fn readable_booking(
     state: &AppState,
     caller: Caller,
     raw_id: &str,

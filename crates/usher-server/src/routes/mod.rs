@@ -1,7 +1,9 @@
 //! Handlers, one module per area of the API.
 
 pub mod accounts;
+pub mod admin;
 pub mod bookings;
 pub mod events;
 pub mod ops;
+pub mod payments;
 pub mod performances;

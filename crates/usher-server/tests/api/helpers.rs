@@ -13,6 +13,8 @@ use usher_store::Store;
 use usher_testkit::Engine;
 
 pub struct TestApp {
+    pub state: usher_server::state::AppState,
+    pub mail_dir: std::path::PathBuf,
     pub address: String,
     pub client: Client,
     pub store: Arc<dyn Store>,
@@ -27,9 +29,16 @@ pub async fn spawn_app(engine: Engine) -> TestApp {
 
 pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
     let store = engine.fresh_store().await;
+    let mail_dir =
+        usher_testkit::scratch_dir().join(format!("mail-{}", uuid::Uuid::new_v4().simple()));
     let mut config = ServerConfig {
-        // Tests sweep by hand, after moving the clock.
+        // Tests sweep and run jobs by hand, after moving the clock.
         sweep_interval: None,
+        job_interval: None,
+        mail: usher_server::MailConfig {
+            dir: mail_dir.clone(),
+            ..Default::default()
+        },
         ..ServerConfig::default()
     };
     configure(&mut config);
@@ -39,11 +48,14 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerCo
         .await
         .expect("build app");
     let address = format!("http://{}", app.local_addr().unwrap());
+    let state = app.state();
     let (shutdown, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     TestApp {
+        state,
+        mail_dir,
         address,
         client: Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -78,6 +90,25 @@ impl Session {
 pub const PASSWORD: &str = "correct horse battery";
 
 impl TestApp {
+    /// Runs every due job (emails, refunds) once, as a worker would.
+    pub async fn run_jobs(&self) -> usize {
+        usher_server::jobs::run_due(&self.state).await
+    }
+
+    /// The .eml files written so far.
+    pub fn emails(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.mail_dir) else {
+            return Vec::new();
+        };
+        let mut mails: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        mails.sort();
+        mails
+    }
+
     pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
         use usher_core::Clock;
         self.clock.now()

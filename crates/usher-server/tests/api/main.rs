@@ -6,5 +6,6 @@ mod bookings;
 mod docs;
 mod events;
 mod helpers;
+mod payments;
 mod performances;
 mod plumbing;

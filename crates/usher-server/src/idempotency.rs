@@ -1,0 +1,155 @@
+//! `Idempotency-Key` on unsafe POSTs. The first request with a key runs and its answer is
+//! stored in the main database (the key, a fingerprint of the request, the status and
+//! body), scoped to the caller and kept 24 hours:
+//!
+//! - same key, same request → the stored answer again, with `Idempotent-Replayed: true`;
+//! - same key, another request → 422;
+//! - same key while the first is still running → 409;
+//! - 429 and 5xx answers are not stored, so a retry after them runs again.
+//!
+//! The key is claimed (`in_flight`) before the handler runs and completed after, so two
+//! concurrent duplicates never both take effect. If the process dies between the two,
+//! the key stays in flight until it expires: a retry gets 409 rather than a second
+//! effect — the safe side for money and seats.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use usher_store::IdempotencyStart;
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// How long keys are kept.
+pub const RETENTION: chrono::Duration = chrono::Duration::hours(24);
+const MAX_KEY_LEN: usize = 255;
+
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let Some(key) = request.headers().get(&HEADER).cloned() else {
+        return next.run(request).await;
+    };
+    // Webhooks carry their own event ids; the provider knows nothing of our keys.
+    if request.uri().path().starts_with("/v1/webhooks/") {
+        return next.run(request).await;
+    }
+    let key = match key.to_str() {
+        Ok(k)
+            if !k.is_empty()
+                && k.len() <= MAX_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            k.to_owned()
+        }
+        _ => {
+            return ApiError::validation(
+                "Idempotency-Key",
+                format!("an idempotency key is 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            )
+            .into_response();
+        }
+    };
+    // Keys are per caller: the same key from two people are two keys.
+    let scope = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .and_then(|token| state.tokens().verify_access(token.trim()).ok())
+        .map_or_else(|| "anonymous".to_owned(), |caller| caller.id.to_string());
+
+    let (parts, body) = request.into_parts();
+    let bytes = match to_bytes(body, state.config().max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update(b" ");
+    hasher.update(parts.uri.to_string().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let fingerprint = hex::encode(hasher.finalize());
+
+    let store = state.store();
+    let now = state.clock().now();
+    match store
+        .idempotency_start(&scope, &key, &fingerprint, now)
+        .await
+    {
+        Err(error) => {
+            ApiError::ServiceUnavailable(format!("idempotency key: {error}")).into_response()
+        }
+        Ok(IdempotencyStart::InFlight) => ApiError::Conflict {
+            kind: "idempotency-key-in-use",
+            detail: "a request with this Idempotency-Key is still being processed; retry shortly"
+                .into(),
+        }
+        .into_response(),
+        Ok(IdempotencyStart::Mismatch) => {
+            ApiError::Validation(vec![crate::problem::FieldError::new(
+                "Idempotency-Key",
+                "this key was used with a different request; use a new key for a new request",
+            )])
+            .into_response()
+        }
+        Ok(IdempotencyStart::Replay {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            if let Some(content_type) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
+            }
+            response
+                .headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+        Ok(IdempotencyStart::Started) => {
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            let (parts, body) = response.into_parts();
+            let bytes = match to_bytes(body, usize::MAX).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    let _ = store.idempotency_abandon(&scope, &key).await;
+                    return ApiError::Internal(format!("reading the response: {error}"))
+                        .into_response();
+                }
+            };
+            let status = parts.status;
+            let outcome = if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                store.idempotency_abandon(&scope, &key).await
+            } else {
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                store
+                    .idempotency_complete(&scope, &key, status.as_u16(), content_type, &bytes)
+                    .await
+            };
+            if let Err(error) = outcome {
+                tracing::error!(%error, "storing the idempotent response failed; the key stays in flight");
+            }
+            Response::from_parts(parts, Body::from(bytes))
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The outbox workers: every instance claims due jobs (confirmation emails, refunds),
+//! runs them, and retries failures with exponential backoff and jitter until a job has
+//! failed `max_attempts` times; then it is parked as dead for an admin to look at.
+//!
+//! A claim is a lease: if the worker dies between claiming and finishing, the job is
+//! claimed again once the lease runs out. Jobs are therefore written to be safe to run
+//! twice: an email is skipped once its sending was recorded; a refund is idempotent at
+//! the provider.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use usher_core::BookingStatus;
+use usher_mail::Email;
+use usher_payments::RefundRequest;
+use usher_store::Job;
+use usher_store::payments::job_kind;
+
+use crate::state::AppState;
+use crate::tickets;
+
+/// How long a claimed job is ours before another worker may take it.
+const LEASE: chrono::Duration = chrono::Duration::seconds(120);
+/// Jobs claimed per round.
+const BATCH: u32 = 10;
+/// The longest wait between two attempts.
+const MAX_BACKOFF_SECONDS: f64 = 3600.0;
+
+/// Runs every due job once. Returns how many ran.
+pub async fn run_due(state: &AppState) -> usize {
+    let mut ran = 0;
+    loop {
+        let now = state.clock().now();
+        let jobs = match state.store().claim_jobs(now, now + LEASE, BATCH).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::error!(%error, "claiming jobs failed");
+                return ran;
+            }
+        };
+        if jobs.is_empty() {
+            return ran;
+        }
+        for job in jobs {
+            ran += 1;
+            run_one(state, job).await;
+        }
+    }
+}
+
+/// Runs [`run_due`] every `interval` until `stop` turns true.
+pub async fn run(state: AppState, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                run_due(&state).await;
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn run_one(state: &AppState, job: Job) {
+    let span =
+        tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
+    let _enter = span.enter();
+    let result = match job.kind.as_str() {
+        job_kind::CONFIRMATION_EMAIL => send_confirmation(state, &job).await,
+        job_kind::REFUND => refund(state, &job).await,
+        other => Err(format!("no handler for job kind {other:?}")),
+    };
+    let now = state.clock().now();
+    let recorded = match result {
+        Ok(()) => {
+            tracing::info!("job done");
+            state.store().finish_job(job.id, now).await
+        }
+        Err(error) if job.attempts >= job.max_attempts => {
+            tracing::error!(%error, "job failed for the last time; parked as dead");
+            state.store().fail_job(job.id, &error, None, now).await
+        }
+        Err(error) => {
+            let next = now + backoff(job.attempts);
+            tracing::warn!(%error, retry_at = %next, "job failed; will retry");
+            state
+                .store()
+                .fail_job(job.id, &error, Some(next), now)
+                .await
+        }
+    };
+    if let Err(error) = recorded {
+        // The lease runs out and the job is claimed again: at-least-once.
+        tracing::error!(%error, "recording the job's result failed");
+    }
+}
+
+/// 2^attempts seconds (capped at an hour), times a random factor in [0.5, 1.5) so that
+/// jobs failing together do not retry together.
+fn backoff(attempts: u32) -> chrono::Duration {
+    let base = 2f64.powi(attempts.min(20) as i32).min(MAX_BACKOFF_SECONDS);
+    let mut byte = [0u8; 1];
+    let jitter = match getrandom::fill(&mut byte) {
+        Ok(()) => 0.5 + f64::from(byte[0]) / 256.0,
+        Err(_) => 1.0,
+    };
+    chrono::Duration::milliseconds((base * jitter * 1000.0) as i64)
+}
+
+fn payload_id(job: &Job, field: &str) -> Result<Uuid, String> {
+    job.payload[field]
+        .as_str()
+        .and_then(|s| Uuid::try_parse(s).ok())
+        .ok_or_else(|| format!("job payload lacks {field}"))
+}
+
+async fn send_confirmation(state: &AppState, job: &Job) -> Result<(), String> {
+    let booking_id = payload_id(job, "booking_id")?;
+    let store = state.store();
+    // Sent before (and recorded): a retry after a crash must not send a second copy.
+    if store
+        .email_sent(booking_id)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(());
+    }
+    let booking = store
+        .booking(booking_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("booking vanished")?;
+    if booking.status != BookingStatus::Confirmed {
+        tracing::info!(status = %booking.status, "booking no longer confirmed; no email");
+        return Ok(());
+    }
+    let user = store
+        .user(booking.user_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("buyer vanished")?;
+    let performance = store
+        .performance(booking.performance_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("performance vanished")?;
+    let event = store
+        .event(performance.event_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("event vanished")?;
+    let message_id = format!("booking-{}@usher", booking.id);
+    let email = Email {
+        to: user.email.as_str().to_owned(),
+        to_name: user.name.as_str().to_owned(),
+        subject: format!("Your tickets for {}", event.title.as_str()),
+        text: confirmation_text(
+            state,
+            &booking,
+            &event,
+            performance.starts_at,
+            user.name.as_str(),
+        ),
+        message_id: message_id.clone(),
+    };
+    state
+        .mailer()
+        .send(&email)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .record_email_sent(booking.id, &message_id, state.clock().now())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn confirmation_text(
+    state: &AppState,
+    booking: &usher_core::Booking,
+    event: &usher_core::Event,
+    starts_at: DateTime<Utc>,
+    name: &str,
+) -> String {
+    let mut text = format!(
+        "Hello {name},\n\nyour booking is confirmed.\n\n{}\n{}\n{} (UTC)\n\n",
+        event.title.as_str(),
+        event.venue.as_str(),
+        starts_at.format("%A %-d %B %Y, %H:%M"),
+    );
+    for unit in &booking.units {
+        let place = match (&unit.section, &unit.row, &unit.label) {
+            (Some(section), Some(row), Some(seat)) => format!("{section}, row {row}, seat {seat}"),
+            _ => "General admission".to_owned(),
+        };
+        let amount = unit.price.amount;
+        text.push_str(&format!(
+            "  {place:<40} {}.{:02} {}   ticket {}\n",
+            amount / 100,
+            amount % 100,
+            unit.price.currency,
+            tickets::code(state.ticket_secret(), booking.id, unit.unit_id),
+        ));
+    }
+    let total = booking.total.amount;
+    text.push_str(&format!(
+        "\nTotal: {}.{:02} {}\nBooking: {}\n\nShow the ticket codes at the door. See you there!\n",
+        total / 100,
+        total % 100,
+        booking.total.currency,
+        booking.id
+    ));
+    text
+}
+
+async fn refund(state: &AppState, job: &Job) -> Result<(), String> {
+    let payment_id = payload_id(job, "payment_id")?;
+    let payment = state
+        .store()
+        .payment(payment_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("payment vanished")?;
+    if payment.status == usher_store::PaymentStatus::Refunded {
+        return Ok(());
+    }
+    let provider = state.payments();
+    if provider.name() != payment.provider {
+        return Err(format!(
+            "the payment was made with {} but this instance runs {}",
+            payment.provider,
+            provider.name()
+        ));
+    }
+    provider
+        .refund(RefundRequest {
+            payment_id,
+            amount: payment.amount,
+            provider_payment_ref: payment.provider_payment_ref.clone(),
+            provider_ref: payment.provider_ref.clone(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    state
+        .store()
+        .payment_refunded(payment_id, None, state.clock().now())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(payment_id = %payment_id, "refunded");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_with_jitter() {
+        for attempts in 1..30 {
+            let wait = backoff(attempts).num_milliseconds() as f64 / 1000.0;
+            let base = 2f64.powi(attempts.min(20) as i32).min(MAX_BACKOFF_SECONDS);
+            assert!(
+                wait >= base * 0.5 && wait < base * 1.5,
+                "{attempts}: {wait}"
+            );
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Admin tools: the job outbox's dead letters, and retrying one.
+
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use usher_store::{Job, JobState};
+
+use crate::extract::{Caller, path_id};
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs))
+        .routes(routes!(retry_job))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    #[schema(example = "confirmation_email")]
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    #[schema(example = "dead")]
+    pub state: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub last_error: Option<String>,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Job> for JobView {
+    fn from(job: Job) -> Self {
+        Self {
+            id: job.id,
+            kind: job.kind,
+            payload: job.payload,
+            state: job.state.as_str().into(),
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            last_error: job.last_error,
+            run_at: job.run_at,
+            created_at: job.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub items: Vec<JobView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobParams {
+    /// `dead` (default), `queued`, `running` or `done`.
+    pub state: Option<String>,
+}
+
+/// Jobs in a state, oldest first (at most 200). Dead jobs failed every attempt.
+#[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin",
+    params(JobParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Jobs", body = JobList),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown state", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<JobParams>,
+) -> Result<axum::Json<JobList>, ApiError> {
+    caller.require_admin()?;
+    let job_state = match params.state.as_deref().unwrap_or("dead") {
+        "dead" => JobState::Dead,
+        "queued" => JobState::Queued,
+        "running" => JobState::Running,
+        "done" => JobState::Done,
+        _ => {
+            return Err(ApiError::validation(
+                "state",
+                "state is one of dead, queued, running, done",
+            ));
+        }
+    };
+    let jobs = state.store().jobs(job_state, 200).await?;
+    Ok(axum::Json(JobList {
+        items: jobs.into_iter().map(JobView::from).collect(),
+    }))
+}
+
+/// Puts a dead job back in the queue with a fresh count of attempts.
+#[utoipa::path(post, path = "/v1/admin/jobs/{id}/retry", tag = "admin",
+    params(("id" = Uuid, Path, description = "Job id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Queued again"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead job", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn retry_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require_admin()?;
+    let id = path_id(&id)?;
+    if state.store().requeue_job(id, state.clock().now()).await? {
+        tracing::info!(job_id = %id, "dead job queued again");
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
