@@ -9,3 +9,4 @@ mod helpers;
 mod payments;
 mod performances;
 mod plumbing;
+mod stripe;
