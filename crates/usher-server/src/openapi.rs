@@ -11,7 +11,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         title = "Usher",
         description = "Event ticketing and booking: events, performances, seat holds, payments.\n\n\
             Errors are `application/problem+json` (RFC 9457). Authenticate with \
-            `Authorization: Bearer <access_token>` from `/v1/auth/login` or `/v1/auth/signup`.",
+            `Authorization: Bearer <access_token>` from `/v1/auth/login` or `/v1/auth/signup`.\n\n\
+            Every unsafe POST accepts an `Idempotency-Key` header (per caller, kept 24 h): a \
+            repeat returns the first answer with `Idempotent-Replayed: true`.",
     ),
     modifiers(&BearerAuth),
     tags(
@@ -19,6 +21,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "events", description = "Events and their status"),
         (name = "performances", description = "Performances, seat maps, counts and sales"),
         (name = "bookings", description = "Holds and bookings"),
+        (name = "payments", description = "Checkout, payment providers, webhooks and refunds"),
+        (name = "admin", description = "Operating the job outbox"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -140,3 +140,21 @@ fn a_short_jwt_secret_is_refused_at_start() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("32 bytes"));
 }
+
+#[test]
+fn stripe_without_its_keys_is_refused_at_start() {
+    let output = usher()
+        .arg("serve")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/stripe.db", scratch_dir().display()),
+        )
+        .env("USHER_ADDR", "127.0.0.1:0")
+        .env("USHER_PAYMENT_PROVIDER", "stripe")
+        .env_remove("STRIPE_SECRET_KEY")
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("STRIPE_SECRET_KEY"));
+}

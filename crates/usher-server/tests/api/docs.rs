@@ -5,8 +5,8 @@ use usher_testkit::Engine;
 
 use crate::helpers::spawn_app;
 
-/// Every path of ../shared/API.md that exists so far (payments, webhooks, the live
-/// WebSocket and /metrics arrive with their features).
+/// Every path of ../shared/API.md that exists so far (the live WebSocket and /metrics
+/// arrive with their features), and our own additions.
 const CONTRACT: &[(&str, &str)] = &[
     ("post", "/v1/auth/signup"),
     ("post", "/v1/auth/login"),
@@ -26,6 +26,12 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/bookings"),
     ("get", "/v1/bookings/{id}"),
     ("delete", "/v1/bookings/{id}"),
+    ("post", "/v1/bookings/{id}/checkout"),
+    ("post", "/v1/payments/mock/{payment_id}/complete"),
+    ("post", "/v1/webhooks/stripe"),
+    ("post", "/v1/refunds"),
+    ("get", "/v1/admin/jobs"),
+    ("post", "/v1/admin/jobs/{id}/retry"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];

@@ -9,4 +9,5 @@ mod helpers;
 mod payments;
 mod performances;
 mod plumbing;
+mod smtp;
 mod stripe;
