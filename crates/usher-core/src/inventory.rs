@@ -324,6 +324,67 @@ impl SeatingPlan {
         }
     }
 
+    /// The plan's priced groups (sections or ticket types), in the organizer's order.
+    pub fn price_groups(&self) -> Vec<PriceGroupPlan<'_>> {
+        match &self.layout {
+            SeatingLayout::Reserved(sections) => sections
+                .iter()
+                .map(|s| PriceGroupPlan {
+                    name: &s.name,
+                    price: s.price,
+                    capacity: s.rows.iter().map(|r| r.seats.len() as u32).sum(),
+                })
+                .collect(),
+            SeatingLayout::General(types) => types
+                .iter()
+                .map(|t| PriceGroupPlan {
+                    name: &t.name,
+                    price: t.price,
+                    capacity: t.capacity,
+                })
+                .collect(),
+        }
+    }
+
+    /// Every sellable place of the plan, in seat-map order. General admission units
+    /// have no labels and sit in one "row" of their ticket type.
+    pub fn units(&self) -> Vec<UnitPlan<'_>> {
+        let mut units = Vec::with_capacity(self.capacity());
+        match &self.layout {
+            SeatingLayout::Reserved(sections) => {
+                for (group, section) in sections.iter().enumerate() {
+                    for (row, row_plan) in section.rows.iter().enumerate() {
+                        for (seat, label) in row_plan.seats.iter().enumerate() {
+                            units.push(UnitPlan {
+                                group,
+                                row,
+                                seat,
+                                row_label: Some(&row_plan.label),
+                                seat_label: Some(label),
+                                price: section.price,
+                            });
+                        }
+                    }
+                }
+            }
+            SeatingLayout::General(types) => {
+                for (group, ticket_type) in types.iter().enumerate() {
+                    for seat in 0..ticket_type.capacity as usize {
+                        units.push(UnitPlan {
+                            group,
+                            row: 0,
+                            seat,
+                            row_label: None,
+                            seat_label: None,
+                            price: ticket_type.price,
+                        });
+                    }
+                }
+            }
+        }
+        units
+    }
+
     pub fn capacity(&self) -> usize {
         match &self.layout {
             SeatingLayout::Reserved(sections) => sections
@@ -334,6 +395,26 @@ impl SeatingPlan {
             SeatingLayout::General(types) => types.iter().map(|t| t.capacity as usize).sum(),
         }
     }
+}
+
+/// A section or ticket type as stored: a priced group of units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceGroupPlan<'a> {
+    pub name: &'a str,
+    pub price: Money,
+    pub capacity: u32,
+}
+
+/// One unit to create: its group, row and seat positions (for ordering and adjacency),
+/// its labels (reserved seating only) and its price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitPlan<'a> {
+    pub group: usize,
+    pub row: usize,
+    pub seat: usize,
+    pub row_label: Option<&'a str>,
+    pub seat_label: Option<&'a str>,
+    pub price: Money,
 }
 
 fn check_name(raw: &str, field: &str, issues: &mut Vec<FieldIssue>) -> Option<String> {

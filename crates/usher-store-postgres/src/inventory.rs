@@ -11,15 +11,13 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
-use usher_core::inventory::SeatingLayout;
-use usher_core::{
-    Booking, Counts, Cursor, HoldTtl, MaxPerBooking, Money, PageLimit, Performance, SeatingKind,
-    Section, TicketType, Unit,
-};
+use usher_core::inventory::{PriceGroupPlan, UnitPlan};
+use usher_core::{Booking, Cursor, PageLimit, Performance, SeatingKind, Section, TicketType, Unit};
 use usher_store::inventory::stored_currency;
 use usher_store::{
-    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance, Page,
-    PerformanceInventory, PerformanceSales, Selection, StoreError, StoreResult, UnitRow, paginate,
+    BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
+    NewPerformance, Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
+    SalesRow, Selection, StoreError, StoreResult, UnitRow, assemble_performances, paginate,
 };
 
 use crate::{PostgresStore, backend};
@@ -28,10 +26,6 @@ use crate::{PostgresStore, backend};
 const INSERT_BATCH: usize = 10_000;
 /// How often a command is retried after a deadlock or a lost race for best seats.
 const ATTEMPTS: usize = 5;
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("corrupt row: {what}"))
-}
 
 /// Deadlocks and serialization failures: the transaction was rolled back and may be
 /// run again.
@@ -73,26 +67,10 @@ impl PostgresStore {
         .await
         .map_err(backend)?;
 
-        let mut units = UnitColumns::with_capacity(new.seating.capacity());
         let mut sections = Vec::new();
         let mut ticket_types = Vec::new();
-        let groups: Vec<(String, Money, u32)> = match &new.seating.layout {
-            SeatingLayout::Reserved(plans) => plans
-                .iter()
-                .map(|s| {
-                    (
-                        s.name.clone(),
-                        s.price,
-                        s.rows.iter().map(|r| r.seats.len() as u32).sum(),
-                    )
-                })
-                .collect(),
-            SeatingLayout::General(plans) => plans
-                .iter()
-                .map(|t| (t.name.clone(), t.price, t.capacity))
-                .collect(),
-        };
-        for (position, (name, price, capacity)) in groups.into_iter().enumerate() {
+        let mut group_ids = Vec::new();
+        for (position, group) in new.seating.price_groups().into_iter().enumerate() {
             let group_id = Uuid::now_v7();
             sqlx::query!(
                 "INSERT INTO price_groups (id, performance_id, position, name, price_amount, capacity)
@@ -100,46 +78,19 @@ impl PostgresStore {
                 group_id,
                 id,
                 position as i32,
-                name,
-                price.amount,
-                capacity as i32
+                group.name,
+                group.price.amount,
+                group.capacity as i32
             )
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-            match &new.seating.layout {
-                SeatingLayout::Reserved(plans) => {
-                    for (r, row) in plans[position].rows.iter().enumerate() {
-                        for (k, seat) in row.seats.iter().enumerate() {
-                            units.push(
-                                group_id,
-                                position,
-                                r,
-                                k,
-                                Some(&row.label),
-                                Some(seat),
-                                price.amount,
-                            );
-                        }
-                    }
-                    sections.push(Section {
-                        id: group_id,
-                        name,
-                        price,
-                    });
-                }
-                SeatingLayout::General(_) => {
-                    for k in 0..capacity as usize {
-                        units.push(group_id, position, 0, k, None, None, price.amount);
-                    }
-                    ticket_types.push(TicketType {
-                        id: group_id,
-                        name,
-                        price,
-                        capacity,
-                    });
-                }
-            }
+            push_group(&mut sections, &mut ticket_types, kind, group_id, &group);
+            group_ids.push(group_id);
+        }
+        let mut units = UnitColumns::with_capacity(new.seating.capacity());
+        for u in new.seating.units() {
+            units.push(group_ids[u.group], &u);
         }
         for start in (0..units.ids.len()).step_by(INSERT_BATCH) {
             let end = (start + INSERT_BATCH).min(units.ids.len());
@@ -186,9 +137,10 @@ impl PostgresStore {
         event_id: Option<Uuid>,
         performance_id: Option<Uuid>,
     ) -> StoreResult<Vec<Performance>> {
-        let rows = sqlx::query!(
-            r#"SELECT id, event_id, starts_at, hold_ttl_seconds, max_per_booking, kind, currency,
-                      created_at
+        let rows = sqlx::query_as!(
+            PerformanceRow,
+            r#"SELECT id, event_id, starts_at, hold_ttl_seconds::bigint AS "hold_ttl_seconds!",
+                      max_per_booking::bigint AS "max_per_booking!", kind, currency, created_at
                FROM performances
                WHERE ($1::uuid IS NULL OR event_id = $1) AND ($2::uuid IS NULL OR id = $2)
                ORDER BY starts_at, id"#,
@@ -198,8 +150,9 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let groups = sqlx::query!(
-            r#"SELECT g.id, g.performance_id, g.name, g.price_amount, g.capacity
+        let groups = sqlx::query_as!(
+            PriceGroupRow,
+            r#"SELECT g.id, g.performance_id, g.name, g.price_amount, g.capacity::bigint AS "capacity!"
                FROM price_groups g JOIN performances p ON p.id = g.performance_id
                WHERE ($1::uuid IS NULL OR p.event_id = $1) AND ($2::uuid IS NULL OR p.id = $2)
                ORDER BY g.position"#,
@@ -209,45 +162,7 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| {
-                let kind =
-                    SeatingKind::parse(&row.kind).map_err(|_| corrupt("performances.kind"))?;
-                let currency = stored_currency(&row.currency)?;
-                let mut sections = Vec::new();
-                let mut ticket_types = Vec::new();
-                for g in groups.iter().filter(|g| g.performance_id == row.id) {
-                    let price = Money::new(g.price_amount, currency);
-                    match kind {
-                        SeatingKind::Reserved => sections.push(Section {
-                            id: g.id,
-                            name: g.name.clone(),
-                            price,
-                        }),
-                        SeatingKind::General => ticket_types.push(TicketType {
-                            id: g.id,
-                            name: g.name.clone(),
-                            price,
-                            capacity: g.capacity as u32,
-                        }),
-                    }
-                }
-                Ok(Performance {
-                    id: row.id,
-                    event_id: row.event_id,
-                    starts_at: row.starts_at,
-                    hold_ttl: HoldTtl::parse(i64::from(row.hold_ttl_seconds))
-                        .map_err(|_| corrupt("performances.hold_ttl_seconds"))?,
-                    max_per_booking: MaxPerBooking::parse(i64::from(row.max_per_booking))
-                        .map_err(|_| corrupt("performances.max_per_booking"))?,
-                    kind,
-                    currency,
-                    sections,
-                    ticket_types,
-                    created_at: row.created_at,
-                })
-            })
-            .collect()
+        assemble_performances(rows, &groups)
     }
 
     pub(crate) async fn count_inventory(
@@ -255,7 +170,8 @@ impl PostgresStore {
         performance_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<PerformanceInventory> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            CountRow,
             r#"SELECT group_id,
                       count(*) AS "capacity!",
                       count(*) FILTER (WHERE state = 'available' OR (state = 'held' AND held_until <= $2)) AS "available!",
@@ -270,23 +186,7 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let mut inventory = PerformanceInventory::default();
-        for row in rows {
-            let counts = Counts {
-                capacity: row.capacity as u64,
-                available: row.available as u64,
-                held: row.held as u64,
-                sold: row.sold as u64,
-                blocked: row.blocked as u64,
-            };
-            inventory.total.capacity += counts.capacity;
-            inventory.total.available += counts.available;
-            inventory.total.held += counts.held;
-            inventory.total.sold += counts.sold;
-            inventory.total.blocked += counts.blocked;
-            inventory.parts.push((row.group_id, counts));
-        }
-        Ok(inventory)
+        Ok(PerformanceInventory::from_rows(rows))
     }
 
     pub(crate) async fn list_units(
@@ -461,7 +361,8 @@ impl PostgresStore {
         event_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PerformanceSales>> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            SalesRow,
             r#"SELECT p.id, p.starts_at, p.currency,
                       count(u.id) AS "capacity!",
                       count(u.id) FILTER (WHERE u.state = 'available' OR (u.state = 'held' AND u.held_until <= $2)) AS "available!",
@@ -478,22 +379,7 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(PerformanceSales {
-                    performance_id: r.id,
-                    starts_at: r.starts_at,
-                    counts: Counts {
-                        capacity: r.capacity as u64,
-                        available: r.available as u64,
-                        held: r.held as u64,
-                        sold: r.sold as u64,
-                        blocked: r.blocked as u64,
-                    },
-                    revenue: Money::new(r.revenue, stored_currency(&r.currency)?),
-                })
-            })
-            .collect()
+        rows.into_iter().map(SalesRow::into_sales).collect()
     }
 }
 
@@ -834,24 +720,38 @@ impl UnitColumns {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        group: Uuid,
-        group_position: usize,
-        row_position: usize,
-        seat_position: usize,
-        row_label: Option<&String>,
-        seat_label: Option<&String>,
-        price: i64,
-    ) {
+    fn push(&mut self, group: Uuid, unit: &UnitPlan<'_>) {
         self.ids.push(Uuid::now_v7());
         self.groups.push(group);
-        self.group_positions.push(group_position as i32);
-        self.row_positions.push(row_position as i32);
-        self.seat_positions.push(seat_position as i32);
-        self.row_labels.push(row_label.cloned());
-        self.seat_labels.push(seat_label.cloned());
-        self.prices.push(price);
+        self.group_positions.push(unit.group as i32);
+        self.row_positions.push(unit.row as i32);
+        self.seat_positions.push(unit.seat as i32);
+        self.row_labels.push(unit.row_label.map(str::to_owned));
+        self.seat_labels.push(unit.seat_label.map(str::to_owned));
+        self.prices.push(unit.price.amount);
+    }
+}
+
+/// Records a created price group as the section or ticket type it is.
+fn push_group(
+    sections: &mut Vec<Section>,
+    ticket_types: &mut Vec<TicketType>,
+    kind: SeatingKind,
+    id: Uuid,
+    group: &PriceGroupPlan<'_>,
+) {
+    let name = group.name.to_owned();
+    match kind {
+        SeatingKind::Reserved => sections.push(Section {
+            id,
+            name,
+            price: group.price,
+        }),
+        SeatingKind::General => ticket_types.push(TicketType {
+            id,
+            name,
+            price: group.price,
+            capacity: group.capacity,
+        }),
     }
 }

@@ -10,15 +10,13 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
-use usher_core::inventory::SeatingLayout;
-use usher_core::{
-    Booking, Counts, Cursor, HoldTtl, MaxPerBooking, Money, PageLimit, Performance, SeatingKind,
-    Section, TicketType, Unit,
-};
+use usher_core::inventory::PriceGroupPlan;
+use usher_core::{Booking, Cursor, PageLimit, Performance, SeatingKind, Section, TicketType, Unit};
 use usher_store::inventory::stored_currency;
 use usher_store::{
-    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance, Page,
-    PerformanceInventory, PerformanceSales, Selection, StoreError, StoreResult, UnitRow, paginate,
+    BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
+    NewPerformance, Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
+    SalesRow, Selection, StoreError, StoreResult, UnitRow, assemble_performances, paginate,
 };
 
 use crate::{SqliteStore, backend};
@@ -30,10 +28,6 @@ const INSERT_BATCH: usize = 5_000;
 fn id_list(ids: &[Uuid]) -> String {
     let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
     serde_json::Value::from(hex).to_string()
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("corrupt row: {what}"))
 }
 
 impl SqliteStore {
@@ -63,88 +57,47 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
 
-        // Each unit as [id, group, group position, row position, seat position, row label,
-        // seat label, price].
-        let mut units: Vec<serde_json::Value> = Vec::with_capacity(new.seating.capacity());
         let mut sections = Vec::new();
         let mut ticket_types = Vec::new();
-        let groups: Vec<(String, Money, u32)> = match &new.seating.layout {
-            SeatingLayout::Reserved(plans) => plans
-                .iter()
-                .map(|s| {
-                    (
-                        s.name.clone(),
-                        s.price,
-                        s.rows.iter().map(|r| r.seats.len() as u32).sum(),
-                    )
-                })
-                .collect(),
-            SeatingLayout::General(plans) => plans
-                .iter()
-                .map(|t| (t.name.clone(), t.price, t.capacity))
-                .collect(),
-        };
-        for (position, (name, price, capacity)) in groups.into_iter().enumerate() {
+        let mut group_ids = Vec::new();
+        for (position, group) in new.seating.price_groups().into_iter().enumerate() {
             let group_id = Uuid::now_v7();
-            let (position_i, capacity_i) = (position as i64, i64::from(capacity));
+            let (position_i, capacity_i) = (position as i64, i64::from(group.capacity));
             sqlx::query!(
                 "INSERT INTO price_groups (id, performance_id, position, name, price_amount, capacity)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 group_id,
                 id,
                 position_i,
-                name,
-                price.amount,
+                group.name,
+                group.price.amount,
                 capacity_i
             )
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-            let group_hex = group_id.simple().to_string();
-            match &new.seating.layout {
-                SeatingLayout::Reserved(plans) => {
-                    for (r, row) in plans[position].rows.iter().enumerate() {
-                        for (k, seat) in row.seats.iter().enumerate() {
-                            units.push(serde_json::json!([
-                                Uuid::now_v7().simple().to_string(),
-                                group_hex,
-                                position,
-                                r,
-                                k,
-                                row.label,
-                                seat,
-                                price.amount
-                            ]));
-                        }
-                    }
-                    sections.push(Section {
-                        id: group_id,
-                        name,
-                        price,
-                    });
-                }
-                SeatingLayout::General(_) => {
-                    for k in 0..capacity {
-                        units.push(serde_json::json!([
-                            Uuid::now_v7().simple().to_string(),
-                            group_hex,
-                            position,
-                            0,
-                            k,
-                            null,
-                            null,
-                            price.amount
-                        ]));
-                    }
-                    ticket_types.push(TicketType {
-                        id: group_id,
-                        name,
-                        price,
-                        capacity,
-                    });
-                }
-            }
+            push_group(&mut sections, &mut ticket_types, kind, group_id, &group);
+            group_ids.push(group_id.simple().to_string());
         }
+        // Each unit as [id, group, group position, row position, seat position, row label,
+        // seat label, price], inserted in batches through `json_each`.
+        let units: Vec<serde_json::Value> = new
+            .seating
+            .units()
+            .into_iter()
+            .map(|u| {
+                serde_json::json!([
+                    Uuid::now_v7().simple().to_string(),
+                    group_ids[u.group],
+                    u.group,
+                    u.row,
+                    u.seat,
+                    u.row_label,
+                    u.seat_label,
+                    u.price.amount
+                ])
+            })
+            .collect();
         for batch in units.chunks(INSERT_BATCH) {
             let batch = serde_json::Value::from(batch.to_vec()).to_string();
             sqlx::query!(
@@ -181,7 +134,8 @@ impl SqliteStore {
         event_id: Option<Uuid>,
         performance_id: Option<Uuid>,
     ) -> StoreResult<Vec<Performance>> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            PerformanceRow,
             r#"SELECT id AS "id!: Uuid", event_id AS "event_id!: Uuid",
                       starts_at AS "starts_at!: DateTime<Utc>", hold_ttl_seconds,
                       max_per_booking, kind, currency,
@@ -195,7 +149,8 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
-        let groups = sqlx::query!(
+        let groups = sqlx::query_as!(
+            PriceGroupRow,
             r#"SELECT g.id AS "id!: Uuid", g.performance_id AS "performance_id!: Uuid", g.name,
                       g.price_amount, g.capacity
                FROM price_groups g JOIN performances p ON p.id = g.performance_id
@@ -207,45 +162,7 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| {
-                let kind =
-                    SeatingKind::parse(&row.kind).map_err(|_| corrupt("performances.kind"))?;
-                let currency = stored_currency(&row.currency)?;
-                let mut sections = Vec::new();
-                let mut ticket_types = Vec::new();
-                for g in groups.iter().filter(|g| g.performance_id == row.id) {
-                    let price = Money::new(g.price_amount, currency);
-                    match kind {
-                        SeatingKind::Reserved => sections.push(Section {
-                            id: g.id,
-                            name: g.name.clone(),
-                            price,
-                        }),
-                        SeatingKind::General => ticket_types.push(TicketType {
-                            id: g.id,
-                            name: g.name.clone(),
-                            price,
-                            capacity: g.capacity as u32,
-                        }),
-                    }
-                }
-                Ok(Performance {
-                    id: row.id,
-                    event_id: row.event_id,
-                    starts_at: row.starts_at,
-                    hold_ttl: HoldTtl::parse(row.hold_ttl_seconds)
-                        .map_err(|_| corrupt("performances.hold_ttl_seconds"))?,
-                    max_per_booking: MaxPerBooking::parse(row.max_per_booking)
-                        .map_err(|_| corrupt("performances.max_per_booking"))?,
-                    kind,
-                    currency,
-                    sections,
-                    ticket_types,
-                    created_at: row.created_at,
-                })
-            })
-            .collect()
+        assemble_performances(rows, &groups)
     }
 
     pub(crate) async fn count_inventory(
@@ -253,7 +170,8 @@ impl SqliteStore {
         performance_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<PerformanceInventory> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            CountRow,
             r#"SELECT group_id AS "group_id!: Uuid",
                       count(*) AS "capacity!: i64",
                       sum(state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "available!: i64",
@@ -268,23 +186,7 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
-        let mut inventory = PerformanceInventory::default();
-        for row in rows {
-            let counts = Counts {
-                capacity: row.capacity as u64,
-                available: row.available as u64,
-                held: row.held as u64,
-                sold: row.sold as u64,
-                blocked: row.blocked as u64,
-            };
-            inventory.total.capacity += counts.capacity;
-            inventory.total.available += counts.available;
-            inventory.total.held += counts.held;
-            inventory.total.sold += counts.sold;
-            inventory.total.blocked += counts.blocked;
-            inventory.parts.push((row.group_id, counts));
-        }
-        Ok(inventory)
+        Ok(PerformanceInventory::from_rows(rows))
     }
 
     pub(crate) async fn list_units(
@@ -423,7 +325,8 @@ impl SqliteStore {
         event_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PerformanceSales>> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            SalesRow,
             r#"SELECT p.id AS "id!: Uuid", p.starts_at AS "starts_at!: DateTime<Utc>", p.currency,
                       count(u.id) AS "capacity!: i64",
                       coalesce(sum(u.state = 'available' OR (u.state = 'held' AND u.held_until <= ?2)), 0) AS "available!: i64",
@@ -440,22 +343,7 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(PerformanceSales {
-                    performance_id: r.id,
-                    starts_at: r.starts_at,
-                    counts: Counts {
-                        capacity: r.capacity as u64,
-                        available: r.available as u64,
-                        held: r.held as u64,
-                        sold: r.sold as u64,
-                        blocked: r.blocked as u64,
-                    },
-                    revenue: Money::new(r.revenue, stored_currency(&r.currency)?),
-                })
-            })
-            .collect()
+        rows.into_iter().map(SalesRow::into_sales).collect()
     }
 }
 
@@ -730,4 +618,28 @@ pub(crate) async fn load_bookings(
         .collect::<StoreResult<Vec<_>>>()?;
     bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id));
     Ok(bookings)
+}
+
+/// Records a created price group as the section or ticket type it is.
+fn push_group(
+    sections: &mut Vec<Section>,
+    ticket_types: &mut Vec<TicketType>,
+    kind: SeatingKind,
+    id: Uuid,
+    group: &PriceGroupPlan<'_>,
+) {
+    let name = group.name.to_owned();
+    match kind {
+        SeatingKind::Reserved => sections.push(Section {
+            id,
+            name,
+            price: group.price,
+        }),
+        SeatingKind::General => ticket_types.push(TicketType {
+            id,
+            name,
+            price: group.price,
+            capacity: group.capacity,
+        }),
+    }
 }

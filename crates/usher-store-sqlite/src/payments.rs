@@ -10,7 +10,7 @@ use usher_core::BookingStatus;
 use usher_store::payments::{JOB_MAX_ATTEMPTS, job_kind};
 use usher_store::{
     CheckoutStart, Confirmation, IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow,
-    ProviderEvent, RefundOutcome, StoreError, StoreResult,
+    ProviderEvent, RefundOutcome, StoreError, StoreResult, unit_takeable,
 };
 
 use crate::inventory::load_bookings;
@@ -294,11 +294,9 @@ impl SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(backend)?;
-                units.iter().all(|u| match u.state.as_str() {
-                    "available" => true,
-                    "held" => u.booking_id == Some(booking_id) || u.held_until.is_some_and(|t| t <= now),
-                    _ => false,
-                })
+                units
+                    .iter()
+                    .all(|u| unit_takeable(&u.state, u.booking_id, u.held_until, booking_id, now))
             };
             if takeable {
                 sqlx::query!(

@@ -6,13 +6,10 @@ use uuid::Uuid;
 
 use usher_core::{
     BookedUnit, Booking, BookingStatus, Counts, Currency, HoldTtl, MaxPerBooking, Money,
-    SeatingPlan, UnitState,
+    Performance, SeatingKind, SeatingPlan, Section, TicketType, UnitState,
 };
 
 use crate::{StoreError, StoreResult, corrupt_value};
-
-/// The nil UUID, for "no value" in columns compared with `=`.
-pub const ZERO_UUID: Uuid = Uuid::nil();
 
 #[derive(Debug, Clone)]
 pub struct NewPerformance {
@@ -190,4 +187,153 @@ impl BookingRow {
 /// Parses a stored currency code.
 pub fn stored_currency(raw: &str) -> StoreResult<Currency> {
     Currency::parse(raw).map_err(|e| StoreError::Backend(format!("corrupt currency: {e}")))
+}
+
+/// A `performances` row as both engines read it.
+#[derive(Debug)]
+pub struct PerformanceRow {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub hold_ttl_seconds: i64,
+    pub max_per_booking: i64,
+    pub kind: String,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A `price_groups` row (a section or a ticket type).
+#[derive(Debug)]
+pub struct PriceGroupRow {
+    pub id: Uuid,
+    pub performance_id: Uuid,
+    pub name: String,
+    pub price_amount: i64,
+    pub capacity: i64,
+}
+
+/// Performances from their rows and their price groups (in position order).
+pub fn assemble_performances(
+    rows: Vec<PerformanceRow>,
+    groups: &[PriceGroupRow],
+) -> StoreResult<Vec<Performance>> {
+    rows.into_iter()
+        .map(|row| {
+            let kind = SeatingKind::parse(&row.kind).map_err(corrupt_value("performances.kind"))?;
+            let currency = stored_currency(&row.currency)?;
+            let mut sections = Vec::new();
+            let mut ticket_types = Vec::new();
+            for g in groups.iter().filter(|g| g.performance_id == row.id) {
+                let price = Money::new(g.price_amount, currency);
+                match kind {
+                    SeatingKind::Reserved => sections.push(Section {
+                        id: g.id,
+                        name: g.name.clone(),
+                        price,
+                    }),
+                    SeatingKind::General => ticket_types.push(TicketType {
+                        id: g.id,
+                        name: g.name.clone(),
+                        price,
+                        capacity: g.capacity as u32,
+                    }),
+                }
+            }
+            Ok(Performance {
+                id: row.id,
+                event_id: row.event_id,
+                starts_at: row.starts_at,
+                hold_ttl: HoldTtl::parse(row.hold_ttl_seconds)
+                    .map_err(corrupt_value("performances.hold_ttl_seconds"))?,
+                max_per_booking: MaxPerBooking::parse(row.max_per_booking)
+                    .map_err(corrupt_value("performances.max_per_booking"))?,
+                kind,
+                currency,
+                sections,
+                ticket_types,
+                created_at: row.created_at,
+            })
+        })
+        .collect()
+}
+
+/// Counts of one price group, as both engines compute them.
+#[derive(Debug)]
+pub struct CountRow {
+    pub group_id: Uuid,
+    pub capacity: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub blocked: i64,
+}
+
+impl PerformanceInventory {
+    /// The per-group counts and their sum.
+    pub fn from_rows(rows: Vec<CountRow>) -> Self {
+        let mut inventory = PerformanceInventory::default();
+        for row in rows {
+            let counts = Counts {
+                capacity: row.capacity as u64,
+                available: row.available as u64,
+                held: row.held as u64,
+                sold: row.sold as u64,
+                blocked: row.blocked as u64,
+            };
+            inventory.total.capacity += counts.capacity;
+            inventory.total.available += counts.available;
+            inventory.total.held += counts.held;
+            inventory.total.sold += counts.sold;
+            inventory.total.blocked += counts.blocked;
+            inventory.parts.push((row.group_id, counts));
+        }
+        inventory
+    }
+}
+
+/// One performance's sales, as both engines compute them.
+#[derive(Debug)]
+pub struct SalesRow {
+    pub id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub currency: String,
+    pub capacity: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub blocked: i64,
+    pub revenue: i64,
+}
+
+impl SalesRow {
+    pub fn into_sales(self) -> StoreResult<PerformanceSales> {
+        Ok(PerformanceSales {
+            performance_id: self.id,
+            starts_at: self.starts_at,
+            counts: Counts {
+                capacity: self.capacity as u64,
+                available: self.available as u64,
+                held: self.held as u64,
+                sold: self.sold as u64,
+                blocked: self.blocked as u64,
+            },
+            revenue: Money::new(self.revenue, stored_currency(&self.currency)?),
+        })
+    }
+}
+
+/// Whether a paid booking may have this unit: it still holds it, or the unit is free
+/// (available, or held by a hold that has expired).
+pub fn unit_takeable(
+    state: &str,
+    holder: Option<Uuid>,
+    held_until: Option<DateTime<Utc>>,
+    booking_id: Uuid,
+    now: DateTime<Utc>,
+) -> bool {
+    match state {
+        "available" => true,
+        "held" => holder == Some(booking_id) || held_until.is_some_and(|t| t <= now),
+        _ => false,
+    }
 }

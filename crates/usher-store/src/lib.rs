@@ -17,8 +17,9 @@ use usher_core::{
 pub mod inventory;
 pub mod payments;
 pub use inventory::{
-    BookedUnitRow, BookingRow, CommandOutcome, HoldCommand, InventoryCommand, NewPerformance,
-    PerformanceInventory, PerformanceSales, Selection, UnitRow, ZERO_UUID,
+    BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
+    NewPerformance, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
+    SalesRow, Selection, UnitRow, assemble_performances, unit_takeable,
 };
 pub use payments::{
     CheckoutStart, Confirmation, IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow,

@@ -247,6 +247,50 @@ pub async fn on_sale(
     response.json().await.unwrap()
 }
 
+/// The cast, a published performance of four seats, and a hold of the first two by the
+/// customer: (organizer, customer, performance, unit ids, booking).
+pub async fn held_pair(app: &TestApp) -> (Session, Session, Value, Vec<String>, Value) {
+    let (_, organizer, customer) = app.cast().await;
+    let performance = on_sale(app, &organizer, rows(&[4]), 4).await;
+    let ids = unit_ids(app, performance["id"].as_str().unwrap()).await;
+    let response = app
+        .post(
+            "/v1/bookings",
+            Some(&customer.access),
+            json!({"performance_id": performance["id"], "unit_ids": [ids[0], ids[1]]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let booking = response.json().await.unwrap();
+    (organizer, customer, performance, ids, booking)
+}
+
+/// Starts checkout for the booking as `who`; returns the checkout answer.
+pub async fn start_checkout(app: &TestApp, who: &Session, booking: &Value) -> Value {
+    let response = app
+        .post(
+            &format!("/v1/bookings/{}/checkout", booking["id"].as_str().unwrap()),
+            Some(&who.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// The mock provider's pay button.
+pub async fn pay(app: &TestApp, who: &Session, checkout: &Value, outcome: &str) -> Response {
+    app.post(
+        &format!(
+            "/v1/payments/mock/{}/complete",
+            checkout["payment_id"].as_str().unwrap()
+        ),
+        Some(&who.access),
+        json!({"outcome": outcome}),
+    )
+    .await
+}
+
 /// Rows of `seats` seats in one section priced 45.00 EUR.
 pub fn rows(seats: &[u32]) -> Value {
     let rows: Vec<Value> = seats

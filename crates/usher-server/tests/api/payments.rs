@@ -4,55 +4,14 @@ use serde_json::{Value, json};
 use usher_testkit::on_each_engine;
 
 use crate::helpers::{
-    Session, TestApp, assert_problem, invalid_fields, on_sale, rows, spawn_app, unit_ids,
+    assert_problem, held_pair, invalid_fields, on_sale, pay, rows, spawn_app, start_checkout,
+    unit_ids,
 };
-
-/// A published reserved performance of 4 seats and a held booking of the first two.
-async fn held_booking(app: &TestApp) -> (Session, Session, Value, Vec<String>, Value) {
-    let (_, organizer, customer) = app.cast().await;
-    let performance = on_sale(app, &organizer, rows(&[4]), 4).await;
-    let ids = unit_ids(app, performance["id"].as_str().unwrap()).await;
-    let booking: Value = app
-        .post(
-            "/v1/bookings",
-            Some(&customer.access),
-            json!({"performance_id": performance["id"], "unit_ids": [ids[0], ids[1]]}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    (organizer, customer, performance, ids, booking)
-}
-
-async fn start_checkout(app: &TestApp, who: &Session, booking: &Value) -> Value {
-    let response = app
-        .post(
-            &format!("/v1/bookings/{}/checkout", booking["id"].as_str().unwrap()),
-            Some(&who.access),
-            json!({}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
-
-async fn pay(app: &TestApp, who: &Session, checkout: &Value, outcome: &str) -> reqwest::Response {
-    app.post(
-        &format!(
-            "/v1/payments/mock/{}/complete",
-            checkout["payment_id"].as_str().unwrap()
-        ),
-        Some(&who.access),
-        json!({"outcome": outcome}),
-    )
-    .await
-}
 
 on_each_engine! {
     async fn mock_flow_hold_checkout_pay_confirmed_one_email(engine) {
         let app = spawn_app(engine).await;
-        let (organizer, customer, performance, ids, booking) = held_booking(&app).await;
+        let (organizer, customer, performance, ids, booking) = held_pair(&app).await;
         let checkout = start_checkout(&app, &customer, &booking).await;
         assert_eq!(checkout["provider"], "mock");
         let payment_id = checkout["payment_id"].as_str().unwrap();
@@ -101,7 +60,7 @@ on_each_engine! {
 
     async fn a_failed_mock_payment_leaves_the_hold_and_sends_nothing(engine) {
         let app = spawn_app(engine).await;
-        let (_, customer, _, _, booking) = held_booking(&app).await;
+        let (_, customer, _, _, booking) = held_pair(&app).await;
         let checkout = start_checkout(&app, &customer, &booking).await;
         let failed: Value = pay(&app, &customer, &checkout, "failed").await.json().await.unwrap();
         assert_eq!(failed["status"], "held");
@@ -117,7 +76,7 @@ on_each_engine! {
 
     async fn checkout_is_for_the_buyers_live_holds_only(engine) {
         let app = spawn_app(engine).await;
-        let (_, customer, _, _, booking) = held_booking(&app).await;
+        let (_, customer, _, _, booking) = held_pair(&app).await;
         let stranger = app.signup("stranger@example.com").await;
         let path = format!("/v1/bookings/{}/checkout", booking["id"].as_str().unwrap());
         assert_problem(app.post(&path, Some(&stranger.access), json!({})).await, StatusCode::NOT_FOUND).await;
@@ -130,7 +89,7 @@ on_each_engine! {
 
     async fn a_late_payment_is_confirmed_if_the_seats_are_still_free(engine) {
         let app = spawn_app(engine).await;
-        let (_, customer, _, _, booking) = held_booking(&app).await;
+        let (_, customer, _, _, booking) = held_pair(&app).await;
         let checkout = start_checkout(&app, &customer, &booking).await;
         app.clock.advance(chrono::Duration::minutes(20));
         usher_server::sweeper::sweep_once(app.store.as_ref(), app.clock.as_ref()).await.unwrap();
@@ -142,7 +101,7 @@ on_each_engine! {
 
     async fn a_late_payment_for_seats_sold_on_is_refunded_and_the_other_buyer_keeps_them(engine) {
         let app = spawn_app(engine).await;
-        let (_, customer, performance, ids, booking) = held_booking(&app).await;
+        let (_, customer, performance, ids, booking) = held_pair(&app).await;
         let rival = app.signup("rival@example.com").await;
         let checkout = start_checkout(&app, &customer, &booking).await;
         app.clock.advance(chrono::Duration::minutes(20));
@@ -170,7 +129,7 @@ on_each_engine! {
 
     async fn cancelling_a_confirmed_booking_refunds_it_and_frees_the_seats(engine) {
         let app = spawn_app(engine).await;
-        let (_, customer, performance, _, booking) = held_booking(&app).await;
+        let (_, customer, performance, _, booking) = held_pair(&app).await;
         let checkout = start_checkout(&app, &customer, &booking).await;
         pay(&app, &customer, &checkout, "succeeded").await;
         let path = format!("/v1/bookings/{}", booking["id"].as_str().unwrap());
@@ -212,7 +171,7 @@ on_each_engine! {
         // A worker claims the email job and dies before finishing: after the lease the
         // job is claimed again, and exactly one email goes out.
         let app = spawn_app(engine).await;
-        let (_, customer, _, _, booking) = held_booking(&app).await;
+        let (_, customer, _, _, booking) = held_pair(&app).await;
         let checkout = start_checkout(&app, &customer, &booking).await;
         pay(&app, &customer, &checkout, "succeeded").await;
         let now = app.clock_now();
@@ -233,7 +192,7 @@ on_each_engine! {
             c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{closed_port}"));
         })
         .await;
-        let (_, customer, _, _, booking) = held_booking(&app).await;
+        let (_, customer, _, _, booking) = held_pair(&app).await;
         let checkout = start_checkout(&app, &customer, &booking).await;
         pay(&app, &customer, &checkout, "succeeded").await;
         for _ in 0..8 {

@@ -1,46 +1,17 @@
 //! Confirmation emails over a real SMTP server on loopback (aiosmtpd).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use usher_testkit::on_each_engine;
 use usher_testkit::smtp::SmtpServer;
 
-use crate::helpers::{TestApp, on_sale, rows, spawn_app_with, unit_ids};
+use crate::helpers::{TestApp, held_pair, pay, spawn_app_with, start_checkout};
 
 /// Holds two seats and pays for them with the mock provider.
 async fn confirmed_booking(app: &TestApp) -> Value {
-    let (_, organizer, customer) = app.cast().await;
-    let performance = on_sale(app, &organizer, rows(&[4]), 4).await;
-    let ids = unit_ids(app, performance["id"].as_str().unwrap()).await;
-    let booking: Value = app
-        .post(
-            "/v1/bookings",
-            Some(&customer.access),
-            json!({"performance_id": performance["id"], "unit_ids": [ids[0], ids[1]]}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let checkout: Value = app
-        .post(
-            &format!("/v1/bookings/{}/checkout", booking["id"].as_str().unwrap()),
-            Some(&customer.access),
-            json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let paid: Value = app
-        .post(
-            &format!(
-                "/v1/payments/mock/{}/complete",
-                checkout["payment_id"].as_str().unwrap()
-            ),
-            Some(&customer.access),
-            json!({"outcome": "succeeded"}),
-        )
+    let (_, customer, _, _, booking) = held_pair(app).await;
+    let checkout = start_checkout(app, &customer, &booking).await;
+    let paid: Value = pay(app, &customer, &checkout, "succeeded")
         .await
         .json()
         .await

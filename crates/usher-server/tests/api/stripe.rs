@@ -11,7 +11,8 @@ use usher_server::PaymentsConfig;
 use usher_testkit::on_each_engine;
 
 use crate::helpers::{
-    Session, TestApp, assert_problem, on_sale, rows, spawn_app, spawn_app_with, unit_ids,
+    Session, TestApp, assert_problem, held_pair, on_sale, rows, spawn_app, spawn_app_with,
+    start_checkout, unit_ids,
 };
 
 const WEBHOOK_SECRET: &str = "whsec_test_usher";
@@ -39,28 +40,9 @@ async fn stripe_app(engine: usher_testkit::Engine) -> (TestApp, MockServer) {
 
 /// A held booking of two seats with checkout started; returns the buyer, booking and checkout.
 async fn checked_out(app: &TestApp) -> (Session, Value, Value) {
-    let (_, organizer, customer) = app.cast().await;
-    let performance = on_sale(app, &organizer, rows(&[4]), 4).await;
-    let ids = unit_ids(app, performance["id"].as_str().unwrap()).await;
-    let booking: Value = app
-        .post(
-            "/v1/bookings",
-            Some(&customer.access),
-            json!({"performance_id": performance["id"], "unit_ids": [ids[0], ids[1]]}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let checkout = app
-        .post(
-            &format!("/v1/bookings/{}/checkout", booking["id"].as_str().unwrap()),
-            Some(&customer.access),
-            json!({}),
-        )
-        .await;
-    assert_eq!(checkout.status(), StatusCode::OK);
-    (customer, booking, checkout.json().await.unwrap())
+    let (_, customer, _, _, booking) = held_pair(app).await;
+    let checkout = start_checkout(app, &customer, &booking).await;
+    (customer, booking, checkout)
 }
 
 fn session_event(id: &str, kind: &str, checkout: &Value, booking: &Value) -> Value {
