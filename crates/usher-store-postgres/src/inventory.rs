@@ -11,13 +11,14 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
-use usher_core::inventory::{PriceGroupPlan, UnitPlan};
-use usher_core::{Booking, Cursor, PageLimit, Performance, SeatingKind, Section, TicketType, Unit};
+use usher_core::inventory::UnitPlan;
+use usher_core::{Booking, Cursor, PageLimit, Performance, Unit};
 use usher_store::inventory::stored_currency;
 use usher_store::{
     BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
     NewPerformance, Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
     SalesRow, Selection, StoreError, StoreResult, UnitRow, assemble_performances, paginate,
+    push_group,
 };
 
 use crate::{PostgresStore, backend};
@@ -729,29 +730,5 @@ impl UnitColumns {
         self.row_labels.push(unit.row_label.map(str::to_owned));
         self.seat_labels.push(unit.seat_label.map(str::to_owned));
         self.prices.push(unit.price.amount);
-    }
-}
-
-/// Records a created price group as the section or ticket type it is.
-fn push_group(
-    sections: &mut Vec<Section>,
-    ticket_types: &mut Vec<TicketType>,
-    kind: SeatingKind,
-    id: Uuid,
-    group: &PriceGroupPlan<'_>,
-) {
-    let name = group.name.to_owned();
-    match kind {
-        SeatingKind::Reserved => sections.push(Section {
-            id,
-            name,
-            price: group.price,
-        }),
-        SeatingKind::General => ticket_types.push(TicketType {
-            id,
-            name,
-            price: group.price,
-            capacity: group.capacity,
-        }),
     }
 }

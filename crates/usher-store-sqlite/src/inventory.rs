@@ -10,13 +10,13 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
-use usher_core::inventory::PriceGroupPlan;
-use usher_core::{Booking, Cursor, PageLimit, Performance, SeatingKind, Section, TicketType, Unit};
+use usher_core::{Booking, Cursor, PageLimit, Performance, Unit};
 use usher_store::inventory::stored_currency;
 use usher_store::{
     BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
     NewPerformance, Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
     SalesRow, Selection, StoreError, StoreResult, UnitRow, assemble_performances, paginate,
+    push_group,
 };
 
 use crate::{SqliteStore, backend};
@@ -618,28 +618,4 @@ pub(crate) async fn load_bookings(
         .collect::<StoreResult<Vec<_>>>()?;
     bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id));
     Ok(bookings)
-}
-
-/// Records a created price group as the section or ticket type it is.
-fn push_group(
-    sections: &mut Vec<Section>,
-    ticket_types: &mut Vec<TicketType>,
-    kind: SeatingKind,
-    id: Uuid,
-    group: &PriceGroupPlan<'_>,
-) {
-    let name = group.name.to_owned();
-    match kind {
-        SeatingKind::Reserved => sections.push(Section {
-            id,
-            name,
-            price: group.price,
-        }),
-        SeatingKind::General => ticket_types.push(TicketType {
-            id,
-            name,
-            price: group.price,
-            capacity: group.capacity,
-        }),
-    }
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use usher_core::inventory::PriceGroupPlan;
 use usher_core::{
     BookedUnit, Booking, BookingStatus, Counts, Currency, HoldTtl, MaxPerBooking, Money,
     Performance, SeatingKind, SeatingPlan, Section, TicketType, UnitState,
@@ -335,5 +336,29 @@ pub fn unit_takeable(
         "available" => true,
         "held" => holder == Some(booking_id) || held_until.is_some_and(|t| t <= now),
         _ => false,
+    }
+}
+
+/// Records a created price group as the section or ticket type it is.
+pub fn push_group(
+    sections: &mut Vec<Section>,
+    ticket_types: &mut Vec<TicketType>,
+    kind: SeatingKind,
+    id: Uuid,
+    group: &PriceGroupPlan<'_>,
+) {
+    let name = group.name.to_owned();
+    match kind {
+        SeatingKind::Reserved => sections.push(Section {
+            id,
+            name,
+            price: group.price,
+        }),
+        SeatingKind::General => ticket_types.push(TicketType {
+            id,
+            name,
+            price: group.price,
+            capacity: group.capacity,
+        }),
     }
 }

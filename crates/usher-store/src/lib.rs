@@ -19,7 +19,7 @@ pub mod payments;
 pub use inventory::{
     BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
     NewPerformance, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
-    SalesRow, Selection, UnitRow, assemble_performances, unit_takeable,
+    SalesRow, Selection, UnitRow, assemble_performances, push_group, unit_takeable,
 };
 pub use payments::{
     CheckoutStart, Confirmation, IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow,
