@@ -1,4 +1,5 @@
-//! `Idempotency-Key` on unsafe POSTs. The first request with a key runs and its answer is
+//! `Idempotency-Key` on unsafe POSTs (all but webhooks and `/v1/auth/*`, see below).
+//! The first request with a key runs and its answer is
 //! stored in the main database (the key, a fingerprint of the request, the status and
 //! body), scoped to the caller and kept 24 hours:
 //!
@@ -37,8 +38,12 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let Some(key) = request.headers().get(&HEADER).cloned() else {
         return next.run(request).await;
     };
-    // Webhooks carry their own event ids; the provider knows nothing of our keys.
-    if request.uri().path().starts_with("/v1/webhooks/") {
+    // Webhooks carry their own event ids; the provider knows nothing of our keys. Auth
+    // answers carry fresh tokens, which must never be stored in the clear (refresh tokens
+    // are kept only as hashes); signup is already safe to repeat (409), and a repeated
+    // login or refresh is just another session.
+    let path = request.uri().path();
+    if path.starts_with("/v1/webhooks/") || path.starts_with("/v1/auth/") {
         return next.run(request).await;
     }
     let key = match key.to_str() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use usher_core::BookingStatus;
@@ -72,7 +73,12 @@ pub async fn run(state: AppState, interval: Duration, mut stop: watch::Receiver<
 async fn run_one(state: &AppState, job: Job) {
     let span =
         tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
-    let _enter = span.enter();
+    // `instrument`, not `enter`: an entered guard held across `.await` leaks the span
+    // into whatever else runs on this thread.
+    run_attempt(state, job).instrument(span).await
+}
+
+async fn run_attempt(state: &AppState, job: Job) {
     let result = match job.kind.as_str() {
         job_kind::CONFIRMATION_EMAIL => send_confirmation(state, &job).await,
         job_kind::REFUND => refund(state, &job).await,
