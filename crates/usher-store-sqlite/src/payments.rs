@@ -16,6 +16,17 @@ use usher_store::{
 use crate::inventory::load_bookings;
 use crate::{SqliteStore, backend};
 
+/// A booking that must exist (we hold a reference to it in this transaction).
+async fn existing_booking(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+) -> StoreResult<usher_core::Booking> {
+    load_bookings(conn, &[id])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Backend(format!("booking {id} vanished")))
+}
+
 /// Records a provider event; false when it was already recorded (a replay).
 async fn record_event(
     conn: &mut SqliteConnection,
@@ -173,10 +184,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-            let booking = load_bookings(&mut tx, &[booking_id])
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Backend("booking vanished".into()))?;
+            let booking = existing_booking(&mut tx, booking_id).await?;
             let (amount, currency) = (booking.total.amount, booking.total.currency.as_str().to_owned());
             sqlx::query!(
                 "INSERT INTO payments (id, booking_id, provider, status, amount, currency, expires_at,
@@ -277,10 +285,7 @@ impl SqliteStore {
             .await
             .map_err(backend)?;
             let booking_id = payment.booking_id;
-            let booking = load_bookings(&mut tx, &[booking_id])
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Backend("payment without booking".into()))?;
+            let booking = existing_booking(&mut tx, booking_id).await?;
             let takeable = if matches!(booking.status, BookingStatus::Confirmed | BookingStatus::Refunded) {
                 false
             } else {
@@ -316,10 +321,7 @@ impl SqliteStore {
                 .await
                 .map_err(backend)?;
                 enqueue(&mut tx, job_kind::CONFIRMATION_EMAIL, serde_json::json!({ "booking_id": booking_id }), now).await?;
-                let booking = load_bookings(&mut tx, &[booking_id])
-                    .await?
-                    .pop()
-                    .ok_or_else(|| StoreError::Backend("booking vanished".into()))?;
+                let booking = existing_booking(&mut tx, booking_id).await?;
                 return Ok((Confirmation::Confirmed(booking), true));
             }
             // The units went to someone else (or the booking is already paid or refunded):
@@ -343,10 +345,7 @@ impl SqliteStore {
                 .map_err(backend)?;
             }
             refund_payment(&mut tx, payment_id, now).await?;
-            let booking = load_bookings(&mut tx, &[booking_id])
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Backend("booking vanished".into()))?;
+            let booking = existing_booking(&mut tx, booking_id).await?;
             Ok((Confirmation::Refunding(booking), true))
         }
         .await;
@@ -412,10 +411,7 @@ impl SqliteStore {
             for payment_id in paid {
                 refund_payment(&mut tx, payment_id, now).await?;
             }
-            let booking = load_bookings(&mut tx, &[booking_id])
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Backend("booking vanished".into()))?;
+            let booking = existing_booking(&mut tx, booking_id).await?;
             Ok((RefundOutcome::Refunding(booking), true))
         }
         .await;
