@@ -163,17 +163,9 @@ pub struct CreatePerformanceRequest {
     pub seating: SeatingRequest,
 }
 
+/// A section (reserved seating) or a ticket type (general admission) with its counts.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TicketTypeView {
-    pub id: Uuid,
-    pub name: String,
-    pub price: MoneyView,
-    pub capacity: u64,
-    pub available: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SectionView {
+pub struct PriceGroupView {
     pub id: Uuid,
     pub name: String,
     pub price: MoneyView,
@@ -199,10 +191,10 @@ pub struct PerformanceView {
     pub max_per_booking: u32,
     /// General admission only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ticket_types: Option<Vec<TicketTypeView>>,
+    pub ticket_types: Option<Vec<PriceGroupView>>,
     /// Reserved seating only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sections: Option<Vec<SectionView>>,
+    pub sections: Option<Vec<PriceGroupView>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -462,12 +454,19 @@ async fn performance_view(
         .store()
         .inventory(performance.id, state.clock().now())
         .await?;
-    let counts_of = |id: Uuid| {
-        inventory
+    let view = |id: Uuid, name: &str, price: Money| {
+        let counts = inventory
             .parts
             .iter()
             .find(|(part, _)| *part == id)
-            .map_or_else(Counts::default, |(_, c)| *c)
+            .map_or_else(Counts::default, |(_, c)| *c);
+        PriceGroupView {
+            id,
+            name: name.to_owned(),
+            price: price.into(),
+            capacity: counts.capacity,
+            available: counts.available,
+        }
     };
     let total = inventory.total;
     let (ticket_types, sections) = match performance.kind {
@@ -476,13 +475,7 @@ async fn performance_view(
                 performance
                     .ticket_types
                     .iter()
-                    .map(|t| TicketTypeView {
-                        id: t.id,
-                        name: t.name.clone(),
-                        price: t.price.into(),
-                        capacity: counts_of(t.id).capacity,
-                        available: counts_of(t.id).available,
-                    })
+                    .map(|t| view(t.id, &t.name, t.price))
                     .collect(),
             ),
             None,
@@ -493,13 +486,7 @@ async fn performance_view(
                 performance
                     .sections
                     .iter()
-                    .map(|s| SectionView {
-                        id: s.id,
-                        name: s.name.clone(),
-                        price: s.price.into(),
-                        capacity: counts_of(s.id).capacity,
-                        available: counts_of(s.id).available,
-                    })
+                    .map(|s| view(s.id, &s.name, s.price))
                     .collect(),
             ),
         ),
