@@ -277,7 +277,7 @@ fn init_logging(format: Option<LogFormat>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Text
     } else {
         LogFormat::Json
