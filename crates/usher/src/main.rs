@@ -116,7 +116,7 @@ enum PaymentProvider {
 
 #[derive(Args)]
 struct LogArgs {
-    /// `json` (default when stdout is not a terminal) or `text`.
+    /// `json` (default when stderr is not a terminal) or `text`.
     #[arg(long, env = "USHER_LOG_FORMAT", global = true)]
     log_format: Option<LogFormat>,
 }
