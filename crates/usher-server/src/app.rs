@@ -210,6 +210,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 fn router(state: AppState, cors: CorsLayer) -> Router {
     let config = state.config().clone();
     let (api, openapi) = api();
+    crate::telemetry::handle();
     let app = api
         .with_state(state.clone())
         // Inside the trace span and request id, outside the handlers.
@@ -217,7 +218,10 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
             state,
             crate::idempotency::layer,
         ))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
+        .route("/metrics", axum::routing::get(crate::telemetry::render))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        // Per route, so that the matched path template is known.
+        .route_layer(middleware::from_fn(crate::telemetry::track));
 
     // `Router::layer` wraps what is already there, so the layers are listed from the
     // innermost (closest to the handlers) to the outermost.

@@ -85,6 +85,13 @@ async fn run_attempt(state: &AppState, job: Job) {
         other => Err(format!("no handler for job kind {other:?}")),
     };
     let now = state.clock().now();
+    let kind = job.kind.clone();
+    let outcome = match &result {
+        Ok(()) => "done",
+        Err(_) if job.attempts >= job.max_attempts => "dead",
+        Err(_) => "retry",
+    };
+    metrics::counter!("usher_jobs_total", "kind" => kind, "outcome" => outcome).increment(1);
     let recorded = match result {
         Ok(()) => {
             tracing::info!("job done");
@@ -182,6 +189,7 @@ async fn send_confirmation(state: &AppState, job: &Job) -> Result<(), String> {
         .send(&email)
         .await
         .map_err(|e| e.to_string())?;
+    metrics::counter!("usher_emails_sent_total").increment(1);
     store
         .record_email_sent(booking.id, &message_id, state.clock().now())
         .await

@@ -12,6 +12,7 @@ pub mod problem;
 pub mod routes;
 pub mod state;
 pub mod sweeper;
+pub mod telemetry;
 pub mod tickets;
 
 pub use app::{Application, BuildError};

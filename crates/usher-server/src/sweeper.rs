@@ -32,6 +32,8 @@ pub async fn sweep_once(store: &dyn Store, clock: &dyn Clock) -> StoreResult<usi
             return Ok(total);
         };
         if !expired.is_empty() {
+            metrics::counter!("usher_holds_expired_total").increment(expired.len() as u64);
+            metrics::counter!("usher_units_released_total").increment(released_units);
             tracing::info!(
                 bookings = expired.len(),
                 units = released_units,

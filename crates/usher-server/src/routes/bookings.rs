@@ -257,24 +257,29 @@ async fn create_booking(
         .await?;
     match outcome {
         CommandOutcome::Held(booking) => {
+            metrics::counter!("usher_holds_total", "outcome" => "held").increment(1);
             tracing::info!(booking_id = %booking.id, units = booking.units.len(), "units held");
             Ok((
                 StatusCode::CREATED,
                 axum::Json(BookingView::new(&state, booking, now)),
             ))
         }
-        CommandOutcome::Unavailable { unit_ids } => Err(ApiError::UnitsTaken {
-            detail: if unit_ids.is_empty() {
-                "not enough places are free for this request; nothing was held".into()
-            } else {
-                format!(
-                    "{} of the asked units are taken; nothing was held",
-                    unit_ids.len()
-                )
-            },
-            unit_ids,
-        }),
+        CommandOutcome::Unavailable { unit_ids } => {
+            metrics::counter!("usher_holds_total", "outcome" => "unavailable").increment(1);
+            Err(ApiError::UnitsTaken {
+                detail: if unit_ids.is_empty() {
+                    "not enough places are free for this request; nothing was held".into()
+                } else {
+                    format!(
+                        "{} of the asked units are taken; nothing was held",
+                        unit_ids.len()
+                    )
+                },
+                unit_ids,
+            })
+        }
         CommandOutcome::UnknownUnits { unit_ids } => {
+            metrics::counter!("usher_holds_total", "outcome" => "invalid").increment(1);
             let (field, what) = match unit_ids.as_slice() {
                 [one] if Some(one.to_string()) == asked_ticket_type => (
                     "ticket_type_id",

@@ -188,6 +188,7 @@ async fn complete_mock_payment(
         }
         "failed" => {
             state.store().fail_payment(payment_id, None, now).await?;
+            metrics::counter!("usher_payments_total", "outcome" => "failed").increment(1);
         }
         _ => {
             return Err(ApiError::validation(
@@ -281,10 +282,13 @@ async fn stripe_webhook(
             log_confirmation(payment, &outcome);
         }
         "checkout.session.expired" | "checkout.session.async_payment_failed" => {
-            state
+            if state
                 .store()
                 .fail_payment(payment, Some(recorded), now)
-                .await?;
+                .await?
+            {
+                metrics::counter!("usher_payments_total", "outcome" => "failed").increment(1);
+            }
         }
         "charge.refunded" if object["refunded"] == true => {
             state
@@ -325,6 +329,13 @@ async fn find_payment(
 }
 
 fn log_confirmation(payment_id: Uuid, outcome: &Confirmation) {
+    let label = match outcome {
+        Confirmation::Confirmed(_) => "confirmed",
+        Confirmation::Refunding(_) => "refunding",
+        Confirmation::AlreadyProcessed => "duplicate",
+        Confirmation::UnknownPayment => "unknown",
+    };
+    metrics::counter!("usher_payments_total", "outcome" => label).increment(1);
     match outcome {
         Confirmation::Confirmed(booking) => {
             tracing::info!(%payment_id, booking_id = %booking.id, "payment confirmed the booking")

@@ -56,6 +56,14 @@ on_each_engine! {
         assert_eq!(read["status"], "confirmed");
         app.run_jobs().await;
         assert_eq!(app.emails().len(), 1);
+        let metrics = app.get("/metrics", None).await.text().await.unwrap();
+        for needle in [
+            "usher_emails_sent_total",
+            "usher_jobs_total{kind=\"confirmation_email\",outcome=\"done\"}",
+            "usher_payments_total{outcome=\"confirmed\"}",
+        ] {
+            assert!(metrics.contains(needle), "{needle} missing");
+        }
     }
 
     async fn a_failed_mock_payment_leaves_the_hold_and_sends_nothing(engine) {

@@ -136,3 +136,34 @@ async fn graceful_shutdown_lets_the_server_stop() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn metrics_are_served_as_prometheus_text() {
+    let app = spawn_app(usher_testkit::Engine::Sqlite).await;
+    let (_, organizer, customer) = app.cast().await;
+    let performance =
+        crate::helpers::on_sale(&app, &organizer, crate::helpers::rows(&[2]), 2).await;
+    let ids = crate::helpers::unit_ids(&app, performance["id"].as_str().unwrap()).await;
+    let body = json!({"performance_id": performance["id"], "unit_ids": [ids[0]]});
+    app.post("/v1/bookings", Some(&customer.access), body.clone())
+        .await;
+    app.post("/v1/bookings", Some(&customer.access), body).await;
+    let response = app.get("/metrics", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for needle in [
+        "usher_http_requests_total{method=\"POST\",route=\"/v1/bookings\",status=\"201\"}",
+        "usher_http_request_duration_seconds_bucket",
+        "usher_holds_total{outcome=\"held\"}",
+        "usher_holds_total{outcome=\"unavailable\"}",
+        "route=\"/v1/performances/{id}/seats\"",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
