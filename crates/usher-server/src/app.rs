@@ -32,13 +32,17 @@ use crate::config::{PaymentsConfig, ServerConfig};
 use crate::openapi::ApiDoc;
 use crate::problem::{ApiError, InternalError, problemize};
 use crate::routes;
+use crate::sealed::Sealer;
 use crate::state::{AppState, Services};
+use sha2::Digest;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Where the generated signing key is kept when `USHER_JWT_SECRET` is not set.
 const JWT_SECRET_SETTING: &str = "jwt_secret";
 /// Where the key that ticket codes are derived from is kept.
 const TICKET_SECRET_SETTING: &str = "ticket_secret";
+/// Where the key that encrypts stored idempotent answers is kept.
+const SEALING_SECRET_SETTING: &str = "idempotency_sealing_secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -114,6 +118,12 @@ impl Application {
             .await
             .map_err(|e| BuildError::Setup(e.to_string()))?
             .into_bytes();
+        let fresh = auth::generate_secret().map_err(|e| BuildError::Setup(e.to_string()))?;
+        let sealing_secret = store
+            .setting_or_insert(SEALING_SECRET_SETTING, &fresh)
+            .await
+            .map_err(|e| BuildError::Setup(e.to_string()))?;
+        let sealer = Sealer::new(sha2::Sha256::digest(sealing_secret.as_bytes()).into());
         tracing::info!(payments = payments.name(), mail = %mailer.describe(), "providers ready");
         let state = AppState::new(
             Services {
@@ -124,6 +134,7 @@ impl Application {
                 mailer,
                 public_url,
                 ticket_secret,
+                sealer,
             },
             config,
         );

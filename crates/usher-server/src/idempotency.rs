@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on unsafe POSTs (all but webhooks and `/v1/auth/*`, see below).
+//! `Idempotency-Key` on unsafe POSTs (all but webhooks, which carry event ids).
 //! The first request with a key runs and its answer is
 //! stored in the main database (the key, a fingerprint of the request, the status and
 //! body), scoped to the caller and kept 24 hours:
@@ -12,6 +12,11 @@
 //! concurrent duplicates never both take effect. If the process dies between the two,
 //! the key stays in flight until it expires: a retry gets 409 rather than a second
 //! effect — the safe side for money and seats.
+//!
+//! Stored answers are encrypted ([`crate::sealed`]): a signup's or a refresh's answer
+//! carries tokens, and refresh tokens are otherwise kept only as hashes. Replaying a
+//! refresh is what makes a retried refresh safe: without it, presenting the old token
+//! again would look like theft and sign the user out.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -38,12 +43,8 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let Some(key) = request.headers().get(&HEADER).cloned() else {
         return next.run(request).await;
     };
-    // Webhooks carry their own event ids; the provider knows nothing of our keys. Auth
-    // answers carry fresh tokens, which must never be stored in the clear (refresh tokens
-    // are kept only as hashes); signup is already safe to repeat (409), and a repeated
-    // login or refresh is just another session.
-    let path = request.uri().path();
-    if path.starts_with("/v1/webhooks/") || path.starts_with("/v1/auth/") {
+    // Webhooks carry their own event ids; the provider knows nothing of our keys.
+    if request.uri().path().starts_with("/v1/webhooks/") {
         return next.run(request).await;
     }
     let key = match key.to_str() {
@@ -89,6 +90,8 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 
     let store = state.store();
     let now = state.clock().now();
+    // Binds a stored answer to its caller and key.
+    let context = format!("{scope}\0{key}");
     match store
         .idempotency_start(&scope, &key, &fingerprint, now)
         .await
@@ -114,6 +117,13 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             content_type,
             body,
         }) => {
+            let body = match state.sealer().open(&body, context.as_bytes()) {
+                Ok(body) => body,
+                Err(error) => {
+                    return ApiError::Internal(format!("stored answer unreadable: {error}"))
+                        .into_response();
+                }
+            };
             let mut response = Response::new(Body::from(body));
             *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             if let Some(content_type) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -147,9 +157,20 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                     .headers
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok());
-                store
-                    .idempotency_complete(&scope, &key, status.as_u16(), content_type, &bytes)
-                    .await
+                match state.sealer().seal(&bytes, context.as_bytes()) {
+                    Ok(sealed) => {
+                        store
+                            .idempotency_complete(
+                                &scope,
+                                &key,
+                                status.as_u16(),
+                                content_type,
+                                &sealed,
+                            )
+                            .await
+                    }
+                    Err(error) => Err(usher_store::StoreError::Backend(error)),
+                }
             };
             if let Err(error) = outcome {
                 tracing::error!(%error, "storing the idempotent response failed; the key stays in flight");

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod sealed;
 pub mod state;
 pub mod sweeper;
 pub mod telemetry;

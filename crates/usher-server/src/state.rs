@@ -9,6 +9,7 @@ use usher_store::Store;
 
 use crate::auth::TokenKeys;
 use crate::config::ServerConfig;
+use crate::sealed::Sealer;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -25,6 +26,8 @@ struct Inner {
     public_url: String,
     /// Key from which ticket codes are derived.
     ticket_secret: Vec<u8>,
+    /// Encrypts the answers kept for idempotency keys.
+    sealer: Sealer,
 }
 
 /// Everything the handlers use besides the configuration.
@@ -36,6 +39,7 @@ pub struct Services {
     pub mailer: Arc<dyn Mailer>,
     pub public_url: String,
     pub ticket_secret: Vec<u8>,
+    pub sealer: Sealer,
 }
 
 impl AppState {
@@ -50,6 +54,7 @@ impl AppState {
                 mailer: services.mailer,
                 public_url: services.public_url,
                 ticket_secret: services.ticket_secret,
+                sealer: services.sealer,
             }),
         }
     }
@@ -64,6 +69,10 @@ impl AppState {
 
     pub fn public_url(&self) -> &str {
         &self.inner.public_url
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.inner.sealer
     }
 
     pub fn ticket_secret(&self) -> &[u8] {

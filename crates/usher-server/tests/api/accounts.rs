@@ -145,6 +145,46 @@ on_each_engine! {
         assert_eq!(other.status(), StatusCode::OK);
     }
 
+    async fn a_refresh_retried_with_its_idempotency_key_replays_instead_of_signing_out(engine) {
+        // The first answer is lost; the client retries with the same key. Without the
+        // replay the old token would be presented twice, which looks like theft.
+        let app = spawn_app(engine).await;
+        let ann = app.signup("ann@example.com").await;
+        let refresh = || {
+            app.client
+                .post(app.url("/v1/auth/refresh"))
+                .header("idempotency-key", "refresh-1")
+                .json(&json!({"refresh_token": ann.refresh}))
+                .send()
+        };
+        let first: serde_json::Value = refresh().await.unwrap().json().await.unwrap();
+        let retry = refresh().await.unwrap();
+        assert_eq!(retry.status(), StatusCode::OK);
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        let retry: serde_json::Value = retry.json().await.unwrap();
+        assert_eq!(retry["refresh_token"], first["refresh_token"]);
+        let next = app.post("/v1/auth/refresh", None, json!({"refresh_token": retry["refresh_token"]})).await;
+        assert_eq!(next.status(), StatusCode::OK, "the session is still alive");
+    }
+
+    async fn signup_with_an_idempotency_key_replays_the_first_answer(engine) {
+        let app = spawn_app(engine).await;
+        let signup = || {
+            app.client
+                .post(app.url("/v1/auth/signup"))
+                .header("idempotency-key", "signup-1")
+                .json(&json!({"email": "ann@example.com", "password": PASSWORD, "name": "Ann"}))
+                .send()
+        };
+        let first = signup().await.unwrap();
+        assert_eq!(first.status(), StatusCode::CREATED);
+        let first = first.text().await.unwrap();
+        let again = signup().await.unwrap();
+        assert_eq!(again.status(), StatusCode::CREATED);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(again.text().await.unwrap(), first);
+    }
+
     async fn unknown_refresh_token_is_401(engine) {
         let app = spawn_app(engine).await;
         let response = app.post("/v1/auth/refresh", None, json!({"refresh_token": "made-up"})).await;
