@@ -116,7 +116,9 @@ async fn refund_payment(
 async fn release_booking_units(conn: &mut PgConnection, booking_id: Uuid) -> StoreResult<()> {
     sqlx::query!(
         "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-         WHERE booking_id = $1 AND state IN ('held', 'sold')",
+         WHERE id IN (SELECT id FROM units WHERE booking_id = $1 AND state IN ('held', 'sold')
+                      ORDER BY id FOR UPDATE)
+           AND booking_id = $1 AND state IN ('held', 'sold')",
         booking_id
     )
     .execute(&mut *conn)
@@ -175,7 +177,9 @@ impl PostgresStore {
             }
             sqlx::query!(
                 "UPDATE units SET held_until = (SELECT held_until FROM bookings WHERE id = $1)
-                 WHERE booking_id = $1 AND state = 'held'",
+                 WHERE id IN (SELECT id FROM units WHERE booking_id = $1 AND state = 'held'
+                              ORDER BY id FOR UPDATE)
+                   AND booking_id = $1 AND state = 'held'",
                 booking_id
             )
             .execute(&mut *tx)
@@ -282,6 +286,12 @@ impl PostgresStore {
             .await
             .map_err(backend)?;
             let booking_id = payment.booking_id;
+            // Lock order everywhere: booking, then its units in id order (as the sweeper
+            // and cancel do), so a confirmation and a sweep cannot deadlock.
+            sqlx::query!("SELECT id FROM bookings WHERE id = $1 FOR UPDATE", booking_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
             let booking = existing_booking(&mut tx, booking_id).await?;
             let takeable = if matches!(booking.status, BookingStatus::Confirmed | BookingStatus::Refunded) {
                 false
