@@ -329,4 +329,88 @@ on_each_engine! {
         }
         assert_eq!(started, 1);
     }
+
+    async fn race_late_payments_sweepers_and_rival_holds_keep_every_invariant(engine) {
+        // 20 holds of two seats expire with checkout open; then, all at once: their 20
+        // late payments arrive, 4 sweepers run, and 20 rivals try to hold the same pairs.
+        // Afterwards every paid booking is confirmed with its seats sold to it, or refunded
+        // with a refund queued; no seat is in two live bookings; counts add up.
+        let store = engine.fresh_store().await;
+        let clock = ManualClock::starting_now();
+        let perf = performance(&store, clock.now(), reserved(&[("S", &[10; 4])]), 10).await;
+        let units: Vec<Uuid> = store.units(perf.id, clock.now()).await.unwrap().into_iter().map(|u| u.id).collect();
+        let buyer = user(&store, "buyer@example.com").await;
+        let rival = user(&store, "rival@example.com").await;
+        let t0 = clock.now();
+        let mut bookings = Vec::new();
+        let mut payments = Vec::new();
+        for pair in units.chunks(2).take(20) {
+            let booking = hold(&store, buyer, perf.id, pair.to_vec(), t0).await;
+            payments.push(checkout(&store, &booking, t0 + Duration::minutes(15), t0).await);
+            bookings.push(booking);
+        }
+        clock.advance(Duration::minutes(20));
+        let now = clock.now();
+        let mut tasks = Vec::new();
+        for (i, payment_id) in payments.iter().copied().enumerate() {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let event = Some(ProviderEvent { provider: "stripe".into(), event_id: format!("evt_{i}"), kind: "checkout.session.completed".into() });
+                store.confirm_payment(payment_id, event, None, now).await.map(|_| None)
+            }));
+        }
+        for _ in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.execute(InventoryCommand::Sweep { now, limit: 5 }).await.map(|_| None)
+            }));
+        }
+        for booking in &bookings {
+            let store = store.clone();
+            let pair: Vec<Uuid> = booking.units.iter().map(|u| u.unit_id).collect();
+            let perf_id = perf.id;
+            tasks.push(tokio::spawn(async move {
+                let booking_id = Uuid::now_v7();
+                let outcome = store
+                    .execute(InventoryCommand::Hold(HoldCommand {
+                        booking_id,
+                        user_id: rival,
+                        performance_id: perf_id,
+                        selection: Selection::Units(pair),
+                        now,
+                        held_until: now + Duration::minutes(10),
+                    }))
+                    .await?;
+                Ok(matches!(outcome, CommandOutcome::Held(_)).then_some(booking_id))
+            }));
+        }
+        let mut rivals = Vec::new();
+        for task in tasks {
+            if let Some(id) = task.await.unwrap().unwrap() {
+                rivals.push(id);
+            }
+        }
+        let mut all: Vec<Uuid> = bookings.iter().map(|b| b.id).collect();
+        all.extend(&rivals);
+        check_performance(store.as_ref(), perf.id, &all, now).await.unwrap();
+        let mut confirmed = 0;
+        for (booking, payment_id) in bookings.iter().zip(&payments) {
+            let booking = store.booking(booking.id).await.unwrap().unwrap();
+            let payment = store.payment(*payment_id).await.unwrap().unwrap();
+            match booking.status {
+                BookingStatus::Confirmed => {
+                    confirmed += 1;
+                    assert_eq!(payment.status, PaymentStatus::Succeeded);
+                }
+                BookingStatus::Refunded => assert_eq!(payment.status, PaymentStatus::RefundPending),
+                other => panic!("a paid booking is {other}"),
+            }
+        }
+        // Each pair went either to its payer or to its rival, never both, never neither.
+        assert_eq!(confirmed + rivals.len(), 20, "confirmed {confirmed}, rivals {}", rivals.len());
+        let jobs = store.claim_jobs(now, now + Duration::minutes(1), 100).await.unwrap();
+        let refunds = jobs.iter().filter(|j| j.kind == job_kind::REFUND).count();
+        let emails = jobs.iter().filter(|j| j.kind == job_kind::CONFIRMATION_EMAIL).count();
+        assert_eq!((emails, refunds), (confirmed, 20 - confirmed));
+    }
 }
