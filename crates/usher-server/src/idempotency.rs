@@ -11,7 +11,8 @@
 //! The key is claimed (`in_flight`) before the handler runs and completed after, so two
 //! concurrent duplicates never both take effect. If the process dies between the two,
 //! the key stays in flight until it expires: a retry gets 409 rather than a second
-//! effect — the safe side for money and seats.
+//! effect — the safe side for money and seats. After five minutes that 409 says so
+//! (`idempotency-key-abandoned`), so the client knows to check and use a new key.
 //!
 //! Stored answers are encrypted ([`crate::sealed`]): a signup's or a refresh's answer
 //! carries tokens, and refresh tokens are otherwise kept only as hashes. Replaying a
@@ -35,6 +36,9 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// How long keys are kept.
 pub const RETENTION: chrono::Duration = chrono::Duration::hours(24);
 const MAX_KEY_LEN: usize = 255;
+/// A key still in flight after this long belongs to a request that died: far longer than
+/// any request may run (the request timeout is 30 s by default).
+pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
@@ -99,7 +103,17 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         Err(error) => {
             ApiError::ServiceUnavailable(format!("idempotency key: {error}")).into_response()
         }
-        Ok(IdempotencyStart::InFlight) => ApiError::Conflict {
+        Ok(IdempotencyStart::InFlight { since }) if now - since > ABANDONED_AFTER => {
+            ApiError::Conflict {
+                kind: "idempotency-key-abandoned",
+                detail: "the first request with this Idempotency-Key never finished (the server \
+                         stopped or the request timed out), so whether it took effect is unknown; \
+                         check its result (for example your bookings), then use a new key"
+                    .into(),
+            }
+            .into_response()
+        }
+        Ok(IdempotencyStart::InFlight { .. }) => ApiError::Conflict {
             kind: "idempotency-key-in-use",
             detail: "a request with this Idempotency-Key is still being processed; retry shortly"
                 .into(),

@@ -626,7 +626,8 @@ impl PostgresStore {
             return Ok(IdempotencyStart::Started);
         }
         let row = sqlx::query!(
-            r#"SELECT fingerprint, state, status AS "status?: i32", content_type, body
+            r#"SELECT fingerprint, state, status AS "status?: i32", content_type, body,
+                      created_at AS "created_at!: DateTime<Utc>"
                FROM idempotency_keys WHERE scope = $1 AND key = $2"#,
             scope,
             key
@@ -636,9 +637,11 @@ impl PostgresStore {
         .map_err(backend)?;
         Ok(match row {
             // Abandoned between our insert and this read: try once more as new.
-            None => IdempotencyStart::InFlight,
+            None => IdempotencyStart::InFlight { since: now },
             Some(row) if row.fingerprint != fingerprint => IdempotencyStart::Mismatch,
-            Some(row) if row.state == "in_flight" => IdempotencyStart::InFlight,
+            Some(row) if row.state == "in_flight" => IdempotencyStart::InFlight {
+                since: row.created_at,
+            },
             Some(row) => IdempotencyStart::Replay {
                 status: row.status.unwrap_or(200) as u16,
                 content_type: row.content_type,

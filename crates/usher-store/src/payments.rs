@@ -210,8 +210,8 @@ pub enum Confirmation {
 pub enum IdempotencyStart {
     /// First time: the key is now in flight; run the request and complete or abandon it.
     Started,
-    /// The same key is still running.
-    InFlight,
+    /// The same key is still running (claimed at `since`).
+    InFlight { since: DateTime<Utc> },
     /// The same key came with another request.
     Mismatch,
     /// Done before: the stored answer.

@@ -296,7 +296,7 @@ on_each_engine! {
         let now = s.clock.now();
         let store = &s.store;
         assert_eq!(store.idempotency_start("u1", "k1", "fp", now).await.unwrap(), IdempotencyStart::Started);
-        assert_eq!(store.idempotency_start("u1", "k1", "fp", now).await.unwrap(), IdempotencyStart::InFlight);
+        assert_eq!(store.idempotency_start("u1", "k1", "fp", now).await.unwrap(), IdempotencyStart::InFlight { since: now });
         assert_eq!(store.idempotency_start("u1", "k1", "other", now).await.unwrap(), IdempotencyStart::Mismatch);
         assert_eq!(store.idempotency_start("u2", "k1", "fp", now).await.unwrap(), IdempotencyStart::Started, "keys are per caller");
         store.idempotency_complete("u1", "k1", 201, Some("application/json"), b"{\"id\":1}").await.unwrap();
@@ -323,7 +323,7 @@ on_each_engine! {
         for task in tasks {
             match task.await.unwrap() {
                 IdempotencyStart::Started => started += 1,
-                IdempotencyStart::InFlight => {}
+                IdempotencyStart::InFlight { .. } => {}
                 other => panic!("{other:?}"),
             }
         }

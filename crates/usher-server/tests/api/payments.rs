@@ -255,6 +255,29 @@ on_each_engine! {
         assert_eq!(invalid_fields(bad).await, ["Idempotency-Key"]);
     }
 
+    async fn a_key_whose_request_died_answers_409_and_says_so_after_five_minutes(engine) {
+        use sha2::Digest;
+        let app = spawn_app(engine).await;
+        let (_, organizer, customer) = app.cast().await;
+        let performance = on_sale(&app, &organizer, crate::helpers::standing(10), 4).await;
+        let body = json!({"performance_id": performance["id"], "ticket_type_id": performance["ticket_types"][0]["id"], "quantity": 1});
+        // A request with this key was claimed, then the server died before answering.
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"POST /v1/bookings\n");
+        hasher.update(serde_json::to_vec(&body).unwrap());
+        let fingerprint = hex::encode(hasher.finalize());
+        let claimed = app.store.idempotency_start(&customer.id, "dead", &fingerprint, app.clock_now()).await.unwrap();
+        assert_eq!(claimed, usher_store::IdempotencyStart::Started);
+        let send = || app.client.post(app.url("/v1/bookings")).bearer_auth(&customer.access).header("idempotency-key", "dead").json(&body).send();
+        let busy = assert_problem(send().await.unwrap(), StatusCode::CONFLICT).await;
+        assert_eq!(busy["type"], "/problems/idempotency-key-in-use");
+        app.clock.advance(chrono::Duration::minutes(6));
+        let dead = assert_problem(send().await.unwrap(), StatusCode::CONFLICT).await;
+        assert_eq!(dead["type"], "/problems/idempotency-key-abandoned");
+        let counts: Value = app.get(&format!("/v1/performances/{}", performance["id"].as_str().unwrap()), None).await.json().await.unwrap();
+        assert_eq!(counts["held"], 0, "nothing ran twice, nothing ran at all");
+    }
+
     async fn concurrent_duplicates_with_one_key_take_effect_once(engine) {
         let app = spawn_app(engine).await;
         let (_, organizer, customer) = app.cast().await;
