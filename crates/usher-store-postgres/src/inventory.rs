@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
 use usher_core::inventory::UnitPlan;
-use usher_core::{Booking, Cursor, PageLimit, Performance, Unit};
+use usher_core::{Booking, BookingStatus, Cursor, PageLimit, Performance, Unit};
 use usher_store::inventory::stored_currency;
 use usher_store::{
     BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
@@ -597,11 +597,9 @@ async fn cancel_in(
     .await?
     .rows_affected();
     if cancelled == 0 {
-        let Some(booking) = load_bookings(tx, &[booking_id]).await?.pop() else {
-            return Ok(CommandOutcome::NoSuchBooking);
-        };
-        return Ok(CommandOutcome::NotCancellable {
-            status: booking.status_at(now),
+        return Ok(match status_at(tx, booking_id, now).await? {
+            Some(status) => CommandOutcome::NotCancellable { status },
+            None => CommandOutcome::NoSuchBooking,
         });
     }
     release_units(tx, &[booking_id]).await?;
@@ -651,6 +649,19 @@ async fn release_units(conn: &mut PgConnection, bookings: &[Uuid]) -> Result<u64
     .await?
     .rows_affected();
     Ok(released)
+}
+
+/// What a booking reads as at `now`, for saying why a conditional update changed
+/// nothing; `None` when there is no such booking.
+pub(crate) async fn status_at(
+    conn: &mut PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<BookingStatus>, Retry> {
+    Ok(load_bookings(conn, &[id])
+        .await?
+        .pop()
+        .map(|b| b.status_at(now)))
 }
 
 /// Bookings with their units, in the order of `ids`.

@@ -13,7 +13,7 @@ use usher_store::{
     ProviderEvent, RefundOutcome, StoreError, StoreResult, unit_takeable,
 };
 
-use crate::inventory::load_bookings;
+use crate::inventory::{load_bookings, status_at};
 use crate::{PostgresStore, backend};
 
 /// A booking that must exist (we hold a reference to it in this transaction).
@@ -170,9 +170,9 @@ impl PostgresStore {
             .map_err(backend)?
             .rows_affected();
             if extended == 0 {
-                return Ok(match load_bookings(&mut tx, &[booking_id]).await?.pop() {
+                return Ok(match status_at(&mut tx, booking_id, now).await? {
                     None => (CheckoutStart::NoSuchBooking, false),
-                    Some(b) => (CheckoutStart::NotHeld(b.status_at(now)), false),
+                    Some(status) => (CheckoutStart::NotHeld(status), false),
                 });
             }
             sqlx::query!(
@@ -403,9 +403,9 @@ impl PostgresStore {
             .map_err(backend)?
             .rows_affected();
             if changed == 0 {
-                return Ok(match load_bookings(&mut tx, &[booking_id]).await?.pop() {
+                return Ok(match status_at(&mut tx, booking_id, now).await? {
                     None => (RefundOutcome::NoSuchBooking, false),
-                    Some(b) => (RefundOutcome::NotRefundable(b.status_at(now)), false),
+                    Some(status) => (RefundOutcome::NotRefundable(status), false),
                 });
             }
             release_booking_units(&mut tx, booking_id).await?;

@@ -10,7 +10,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
-use usher_core::{Booking, Cursor, PageLimit, Performance, Unit};
+use usher_core::{Booking, BookingStatus, Cursor, PageLimit, Performance, Unit};
 use usher_store::inventory::stored_currency;
 use usher_store::{
     BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
@@ -19,7 +19,7 @@ use usher_store::{
     push_group,
 };
 
-use crate::{SqliteStore, backend};
+use crate::{SqliteStore, backend, commit_or_rollback};
 
 /// Units are inserted in batches of this many rows per statement.
 const INSERT_BATCH: usize = 5_000;
@@ -243,14 +243,20 @@ impl SqliteStore {
     /// other outcome rolls back explicitly rather than leaving it to the drop.
     async fn hold(&self, hold: HoldCommand) -> StoreResult<CommandOutcome> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let outcome = hold_in(&mut tx, &hold).await;
-        finish(tx, outcome, |o| matches!(o, CommandOutcome::Held(_))).await
+        let outcome = hold_in(&mut tx, &hold).await.map(|o| {
+            let changed = matches!(o, CommandOutcome::Held(_));
+            (o, changed)
+        });
+        commit_or_rollback(tx, outcome).await
     }
 
     async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<CommandOutcome> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let outcome = cancel_in(&mut tx, booking_id, now).await;
-        finish(tx, outcome, |o| matches!(o, CommandOutcome::Cancelled(_))).await
+        let outcome = cancel_in(&mut tx, booking_id, now).await.map(|o| {
+            let changed = matches!(o, CommandOutcome::Cancelled(_));
+            (o, changed)
+        });
+        commit_or_rollback(tx, outcome).await
     }
 
     async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<CommandOutcome> {
@@ -534,11 +540,9 @@ async fn cancel_in(
     .map_err(backend)?
     .rows_affected();
     if cancelled == 0 {
-        let Some(booking) = load_bookings(tx, &[booking_id]).await?.pop() else {
-            return Ok(CommandOutcome::NoSuchBooking);
-        };
-        return Ok(CommandOutcome::NotCancellable {
-            status: booking.status_at(now),
+        return Ok(match status_at(tx, booking_id, now).await? {
+            Some(status) => CommandOutcome::NotCancellable { status },
+            None => CommandOutcome::NoSuchBooking,
         });
     }
     sqlx::query!(
@@ -555,22 +559,17 @@ async fn cancel_in(
         .ok_or_else(|| StoreError::Backend("booking vanished after cancel".into()))
 }
 
-/// Commits when `keep` says the outcome changed something, rolls back otherwise.
-async fn finish(
-    tx: sqlx::Transaction<'_, sqlx::Sqlite>,
-    outcome: StoreResult<CommandOutcome>,
-    keep: impl Fn(&CommandOutcome) -> bool,
-) -> StoreResult<CommandOutcome> {
-    match outcome {
-        Ok(outcome) if keep(&outcome) => {
-            tx.commit().await.map_err(backend)?;
-            Ok(outcome)
-        }
-        other => {
-            let _ = tx.rollback().await;
-            other
-        }
-    }
+/// What a booking reads as at `now`, for saying why a conditional update changed
+/// nothing; `None` when there is no such booking.
+pub(crate) async fn status_at(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<BookingStatus>> {
+    Ok(load_bookings(conn, &[id])
+        .await?
+        .pop()
+        .map(|b| b.status_at(now)))
 }
 
 /// Bookings with their units, in the order of `ids`.

@@ -64,6 +64,28 @@ impl SqliteStore {
     }
 }
 
+/// Ends a transaction: commits when the step says it changed something, rolls back
+/// otherwise (explicitly, not by dropping it) and on error.
+pub(crate) async fn commit_or_rollback<T>(
+    tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    result: StoreResult<(T, bool)>,
+) -> StoreResult<T> {
+    match result {
+        Ok((value, true)) => {
+            tx.commit().await.map_err(backend)?;
+            Ok(value)
+        }
+        Ok((value, false)) => {
+            tx.rollback().await.map_err(backend)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }

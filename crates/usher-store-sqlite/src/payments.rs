@@ -13,8 +13,8 @@ use usher_store::{
     ProviderEvent, RefundOutcome, StoreError, StoreResult, unit_takeable,
 };
 
-use crate::inventory::load_bookings;
-use crate::{SqliteStore, backend};
+use crate::inventory::{load_bookings, status_at};
+use crate::{SqliteStore, backend, commit_or_rollback};
 
 /// A booking that must exist (we hold a reference to it in this transaction).
 async fn existing_booking(
@@ -128,26 +128,6 @@ async fn release_booking_units(conn: &mut SqliteConnection, booking_id: Uuid) ->
     Ok(())
 }
 
-async fn commit_or_rollback<T>(
-    tx: sqlx::Transaction<'_, sqlx::Sqlite>,
-    result: StoreResult<(T, bool)>,
-) -> StoreResult<T> {
-    match result {
-        Ok((value, true)) => {
-            tx.commit().await.map_err(backend)?;
-            Ok(value)
-        }
-        Ok((value, false)) => {
-            tx.rollback().await.map_err(backend)?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
-}
-
 impl SqliteStore {
     pub(crate) async fn do_start_checkout(
         &self,
@@ -171,9 +151,9 @@ impl SqliteStore {
             .map_err(backend)?
             .rows_affected();
             if extended == 0 {
-                return Ok(match load_bookings(&mut tx, &[booking_id]).await?.pop() {
+                return Ok(match status_at(&mut tx, booking_id, now).await? {
                     None => (CheckoutStart::NoSuchBooking, false),
-                    Some(b) => (CheckoutStart::NotHeld(b.status_at(now)), false),
+                    Some(status) => (CheckoutStart::NotHeld(status), false),
                 });
             }
             sqlx::query!(
@@ -395,9 +375,9 @@ impl SqliteStore {
             .map_err(backend)?
             .rows_affected();
             if changed == 0 {
-                return Ok(match load_bookings(&mut tx, &[booking_id]).await?.pop() {
+                return Ok(match status_at(&mut tx, booking_id, now).await? {
                     None => (RefundOutcome::NoSuchBooking, false),
-                    Some(b) => (RefundOutcome::NotRefundable(b.status_at(now)), false),
+                    Some(status) => (RefundOutcome::NotRefundable(status), false),
                 });
             }
             release_booking_units(&mut tx, booking_id).await?;

@@ -136,15 +136,14 @@ async fn create_booking(
     let performance_id = Uuid::try_parse(&body.performance_id)
         .map_err(|_| ApiError::validation("performance_id", "this is not a valid id"))?;
     // A performance the caller may not see is, to them, no performance at all.
-    let (performance, event) =
-        visible_performance(&state, Some(caller), &performance_id.to_string())
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound => {
-                    ApiError::validation("performance_id", "there is no such performance")
-                }
-                other => other,
-            })?;
+    let (performance, event) = visible_performance(&state, Some(caller), performance_id)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound => {
+                ApiError::validation("performance_id", "there is no such performance")
+            }
+            other => other,
+        })?;
 
     let mut fields = Fields::new();
     let max = performance.max_per_booking.get();
@@ -355,7 +354,7 @@ async fn get_booking(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
-    let booking = readable_booking(&state, caller, &id).await?;
+    let booking = readable_booking(&state, caller, path_id(&id)?).await?;
     Ok(axum::Json(BookingView::new(
         &state,
         booking,
@@ -378,7 +377,7 @@ async fn cancel_booking(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
-    let booking = owned_booking(&state, caller, &id).await?;
+    let booking = owned_booking(&state, caller, path_id(&id)?).await?;
     let id = booking.id;
     let now = state.clock().now();
     if booking.status_at(now) == BookingStatus::Confirmed {
@@ -415,9 +414,8 @@ async fn cancel_booking(
 pub async fn owned_booking(
     state: &AppState,
     caller: Caller,
-    raw_id: &str,
+    id: Uuid,
 ) -> Result<Booking, ApiError> {
-    let id = path_id(raw_id)?;
     let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
     if booking.user_id == caller.id {
         Ok(booking)
@@ -430,9 +428,8 @@ pub async fn owned_booking(
 pub async fn readable_booking(
     state: &AppState,
     caller: Caller,
-    raw_id: &str,
+    id: Uuid,
 ) -> Result<Booking, ApiError> {
-    let id = path_id(raw_id)?;
     let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
     if booking.user_id == caller.id || caller.role == Role::Admin {
         return Ok(booking);

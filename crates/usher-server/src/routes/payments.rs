@@ -78,7 +78,7 @@ async fn checkout(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<CheckoutView>, ApiError> {
-    let booking = owned_booking(&state, caller, &id).await?;
+    let booking = owned_booking(&state, caller, path_id(&id)?).await?;
     let now = state.clock().now();
     let provider = state.payments();
     let window = CHECKOUT_WINDOW.max(provider.min_checkout_window());
@@ -368,7 +368,7 @@ async fn create_refund(
     Json(body): Json<RefundRequestBody>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
     let caller = caller.require_organizer()?;
-    let booking = readable_booking(&state, caller, &body.booking_id.to_string()).await?;
+    let booking = readable_booking(&state, caller, body.booking_id).await?;
     if booking.user_id == caller.id && caller.role != Role::Admin {
         // An organizer refunding their own purchase goes through DELETE like any buyer.
         return Err(ApiError::Forbidden(

@@ -356,7 +356,7 @@ async fn get_performance(
     caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<PerformanceView>, ApiError> {
-    let (performance, _) = visible_performance(&state, caller, &id).await?;
+    let (performance, _) = visible_performance(&state, caller, path_id(&id)?).await?;
     Ok(axum::Json(performance_view(&state, performance).await?))
 }
 
@@ -372,7 +372,7 @@ async fn get_seats(
     caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<SeatMap>, ApiError> {
-    let (performance, _) = visible_performance(&state, caller, &id).await?;
+    let (performance, _) = visible_performance(&state, caller, path_id(&id)?).await?;
     let units = state
         .store()
         .units(performance.id, state.clock().now())
@@ -425,9 +425,8 @@ pub async fn managed_event(
 pub async fn visible_performance(
     state: &AppState,
     caller: Option<Caller>,
-    raw_id: &str,
+    id: Uuid,
 ) -> Result<(Performance, Event), ApiError> {
-    let id = path_id(raw_id)?;
     let performance = state
         .store()
         .performance(id)
