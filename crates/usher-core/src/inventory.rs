@@ -583,12 +583,49 @@ pub struct Section {
     pub price: Money,
 }
 
+/// Whether a performance takes place. Cancelling is final: holds are released and
+/// confirmed bookings refunded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PerformanceStatus {
+    Scheduled,
+    Cancelled,
+}
+
+impl PerformanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PerformanceStatus::Scheduled => "scheduled",
+            PerformanceStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "scheduled" => Ok(PerformanceStatus::Scheduled),
+            "cancelled" => Ok(PerformanceStatus::Cancelled),
+            _ => Err(ParseError::new(
+                "a performance status is \"scheduled\" or \"cancelled\"",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PerformanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A dated showing of an event with its own inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Performance {
     pub id: Uuid,
     pub event_id: Uuid,
     pub starts_at: DateTime<Utc>,
+    pub status: PerformanceStatus,
+    /// Holds are refused before this moment (none: on sale once the event is published).
+    pub on_sale_at: Option<DateTime<Utc>>,
     pub hold_ttl: HoldTtl,
     pub max_per_booking: MaxPerBooking,
     pub kind: SeatingKind,
@@ -690,6 +727,8 @@ pub struct Booking {
     pub held_until: DateTime<Utc>,
     pub total: Money,
     pub units: Vec<BookedUnit>,
+    /// The one payment that confirmed the booking.
+    pub paid_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -1,4 +1,5 @@
-//! Usher's domain core: the values and rules of accounts and events.
+//! Usher's domain core: the values and rules of accounts, events, inventory and the
+//! booking and payment lifecycle.
 //!
 //! Nothing here knows about HTTP or SQL. Values that come from outside are parsed into
 //! the newtypes below once, at the boundary; after that their type says they are valid.
@@ -8,6 +9,7 @@ pub mod best_available;
 pub mod clock;
 pub mod event;
 pub mod inventory;
+pub mod lifecycle;
 pub mod money;
 pub mod page;
 
@@ -15,8 +17,8 @@ pub use account::{Email, Password, Role, User, UserName};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::{Event, EventAttributes, EventStatus, EventText, EventTitle, Viewer};
 pub use inventory::{
-    BookedUnit, Booking, BookingStatus, Counts, HoldTtl, MaxPerBooking, Performance, SeatingKind,
-    SeatingPlan, Section, TicketType, Unit, UnitState,
+    BookedUnit, Booking, BookingStatus, Counts, HoldTtl, MaxPerBooking, Performance,
+    PerformanceStatus, SeatingKind, SeatingPlan, Section, TicketType, Unit, UnitState,
 };
 pub use money::{Currency, Money};
 pub use page::{Cursor, PageLimit};

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Hold time of performances created without one.
     pub default_hold_ttl: HoldTtl,
+    /// Buyers may refund a confirmed booking until this long before the performance
+    /// starts; organizers and admins always.
+    pub refund_cutoff: chrono::Duration,
     /// How often this instance sweeps expired holds (`None`: never, for tests that
     /// sweep by hand).
     pub sweep_interval: Option<Duration>,
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             default_hold_ttl: HoldTtl::default(),
+            refund_cutoff: chrono::Duration::hours(24),
             sweep_interval: Some(Duration::from_secs(5)),
             job_interval: Some(Duration::from_secs(1)),
             public_url: None,

@@ -1,11 +1,15 @@
-//! The outbox workers: every instance claims due jobs (confirmation emails, refunds),
-//! runs them, and retries failures with exponential backoff and jitter until a job has
-//! failed `max_attempts` times; then it is parked as dead for an admin to look at.
+//! The outbox workers: every instance claims due jobs (confirmation and cancellation
+//! emails, refunds, the work-through of a cancelled sale), runs them, and retries
+//! failures with exponential backoff and jitter until a job has failed `max_attempts`
+//! times; then it is parked as dead for an admin to look at.
 //!
 //! A claim is a lease: if the worker dies between claiming and finishing, the job is
-//! claimed again once the lease runs out. Jobs are therefore written to be safe to run
-//! twice: an email is skipped once its sending was recorded; a refund is idempotent at
-//! the provider.
+//! claimed again once the lease runs out. Each claim has its own lease id, and finishing
+//! or failing counts only under it, so a worker that overran its lease cannot overwrite
+//! the outcome of the worker that took the job over. Jobs are therefore written to be
+//! safe to run twice: an email is skipped once its sending was recorded; a refund is
+//! idempotent at the provider; a cancelled sale's bookings move one transition at a
+//! time, each of which changes nothing the second time.
 
 use std::time::Duration;
 
@@ -15,10 +19,11 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use usher_core::BookingStatus;
+use usher_core::lifecycle::{Outcome, Trigger};
 use usher_mail::Email;
 use usher_payments::RefundRequest;
-use usher_store::Job;
-use usher_store::payments::job_kind;
+use usher_store::payments::{email_kind, job_kind};
+use usher_store::{BookingRef, Job, SaleScope, TransitionRequest};
 
 use crate::state::AppState;
 use crate::tickets;
@@ -27,6 +32,8 @@ use crate::tickets;
 const LEASE: chrono::Duration = chrono::Duration::seconds(120);
 /// Jobs claimed per round.
 const BATCH: u32 = 10;
+/// Bookings of a cancelled sale read per round.
+const SALE_BATCH: u32 = 100;
 /// The longest wait between two attempts.
 const MAX_BACKOFF_SECONDS: f64 = 3600.0;
 
@@ -35,7 +42,12 @@ pub async fn run_due(state: &AppState) -> usize {
     let mut ran = 0;
     loop {
         let now = state.clock().now();
-        let jobs = match state.store().claim_jobs(now, now + LEASE, BATCH).await {
+        let lease = Uuid::now_v7();
+        let jobs = match state
+            .store()
+            .claim_jobs(now, now + LEASE, BATCH, lease)
+            .await
+        {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::error!(%error, "claiming jobs failed");
@@ -80,9 +92,15 @@ async fn run_one(state: &AppState, job: Job) {
 
 async fn run_attempt(state: &AppState, job: Job) {
     let result = match job.kind.as_str() {
-        job_kind::CONFIRMATION_EMAIL => send_confirmation(state, &job).await,
+        job_kind::CONFIRMATION_EMAIL => send_booking_email(state, &job, Letter::Confirmation).await,
+        job_kind::CANCELLATION_EMAIL => send_booking_email(state, &job, Letter::Cancellation).await,
         job_kind::REFUND => refund(state, &job).await,
+        job_kind::CANCEL_SALE => cancel_sale(state, &job).await,
         other => Err(format!("no handler for job kind {other:?}")),
+    };
+    let Some(lease) = job.lease else {
+        tracing::error!("claimed job without a lease; leaving it to run out");
+        return;
     };
     let now = state.clock().now();
     let kind = job.kind.clone();
@@ -95,24 +113,30 @@ async fn run_attempt(state: &AppState, job: Job) {
     let recorded = match result {
         Ok(()) => {
             tracing::info!("job done");
-            state.store().finish_job(job.id, now).await
+            state.store().finish_job(job.id, lease, now).await
         }
         Err(error) if job.attempts >= job.max_attempts => {
             tracing::error!(%error, "job failed for the last time; parked as dead");
-            state.store().fail_job(job.id, &error, None, now).await
+            state
+                .store()
+                .fail_job(job.id, lease, &error, None, now)
+                .await
         }
         Err(error) => {
             let next = now + backoff(job.attempts);
             tracing::warn!(%error, retry_at = %next, "job failed; will retry");
             state
                 .store()
-                .fail_job(job.id, &error, Some(next), now)
+                .fail_job(job.id, lease, &error, Some(next), now)
                 .await
         }
     };
-    if let Err(error) = recorded {
+    match recorded {
+        Ok(true) => {}
+        // Our lease ran out and another worker claimed the job: its outcome stands.
+        Ok(false) => tracing::warn!("lease lost before the job's result was recorded"),
         // The lease runs out and the job is claimed again: at-least-once.
-        tracing::error!(%error, "recording the job's result failed");
+        Err(error) => tracing::error!(%error, "recording the job's result failed"),
     }
 }
 
@@ -135,12 +159,37 @@ fn payload_id(job: &Job, field: &str) -> Result<Uuid, String> {
         .ok_or_else(|| format!("job payload lacks {field}"))
 }
 
-async fn send_confirmation(state: &AppState, job: &Job) -> Result<(), String> {
+/// The emails a booking's buyer gets, each at most once.
+#[derive(Debug, Clone, Copy)]
+enum Letter {
+    Confirmation,
+    /// The event or performance was cancelled; the money is on its way back.
+    Cancellation,
+}
+
+impl Letter {
+    fn kind(self) -> &'static str {
+        match self {
+            Letter::Confirmation => email_kind::CONFIRMATION,
+            Letter::Cancellation => email_kind::CANCELLATION,
+        }
+    }
+
+    /// The booking must still be in this state for the email to make sense.
+    fn expects(self) -> BookingStatus {
+        match self {
+            Letter::Confirmation => BookingStatus::Confirmed,
+            Letter::Cancellation => BookingStatus::Refunded,
+        }
+    }
+}
+
+async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Result<(), String> {
     let booking_id = payload_id(job, "booking_id")?;
     let store = state.store();
     // Sent before (and recorded): a retry after a crash must not send a second copy.
     if store
-        .email_sent(booking_id)
+        .email_sent(booking_id, letter.kind())
         .await
         .map_err(|e| e.to_string())?
     {
@@ -151,8 +200,8 @@ async fn send_confirmation(state: &AppState, job: &Job) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or("booking vanished")?;
-    if booking.status != BookingStatus::Confirmed {
-        tracing::info!(status = %booking.status, "booking no longer confirmed; no email");
+    if booking.status != letter.expects() {
+        tracing::info!(status = %booking.status, ?letter, "booking moved on; no email");
         return Ok(());
     }
     let user = store
@@ -170,18 +219,32 @@ async fn send_confirmation(state: &AppState, job: &Job) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or("event vanished")?;
-    let message_id = format!("booking-{}@usher", booking.id);
+    // Stable per booking and kind: a retried send carries the same Message-ID.
+    let message_id = match letter {
+        Letter::Confirmation => format!("booking-{}@usher", booking.id),
+        Letter::Cancellation => format!("booking-{}-{}@usher", booking.id, letter.kind()),
+    };
+    let (subject, text) = match letter {
+        Letter::Confirmation => (
+            format!("Your tickets for {}", event.title.as_str()),
+            confirmation_text(
+                state,
+                &booking,
+                &event,
+                performance.starts_at,
+                user.name.as_str(),
+            ),
+        ),
+        Letter::Cancellation => (
+            format!("Cancelled: {}", event.title.as_str()),
+            cancellation_text(&booking, &event, performance.starts_at, user.name.as_str()),
+        ),
+    };
     let email = Email {
         to: user.email.as_str().to_owned(),
         to_name: user.name.as_str().to_owned(),
-        subject: format!("Your tickets for {}", event.title.as_str()),
-        text: confirmation_text(
-            state,
-            &booking,
-            &event,
-            performance.starts_at,
-            user.name.as_str(),
-        ),
+        subject,
+        text,
         message_id: message_id.clone(),
     };
     state
@@ -189,9 +252,9 @@ async fn send_confirmation(state: &AppState, job: &Job) -> Result<(), String> {
         .send(&email)
         .await
         .map_err(|e| e.to_string())?;
-    metrics::counter!("usher_emails_sent_total").increment(1);
+    metrics::counter!("usher_emails_sent_total", "kind" => letter.kind()).increment(1);
     store
-        .record_email_sent(booking.id, &message_id, state.clock().now())
+        .record_email_sent(booking.id, letter.kind(), &message_id, state.clock().now())
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -235,6 +298,76 @@ fn confirmation_text(
     text
 }
 
+fn cancellation_text(
+    booking: &usher_core::Booking,
+    event: &usher_core::Event,
+    starts_at: DateTime<Utc>,
+    name: &str,
+) -> String {
+    let total = booking.total.amount;
+    format!(
+        "Hello {name},\n\nwe are sorry: {title} on {when} (UTC) at {venue} has been cancelled.\n\n\
+         Your booking {id} is refunded in full: {amount}.{cents:02} {currency} goes back to the \
+         way you paid. Depending on your bank it can take a few days to show.\n\n\
+         Your ticket codes are no longer valid.\n",
+        title = event.title.as_str(),
+        when = starts_at.format("%A %-d %B %Y, %H:%M"),
+        venue = event.venue.as_str(),
+        id = booking.id,
+        amount = total / 100,
+        cents = total % 100,
+        currency = booking.total.currency,
+    )
+}
+
+/// Works through a cancelled event's or performance's bookings: every hold released,
+/// every confirmed booking refunded with its buyer emailed. Each booking is its own
+/// transition, so a crash halfway loses nothing: the job is claimed again and carries
+/// on with the bookings that are still live.
+async fn cancel_sale(state: &AppState, job: &Job) -> Result<(), String> {
+    let scope = match (
+        job.payload.get("event_id"),
+        job.payload.get("performance_id"),
+    ) {
+        (Some(_), _) => SaleScope::Event(payload_id(job, "event_id")?),
+        (_, Some(_)) => SaleScope::Performance(payload_id(job, "performance_id")?),
+        _ => return Err("job payload names neither an event nor a performance".into()),
+    };
+    let mut previous: Vec<Uuid> = Vec::new();
+    loop {
+        let live = state
+            .store()
+            .live_bookings(scope, SALE_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        if live.is_empty() {
+            tracing::info!(?scope, "cancelled sale worked through");
+            return Ok(());
+        }
+        if live == previous {
+            return Err(format!(
+                "{} bookings stay live after cancelling",
+                live.len()
+            ));
+        }
+        for booking_id in &live {
+            let done = state
+                .store()
+                .transition(TransitionRequest::new(
+                    BookingRef::Booking(*booking_id),
+                    Trigger::SaleCancelled,
+                    state.clock().now(),
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+            if done.outcome == Outcome::Refunded {
+                metrics::counter!("usher_sale_cancellation_refunds_total").increment(1);
+            }
+        }
+        previous = live;
+    }
+}
+
 async fn refund(state: &AppState, job: &Job) -> Result<(), String> {
     let payment_id = payload_id(job, "payment_id")?;
     let payment = state
@@ -265,7 +398,11 @@ async fn refund(state: &AppState, job: &Job) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     state
         .store()
-        .payment_refunded(payment_id, None, state.clock().now())
+        .transition(TransitionRequest::new(
+            BookingRef::Payment(payment_id),
+            Trigger::PaymentRefunded { payment_id },
+            state.clock().now(),
+        ))
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(payment_id = %payment_id, "refunded");

@@ -12,21 +12,28 @@ use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
 use usher_core::inventory::UnitPlan;
-use usher_core::{Booking, BookingStatus, Cursor, PageLimit, Performance, Unit};
+use usher_core::{
+    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, User,
+};
 use usher_store::inventory::stored_currency;
+use usher_store::payments::job_kind;
 use usher_store::{
-    BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
-    NewPerformance, Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
-    SalesRow, Selection, StoreError, StoreResult, UnitRow, assemble_performances, paginate,
-    push_group,
+    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HoldCommand,
+    InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch, PerformanceRow,
+    PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, Selection, StoreError,
+    StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group,
 };
 
+use crate::payments::enqueue;
 use crate::{PostgresStore, backend};
 
 /// Units are inserted in batches of this many rows per statement.
 const INSERT_BATCH: usize = 10_000;
 /// How often a command is retried after a deadlock or a lost race for best seats.
 const ATTEMPTS: usize = 5;
+/// How often a general-admission hold looks again while enough units are free but
+/// locked by other buyers' transactions.
+const GENERAL_ATTEMPTS: usize = 10;
 
 /// Deadlocks and serialization failures: the transaction was rolled back and may be
 /// run again.
@@ -40,6 +47,12 @@ enum Attempt {
     Done(CommandOutcome),
     /// Best-available seats were taken between reading and writing: choose again.
     LostRace,
+    /// General admission took fewer units than asked; some may be locked by other
+    /// buyers' transactions that have not finished.
+    Short {
+        ticket_type_id: Uuid,
+        asked: u64,
+    },
 }
 
 impl PostgresStore {
@@ -53,8 +66,8 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query!(
             "INSERT INTO performances (id, event_id, starts_at, hold_ttl_seconds, max_per_booking,
-                                       kind, currency, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                       kind, currency, on_sale_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             id,
             new.event_id,
             new.starts_at,
@@ -62,6 +75,7 @@ impl PostgresStore {
             max,
             kind.as_str(),
             currency.as_str(),
+            new.on_sale_at,
             now
         )
         .execute(&mut *tx)
@@ -123,6 +137,8 @@ impl PostgresStore {
             id,
             event_id: new.event_id,
             starts_at: new.starts_at,
+            status: PerformanceStatus::Scheduled,
+            on_sale_at: new.on_sale_at,
             hold_ttl: new.hold_ttl,
             max_per_booking: new.max_per_booking,
             kind,
@@ -141,7 +157,8 @@ impl PostgresStore {
         let rows = sqlx::query_as!(
             PerformanceRow,
             r#"SELECT id, event_id, starts_at, hold_ttl_seconds::bigint AS "hold_ttl_seconds!",
-                      max_per_booking::bigint AS "max_per_booking!", kind, currency, created_at
+                      max_per_booking::bigint AS "max_per_booking!", kind, currency, status,
+                      on_sale_at, created_at
                FROM performances
                WHERE ($1::uuid IS NULL OR event_id = $1) AND ($2::uuid IS NULL OR id = $2)
                ORDER BY starts_at, id"#,
@@ -233,21 +250,48 @@ impl PostgresStore {
         command: InventoryCommand,
     ) -> StoreResult<CommandOutcome> {
         let mut attempt = 0;
+        // General admission first skips units other transactions are locking right now;
+        // if that leaves it short while enough units are free, it waits for those locks.
+        let mut wait_for_locks = false;
         loop {
             attempt += 1;
             let result = match &command {
-                InventoryCommand::Hold(hold) => self.hold(hold).await,
+                InventoryCommand::Hold(hold) => self.hold(hold, wait_for_locks).await,
                 InventoryCommand::Cancel { booking_id, now } => {
                     self.cancel(*booking_id, *now).await.map(Attempt::Done)
                 }
                 InventoryCommand::Sweep { now, limit } => {
                     self.sweep(*now, *limit).await.map(Attempt::Done)
                 }
+                InventoryCommand::SetBlocked {
+                    performance_id,
+                    unit_ids,
+                    blocked,
+                    now,
+                } => self
+                    .set_blocked(*performance_id, unit_ids, *blocked, *now)
+                    .await
+                    .map(Attempt::Done),
             };
             match result {
                 Ok(Attempt::Done(outcome)) => return Ok(outcome),
                 Ok(Attempt::LostRace) if attempt < ATTEMPTS => continue,
-                Ok(Attempt::LostRace) => {
+                Ok(Attempt::Short {
+                    ticket_type_id,
+                    asked,
+                }) if attempt < GENERAL_ATTEMPTS => {
+                    let InventoryCommand::Hold(hold) = &command else {
+                        unreachable!("only holds come up short")
+                    };
+                    if self.free_units(ticket_type_id, hold.now).await? >= asked {
+                        wait_for_locks = true;
+                        continue;
+                    }
+                    return Ok(CommandOutcome::Unavailable {
+                        unit_ids: Vec::new(),
+                    });
+                }
+                Ok(Attempt::LostRace | Attempt::Short { .. }) => {
                     return Ok(CommandOutcome::Unavailable {
                         unit_ids: Vec::new(),
                     });
@@ -258,13 +302,28 @@ impl PostgresStore {
         }
     }
 
+    /// Free units of a ticket type in committed state, counting those other
+    /// transactions are locking right now.
+    async fn free_units(&self, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
+        let free = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "free!" FROM units
+               WHERE group_id = $1 AND (state = 'available' OR (state = 'held' AND held_until <= $2))"#,
+            ticket_type_id,
+            now
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(free as u64)
+    }
+
     /// Runs one attempt of a hold in its own transaction, committed only when units
     /// were taken. Every other outcome rolls back explicitly: a transaction merely
     /// dropped keeps its row locks until its connection is next used, and SKIP LOCKED
     /// buyers would see those units as gone.
-    async fn hold(&self, hold: &HoldCommand) -> Result<Attempt, Retry> {
+    async fn hold(&self, hold: &HoldCommand, wait_for_locks: bool) -> Result<Attempt, Retry> {
         let mut tx = self.pool.begin().await?;
-        match hold_in(&mut tx, hold).await {
+        match hold_in(&mut tx, hold, wait_for_locks).await {
             Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
                 tx.commit().await?;
                 Ok(Attempt::Done(CommandOutcome::Held(booking)))
@@ -278,6 +337,71 @@ impl PostgresStore {
                 Err(e)
             }
         }
+    }
+
+    /// Blocks (house seats, broken seats) or unblocks units, all or nothing.
+    async fn set_blocked(
+        &self,
+        performance_id: Uuid,
+        unit_ids: &[Uuid],
+        blocked: bool,
+        now: DateTime<Utc>,
+    ) -> Result<CommandOutcome, Retry> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query!(
+            r#"SELECT id, state, held_until FROM units
+               WHERE performance_id = $1 AND id = ANY($2)
+               ORDER BY id FOR UPDATE"#,
+            performance_id,
+            unit_ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let outcome = if rows.len() != unit_ids.len() {
+            CommandOutcome::UnknownUnits {
+                unit_ids: unit_ids
+                    .iter()
+                    .filter(|id| !rows.iter().any(|r| r.id == **id))
+                    .copied()
+                    .collect(),
+            }
+        } else {
+            let taken: Vec<Uuid> = rows
+                .iter()
+                .filter(|r| {
+                    r.state == "sold"
+                        || (r.state == "held" && r.held_until.is_some_and(|t| t > now))
+                })
+                .map(|r| r.id)
+                .collect();
+            if !taken.is_empty() {
+                CommandOutcome::Unavailable { unit_ids: taken }
+            } else {
+                // An expired hold's unit is free: blocking it detaches it from that hold.
+                let changed = if blocked {
+                    sqlx::query!(
+                        "UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
+                         WHERE id = ANY($1) AND state <> 'blocked'",
+                        unit_ids
+                    )
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                } else {
+                    sqlx::query!(
+                        "UPDATE units SET state = 'available' WHERE id = ANY($1) AND state = 'blocked'",
+                        unit_ids
+                    )
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                };
+                tx.commit().await?;
+                return Ok(CommandOutcome::BlockingChanged { changed });
+            }
+        };
+        tx.rollback().await?;
+        Ok(outcome)
     }
 
     async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> Result<CommandOutcome, Retry> {
@@ -365,22 +489,190 @@ impl PostgresStore {
         let rows = sqlx::query_as!(
             SalesRow,
             r#"SELECT p.id, p.starts_at, p.currency,
+                      CASE WHEN e.status = 'cancelled' THEN 'cancelled' ELSE p.status END AS "status!",
                       count(u.id) AS "capacity!",
                       count(u.id) FILTER (WHERE u.state = 'available' OR (u.state = 'held' AND u.held_until <= $2)) AS "available!",
                       count(u.id) FILTER (WHERE u.state = 'held' AND u.held_until > $2) AS "held!",
                       count(u.id) FILTER (WHERE u.state = 'sold') AS "sold!",
                       count(u.id) FILTER (WHERE u.state = 'blocked') AS "blocked!",
                       coalesce(sum(u.price_amount) FILTER (WHERE u.state = 'sold'), 0)::bigint AS "revenue!"
-               FROM performances p LEFT JOIN units u ON u.performance_id = p.id
+               FROM performances p JOIN events e ON e.id = p.event_id
+               LEFT JOIN units u ON u.performance_id = p.id
                WHERE p.event_id = $1
-               GROUP BY p.id ORDER BY p.starts_at, p.id"#,
+               GROUP BY p.id, e.status ORDER BY p.starts_at, p.id"#,
             event_id,
             now
         )
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter().map(SalesRow::into_sales).collect()
+        let bookings = sqlx::query_as!(
+            BookingCountRow,
+            r#"SELECT p.id AS performance_id,
+                      (SELECT count(*) FROM bookings b WHERE b.performance_id = p.id
+                         AND b.status = 'held' AND b.held_until > $2) AS "held!",
+                      (SELECT count(*) FROM bookings b WHERE b.performance_id = p.id
+                         AND b.status = 'confirmed') AS "confirmed!",
+                      (SELECT count(*) FROM bookings b WHERE b.performance_id = p.id
+                         AND b.status = 'refunded') AS "refunded!",
+                      (SELECT count(*) FROM payments m JOIN bookings b ON b.id = m.booking_id
+                         WHERE b.performance_id = p.id AND m.status = 'refund_pending') AS "refunds_pending!",
+                      (SELECT count(*) FROM payments m JOIN bookings b ON b.id = m.booking_id
+                         WHERE b.performance_id = p.id AND m.status = 'refunded') AS "refunds_done!"
+               FROM performances p WHERE p.event_id = $1"#,
+            event_id,
+            now
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let counts = BookingCountRow::counts_of(&bookings, row.id);
+                row.into_sales(counts)
+            })
+            .collect()
+    }
+
+    pub(crate) async fn patch_performance(
+        &self,
+        id: Uuid,
+        patch: PerformancePatch,
+    ) -> StoreResult<PerformanceUpdate> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let status = sqlx::query_scalar!(
+            "SELECT status FROM performances WHERE id = $1 FOR UPDATE",
+            id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        match status.as_deref() {
+            None => return Ok(PerformanceUpdate::NoSuchPerformance),
+            Some("cancelled") => return Ok(PerformanceUpdate::AlreadyCancelled),
+            Some(_) => {}
+        }
+        let now = usher_store::now();
+        let cancel = patch.status == Some(PerformanceStatus::Cancelled);
+        sqlx::query!(
+            "UPDATE performances
+             SET starts_at = coalesce($2, starts_at),
+                 hold_ttl_seconds = coalesce($3, hold_ttl_seconds),
+                 max_per_booking = coalesce($4, max_per_booking),
+                 on_sale_at = CASE WHEN $5 THEN $6 ELSE on_sale_at END,
+                 status = CASE WHEN $7 THEN 'cancelled' ELSE status END
+             WHERE id = $1",
+            id,
+            patch.starts_at,
+            patch.hold_ttl.map(|t| t.seconds() as i32),
+            patch.max_per_booking.map(|m| m.get() as i32),
+            patch.on_sale_at.is_some(),
+            patch.on_sale_at.flatten(),
+            cancel
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if cancel {
+            // In the same transaction: a crash after the commit still has the job.
+            enqueue(
+                &mut tx,
+                job_kind::CANCEL_SALE,
+                serde_json::json!({ "performance_id": id }),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        match self.load_performances(None, Some(id)).await?.pop() {
+            Some(performance) => Ok(PerformanceUpdate::Updated(performance)),
+            None => Ok(PerformanceUpdate::NoSuchPerformance),
+        }
+    }
+
+    pub(crate) async fn list_attendees(
+        &self,
+        performance_id: Uuid,
+        status: Option<BookingStatus>,
+        now: DateTime<Utc>,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Attendee>> {
+        let after = after.map(Cursor::id);
+        let fetch = i64::from(limit.get()) + 1;
+        let status = status.map(BookingStatus::as_str);
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        // `held` and `expired` as a reader sees them: a hold past its time is expired.
+        let ids = sqlx::query_scalar!(
+            "SELECT id FROM bookings
+             WHERE performance_id = $1 AND ($2::uuid IS NULL OR id < $2)
+               AND ($3::text IS NULL
+                    OR ($3 = 'held' AND status = 'held' AND held_until > $4)
+                    OR ($3 = 'expired' AND (status = 'expired' OR (status = 'held' AND held_until <= $4)))
+                    OR ($3 NOT IN ('held', 'expired') AND status = $3))
+             ORDER BY id DESC LIMIT $5",
+            performance_id,
+            after,
+            status,
+            now,
+            fetch
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let bookings = load_bookings(&mut conn, &ids)
+            .await
+            .map_err(Retry::into_error)?;
+        let user_ids: Vec<Uuid> = bookings.iter().map(|b| b.user_id).collect();
+        let buyers = sqlx::query_as!(
+            UserRow,
+            r#"SELECT id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>"
+               FROM users WHERE id = ANY($1)"#,
+            &user_ids
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+        .into_iter()
+        .map(UserRow::into_user)
+        .collect::<StoreResult<Vec<User>>>()?;
+        let attendees = bookings
+            .into_iter()
+            .map(|booking| {
+                let buyer = buyers
+                    .iter()
+                    .find(|u| u.id == booking.user_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        StoreError::Backend(format!("buyer of {} vanished", booking.id))
+                    })?;
+                Ok(Attendee { booking, buyer })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(attendees, limit, |a| a.booking.id))
+    }
+
+    pub(crate) async fn list_live_bookings(
+        &self,
+        scope: SaleScope,
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        let (event_id, performance_id) = match scope {
+            SaleScope::Event(id) => (Some(id), None),
+            SaleScope::Performance(id) => (None, Some(id)),
+        };
+        sqlx::query_scalar!(
+            "SELECT b.id FROM bookings b JOIN performances p ON p.id = b.performance_id
+             WHERE ($1::uuid IS NULL OR p.event_id = $1) AND ($2::uuid IS NULL OR p.id = $2)
+               AND b.status IN ('held', 'confirmed')
+             ORDER BY b.id LIMIT $3",
+            event_id,
+            performance_id,
+            i64::from(limit)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
     }
 }
 
@@ -421,11 +713,19 @@ impl From<StoreError> for Retry {
 }
 
 /// One attempt of a hold inside the caller's transaction.
-async fn hold_in(tx: &mut PgConnection, hold: &HoldCommand) -> Result<Attempt, Retry> {
+async fn hold_in(
+    tx: &mut PgConnection,
+    hold: &HoldCommand,
+    wait_for_locks: bool,
+) -> Result<Attempt, Retry> {
     let now = hold.now;
-    let Some(currency) = sqlx::query_scalar!(
-        "SELECT currency FROM performances WHERE id = $1",
-        hold.performance_id
+    let Some(performance) = sqlx::query!(
+        r#"SELECT p.currency,
+                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2
+                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= $2)) AS "on_sale!"
+           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
+        hold.performance_id,
+        now
     )
     .fetch_optional(&mut *tx)
     .await?
@@ -434,6 +734,10 @@ async fn hold_in(tx: &mut PgConnection, hold: &HoldCommand) -> Result<Attempt, R
             unit_ids: Vec::new(),
         }));
     };
+    if !performance.on_sale {
+        return Ok(Attempt::Done(CommandOutcome::NotOnSale));
+    }
+    let currency = performance.currency;
     let asked = match &hold.selection {
         Selection::Units(ids) => ids.len(),
         Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
@@ -492,13 +796,37 @@ async fn hold_in(tx: &mut PgConnection, hold: &HoldCommand) -> Result<Attempt, R
                 }));
             }
             // SKIP LOCKED: concurrent buyers of one ticket type take disjoint units
-            // instead of queueing behind each other's row locks.
-            let rows = sqlx::query!(
+            // instead of queueing behind each other's row locks. When that comes up
+            // short while enough units are free, the retry waits for the locks instead
+            // (in id order, as every statement that locks units does).
+            let rows = if wait_for_locks {
+                sqlx::query!(
                     r#"UPDATE units SET state = 'held', booking_id = $1, held_until = $2
                        WHERE id IN (SELECT id FROM units
                                     WHERE group_id = $3
                                       AND (state = 'available' OR (state = 'held' AND held_until <= $4))
-                                    ORDER BY seat_position LIMIT $5
+                                    ORDER BY id LIMIT $5
+                                    FOR UPDATE)
+                         AND (state = 'available' OR (state = 'held' AND held_until <= $4))
+                       RETURNING id, price_amount"#,
+                    hold.booking_id,
+                    hold.held_until,
+                    ticket_type_id,
+                    now,
+                    i64::from(*quantity)
+                )
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|r| (r.id, r.price_amount))
+                .collect::<Vec<_>>()
+            } else {
+                sqlx::query!(
+                    r#"UPDATE units SET state = 'held', booking_id = $1, held_until = $2
+                       WHERE id IN (SELECT id FROM units
+                                    WHERE group_id = $3
+                                      AND (state = 'available' OR (state = 'held' AND held_until <= $4))
+                                    ORDER BY id LIMIT $5
                                     FOR UPDATE SKIP LOCKED)
                          AND (state = 'available' OR (state = 'held' AND held_until <= $4))
                        RETURNING id, price_amount"#,
@@ -509,13 +837,18 @@ async fn hold_in(tx: &mut PgConnection, hold: &HoldCommand) -> Result<Attempt, R
                     i64::from(*quantity)
                 )
                 .fetch_all(&mut *tx)
-                .await?;
+                .await?
+                .into_iter()
+                .map(|r| (r.id, r.price_amount))
+                .collect::<Vec<_>>()
+            };
             if rows.len() != asked {
-                return Ok(Attempt::Done(CommandOutcome::Unavailable {
-                    unit_ids: Vec::new(),
-                }));
+                return Ok(Attempt::Short {
+                    ticket_type_id: *ticket_type_id,
+                    asked: asked as u64,
+                });
             }
-            rows.into_iter().map(|r| (r.id, r.price_amount)).collect()
+            rows
         }
         Selection::BestAvailable { quantity } => {
             let seats = sqlx::query!(
@@ -675,7 +1008,7 @@ pub(crate) async fn load_bookings(
     let rows = sqlx::query_as!(
         BookingRow,
         "SELECT id, user_id, performance_id, status, held_until, total_amount, currency,
-                created_at, updated_at
+                paid_by, created_at, updated_at
          FROM bookings WHERE id = ANY($1)",
         ids
     )

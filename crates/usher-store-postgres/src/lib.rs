@@ -12,13 +12,18 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;
 
-use usher_core::{Booking, Cursor, Email, Event, PageLimit, Performance, Role, Unit, User};
+use usher_core::{
+    Booking, BookingStatus, Cursor, Email, Event, EventStatus, PageLimit, Performance, Role, Unit,
+    User,
+};
+use usher_store::payments::job_kind;
 use usher_store::{
-    CheckoutStart, CommandOutcome, Confirmation, EventPatch, EventQuery, EventRow, EventScope,
-    IdempotencyStart, InventoryCommand, Job, JobState, NewEvent, NewPerformance, NewRefreshToken,
-    NewUser, Page, Payment, PerformanceInventory, PerformanceSales, ProviderEvent, Readiness,
-    RefundOutcome, Rotation, Store, StoreError, StoreResult, UserCredentials, UserRow,
-    contains_pattern, page_from_rows, search_key,
+    Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart,
+    InventoryCommand, Job, JobState, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page,
+    Payment, PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate,
+    Readiness, Rotation, SaleScope, Store, StoreError, StoreResult, TransitionRequest,
+    Transitioned, UserCredentials, UserQuery, UserRow, contains_pattern, page_from_rows, paginate,
+    search_key, user_search_key,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -63,7 +68,23 @@ impl Store for PostgresStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.pool).await.map_err(backend)
+        MIGRATOR.run(&self.pool).await.map_err(backend)?;
+        // Accounts created before user search existed get their search key, folded in
+        // Rust as on every engine.
+        let unindexed = sqlx::query!(
+            r#"SELECT id AS "id!: Uuid", email, name FROM users WHERE search IS NULL"#
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        for user in unindexed {
+            let key = user_search_key(&user.email, &user.name);
+            sqlx::query!("UPDATE users SET search = $2 WHERE id = $1", user.id, key)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
     }
 
     async fn readiness(&self) -> StoreResult<Readiness> {
@@ -105,6 +126,20 @@ impl Store for PostgresStore {
         Ok(stored)
     }
 
+    async fn replace_setting(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
+        let changed = sqlx::query!(
+            "UPDATE settings SET value = $3 WHERE key = $1 AND value = $2",
+            key,
+            expected,
+            value
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
     async fn create_user(&self, new: NewUser) -> StoreResult<User> {
         let id = Uuid::now_v7();
         let now = usher_store::now();
@@ -125,15 +160,17 @@ impl Store for PostgresStore {
             new.role
         };
         let (email, name, role_name) = (new.email.as_str(), new.name.as_str(), role.as_str());
+        let search = user_search_key(email, name);
         let inserted = sqlx::query!(
-            "INSERT INTO users (id, email, name, password_hash, role, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, email, name, password_hash, role, created_at, search)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             id,
             email,
             name,
             new.password_hash,
             role_name,
-            now
+            now,
+            search
         )
         .execute(&mut *tx)
         .await;
@@ -208,6 +245,30 @@ impl Store for PostgresStore {
         .map_err(backend)?
         .map(UserRow::into_user)
         .transpose()
+    }
+
+    async fn list_users(&self, query: UserQuery) -> StoreResult<Page<User>> {
+        let pattern = query.q.as_deref().map(contains_pattern);
+        let after = query.after.map(|c| c.id());
+        let fetch = i64::from(query.limit.get()) + 1;
+        let users = sqlx::query_as!(
+            UserRow,
+            r#"SELECT id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>"
+               FROM users
+               WHERE ($1::text IS NULL OR search LIKE $1 ESCAPE '\')
+                 AND ($2::uuid IS NULL OR id < $2)
+               ORDER BY id DESC LIMIT $3"#,
+            pattern,
+            after,
+            fetch
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .into_iter()
+        .map(UserRow::into_user)
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(users, query.limit, |u| u.id))
     }
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()> {
@@ -373,7 +434,10 @@ impl Store for PostgresStore {
         let Some(current) = current else {
             return Ok(None);
         };
-        let event = patch.apply(current.into_event()?, usher_store::now())?;
+        let current = current.into_event()?;
+        let was = current.status;
+        let now = usher_store::now();
+        let event = patch.apply(current, now)?;
         let title = event.title.as_str();
         let title_search = search_key(title);
         let description = event.description.as_str();
@@ -396,6 +460,16 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        if was != EventStatus::Cancelled && event.status == EventStatus::Cancelled {
+            // In the same transaction: a crash after the commit still has the job.
+            payments::enqueue(
+                &mut tx,
+                job_kind::CANCEL_SALE,
+                serde_json::json!({ "event_id": id }),
+                now,
+            )
+            .await?;
+        }
         tx.commit().await.map_err(backend)?;
         Ok(Some(event))
     }
@@ -481,16 +555,32 @@ impl Store for PostgresStore {
         self.event_sales(event_id, now).await
     }
 
-    async fn start_checkout(
+    async fn update_performance(
         &self,
-        booking_id: Uuid,
-        payment_id: Uuid,
-        provider: &str,
-        hold_until: DateTime<Utc>,
+        id: Uuid,
+        patch: PerformancePatch,
+    ) -> StoreResult<PerformanceUpdate> {
+        self.patch_performance(id, patch).await
+    }
+
+    async fn attendees(
+        &self,
+        performance_id: Uuid,
+        status: Option<BookingStatus>,
         now: DateTime<Utc>,
-    ) -> StoreResult<CheckoutStart> {
-        self.do_start_checkout(booking_id, payment_id, provider, hold_until, now)
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Attendee>> {
+        self.list_attendees(performance_id, status, now, limit, after)
             .await
+    }
+
+    async fn live_bookings(&self, scope: SaleScope, limit: u32) -> StoreResult<Vec<Uuid>> {
+        self.list_live_bookings(scope, limit).await
+    }
+
+    async fn transition(&self, request: TransitionRequest) -> StoreResult<Transitioned> {
+        self.do_transition(request).await
     }
 
     async fn attach_checkout(
@@ -507,6 +597,10 @@ impl Store for PostgresStore {
         self.do_payment(id).await
     }
 
+    async fn payments_of_booking(&self, booking_id: Uuid) -> StoreResult<Vec<Payment>> {
+        self.do_payments_of_booking(booking_id).await
+    }
+
     async fn payment_by_ref(
         &self,
         provider: &str,
@@ -515,64 +609,29 @@ impl Store for PostgresStore {
         self.do_payment_by_ref(provider, provider_ref).await
     }
 
-    async fn confirm_payment(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        provider_payment_ref: Option<String>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Confirmation> {
-        self.do_confirm_payment(payment_id, event, provider_payment_ref, now)
-            .await
-    }
-
-    async fn fail_payment(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.do_fail_payment(payment_id, event, now).await
-    }
-
-    async fn refund_booking(
-        &self,
-        booking_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> StoreResult<RefundOutcome> {
-        self.do_refund_booking(booking_id, now).await
-    }
-
-    async fn payment_refunded(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.do_payment_refunded(payment_id, event, now).await
-    }
-
     async fn claim_jobs(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        lease: Uuid,
     ) -> StoreResult<Vec<Job>> {
-        self.do_claim_jobs(now, lease_until, limit).await
+        self.do_claim_jobs(now, lease_until, limit, lease).await
     }
 
-    async fn finish_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
-        self.do_finish_job(id, now).await
+    async fn finish_job(&self, id: Uuid, lease: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+        self.do_finish_job(id, lease, now).await
     }
 
     async fn fail_job(
         &self,
         id: Uuid,
+        lease: Uuid,
         error: &str,
         run_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        self.do_fail_job(id, error, run_at, now).await
+    ) -> StoreResult<bool> {
+        self.do_fail_job(id, lease, error, run_at, now).await
     }
 
     async fn jobs(&self, state: JobState, limit: u32) -> StoreResult<Vec<Job>> {
@@ -583,17 +642,19 @@ impl Store for PostgresStore {
         self.do_requeue_job(id, now).await
     }
 
-    async fn email_sent(&self, booking_id: Uuid) -> StoreResult<bool> {
-        self.do_email_sent(booking_id).await
+    async fn email_sent(&self, booking_id: Uuid, kind: &str) -> StoreResult<bool> {
+        self.do_email_sent(booking_id, kind).await
     }
 
     async fn record_email_sent(
         &self,
         booking_id: Uuid,
+        kind: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.do_record_email_sent(booking_id, message_id, now).await
+        self.do_record_email_sent(booking_id, kind, message_id, now)
+            .await
     }
 
     async fn idempotency_start(

@@ -10,15 +10,19 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
-use usher_core::{Booking, BookingStatus, Cursor, PageLimit, Performance, Unit};
+use usher_core::{
+    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, User,
+};
 use usher_store::inventory::stored_currency;
+use usher_store::payments::job_kind;
 use usher_store::{
-    BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
-    NewPerformance, Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
-    SalesRow, Selection, StoreError, StoreResult, UnitRow, assemble_performances, paginate,
-    push_group,
+    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HoldCommand,
+    InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch, PerformanceRow,
+    PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, Selection, StoreError,
+    StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group,
 };
 
+use crate::payments::enqueue;
 use crate::{SqliteStore, backend, commit_or_rollback};
 
 /// Units are inserted in batches of this many rows per statement.
@@ -42,8 +46,8 @@ impl SqliteStore {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         sqlx::query!(
             "INSERT INTO performances (id, event_id, starts_at, hold_ttl_seconds, max_per_booking,
-                                       kind, currency, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                       kind, currency, on_sale_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             id,
             new.event_id,
             new.starts_at,
@@ -51,6 +55,7 @@ impl SqliteStore {
             max,
             kind_name,
             currency_name,
+            new.on_sale_at,
             now
         )
         .execute(&mut *tx)
@@ -119,6 +124,8 @@ impl SqliteStore {
             id,
             event_id: new.event_id,
             starts_at: new.starts_at,
+            status: PerformanceStatus::Scheduled,
+            on_sale_at: new.on_sale_at,
             hold_ttl: new.hold_ttl,
             max_per_booking: new.max_per_booking,
             kind,
@@ -138,7 +145,8 @@ impl SqliteStore {
             PerformanceRow,
             r#"SELECT id AS "id!: Uuid", event_id AS "event_id!: Uuid",
                       starts_at AS "starts_at!: DateTime<Utc>", hold_ttl_seconds,
-                      max_per_booking, kind, currency,
+                      max_per_booking, kind, currency, status,
+                      on_sale_at AS "on_sale_at?: DateTime<Utc>",
                       created_at AS "created_at!: DateTime<Utc>"
                FROM performances
                WHERE (?1 IS NULL OR event_id = ?1) AND (?2 IS NULL OR id = ?2)
@@ -236,6 +244,21 @@ impl SqliteStore {
             InventoryCommand::Hold(hold) => self.hold(hold).await,
             InventoryCommand::Cancel { booking_id, now } => self.cancel(booking_id, now).await,
             InventoryCommand::Sweep { now, limit } => self.sweep(now, limit).await,
+            InventoryCommand::SetBlocked {
+                performance_id,
+                unit_ids,
+                blocked,
+                now,
+            } => {
+                let mut tx = self.writer.begin().await.map_err(backend)?;
+                let outcome = set_blocked_in(&mut tx, performance_id, &unit_ids, blocked, now)
+                    .await
+                    .map(|o| {
+                        let changed = matches!(o, CommandOutcome::BlockingChanged { .. });
+                        (o, changed)
+                    });
+                commit_or_rollback(tx, outcome).await
+            }
         }
     }
 
@@ -334,13 +357,15 @@ impl SqliteStore {
         let rows = sqlx::query_as!(
             SalesRow,
             r#"SELECT p.id AS "id!: Uuid", p.starts_at AS "starts_at!: DateTime<Utc>", p.currency,
+                      CASE WHEN e.status = 'cancelled' THEN 'cancelled' ELSE p.status END AS "status!: String",
                       count(u.id) AS "capacity!: i64",
                       coalesce(sum(u.state = 'available' OR (u.state = 'held' AND u.held_until <= ?2)), 0) AS "available!: i64",
                       coalesce(sum(u.state = 'held' AND u.held_until > ?2), 0) AS "held!: i64",
                       coalesce(sum(u.state = 'sold'), 0) AS "sold!: i64",
                       coalesce(sum(u.state = 'blocked'), 0) AS "blocked!: i64",
                       coalesce(sum(CASE WHEN u.state = 'sold' THEN u.price_amount END), 0) AS "revenue!: i64"
-               FROM performances p LEFT JOIN units u ON u.performance_id = p.id
+               FROM performances p JOIN events e ON e.id = p.event_id
+               LEFT JOIN units u ON u.performance_id = p.id
                WHERE p.event_id = ?1
                GROUP BY p.id ORDER BY p.starts_at, p.id"#,
             event_id,
@@ -349,16 +374,257 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
-        rows.into_iter().map(SalesRow::into_sales).collect()
+        let bookings = sqlx::query_as!(
+            BookingCountRow,
+            r#"SELECT p.id AS "performance_id!: Uuid",
+                      (SELECT count(*) FROM bookings b WHERE b.performance_id = p.id
+                         AND b.status = 'held' AND b.held_until > ?2) AS "held!: i64",
+                      (SELECT count(*) FROM bookings b WHERE b.performance_id = p.id
+                         AND b.status = 'confirmed') AS "confirmed!: i64",
+                      (SELECT count(*) FROM bookings b WHERE b.performance_id = p.id
+                         AND b.status = 'refunded') AS "refunded!: i64",
+                      (SELECT count(*) FROM payments m JOIN bookings b ON b.id = m.booking_id
+                         WHERE b.performance_id = p.id AND m.status = 'refund_pending') AS "refunds_pending!: i64",
+                      (SELECT count(*) FROM payments m JOIN bookings b ON b.id = m.booking_id
+                         WHERE b.performance_id = p.id AND m.status = 'refunded') AS "refunds_done!: i64"
+               FROM performances p WHERE p.event_id = ?1"#,
+            event_id,
+            now
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let counts = BookingCountRow::counts_of(&bookings, row.id);
+                row.into_sales(counts)
+            })
+            .collect()
     }
+
+    pub(crate) async fn patch_performance(
+        &self,
+        id: Uuid,
+        patch: PerformancePatch,
+    ) -> StoreResult<PerformanceUpdate> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let status = sqlx::query_scalar!("SELECT status FROM performances WHERE id = ?1", id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        // `None`: updated; read it back after the commit.
+        let result = match status.as_deref() {
+            None => Ok((Some(PerformanceUpdate::NoSuchPerformance), false)),
+            Some("cancelled") => Ok((Some(PerformanceUpdate::AlreadyCancelled), false)),
+            Some(_) => {
+                let now = usher_store::now();
+                let cancel = patch.status == Some(PerformanceStatus::Cancelled);
+                let ttl = patch.hold_ttl.map(|t| i64::from(t.seconds()));
+                let max = patch.max_per_booking.map(|m| i64::from(m.get()));
+                let set_on_sale = patch.on_sale_at.is_some();
+                let on_sale_at = patch.on_sale_at.flatten();
+                let updated = sqlx::query!(
+                    "UPDATE performances
+                     SET starts_at = coalesce(?2, starts_at),
+                         hold_ttl_seconds = coalesce(?3, hold_ttl_seconds),
+                         max_per_booking = coalesce(?4, max_per_booking),
+                         on_sale_at = CASE WHEN ?5 THEN ?6 ELSE on_sale_at END,
+                         status = CASE WHEN ?7 THEN 'cancelled' ELSE status END
+                     WHERE id = ?1",
+                    id,
+                    patch.starts_at,
+                    ttl,
+                    max,
+                    set_on_sale,
+                    on_sale_at,
+                    cancel
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(backend);
+                match updated {
+                    Err(e) => Err(e),
+                    // In the same transaction: a crash after the commit still has the job.
+                    Ok(_) if cancel => enqueue(
+                        &mut tx,
+                        job_kind::CANCEL_SALE,
+                        serde_json::json!({ "performance_id": id }),
+                        now,
+                    )
+                    .await
+                    .map(|()| (None, true)),
+                    Ok(_) => Ok((None, true)),
+                }
+            }
+        };
+        if let Some(refused) = commit_or_rollback(tx, result).await? {
+            return Ok(refused);
+        }
+        match self.load_performances(None, Some(id)).await?.pop() {
+            Some(performance) => Ok(PerformanceUpdate::Updated(performance)),
+            None => Ok(PerformanceUpdate::NoSuchPerformance),
+        }
+    }
+
+    pub(crate) async fn list_attendees(
+        &self,
+        performance_id: Uuid,
+        status: Option<BookingStatus>,
+        now: DateTime<Utc>,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Attendee>> {
+        let after = after.map(Cursor::id);
+        let fetch = i64::from(limit.get()) + 1;
+        let status = status.map(BookingStatus::as_str);
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        // `held` and `expired` as a reader sees them: a hold past its time is expired.
+        let ids = sqlx::query_scalar!(
+            r#"SELECT id AS "id!: Uuid" FROM bookings
+               WHERE performance_id = ?1 AND (?2 IS NULL OR id < ?2)
+                 AND (?3 IS NULL
+                      OR (?3 = 'held' AND status = 'held' AND held_until > ?4)
+                      OR (?3 = 'expired' AND (status = 'expired' OR (status = 'held' AND held_until <= ?4)))
+                      OR (?3 NOT IN ('held', 'expired') AND status = ?3))
+               ORDER BY id DESC LIMIT ?5"#,
+            performance_id,
+            after,
+            status,
+            now,
+            fetch
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let bookings = load_bookings(&mut conn, &ids).await?;
+        let user_ids: Vec<Uuid> = bookings.iter().map(|b| b.user_id).collect();
+        let list = id_list(&user_ids);
+        let buyers = sqlx::query_as!(
+            UserRow,
+            r#"SELECT id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>"
+               FROM users WHERE id IN (SELECT unhex(value) FROM json_each(?1))"#,
+            list
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+        .into_iter()
+        .map(UserRow::into_user)
+        .collect::<StoreResult<Vec<User>>>()?;
+        let attendees = bookings
+            .into_iter()
+            .map(|booking| {
+                let buyer = buyers
+                    .iter()
+                    .find(|u| u.id == booking.user_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        StoreError::Backend(format!("buyer of {} vanished", booking.id))
+                    })?;
+                Ok(Attendee { booking, buyer })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(attendees, limit, |a| a.booking.id))
+    }
+
+    pub(crate) async fn list_live_bookings(
+        &self,
+        scope: SaleScope,
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        let (event_id, performance_id) = match scope {
+            SaleScope::Event(id) => (Some(id), None),
+            SaleScope::Performance(id) => (None, Some(id)),
+        };
+        let limit = i64::from(limit);
+        sqlx::query_scalar!(
+            r#"SELECT b.id AS "id!: Uuid" FROM bookings b JOIN performances p ON p.id = b.performance_id
+               WHERE (?1 IS NULL OR p.event_id = ?1) AND (?2 IS NULL OR p.id = ?2)
+                 AND b.status IN ('held', 'confirmed')
+               ORDER BY b.id LIMIT ?3"#,
+            event_id,
+            performance_id,
+            limit
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)
+    }
+}
+
+/// Blocks (house seats, broken seats) or unblocks units, all or nothing.
+async fn set_blocked_in(
+    tx: &mut SqliteConnection,
+    performance_id: Uuid,
+    unit_ids: &[Uuid],
+    blocked: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<CommandOutcome> {
+    let list = id_list(unit_ids);
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id!: Uuid", state, held_until AS "held_until?: DateTime<Utc>"
+           FROM units
+           WHERE performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
+        performance_id,
+        list
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(backend)?;
+    if rows.len() != unit_ids.len() {
+        return Ok(CommandOutcome::UnknownUnits {
+            unit_ids: unit_ids
+                .iter()
+                .filter(|id| !rows.iter().any(|r| r.id == **id))
+                .copied()
+                .collect(),
+        });
+    }
+    let taken: Vec<Uuid> = rows
+        .iter()
+        .filter(|r| {
+            r.state == "sold" || (r.state == "held" && r.held_until.is_some_and(|t| t > now))
+        })
+        .map(|r| r.id)
+        .collect();
+    if !taken.is_empty() {
+        return Ok(CommandOutcome::Unavailable { unit_ids: taken });
+    }
+    // An expired hold's unit is free: blocking it detaches it from that hold.
+    let changed = if blocked {
+        sqlx::query!(
+            "UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
+             WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state <> 'blocked'",
+            list
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+    } else {
+        sqlx::query!(
+            "UPDATE units SET state = 'available'
+             WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state = 'blocked'",
+            list
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+    };
+    Ok(CommandOutcome::BlockingChanged { changed })
 }
 
 /// A hold inside the caller's transaction.
 async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
     let now = hold.now;
-    let Some(currency) = sqlx::query_scalar!(
-        "SELECT currency FROM performances WHERE id = ?1",
-        hold.performance_id
+    let Some(performance) = sqlx::query!(
+        r#"SELECT p.currency,
+                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > ?2
+                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= ?2)) AS "on_sale!: bool"
+           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = ?1"#,
+        hold.performance_id,
+        now
     )
     .fetch_optional(&mut *tx)
     .await
@@ -368,6 +634,10 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
             unit_ids: Vec::new(),
         });
     };
+    if !performance.on_sale {
+        return Ok(CommandOutcome::NotOnSale);
+    }
+    let currency = performance.currency;
     let wanted: Vec<Uuid> = match &hold.selection {
         Selection::Units(ids) => {
             let list = id_list(ids);
@@ -586,6 +856,7 @@ pub(crate) async fn load_bookings(
         r#"SELECT id AS "id!: Uuid", user_id AS "user_id!: Uuid",
                   performance_id AS "performance_id!: Uuid", status,
                   held_until AS "held_until!: DateTime<Utc>", total_amount, currency,
+                  paid_by AS "paid_by?: Uuid",
                   created_at AS "created_at!: DateTime<Utc>", updated_at AS "updated_at!: DateTime<Utc>"
            FROM bookings WHERE id IN (SELECT unhex(value) FROM json_each(?1))"#,
         list

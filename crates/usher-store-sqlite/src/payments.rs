@@ -1,57 +1,26 @@
 //! Payments, provider events, jobs, emails and idempotency keys on SQLite. Every write
-//! goes through the single writer connection, so each read-decide-write below runs
-//! without interleaving.
+//! goes through the single writer connection, so each lifecycle transition (read the
+//! facts, decide, apply) runs without interleaving with another writer.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use usher_core::BookingStatus;
-use usher_store::payments::{JOB_MAX_ATTEMPTS, job_kind};
+use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
+use usher_core::{BookingStatus, Money};
+use usher_store::lifecycle::BookingChange;
+use usher_store::payments::JOB_MAX_ATTEMPTS;
 use usher_store::{
-    CheckoutStart, Confirmation, IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow,
-    ProviderEvent, RefundOutcome, StoreError, StoreResult, unit_takeable,
+    IdempotencyStart, Job, JobRow, JobState, LifecycleTx, Payment, PaymentRow, ProviderEvent,
+    StoreError, StoreResult, TransitionRequest, Transitioned, run_transition, unit_takeable,
 };
 
-use crate::inventory::{load_bookings, status_at};
+use crate::inventory::load_bookings;
 use crate::{SqliteStore, backend, commit_or_rollback};
 
-/// A booking that must exist (we hold a reference to it in this transaction).
-async fn existing_booking(
-    conn: &mut SqliteConnection,
-    id: Uuid,
-) -> StoreResult<usher_core::Booking> {
-    load_bookings(conn, &[id])
-        .await?
-        .pop()
-        .ok_or_else(|| StoreError::Backend(format!("booking {id} vanished")))
-}
-
-/// Records a provider event; false when it was already recorded (a replay).
-async fn record_event(
-    conn: &mut SqliteConnection,
-    event: &Option<ProviderEvent>,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    let Some(event) = event else {
-        return Ok(true);
-    };
-    let inserted = sqlx::query!(
-        "INSERT INTO provider_events (provider, event_id, kind, received_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (provider, event_id) DO NOTHING",
-        event.provider,
-        event.event_id,
-        event.kind,
-        now
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
-async fn enqueue(
+/// Queues a job in the caller's transaction (the outbox).
+pub(crate) async fn enqueue(
     conn: &mut SqliteConnection,
     kind: &str,
     payload: serde_json::Value,
@@ -92,101 +61,261 @@ async fn load_payment(conn: &mut SqliteConnection, id: Uuid) -> StoreResult<Opti
     .transpose()
 }
 
-/// Marks a payment refund-pending and queues its refund.
-async fn refund_payment(
-    conn: &mut SqliteConnection,
-    payment_id: Uuid,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    sqlx::query!(
-        "UPDATE payments SET status = 'refund_pending', updated_at = ?2 WHERE id = ?1",
-        payment_id,
-        now
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    enqueue(
-        conn,
-        job_kind::REFUND,
-        serde_json::json!({ "payment_id": payment_id }),
-        now,
-    )
-    .await
-}
+/// The lifecycle's steps in SQLite, inside one transaction on the writer.
+struct SqliteLifecycle<'c>(&'c mut SqliteConnection);
 
-/// Frees the units a booking still holds or owns.
-async fn release_booking_units(conn: &mut SqliteConnection, booking_id: Uuid) -> StoreResult<()> {
-    sqlx::query!(
-        "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-         WHERE booking_id = ?1 AND state IN ('held', 'sold')",
-        booking_id
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    Ok(())
+#[async_trait]
+impl LifecycleTx for SqliteLifecycle<'_> {
+    async fn record_event(
+        &mut self,
+        event: &ProviderEvent,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query!(
+            "INSERT INTO provider_events (provider, event_id, kind, received_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (provider, event_id) DO NOTHING",
+            event.provider,
+            event.event_id,
+            event.kind,
+            now
+        )
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn booking_of_payment(&mut self, payment_id: Uuid) -> StoreResult<Option<Uuid>> {
+        sqlx::query_scalar!(
+            r#"SELECT booking_id AS "booking_id!: Uuid" FROM payments WHERE id = ?1"#,
+            payment_id
+        )
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)
+    }
+
+    async fn lock_facts(&mut self, booking_id: Uuid) -> StoreResult<Option<(Facts, Money)>> {
+        let Some(row) = sqlx::query!(
+            r#"SELECT b.status, b.held_until AS "held_until!: DateTime<Utc>",
+                      b.paid_by AS "paid_by?: Uuid",
+                      b.checkout_started_at IS NOT NULL AS "checkout_started!: bool",
+                      b.total_amount, b.currency, p.starts_at AS "starts_at!: DateTime<Utc>",
+                      (p.status = 'cancelled' OR e.status = 'cancelled') AS "sale_cancelled!: bool"
+               FROM bookings b
+               JOIN performances p ON p.id = b.performance_id
+               JOIN events e ON e.id = p.event_id
+               WHERE b.id = ?1"#,
+            booking_id
+        )
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let payments = sqlx::query!(
+            r#"SELECT id AS "id!: Uuid", status, provider,
+                      expires_at AS "expires_at!: DateTime<Utc>"
+               FROM payments WHERE booking_id = ?1 ORDER BY created_at, id"#,
+            booking_id
+        )
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)?
+        .into_iter()
+        .map(|p| {
+            Ok(PaymentFacts {
+                id: p.id,
+                status: PaymentStatus::parse(&p.status).map_err(backend)?,
+                provider: p.provider,
+                expires_at: p.expires_at,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let currency = usher_store::inventory::stored_currency(&row.currency)?;
+        let facts = Facts {
+            status: BookingStatus::parse(&row.status).map_err(backend)?,
+            held_until: row.held_until,
+            paid_by: row.paid_by,
+            checkout_started: row.checkout_started,
+            sale: if row.sale_cancelled {
+                Sale::Cancelled
+            } else {
+                Sale::Open
+            },
+            starts_at: row.starts_at,
+            units_takeable: false,
+            payments,
+        };
+        Ok(Some((facts, Money::new(row.total_amount, currency))))
+    }
+
+    async fn units_takeable(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+        let units = sqlx::query!(
+            r#"SELECT u.state, u.booking_id AS "booking_id?: Uuid",
+                      u.held_until AS "held_until?: DateTime<Utc>"
+               FROM booking_units bu JOIN units u ON u.id = bu.unit_id
+               WHERE bu.booking_id = ?1"#,
+            booking_id
+        )
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(units
+            .iter()
+            .all(|u| unit_takeable(&u.state, u.booking_id, u.held_until, booking_id, now)))
+    }
+
+    async fn update_booking(
+        &mut self,
+        booking_id: Uuid,
+        change: &BookingChange,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (to, from) = (change.to.as_str(), change.from.as_str());
+        let changed = sqlx::query!(
+            "UPDATE bookings
+             SET status = ?2, paid_by = coalesce(?3, paid_by), held_until = coalesce(?4, held_until),
+                 checkout_started_at = CASE WHEN ?5 THEN coalesce(checkout_started_at, ?6)
+                                            ELSE checkout_started_at END,
+                 updated_at = ?6
+             WHERE id = ?1 AND status = ?7",
+            booking_id,
+            to,
+            change.paid_by,
+            change.held_until,
+            change.checkout_started,
+            now,
+            from
+        )
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    async fn extend_units(&mut self, booking_id: Uuid, until: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE units SET held_until = ?2 WHERE booking_id = ?1 AND state = 'held'",
+            booking_id,
+            until
+        )
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn sell_units(&mut self, booking_id: Uuid) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE units SET state = 'sold', booking_id = ?1, held_until = NULL
+             WHERE id IN (SELECT unit_id FROM booking_units WHERE booking_id = ?1)",
+            booking_id
+        )
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn release_units(&mut self, booking_id: Uuid) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+             WHERE booking_id = ?1 AND state IN ('held', 'sold')",
+            booking_id
+        )
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn set_payment_status(
+        &mut self,
+        payment_id: Uuid,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        provider_payment_ref: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (to, from) = (to.as_str(), from.as_str());
+        let changed = sqlx::query!(
+            "UPDATE payments SET status = ?2, provider_payment_ref = coalesce(?3, provider_payment_ref),
+                                 updated_at = ?4
+             WHERE id = ?1 AND status = ?5",
+            payment_id,
+            to,
+            provider_payment_ref,
+            now,
+            from
+        )
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    async fn insert_payment(
+        &mut self,
+        booking_id: Uuid,
+        payment: NewPayment,
+        provider: &str,
+        amount: Money,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let currency = amount.currency.as_str();
+        sqlx::query!(
+            "INSERT INTO payments (id, booking_id, provider, status, amount, currency, expires_at,
+                                   created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)",
+            payment.id,
+            booking_id,
+            provider,
+            amount.amount,
+            currency,
+            payment.expires_at,
+            now
+        )
+        .execute(&mut *self.0)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn enqueue(
+        &mut self,
+        kind: &str,
+        payload: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        enqueue(self.0, kind, payload, now).await
+    }
+
+    async fn load_booking(&mut self, booking_id: Uuid) -> StoreResult<usher_core::Booking> {
+        load_bookings(self.0, &[booking_id])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Backend(format!("booking {booking_id} vanished")))
+    }
+
+    async fn load_payment(&mut self, payment_id: Uuid) -> StoreResult<Payment> {
+        load_payment(self.0, payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Backend(format!("payment {payment_id} vanished")))
+    }
 }
 
 impl SqliteStore {
-    pub(crate) async fn do_start_checkout(
+    pub(crate) async fn do_transition(
         &self,
-        booking_id: Uuid,
-        payment_id: Uuid,
-        provider: &str,
-        hold_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<CheckoutStart> {
+        request: TransitionRequest,
+    ) -> StoreResult<Transitioned> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let result = async {
-            let extended = sqlx::query!(
-                "UPDATE bookings SET held_until = max(held_until, ?2), updated_at = ?3
-                 WHERE id = ?1 AND status = 'held' AND held_until > ?3",
-                booking_id,
-                hold_until,
-                now
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-            if extended == 0 {
-                return Ok(match status_at(&mut tx, booking_id, now).await? {
-                    None => (CheckoutStart::NoSuchBooking, false),
-                    Some(status) => (CheckoutStart::NotHeld(status), false),
-                });
-            }
-            sqlx::query!(
-                "UPDATE units SET held_until = (SELECT held_until FROM bookings WHERE id = ?1)
-                 WHERE booking_id = ?1 AND state = 'held'",
-                booking_id
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            let booking = existing_booking(&mut tx, booking_id).await?;
-            let (amount, currency) = (booking.total.amount, booking.total.currency.as_str().to_owned());
-            sqlx::query!(
-                "INSERT INTO payments (id, booking_id, provider, status, amount, currency, expires_at,
-                                       created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)",
-                payment_id,
-                booking_id,
-                provider,
-                amount,
-                currency,
-                booking.held_until,
-                now
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            let payment = load_payment(&mut tx, payment_id)
-                .await?
-                .ok_or_else(|| StoreError::Backend("payment vanished".into()))?;
-            Ok((CheckoutStart::Started { booking, payment: Box::new(payment) }, true))
-        }
-        .await;
+        let result = run_transition(&mut SqliteLifecycle(&mut tx), &request).await;
         commit_or_rollback(tx, result).await
     }
 
@@ -213,6 +342,28 @@ impl SqliteStore {
         load_payment(&mut conn, id).await
     }
 
+    pub(crate) async fn do_payments_of_booking(
+        &self,
+        booking_id: Uuid,
+    ) -> StoreResult<Vec<Payment>> {
+        sqlx::query_as!(
+            PaymentRow,
+            r#"SELECT id AS "id!: Uuid", booking_id AS "booking_id!: Uuid", provider,
+                      provider_ref, provider_payment_ref, status, amount, currency, checkout_url,
+                      expires_at AS "expires_at!: DateTime<Utc>",
+                      created_at AS "created_at!: DateTime<Utc>",
+                      updated_at AS "updated_at!: DateTime<Utc>"
+               FROM payments WHERE booking_id = ?1 ORDER BY created_at, id"#,
+            booking_id
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?
+        .into_iter()
+        .map(PaymentRow::into_payment)
+        .collect()
+    }
+
     pub(crate) async fn do_payment_by_ref(
         &self,
         provider: &str,
@@ -234,234 +385,29 @@ impl SqliteStore {
         }
     }
 
-    pub(crate) async fn do_confirm_payment(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        provider_payment_ref: Option<String>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Confirmation> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let result = async {
-            if !record_event(&mut tx, &event, now).await? {
-                return Ok((Confirmation::AlreadyProcessed, false));
-            }
-            let Some(payment) = load_payment(&mut tx, payment_id).await? else {
-                return Ok((Confirmation::UnknownPayment, false));
-            };
-            if !matches!(payment.status, usher_store::PaymentStatus::Pending | usher_store::PaymentStatus::Failed) {
-                // Already succeeded (and confirmed or refunding): only the event is new.
-                return Ok((Confirmation::AlreadyProcessed, true));
-            }
-            sqlx::query!(
-                "UPDATE payments SET status = 'succeeded', provider_payment_ref = coalesce(?2, provider_payment_ref),
-                                     updated_at = ?3
-                 WHERE id = ?1",
-                payment_id,
-                provider_payment_ref,
-                now
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            let booking_id = payment.booking_id;
-            let booking = existing_booking(&mut tx, booking_id).await?;
-            let takeable = if matches!(booking.status, BookingStatus::Confirmed | BookingStatus::Refunded) {
-                false
-            } else {
-                let units = sqlx::query!(
-                    r#"SELECT u.state, u.booking_id AS "booking_id?: Uuid",
-                              u.held_until AS "held_until?: DateTime<Utc>"
-                       FROM booking_units bu JOIN units u ON u.id = bu.unit_id
-                       WHERE bu.booking_id = ?1"#,
-                    booking_id
-                )
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?;
-                units
-                    .iter()
-                    .all(|u| unit_takeable(&u.state, u.booking_id, u.held_until, booking_id, now))
-            };
-            if takeable {
-                sqlx::query!(
-                    "UPDATE units SET state = 'sold', booking_id = ?1, held_until = NULL
-                     WHERE id IN (SELECT unit_id FROM booking_units WHERE booking_id = ?1)",
-                    booking_id
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                sqlx::query!(
-                    "UPDATE bookings SET status = 'confirmed', updated_at = ?2 WHERE id = ?1",
-                    booking_id,
-                    now
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                enqueue(&mut tx, job_kind::CONFIRMATION_EMAIL, serde_json::json!({ "booking_id": booking_id }), now).await?;
-                let booking = existing_booking(&mut tx, booking_id).await?;
-                return Ok((Confirmation::Confirmed(booking), true));
-            }
-            // The units went to someone else (or the booking is already paid or refunded):
-            // give the money back.
-            if booking.status != BookingStatus::Confirmed {
-                sqlx::query!(
-                    "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-                     WHERE booking_id = ?1 AND state = 'held'",
-                    booking_id
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                sqlx::query!(
-                    "UPDATE bookings SET status = 'refunded', updated_at = ?2 WHERE id = ?1",
-                    booking_id,
-                    now
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            }
-            refund_payment(&mut tx, payment_id, now).await?;
-            let booking = existing_booking(&mut tx, booking_id).await?;
-            Ok((Confirmation::Refunding(booking), true))
-        }
-        .await;
-        commit_or_rollback(tx, result).await
-    }
-
-    pub(crate) async fn do_fail_payment(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let result = async {
-            if !record_event(&mut tx, &event, now).await? {
-                return Ok((false, false));
-            }
-            let changed = sqlx::query!(
-                "UPDATE payments SET status = 'failed', updated_at = ?2 WHERE id = ?1 AND status = 'pending'",
-                payment_id,
-                now
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-            Ok((changed == 1, true))
-        }
-        .await;
-        commit_or_rollback(tx, result).await
-    }
-
-    pub(crate) async fn do_refund_booking(
-        &self,
-        booking_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> StoreResult<RefundOutcome> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let result = async {
-            let changed = sqlx::query!(
-                "UPDATE bookings SET status = 'refunded', updated_at = ?2 WHERE id = ?1 AND status = 'confirmed'",
-                booking_id,
-                now
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-            if changed == 0 {
-                return Ok(match status_at(&mut tx, booking_id, now).await? {
-                    None => (RefundOutcome::NoSuchBooking, false),
-                    Some(status) => (RefundOutcome::NotRefundable(status), false),
-                });
-            }
-            release_booking_units(&mut tx, booking_id).await?;
-            let paid = sqlx::query_scalar!(
-                r#"SELECT id AS "id!: Uuid" FROM payments WHERE booking_id = ?1 AND status = 'succeeded'"#,
-                booking_id
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-            for payment_id in paid {
-                refund_payment(&mut tx, payment_id, now).await?;
-            }
-            let booking = existing_booking(&mut tx, booking_id).await?;
-            Ok((RefundOutcome::Refunding(booking), true))
-        }
-        .await;
-        commit_or_rollback(tx, result).await
-    }
-
-    pub(crate) async fn do_payment_refunded(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let result = async {
-            if !record_event(&mut tx, &event, now).await? {
-                return Ok((false, false));
-            }
-            let Some(payment) = load_payment(&mut tx, payment_id).await? else {
-                return Ok((false, false));
-            };
-            if payment.status == usher_store::PaymentStatus::Refunded {
-                return Ok((false, true));
-            }
-            sqlx::query!(
-                "UPDATE payments SET status = 'refunded', updated_at = ?2 WHERE id = ?1",
-                payment_id,
-                now
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            // A refund made outside Usher (the provider's dashboard) ends the booking too.
-            let ended = sqlx::query!(
-                "UPDATE bookings SET status = 'refunded', updated_at = ?2 WHERE id = ?1 AND status = 'confirmed'",
-                payment.booking_id,
-                now
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-            if ended == 1 {
-                release_booking_units(&mut tx, payment.booking_id).await?;
-            }
-            Ok((true, true))
-        }
-        .await;
-        commit_or_rollback(tx, result).await
-    }
-
     pub(crate) async fn do_claim_jobs(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        lease: Uuid,
     ) -> StoreResult<Vec<Job>> {
         let limit = i64::from(limit);
         let rows = sqlx::query_as!(
             JobRow,
-            r#"UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_until = ?2, updated_at = ?1
+            r#"UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_until = ?2,
+                              lease = ?4, updated_at = ?1
                WHERE id IN (SELECT id FROM jobs
                             WHERE (state = 'queued' AND run_at <= ?1)
                                OR (state = 'running' AND locked_until <= ?1)
                             ORDER BY run_at LIMIT ?3)
                RETURNING id AS "id!: Uuid", kind, payload, state, attempts, max_attempts,
                          run_at AS "run_at!: DateTime<Utc>", last_error,
-                         created_at AS "created_at!: DateTime<Utc>""#,
+                         created_at AS "created_at!: DateTime<Utc>", lease AS "lease?: Uuid""#,
             now,
             lease_until,
-            limit
+            limit,
+            lease
         )
         .fetch_all(&self.writer)
         .await
@@ -469,25 +415,34 @@ impl SqliteStore {
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
-    pub(crate) async fn do_finish_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query!(
-            "UPDATE jobs SET state = 'done', locked_until = NULL, updated_at = ?2 WHERE id = ?1",
+    pub(crate) async fn do_finish_job(
+        &self,
+        id: Uuid,
+        lease: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let changed = sqlx::query!(
+            "UPDATE jobs SET state = 'done', locked_until = NULL, updated_at = ?2
+             WHERE id = ?1 AND state = 'running' AND lease = ?3",
             id,
-            now
+            now,
+            lease
         )
         .execute(&self.writer)
         .await
-        .map_err(backend)?;
-        Ok(())
+        .map_err(backend)?
+        .rows_affected();
+        Ok(changed == 1)
     }
 
     pub(crate) async fn do_fail_job(
         &self,
         id: Uuid,
+        lease: Uuid,
         error: &str,
         run_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let state = if run_at.is_some() {
             JobState::Queued
         } else {
@@ -495,19 +450,21 @@ impl SqliteStore {
         }
         .as_str();
         let run_at = run_at.unwrap_or(now);
-        sqlx::query!(
+        let changed = sqlx::query!(
             "UPDATE jobs SET state = ?2, run_at = ?3, last_error = ?4, locked_until = NULL, updated_at = ?5
-             WHERE id = ?1",
+             WHERE id = ?1 AND state = 'running' AND lease = ?6",
             id,
             state,
             run_at,
             error,
-            now
+            now,
+            lease
         )
         .execute(&self.writer)
         .await
-        .map_err(backend)?;
-        Ok(())
+        .map_err(backend)?
+        .rows_affected();
+        Ok(changed == 1)
     }
 
     pub(crate) async fn do_jobs(&self, state: JobState, limit: u32) -> StoreResult<Vec<Job>> {
@@ -516,7 +473,7 @@ impl SqliteStore {
             JobRow,
             r#"SELECT id AS "id!: Uuid", kind, payload, state, attempts, max_attempts,
                       run_at AS "run_at!: DateTime<Utc>", last_error,
-                      created_at AS "created_at!: DateTime<Utc>"
+                      created_at AS "created_at!: DateTime<Utc>", lease AS "lease?: Uuid"
                FROM jobs WHERE state = ?1 ORDER BY created_at LIMIT ?2"#,
             state,
             limit
@@ -541,10 +498,11 @@ impl SqliteStore {
         Ok(changed == 1)
     }
 
-    pub(crate) async fn do_email_sent(&self, booking_id: Uuid) -> StoreResult<bool> {
+    pub(crate) async fn do_email_sent(&self, booking_id: Uuid, kind: &str) -> StoreResult<bool> {
         let found = sqlx::query_scalar!(
-            r#"SELECT 1 AS "one!: i64" FROM email_deliveries WHERE booking_id = ?1"#,
-            booking_id
+            r#"SELECT 1 AS "one!: i64" FROM email_deliveries WHERE booking_id = ?1 AND kind = ?2"#,
+            booking_id,
+            kind
         )
         .fetch_optional(&self.readers)
         .await
@@ -555,13 +513,15 @@ impl SqliteStore {
     pub(crate) async fn do_record_email_sent(
         &self,
         booking_id: Uuid,
+        kind: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         sqlx::query!(
-            "INSERT INTO email_deliveries (booking_id, message_id, sent_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (booking_id) DO NOTHING",
+            "INSERT INTO email_deliveries (booking_id, kind, message_id, sent_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (booking_id, kind) DO NOTHING",
             booking_id,
+            kind,
             message_id,
             now
         )

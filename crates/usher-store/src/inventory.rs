@@ -7,7 +7,7 @@ use uuid::Uuid;
 use usher_core::inventory::PriceGroupPlan;
 use usher_core::{
     BookedUnit, Booking, BookingStatus, Counts, Currency, HoldTtl, MaxPerBooking, Money,
-    Performance, SeatingKind, SeatingPlan, Section, TicketType, UnitState,
+    Performance, PerformanceStatus, SeatingKind, SeatingPlan, Section, TicketType, UnitState, User,
 };
 
 use crate::{StoreError, StoreResult, corrupt_value};
@@ -16,6 +16,8 @@ use crate::{StoreError, StoreResult, corrupt_value};
 pub struct NewPerformance {
     pub event_id: Uuid,
     pub starts_at: DateTime<Utc>,
+    /// Holds are refused before this moment.
+    pub on_sale_at: Option<DateTime<Utc>>,
     pub hold_ttl: HoldTtl,
     pub max_per_booking: MaxPerBooking,
     pub seating: SeatingPlan,
@@ -34,9 +36,60 @@ pub struct PerformanceInventory {
 pub struct PerformanceSales {
     pub performance_id: Uuid,
     pub starts_at: DateTime<Utc>,
+    /// `Cancelled` when the performance or its event is.
+    pub status: PerformanceStatus,
     pub counts: Counts,
     /// Sum of the prices of sold units.
     pub revenue: Money,
+    pub bookings: BookingCounts,
+}
+
+/// Bookings and refunds of one performance: how far a cancellation has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BookingCounts {
+    /// Live holds (not past their hold time).
+    pub held: u64,
+    pub confirmed: u64,
+    pub refunded: u64,
+    /// Payments whose refund is queued but not yet confirmed by the provider.
+    pub refunds_pending: u64,
+    /// Payments whose money went back.
+    pub refunds_done: u64,
+}
+
+/// A partial update of a performance; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct PerformancePatch {
+    pub starts_at: Option<DateTime<Utc>>,
+    pub hold_ttl: Option<HoldTtl>,
+    pub max_per_booking: Option<MaxPerBooking>,
+    /// `Some(None)` clears it.
+    pub on_sale_at: Option<Option<DateTime<Utc>>>,
+    /// Only `Cancelled` is a change; cancelling queues the refunds and releases.
+    pub status: Option<PerformanceStatus>,
+}
+
+/// What a performance patch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PerformanceUpdate {
+    Updated(Performance),
+    /// A cancelled performance stays as it is.
+    AlreadyCancelled,
+    NoSuchPerformance,
+}
+
+/// What a cancelled sale covers: a whole event, or one performance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleScope {
+    Event(Uuid),
+    Performance(Uuid),
+}
+
+/// A booking on an organizer's attendee list, with its buyer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attendee {
+    pub booking: Booking,
+    pub buyer: User,
 }
 
 /// Which units a hold asks for.
@@ -73,6 +126,14 @@ pub enum InventoryCommand {
     /// Move up to `limit` held bookings past their `held_until` to `expired` and free
     /// the units they still hold. Idempotent; safe from several instances at once.
     Sweep { now: DateTime<Utc>, limit: u32 },
+    /// House seats and broken seats: block free units, or make blocked ones available
+    /// again. All or nothing: a held or sold unit refuses the whole command.
+    SetBlocked {
+        performance_id: Uuid,
+        unit_ids: Vec<Uuid>,
+        blocked: bool,
+        now: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +157,12 @@ pub enum CommandOutcome {
         expired: Vec<Uuid>,
         released_units: u64,
     },
+    /// Units blocked or unblocked; `changed` counts those whose state changed.
+    BlockingChanged {
+        changed: u64,
+    },
+    /// The performance (or its event) is cancelled, or not yet on sale.
+    NotOnSale,
 }
 
 /// A `units` row joined with what the seat map shows.
@@ -139,6 +206,7 @@ pub struct BookingRow {
     pub held_until: DateTime<Utc>,
     pub total_amount: i64,
     pub currency: String,
+    pub paid_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -179,6 +247,7 @@ impl BookingRow {
                     price: Money::new(u.price_amount, currency),
                 })
                 .collect(),
+            paid_by: self.paid_by,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -200,6 +269,8 @@ pub struct PerformanceRow {
     pub max_per_booking: i64,
     pub kind: String,
     pub currency: String,
+    pub status: String,
+    pub on_sale_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -244,6 +315,9 @@ pub fn assemble_performances(
                 id: row.id,
                 event_id: row.event_id,
                 starts_at: row.starts_at,
+                status: PerformanceStatus::parse(&row.status)
+                    .map_err(corrupt_value("performances.status"))?,
+                on_sale_at: row.on_sale_at,
                 hold_ttl: HoldTtl::parse(row.hold_ttl_seconds)
                     .map_err(corrupt_value("performances.hold_ttl_seconds"))?,
                 max_per_booking: MaxPerBooking::parse(row.max_per_booking)
@@ -298,6 +372,8 @@ pub struct SalesRow {
     pub id: Uuid,
     pub starts_at: DateTime<Utc>,
     pub currency: String,
+    /// The performance's status, or `cancelled` when its event is.
+    pub status: String,
     pub capacity: i64,
     pub available: i64,
     pub held: i64,
@@ -307,10 +383,13 @@ pub struct SalesRow {
 }
 
 impl SalesRow {
-    pub fn into_sales(self) -> StoreResult<PerformanceSales> {
+    pub fn into_sales(self, bookings: BookingCounts) -> StoreResult<PerformanceSales> {
         Ok(PerformanceSales {
             performance_id: self.id,
             starts_at: self.starts_at,
+            status: PerformanceStatus::parse(&self.status)
+                .map_err(corrupt_value("performances.status"))?,
+            bookings,
             counts: Counts {
                 capacity: self.capacity as u64,
                 available: self.available as u64,
@@ -320,6 +399,32 @@ impl SalesRow {
             },
             revenue: Money::new(self.revenue, stored_currency(&self.currency)?),
         })
+    }
+}
+
+/// Booking and refund counts of one performance, as both engines compute them.
+#[derive(Debug)]
+pub struct BookingCountRow {
+    pub performance_id: Uuid,
+    pub held: i64,
+    pub confirmed: i64,
+    pub refunded: i64,
+    pub refunds_pending: i64,
+    pub refunds_done: i64,
+}
+
+impl BookingCountRow {
+    /// The counts of `performance_id` among `rows` (zero when it has no bookings).
+    pub fn counts_of(rows: &[BookingCountRow], performance_id: Uuid) -> BookingCounts {
+        rows.iter()
+            .find(|r| r.performance_id == performance_id)
+            .map_or_else(BookingCounts::default, |r| BookingCounts {
+                held: r.held as u64,
+                confirmed: r.confirmed as u64,
+                refunded: r.refunded as u64,
+                refunds_pending: r.refunds_pending as u64,
+                refunds_done: r.refunds_done as u64,
+            })
     }
 }
 

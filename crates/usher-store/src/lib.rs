@@ -10,20 +10,22 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use usher_core::{
-    Booking, Cursor, Email, Event, EventAttributes, EventStatus, EventText, EventTitle, PageLimit,
-    Performance, Role, Unit, User, UserName,
+    Booking, BookingStatus, Cursor, Email, Event, EventAttributes, EventStatus, EventText,
+    EventTitle, PageLimit, Performance, Role, Unit, User, UserName,
 };
 
 pub mod inventory;
+pub mod lifecycle;
 pub mod payments;
 pub use inventory::{
-    BookedUnitRow, BookingRow, CommandOutcome, CountRow, HoldCommand, InventoryCommand,
-    NewPerformance, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow,
-    SalesRow, Selection, UnitRow, assemble_performances, push_group, unit_takeable,
+    Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
+    HoldCommand, InventoryCommand, NewPerformance, PerformanceInventory, PerformancePatch,
+    PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
+    Selection, UnitRow, assemble_performances, push_group, unit_takeable,
 };
+pub use lifecycle::{BookingRef, LifecycleTx, TransitionRequest, Transitioned, run_transition};
 pub use payments::{
-    CheckoutStart, Confirmation, IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow,
-    PaymentStatus, ProviderEvent, RefundOutcome,
+    IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -151,6 +153,20 @@ pub struct EventQuery {
     pub after: Option<Cursor>,
 }
 
+/// The admin's user list.
+#[derive(Debug, Clone)]
+pub struct UserQuery {
+    /// Case-insensitive substring of the email or the name.
+    pub q: Option<String>,
+    pub limit: PageLimit,
+    pub after: Option<Cursor>,
+}
+
+/// What users are searched by: email and name, folded as [`search_key`] does.
+pub fn user_search_key(email: &str, name: &str) -> String {
+    search_key(&format!("{email}\n{name}"))
+}
+
 #[derive(Debug, Clone)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -184,6 +200,8 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the value under `key`, storing `value` first if there was none. Two
     /// callers racing get the same answer.
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Replaces the value under `key` if it is still `expected`; false otherwise.
+    async fn replace_setting(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool>;
 
     // --- accounts -------------------------------------------------------------------
 
@@ -191,6 +209,8 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn credentials_by_email(&self, email: &Email) -> StoreResult<Option<UserCredentials>>;
     async fn set_role(&self, id: Uuid, role: Role) -> StoreResult<Option<User>>;
+    /// Users, newest first; `query.q` matches email or name, case-insensitively.
+    async fn list_users(&self, query: UserQuery) -> StoreResult<Page<User>>;
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()>;
     /// Marks the token with `presented_hash` used and stores `replacement` in its family,
@@ -214,6 +234,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_event(&self, new: NewEvent) -> StoreResult<Event>;
     async fn event(&self, id: Uuid) -> StoreResult<Option<Event>>;
+    /// Cancelling an event queues, in the same transaction, the job that releases its
+    /// holds and refunds its bookings.
     async fn update_event(&self, id: Uuid, patch: EventPatch) -> StoreResult<Option<Event>>;
     /// Newest first.
     async fn list_events(&self, query: EventQuery) -> StoreResult<Page<Event>>;
@@ -223,6 +245,13 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the performance and one unit per sellable place, in one transaction.
     async fn create_performance(&self, new: NewPerformance) -> StoreResult<Performance>;
     async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>>;
+    /// Cancelling queues, in the same transaction, the job that releases the
+    /// performance's holds and refunds its bookings.
+    async fn update_performance(
+        &self,
+        id: Uuid,
+        patch: PerformancePatch,
+    ) -> StoreResult<PerformanceUpdate>;
     /// The event's performances, soonest first.
     async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>>;
     /// Counts as a buyer sees them at `now` (expired holds count as available).
@@ -251,19 +280,27 @@ pub trait Store: Send + Sync + 'static {
     /// Sales figures per performance of an event, at `now`.
     async fn sales(&self, event_id: Uuid, now: DateTime<Utc>)
     -> StoreResult<Vec<PerformanceSales>>;
+    /// A performance's bookings with their buyers, newest first, optionally only those
+    /// reading `status` at `now`.
+    async fn attendees(
+        &self,
+        performance_id: Uuid,
+        status: Option<BookingStatus>,
+        now: DateTime<Utc>,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<Attendee>>;
+    /// Up to `limit` bookings of a cancelled sale that are still held or confirmed.
+    async fn live_bookings(&self, scope: SaleScope, limit: u32) -> StoreResult<Vec<Uuid>>;
 
     // --- payments ------------------------------------------------------------------
 
-    /// Extends a live hold to `hold_until` (never shortens it) and records a pending
-    /// payment of the booking's total, in one transaction.
-    async fn start_checkout(
-        &self,
-        booking_id: Uuid,
-        payment_id: Uuid,
-        provider: &str,
-        hold_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<CheckoutStart>;
+    /// The one way a booking's payment state changes: checkout, a payment's success,
+    /// failure or refund, a cancellation or refund, expiry, a cancelled sale. In one
+    /// transaction the engine records the provider event (a replay changes nothing),
+    /// locks the booking and its payments, lets [`usher_core::lifecycle::decide`] rule,
+    /// and applies the decision with its outbox jobs.
+    async fn transition(&self, request: TransitionRequest) -> StoreResult<Transitioned>;
     /// Records the provider's checkout id and URL once the provider has answered.
     async fn attach_checkout(
         &self,
@@ -272,77 +309,51 @@ pub trait Store: Send + Sync + 'static {
         checkout_url: &str,
     ) -> StoreResult<()>;
     async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>>;
+    /// Every payment of a booking, oldest first.
+    async fn payments_of_booking(&self, booking_id: Uuid) -> StoreResult<Vec<Payment>>;
     /// The payment with this provider id: of its checkout, or of the captured payment.
     async fn payment_by_ref(
         &self,
         provider: &str,
         provider_ref: &str,
     ) -> StoreResult<Option<Payment>>;
-    /// The payment succeeded: in one transaction, record the provider event (a replay
-    /// is a no-op), sell the booking's units (re-taking them if the hold expired and they
-    /// are still free) and queue the confirmation email — or, if the units are gone,
-    /// mark the booking refunded and queue the refund. No buyer pays for nothing.
-    async fn confirm_payment(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        provider_payment_ref: Option<String>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Confirmation>;
-    /// The payment failed or its checkout expired; the hold runs out on its own.
-    /// Returns false for a replayed event or an unknown payment.
-    async fn fail_payment(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    /// Refunds a confirmed booking: units back on sale, booking refunded, a refund job
-    /// per captured payment.
-    async fn refund_booking(
-        &self,
-        booking_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> StoreResult<RefundOutcome>;
-    /// The provider reports the money returned (our refund job, or a refund made in the
-    /// provider's dashboard). A confirmed booking paid by it is refunded too.
-    async fn payment_refunded(
-        &self,
-        payment_id: Uuid,
-        event: Option<ProviderEvent>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
 
     // --- jobs (the outbox) ----------------------------------------------------------
 
     /// Claims up to `limit` due jobs (or running ones whose lease ran out: their worker
-    /// died) until `lease_until`, counting an attempt for each.
+    /// died) until `lease_until` under the claim `lease`, counting an attempt for each.
     async fn claim_jobs(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        lease: Uuid,
     ) -> StoreResult<Vec<Job>>;
-    async fn finish_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
-    /// Records a failed attempt; the job runs again at `run_at`, or is parked as dead
-    /// when `run_at` is `None`.
+    /// Marks the job done if `lease` is still its claim; false when another worker has
+    /// taken it over (nothing is written then).
+    async fn finish_job(&self, id: Uuid, lease: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records a failed attempt if `lease` is still the job's claim; the job runs again
+    /// at `run_at`, or is parked as dead when `run_at` is `None`.
     async fn fail_job(
         &self,
         id: Uuid,
+        lease: Uuid,
         error: &str,
         run_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     async fn jobs(&self, state: JobState, limit: u32) -> StoreResult<Vec<Job>>;
     /// Puts a dead job back in the queue with a fresh count of attempts.
     async fn requeue_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
 
     // --- emails ---------------------------------------------------------------------
 
-    async fn email_sent(&self, booking_id: Uuid) -> StoreResult<bool>;
+    /// Whether the email of this kind ([`payments::email_kind`]) went to the booking's buyer.
+    async fn email_sent(&self, booking_id: Uuid, kind: &str) -> StoreResult<bool>;
     async fn record_email_sent(
         &self,
         booking_id: Uuid,
+        kind: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;

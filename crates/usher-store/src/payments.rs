@@ -4,45 +4,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use usher_core::{Booking, Money};
+use usher_core::Money;
+pub use usher_core::lifecycle::PaymentStatus;
 
 use crate::StoreError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentStatus {
-    Pending,
-    Succeeded,
-    Failed,
-    RefundPending,
-    Refunded,
-}
-
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Pending => "pending",
-            PaymentStatus::Succeeded => "succeeded",
-            PaymentStatus::Failed => "failed",
-            PaymentStatus::RefundPending => "refund_pending",
-            PaymentStatus::Refunded => "refunded",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self, StoreError> {
-        Ok(match raw {
-            "pending" => PaymentStatus::Pending,
-            "succeeded" => PaymentStatus::Succeeded,
-            "failed" => PaymentStatus::Failed,
-            "refund_pending" => PaymentStatus::RefundPending,
-            "refunded" => PaymentStatus::Refunded,
-            other => {
-                return Err(StoreError::Backend(format!(
-                    "unknown payment status {other:?}"
-                )));
-            }
-        })
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
@@ -73,7 +38,17 @@ pub struct ProviderEvent {
 /// Jobs the outbox knows. The payload names the booking or payment concerned.
 pub mod job_kind {
     pub const CONFIRMATION_EMAIL: &str = "confirmation_email";
+    /// Tells a buyer their event or performance was cancelled and the money returns.
+    pub const CANCELLATION_EMAIL: &str = "cancellation_email";
     pub const REFUND: &str = "refund";
+    /// Works through the bookings of a cancelled event or performance.
+    pub const CANCEL_SALE: &str = "cancel_sale";
+}
+
+/// The kinds of email a booking gets, each at most once.
+pub mod email_kind {
+    pub const CONFIRMATION: &str = "confirmation";
+    pub const CANCELLATION: &str = "cancellation";
 }
 
 /// How many times a job is tried before it is parked as dead.
@@ -120,6 +95,10 @@ pub struct Job {
     pub run_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The claim this copy of the job belongs to: finishing or failing it counts only
+    /// while the claim is still the job's (another worker may have taken it over after
+    /// the lease ran out).
+    pub lease: Option<Uuid>,
 }
 
 /// A `jobs` row as both engines read it.
@@ -134,6 +113,7 @@ pub struct JobRow {
     pub run_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub lease: Option<Uuid>,
 }
 
 impl JobRow {
@@ -149,6 +129,7 @@ impl JobRow {
             run_at: self.run_at,
             last_error: self.last_error,
             created_at: self.created_at,
+            lease: self.lease,
         })
     }
 }
@@ -178,7 +159,8 @@ impl PaymentRow {
             provider: self.provider,
             provider_ref: self.provider_ref,
             provider_payment_ref: self.provider_payment_ref,
-            status: PaymentStatus::parse(&self.status)?,
+            status: PaymentStatus::parse(&self.status)
+                .map_err(|e| StoreError::Backend(format!("corrupt payments.status: {e}")))?,
             amount: Money::new(
                 self.amount,
                 crate::inventory::stored_currency(&self.currency)?,
@@ -189,20 +171,6 @@ impl PaymentRow {
             updated_at: self.updated_at,
         })
     }
-}
-
-/// What a payment's confirmation did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confirmation {
-    /// Units sold, booking confirmed, email queued.
-    Confirmed(Booking),
-    /// The payment (or this provider event) was already handled; nothing changed.
-    AlreadyProcessed,
-    /// The money came but the booking cannot have its units (they went to another
-    /// buyer after the hold expired, or the booking was already paid or refunded): the
-    /// payment is being refunded.
-    Refunding(Booking),
-    UnknownPayment,
 }
 
 /// What starting an idempotent request found.
@@ -220,23 +188,4 @@ pub enum IdempotencyStart {
         content_type: Option<String>,
         body: Vec<u8>,
     },
-}
-
-/// What moving a booking to refunded found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefundOutcome {
-    Refunding(Booking),
-    NotRefundable(usher_core::BookingStatus),
-    NoSuchBooking,
-}
-
-/// What starting checkout found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckoutStart {
-    Started {
-        booking: Booking,
-        payment: Box<Payment>,
-    },
-    NotHeld(usher_core::BookingStatus),
-    NoSuchBooking,
 }

@@ -9,10 +9,10 @@ use usher_core::inventory::{
     PriceInput, RowInput, SeatingInput, SeatsInput, SectionInput, TicketTypeInput,
 };
 use usher_core::{
-    Email, EventAttributes, EventText, EventTitle, HoldTtl, MaxPerBooking, Performance, Role,
-    SeatingPlan, UserName,
+    Email, EventAttributes, EventStatus, EventText, EventTitle, HoldTtl, MaxPerBooking,
+    Performance, Role, SeatingPlan, UserName,
 };
-use usher_store::{NewEvent, NewPerformance, NewUser, Store};
+use usher_store::{EventPatch, NewEvent, NewPerformance, NewUser, Store};
 
 /// Creates a user with this email (a customer unless it is the first account).
 pub async fn user(store: &Arc<dyn Store>, email: &str) -> Uuid {
@@ -93,8 +93,8 @@ pub fn general(types: &[(&str, u32)]) -> SeatingPlan {
     SeatingPlan::parse(input, "seating").expect("valid plan")
 }
 
-/// A performance a week from `now` with this plan, a 10-minute hold and at most
-/// `max_per_booking` units per booking.
+/// A performance on sale a week from `now` (its event published) with this plan, a
+/// 10-minute hold and at most `max_per_booking` units per booking.
 pub async fn performance(
     store: &Arc<dyn Store>,
     now: DateTime<Utc>,
@@ -103,9 +103,20 @@ pub async fn performance(
 ) -> Performance {
     let event_id = event(store).await;
     store
+        .update_event(
+            event_id,
+            EventPatch {
+                status: Some(EventStatus::Published),
+                ..EventPatch::default()
+            },
+        )
+        .await
+        .expect("publish event");
+    store
         .create_performance(NewPerformance {
             event_id,
             starts_at: now + Duration::days(7),
+            on_sale_at: None,
             hold_ttl: HoldTtl::default(),
             max_per_booking: MaxPerBooking::parse(i64::from(max_per_booking)).expect("max"),
             seating,

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use usher_core::lifecycle::PaymentStatus;
 use usher_core::{Booking, BookingStatus, UnitState};
 use usher_store::Store;
 
@@ -103,6 +104,53 @@ pub fn check_total(booking: &Booking) -> Result<(), String> {
             "booking {} totals {} but its units sum to {sum}",
             booking.id, booking.total.amount
         ));
+    }
+    Ok(())
+}
+
+/// Invariants 3 and 4 of DESIGN.md for these bookings: a confirmed booking names the one
+/// succeeded payment that confirmed it; every other payment that captured money is being
+/// (or has been) refunded; a refunded booking's confirming payment is refunded too.
+pub async fn check_money(store: &dyn Store, bookings: &[Uuid]) -> Result<(), String> {
+    for id in bookings {
+        let Some(booking) = store.booking(*id).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let payments = store
+            .payments_of_booking(*id)
+            .await
+            .map_err(|e| e.to_string())?;
+        for payment in &payments {
+            let confirming = booking.paid_by == Some(payment.id);
+            match payment.status {
+                PaymentStatus::Succeeded
+                    if !(confirming && booking.status == BookingStatus::Confirmed) =>
+                {
+                    return Err(format!(
+                        "payment {} of {} booking {id} kept its money without buying it",
+                        payment.id, booking.status
+                    ));
+                }
+                PaymentStatus::Pending | PaymentStatus::Failed if confirming => {
+                    return Err(format!(
+                        "booking {id} is paid by uncaptured payment {}",
+                        payment.id
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if booking.status == BookingStatus::Confirmed {
+            let paid = booking
+                .paid_by
+                .and_then(|p| payments.iter().find(|m| m.id == p))
+                .map(|m| m.status);
+            if paid != Some(PaymentStatus::Succeeded) {
+                return Err(format!(
+                    "confirmed booking {id} has no succeeded payment ({paid:?})"
+                ));
+            }
+        }
     }
     Ok(())
 }

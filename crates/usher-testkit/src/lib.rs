@@ -9,6 +9,7 @@
 
 pub mod fixtures;
 pub mod invariants;
+pub mod lifecycle;
 pub mod smtp;
 
 use std::net::TcpListener;

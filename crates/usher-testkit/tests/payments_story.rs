@@ -6,14 +6,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
+use usher_core::lifecycle::{Actor, Outcome, Refusal};
 use usher_core::{Booking, BookingStatus, Clock, ManualClock, UnitState};
-use usher_store::payments::job_kind;
+use usher_store::payments::{email_kind, job_kind};
 use usher_store::{
-    CheckoutStart, CommandOutcome, Confirmation, HoldCommand, IdempotencyStart, InventoryCommand,
-    JobState, PaymentStatus, ProviderEvent, RefundOutcome, Selection, Store,
+    CommandOutcome, HoldCommand, IdempotencyStart, InventoryCommand, Job, JobState, PaymentStatus,
+    ProviderEvent, Selection, Store,
 };
 use usher_testkit::fixtures::{performance, reserved, user};
-use usher_testkit::invariants::check_performance;
+use usher_testkit::invariants::{check_money, check_performance};
+use usher_testkit::lifecycle::{self, cancel, fail, money_returned, succeed};
 use usher_testkit::on_each_engine;
 
 async fn hold(
@@ -40,33 +42,35 @@ async fn hold(
     }
 }
 
+/// Opens checkout; returns the open payment's id.
 async fn checkout(
     store: &Arc<dyn Store>,
     booking: &Booking,
     until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Uuid {
-    let payment_id = Uuid::now_v7();
-    match store
-        .start_checkout(booking.id, payment_id, "mock", until, now)
-        .await
-        .unwrap()
-    {
-        CheckoutStart::Started { payment, .. } => {
-            assert_eq!(payment.status, PaymentStatus::Pending);
-            assert_eq!(payment.amount, booking.total);
-            payment.id
-        }
-        other => panic!("{other:?}"),
-    }
+    let done = lifecycle::checkout(store.as_ref(), booking.id, until, now).await;
+    let payment = done.payment.unwrap_or_else(|| panic!("{:?}", done.outcome));
+    assert_eq!(payment.status, PaymentStatus::Pending);
+    assert_eq!(payment.amount, booking.total);
+    payment.id
 }
 
 fn event(id: &str) -> Option<ProviderEvent> {
-    Some(ProviderEvent {
-        provider: "stripe".into(),
-        event_id: id.into(),
-        kind: "checkout.session.completed".into(),
-    })
+    lifecycle::provider_event(id, "checkout.session.completed")
+}
+
+/// Claims every due job under a fresh lease.
+async fn claim(
+    store: &Arc<dyn Store>,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> Vec<Job> {
+    store
+        .claim_jobs(now, lease_until, limit, Uuid::now_v7())
+        .await
+        .unwrap()
 }
 
 struct Scene {
@@ -109,16 +113,27 @@ on_each_engine! {
         let payment_id = checkout(&s.store, &booking, now + Duration::minutes(30), now).await;
         let extended = s.store.booking(booking.id).await.unwrap().unwrap();
         assert_eq!(extended.held_until, now + Duration::minutes(30));
-        // A later, shorter checkout never shortens the hold.
-        checkout(&s.store, &booking, now + Duration::minutes(5), now).await;
+        // A second checkout while the payment is open is the same payment, same end.
+        assert_eq!(checkout(&s.store, &booking, now + Duration::minutes(45), now).await, payment_id);
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().held_until, now + Duration::minutes(30));
+        assert_eq!(s.store.payments_of_booking(booking.id).await.unwrap().len(), 1);
         s.store.attach_checkout(payment_id, "cs_test_1", "https://pay.example/cs_test_1").await.unwrap();
         let by_ref = s.store.payment_by_ref("mock", "cs_test_1").await.unwrap().unwrap();
         assert_eq!(by_ref.id, payment_id);
 
-        let confirmed = s.store.confirm_payment(payment_id, event("evt_1"), Some("pi_1".into()), now).await.unwrap();
-        let Confirmation::Confirmed(confirmed) = confirmed else { panic!("{confirmed:?}") };
+        let confirmed = s.store.transition(usher_store::TransitionRequest {
+            provider_event: event("evt_1"),
+            provider_payment_ref: Some("pi_1".into()),
+            ..usher_store::TransitionRequest::new(
+                usher_store::BookingRef::Payment(payment_id),
+                usher_core::lifecycle::Trigger::PaymentSucceeded { payment_id },
+                now,
+            )
+        }).await.unwrap();
+        assert_eq!(confirmed.outcome, Outcome::Confirmed);
+        let confirmed = confirmed.booking.unwrap();
         assert_eq!(confirmed.status, BookingStatus::Confirmed);
+        assert_eq!(confirmed.paid_by, Some(payment_id));
         let units = s.store.units(s.performance_id, now).await.unwrap();
         assert_eq!(units.iter().filter(|u| u.state == UnitState::Sold).count(), 2);
         let payment = s.store.payment(payment_id).await.unwrap().unwrap();
@@ -126,9 +141,9 @@ on_each_engine! {
         assert_eq!(payment.provider_payment_ref.as_deref(), Some("pi_1"));
 
         // The same event again, or the same payment by another event: nothing changes.
-        assert_eq!(s.store.confirm_payment(payment_id, event("evt_1"), None, now).await.unwrap(), Confirmation::AlreadyProcessed);
-        assert_eq!(s.store.confirm_payment(payment_id, event("evt_2"), None, now).await.unwrap(), Confirmation::AlreadyProcessed);
-        let jobs = s.store.claim_jobs(now, now + Duration::minutes(1), 10).await.unwrap();
+        assert_eq!(succeed(s.store.as_ref(), payment_id, event("evt_1"), now).await.outcome, Outcome::Duplicate);
+        assert_eq!(succeed(s.store.as_ref(), payment_id, event("evt_2"), now).await.outcome, Outcome::Duplicate);
+        let jobs = claim(&s.store, now, now + Duration::minutes(1), 10).await;
         assert_eq!(jobs.len(), 1, "exactly one email job");
         assert_eq!(jobs[0].kind, job_kind::CONFIRMATION_EMAIL);
         assert_eq!(jobs[0].payload["booking_id"], booking.id.to_string());
@@ -139,6 +154,7 @@ on_each_engine! {
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().status_at(later), BookingStatus::Confirmed);
         assert!(matches!(s.store.execute(InventoryCommand::Sweep { now: later, limit: 10 }).await.unwrap(), CommandOutcome::Swept { released_units: 0, .. }));
         check_performance(s.store.as_ref(), s.performance_id, &[booking.id], later).await.unwrap();
+        check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
     }
 
     async fn fifty_concurrent_deliveries_of_one_event_confirm_once(engine) {
@@ -149,19 +165,75 @@ on_each_engine! {
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let store = s.store.clone();
-                tokio::spawn(async move { store.confirm_payment(payment_id, event("evt_dup"), None, now).await.unwrap() })
+                tokio::spawn(async move { succeed(store.as_ref(), payment_id, event("evt_dup"), now).await.outcome })
             })
             .collect();
         let mut confirmed = 0;
         for task in tasks {
             match task.await.unwrap() {
-                Confirmation::Confirmed(_) => confirmed += 1,
-                Confirmation::AlreadyProcessed => {}
+                Outcome::Confirmed => confirmed += 1,
+                Outcome::Duplicate => {}
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(confirmed, 1);
-        assert_eq!(s.store.claim_jobs(now, now + Duration::minutes(1), 100).await.unwrap().len(), 1);
+        assert_eq!(claim(&s.store, now, now + Duration::minutes(1), 100).await.len(), 1);
+    }
+
+    async fn twenty_concurrent_completions_without_event_ids_confirm_once(engine) {
+        // The mock's pay button clicked twenty times at once: no provider event id to
+        // deduplicate on, so the conditional update on the payment decides.
+        let s = scene(engine).await;
+        let now = s.clock.now();
+        let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..2].to_vec(), now).await;
+        let payment_id = checkout(&s.store, &booking, now + Duration::minutes(30), now).await;
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = s.store.clone();
+                tokio::spawn(async move { succeed(store.as_ref(), payment_id, None, now).await.outcome })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Confirmed).count(), 1, "{outcomes:?}");
+        assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Duplicate).count(), 19, "{outcomes:?}");
+        let jobs = claim(&s.store, now, now + Duration::minutes(1), 100).await;
+        assert_eq!(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), [job_kind::CONFIRMATION_EMAIL]);
+        check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
+    }
+
+    async fn a_second_paid_payment_is_refunded_and_the_booking_stays_confirmed(engine) {
+        // Two tabs: the first payment failed at the provider and a second opened; then the
+        // first one settles after all, after the second has confirmed the booking.
+        let s = scene(engine).await;
+        let now = s.clock.now();
+        let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..2].to_vec(), now).await;
+        let first = checkout(&s.store, &booking, now + Duration::minutes(15), now).await;
+        assert_eq!(fail(s.store.as_ref(), first, None, now).await.outcome, Outcome::PaymentFailed);
+        let second = checkout(&s.store, &booking, now + Duration::minutes(30), now).await;
+        assert_ne!(first, second);
+        // The hold was extended once: the second checkout lives within it.
+        assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().held_until, now + Duration::minutes(15));
+        assert_eq!(succeed(s.store.as_ref(), second, None, now).await.outcome, Outcome::Confirmed);
+        let extra = succeed(s.store.as_ref(), first, None, now).await;
+        assert_eq!(extra.outcome, Outcome::ExtraPaymentRefunded);
+        let after = extra.booking.unwrap();
+        assert_eq!((after.status, after.paid_by), (BookingStatus::Confirmed, Some(second)));
+        assert_eq!(s.store.payment(first).await.unwrap().unwrap().status, PaymentStatus::RefundPending);
+        // The extra payment's refund goes through: the booking is untouched.
+        let returned = money_returned(s.store.as_ref(), first, None, now).await;
+        assert_eq!(returned.outcome, Outcome::MoneyReturned { booking_refunded: false });
+        let booking_now = s.store.booking(booking.id).await.unwrap().unwrap();
+        assert_eq!(booking_now.status, BookingStatus::Confirmed);
+        assert_eq!(s.store.units(s.performance_id, now).await.unwrap().iter().filter(|u| u.state == UnitState::Sold).count(), 2);
+        let jobs = claim(&s.store, now, now + Duration::minutes(1), 100).await;
+        let mut kinds: Vec<_> = jobs.iter().map(|j| j.kind.as_str()).collect();
+        kinds.sort();
+        assert_eq!(kinds, [job_kind::CONFIRMATION_EMAIL, job_kind::REFUND], "one email, one refund");
+        check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
+        check_performance(s.store.as_ref(), s.performance_id, &[booking.id], now).await.unwrap();
     }
 
     async fn a_late_payment_retakes_free_seats_and_refunds_when_they_are_gone(engine) {
@@ -177,19 +249,20 @@ on_each_engine! {
         // The rival takes the unlucky buyer's seat after the hold expired.
         let rivals = hold(&s.store, s.rival, s.performance_id, vec![s.units[1]], later).await;
 
-        let ok = s.store.confirm_payment(lucky_pay, event("evt_lucky"), None, later).await.unwrap();
-        assert!(matches!(ok, Confirmation::Confirmed(_)), "{ok:?}");
-        let refunded = s.store.confirm_payment(unlucky_pay, event("evt_unlucky"), None, later).await.unwrap();
-        let Confirmation::Refunding(refunded) = refunded else { panic!("{refunded:?}") };
-        assert_eq!(refunded.status, BookingStatus::Refunded);
+        let ok = succeed(s.store.as_ref(), lucky_pay, event("evt_lucky"), later).await;
+        assert_eq!(ok.outcome, Outcome::Confirmed);
+        let refunded = succeed(s.store.as_ref(), unlucky_pay, event("evt_unlucky"), later).await;
+        assert_eq!(refunded.outcome, Outcome::PaymentRefunded);
+        assert_eq!(refunded.booking.unwrap().status, BookingStatus::Refunded);
         assert_eq!(s.store.payment(unlucky_pay).await.unwrap().unwrap().status, PaymentStatus::RefundPending);
         // The rival keeps the seat.
         assert_eq!(s.store.booking(rivals.id).await.unwrap().unwrap().status_at(later), BookingStatus::Held);
-        let jobs = s.store.claim_jobs(later, later + Duration::minutes(1), 10).await.unwrap();
+        let jobs = claim(&s.store, later, later + Duration::minutes(1), 10).await;
         let mut kinds: Vec<_> = jobs.iter().map(|j| j.kind.as_str()).collect();
         kinds.sort();
         assert_eq!(kinds, [job_kind::CONFIRMATION_EMAIL, job_kind::REFUND]);
         check_performance(s.store.as_ref(), s.performance_id, &[lucky.id, unlucky.id, rivals.id], later).await.unwrap();
+        check_money(s.store.as_ref(), &[lucky.id, unlucky.id, rivals.id]).await.unwrap();
     }
 
     async fn refunding_a_confirmed_booking_returns_its_units_and_queues_the_refund(engine) {
@@ -197,20 +270,39 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..3].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now + Duration::minutes(30), now).await;
-        s.store.confirm_payment(payment_id, None, None, now).await.unwrap();
-        s.store.claim_jobs(now, now + Duration::minutes(1), 10).await.unwrap();
+        succeed(s.store.as_ref(), payment_id, None, now).await;
+        claim(&s.store, now, now + Duration::minutes(1), 10).await;
 
-        let RefundOutcome::Refunding(refunded) = s.store.refund_booking(booking.id, now).await.unwrap() else { panic!() };
-        assert_eq!(refunded.status, BookingStatus::Refunded);
+        let refunded = cancel(s.store.as_ref(), booking.id, Actor::Buyer, now).await;
+        assert_eq!(refunded.outcome, Outcome::Refunded);
+        assert_eq!(refunded.booking.unwrap().status, BookingStatus::Refunded);
         assert_eq!(s.store.inventory(s.performance_id, now).await.unwrap().total.available, 4);
         assert_eq!(s.store.payment(payment_id).await.unwrap().unwrap().status, PaymentStatus::RefundPending);
-        let jobs = s.store.claim_jobs(now, now + Duration::minutes(1), 10).await.unwrap();
+        let jobs = claim(&s.store, now, now + Duration::minutes(1), 10).await;
         assert_eq!(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), [job_kind::REFUND]);
-        assert_eq!(s.store.refund_booking(booking.id, now).await.unwrap(), RefundOutcome::NotRefundable(BookingStatus::Refunded));
+        assert_eq!(
+            cancel(s.store.as_ref(), booking.id, Actor::Organizer, now).await.outcome,
+            Outcome::Refused(Refusal::NotRefundable(BookingStatus::Refunded))
+        );
 
-        assert!(s.store.payment_refunded(payment_id, None, now).await.unwrap());
+        assert_eq!(money_returned(s.store.as_ref(), payment_id, None, now).await.outcome, Outcome::MoneyReturned { booking_refunded: false });
         assert_eq!(s.store.payment(payment_id).await.unwrap().unwrap().status, PaymentStatus::Refunded);
-        assert!(!s.store.payment_refunded(payment_id, None, now).await.unwrap());
+        assert_eq!(money_returned(s.store.as_ref(), payment_id, None, now).await.outcome, Outcome::Duplicate);
+        check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
+    }
+
+    async fn buyers_refund_until_the_cutoff_and_organizers_after_it(engine) {
+        let s = scene(engine).await;
+        let now = s.clock.now();
+        let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
+        let payment_id = checkout(&s.store, &booking, now + Duration::minutes(30), now).await;
+        succeed(s.store.as_ref(), payment_id, None, now).await;
+        // The performance starts in 7 days; the cutoff is 24 hours before.
+        let late = now + Duration::days(6) + Duration::hours(1);
+        assert_eq!(cancel(s.store.as_ref(), booking.id, Actor::Buyer, late).await.outcome, Outcome::Refused(Refusal::RefundClosed));
+        assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().status, BookingStatus::Confirmed);
+        assert_eq!(cancel(s.store.as_ref(), booking.id, Actor::Organizer, late).await.outcome, Outcome::Refunded);
+        check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
     }
 
     async fn a_refund_made_at_the_provider_ends_the_booking(engine) {
@@ -218,10 +310,10 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now, now).await;
-        s.store.confirm_payment(payment_id, None, None, now).await.unwrap();
-        let charge_refunded = Some(ProviderEvent { provider: "stripe".into(), event_id: "evt_r".into(), kind: "charge.refunded".into() });
-        assert!(s.store.payment_refunded(payment_id, charge_refunded.clone(), now).await.unwrap());
-        assert!(!s.store.payment_refunded(payment_id, charge_refunded, now).await.unwrap(), "replay");
+        succeed(s.store.as_ref(), payment_id, None, now).await;
+        let charge_refunded = lifecycle::provider_event("evt_r", "charge.refunded");
+        assert_eq!(money_returned(s.store.as_ref(), payment_id, charge_refunded.clone(), now).await.outcome, Outcome::MoneyReturned { booking_refunded: true });
+        assert_eq!(money_returned(s.store.as_ref(), payment_id, charge_refunded, now).await.outcome, Outcome::Duplicate, "replay");
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().status, BookingStatus::Refunded);
         assert_eq!(s.store.inventory(s.performance_id, now).await.unwrap().total.available, 4);
     }
@@ -231,14 +323,14 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now, now).await;
-        assert!(s.store.fail_payment(payment_id, event("evt_f"), now).await.unwrap());
-        assert!(!s.store.fail_payment(payment_id, event("evt_f"), now).await.unwrap());
+        assert_eq!(fail(s.store.as_ref(), payment_id, event("evt_f"), now).await.outcome, Outcome::PaymentFailed);
+        assert_eq!(fail(s.store.as_ref(), payment_id, event("evt_f"), now).await.outcome, Outcome::Duplicate);
         assert_eq!(s.store.payment(payment_id).await.unwrap().unwrap().status, PaymentStatus::Failed);
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().status, BookingStatus::Held);
         // Checkout of an expired or cancelled hold is refused.
         s.clock.advance(Duration::minutes(11));
-        let refused = s.store.start_checkout(booking.id, Uuid::now_v7(), "mock", s.clock.now(), s.clock.now()).await.unwrap();
-        assert_eq!(refused, CheckoutStart::NotHeld(BookingStatus::Expired));
+        let refused = lifecycle::checkout(s.store.as_ref(), booking.id, s.clock.now(), s.clock.now()).await;
+        assert_eq!(refused.outcome, Outcome::Refused(Refusal::NotHeld(BookingStatus::Expired)));
     }
 
     async fn jobs_retry_die_and_come_back(engine) {
@@ -246,23 +338,25 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now, now).await;
-        s.store.confirm_payment(payment_id, None, None, now).await.unwrap();
-        let job = s.store.claim_jobs(now, now + Duration::seconds(30), 10).await.unwrap().remove(0);
+        succeed(s.store.as_ref(), payment_id, None, now).await;
+        let job = claim(&s.store, now, now + Duration::seconds(30), 10).await.remove(0);
         assert_eq!(job.attempts, 1);
         // Claimed jobs are not handed out again while their lease runs.
-        assert!(s.store.claim_jobs(now, now + Duration::seconds(30), 10).await.unwrap().is_empty());
-        s.store.fail_job(job.id, "smtp down", Some(now + Duration::seconds(10)), now).await.unwrap();
-        assert!(s.store.claim_jobs(now, now + Duration::seconds(30), 10).await.unwrap().is_empty(), "not due yet");
-        let again = s.store.claim_jobs(now + Duration::seconds(10), now + Duration::seconds(40), 10).await.unwrap();
+        assert!(claim(&s.store, now, now + Duration::seconds(30), 10).await.is_empty());
+        assert!(s.store.fail_job(job.id, job.lease.unwrap(), "smtp down", Some(now + Duration::seconds(10)), now).await.unwrap());
+        assert!(claim(&s.store, now, now + Duration::seconds(30), 10).await.is_empty(), "not due yet");
+        let again = claim(&s.store, now + Duration::seconds(10), now + Duration::seconds(40), 10).await;
         assert_eq!((again.len(), again[0].attempts, again[0].last_error.as_deref()), (1, 2, Some("smtp down")));
-        s.store.fail_job(job.id, "still down", None, now).await.unwrap();
+        // The first claim's lease is no longer the job's.
+        assert!(!s.store.fail_job(job.id, job.lease.unwrap(), "stale", None, now).await.unwrap());
+        assert!(s.store.fail_job(job.id, again[0].lease.unwrap(), "still down", None, now).await.unwrap());
         let dead = s.store.jobs(JobState::Dead, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert!(s.store.requeue_job(job.id, now).await.unwrap());
         assert!(!s.store.requeue_job(job.id, now).await.unwrap(), "only dead jobs requeue");
-        let revived = s.store.claim_jobs(now, now + Duration::seconds(30), 10).await.unwrap();
+        let revived = claim(&s.store, now, now + Duration::seconds(30), 10).await;
         assert_eq!(revived[0].attempts, 1);
-        s.store.finish_job(job.id, now).await.unwrap();
+        assert!(s.store.finish_job(job.id, revived[0].lease.unwrap(), now).await.unwrap());
         assert_eq!(s.store.jobs(JobState::Done, 10).await.unwrap().len(), 1);
     }
 
@@ -271,12 +365,12 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now, now).await;
-        s.store.confirm_payment(payment_id, None, None, now).await.unwrap();
-        let claimed = s.store.claim_jobs(now, now + Duration::seconds(30), 10).await.unwrap();
+        succeed(s.store.as_ref(), payment_id, None, now).await;
+        let claimed = claim(&s.store, now, now + Duration::seconds(30), 10).await;
         assert_eq!(claimed.len(), 1);
         // The worker dies here: no finish, no fail.
         let after_lease = now + Duration::seconds(31);
-        let reclaimed = s.store.claim_jobs(after_lease, after_lease + Duration::seconds(30), 10).await.unwrap();
+        let reclaimed = claim(&s.store, after_lease, after_lease + Duration::seconds(30), 10).await;
         assert_eq!(reclaimed.len(), 1);
         assert_eq!((reclaimed[0].id, reclaimed[0].attempts), (claimed[0].id, 2));
     }
@@ -285,10 +379,12 @@ on_each_engine! {
         let s = scene(engine).await;
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
-        assert!(!s.store.email_sent(booking.id).await.unwrap());
-        s.store.record_email_sent(booking.id, "<a@usher>", now).await.unwrap();
-        s.store.record_email_sent(booking.id, "<b@usher>", now).await.unwrap();
-        assert!(s.store.email_sent(booking.id).await.unwrap());
+        assert!(!s.store.email_sent(booking.id, email_kind::CONFIRMATION).await.unwrap());
+        s.store.record_email_sent(booking.id, email_kind::CONFIRMATION, "<a@usher>", now).await.unwrap();
+        s.store.record_email_sent(booking.id, email_kind::CONFIRMATION, "<b@usher>", now).await.unwrap();
+        assert!(s.store.email_sent(booking.id, email_kind::CONFIRMATION).await.unwrap());
+        // Each kind of email is its own record.
+        assert!(!s.store.email_sent(booking.id, email_kind::CANCELLATION).await.unwrap());
     }
 
     async fn idempotency_keys_replay_refuse_and_expire(engine) {
@@ -356,7 +452,8 @@ on_each_engine! {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 let event = Some(ProviderEvent { provider: "stripe".into(), event_id: format!("evt_{i}"), kind: "checkout.session.completed".into() });
-                store.confirm_payment(payment_id, event, None, now).await.map(|_| None)
+                succeed(store.as_ref(), payment_id, event, now).await;
+                Ok(None)
             }));
         }
         for _ in 0..4 {
@@ -408,7 +505,8 @@ on_each_engine! {
         }
         // Each pair went either to its payer or to its rival, never both, never neither.
         assert_eq!(confirmed + rivals.len(), 20, "confirmed {confirmed}, rivals {}", rivals.len());
-        let jobs = store.claim_jobs(now, now + Duration::minutes(1), 100).await.unwrap();
+        check_money(store.as_ref(), &all).await.unwrap();
+        let jobs = claim(&store, now, now + Duration::minutes(1), 100).await;
         let refunds = jobs.iter().filter(|j| j.kind == job_kind::REFUND).count();
         let emails = jobs.iter().filter(|j| j.kind == job_kind::CONFIRMATION_EMAIL).count();
         assert_eq!((emails, refunds), (confirmed, 20 - confirmed));

@@ -74,6 +74,10 @@ struct ServeArgs {
     /// Default hold time, in seconds, of performances created without one (30–3600).
     #[arg(long, env = "USHER_HOLD_TTL_SECONDS", default_value_t = 600)]
     hold_ttl_seconds: i64,
+    /// Buyers may refund a confirmed booking until this many hours before the
+    /// performance starts; organizers and admins always.
+    #[arg(long, env = "USHER_REFUND_CUTOFF_HOURS", default_value_t = 24)]
+    refund_cutoff_hours: u32,
     /// How often this instance sweeps expired holds, in seconds.
     #[arg(long, env = "USHER_SWEEP_INTERVAL_SECONDS", default_value_t = 5)]
     sweep_interval_seconds: u64,
@@ -195,6 +199,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         default_hold_ttl,
+        refund_cutoff: chrono::Duration::hours(i64::from(args.refund_cutoff_hours)),
         sweep_interval: Some(Duration::from_secs(args.sweep_interval_seconds)),
         job_interval: Some(Duration::from_secs(1)),
         public_url: args.public_url,

@@ -62,6 +62,7 @@ pub async fn run(store: &dyn Store) -> anyhow::Result<()> {
             for days in [7, 14] {
                 store
                     .create_performance(NewPerformance {
+                        on_sale_at: None,
                         event_id,
                         starts_at: usher_store::now() + Duration::days(days),
                         hold_ttl: HoldTtl::default(),

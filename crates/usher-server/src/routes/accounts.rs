@@ -51,6 +51,24 @@ impl From<User> for UserView {
     }
 }
 
+/// Who bought a booking, as its organizer sees them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BuyerView {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+}
+
+impl From<User> for BuyerView {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.as_str().into(),
+            name: user.name.as_str().into(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Session {
     pub user: UserView,

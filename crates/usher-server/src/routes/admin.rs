@@ -1,4 +1,4 @@
-//! Admin tools: the job outbox's dead letters, and retrying one.
+//! Admin tools: the user list, the job outbox's dead letters, and retrying one.
 
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
@@ -8,16 +8,86 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use usher_store::{Job, JobState};
+use usher_core::{Cursor, PageLimit};
+use usher_store::{Job, JobState, UserQuery};
 
-use crate::extract::{Caller, path_id};
+use crate::extract::{Caller, Fields, path_id};
 use crate::problem::{ApiError, Problem};
+use crate::routes::accounts::UserView;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_users))
         .routes(routes!(list_jobs))
         .routes(routes!(retry_job))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<UserView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserParams {
+    /// Case-insensitive text to find in emails and names.
+    pub q: Option<String>,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+const SEARCH_MAX_CHARS: usize = 200;
+
+/// Every account, newest first, optionally only those whose email or name contains `q`.
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin",
+    params(UserParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad search, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<UserParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<UserPage>, ApiError> {
+    caller.require_admin()?;
+    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let mut fields = Fields::new();
+    let limit = fields.take("limit", PageLimit::parse(params.limit));
+    let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
+    let q = params
+        .q
+        .map(|q| q.trim().to_owned())
+        .filter(|q| !q.is_empty());
+    if q.as_ref()
+        .is_some_and(|q| q.chars().count() > SEARCH_MAX_CHARS || q.chars().any(char::is_control))
+    {
+        fields.reject(
+            "q",
+            format!(
+                "search text has at most {SEARCH_MAX_CHARS} characters and no control characters"
+            ),
+        );
+    }
+    fields.finish()?;
+    let (Some(limit), Some(after)) = (limit, after) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let page = state
+        .store()
+        .list_users(UserQuery { q, limit, after })
+        .await?;
+    Ok(axum::Json(UserPage {
+        items: page.items.into_iter().map(UserView::from).collect(),
+        next_cursor: page.next.map(Cursor::encode),
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -70,6 +140,7 @@ pub struct JobParams {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Jobs", body = JobList),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown state", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -103,6 +174,7 @@ async fn list_jobs(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Queued again"),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead job", body = Problem, content_type = "application/problem+json"),
     ))]

@@ -12,7 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use usher_core::{Booking, BookingStatus, Cursor, EventStatus, PageLimit, Role, SeatingKind};
+use usher_core::lifecycle::Actor;
+use usher_core::{
+    Booking, BookingStatus, Cursor, EventStatus, PageLimit, PerformanceStatus, Role, SeatingKind,
+};
 use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection};
 
 use crate::extract::{Caller, Fields, Json, path_id};
@@ -231,16 +234,24 @@ async fn create_booking(
         return Err(ApiError::Internal("validated selection missing".into()));
     };
     if event.status != EventStatus::Published {
-        return Err(ApiError::Conflict {
-            kind: "not-on-sale",
-            detail: format!("this event is {}; it is not on sale", event.status),
-        });
+        return Err(not_on_sale(format!(
+            "this event is {}; it is not on sale",
+            event.status
+        )));
+    }
+    if performance.status == PerformanceStatus::Cancelled {
+        return Err(not_on_sale("this performance is cancelled".into()));
     }
     if performance.starts_at <= now {
-        return Err(ApiError::Conflict {
-            kind: "not-on-sale",
-            detail: "this performance has already started".into(),
-        });
+        return Err(not_on_sale("this performance has already started".into()));
+    }
+    if let Some(on_sale_at) = performance.on_sale_at
+        && on_sale_at > now
+    {
+        return Err(not_on_sale(format!(
+            "this performance goes on sale at {}",
+            on_sale_at.to_rfc3339()
+        )));
     }
 
     let outcome = state
@@ -277,6 +288,10 @@ async fn create_booking(
                 unit_ids,
             })
         }
+        // The sale was cancelled (or closed) between our look and the hold.
+        CommandOutcome::NotOnSale => Err(not_on_sale(
+            "this performance is not on sale right now".into(),
+        )),
         CommandOutcome::UnknownUnits { unit_ids } => {
             metrics::counter!("usher_holds_total", "outcome" => "invalid").increment(1);
             let (field, what) = match unit_ids.as_slice() {
@@ -301,6 +316,13 @@ async fn create_booking(
         other => Err(ApiError::Internal(format!(
             "unexpected hold outcome {other:?}"
         ))),
+    }
+}
+
+fn not_on_sale(detail: String) -> ApiError {
+    ApiError::Conflict {
+        kind: "not-on-sale",
+        detail,
     }
 }
 
@@ -363,14 +385,16 @@ async fn get_booking(
 }
 
 /// Cancels the caller's booking: a hold is released at once; a confirmed booking is
-/// refunded through the payment provider and its units go back on sale.
+/// refunded through the payment provider and its units go back on sale, until
+/// `USHER_REFUND_CUTOFF_HOURS` before the performance (then 409 `refund-closed`).
 #[utoipa::path(delete, path = "/v1/bookings/{id}", tag = "bookings",
     params(("id" = Uuid, Path, description = "Booking id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Cancelled (was held) or refunded (was confirmed)", body = BookingView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such booking among the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The booking is not held (expired, cancelled …)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The booking is not held or confirmed (expired, cancelled …), or refunds have closed (`/problems/refund-closed`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn cancel_booking(
     State(state): State<AppState>,
@@ -381,7 +405,7 @@ async fn cancel_booking(
     let id = booking.id;
     let now = state.clock().now();
     if booking.status_at(now) == BookingStatus::Confirmed {
-        return crate::routes::payments::refund(&state, id).await;
+        return crate::routes::payments::refund(&state, id, Actor::Buyer).await;
     }
     match state
         .store()
@@ -398,7 +422,7 @@ async fn cancel_booking(
         // Confirmed between our read and the cancel: refund instead.
         CommandOutcome::NotCancellable {
             status: BookingStatus::Confirmed,
-        } => crate::routes::payments::refund(&state, id).await,
+        } => crate::routes::payments::refund(&state, id, Actor::Buyer).await,
         CommandOutcome::NotCancellable { status } => Err(ApiError::Conflict {
             kind: "booking-not-held",
             detail: format!("this booking is {status}; it cannot be cancelled"),

@@ -1,7 +1,8 @@
 //! Paying: starting checkout for a hold, the mock provider's "pay" button, Stripe's
-//! webhook, and refunds. Whatever the provider, a successful payment ends in
-//! `Store::confirm_payment`, one transaction that records the provider event, sells the
-//! units and queues the email (or, if the units are gone, queues the refund).
+//! webhook, and refunds. Whatever the provider, every change ends in
+//! `Store::transition`: one transaction that records the provider event, lets the
+//! lifecycle rules in `usher_core::lifecycle` decide (confirm, refund this payment,
+//! release the units …) and queues the email or refund jobs with it.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -13,9 +14,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use usher_core::lifecycle::{Actor, Outcome, Refusal, Trigger};
 use usher_core::{BookingStatus, Role};
 use usher_payments::{CheckoutRequest, webhook};
-use usher_store::{CheckoutStart, Confirmation, ProviderEvent, RefundOutcome};
+use usher_store::{BookingRef, ProviderEvent, TransitionRequest, Transitioned};
 
 use crate::config::PaymentsConfig;
 use crate::extract::{Caller, Json, path_id};
@@ -61,16 +63,18 @@ pub struct RefundRequestBody {
     pub booking_id: Uuid,
 }
 
-/// Starts paying for a held booking. The hold is extended to cover the checkout (at
-/// least 15 minutes from now, or the provider's minimum, and never beyond 90 minutes
-/// after it was taken).
+/// Starts paying for a held booking. The first checkout extends the hold to cover it
+/// (at least 15 minutes from now, or the provider's minimum, and never beyond 90 minutes
+/// after the hold was taken); a repeat while that payment is open (a second tab, a
+/// reload) returns the same payment and the same `expires_at`.
 #[utoipa::path(post, path = "/v1/bookings/{id}/checkout", tag = "payments",
     params(("id" = Uuid, Path, description = "Booking id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Checkout started", body = CheckoutView),
+        (status = 200, description = "Checkout open", body = CheckoutView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such booking among the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The booking is not held", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The booking is not held, or its event or performance is cancelled or has started", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The payment provider cannot be reached; try again", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn checkout(
@@ -83,16 +87,31 @@ async fn checkout(
     let provider = state.payments();
     let window = CHECKOUT_WINDOW.max(provider.min_checkout_window());
     let hold_until = (now + window).min(booking.created_at + MAX_HOLD);
-    let payment_id = Uuid::now_v7();
-    let (booking, payment) = match state
+    let done = state
         .store()
-        .start_checkout(booking.id, payment_id, provider.name(), hold_until, now)
-        .await?
-    {
-        CheckoutStart::Started { booking, payment } => (booking, payment),
-        CheckoutStart::NotHeld(status) => return Err(not_held(status)),
-        CheckoutStart::NoSuchBooking => return Err(ApiError::NotFound),
+        .transition(TransitionRequest::new(
+            BookingRef::Booking(booking.id),
+            Trigger::Checkout {
+                provider: provider.name().to_owned(),
+                hold_until,
+                new_payment_id: Uuid::now_v7(),
+            },
+            now,
+        ))
+        .await?;
+    let (Outcome::CheckoutOpen { payment_id, reused }, Some(booking), Some(payment)) =
+        (done.outcome, done.booking, done.payment)
+    else {
+        return Err(refused(done.outcome));
     };
+    if let (true, Some(url)) = (reused, &payment.checkout_url) {
+        return Ok(axum::Json(CheckoutView {
+            payment_id,
+            provider: payment.provider.clone(),
+            checkout_url: url.clone(),
+            expires_at: payment.expires_at,
+        }));
+    }
     let user = state
         .store()
         .user(caller.id)
@@ -106,7 +125,9 @@ async fn checkout(
     let title = event.map_or_else(|| "Tickets".to_owned(), |e| e.title.as_str().to_owned());
     let base = state.public_url();
     // No lock is held here: the hold is already extended, and the provider call may take
-    // its time.
+    // its time. A payment opened by a request that has not reached the provider yet is
+    // asked for again under the same id: the provider's idempotency key makes both
+    // calls one session.
     let session = provider
         .create_checkout(CheckoutRequest {
             payment_id,
@@ -115,7 +136,9 @@ async fn checkout(
             description: format!("{title} — {} ticket(s)", booking.units.len()),
             // Stripe insists on its minimum window; a payment after the hold ends
             // follows the late-payment rule.
-            expires_at: booking.held_until.max(now + provider.min_checkout_window()),
+            expires_at: payment
+                .expires_at
+                .max(payment.created_at + provider.min_checkout_window()),
             customer_email: user.email.as_str().to_owned(),
             success_url: format!("{base}/v1/bookings/{}", booking.id),
             cancel_url: format!("{base}/v1/bookings/{}", booking.id),
@@ -124,7 +147,15 @@ async fn checkout(
     let session = match session {
         Ok(session) => session,
         Err(error) => {
-            state.store().fail_payment(payment_id, None, now).await?;
+            // A payment nobody can pay would block the next checkout until it expires.
+            state
+                .store()
+                .transition(TransitionRequest::new(
+                    BookingRef::Payment(payment_id),
+                    Trigger::PaymentFailed { payment_id },
+                    now,
+                ))
+                .await?;
             return Err(ApiError::ServiceUnavailable(format!("checkout: {error}")));
         }
     };
@@ -132,12 +163,12 @@ async fn checkout(
         .store()
         .attach_checkout(payment_id, &session.provider_ref, &session.url)
         .await?;
-    tracing::info!(booking_id = %booking.id, payment_id = %payment_id, "checkout started");
+    tracing::info!(booking_id = %booking.id, %payment_id, reused, "checkout open");
     Ok(axum::Json(CheckoutView {
         payment_id,
-        provider: provider.name().to_owned(),
+        provider: payment.provider.clone(),
         checkout_url: session.url,
-        expires_at: booking.held_until,
+        expires_at: payment.expires_at,
     }))
 }
 
@@ -148,7 +179,8 @@ async fn checkout(
     request_body = MockOutcome,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The booking after the payment", body = BookingView),
+        (status = 200, description = "The booking after the payment (a payment that cannot buy it, or comes second, is refunded)", body = BookingView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such payment among the caller's, or the mock provider is off", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown outcome", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -176,32 +208,33 @@ async fn complete_mock_payment(
         return Err(ApiError::NotFound);
     }
     let now = state.clock().now();
-    match body.outcome.as_str() {
-        "succeeded" => {
-            log_confirmation(
-                payment_id,
-                &state
-                    .store()
-                    .confirm_payment(payment_id, None, None, now)
-                    .await?,
-            );
-        }
-        "failed" => {
-            state.store().fail_payment(payment_id, None, now).await?;
-            metrics::counter!("usher_payments_total", "outcome" => "failed").increment(1);
-        }
+    let trigger = match body.outcome.as_str() {
+        "succeeded" => Trigger::PaymentSucceeded { payment_id },
+        "failed" => Trigger::PaymentFailed { payment_id },
         _ => {
             return Err(ApiError::validation(
                 "outcome",
                 "outcome is \"succeeded\" or \"failed\"",
             ));
         }
-    }
-    let booking = state
+    };
+    let done = state
         .store()
-        .booking(booking.id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+        .transition(TransitionRequest::new(
+            BookingRef::Payment(payment_id),
+            trigger,
+            now,
+        ))
+        .await?;
+    record_payment_outcome(payment_id, &done);
+    let booking = match done.booking {
+        Some(booking) => booking,
+        None => state
+            .store()
+            .booking(booking.id)
+            .await?
+            .ok_or(ApiError::NotFound)?,
+    };
     Ok(axum::Json(BookingView::new(&state, booking, now)))
 }
 
@@ -265,42 +298,38 @@ async fn stripe_webhook(
             return Ok(StatusCode::OK);
         }
     };
-    let intent = object["payment_intent"].as_str().map(str::to_owned);
-    match event.kind.as_str() {
+    let trigger = match event.kind.as_str() {
         "checkout.session.completed" if object["payment_status"] == "paid" => {
-            let outcome = state
-                .store()
-                .confirm_payment(payment, Some(recorded), intent, now)
-                .await?;
-            log_confirmation(payment, &outcome);
-        }
-        "checkout.session.async_payment_succeeded" => {
-            let outcome = state
-                .store()
-                .confirm_payment(payment, Some(recorded), intent, now)
-                .await?;
-            log_confirmation(payment, &outcome);
-        }
-        "checkout.session.expired" | "checkout.session.async_payment_failed" => {
-            if state
-                .store()
-                .fail_payment(payment, Some(recorded), now)
-                .await?
-            {
-                metrics::counter!("usher_payments_total", "outcome" => "failed").increment(1);
+            Trigger::PaymentSucceeded {
+                payment_id: payment,
             }
         }
-        "charge.refunded" if object["refunded"] == true => {
-            state
-                .store()
-                .payment_refunded(payment, Some(recorded), now)
-                .await?;
+        "checkout.session.async_payment_succeeded" => Trigger::PaymentSucceeded {
+            payment_id: payment,
+        },
+        "checkout.session.expired" | "checkout.session.async_payment_failed" => {
+            Trigger::PaymentFailed {
+                payment_id: payment,
+            }
         }
+        "charge.refunded" if object["refunded"] == true => Trigger::PaymentRefunded {
+            payment_id: payment,
+        },
         // A session paid later (bank transfer …) is confirmed by async_payment_succeeded.
         _ => {
-            tracing::info!(event_id = %event.id, kind = %event.kind, "stripe event needs no action")
+            tracing::info!(event_id = %event.id, kind = %event.kind, "stripe event needs no action");
+            return Ok(StatusCode::OK);
         }
-    }
+    };
+    let done = state
+        .store()
+        .transition(TransitionRequest {
+            provider_event: Some(recorded),
+            provider_payment_ref: object["payment_intent"].as_str().map(str::to_owned),
+            ..TransitionRequest::new(BookingRef::Payment(payment), trigger, now)
+        })
+        .await?;
+    record_payment_outcome(payment, &done);
     Ok(StatusCode::OK)
 }
 
@@ -328,26 +357,37 @@ async fn find_payment(
     Ok(None)
 }
 
-fn log_confirmation(payment_id: Uuid, outcome: &Confirmation) {
-    let label = match outcome {
-        Confirmation::Confirmed(_) => "confirmed",
-        Confirmation::Refunding(_) => "refunding",
-        Confirmation::AlreadyProcessed => "duplicate",
-        Confirmation::UnknownPayment => "unknown",
+/// Counts and logs what a payment's news did.
+fn record_payment_outcome(payment_id: Uuid, done: &Transitioned) {
+    let booking_id = done.booking.as_ref().map(|b| b.id);
+    let label = match done.outcome {
+        Outcome::Confirmed => "confirmed",
+        Outcome::ExtraPaymentRefunded => "extra_refunded",
+        Outcome::PaymentRefunded => "refunding",
+        Outcome::PaymentFailed => "failed",
+        Outcome::MoneyReturned { .. } => "money_returned",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Refused(Refusal::UnknownPayment | Refusal::NoSuchBooking) => "unknown",
+        _ => "other",
     };
     metrics::counter!("usher_payments_total", "outcome" => label).increment(1);
-    match outcome {
-        Confirmation::Confirmed(booking) => {
-            tracing::info!(%payment_id, booking_id = %booking.id, "payment confirmed the booking")
+    match done.outcome {
+        Outcome::Confirmed => {
+            tracing::info!(%payment_id, ?booking_id, "payment confirmed the booking")
         }
-        Confirmation::Refunding(booking) => tracing::warn!(
-            %payment_id, booking_id = %booking.id,
-            "payment arrived but the units are gone; refunding"
+        Outcome::ExtraPaymentRefunded => tracing::warn!(
+            %payment_id, ?booking_id,
+            "another payment already confirmed the booking; refunding this one"
         ),
-        Confirmation::AlreadyProcessed => tracing::info!(%payment_id, "payment already processed"),
-        Confirmation::UnknownPayment => {
-            tracing::warn!(%payment_id, "confirmation for an unknown payment")
+        Outcome::PaymentRefunded => tracing::warn!(
+            %payment_id, ?booking_id,
+            "payment arrived but cannot buy the booking; refunding"
+        ),
+        Outcome::MoneyReturned { booking_refunded } => {
+            tracing::info!(%payment_id, ?booking_id, booking_refunded, "payment refunded")
         }
+        Outcome::Duplicate => tracing::info!(%payment_id, "payment news already handled"),
+        outcome => tracing::info!(%payment_id, ?booking_id, ?outcome, "payment news"),
     }
 }
 
@@ -358,6 +398,7 @@ fn log_confirmation(payment_id: Uuid, outcome: &Confirmation) {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Refund under way; the booking is refunded", body = BookingView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an organizer or admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such booking among the caller's events", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The booking is not confirmed", body = Problem, content_type = "application/problem+json"),
@@ -375,22 +416,59 @@ async fn create_refund(
             "refund your own booking by cancelling it",
         ));
     }
-    refund(&state, booking.id).await
+    refund(&state, booking.id, Actor::Organizer).await
 }
 
-/// Refunds a confirmed booking; shared by `DELETE /v1/bookings/{id}` and `/v1/refunds`.
+/// Refunds a confirmed booking; shared by `DELETE /v1/bookings/{id}` (the buyer, until
+/// the refund cutoff) and `/v1/refunds` (organizers and admins, always).
 pub async fn refund(
     state: &AppState,
     booking_id: Uuid,
+    by: Actor,
 ) -> Result<axum::Json<BookingView>, ApiError> {
     let now = state.clock().now();
-    match state.store().refund_booking(booking_id, now).await? {
-        RefundOutcome::Refunding(booking) => {
-            tracing::info!(%booking_id, "booking refunded; refund queued");
+    let done = state
+        .store()
+        .transition(TransitionRequest::new(
+            BookingRef::Booking(booking_id),
+            Trigger::Cancel {
+                by,
+                refund_cutoff: state.config().refund_cutoff,
+            },
+            now,
+        ))
+        .await?;
+    match (done.outcome, done.booking) {
+        (Outcome::Refunded | Outcome::Released, Some(booking)) => {
+            tracing::info!(%booking_id, status = %booking.status, "booking cancelled or refunded");
             Ok(axum::Json(BookingView::new(state, booking, now)))
         }
-        RefundOutcome::NotRefundable(status) => Err(not_held(status)),
-        RefundOutcome::NoSuchBooking => Err(ApiError::NotFound),
+        (outcome, _) => Err(refused(outcome)),
+    }
+}
+
+/// The answer to a transition that changed nothing the caller asked for.
+pub fn refused(outcome: Outcome) -> ApiError {
+    match outcome {
+        Outcome::Refused(Refusal::NoSuchBooking | Refusal::UnknownPayment) => ApiError::NotFound,
+        Outcome::Refused(Refusal::NotHeld(status)) => not_held(status),
+        Outcome::Refused(Refusal::NotRefundable(status)) => ApiError::Conflict {
+            kind: "booking-not-confirmed",
+            detail: format!("this booking is {status}; only a confirmed booking is refunded"),
+        },
+        Outcome::Refused(Refusal::SaleCancelled) => ApiError::Conflict {
+            kind: "sale-cancelled",
+            detail: "this event or performance is cancelled; nothing more is sold".into(),
+        },
+        Outcome::Refused(Refusal::SaleClosed) => ApiError::Conflict {
+            kind: "not-on-sale",
+            detail: "this performance has already started".into(),
+        },
+        Outcome::Refused(Refusal::RefundClosed) => ApiError::Conflict {
+            kind: "refund-closed",
+            detail: "refunds close before the performance starts; ask the organizer".into(),
+        },
+        other => ApiError::Internal(format!("unexpected lifecycle outcome {other:?}")),
     }
 }
 

@@ -1,12 +1,13 @@
-//! Performances and their inventory: organizers create them with a seating plan; anyone
-//! who may see the event reads counts and the seat map. Organizers read sales.
+//! Performances and their inventory: organizers create them with a seating plan, edit
+//! or cancel them, block house seats and read the attendee list and sales; anyone who
+//! may see the event reads counts and the seat map.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -15,20 +16,27 @@ use usher_core::inventory::{
     PriceInput, RowInput, SeatingInput, SeatsInput, SectionInput, TicketTypeInput,
 };
 use usher_core::{
-    Counts, Event, HoldTtl, MaxPerBooking, Money, Performance, SeatingKind, SeatingPlan, Unit,
-    Viewer,
+    BookingStatus, Counts, Cursor, Event, EventStatus, HoldTtl, MaxPerBooking, Money, PageLimit,
+    Performance, PerformanceStatus, SeatingKind, SeatingPlan, Unit, Viewer,
 };
-use usher_store::{NewPerformance, PerformanceSales};
+use usher_store::{
+    CommandOutcome, InventoryCommand, NewPerformance, PerformancePatch, PerformanceSales,
+    PerformanceUpdate,
+};
 
 use crate::extract::{Caller, Fields, Json, path_id};
 use crate::problem::{ApiError, Problem};
+use crate::routes::accounts::BuyerView;
+use crate::routes::bookings::BookingView;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_performance))
-        .routes(routes!(get_performance))
+        .routes(routes!(get_performance, update_performance))
         .routes(routes!(get_seats))
+        .routes(routes!(set_unit_states))
+        .routes(routes!(list_attendees))
         .routes(routes!(get_sales))
 }
 
@@ -160,8 +168,82 @@ pub struct CreatePerformanceRequest {
     pub hold_ttl_seconds: Option<i64>,
     /// Most units one booking may take, 1–100 (default 10).
     pub max_per_booking: Option<i64>,
+    /// Holds are refused (409 `not-on-sale`) before this moment; before `starts_at`.
+    pub on_sale_at: Option<DateTime<Utc>>,
     pub seating: SeatingRequest,
 }
+
+/// Fields left out stay as they are; `on_sale_at: null` removes the on-sale time.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePerformanceRequest {
+    /// A new start (RFC 3339), in the future.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Hold time of holds taken from now on, 30–3600 s.
+    pub hold_ttl_seconds: Option<i64>,
+    /// 1–100; applies to holds taken from now on.
+    pub max_per_booking: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub on_sale_at: Option<Option<DateTime<Utc>>>,
+    /// Only `cancelled`: final; every hold is released, every confirmed booking refunded
+    /// and its buyer emailed.
+    #[schema(example = "cancelled")]
+    pub status: Option<String>,
+}
+
+/// A field that is present (even as `null`) is `Some`; one left out stays `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnitStatesRequest {
+    /// Units of this performance (at most 10,000).
+    pub unit_ids: Vec<String>,
+    /// `blocked` (house seats, broken seats) or `available`.
+    #[schema(example = "blocked")]
+    pub state: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnitStatesChanged {
+    /// How many units changed state (units already in that state are not counted).
+    pub changed: u64,
+}
+
+/// A booking on the attendee list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttendeeView {
+    #[serde(flatten)]
+    pub booking: BookingView,
+    pub buyer: BuyerView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttendeePage {
+    pub items: Vec<AttendeeView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttendeeParams {
+    /// Only bookings reading this status: held, confirmed, expired, cancelled, refunded.
+    pub status: Option<String>,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The most units one block/unblock request may name.
+const MAX_UNITS_PER_CHANGE: usize = 10_000;
 
 /// A section (reserved seating) or a ticket type (general admission) with its counts.
 #[derive(Debug, Serialize, ToSchema)]
@@ -180,6 +262,11 @@ pub struct PerformanceView {
     pub starts_at: DateTime<Utc>,
     #[schema(example = "reserved")]
     pub kind: String,
+    /// `scheduled` or `cancelled` (also when its event is cancelled).
+    #[schema(example = "scheduled")]
+    pub status: String,
+    /// Holds are refused before this moment.
+    pub on_sale_at: Option<DateTime<Utc>>,
     pub currency: String,
     pub capacity: u64,
     /// Free to hold now (expired holds count as free).
@@ -242,10 +329,31 @@ pub struct SeatMap {
     pub units: Vec<UnitView>,
 }
 
+/// Bookings and refunds of a performance; after a cancellation, its progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BookingCountsView {
+    /// Live holds.
+    pub held: u64,
+    pub confirmed: u64,
+    pub refunded: u64,
+    /// Payments whose refund is queued and not yet confirmed by the provider.
+    pub refunds_pending: u64,
+    /// Payments whose money went back.
+    pub refunds_done: u64,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PerformanceSalesView {
     pub performance_id: Uuid,
     pub starts_at: DateTime<Utc>,
+    /// `scheduled` or `cancelled` (also when the event is cancelled).
+    #[schema(example = "scheduled")]
+    pub status: String,
+    pub bookings: BookingCountsView,
+    /// Only when cancelled: true once every hold is released, every confirmed booking
+    /// refunded and every refund confirmed by the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancellation_complete: Option<bool>,
     pub capacity: u64,
     pub available: u64,
     pub held: u64,
@@ -257,9 +365,21 @@ pub struct PerformanceSalesView {
 
 impl From<PerformanceSales> for PerformanceSalesView {
     fn from(sales: PerformanceSales) -> Self {
+        let b = sales.bookings;
+        let cancelled = sales.status == PerformanceStatus::Cancelled;
         Self {
             performance_id: sales.performance_id,
             starts_at: sales.starts_at,
+            status: sales.status.as_str().into(),
+            bookings: BookingCountsView {
+                held: b.held,
+                confirmed: b.confirmed,
+                refunded: b.refunded,
+                refunds_pending: b.refunds_pending,
+                refunds_done: b.refunds_done,
+            },
+            cancellation_complete: cancelled
+                .then_some(b.held == 0 && b.confirmed == 0 && b.refunds_pending == 0),
             capacity: sales.counts.capacity,
             available: sales.counts.available,
             held: sales.counts.held,
@@ -308,6 +428,10 @@ async fn create_performance(
         body.max_per_booking,
         MaxPerBooking::parse,
     );
+    let on_sale_at = body.on_sale_at.map(|t| t.trunc_subsecs(6));
+    if on_sale_at.is_some_and(|t| t >= starts_at) {
+        fields.reject("on_sale_at", "the sale opens before the performance starts");
+    }
     let seating = match SeatingPlan::parse(body.seating.into_input(), "seating") {
         Ok(plan) => Some(plan),
         Err(issues) => {
@@ -334,13 +458,14 @@ async fn create_performance(
         .create_performance(NewPerformance {
             event_id: event.id,
             starts_at,
+            on_sale_at,
             hold_ttl: hold_ttl.unwrap_or(state.config().default_hold_ttl),
             max_per_booking: max_per_booking.unwrap_or_default(),
             seating,
         })
         .await?;
     tracing::info!(performance_id = %performance.id, event_id = %event.id, "performance created");
-    let view = performance_view(&state, performance).await?;
+    let view = performance_view(&state, performance, event.status).await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
@@ -356,8 +481,242 @@ async fn get_performance(
     caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<PerformanceView>, ApiError> {
-    let (performance, _) = visible_performance(&state, caller, path_id(&id)?).await?;
-    Ok(axum::Json(performance_view(&state, performance).await?))
+    let (performance, event) = visible_performance(&state, caller, path_id(&id)?).await?;
+    Ok(axum::Json(
+        performance_view(&state, performance, event.status).await?,
+    ))
+}
+
+/// Edits a performance (its organizer or an admin): a new start, hold time, limit per
+/// booking or on-sale time, or `status: "cancelled"`. Cancelling is final and works like
+/// an event's cancellation: every hold is released and every confirmed booking refunded
+/// through its provider with an email to its buyer, by a job that survives restarts;
+/// `GET /v1/events/{id}/sales` shows its progress.
+#[utoipa::path(patch, path = "/v1/performances/{id}", tag = "performances",
+    params(("id" = Uuid, Path, description = "Performance id")),
+    request_body = UpdatePerformanceRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The changed performance", body = PerformanceView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such performance among the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The performance or its event is cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_performance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<UpdatePerformanceRequest>,
+) -> Result<axum::Json<PerformanceView>, ApiError> {
+    let caller = caller.require_organizer()?;
+    let (performance, event) = managed_performance(&state, caller, &id).await?;
+    let now = state.clock().now();
+    let mut fields = Fields::new();
+    let starts_at = body.starts_at.map(|t| t.trunc_subsecs(6));
+    if starts_at.is_some_and(|t| t <= now) {
+        fields.reject("starts_at", "a performance must start in the future");
+    }
+    let hold_ttl = fields.optional("hold_ttl_seconds", body.hold_ttl_seconds, HoldTtl::parse);
+    let max_per_booking = fields.optional(
+        "max_per_booking",
+        body.max_per_booking,
+        MaxPerBooking::parse,
+    );
+    let on_sale_at = body.on_sale_at.map(|t| t.map(|t| t.trunc_subsecs(6)));
+    let starts = starts_at.unwrap_or(performance.starts_at);
+    if on_sale_at.flatten().is_some_and(|t| t >= starts) {
+        fields.reject("on_sale_at", "the sale opens before the performance starts");
+    }
+    let status = match body.status.as_deref() {
+        None => None,
+        Some("cancelled") => Some(PerformanceStatus::Cancelled),
+        Some(_) => {
+            fields.reject(
+                "status",
+                "a performance can only be cancelled (\"cancelled\"); it is final",
+            );
+            None
+        }
+    };
+    fields.finish()?;
+    let (Some(hold_ttl), Some(max_per_booking)) = (hold_ttl, max_per_booking) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    if event.status == EventStatus::Cancelled {
+        return Err(sale_cancelled("its event is cancelled"));
+    }
+    let updated = state
+        .store()
+        .update_performance(
+            performance.id,
+            PerformancePatch {
+                starts_at,
+                hold_ttl,
+                max_per_booking,
+                on_sale_at,
+                status,
+            },
+        )
+        .await?;
+    let performance = match updated {
+        PerformanceUpdate::Updated(performance) => performance,
+        PerformanceUpdate::AlreadyCancelled => {
+            return Err(sale_cancelled("this performance is cancelled"));
+        }
+        PerformanceUpdate::NoSuchPerformance => return Err(ApiError::NotFound),
+    };
+    if status.is_some() {
+        tracing::info!(performance_id = %performance.id, "performance cancelled; refunds queued");
+    }
+    Ok(axum::Json(
+        performance_view(&state, performance, event.status).await?,
+    ))
+}
+
+fn sale_cancelled(why: &str) -> ApiError {
+    ApiError::Conflict {
+        kind: "sale-cancelled",
+        detail: format!("{why}; it cannot be changed"),
+    }
+}
+
+/// Blocks units (house seats, broken seats) or makes blocked units available again
+/// (the organizer or an admin). All or nothing: if any named unit is held or sold,
+/// nothing changes and the answer is 409 with `unavailable_unit_ids`.
+#[utoipa::path(patch, path = "/v1/performances/{id}/units", tag = "performances",
+    params(("id" = Uuid, Path, description = "Performance id")),
+    request_body = UnitStatesRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed", body = UnitStatesChanged),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such performance among the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Some units are held or sold (listed in `unavailable_unit_ids`); nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad ids, unknown units or state", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn set_unit_states(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<UnitStatesRequest>,
+) -> Result<axum::Json<UnitStatesChanged>, ApiError> {
+    let caller = caller.require_organizer()?;
+    let (performance, _) = managed_performance(&state, caller, &id).await?;
+    let mut fields = Fields::new();
+    let blocked = match body.state.as_str() {
+        "blocked" => Some(true),
+        "available" => Some(false),
+        _ => {
+            fields.reject("state", "state is \"blocked\" or \"available\"");
+            None
+        }
+    };
+    if body.unit_ids.is_empty() || body.unit_ids.len() > MAX_UNITS_PER_CHANGE {
+        fields.reject(
+            "unit_ids",
+            format!("name between 1 and {MAX_UNITS_PER_CHANGE} units"),
+        );
+    }
+    let mut unit_ids = Vec::with_capacity(body.unit_ids.len());
+    for (i, raw) in body.unit_ids.iter().enumerate() {
+        match Uuid::try_parse(raw) {
+            Ok(id) if unit_ids.contains(&id) => {
+                fields.reject(&format!("unit_ids[{i}]"), "this unit is listed twice")
+            }
+            Ok(id) => unit_ids.push(id),
+            Err(_) => fields.reject(&format!("unit_ids[{i}]"), "this is not a valid id"),
+        }
+    }
+    fields.finish()?;
+    let Some(blocked) = blocked else {
+        return Err(ApiError::Internal("validated state missing".into()));
+    };
+    let outcome = state
+        .store()
+        .execute(InventoryCommand::SetBlocked {
+            performance_id: performance.id,
+            unit_ids,
+            blocked,
+            now: state.clock().now(),
+        })
+        .await?;
+    match outcome {
+        CommandOutcome::BlockingChanged { changed } => {
+            tracing::info!(performance_id = %performance.id, blocked, changed, "unit states changed");
+            Ok(axum::Json(UnitStatesChanged { changed }))
+        }
+        CommandOutcome::Unavailable { unit_ids } => Err(ApiError::UnitsTaken {
+            detail: format!(
+                "{} of the named units are held or sold; nothing changed",
+                unit_ids.len()
+            ),
+            unit_ids,
+        }),
+        CommandOutcome::UnknownUnits { unit_ids } => Err(ApiError::validation(
+            "unit_ids",
+            format!(
+                "not units of this performance: {}",
+                unit_ids
+                    .iter()
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        other => Err(ApiError::Internal(format!(
+            "unexpected blocking outcome {other:?}"
+        ))),
+    }
+}
+
+/// The attendee list: a performance's bookings with their buyers, newest first (the
+/// organizer or an admin).
+#[utoipa::path(get, path = "/v1/performances/{id}/bookings", tag = "performances",
+    params(("id" = Uuid, Path, description = "Performance id"), AttendeeParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of bookings with their buyers", body = AttendeePage),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such performance among the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad status, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_attendees(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Result<Query<AttendeeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<AttendeePage>, ApiError> {
+    let caller = caller.require_organizer()?;
+    let (performance, _) = managed_performance(&state, caller, &id).await?;
+    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let mut fields = Fields::new();
+    let limit = fields.take("limit", PageLimit::parse(params.limit));
+    let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
+    let status = fields.optional("status", params.status.as_deref(), BookingStatus::parse);
+    fields.finish()?;
+    let (Some(limit), Some(after), Some(status)) = (limit, after, status) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let now = state.clock().now();
+    let page = state
+        .store()
+        .attendees(performance.id, status, now, limit, after)
+        .await?;
+    Ok(axum::Json(AttendeePage {
+        items: page
+            .items
+            .into_iter()
+            .map(|a| AttendeeView {
+                booking: BookingView::new(&state, a.booking, now),
+                buyer: a.buyer.into(),
+            })
+            .collect(),
+        next_cursor: page.next.map(Cursor::encode),
+    }))
 }
 
 /// Every unit of a performance with its state, in seat-map order.
@@ -421,6 +780,21 @@ pub async fn managed_event(
     }
 }
 
+/// The performance and its event if the caller manages the event; 404 otherwise,
+/// whether or not it exists.
+pub async fn managed_performance(
+    state: &AppState,
+    caller: Caller,
+    raw_id: &str,
+) -> Result<(Performance, Event), ApiError> {
+    let (performance, event) = visible_performance(state, Some(caller), path_id(raw_id)?).await?;
+    if caller.viewer().manages(&event) {
+        Ok((performance, event))
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
 /// The performance and its event if the caller may see the event; 404 otherwise.
 pub async fn visible_performance(
     state: &AppState,
@@ -448,7 +822,13 @@ pub async fn visible_performance(
 async fn performance_view(
     state: &AppState,
     performance: Performance,
+    event_status: EventStatus,
 ) -> Result<PerformanceView, ApiError> {
+    let status = if event_status == EventStatus::Cancelled {
+        PerformanceStatus::Cancelled
+    } else {
+        performance.status
+    };
     let inventory = state
         .store()
         .inventory(performance.id, state.clock().now())
@@ -495,6 +875,8 @@ async fn performance_view(
         event_id: performance.event_id,
         starts_at: performance.starts_at,
         kind: performance.kind.as_str().into(),
+        status: status.as_str().into(),
+        on_sale_at: performance.on_sale_at,
         currency: performance.currency.as_str().into(),
         capacity: total.capacity,
         available: total.available,

@@ -164,7 +164,7 @@ on_each_engine! {
         let booking: Value = app.post("/v1/bookings", Some(&customer.access), json!({"performance_id": performance["id"], "unit_ids": [ids[0]]})).await.json().await.unwrap();
         let body = json!({"booking_id": booking["id"]});
         let not_yet = assert_problem(app.post("/v1/refunds", Some(&organizer.access), body.clone()).await, StatusCode::CONFLICT).await;
-        assert_eq!(not_yet["type"], "/problems/booking-not-held");
+        assert_eq!(not_yet["type"], "/problems/booking-not-confirmed");
         let checkout = start_checkout(&app, &customer, &booking).await;
         pay(&app, &customer, &checkout, "succeeded").await;
         assert_problem(app.post("/v1/refunds", Some(&customer.access), body.clone()).await, StatusCode::FORBIDDEN).await;
@@ -183,12 +183,21 @@ on_each_engine! {
         let checkout = start_checkout(&app, &customer, &booking).await;
         pay(&app, &customer, &checkout, "succeeded").await;
         let now = app.clock_now();
-        let claimed = app.store.claim_jobs(now, now + chrono::Duration::seconds(120), 10).await.unwrap();
+        let dead_lease = uuid::Uuid::now_v7();
+        let claimed = app.store.claim_jobs(now, now + chrono::Duration::seconds(120), 10, dead_lease).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(app.run_jobs().await, 0, "leased to the dead worker");
         app.clock.advance(chrono::Duration::seconds(121));
         assert_eq!(app.run_jobs().await, 1);
         assert_eq!(app.emails().len(), 1);
+        // The first worker comes back to life and reports a failure under its old lease:
+        // the outcome of the worker that took over stands.
+        let later = app.clock_now();
+        assert!(!app.store.fail_job(claimed[0].id, dead_lease, "stale", Some(later), later).await.unwrap());
+        assert!(!app.store.finish_job(claimed[0].id, dead_lease, later).await.unwrap());
+        let done = app.store.jobs(usher_store::JobState::Done, 10).await.unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].id, claimed[0].id);
         app.clock.advance(chrono::Duration::hours(1));
         assert_eq!(app.run_jobs().await, 0);
         assert_eq!(app.emails().len(), 1);

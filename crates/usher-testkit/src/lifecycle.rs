@@ -1,0 +1,110 @@
+//! Shorthands for driving the booking lifecycle through the storage contract, as the
+//! server does: each is one `Store::transition`.
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use usher_core::lifecycle::{Actor, Trigger};
+use usher_store::{BookingRef, ProviderEvent, Store, TransitionRequest, Transitioned};
+
+/// Checkout with the mock provider, extending the hold to `hold_until` (the first time).
+pub async fn checkout(
+    store: &dyn Store,
+    booking_id: Uuid,
+    hold_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    let trigger = Trigger::Checkout {
+        provider: "mock".into(),
+        hold_until,
+        new_payment_id: Uuid::now_v7(),
+    };
+    run(store, BookingRef::Booking(booking_id), trigger, None, now).await
+}
+
+/// The provider reports the payment captured (with this provider event, if any).
+pub async fn succeed(
+    store: &dyn Store,
+    payment_id: Uuid,
+    event: Option<ProviderEvent>,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    let trigger = Trigger::PaymentSucceeded { payment_id };
+    run(store, BookingRef::Payment(payment_id), trigger, event, now).await
+}
+
+pub async fn fail(
+    store: &dyn Store,
+    payment_id: Uuid,
+    event: Option<ProviderEvent>,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    let trigger = Trigger::PaymentFailed { payment_id };
+    run(store, BookingRef::Payment(payment_id), trigger, event, now).await
+}
+
+/// The provider reports the money returned.
+pub async fn money_returned(
+    store: &dyn Store,
+    payment_id: Uuid,
+    event: Option<ProviderEvent>,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    let trigger = Trigger::PaymentRefunded { payment_id };
+    run(store, BookingRef::Payment(payment_id), trigger, event, now).await
+}
+
+/// A buyer's cancellation or an organizer's refund, with a 24-hour refund cutoff.
+pub async fn cancel(
+    store: &dyn Store,
+    booking_id: Uuid,
+    by: Actor,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    let trigger = Trigger::Cancel {
+        by,
+        refund_cutoff: Duration::hours(24),
+    };
+    run(store, BookingRef::Booking(booking_id), trigger, None, now).await
+}
+
+/// The booking's event or performance was cancelled.
+pub async fn sale_cancelled(
+    store: &dyn Store,
+    booking_id: Uuid,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    run(
+        store,
+        BookingRef::Booking(booking_id),
+        Trigger::SaleCancelled,
+        None,
+        now,
+    )
+    .await
+}
+
+/// A Stripe-like provider event with this id.
+pub fn provider_event(id: &str, kind: &str) -> Option<ProviderEvent> {
+    Some(ProviderEvent {
+        provider: "stripe".into(),
+        event_id: id.into(),
+        kind: kind.into(),
+    })
+}
+
+async fn run(
+    store: &dyn Store,
+    booking: BookingRef,
+    trigger: Trigger,
+    event: Option<ProviderEvent>,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    store
+        .transition(TransitionRequest {
+            provider_event: event,
+            ..TransitionRequest::new(booking, trigger, now)
+        })
+        .await
+        .expect("transition")
+}
