@@ -538,6 +538,7 @@ impl PostgresStore {
         &self,
         id: Uuid,
         patch: PerformancePatch,
+        now: DateTime<Utc>,
     ) -> StoreResult<PerformanceUpdate> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let status = sqlx::query_scalar!(
@@ -552,7 +553,6 @@ impl PostgresStore {
             Some("cancelled") => return Ok(PerformanceUpdate::AlreadyCancelled),
             Some(_) => {}
         }
-        let now = usher_store::now();
         let cancel = patch.status == Some(PerformanceStatus::Cancelled);
         sqlx::query!(
             "UPDATE performances

@@ -415,7 +415,12 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn update_event(&self, id: Uuid, patch: EventPatch) -> StoreResult<Option<Event>> {
+    async fn update_event(
+        &self,
+        id: Uuid,
+        patch: EventPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Event>> {
         // Lock the row: two instances patching one event must not lose an update, and a
         // cancel must not be overtaken by a publish.
         let mut tx = self.pool.begin().await.map_err(backend)?;
@@ -436,7 +441,6 @@ impl Store for PostgresStore {
         };
         let current = current.into_event()?;
         let was = current.status;
-        let now = usher_store::now();
         let event = patch.apply(current, now)?;
         let title = event.title.as_str();
         let title_search = search_key(title);
@@ -559,8 +563,9 @@ impl Store for PostgresStore {
         &self,
         id: Uuid,
         patch: PerformancePatch,
+        now: DateTime<Utc>,
     ) -> StoreResult<PerformanceUpdate> {
-        self.patch_performance(id, patch).await
+        self.patch_performance(id, patch, now).await
     }
 
     async fn attendees(

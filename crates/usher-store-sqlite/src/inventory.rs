@@ -406,6 +406,7 @@ impl SqliteStore {
         &self,
         id: Uuid,
         patch: PerformancePatch,
+        now: DateTime<Utc>,
     ) -> StoreResult<PerformanceUpdate> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let status = sqlx::query_scalar!("SELECT status FROM performances WHERE id = ?1", id)
@@ -417,7 +418,6 @@ impl SqliteStore {
             None => Ok((Some(PerformanceUpdate::NoSuchPerformance), false)),
             Some("cancelled") => Ok((Some(PerformanceUpdate::AlreadyCancelled), false)),
             Some(_) => {
-                let now = usher_store::now();
                 let cancel = patch.status == Some(PerformanceStatus::Cancelled);
                 let ttl = patch.hold_ttl.map(|t| i64::from(t.seconds()));
                 let max = patch.max_per_booking.map(|m| i64::from(m.get()));

@@ -454,7 +454,12 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn update_event(&self, id: Uuid, patch: EventPatch) -> StoreResult<Option<Event>> {
+    async fn update_event(
+        &self,
+        id: Uuid,
+        patch: EventPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Event>> {
         // The single writer connection serialises this read-modify-write.
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let current = sqlx::query_as!(
@@ -474,7 +479,6 @@ impl Store for SqliteStore {
         };
         let current = current.into_event()?;
         let was = current.status;
-        let now = usher_store::now();
         let event = patch.apply(current, now)?;
         let title = event.title.as_str();
         let title_search = search_key(title);
@@ -598,8 +602,9 @@ impl Store for SqliteStore {
         &self,
         id: Uuid,
         patch: PerformancePatch,
+        now: DateTime<Utc>,
     ) -> StoreResult<PerformanceUpdate> {
-        self.patch_performance(id, patch).await
+        self.patch_performance(id, patch, now).await
     }
 
     async fn attendees(

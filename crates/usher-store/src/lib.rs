@@ -236,7 +236,12 @@ pub trait Store: Send + Sync + 'static {
     async fn event(&self, id: Uuid) -> StoreResult<Option<Event>>;
     /// Cancelling an event queues, in the same transaction, the job that releases its
     /// holds and refunds its bookings.
-    async fn update_event(&self, id: Uuid, patch: EventPatch) -> StoreResult<Option<Event>>;
+    async fn update_event(
+        &self,
+        id: Uuid,
+        patch: EventPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Event>>;
     /// Newest first.
     async fn list_events(&self, query: EventQuery) -> StoreResult<Page<Event>>;
 
@@ -251,6 +256,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: Uuid,
         patch: PerformancePatch,
+        now: DateTime<Utc>,
     ) -> StoreResult<PerformanceUpdate>;
     /// The event's performances, soonest first.
     async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>>;

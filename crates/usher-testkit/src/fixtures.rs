@@ -109,6 +109,7 @@ pub async fn performance(
                 status: Some(EventStatus::Published),
                 ..EventPatch::default()
             },
+            now,
         )
         .await
         .expect("publish event");

@@ -35,11 +35,22 @@ pub enum Engine {
 impl Engine {
     /// A fresh, migrated store of this engine, its own database, for one test.
     pub async fn fresh_store(self) -> Arc<dyn Store> {
+        self.fresh_store_with_url().await.0
+    }
+
+    /// A fresh, migrated store and the URL of its database (to open it again, as a
+    /// restarted instance would).
+    pub async fn fresh_store_with_url(self) -> (Arc<dyn Store>, String) {
         let url = self.fresh_database_url().await;
+        (self.open(&url).await, url)
+    }
+
+    /// Opens (and migrates) the database at `url` with this engine.
+    pub async fn open(self, url: &str) -> Arc<dyn Store> {
         let store: Arc<dyn Store> = match self {
-            Engine::Sqlite => Arc::new(SqliteStore::connect(&url).await.expect("open sqlite")),
+            Engine::Sqlite => Arc::new(SqliteStore::connect(url).await.expect("open sqlite")),
             Engine::Postgres => Arc::new(
-                PostgresStore::connect_with_pool_size(&url, 8)
+                PostgresStore::connect_with_pool_size(url, 8)
                     .await
                     .expect("connect postgres"),
             ),

@@ -253,8 +253,7 @@ on_each_engine! {
                 title: Some(EventTitle::parse("Late Jazz").unwrap()),
                 status: Some(EventStatus::Published),
                 ..Default::default()
-            })
-            .await
+            }, usher_store::now()).await
             .unwrap()
             .unwrap();
         assert_eq!(patched.title.as_str(), "Late Jazz");
@@ -264,15 +263,13 @@ on_each_engine! {
         assert_eq!(store.event(event.id).await.unwrap().unwrap(), patched);
 
         store
-            .update_event(event.id, EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() })
-            .await
+            .update_event(event.id, EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() }, usher_store::now()).await
             .unwrap();
         let revive = store
-            .update_event(event.id, EventPatch { status: Some(EventStatus::Published), ..Default::default() })
-            .await;
+            .update_event(event.id, EventPatch { status: Some(EventStatus::Published), ..Default::default() }, usher_store::now()).await;
         assert!(matches!(revive, Err(StoreError::IllegalStatusChange { .. })), "{revive:?}");
         assert_eq!(store.event(event.id).await.unwrap().unwrap().status, EventStatus::Cancelled);
-        assert!(store.update_event(Uuid::now_v7(), EventPatch::default()).await.unwrap().is_none());
+        assert!(store.update_event(Uuid::now_v7(), EventPatch::default(), usher_store::now()).await.unwrap().is_none());
     }
 
     async fn listing_respects_scope_search_and_pages(engine) {
@@ -283,7 +280,7 @@ on_each_engine! {
         let mut published = Vec::new();
         for i in 0..5 {
             let e = store.create_event(new_event(ann, &format!("Jazz {i}"))).await.unwrap();
-            store.update_event(e.id, publish.clone()).await.unwrap();
+            store.update_event(e.id, publish.clone(), usher_store::now()).await.unwrap();
             published.push(e.id);
         }
         let ann_draft = store.create_event(new_event(ann, "Ann's 100% _draft_")).await.unwrap();

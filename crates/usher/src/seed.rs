@@ -193,6 +193,7 @@ async fn ensure_event(
                 status: Some(EventStatus::Published),
                 ..Default::default()
             },
+            usher_store::now(),
         )
         .await?;
     Ok(event.id)

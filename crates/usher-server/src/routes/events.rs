@@ -307,7 +307,7 @@ async fn update_event(
     };
     let updated = state
         .store()
-        .update_event(id, patch)
+        .update_event(id, patch, state.clock().now())
         .await?
         .ok_or(ApiError::NotFound)?;
     if updated.status != event.status {

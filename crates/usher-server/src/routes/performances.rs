@@ -558,6 +558,7 @@ async fn update_performance(
                 on_sale_at,
                 status,
             },
+            now,
         )
         .await?;
     let performance = match updated {

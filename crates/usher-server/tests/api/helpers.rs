@@ -13,6 +13,10 @@ use usher_store::Store;
 use usher_testkit::Engine;
 
 pub struct TestApp {
+    pub engine: Engine,
+    /// The database, so that a restarted instance can open it again.
+    pub database_url: String,
+    pub config: ServerConfig,
     pub state: usher_server::state::AppState,
     pub mail_dir: std::path::PathBuf,
     pub address: String,
@@ -28,7 +32,7 @@ pub async fn spawn_app(engine: Engine) -> TestApp {
 }
 
 pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
-    let store = engine.fresh_store().await;
+    let (store, database_url) = engine.fresh_store_with_url().await;
     let mail_dir =
         usher_testkit::scratch_dir().join(format!("mail-{}", uuid::Uuid::new_v4().simple()));
     let mut config = ServerConfig {
@@ -43,8 +47,19 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerCo
     };
     configure(&mut config);
     let clock = Arc::new(ManualClock::starting_now());
+    start(engine, database_url, config, store, clock, mail_dir).await
+}
+
+async fn start(
+    engine: Engine,
+    database_url: String,
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    mail_dir: std::path::PathBuf,
+) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = Application::build(config, store.clone(), clock.clone(), listener)
+    let app = Application::build(config.clone(), store.clone(), clock.clone(), listener)
         .await
         .expect("build app");
     let address = format!("http://{}", app.local_addr().unwrap());
@@ -54,6 +69,9 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerCo
         let _ = stopped.await;
     }));
     TestApp {
+        engine,
+        database_url,
+        config,
         state,
         mail_dir,
         address,
@@ -90,6 +108,23 @@ impl Session {
 pub const PASSWORD: &str = "correct horse battery";
 
 impl TestApp {
+    /// A second instance on the same database, configuration and mail folder, as after
+    /// a crash and restart (its clock starts where this one is). This one keeps running
+    /// but, like the tests' instances, never works through jobs on its own.
+    pub async fn restart(&self) -> TestApp {
+        let store = self.engine.open(&self.database_url).await;
+        let clock = Arc::new(ManualClock::new(self.clock_now()));
+        start(
+            self.engine,
+            self.database_url.clone(),
+            self.config.clone(),
+            store,
+            clock,
+            self.mail_dir.clone(),
+        )
+        .await
+    }
+
     /// Runs every due job (emails, refunds) once, as a worker would.
     pub async fn run_jobs(&self) -> usize {
         usher_server::jobs::run_due(&self.state).await

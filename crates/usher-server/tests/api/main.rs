@@ -6,6 +6,7 @@ mod bookings;
 mod docs;
 mod events;
 mod helpers;
+mod lifecycle;
 mod payments;
 mod performances;
 mod plumbing;
