@@ -7,6 +7,7 @@ mod docs;
 mod events;
 mod helpers;
 mod lifecycle;
+mod organizer;
 mod payments;
 mod performances;
 mod plumbing;
