@@ -9,6 +9,11 @@ use sha2::Sha256;
 
 /// Stripe's default: five minutes either way.
 pub const TOLERANCE_SECONDS: i64 = 300;
+/// Longer headers are refused unread: Stripe sends one `v1` per active secret (two
+/// while a secret is being rolled), nowhere near this.
+pub const MAX_HEADER_BYTES: usize = 1024;
+/// At most this many `v1` signatures are compared.
+pub const MAX_SIGNATURES: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -20,8 +25,13 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Checks `header` against `payload` at `now` (unix seconds).
+/// Checks `header` against `payload` at `now` (unix seconds). The MAC of the payload is
+/// computed once, whatever the header holds, and the header's size is capped: a forged
+/// header of thousands of entries costs no more than a real one.
 pub fn verify(payload: &[u8], header: &str, secret: &str, now: i64) -> Result<(), SignatureError> {
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(SignatureError::Malformed);
+    }
     let mut timestamp: Option<i64> = None;
     let mut signatures: Vec<Vec<u8>> = Vec::new();
     for part in header.split(',') {
@@ -30,8 +40,11 @@ pub fn verify(payload: &[u8], header: &str, secret: &str, now: i64) -> Result<()
         };
         match key {
             "t" => timestamp = value.parse().ok(),
-            "v1" => {
-                if let Ok(bytes) = hex::decode(value) {
+            "v1" if signatures.len() < MAX_SIGNATURES => {
+                // A SHA-256 MAC is 32 bytes; anything else cannot match.
+                if let Ok(bytes) = hex::decode(value)
+                    && bytes.len() == 32
+                {
                     signatures.push(bytes);
                 }
             }
@@ -45,12 +58,13 @@ pub fn verify(payload: &[u8], header: &str, secret: &str, now: i64) -> Result<()
     if (now - timestamp).abs() > TOLERANCE_SECONDS {
         return Err(SignatureError::Stale);
     }
-    // `verify_slice` compares in constant time.
-    if signatures.iter().any(|signature| {
-        mac(secret, timestamp, payload)
-            .verify_slice(signature)
-            .is_ok()
-    }) {
+    // The payload is hashed once; each candidate costs only the MAC's finalisation on a
+    // copy of that state. `verify_slice` compares in constant time.
+    let state = mac(secret, timestamp, payload);
+    if signatures
+        .iter()
+        .any(|signature| state.clone().verify_slice(signature).is_ok())
+    {
         return Ok(());
     }
     Err(SignatureError::Mismatch)
@@ -91,6 +105,27 @@ mod tests {
         let good = sign(b"body", SECRET, 1_000_000);
         let header = format!("t=1000000,v1={},{}", "ab".repeat(32), &good[10..]);
         assert_eq!(verify(b"body", &header, SECRET, 1_000_000), Ok(()));
+    }
+
+    #[test]
+    fn oversized_headers_and_extra_signatures_are_refused_without_work() {
+        let good = sign(b"body", SECRET, 1_000_000);
+        // Thousands of empty entries: refused by size before any MAC is computed.
+        let flood = format!("{good}{}", ",v1=".repeat(5_000));
+        assert_eq!(
+            verify(b"body", &flood, SECRET, 1_000_000),
+            Err(SignatureError::Malformed)
+        );
+        // The real signature after the first eight candidates is not looked at.
+        let wrong = format!(",v1={}", "ab".repeat(32));
+        let crowded = format!("t=1000000{}{}", wrong.repeat(8), &good[9..]);
+        assert!(crowded.len() <= MAX_HEADER_BYTES);
+        assert_eq!(
+            verify(b"body", &crowded, SECRET, 1_000_000),
+            Err(SignatureError::Mismatch)
+        );
+        let short = format!("t=1000000,v1=abcd{}", &good[9..]);
+        assert_eq!(verify(b"body", &short, SECRET, 1_000_000), Ok(()));
     }
 
     #[test]

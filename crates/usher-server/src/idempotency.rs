@@ -14,6 +14,13 @@
 //! effect — the safe side for money and seats. After five minutes that 409 says so
 //! (`idempotency-key-abandoned`), so the client knows to check and use a new key.
 //!
+//! Keys are scoped to the caller. A caller without a token (signup, login, refresh) has
+//! nothing that tells people apart but the request itself, so an anonymous key is scoped
+//! to the request's fingerprint: two people using the same key never collide, and only
+//! someone who sends the very same body (the same password, the same refresh token) can
+//! get the stored answer back. The price: an anonymous key reused with another body runs
+//! as a new request instead of answering 422.
+//!
 //! Stored answers are encrypted ([`crate::sealed`]): a signup's or a refresh's answer
 //! carries tokens, and refresh tokens are otherwise kept only as hashes. Replaying a
 //! refresh is what makes a retried refresh safe: without it, presenting the old token
@@ -67,8 +74,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             .into_response();
         }
     };
-    // Keys are per caller: the same key from two people are two keys.
-    let scope = request
+    let caller = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -76,8 +82,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .and_then(|token| state.tokens().verify_access(token.trim()).ok())
-        .map_or_else(|| "anonymous".to_owned(), |caller| caller.id.to_string());
+        .and_then(|token| state.tokens().verify_access(token.trim()).ok());
 
     let (parts, body) = request.into_parts();
     let bytes = match to_bytes(body, state.config().max_body_bytes).await {
@@ -91,6 +96,12 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     hasher.update(b"\n");
     hasher.update(&bytes);
     let fingerprint = hex::encode(hasher.finalize());
+    // Keys are per caller: the same key from two people are two keys (see the module
+    // comment for callers without a token).
+    let scope = match caller {
+        Some(caller) => caller.id.to_string(),
+        None => format!("anonymous:{fingerprint}"),
+    };
 
     let store = state.store();
     let now = state.clock().now();

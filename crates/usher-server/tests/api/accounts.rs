@@ -185,6 +185,40 @@ on_each_engine! {
         assert_eq!(again.text().await.unwrap(), first);
     }
 
+    async fn anonymous_idempotency_keys_of_two_people_do_not_collide(engine) {
+        // Two people sign up with the same (badly chosen) key: each gets their own account
+        // and tokens, never the other's stored answer.
+        let app = spawn_app(engine).await;
+        let signup = |email: &'static str| {
+            app.client
+                .post(app.url("/v1/auth/signup"))
+                .header("idempotency-key", "1")
+                .json(&json!({"email": email, "password": PASSWORD, "name": "Someone"}))
+                .send()
+        };
+        let ann = signup("ann@example.com").await.unwrap();
+        let bob = signup("bob@example.com").await.unwrap();
+        assert_eq!((ann.status(), bob.status()), (StatusCode::CREATED, StatusCode::CREATED));
+        assert!(bob.headers().get("idempotent-replayed").is_none());
+        let ann: serde_json::Value = ann.json().await.unwrap();
+        let bob: serde_json::Value = bob.json().await.unwrap();
+        assert_eq!(bob["user"]["email"], "bob@example.com");
+        assert_ne!(ann["access_token"], bob["access_token"]);
+        // The same login with the same key replays; a login with another body runs anew.
+        let login = |email: &'static str| {
+            app.client
+                .post(app.url("/v1/auth/login"))
+                .header("idempotency-key", "login")
+                .json(&json!({"email": email, "password": PASSWORD}))
+                .send()
+        };
+        assert_eq!(login("ann@example.com").await.unwrap().status(), StatusCode::OK);
+        let replay = login("ann@example.com").await.unwrap();
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+        let other: serde_json::Value = login("bob@example.com").await.unwrap().json().await.unwrap();
+        assert_eq!(other["user"]["email"], "bob@example.com");
+    }
+
     async fn unknown_refresh_token_is_401(engine) {
         let app = spawn_app(engine).await;
         let response = app.post("/v1/auth/refresh", None, json!({"refresh_token": "made-up"})).await;
