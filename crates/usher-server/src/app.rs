@@ -27,8 +27,9 @@ use usher_core::Clock;
 use usher_payments::{MockProvider, PaymentProvider, StripeProvider};
 use usher_store::Store;
 
-use crate::auth::{self, TokenKeys};
+use crate::auth::TokenKeys;
 use crate::config::{PaymentsConfig, ServerConfig};
+use crate::master_key::Keyring;
 use crate::openapi::ApiDoc;
 use crate::problem::{ApiError, InternalError, problemize};
 use crate::routes;
@@ -69,6 +70,7 @@ impl Application {
         clock: Arc<dyn Clock>,
         listener: TcpListener,
     ) -> Result<Self, BuildError> {
+        let keyring = Keyring::new(config.master_key.load().map_err(BuildError::Setup)?);
         let secret = match &config.jwt_secret {
             Some(secret) => {
                 if secrecy::ExposeSecret::expose_secret(secret).len() < 32 {
@@ -76,16 +78,13 @@ impl Application {
                 }
                 secret.clone()
             }
-            None => {
-                let fresh =
-                    auth::generate_secret().map_err(|e| BuildError::Setup(e.to_string()))?;
-                // Racing instances agree on whichever secret was stored first.
-                let kept = store
-                    .setting_or_insert(JWT_SECRET_SETTING, &fresh)
+            // Racing instances agree on whichever secret was stored first.
+            None => SecretString::from(
+                keyring
+                    .secret(store.as_ref(), JWT_SECRET_SETTING)
                     .await
-                    .map_err(|e| BuildError::Setup(e.to_string()))?;
-                SecretString::from(kept)
-            }
+                    .map_err(BuildError::Setup)?,
+            ),
         };
         let cors = cors_layer(&config.cors_origins)?;
         let local = listener.local_addr().map_err(BuildError::Listener)?;
@@ -112,17 +111,15 @@ impl Application {
             &config.mail.from,
         )
         .map_err(|e| BuildError::Setup(e.to_string()))?;
-        let fresh = auth::generate_secret().map_err(|e| BuildError::Setup(e.to_string()))?;
-        let ticket_secret = store
-            .setting_or_insert(TICKET_SECRET_SETTING, &fresh)
+        let ticket_secret = keyring
+            .secret(store.as_ref(), TICKET_SECRET_SETTING)
             .await
-            .map_err(|e| BuildError::Setup(e.to_string()))?
+            .map_err(BuildError::Setup)?
             .into_bytes();
-        let fresh = auth::generate_secret().map_err(|e| BuildError::Setup(e.to_string()))?;
-        let sealing_secret = store
-            .setting_or_insert(SEALING_SECRET_SETTING, &fresh)
+        let sealing_secret = keyring
+            .secret(store.as_ref(), SEALING_SECRET_SETTING)
             .await
-            .map_err(|e| BuildError::Setup(e.to_string()))?;
+            .map_err(BuildError::Setup)?;
         let sealer = Sealer::new(sha2::Sha256::digest(sealing_secret.as_bytes()).into());
         tracing::info!(payments = payments.name(), mail = %mailer.describe(), "providers ready");
         let state = AppState::new(

@@ -8,11 +8,16 @@ use secrecy::SecretString;
 
 use usher_core::{Email, HoldTtl};
 
+use crate::master_key::MasterKeySource;
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Signing key for access tokens; when `None`, one is generated on first start and
-    /// kept in the database so that restarts and other instances share it.
+    /// kept in the database (sealed under the master key) so that restarts and other
+    /// instances share it.
     pub jwt_secret: Option<SecretString>,
+    /// Seals the keys Usher keeps in its database ([`crate::master_key`]).
+    pub master_key: MasterKeySource,
     /// This account is admin; when `None`, the first account created is.
     pub admin_email: Option<Email>,
     /// Origins allowed to call the API from a browser (CORS). Empty: same-origin only.
@@ -74,6 +79,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             jwt_secret: None,
+            // The binary always names one; a default configuration (tests, throwaway
+            // servers) gets a key of its own, kept with the configuration.
+            master_key: MasterKeySource::generate().expect("the system's random source"),
             admin_email: None,
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod extract;
 pub mod idempotency;
 pub mod jobs;
+pub mod master_key;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -18,3 +19,4 @@ pub mod tickets;
 
 pub use app::{Application, BuildError};
 pub use config::{MailConfig, PaymentsConfig, ServerConfig};
+pub use master_key::MasterKeySource;

@@ -13,7 +13,9 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use usher_core::{Email, HoldTtl, SystemClock};
-use usher_server::{Application, MailConfig, PaymentsConfig, ServerConfig};
+use usher_server::{
+    Application, MailConfig, MasterKeySource, PaymentsConfig, ServerConfig, master_key,
+};
 use usher_store::Store;
 use usher_store_postgres::PostgresStore;
 use usher_store_sqlite::SqliteStore;
@@ -59,6 +61,15 @@ struct ServeArgs {
     /// kept in the database when unset.
     #[arg(long, env = "USHER_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Seals the keys Usher keeps in its database: 64 hex characters (32 random bytes),
+    /// the same for every instance. Unset: a key file (see `--master-key-file`).
+    #[arg(long, env = "USHER_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    /// The master key's file when `USHER_MASTER_KEY` is unset; created with mode 0600 if
+    /// missing. Default: beside the SQLite database (`usher.db.key`), or
+    /// `usher-master.key` in the working directory on PostgreSQL.
+    #[arg(long, env = "USHER_MASTER_KEY_FILE")]
+    master_key_file: Option<std::path::PathBuf>,
     /// This account is admin; otherwise the first account on an empty database is.
     #[arg(long, env = "USHER_ADMIN_EMAIL")]
     admin_email: Option<String>,
@@ -188,8 +199,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
+    let master_key = match (args.master_key, args.master_key_file) {
+        (Some(key), _) => MasterKeySource::Key(SecretString::from(key)),
+        (None, Some(path)) => MasterKeySource::File(path),
+        (None, None) => {
+            MasterKeySource::File(master_key::default_key_file(&args.database.database_url))
+        }
+    };
     let config = ServerConfig {
         jwt_secret: args.jwt_secret.map(SecretString::from),
+        master_key,
         admin_email,
         cors_origins: args
             .cors_origins

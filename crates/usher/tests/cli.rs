@@ -57,6 +57,14 @@ on_each_engine! {
         assert_eq!(health.status(), 200);
         let status = terminate(child);
         assert!(status.success(), "{status}");
+        // The master key file: beside the SQLite file, or in the working directory.
+        let key_file = match url.strip_prefix("sqlite://") {
+            Some(path) => std::path::PathBuf::from(format!("{path}.key")),
+            None => scratch_dir().join("usher-master.key"),
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).expect("key file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", key_file.display());
     }
 
     async fn migrate_then_seed_twice_is_idempotent(engine) {

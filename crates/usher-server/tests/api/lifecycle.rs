@@ -208,10 +208,10 @@ on_each_engine! {
         let ids = unit_ids(&app, performance["id"].as_str().unwrap()).await;
         let mut buyers = Vec::new();
         let mut paid = Vec::new();
-        for i in 0..6 {
+        for (i, unit) in ids.iter().take(6).enumerate() {
             let buyer = app.signup(&format!("buyer{i}@example.com")).await;
             let booking: Value = app
-                .post("/v1/bookings", Some(&buyer.access), json!({"performance_id": performance["id"], "unit_ids": [ids[i]]}))
+                .post("/v1/bookings", Some(&buyer.access), json!({"performance_id": performance["id"], "unit_ids": [unit]}))
                 .await
                 .json()
                 .await

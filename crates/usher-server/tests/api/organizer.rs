@@ -9,7 +9,7 @@ use usher_testkit::on_each_engine;
 
 use crate::helpers::{
     TestApp, assert_problem, held_pair, invalid_fields, on_sale, pay, rows, spawn_app,
-    start_checkout, unit_ids,
+    start_checkout,
 };
 
 /// Every new route answers 401 without a token, 403 to a customer and 404 to another

@@ -167,3 +167,64 @@ async fn metrics_are_served_as_prometheus_text() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+mod keys {
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+
+    use usher_server::{Application, MasterKeySource, ServerConfig};
+    use usher_store::Store;
+    use usher_testkit::on_each_engine;
+
+    use crate::helpers::spawn_app;
+
+    const SETTINGS: [&str; 3] = ["jwt_secret", "ticket_secret", "idempotency_sealing_secret"];
+
+    async fn build(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Application, usher_server::BuildError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Application::build(
+            config,
+            store,
+            Arc::new(usher_core::ManualClock::starting_now()),
+            listener,
+        )
+        .await
+    }
+
+    on_each_engine! {
+        async fn the_servers_keys_are_stored_sealed_under_the_master_key(engine) {
+            let app = spawn_app(engine).await;
+            for name in SETTINGS {
+                let stored = app.store.setting_or_insert(name, "unused").await.unwrap();
+                assert!(stored.starts_with("sealed:v1:"), "{name} is stored as {stored}");
+            }
+            // The same master key opens them again: a restart keeps every session.
+            let customer = app.signup("ann@example.com").await;
+            let restarted = app.restart().await;
+            let me = restarted.get("/v1/me", Some(&customer.access)).await;
+            assert_eq!(me.status(), reqwest::StatusCode::OK);
+            // Another master key refuses to start, saying why.
+            let mut other = app.config.clone();
+            other.master_key = MasterKeySource::generate().unwrap();
+            let refused = build(other, app.store.clone()).await.err().expect("refused");
+            assert!(refused.to_string().contains("another USHER_MASTER_KEY"), "{refused}");
+        }
+
+        async fn keys_stored_in_plaintext_are_sealed_in_place_and_kept(engine) {
+            let store = engine.fresh_store().await;
+            for name in SETTINGS {
+                store.setting_or_insert(name, &format!("legacy-{name}-0123456789abcdef0123456789")).await.unwrap();
+            }
+            let app = build(ServerConfig::default(), store.clone()).await.unwrap();
+            assert_eq!(app.state().ticket_secret(), b"legacy-ticket_secret-0123456789abcdef0123456789");
+            for name in SETTINGS {
+                let stored = store.setting_or_insert(name, "unused").await.unwrap();
+                assert!(stored.starts_with("sealed:v1:"), "{name} is stored as {stored}");
+            }
+        }
+    }
+}
