@@ -443,4 +443,92 @@ on_each_engine! {
         assert_eq!(inventory.total.held, u64::from(held_units));
         check_performance(store.as_ref(), perf.id, &all, now).await.unwrap();
     }
+
+    async fn race_general_admission_never_refuses_while_enough_units_are_free(engine) {
+        // 300 tasks ask for 1–3 units of a ticket type that has exactly enough for all of
+        // them. Every one must get its units: skipping units other buyers are locking
+        // right now must never turn into a false "sold out".
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let asked: Vec<u32> = (0..300u32).map(|i| 1 + i % 3).collect();
+        let capacity: u32 = asked.iter().sum();
+        let perf = performance(&store, now, general(&[("Floor", capacity)]), 10).await;
+        let floor = perf.ticket_types[0].id;
+        let buyer = user(&store, "buyer@example.com").await;
+        let tasks: Vec<_> = asked
+            .iter()
+            .map(|&quantity| {
+                let store = store.clone();
+                let perf_id = perf.id;
+                tokio::spawn(async move {
+                    let command = hold(buyer, perf_id, Selection::General { ticket_type_id: floor, quantity }, now);
+                    let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else { unreachable!() };
+                    let booking_id = *booking_id;
+                    (booking_id, store.execute(command).await.unwrap())
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            let (booking_id, outcome) = task.await.unwrap();
+            all.push(booking_id);
+            assert!(matches!(outcome, CommandOutcome::Held(_)), "{outcome:?}");
+        }
+        let inventory = store.inventory(perf.id, now).await.unwrap();
+        assert_eq!((inventory.total.held, inventory.total.available), (u64::from(capacity), 0));
+        check_performance(store.as_ref(), perf.id, &all, now).await.unwrap();
+    }
+}
+
+/// PostgreSQL only: a general-admission hold whose units are row-locked by another
+/// transaction (a sweeper releasing them, a blocked-seat change, a buyer about to roll
+/// back) waits for the lock instead of answering "sold out" while enough are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_general_admission_waits_for_locked_units_instead_of_refusing() {
+    use sqlx::{Connection, Executor};
+
+    let (store, url) = usher_testkit::Engine::Postgres.fresh_store_with_url().await;
+    let now = SystemClock.now();
+    let perf = performance(&store, now, general(&[("Floor", 4)]), 10).await;
+    let floor = perf.ticket_types[0].id;
+    let buyer = user(&store, "buyer@example.com").await;
+    // Another transaction holds row locks on two of the four free units.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    other.execute("BEGIN").await.unwrap();
+    let locked =
+        sqlx::query("SELECT id FROM units WHERE group_id = $1 ORDER BY id LIMIT 2 FOR UPDATE")
+            .bind(floor)
+            .fetch_all(&mut other)
+            .await
+            .unwrap();
+    assert_eq!(locked.len(), 2);
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let command = hold(
+                buyer,
+                perf.id,
+                Selection::General {
+                    ticket_type_id: floor,
+                    quantity: 3,
+                },
+                now,
+            );
+            store.execute(command).await.unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the hold waits for the locks rather than refusing"
+    );
+    other.execute("ROLLBACK").await.unwrap();
+    let outcome = waiting.await.unwrap();
+    let CommandOutcome::Held(booking) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(booking.units.len(), 3);
+    check_performance(store.as_ref(), perf.id, &[booking.id], now)
+        .await
+        .unwrap();
 }
