@@ -329,14 +329,9 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 Op::Succeed(i, event) => {
                     let Some(p) = pick_payment(i) else { continue };
-                    let provider_event = event
-                        .map(|n| {
-                            lifecycle::provider_event(
-                                &format!("evt_{n}"),
-                                "checkout.session.completed",
-                            )
-                        })
-                        .flatten();
+                    let provider_event = event.and_then(|n| {
+                        lifecycle::provider_event(&format!("evt_{n}"), "checkout.session.completed")
+                    });
                     succeed(store, m.payments[p].id, provider_event, now).await;
                     if event.is_none_or(|n| m.events.insert(n)) {
                         m.succeed(p, now);
