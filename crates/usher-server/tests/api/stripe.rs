@@ -266,4 +266,39 @@ on_each_engine! {
         let event = json!({"id": "evt", "type": "x", "data": {"object": {}}});
         assert_problem(deliver(&mock_app, &event, Some("t=1,v1=00".into())).await, StatusCode::NOT_FOUND).await;
     }
+
+    async fn a_webhook_arriving_with_the_redirect_confirms_once_and_refunds_nothing(engine) {
+        // The buyer returns from Stripe (the redirect reads the booking) while Stripe sends
+        // both "completed" and "async payment succeeded" for the same session, each twice.
+        let (app, _stripe) = stripe_app(engine).await;
+        let (customer, booking, checkout) = checked_out(&app).await;
+        let events = [
+            session_event("evt_done", "checkout.session.completed", &checkout, &booking),
+            session_event("evt_async", "checkout.session.async_payment_succeeded", &checkout, &booking),
+        ];
+        let mut deliveries = Vec::new();
+        for event in events.iter().chain(events.iter()) {
+            let body = serde_json::to_vec(event).unwrap();
+            let request = app
+                .client
+                .post(app.url("/v1/webhooks/stripe"))
+                .header("content-type", "application/json")
+                .header("stripe-signature", sign(&app, event))
+                .body(body);
+            deliveries.push(tokio::spawn(async move { request.send().await.unwrap().status() }));
+        }
+        let redirect = booking_status(&app, &customer, &booking).await;
+        assert!(redirect == "held" || redirect == "confirmed", "{redirect}");
+        for delivery in deliveries {
+            assert_eq!(delivery.await.unwrap(), StatusCode::OK);
+        }
+        app.run_jobs().await;
+        app.run_jobs().await;
+        assert_eq!(booking_status(&app, &customer, &booking).await, "confirmed");
+        let payment = uuid::Uuid::parse_str(checkout["payment_id"].as_str().unwrap()).unwrap();
+        assert_eq!(app.store.payment(payment).await.unwrap().unwrap().status, usher_store::PaymentStatus::Succeeded);
+        let done = app.store.jobs(usher_store::JobState::Done, 100).await.unwrap();
+        assert!(done.iter().all(|j| j.kind != "refund"), "nothing refunded");
+        assert_eq!(app.emails().len(), 1);
+    }
 }
