@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub sweep_interval: Option<Duration>,
     /// How often this instance looks for due jobs (`None`: never; tests run them by hand).
     pub job_interval: Option<Duration>,
+    /// How long a claimed job is its worker's before another may take it over (the
+    /// worker died). Longer than any job runs.
+    pub job_lease: chrono::Duration,
     /// Where buyers reach this service (links in checkout and emails). Defaults to
     /// `http://<listen address>`.
     pub public_url: Option<String>,
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             refund_cutoff: chrono::Duration::hours(24),
             sweep_interval: Some(Duration::from_secs(5)),
             job_interval: Some(Duration::from_secs(1)),
+            job_lease: chrono::Duration::seconds(120),
             public_url: None,
             payments: PaymentsConfig::default(),
             mail: MailConfig::default(),

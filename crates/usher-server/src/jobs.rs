@@ -28,8 +28,6 @@ use usher_store::{BookingRef, Job, SaleScope, TransitionRequest};
 use crate::state::AppState;
 use crate::tickets;
 
-/// How long a claimed job is ours before another worker may take it.
-const LEASE: chrono::Duration = chrono::Duration::seconds(120);
 /// Jobs claimed per round.
 const BATCH: u32 = 10;
 /// Bookings of a cancelled sale read per round.
@@ -45,7 +43,7 @@ pub async fn run_due(state: &AppState) -> usize {
         let lease = Uuid::now_v7();
         let jobs = match state
             .store()
-            .claim_jobs(now, now + LEASE, BATCH, lease)
+            .claim_jobs(now, now + state.config().job_lease, BATCH, lease)
             .await
         {
             Ok(jobs) => jobs,

@@ -92,6 +92,10 @@ struct ServeArgs {
     /// How often this instance sweeps expired holds, in seconds.
     #[arg(long, env = "USHER_SWEEP_INTERVAL_SECONDS", default_value_t = 5)]
     sweep_interval_seconds: u64,
+    /// How long, in seconds, a claimed job (email, refund, cancellation) stays with its
+    /// worker before another instance may take it over because the first died.
+    #[arg(long, env = "USHER_JOB_LEASE_SECONDS", default_value_t = 120)]
+    job_lease_seconds: u32,
     /// Where buyers reach this service, for links in checkout and email
     /// (default `http://<listen address>`).
     #[arg(long, env = "USHER_PUBLIC_URL")]
@@ -221,6 +225,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         refund_cutoff: chrono::Duration::hours(i64::from(args.refund_cutoff_hours)),
         sweep_interval: Some(Duration::from_secs(args.sweep_interval_seconds)),
         job_interval: Some(Duration::from_secs(1)),
+        job_lease: chrono::Duration::seconds(i64::from(args.job_lease_seconds.max(1))),
         public_url: args.public_url,
         payments,
         mail: MailConfig {
