@@ -153,6 +153,21 @@ impl Fields {
         self.errors.push(FieldError::new(field, message));
     }
 
+    /// A list of ids, each checked (`field[i]` names a bad or repeated one).
+    pub fn ids(&mut self, field: &str, raw: &[String]) -> Vec<Uuid> {
+        let mut ids = Vec::with_capacity(raw.len());
+        for (i, text) in raw.iter().enumerate() {
+            match Uuid::try_parse(text) {
+                Ok(id) if ids.contains(&id) => {
+                    self.reject(&format!("{field}[{i}]"), "this unit is listed twice")
+                }
+                Ok(id) => ids.push(id),
+                Err(_) => self.reject(&format!("{field}[{i}]"), "this is not a valid id"),
+            }
+        }
+        ids
+    }
+
     /// Ok when no field failed.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.errors.is_empty() {
@@ -161,6 +176,16 @@ impl Fields {
             Err(ApiError::Validation(self.errors))
         }
     }
+}
+
+/// The answer when some named units are not units of the performance.
+pub fn unknown_units(unit_ids: &[Uuid]) -> ApiError {
+    let list = unit_ids
+        .iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    ApiError::validation("unit_ids", format!("not units of this performance: {list}"))
 }
 
 /// Parses an id from a path segment. Something that is not a UUID names nothing: 404.

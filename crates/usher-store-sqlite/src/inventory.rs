@@ -511,19 +511,7 @@ impl SqliteStore {
         .into_iter()
         .map(UserRow::into_user)
         .collect::<StoreResult<Vec<User>>>()?;
-        let attendees = bookings
-            .into_iter()
-            .map(|booking| {
-                let buyer = buyers
-                    .iter()
-                    .find(|u| u.id == booking.user_id)
-                    .cloned()
-                    .ok_or_else(|| {
-                        StoreError::Backend(format!("buyer of {} vanished", booking.id))
-                    })?;
-                Ok(Attendee { booking, buyer })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let attendees = usher_store::attendees(bookings, &buyers)?;
         Ok(paginate(attendees, limit, |a| a.booking.id))
     }
 

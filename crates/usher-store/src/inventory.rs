@@ -78,6 +78,21 @@ pub enum PerformanceUpdate {
     NoSuchPerformance,
 }
 
+/// Pairs each booking with its buyer (from `buyers`, in any order).
+pub fn attendees(bookings: Vec<Booking>, buyers: &[User]) -> StoreResult<Vec<Attendee>> {
+    bookings
+        .into_iter()
+        .map(|booking| {
+            let buyer = buyers
+                .iter()
+                .find(|u| u.id == booking.user_id)
+                .cloned()
+                .ok_or_else(|| StoreError::Backend(format!("buyer of {} vanished", booking.id)))?;
+            Ok(Attendee { booking, buyer })
+        })
+        .collect()
+}
+
 /// What a cancelled sale covers: a whole event, or one performance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaleScope {

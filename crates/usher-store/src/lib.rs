@@ -21,7 +21,7 @@ pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
     HoldCommand, InventoryCommand, NewPerformance, PerformanceInventory, PerformancePatch,
     PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
-    Selection, UnitRow, assemble_performances, push_group, unit_takeable,
+    Selection, UnitRow, assemble_performances, attendees, push_group, unit_takeable,
 };
 pub use lifecycle::{BookingRef, LifecycleTx, TransitionRequest, Transitioned, run_transition};
 pub use payments::{

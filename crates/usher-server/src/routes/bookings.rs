@@ -18,7 +18,7 @@ use usher_core::{
 };
 use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection};
 
-use crate::extract::{Caller, Fields, Json, path_id};
+use crate::extract::{Caller, Fields, Json, path_id, unknown_units};
 use crate::problem::{ApiError, Problem};
 use crate::routes::performances::{MoneyView, visible_performance};
 use crate::state::AppState;
@@ -179,16 +179,7 @@ async fn create_booking(
                     format!("at most {max} units per booking for this performance"),
                 );
             }
-            let mut parsed = Vec::with_capacity(ids.len());
-            for (i, raw) in ids.iter().enumerate() {
-                match Uuid::try_parse(raw) {
-                    Ok(id) if parsed.contains(&id) => {
-                        fields.reject(&format!("unit_ids[{i}]"), "this unit is listed twice")
-                    }
-                    Ok(id) => parsed.push(id),
-                    Err(_) => fields.reject(&format!("unit_ids[{i}]"), "this is not a valid id"),
-                }
-            }
+            let parsed = fields.ids("unit_ids", &ids);
             Some(Selection::Units(parsed))
         }
         (None, Some(raw), false) => {
@@ -294,24 +285,13 @@ async fn create_booking(
         )),
         CommandOutcome::UnknownUnits { unit_ids } => {
             metrics::counter!("usher_holds_total", "outcome" => "invalid").increment(1);
-            let (field, what) = match unit_ids.as_slice() {
-                [one] if Some(one.to_string()) == asked_ticket_type => (
+            match unit_ids.as_slice() {
+                [one] if Some(one.to_string()) == asked_ticket_type => Err(ApiError::validation(
                     "ticket_type_id",
-                    "this performance has no such ticket type".to_string(),
-                ),
-                _ => (
-                    "unit_ids",
-                    format!(
-                        "not units of this performance: {}",
-                        unit_ids
-                            .iter()
-                            .map(Uuid::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ),
-            };
-            Err(ApiError::validation(field, what))
+                    "this performance has no such ticket type",
+                )),
+                _ => Err(unknown_units(&unit_ids)),
+            }
         }
         other => Err(ApiError::Internal(format!(
             "unexpected hold outcome {other:?}"

@@ -24,7 +24,7 @@ use usher_store::{
     PerformanceUpdate,
 };
 
-use crate::extract::{Caller, Fields, Json, path_id};
+use crate::extract::{Caller, Fields, Json, path_id, unknown_units};
 use crate::problem::{ApiError, Problem};
 use crate::routes::accounts::BuyerView;
 use crate::routes::bookings::BookingView;
@@ -621,16 +621,7 @@ async fn set_unit_states(
             format!("name between 1 and {MAX_UNITS_PER_CHANGE} units"),
         );
     }
-    let mut unit_ids = Vec::with_capacity(body.unit_ids.len());
-    for (i, raw) in body.unit_ids.iter().enumerate() {
-        match Uuid::try_parse(raw) {
-            Ok(id) if unit_ids.contains(&id) => {
-                fields.reject(&format!("unit_ids[{i}]"), "this unit is listed twice")
-            }
-            Ok(id) => unit_ids.push(id),
-            Err(_) => fields.reject(&format!("unit_ids[{i}]"), "this is not a valid id"),
-        }
-    }
+    let unit_ids = fields.ids("unit_ids", &body.unit_ids);
     fields.finish()?;
     let Some(blocked) = blocked else {
         return Err(ApiError::Internal("validated state missing".into()));
@@ -656,17 +647,7 @@ async fn set_unit_states(
             ),
             unit_ids,
         }),
-        CommandOutcome::UnknownUnits { unit_ids } => Err(ApiError::validation(
-            "unit_ids",
-            format!(
-                "not units of this performance: {}",
-                unit_ids
-                    .iter()
-                    .map(Uuid::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
+        CommandOutcome::UnknownUnits { unit_ids } => Err(unknown_units(&unit_ids)),
         other => Err(ApiError::Internal(format!(
             "unexpected blocking outcome {other:?}"
         ))),
