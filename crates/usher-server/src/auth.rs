@@ -4,7 +4,7 @@
 //! tokens are 256 random bits shown to the client once; the store keeps only their
 //! SHA-256, so a leaked database does not leak sessions.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Argon2, PasswordHash};
@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use usher_core::{Password, Role};
@@ -119,37 +120,77 @@ pub fn generate_secret() -> Result<String, ApiError> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// Hashes a password with argon2id off the async threads (it takes tens of milliseconds
-/// on purpose).
-pub async fn hash_password(password: Password) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.expose().as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|e| ApiError::Internal(format!("hash password: {e}")))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("hashing task failed: {e}")))?
+/// Runs password hashing (argon2id: tens of milliseconds and 19 MiB each, on purpose)
+/// on a fixed number of blocking threads with a bounded queue in front of them. A login
+/// rush beyond what the cores can hash is told to come back (503 with `Retry-After`)
+/// instead of piling up hashes in memory: 64 concurrent hashes took a server to 7.9 GB.
+pub struct PasswordPool {
+    /// One permit per hash that may run at once.
+    running: Arc<Semaphore>,
+    /// One permit per hash that may run or wait.
+    admitted: Arc<Semaphore>,
 }
 
-/// Checks a password against a stored hash. With no hash (unknown email) it checks
-/// against a dummy one, so both failures take the same time and look the same.
-pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let known = stored.is_some();
-        let hash = match stored {
-            Some(hash) => hash,
-            None => dummy_hash().to_owned(),
+impl PasswordPool {
+    /// `workers` hashes at once (the cores), `queue` more waiting.
+    pub fn new(workers: usize, queue: usize) -> Self {
+        let workers = workers.max(1);
+        Self {
+            running: Arc::new(Semaphore::new(workers)),
+            admitted: Arc::new(Semaphore::new(workers + queue)),
+        }
+    }
+
+    /// Hashes a password for storage.
+    pub async fn hash(&self, password: Password) -> Result<String, ApiError> {
+        self.run(move || {
+            Argon2::default()
+                .hash_password(password.expose().as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(|e| ApiError::Internal(format!("hash password: {e}")))
+        })
+        .await?
+    }
+
+    /// Checks a password against a stored hash. With no hash (unknown email) it checks
+    /// against a dummy one, so both failures take the same time and look the same.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+        self.run(move || {
+            let known = stored.is_some();
+            let hash = match stored {
+                Some(hash) => hash,
+                None => dummy_hash().to_owned(),
+            };
+            let parsed = PasswordHash::new(&hash)
+                .map_err(|e| ApiError::Internal(format!("stored hash unreadable: {e}")))?;
+            let matches = Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok();
+            Ok(known && matches)
+        })
+        .await?
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
+            metrics::counter!("usher_password_hashes_refused_total").increment(1);
+            return Err(ApiError::Busy {
+                retry_after_seconds: 1,
+            });
         };
-        let parsed = PasswordHash::new(&hash)
-            .map_err(|e| ApiError::Internal(format!("stored hash unreadable: {e}")))?;
-        let matches = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        Ok(known && matches)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("verify task failed: {e}")))?
+        let _running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("password pool closed".into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::Internal(format!("hashing task failed: {e}")))
+    }
 }
 
 fn dummy_hash() -> &'static str {
@@ -204,24 +245,55 @@ mod tests {
 
     #[tokio::test]
     async fn password_verifies_only_with_the_right_password() {
-        let hash = hash_password(Password::parse("correct horse battery").unwrap())
+        let pool = PasswordPool::new(1, 1);
+        let hash = pool
+            .hash(Password::parse("correct horse battery").unwrap())
             .await
             .unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(
-            verify_password("correct horse battery".into(), Some(hash.clone()))
+            pool.verify("correct horse battery".into(), Some(hash.clone()))
                 .await
                 .unwrap()
         );
         assert!(
-            !verify_password("wrong horse battery".into(), Some(hash))
+            !pool
+                .verify("wrong horse battery".into(), Some(hash))
                 .await
                 .unwrap()
         );
         assert!(
-            !verify_password("usher-timing-equaliser".into(), None)
+            !pool
+                .verify("usher-timing-equaliser".into(), None)
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn beyond_the_queue_hashing_answers_busy() {
+        // One hash at a time and one waiting: of eight at once, at least six are told
+        // to come back, and none waits without bound.
+        let pool = Arc::new(PasswordPool::new(1, 1));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.verify("whatever password".into(), None).await })
+            })
+            .collect();
+        let mut busy = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(false) => {}
+                Err(ApiError::Busy {
+                    retry_after_seconds,
+                }) => {
+                    assert_eq!(retry_after_seconds, 1);
+                    busy += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(busy >= 6, "{busy} refused");
     }
 }

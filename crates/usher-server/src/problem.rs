@@ -65,6 +65,9 @@ pub enum ApiError {
     Conflict { kind: &'static str, detail: String },
     #[error("unavailable: {0}")]
     ServiceUnavailable(String),
+    /// More work of this kind is waiting than the server takes on: come back later.
+    #[error("busy")]
+    Busy { retry_after_seconds: u64 },
     /// Some of the asked units are taken (or not enough are free): nothing was held.
     #[error("units unavailable: {detail}")]
     UnitsTaken {
@@ -94,7 +97,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::UnitsTaken { .. } => StatusCode::CONFLICT,
-            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ServiceUnavailable(_) | ApiError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,6 +138,15 @@ impl ApiError {
             ApiError::ServiceUnavailable(_) => (
                 "unavailable",
                 "the service cannot answer right now; try again shortly".into(),
+                vec![],
+            ),
+            ApiError::Busy {
+                retry_after_seconds,
+            } => (
+                "busy",
+                format!(
+                    "too many sign-ins at once; try again in {retry_after_seconds} s (see Retry-After)"
+                ),
                 vec![],
             ),
             ApiError::Internal(_) => (
@@ -180,6 +194,14 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::Busy {
+            retry_after_seconds,
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
         }
         if let ApiError::Internal(why) | ApiError::ServiceUnavailable(why) = self {
             response.extensions_mut().insert(InternalError(why));

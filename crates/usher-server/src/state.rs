@@ -7,7 +7,7 @@ use usher_mail::Mailer;
 use usher_payments::PaymentProvider;
 use usher_store::Store;
 
-use crate::auth::TokenKeys;
+use crate::auth::{PasswordPool, TokenKeys};
 use crate::config::ServerConfig;
 use crate::sealed::Sealer;
 
@@ -28,6 +28,7 @@ struct Inner {
     ticket_secret: Vec<u8>,
     /// Encrypts the answers kept for idempotency keys.
     sealer: Sealer,
+    passwords: PasswordPool,
 }
 
 /// Everything the handlers use besides the configuration.
@@ -44,6 +45,7 @@ pub struct Services {
 
 impl AppState {
     pub fn new(services: Services, config: ServerConfig) -> Self {
+        let passwords = PasswordPool::new(config.password_workers, config.password_queue);
         Self {
             inner: Arc::new(Inner {
                 store: services.store,
@@ -55,6 +57,7 @@ impl AppState {
                 public_url: services.public_url,
                 ticket_secret: services.ticket_secret,
                 sealer: services.sealer,
+                passwords,
             }),
         }
     }
@@ -69,6 +72,11 @@ impl AppState {
 
     pub fn public_url(&self) -> &str {
         &self.inner.public_url
+    }
+
+    /// Where passwords are hashed and checked, a few at a time.
+    pub fn passwords(&self) -> &PasswordPool {
+        &self.inner.passwords
     }
 
     pub fn sealer(&self) -> &Sealer {

@@ -76,6 +76,13 @@ struct ServeArgs {
     /// Comma-separated origins allowed to call the API from browsers (CORS).
     #[arg(long, env = "USHER_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// Password hashes computed at once (default: one per core).
+    #[arg(long, env = "USHER_PASSWORD_WORKERS")]
+    password_workers: Option<usize>,
+    /// Password hashes that may wait for a worker (default: 8 per worker); beyond,
+    /// sign-ins answer 503 with Retry-After.
+    #[arg(long, env = "USHER_PASSWORD_QUEUE")]
+    password_queue: Option<usize>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "USHER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
@@ -219,6 +226,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .into_iter()
             .filter(|o| !o.is_empty())
             .collect(),
+        password_workers: args
+            .password_workers
+            .unwrap_or_else(usher_server::config::default_password_workers)
+            .max(1),
+        password_queue: args.password_queue.unwrap_or_else(|| {
+            8 * args
+                .password_workers
+                .unwrap_or_else(usher_server::config::default_password_workers)
+        }),
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         default_hold_ttl,

@@ -121,6 +121,7 @@ pub struct RoleRequest {
         (status = 201, description = "Account created", body = Session),
         (status = 409, description = "Email taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Weak password, bad email or name", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins at once; retry after `Retry-After` seconds (`/problems/busy`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn signup(
     State(state): State<AppState>,
@@ -140,7 +141,7 @@ async fn signup(
     } else {
         Role::Customer
     };
-    let password_hash = auth::hash_password(password).await?;
+    let password_hash = state.passwords().hash(password).await?;
     let user = state
         .store()
         .create_user(NewUser {
@@ -162,6 +163,7 @@ async fn signup(
     responses(
         (status = 200, description = "Logged in", body = Session),
         (status = 401, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins at once; retry after `Retry-After` seconds (`/problems/busy`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn login(
     State(state): State<AppState>,
@@ -178,7 +180,7 @@ async fn login(
         Some(c) => (Some(c.user), Some(c.password_hash)),
         None => (None, None),
     };
-    let matches = auth::verify_password(body.password, hash).await?;
+    let matches = state.passwords().verify(body.password, hash).await?;
     match user {
         Some(user) if matches => Ok(axum::Json(start_session(&state, user).await?)),
         _ => Err(WRONG),

@@ -219,6 +219,38 @@ on_each_engine! {
         assert_eq!(other["user"]["email"], "bob@example.com");
     }
 
+    async fn a_login_rush_beyond_the_hashing_queue_is_told_to_come_back(engine) {
+        // One hash at a time and one waiting: of twelve logins at once, those beyond get
+        // 503 /problems/busy with Retry-After, the rest log in; none waits without bound.
+        let app = spawn_app_with(engine, |c| {
+            c.password_workers = 1;
+            c.password_queue = 1;
+        })
+        .await;
+        app.signup("ann@example.com").await;
+        let tasks: Vec<_> = (0..12)
+            .map(|_| {
+                let request = app.client.post(app.url("/v1/auth/login")).json(&json!({"email": "ann@example.com", "password": PASSWORD}));
+                tokio::spawn(async move { request.send().await.unwrap() })
+            })
+            .collect();
+        let (mut ok, mut busy) = (0, 0);
+        for task in tasks {
+            let response = task.await.unwrap();
+            match response.status() {
+                StatusCode::OK => ok += 1,
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_eq!(response.headers()["retry-after"], "1");
+                    let problem = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+                    assert_eq!(problem["type"], "/problems/busy");
+                    busy += 1;
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert!(ok >= 2 && busy >= 1, "{ok} logged in, {busy} told to come back");
+    }
+
     async fn unknown_refresh_token_is_401(engine) {
         let app = spawn_app(engine).await;
         let response = app.post("/v1/auth/refresh", None, json!({"refresh_token": "made-up"})).await;
