@@ -1,6 +1,7 @@
 //! The `usher` binary: parses flags and environment, sets up logging, opens the store
 //! and hands over to the library. Everything else lives in the library crates.
 
+mod bench;
 mod seed;
 
 use std::net::SocketAddr;
@@ -41,6 +42,9 @@ enum Command {
     Migrate(DatabaseArgs),
     /// Load demo data (idempotent) and print the demo accounts' credentials.
     Seed(DatabaseArgs),
+    /// Drive load at a server on this machine and summarise throughput, latency,
+    /// invariants and the server's memory (see BENCHMARKS.md).
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -155,6 +159,7 @@ enum LogFormat {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    keep_large_allocations_returnable();
     let cli = Cli::parse();
     init_logging(cli.log.log_format);
     match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
@@ -171,11 +176,25 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Bench(args) => bench::run(*args).await,
         Command::Seed(args) => {
             let store = open_store(&args.database_url).await?;
             store.migrate().await.context("applying migrations")?;
             seed::run(store.as_ref()).await
         }
+    }
+}
+
+/// Password hashing allocates 19 MiB per hash. glibc serves an allocation that large with
+/// its own mapping, but after the first is freed it raises that threshold and serves the
+/// next ones from per-thread heaps that it seldom gives back: a few dozen logins left a
+/// server at 600 MiB. A fixed threshold keeps every large block a mapping of its own,
+/// returned to the system when freed.
+fn keep_large_allocations_returnable() {
+    // M_MMAP_THRESHOLD; setting it also turns off glibc's dynamic adjustment.
+    const M_MMAP_THRESHOLD: libc::c_int = -3;
+    unsafe {
+        libc::mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     }
 }
 

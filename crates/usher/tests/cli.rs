@@ -166,3 +166,86 @@ fn stripe_without_its_keys_is_refused_at_start() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("STRIPE_SECRET_KEY"));
 }
+
+/// `usher bench` end to end, small: its own throwaway server, each scenario, the JSON
+/// summary with the promised fields, and the invariants checked.
+#[test]
+fn bench_runs_each_scenario_against_its_own_server_and_reports_json() {
+    for args in [
+        &["hello", "--requests", "200"][..],
+        &["rush", "--kind", "ga", "--requests", "150", "--users", "4"],
+        &[
+            "rush",
+            "--kind",
+            "seat",
+            "--requests",
+            "150",
+            "--users",
+            "4",
+        ],
+        &["rush", "--kind", "best", "--requests", "60", "--users", "4"],
+        &["flash", "--users", "12", "--seats", "3"],
+        &["login", "--requests", "12", "--users", "3"],
+    ] {
+        let output = usher()
+            .arg("bench")
+            .args(args)
+            .args(["--concurrency", "8", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        for field in [
+            "scenario",
+            "requests",
+            "wall_s",
+            "requests_per_s",
+            "holds_per_s",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "responses",
+            "errors",
+            "oversold",
+            "invariants_ok",
+            "server_rss_mb",
+        ] {
+            assert!(
+                report.get(field).is_some(),
+                "{args:?}: no {field} in {report}"
+            );
+        }
+        assert_eq!(report["errors"], 0, "{report}");
+        assert_eq!(report["oversold"], 0, "{report}");
+        if args[0] != "hello" {
+            assert_eq!(report["invariants_ok"], true, "{report}");
+        }
+        if args[0] == "rush" {
+            assert_eq!(
+                report["responses"]["201"], report["requests"],
+                "every rush hold succeeds: {report}"
+            );
+        }
+        if args[0] == "flash" {
+            assert_eq!(
+                report["holds"], 3,
+                "exactly the seats on sale are won: {report}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bench_refuses_to_drive_anything_but_this_machine() {
+    let output = usher()
+        .args(["bench", "hello", "--url", "http://192.0.2.1:8080"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("this machine only"));
+}
