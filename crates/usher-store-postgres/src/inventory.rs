@@ -6,8 +6,9 @@
 //! in id order (`ORDER BY id FOR UPDATE`), so two holds cannot deadlock each other; a
 //! deadlock or serialization failure that happens anyway is retried.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
@@ -19,9 +20,10 @@ use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
     Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HoldCommand,
-    InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch, PerformanceRow,
-    PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, Selection, StoreError,
-    StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group,
+    HoldWriter, InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch,
+    PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
+    Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
+    push_group,
 };
 
 use crate::payments::enqueue;
@@ -249,6 +251,14 @@ impl PostgresStore {
         &self,
         command: InventoryCommand,
     ) -> StoreResult<CommandOutcome> {
+        if let (InventoryCommand::Hold(hold), Some(pipeline)) = (&command, &self.pipeline) {
+            return pipeline.hold(hold.clone()).await;
+        }
+        self.run_alone(command).await
+    }
+
+    /// Runs a command in transactions of its own, retrying what may be retried.
+    pub(crate) async fn run_alone(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
         let mut attempt = 0;
         // General admission first skips units other transactions are locking right now;
         // if that leaves it short while enough units are free, it waits for those locks.
@@ -256,7 +266,9 @@ impl PostgresStore {
         loop {
             attempt += 1;
             let result = match &command {
-                InventoryCommand::Hold(hold) => self.hold(hold, wait_for_locks).await,
+                InventoryCommand::Hold(hold) => {
+                    hold_attempt(&self.pool, hold, wait_for_locks).await
+                }
                 InventoryCommand::Cancel { booking_id, now } => {
                     self.cancel(*booking_id, *now).await.map(Attempt::Done)
                 }
@@ -283,7 +295,7 @@ impl PostgresStore {
                     let InventoryCommand::Hold(hold) = &command else {
                         unreachable!("only holds come up short")
                     };
-                    if self.free_units(ticket_type_id, hold.now).await? >= asked {
+                    if free_units(&self.pool, ticket_type_id, hold.now).await? >= asked {
                         wait_for_locks = true;
                         continue;
                     }
@@ -298,43 +310,6 @@ impl PostgresStore {
                 }
                 Err(Retry::Again(_)) if attempt < ATTEMPTS => continue,
                 Err(Retry::Again(e)) | Err(Retry::Fail(e)) => return Err(e),
-            }
-        }
-    }
-
-    /// Free units of a ticket type in committed state, counting those other
-    /// transactions are locking right now.
-    async fn free_units(&self, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
-        let free = sqlx::query_scalar!(
-            r#"SELECT count(*) AS "free!" FROM units
-               WHERE group_id = $1 AND (state = 'available' OR (state = 'held' AND held_until <= $2))"#,
-            ticket_type_id,
-            now
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(free as u64)
-    }
-
-    /// Runs one attempt of a hold in its own transaction, committed only when units
-    /// were taken. Every other outcome rolls back explicitly: a transaction merely
-    /// dropped keeps its row locks until its connection is next used, and SKIP LOCKED
-    /// buyers would see those units as gone.
-    async fn hold(&self, hold: &HoldCommand, wait_for_locks: bool) -> Result<Attempt, Retry> {
-        let mut tx = self.pool.begin().await?;
-        match hold_in(&mut tx, hold, wait_for_locks).await {
-            Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
-                tx.commit().await?;
-                Ok(Attempt::Done(CommandOutcome::Held(booking)))
-            }
-            Ok(other) => {
-                tx.rollback().await?;
-                Ok(other)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
             }
         }
     }
@@ -661,6 +636,95 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)
+    }
+}
+
+/// Free units of a ticket type in committed state, counting those other transactions
+/// are locking right now.
+async fn free_units(pool: &PgPool, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
+    let free = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "free!" FROM units
+           WHERE group_id = $1 AND (state = 'available' OR (state = 'held' AND held_until <= $2))"#,
+        ticket_type_id,
+        now
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(backend)?;
+    Ok(free as u64)
+}
+
+/// Runs one attempt of a hold in its own transaction, committed only when units were
+/// taken. Every other outcome rolls back explicitly: a transaction merely dropped keeps
+/// its row locks until its connection is next used, and SKIP LOCKED buyers would see
+/// those units as gone.
+async fn hold_attempt(
+    pool: &PgPool,
+    hold: &HoldCommand,
+    wait_for_locks: bool,
+) -> Result<Attempt, Retry> {
+    let mut tx = pool.begin().await?;
+    match hold_in(&mut tx, hold, wait_for_locks).await {
+        Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
+            tx.commit().await?;
+            Ok(Attempt::Done(CommandOutcome::Held(booking)))
+        }
+        Ok(other) => {
+            tx.rollback().await?;
+            Ok(other)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// Holds for the write pipeline: one writer per shard of performances, each batch one
+/// transaction on one connection.
+pub(crate) struct PgHolds {
+    pub(crate) store: PostgresStore,
+}
+
+#[async_trait]
+impl HoldWriter for PgHolds {
+    /// One transaction and one commit for the batch; each hold in a savepoint of its own,
+    /// so one that finds its units taken leaves no trace and the others stand. A hold the
+    /// batch cannot settle without waiting (general admission short of units others are
+    /// locking, best-available seats taken since they were chosen, a deadlock) is rolled
+    /// back to its savepoint and run alone after the commit, where it may wait and retry.
+    async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>> {
+        let mut tx = self.store.pool.begin().await.map_err(backend)?;
+        let mut outcomes = Vec::with_capacity(holds.len());
+        for hold in holds {
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await.map_err(backend)?;
+            match hold_in(&mut savepoint, hold, false).await {
+                Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
+                    savepoint.commit().await.map_err(backend)?;
+                    outcomes.push(Some(CommandOutcome::Held(booking)));
+                }
+                Ok(Attempt::Done(other)) => {
+                    savepoint.rollback().await.map_err(backend)?;
+                    outcomes.push(Some(other));
+                }
+                Ok(Attempt::LostRace | Attempt::Short { .. }) | Err(_) => {
+                    savepoint.rollback().await.map_err(backend)?;
+                    outcomes.push(None);
+                }
+            }
+        }
+        match tx.commit().await {
+            Ok(()) => Ok(outcomes),
+            // Nothing was committed: every hold runs alone.
+            Err(error) if is_retryable(&error) => Ok(vec![None; holds.len()]),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
+        self.store
+            .run_alone(InventoryCommand::Hold(hold.clone()))
+            .await
     }
 }
 

@@ -5,6 +5,7 @@
 mod inventory;
 mod payments;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,9 +22,9 @@ use usher_store::{
     Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart,
     InventoryCommand, Job, JobState, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page,
     Payment, PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate,
-    Readiness, Rotation, SaleScope, Store, StoreError, StoreResult, TransitionRequest,
-    Transitioned, UserCredentials, UserQuery, UserRow, contains_pattern, page_from_rows, paginate,
-    search_key, user_search_key,
+    Readiness, Rotation, SaleScope, Store, StoreError, StoreOptions, StoreResult,
+    TransitionRequest, Transitioned, UserCredentials, UserQuery, UserRow, WritePipeline,
+    contains_pattern, page_from_rows, paginate, search_key, user_search_key,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -32,24 +33,42 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// fit under it.
 const DEFAULT_POOL_SIZE: u32 = 16;
 
+/// Writer tasks of the write pipeline: each holds at most one connection at a time.
+const PIPELINE_SHARDS: usize = 4;
+
+#[derive(Clone)]
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
+    /// Group commit for holds (`None`: one transaction per hold).
+    pub(crate) pipeline: Option<Arc<WritePipeline>>,
 }
 
 impl PostgresStore {
-    /// Connects to the database named by a `postgres://` URL.
+    /// Connects to the database named by a `postgres://` URL, with group commit.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::connect_with_pool_size(url, DEFAULT_POOL_SIZE).await
+        Self::connect_with(url, DEFAULT_POOL_SIZE, StoreOptions::default()).await
     }
 
-    pub async fn connect_with_pool_size(url: &str, size: u32) -> StoreResult<Self> {
+    /// Connects with `size` pooled connections; call from within a Tokio runtime (the
+    /// write pipeline's tasks run on it).
+    pub async fn connect_with(url: &str, size: u32, options: StoreOptions) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(size)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await
             .map_err(backend)?;
-        Ok(Self { pool })
+        let mut store = Self {
+            pool,
+            pipeline: None,
+        };
+        if options.group_commit {
+            let writer = Arc::new(inventory::PgHolds {
+                store: store.clone(),
+            });
+            store.pipeline = Some(Arc::new(WritePipeline::start(writer, PIPELINE_SHARDS)));
+        }
+        Ok(store)
     }
 }
 

@@ -5,8 +5,9 @@
 //! writer. The conditional write still checks that each unit is free: it is the arbiter,
 //! whatever the caller read before.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use usher_core::best_available::{self, Seat};
@@ -17,9 +18,10 @@ use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
     Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HoldCommand,
-    InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch, PerformanceRow,
-    PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, Selection, StoreError,
-    StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group,
+    HoldWriter, InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch,
+    PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
+    Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
+    push_group,
 };
 
 use crate::payments::enqueue;
@@ -29,6 +31,9 @@ use crate::{SqliteStore, backend, commit_or_rollback};
 const INSERT_BATCH: usize = 5_000;
 
 /// A JSON array of ids as hex, for `IN (SELECT unhex(value) FROM json_each(?))`.
+/// Where such a list meets `performance_id = ?`, the queries write `+performance_id`:
+/// without it SQLite's planner walks the performance's whole seat-map index (every unit
+/// of a 10,000-seat house per hold) instead of looking the few ids up by key.
 fn id_list(ids: &[Uuid]) -> String {
     let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
     serde_json::Value::from(hex).to_string()
@@ -241,7 +246,10 @@ impl SqliteStore {
         command: InventoryCommand,
     ) -> StoreResult<CommandOutcome> {
         match command {
-            InventoryCommand::Hold(hold) => self.hold(hold).await,
+            InventoryCommand::Hold(hold) => match &self.pipeline {
+                Some(pipeline) => pipeline.hold(hold).await,
+                None => hold_alone(&self.writer, &hold).await,
+            },
             InventoryCommand::Cancel { booking_id, now } => self.cancel(booking_id, now).await,
             InventoryCommand::Sweep { now, limit } => self.sweep(now, limit).await,
             InventoryCommand::SetBlocked {
@@ -260,17 +268,6 @@ impl SqliteStore {
                 commit_or_rollback(tx, outcome).await
             }
         }
-    }
-
-    /// Runs a hold in its own transaction, committed only when units were taken; any
-    /// other outcome rolls back explicitly rather than leaving it to the drop.
-    async fn hold(&self, hold: HoldCommand) -> StoreResult<CommandOutcome> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let outcome = hold_in(&mut tx, &hold).await.map(|o| {
-            let changed = matches!(o, CommandOutcome::Held(_));
-            (o, changed)
-        });
-        commit_or_rollback(tx, outcome).await
     }
 
     async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<CommandOutcome> {
@@ -540,6 +537,57 @@ impl SqliteStore {
     }
 }
 
+/// Runs a hold in its own transaction, committed only when units were taken; any other
+/// outcome rolls back explicitly rather than leaving it to the drop.
+async fn hold_alone(writer: &SqlitePool, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
+    let mut tx = writer.begin().await.map_err(backend)?;
+    let outcome = hold_in(&mut tx, hold).await.map(|o| {
+        let changed = matches!(o, CommandOutcome::Held(_));
+        (o, changed)
+    });
+    commit_or_rollback(tx, outcome).await
+}
+
+/// Holds for the write pipeline, on the writer connection.
+pub(crate) struct SqliteHolds {
+    pub(crate) writer: SqlitePool,
+}
+
+#[async_trait]
+impl HoldWriter for SqliteHolds {
+    /// One transaction, one durable commit, for the whole batch; each hold in a savepoint
+    /// of its own, so a hold that finds its units taken leaves no trace and the others
+    /// stand.
+    async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut outcomes = Vec::with_capacity(holds.len());
+        for hold in holds {
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await.map_err(backend)?;
+            match hold_in(&mut savepoint, hold).await {
+                Ok(CommandOutcome::Held(booking)) => {
+                    savepoint.commit().await.map_err(backend)?;
+                    outcomes.push(Some(CommandOutcome::Held(booking)));
+                }
+                Ok(other) => {
+                    savepoint.rollback().await.map_err(backend)?;
+                    outcomes.push(Some(other));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "a hold failed inside its batch; it runs alone");
+                    savepoint.rollback().await.map_err(backend)?;
+                    outcomes.push(None);
+                }
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(outcomes)
+    }
+
+    async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
+        hold_alone(&self.writer, hold).await
+    }
+}
+
 /// Blocks (house seats, broken seats) or unblocks units, all or nothing.
 async fn set_blocked_in(
     tx: &mut SqliteConnection,
@@ -552,7 +600,7 @@ async fn set_blocked_in(
     let rows = sqlx::query!(
         r#"SELECT id AS "id!: Uuid", state, held_until AS "held_until?: DateTime<Utc>"
            FROM units
-           WHERE performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
+           WHERE +performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
         performance_id,
         list
     )
@@ -631,7 +679,7 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
             let list = id_list(ids);
             let known = sqlx::query_scalar!(
                     r#"SELECT id AS "id!: Uuid" FROM units
-                       WHERE performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
+                       WHERE +performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
                     hold.performance_id,
                     list
                 )
@@ -668,18 +716,35 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
                     unit_ids: vec![*ticket_type_id],
                 });
             }
-            sqlx::query_scalar!(
+            // Available units first, then units of holds that have run out: each an
+            // index walk in position order (units_group_free), never a sort of the type.
+            let mut free = sqlx::query_scalar!(
                 r#"SELECT id AS "id!: Uuid" FROM units
-                       WHERE group_id = ?1
-                         AND (state = 'available' OR (state = 'held' AND held_until <= ?2))
-                       ORDER BY seat_position LIMIT ?3"#,
+                   WHERE group_id = ?1 AND state = 'available'
+                   ORDER BY seat_position LIMIT ?2"#,
                 ticket_type_id,
-                now,
                 quantity
             )
             .fetch_all(&mut *tx)
             .await
-            .map_err(backend)?
+            .map_err(backend)?;
+            if (free.len() as i64) < quantity {
+                let missing = quantity - free.len() as i64;
+                free.extend(
+                    sqlx::query_scalar!(
+                        r#"SELECT id AS "id!: Uuid" FROM units
+                           WHERE group_id = ?1 AND state = 'held' AND held_until <= ?2
+                           ORDER BY seat_position LIMIT ?3"#,
+                        ticket_type_id,
+                        now,
+                        missing
+                    )
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(backend)?,
+                );
+            }
+            free
         }
         Selection::BestAvailable { quantity } => {
             let seats = sqlx::query!(
@@ -719,7 +784,7 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
     let list = id_list(&wanted);
     let taken = sqlx::query!(
         r#"UPDATE units SET state = 'held', booking_id = ?1, held_until = ?2
-               WHERE performance_id = ?3
+               WHERE +performance_id = ?3
                  AND id IN (SELECT unhex(value) FROM json_each(?4))
                  AND (state = 'available' OR (state = 'held' AND held_until <= ?5))
                RETURNING id AS "id!: Uuid", price_amount AS "price_amount!: i64""#,

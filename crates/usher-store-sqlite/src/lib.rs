@@ -27,9 +27,9 @@ use usher_store::{
     Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart,
     InventoryCommand, Job, JobState, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page,
     Payment, PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate,
-    Readiness, Rotation, SaleScope, Store, StoreError, StoreResult, TransitionRequest,
-    Transitioned, UserCredentials, UserQuery, UserRow, contains_pattern, page_from_rows, paginate,
-    search_key, user_search_key,
+    Readiness, Rotation, SaleScope, Store, StoreError, StoreOptions, StoreResult,
+    TransitionRequest, Transitioned, UserCredentials, UserQuery, UserRow, WritePipeline,
+    contains_pattern, page_from_rows, paginate, search_key, user_search_key,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -40,11 +40,20 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) readers: SqlitePool,
+    /// Group commit for holds (`None`: one transaction per hold).
+    pub(crate) pipeline: Option<WritePipeline>,
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing) the database named by a `sqlite://PATH` URL.
+    /// Opens (creating when missing) the database named by a `sqlite://PATH` URL, with
+    /// group commit.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Opens the database; call from within a Tokio runtime (the write pipeline's task
+    /// runs on it).
+    pub async fn connect_with(url: &str, store_options: StoreOptions) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(backend)?
             .create_if_missing(true)
@@ -65,7 +74,20 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self { writer, readers })
+        // SQLite has one writer, so one writer task: every hold queues to it.
+        let pipeline = store_options.group_commit.then(|| {
+            WritePipeline::start(
+                std::sync::Arc::new(inventory::SqliteHolds {
+                    writer: writer.clone(),
+                }),
+                1,
+            )
+        });
+        Ok(Self {
+            writer,
+            readers,
+            pipeline,
+        })
     }
 }
 

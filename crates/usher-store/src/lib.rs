@@ -17,6 +17,7 @@ use usher_core::{
 pub mod inventory;
 pub mod lifecycle;
 pub mod payments;
+pub mod pipeline;
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
     HoldCommand, InventoryCommand, NewPerformance, PerformanceInventory, PerformancePatch,
@@ -27,6 +28,7 @@ pub use lifecycle::{BookingRef, LifecycleTx, TransitionRequest, Transitioned, ru
 pub use payments::{
     IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
 };
+pub use pipeline::{HoldWriter, WritePipeline};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -385,6 +387,20 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_abandon(&self, scope: &str, key: &str) -> StoreResult<()>;
     /// Deletes keys created before `before`. Returns how many.
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// How an engine is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Holds go through the write pipeline (group commit); off, each hold is a
+    /// transaction of its own (`USHER_GROUP_COMMIT=off`, to measure the difference).
+    pub group_commit: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { group_commit: true }
+    }
 }
 
 /// A `users` row as both engines read it; turned into a [`User`] by [`UserRow::into_user`].

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use uuid::Uuid;
 
-use usher_store::Store;
+use usher_store::{Store, StoreOptions};
 use usher_store_postgres::PostgresStore;
 use usher_store_sqlite::SqliteStore;
 
@@ -45,12 +45,21 @@ impl Engine {
         (self.open(&url).await, url)
     }
 
-    /// Opens (and migrates) the database at `url` with this engine.
+    /// Opens (and migrates) the database at `url` with this engine, with group commit.
     pub async fn open(self, url: &str) -> Arc<dyn Store> {
+        self.open_with(url, StoreOptions::default()).await
+    }
+
+    /// Opens (and migrates) the database at `url` with these options.
+    pub async fn open_with(self, url: &str, options: StoreOptions) -> Arc<dyn Store> {
         let store: Arc<dyn Store> = match self {
-            Engine::Sqlite => Arc::new(SqliteStore::connect(url).await.expect("open sqlite")),
+            Engine::Sqlite => Arc::new(
+                SqliteStore::connect_with(url, options)
+                    .await
+                    .expect("open sqlite"),
+            ),
             Engine::Postgres => Arc::new(
-                PostgresStore::connect_with_pool_size(url, 8)
+                PostgresStore::connect_with(url, 8, options)
                     .await
                     .expect("connect postgres"),
             ),

@@ -345,58 +345,14 @@ on_each_engine! {
     }
 
     async fn race_500_buyers_for_100_reserved_seats_with_overlapping_requests(engine) {
-        // 500 tasks race for 100 seats in 10 rows, each asking for 1–4 adjacent seats at
-        // a pseudo-random place, so requests overlap heavily. Afterwards: no seat in two
-        // live bookings, counts add up, every winner got exactly what it asked for, every
-        // loser holds nothing.
-        let store = engine.fresh_store().await;
-        let now = SystemClock.now();
-        let perf = performance(&store, now, reserved(&[("Stalls", &[10; 10])]), 10).await;
-        let ids = Arc::new(unit_ids(&store, perf.id, now).await);
-        let buyers: Vec<Uuid> = {
-            let mut v = Vec::new();
-            for i in 0..20 {
-                v.push(user(&store, &format!("b{i}@example.com")).await);
-            }
-            v
-        };
-        let tasks: Vec<_> = (0..500u64)
-            .map(|i| {
-                let (store, ids) = (store.clone(), ids.clone());
-                let buyer = buyers[(i % 20) as usize];
-                let perf_id = perf.id;
-                tokio::spawn(async move {
-                    let x = i.wrapping_mul(2_654_435_761) % 100;
-                    let n = 1 + (i % 4);
-                    let start = (x - x % 10 + (x % 10).min(10 - n)) as usize;
-                    let asked: Vec<Uuid> = ids[start..start + n as usize].to_vec();
-                    let command = hold(buyer, perf_id, Selection::Units(asked.clone()), now);
-                    let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else { unreachable!() };
-                    let booking_id = *booking_id;
-                    (booking_id, asked, store.execute(command).await.unwrap())
-                })
-            })
-            .collect();
-        let mut winners = 0;
-        let mut all = Vec::new();
-        for task in tasks {
-            let (booking_id, asked, outcome) = task.await.unwrap();
-            all.push(booking_id);
-            match outcome {
-                CommandOutcome::Held(booking) => {
-                    winners += 1;
-                    let got: Vec<Uuid> = booking.units.iter().map(|u| u.unit_id).collect();
-                    assert_eq!(got, asked, "a winner got exactly the seats it asked for");
-                }
-                CommandOutcome::Unavailable { unit_ids } => {
-                    assert!(!unit_ids.is_empty() && unit_ids.iter().all(|u| asked.contains(u)));
-                    assert!(store.booking(booking_id).await.unwrap().is_none(), "a loser holds nothing");
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert!(winners >= 25, "at least a quarter of the house sold: {winners}");
-        check_performance(store.as_ref(), perf.id, &all, now).await.unwrap();
+        race_for_reserved_seats(engine.fresh_store().await).await;
+    }
+
+    async fn race_500_buyers_for_100_reserved_seats_one_transaction_each(engine) {
+        // The same race without group commit (USHER_GROUP_COMMIT=off).
+        let url = engine.fresh_database_url().await;
+        let store = engine.open_with(&url, usher_store::StoreOptions { group_commit: false }).await;
+        race_for_reserved_seats(store).await;
     }
 
     async fn race_500_buyers_for_a_100_unit_general_admission_type(engine) {
@@ -529,6 +485,70 @@ async fn postgres_general_admission_waits_for_locked_units_instead_of_refusing()
     };
     assert_eq!(booking.units.len(), 3);
     check_performance(store.as_ref(), perf.id, &[booking.id], now)
+        .await
+        .unwrap();
+}
+
+/// 500 tasks race for 100 seats in 10 rows, each asking for 1–4 adjacent seats at a
+/// pseudo-random place, so requests overlap heavily. Afterwards: no seat in two live
+/// bookings, counts add up, every winner got exactly what it asked for, every loser
+/// holds nothing.
+async fn race_for_reserved_seats(store: Arc<dyn Store>) {
+    let now = SystemClock.now();
+    let perf = performance(&store, now, reserved(&[("Stalls", &[10; 10])]), 10).await;
+    let ids = Arc::new(unit_ids(&store, perf.id, now).await);
+    let buyers: Vec<Uuid> = {
+        let mut v = Vec::new();
+        for i in 0..20 {
+            v.push(user(&store, &format!("b{i}@example.com")).await);
+        }
+        v
+    };
+    let tasks: Vec<_> = (0..500u64)
+        .map(|i| {
+            let (store, ids) = (store.clone(), ids.clone());
+            let buyer = buyers[(i % 20) as usize];
+            let perf_id = perf.id;
+            tokio::spawn(async move {
+                let x = i.wrapping_mul(2_654_435_761) % 100;
+                let n = 1 + (i % 4);
+                let start = (x - x % 10 + (x % 10).min(10 - n)) as usize;
+                let asked: Vec<Uuid> = ids[start..start + n as usize].to_vec();
+                let command = hold(buyer, perf_id, Selection::Units(asked.clone()), now);
+                let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else {
+                    unreachable!()
+                };
+                let booking_id = *booking_id;
+                (booking_id, asked, store.execute(command).await.unwrap())
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    let mut all = Vec::new();
+    for task in tasks {
+        let (booking_id, asked, outcome) = task.await.unwrap();
+        all.push(booking_id);
+        match outcome {
+            CommandOutcome::Held(booking) => {
+                winners += 1;
+                let got: Vec<Uuid> = booking.units.iter().map(|u| u.unit_id).collect();
+                assert_eq!(got, asked, "a winner got exactly the seats it asked for");
+            }
+            CommandOutcome::Unavailable { unit_ids } => {
+                assert!(!unit_ids.is_empty() && unit_ids.iter().all(|u| asked.contains(u)));
+                assert!(
+                    store.booking(booking_id).await.unwrap().is_none(),
+                    "a loser holds nothing"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        winners >= 25,
+        "at least a quarter of the house sold: {winners}"
+    );
+    check_performance(store.as_ref(), perf.id, &all, now)
         .await
         .unwrap();
 }

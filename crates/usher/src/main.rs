@@ -17,7 +17,7 @@ use usher_core::{Email, HoldTtl, SystemClock};
 use usher_server::{
     Application, MailConfig, MasterKeySource, PaymentsConfig, ServerConfig, master_key,
 };
-use usher_store::Store;
+use usher_store::{Store, StoreOptions};
 use usher_store_postgres::PostgresStore;
 use usher_store_sqlite::SqliteStore;
 
@@ -65,6 +65,10 @@ struct ServeArgs {
     /// kept in the database when unset.
     #[arg(long, env = "USHER_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// `on`: holds are batched into group commits; `off`: one transaction per hold (to
+    /// measure the difference).
+    #[arg(long, env = "USHER_GROUP_COMMIT", default_value = "on")]
+    group_commit: Switch,
     /// Seals the keys Usher keeps in its database: 64 hex characters (32 random bytes),
     /// the same for every instance. Unset: a key file (see `--master-key-file`).
     #[arg(long, env = "USHER_MASTER_KEY", hide_env_values = true)]
@@ -139,6 +143,12 @@ struct ServeArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum PaymentProvider {
     Mock,
     Stripe,
@@ -165,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => {
-            let store = open_store(&args.database_url).await?;
+            let store = open_store(&args.database_url, StoreOptions::default()).await?;
             store.migrate().await.context("applying migrations")?;
             let readiness = store.readiness().await?;
             println!(
@@ -178,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(*args).await,
         Command::Seed(args) => {
-            let store = open_store(&args.database_url).await?;
+            let store = open_store(&args.database_url, StoreOptions::default()).await?;
             store.migrate().await.context("applying migrations")?;
             seed::run(store.as_ref()).await
         }
@@ -210,7 +220,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.sweep_interval_seconds == 0 {
         bail!("USHER_SWEEP_INTERVAL_SECONDS must be at least 1");
     }
-    let store = open_store(&args.database.database_url).await?;
+    let options = StoreOptions {
+        group_commit: matches!(args.group_commit, Switch::On),
+    };
+    let store = open_store(&args.database.database_url, options).await?;
     store.migrate().await.context("applying migrations")?;
     let payments = match args.payment_provider {
         PaymentProvider::Mock => PaymentsConfig::Mock,
@@ -282,17 +295,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(url: &str, options: StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
     tracing::info!(database = %redact(url), "opening database");
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
         Arc::new(
-            SqliteStore::connect(url)
+            SqliteStore::connect_with(url, options)
                 .await
                 .with_context(|| format!("opening {}", redact(url)))?,
         )
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Arc::new(
-            PostgresStore::connect(url)
+            PostgresStore::connect_with(url, 16, options)
                 .await
                 .with_context(|| format!("connecting to {}", redact(url)))?,
         )

@@ -1,0 +1,142 @@
+//! The write pipeline: group commit for holds.
+//!
+//! One durable transaction per hold caps a rush at the disk's fsync rate, whatever the
+//! language. Here holds are queued to a writer task (one per shard of performances);
+//! the writer takes what is waiting — up to [`MAX_BATCH`] — and runs it as one
+//! transaction in arrival order, each hold all-or-nothing on its own (a savepoint per
+//! hold, so one loser never fails the rest), commits once, and only then answers each
+//! caller. A lone hold commits at once, with no added wait; batches form by themselves
+//! while the previous commit is in flight. The conditional writes inside stay the
+//! arbiter, so several instances (each with its own pipeline) remain correct.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{CommandOutcome, HoldCommand, StoreError, StoreResult};
+
+/// The most holds one transaction takes.
+pub const MAX_BATCH: usize = 128;
+/// Holds waiting per shard before callers wait to enqueue (backpressure, not loss).
+const QUEUE: usize = 4096;
+
+/// How an engine runs holds, batched and alone.
+#[async_trait]
+pub trait HoldWriter: Send + Sync + 'static {
+    /// Runs these holds in one transaction, in order, each all-or-nothing on its own.
+    /// `Some(outcome)` for each hold the batch decided (answered after the commit);
+    /// `None` for one it could not (it is then run alone). An `Err` means nothing was
+    /// committed.
+    async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>>;
+    /// One hold in a transaction of its own.
+    async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome>;
+}
+
+struct Pending {
+    hold: HoldCommand,
+    reply: oneshot::Sender<StoreResult<CommandOutcome>>,
+}
+
+/// Queues holds to writer tasks; see the module documentation.
+pub struct WritePipeline {
+    shards: Vec<mpsc::Sender<Pending>>,
+}
+
+impl WritePipeline {
+    /// Starts `shards` writer tasks on the current Tokio runtime. A performance always
+    /// goes to the same shard, so its holds are decided in arrival order.
+    pub fn start(writer: Arc<dyn HoldWriter>, shards: usize) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let (send, receive) = mpsc::channel(QUEUE);
+                tokio::spawn(run_writer(writer.clone(), receive));
+                send
+            })
+            .collect();
+        Self { shards }
+    }
+
+    pub async fn hold(&self, hold: HoldCommand) -> StoreResult<CommandOutcome> {
+        let shard = &self.shards[shard_of(hold.performance_id, self.shards.len())];
+        let (reply, answer) = oneshot::channel();
+        shard
+            .send(Pending { hold, reply })
+            .await
+            .map_err(|_| StoreError::Backend("the write pipeline has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the write pipeline dropped a hold".into()))?
+    }
+}
+
+fn shard_of(performance_id: Uuid, shards: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    // Within one process the same id always hashes the same; that is all a shard needs.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    performance_id.hash(&mut hasher);
+    (hasher.finish() % shards as u64) as usize
+}
+
+async fn run_writer(writer: Arc<dyn HoldWriter>, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("usher_hold_batch_size").record(batch.len() as f64);
+        let holds: Vec<HoldCommand> = batch.iter().map(|p| p.hold.clone()).collect();
+        let outcomes = match writer.hold_batch(&holds).await {
+            Ok(outcomes) if outcomes.len() == batch.len() => outcomes,
+            Ok(_) => {
+                let error = "a hold batch answered the wrong number of outcomes";
+                for pending in batch {
+                    let _ = pending.reply.send(Err(StoreError::Backend(error.into())));
+                }
+                continue;
+            }
+            Err(error) => {
+                tracing::error!(%error, holds = batch.len(), "a hold batch failed; nothing was committed");
+                for pending in batch {
+                    let _ = pending
+                        .reply
+                        .send(Err(StoreError::Backend(error.to_string())));
+                }
+                continue;
+            }
+        };
+        let mut alone = Vec::new();
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                // A caller that went away just does not hear the answer; its hold stands
+                // (or expires) like any other.
+                Some(outcome) => drop(pending.reply.send(Ok(outcome))),
+                None => alone.push(pending),
+            }
+        }
+        for pending in alone {
+            let outcome = writer.hold_alone(&pending.hold).await;
+            let _ = pending.reply.send(outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_performance_always_lands_on_the_same_shard() {
+        let id = Uuid::now_v7();
+        let shard = shard_of(id, 4);
+        assert!((0..10).all(|_| shard_of(id, 4) == shard));
+        assert_eq!(shard_of(id, 1), 0);
+        let spread: std::collections::HashSet<usize> =
+            (0..64).map(|_| shard_of(Uuid::now_v7(), 4)).collect();
+        assert!(spread.len() > 1, "performances spread over the shards");
+    }
+}
