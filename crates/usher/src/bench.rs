@@ -486,13 +486,14 @@ struct Measured {
 }
 
 /// Sends `requests` requests, `concurrency` at a time; `request(i)` makes the i-th.
-/// Stops early at `deadline`.
+/// Stops early at `deadline`, or once `finished` turns true.
 async fn drive<F, Fut>(
     requests: u64,
     concurrency: usize,
     deadline: Instant,
     quiet: bool,
     server: &Server,
+    finished: Arc<AtomicBool>,
     request: F,
 ) -> anyhow::Result<Measured>
 where
@@ -537,7 +538,12 @@ where
     };
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (request, next, progress) = (request.clone(), next.clone(), progress.clone());
+        let (request, next, progress, finished) = (
+            request.clone(),
+            next.clone(),
+            progress.clone(),
+            finished.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
@@ -545,7 +551,7 @@ where
             let mut errors = 0;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests || Instant::now() > deadline {
+                if i >= requests || Instant::now() > deadline || finished.load(Ordering::Relaxed) {
                     return anyhow::Ok((histogram, responses, errors));
                 }
                 let sent = Instant::now();
@@ -634,6 +640,7 @@ async fn hello(
         deadline,
         args.json,
         server,
+        Arc::default(),
         move |_| {
             let request = client.get(&url);
             async move { Ok(request.send().await?.status()) }
@@ -666,6 +673,7 @@ async fn login(
         deadline,
         args.json,
         server,
+        Arc::default(),
         move |i| {
             let email = format!("login-{run}-{}@usher.bench", i % users as u64);
             let (client, url, waits) = (client.clone(), url.clone(), waits.clone());
@@ -759,7 +767,7 @@ async fn rush(
     );
     let (tokens, seats) = (Arc::new(tokens), Arc::new(seats));
     let perf = performance_id.clone();
-    let measured = drive(args.requests, args.concurrency, deadline, args.json, server, move |i| {
+    let measured = drive(args.requests, args.concurrency, deadline, args.json, server, Arc::default(), move |i| {
         let body = match kind {
             Kind::Ga => json!({"performance_id": perf, "ticket_type_id": ticket_type, "quantity": 1}),
             Kind::Seat => json!({"performance_id": perf, "unit_ids": [seats[i as usize % seats.len().max(1)]]}),
@@ -814,6 +822,7 @@ async fn flash(
             deadline,
             args.json,
             server,
+            sold_out.clone(),
             {
                 let (winners, sold_out) = (winners.clone(), sold_out.clone());
                 move |i| {
