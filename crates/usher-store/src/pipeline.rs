@@ -129,6 +129,95 @@ async fn run_writer(writer: Arc<dyn HoldWriter>, mut queue: mpsc::Receiver<Pendi
 mod tests {
     use super::*;
 
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+
+    use crate::Selection;
+
+    /// A stand-in engine that records its batches and takes 20 ms per commit.
+    #[derive(Default)]
+    struct SlowDisk {
+        batches: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl HoldWriter for SlowDisk {
+        async fn hold_batch(
+            &self,
+            holds: &[HoldCommand],
+        ) -> StoreResult<Vec<Option<CommandOutcome>>> {
+            self.batches.lock().unwrap().push(holds.len());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            // Every other hold "loses" and one is left for running alone.
+            Ok(holds
+                .iter()
+                .enumerate()
+                .map(|(i, h)| match i % 3 {
+                    0 => Some(CommandOutcome::UnknownUnits {
+                        unit_ids: vec![h.booking_id],
+                    }),
+                    1 => Some(CommandOutcome::Unavailable { unit_ids: vec![] }),
+                    _ => None,
+                })
+                .collect())
+        }
+
+        async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
+            Ok(CommandOutcome::UnknownUnits {
+                unit_ids: vec![hold.booking_id, hold.booking_id],
+            })
+        }
+    }
+
+    fn hold(performance_id: Uuid) -> HoldCommand {
+        let now = Utc::now();
+        HoldCommand {
+            booking_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            performance_id,
+            selection: Selection::BestAvailable { quantity: 1 },
+            now,
+            held_until: now,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_hold_commits_at_once_and_a_crowd_is_batched() {
+        let disk = Arc::new(SlowDisk::default());
+        let pipeline = Arc::new(WritePipeline::start(disk.clone(), 1));
+        let performance = Uuid::now_v7();
+        pipeline.hold(hold(performance)).await.unwrap();
+        assert_eq!(
+            *disk.batches.lock().unwrap(),
+            [1],
+            "nobody waits for company"
+        );
+        let tasks: Vec<_> = (0..60)
+            .map(|_| {
+                let pipeline = pipeline.clone();
+                let hold = hold(performance);
+                let id = hold.booking_id;
+                tokio::spawn(async move { (id, pipeline.hold(hold).await.unwrap()) })
+            })
+            .collect();
+        for task in tasks {
+            // Each caller gets its own answer, whether the batch or a lone run decided it.
+            let (id, outcome) = task.await.unwrap();
+            match outcome {
+                CommandOutcome::UnknownUnits { unit_ids } => assert_eq!(unit_ids[0], id),
+                CommandOutcome::Unavailable { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let batches = disk.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 61);
+        assert!(
+            batches.iter().any(|&size| size > 1),
+            "holds that wait for a commit form a batch: {batches:?}"
+        );
+    }
+
     #[test]
     fn a_performance_always_lands_on_the_same_shard() {
         let id = Uuid::now_v7();
