@@ -10,9 +10,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
+use std::collections::HashMap;
 use usher_core::best_available::{self, Seat};
+
 use usher_core::{
-    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, User,
+    BookedUnit, Booking, BookingStatus, Currency, Cursor, Money, PageLimit, Performance,
+    PerformanceStatus, SeatingKind, Unit, User,
 };
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
@@ -541,10 +544,12 @@ impl SqliteStore {
 /// outcome rolls back explicitly rather than leaving it to the drop.
 async fn hold_alone(writer: &SqlitePool, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
     let mut tx = writer.begin().await.map_err(backend)?;
-    let outcome = hold_in(&mut tx, hold).await.map(|o| {
-        let changed = matches!(o, CommandOutcome::Held(_));
-        (o, changed)
-    });
+    let outcome = hold_in(&mut tx, hold, &mut PerformanceCache::new())
+        .await
+        .map(|o| {
+            let changed = matches!(o, CommandOutcome::Held(_));
+            (o, changed)
+        });
     commit_or_rollback(tx, outcome).await
 }
 
@@ -561,9 +566,11 @@ impl HoldWriter for SqliteHolds {
     async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let mut outcomes = Vec::with_capacity(holds.len());
+        // One writer: nothing changes a performance while its batch runs.
+        let mut performances = PerformanceCache::new();
         for hold in holds {
             let mut savepoint = sqlx::Connection::begin(&mut *tx).await.map_err(backend)?;
-            match hold_in(&mut savepoint, hold).await {
+            match hold_in(&mut savepoint, hold, &mut performances).await {
                 Ok(CommandOutcome::Held(booking)) => {
                     savepoint.commit().await.map_err(backend)?;
                     outcomes.push(Some(CommandOutcome::Held(booking)));
@@ -651,71 +658,104 @@ async fn set_blocked_in(
     Ok(CommandOutcome::BlockingChanged { changed })
 }
 
-/// A hold inside the caller's transaction.
-async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
+/// What a hold needs to know of its performance, read once per batch.
+struct PerformanceFacts {
+    currency: Currency,
+    kind: SeatingKind,
+    /// Scheduled, and its event published.
+    open: bool,
+    starts_at: DateTime<Utc>,
+    on_sale_at: Option<DateTime<Utc>>,
+    /// Sections or ticket types: (id, name).
+    groups: Vec<(Uuid, String)>,
+}
+
+impl PerformanceFacts {
+    fn on_sale(&self, now: DateTime<Utc>) -> bool {
+        self.open && self.starts_at > now && self.on_sale_at.is_none_or(|t| t <= now)
+    }
+}
+
+/// Performances already read in this transaction (holds of one batch share them).
+type PerformanceCache = HashMap<Uuid, Option<PerformanceFacts>>;
+
+async fn performance_facts<'c>(
+    tx: &mut SqliteConnection,
+    cache: &'c mut PerformanceCache,
+    performance_id: Uuid,
+) -> StoreResult<Option<&'c PerformanceFacts>> {
+    if !cache.contains_key(&performance_id) {
+        let row = sqlx::query!(
+            r#"SELECT p.currency, p.kind, p.starts_at AS "starts_at!: DateTime<Utc>",
+                      p.on_sale_at AS "on_sale_at?: DateTime<Utc>",
+                      (p.status = 'scheduled' AND e.status = 'published') AS "open!: bool"
+               FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = ?1"#,
+            performance_id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let facts = match row {
+            None => None,
+            Some(row) => {
+                let groups = sqlx::query!(
+                    r#"SELECT id AS "id!: Uuid", name FROM price_groups WHERE performance_id = ?1"#,
+                    performance_id
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?
+                .into_iter()
+                .map(|g| (g.id, g.name))
+                .collect();
+                Some(PerformanceFacts {
+                    currency: stored_currency(&row.currency)?,
+                    kind: SeatingKind::parse(&row.kind).map_err(backend)?,
+                    open: row.open,
+                    starts_at: row.starts_at,
+                    on_sale_at: row.on_sale_at,
+                    groups,
+                })
+            }
+        };
+        cache.insert(performance_id, facts);
+    }
+    Ok(cache.get(&performance_id).and_then(Option::as_ref))
+}
+
+/// A hold inside the caller's transaction: at best three statements (take the units,
+/// write the booking and its units); the booking is answered from what they returned.
+async fn hold_in(
+    tx: &mut SqliteConnection,
+    hold: &HoldCommand,
+    cache: &mut PerformanceCache,
+) -> StoreResult<CommandOutcome> {
     let now = hold.now;
-    let Some(performance) = sqlx::query!(
-        r#"SELECT p.currency,
-                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > ?2
-                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= ?2)) AS "on_sale!: bool"
-           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = ?1"#,
-        hold.performance_id,
-        now
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(backend)?
-    else {
+    let Some(performance) = performance_facts(tx, cache, hold.performance_id).await? else {
         return Ok(CommandOutcome::UnknownUnits {
             unit_ids: Vec::new(),
         });
     };
-    if !performance.on_sale {
+    if !performance.on_sale(now) {
         return Ok(CommandOutcome::NotOnSale);
     }
-    let currency = performance.currency;
     let wanted: Vec<Uuid> = match &hold.selection {
-        Selection::Units(ids) => {
-            let list = id_list(ids);
-            let known = sqlx::query_scalar!(
-                    r#"SELECT id AS "id!: Uuid" FROM units
-                       WHERE +performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
-                    hold.performance_id,
-                    list
-                )
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?;
-            let unknown: Vec<Uuid> = ids
-                .iter()
-                .filter(|id| !known.contains(id))
-                .copied()
-                .collect();
-            if !unknown.is_empty() {
-                return Ok(CommandOutcome::UnknownUnits { unit_ids: unknown });
-            }
-            ids.clone()
-        }
+        Selection::Units(ids) => ids.clone(),
         Selection::General {
             ticket_type_id,
             quantity,
         } => {
-            let quantity = i64::from(*quantity);
-            let known = sqlx::query_scalar!(
-                r#"SELECT g.id AS "id!: Uuid" FROM price_groups g
-                       JOIN performances p ON p.id = g.performance_id
-                       WHERE g.id = ?1 AND p.id = ?2 AND p.kind = 'general'"#,
-                ticket_type_id,
-                hold.performance_id
-            )
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if known.is_none() {
+            let known = performance.kind == SeatingKind::General
+                && performance
+                    .groups
+                    .iter()
+                    .any(|(id, _)| id == ticket_type_id);
+            if !known {
                 return Ok(CommandOutcome::UnknownUnits {
                     unit_ids: vec![*ticket_type_id],
                 });
             }
+            let quantity = i64::from(*quantity);
             // Available units first, then units of holds that have run out: each an
             // index walk in position order (units_group_free), never a sort of the type.
             let mut free = sqlx::query_scalar!(
@@ -744,6 +784,11 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
                     .map_err(backend)?,
                 );
             }
+            if (free.len() as i64) < quantity {
+                return Ok(CommandOutcome::Unavailable {
+                    unit_ids: Vec::new(),
+                });
+            }
             free
         }
         Selection::BestAvailable { quantity } => {
@@ -767,27 +812,25 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
                     free: s.free,
                 })
                 .collect();
-            best_available::choose(&seats, *quantity as usize).unwrap_or_default()
+            match best_available::choose(&seats, *quantity as usize) {
+                Some(chosen) => chosen,
+                None => {
+                    return Ok(CommandOutcome::Unavailable {
+                        unit_ids: Vec::new(),
+                    });
+                }
+            }
         }
     };
-    let asked = match &hold.selection {
-        Selection::Units(ids) => ids.len(),
-        Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
-            *quantity as usize
-        }
-    };
-    if wanted.len() < asked {
-        return Ok(CommandOutcome::Unavailable {
-            unit_ids: Vec::new(),
-        });
-    }
     let list = id_list(&wanted);
-    let taken = sqlx::query!(
+    let mut taken = sqlx::query!(
         r#"UPDATE units SET state = 'held', booking_id = ?1, held_until = ?2
                WHERE +performance_id = ?3
                  AND id IN (SELECT unhex(value) FROM json_each(?4))
                  AND (state = 'available' OR (state = 'held' AND held_until <= ?5))
-               RETURNING id AS "id!: Uuid", price_amount AS "price_amount!: i64""#,
+               RETURNING id AS "id!: Uuid", price_amount AS "price_amount!: i64",
+                         group_id AS "group_id!: Uuid", group_position, row_position,
+                         seat_position, row_label, seat_label"#,
         hold.booking_id,
         hold.held_until,
         hold.performance_id,
@@ -798,7 +841,27 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
     .await
     .map_err(backend)?;
     if taken.len() != wanted.len() {
-        // Dropping the transaction rolls back the units we did take.
+        // The caller rolls back the units we did take. Only now is it worth asking
+        // which of the named units do not exist at all.
+        if let Selection::Units(ids) = &hold.selection {
+            let known = sqlx::query_scalar!(
+                r#"SELECT id AS "id!: Uuid" FROM units
+                   WHERE +performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
+                hold.performance_id,
+                list
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let unknown: Vec<Uuid> = ids
+                .iter()
+                .filter(|id| !known.contains(id))
+                .copied()
+                .collect();
+            if !unknown.is_empty() {
+                return Ok(CommandOutcome::UnknownUnits { unit_ids: unknown });
+            }
+        }
         let unavailable = wanted
             .iter()
             .filter(|id| !taken.iter().any(|t| t.id == **id))
@@ -809,6 +872,7 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
         });
     }
     let total: i64 = taken.iter().map(|t| t.price_amount).sum();
+    let currency_code = performance.currency.as_str();
     sqlx::query!(
         "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
                                    currency, created_at, updated_at)
@@ -818,7 +882,7 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
         hold.performance_id,
         hold.held_until,
         total,
-        currency,
+        currency_code,
         now
     )
     .execute(&mut *tx)
@@ -840,10 +904,42 @@ async fn hold_in(tx: &mut SqliteConnection, hold: &HoldCommand) -> StoreResult<C
     .execute(&mut *tx)
     .await
     .map_err(backend)?;
-    let booking = load_bookings(tx, &[hold.booking_id]).await?.pop();
-    booking
-        .map(CommandOutcome::Held)
-        .ok_or_else(|| StoreError::Backend("booking vanished after insert".into()))
+    // The booking as a read would return it, from what the statements returned.
+    taken.sort_by_key(|t| (t.group_position, t.row_position, t.seat_position));
+    let group_name = |id: Uuid| {
+        performance
+            .groups
+            .iter()
+            .find(|(g, _)| *g == id)
+            .map(|(_, name)| name.clone())
+    };
+    let reserved = performance.kind == SeatingKind::Reserved;
+    Ok(CommandOutcome::Held(Booking {
+        id: hold.booking_id,
+        user_id: hold.user_id,
+        performance_id: hold.performance_id,
+        status: BookingStatus::Held,
+        held_until: hold.held_until,
+        total: Money::new(total, performance.currency),
+        units: taken
+            .into_iter()
+            .map(|t| BookedUnit {
+                unit_id: t.id,
+                section: if reserved {
+                    group_name(t.group_id)
+                } else {
+                    None
+                },
+                row: t.row_label,
+                label: t.seat_label,
+                ticket_type_id: (!reserved).then_some(t.group_id),
+                price: Money::new(t.price_amount, performance.currency),
+            })
+            .collect(),
+        paid_by: None,
+        created_at: now,
+        updated_at: now,
+    }))
 }
 
 /// A cancellation inside the caller's transaction.

@@ -552,3 +552,31 @@ async fn race_for_reserved_seats(store: Arc<dyn Store>) {
         .await
         .unwrap();
 }
+
+mod answers {
+    use super::*;
+
+    on_each_engine! {
+        async fn the_booking_a_hold_answers_is_the_booking_stored(engine) {
+            // Engines may build the answer from what their statements returned instead
+            // of reading it back; it must be the same booking either way.
+            let store = engine.fresh_store().await;
+            let now = SystemClock.now();
+            let seated = performance(&store, now, reserved(&[("Stalls", &[5, 5]), ("Balcony", &[4])]), 10).await;
+            let ga = performance(&store, now, general(&[("Floor", 5), ("Pit", 5)]), 10).await;
+            let buyer = user(&store, "buyer@example.com").await;
+            let ids = unit_ids(&store, seated.id, now).await;
+            let selections = [
+                (seated.id, Selection::Units(vec![ids[12], ids[1], ids[0]])),
+                (seated.id, Selection::BestAvailable { quantity: 2 }),
+                (ga.id, Selection::General { ticket_type_id: ga.ticket_types[1].id, quantity: 3 }),
+            ];
+            for (performance_id, selection) in selections {
+                let outcome = store.execute(hold(buyer, performance_id, selection, now)).await.unwrap();
+                let CommandOutcome::Held(answered) = outcome else { panic!("{outcome:?}") };
+                let stored = store.booking(answered.id).await.unwrap().unwrap();
+                assert_eq!(answered, stored);
+            }
+        }
+    }
+}
