@@ -11,6 +11,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use usher_core::best_available::{self, Seat};
 
 use usher_core::{
@@ -684,7 +685,7 @@ async fn performance_facts<'c>(
     cache: &'c mut PerformanceCache,
     performance_id: Uuid,
 ) -> StoreResult<Option<&'c PerformanceFacts>> {
-    if !cache.contains_key(&performance_id) {
+    if let Entry::Vacant(slot) = cache.entry(performance_id) {
         let row = sqlx::query!(
             r#"SELECT p.currency, p.kind, p.starts_at AS "starts_at!: DateTime<Utc>",
                       p.on_sale_at AS "on_sale_at?: DateTime<Utc>",
@@ -718,7 +719,7 @@ async fn performance_facts<'c>(
                 })
             }
         };
-        cache.insert(performance_id, facts);
+        slot.insert(facts);
     }
     Ok(cache.get(&performance_id).and_then(Option::as_ref))
 }
