@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod master_key;
 pub mod openapi;
+pub mod performance_cache;
 pub mod problem;
 pub mod routes;
 pub mod sealed;

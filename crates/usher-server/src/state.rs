@@ -9,6 +9,7 @@ use usher_store::Store;
 
 use crate::auth::{PasswordPool, TokenKeys};
 use crate::config::ServerConfig;
+use crate::performance_cache::PerformanceCache;
 use crate::sealed::Sealer;
 
 #[derive(Clone)]
@@ -29,6 +30,7 @@ struct Inner {
     /// Encrypts the answers kept for idempotency keys.
     sealer: Sealer,
     passwords: PasswordPool,
+    performances: PerformanceCache,
 }
 
 /// Everything the handlers use besides the configuration.
@@ -58,6 +60,7 @@ impl AppState {
                 ticket_secret: services.ticket_secret,
                 sealer: services.sealer,
                 passwords,
+                performances: PerformanceCache::default(),
             }),
         }
     }
@@ -72,6 +75,11 @@ impl AppState {
 
     pub fn public_url(&self) -> &str {
         &self.inner.public_url
+    }
+
+    /// Performances and events as the hold path reads them, kept for a second.
+    pub fn performances(&self) -> &PerformanceCache {
+        &self.inner.performances
     }
 
     /// Where passwords are hashed and checked, a few at a time.

@@ -310,6 +310,7 @@ async fn update_event(
         .update_event(id, patch, state.clock().now())
         .await?
         .ok_or(ApiError::NotFound)?;
+    state.performances().forget_event(id);
     if updated.status != event.status {
         tracing::info!(event_id = %id, from = %event.status, to = %updated.status, "event status changed");
     }

@@ -561,6 +561,7 @@ async fn update_performance(
             now,
         )
         .await?;
+    state.performances().forget_event(event.id);
     let performance = match updated {
         PerformanceUpdate::Updated(performance) => performance,
         PerformanceUpdate::AlreadyCancelled => {
