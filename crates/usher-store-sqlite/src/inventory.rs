@@ -545,8 +545,13 @@ impl SqliteStore {
 /// outcome rolls back explicitly rather than leaving it to the drop.
 async fn hold_alone(writer: &SqlitePool, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
     let mut tx = writer.begin().await.map_err(backend)?;
-    let outcome = hold_in(&mut tx, hold, &mut PerformanceCache::new())
+    let outcome = hold_all(&mut tx, std::slice::from_ref(hold))
         .await
+        .and_then(|mut outcomes| {
+            outcomes
+                .pop()
+                .ok_or_else(|| StoreError::Backend("a hold without an outcome".into()))
+        })
         .map(|o| {
             let changed = matches!(o, CommandOutcome::Held(_));
             (o, changed)
@@ -561,34 +566,26 @@ pub(crate) struct SqliteHolds {
 
 #[async_trait]
 impl HoldWriter for SqliteHolds {
-    /// One transaction, one durable commit, for the whole batch; each hold in a savepoint
-    /// of its own, so a hold that finds its units taken leaves no trace and the others
-    /// stand.
+    /// One transaction, one durable commit, for the whole batch. SQLite has one writer,
+    /// so inside the batch what a hold reads is exactly what it then updates: each hold
+    /// checks its units and takes them only if it can have them all (a loser writes
+    /// nothing, no savepoint needed), and the batch's bookings are written in two
+    /// statements at its end.
     async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let mut outcomes = Vec::with_capacity(holds.len());
-        // One writer: nothing changes a performance while its batch runs.
-        let mut performances = PerformanceCache::new();
-        for hold in holds {
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await.map_err(backend)?;
-            match hold_in(&mut savepoint, hold, &mut performances).await {
-                Ok(CommandOutcome::Held(booking)) => {
-                    savepoint.commit().await.map_err(backend)?;
-                    outcomes.push(Some(CommandOutcome::Held(booking)));
-                }
-                Ok(other) => {
-                    savepoint.rollback().await.map_err(backend)?;
-                    outcomes.push(Some(other));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "a hold failed inside its batch; it runs alone");
-                    savepoint.rollback().await.map_err(backend)?;
-                    outcomes.push(None);
-                }
+        let result = hold_all(&mut tx, holds).await;
+        match result {
+            Ok(outcomes) => {
+                tx.commit().await.map_err(backend)?;
+                Ok(outcomes.into_iter().map(Some).collect())
+            }
+            Err(error) => {
+                // Nothing of the batch stands; each hold is tried alone.
+                tracing::warn!(%error, holds = holds.len(), "a hold batch failed; its holds run alone");
+                tx.rollback().await.map_err(backend)?;
+                Ok(vec![None; holds.len()])
             }
         }
-        tx.commit().await.map_err(backend)?;
-        Ok(outcomes)
     }
 
     async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
@@ -724,24 +721,201 @@ async fn performance_facts<'c>(
     Ok(cache.get(&performance_id).and_then(Option::as_ref))
 }
 
-/// A hold inside the caller's transaction: at best three statements (take the units,
-/// write the booking and its units); the booking is answered from what they returned.
-async fn hold_in(
+/// A unit a hold took, as the update returned it.
+struct TakenUnit {
+    id: Uuid,
+    price_amount: i64,
+    group_id: Uuid,
+    group_position: i64,
+    row_position: i64,
+    seat_position: i64,
+    row_label: Option<String>,
+    seat_label: Option<String>,
+}
+
+/// What one hold of a batch came to before its booking is written.
+enum Take {
+    Taken(Vec<TakenUnit>),
+    Refused(CommandOutcome),
+}
+
+/// Runs holds in the caller's transaction, in order, and answers each. Each hold takes
+/// its units only if it can have them all; the bookings and their units are then
+/// written in two statements for all of them, and each booking is answered from what
+/// the statements returned.
+async fn hold_all(
+    tx: &mut SqliteConnection,
+    holds: &[HoldCommand],
+) -> StoreResult<Vec<CommandOutcome>> {
+    let mut performances = PerformanceCache::new();
+    let mut takes = Vec::with_capacity(holds.len());
+    for hold in holds {
+        takes.push(take(tx, hold, &mut performances).await?);
+    }
+    let times = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
+    let mut bookings = Vec::new();
+    let mut booked_units = Vec::new();
+    for (hold, take) in holds.iter().zip(&takes) {
+        let (Take::Taken(units), Some(Some(performance))) =
+            (take, performances.get(&hold.performance_id))
+        else {
+            continue;
+        };
+        let total: i64 = units.iter().map(|u| u.price_amount).sum();
+        bookings.push(serde_json::json!([
+            hold.booking_id.simple().to_string(),
+            hold.user_id.simple().to_string(),
+            hold.performance_id.simple().to_string(),
+            times(hold.held_until),
+            total,
+            performance.currency.as_str(),
+            times(hold.now),
+        ]));
+        for unit in units {
+            booked_units.push(serde_json::json!([
+                hold.booking_id.simple().to_string(),
+                unit.id.simple().to_string(),
+                unit.price_amount,
+            ]));
+        }
+    }
+    if !bookings.is_empty() {
+        let bookings = serde_json::Value::from(bookings).to_string();
+        sqlx::query!(
+            "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
+                                   currency, created_at, updated_at)
+             SELECT unhex(j.value ->> 0), unhex(j.value ->> 1), unhex(j.value ->> 2), 'held',
+                    j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 6
+             FROM json_each(?1) AS j",
+            bookings
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let booked_units = serde_json::Value::from(booked_units).to_string();
+        sqlx::query!(
+            "INSERT INTO booking_units (booking_id, unit_id, price_amount)
+             SELECT unhex(j.value ->> 0), unhex(j.value ->> 1), j.value ->> 2 FROM json_each(?1) AS j",
+            booked_units
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(holds
+        .iter()
+        .zip(takes)
+        .map(|(hold, take)| match take {
+            Take::Refused(outcome) => outcome,
+            Take::Taken(units) => match performances.get(&hold.performance_id) {
+                Some(Some(performance)) => {
+                    CommandOutcome::Held(booking_of(hold, performance, units))
+                }
+                // `take` only takes units of a performance it read.
+                _ => CommandOutcome::UnknownUnits {
+                    unit_ids: Vec::new(),
+                },
+            },
+        })
+        .collect())
+}
+
+/// The booking as a read would return it, from what the statements returned.
+fn booking_of(
+    hold: &HoldCommand,
+    performance: &PerformanceFacts,
+    mut units: Vec<TakenUnit>,
+) -> Booking {
+    units.sort_by_key(|u| (u.group_position, u.row_position, u.seat_position));
+    let reserved = performance.kind == SeatingKind::Reserved;
+    let group_name = |id: Uuid| {
+        performance
+            .groups
+            .iter()
+            .find(|(g, _)| *g == id)
+            .map(|(_, name)| name.clone())
+    };
+    let total: i64 = units.iter().map(|u| u.price_amount).sum();
+    Booking {
+        id: hold.booking_id,
+        user_id: hold.user_id,
+        performance_id: hold.performance_id,
+        status: BookingStatus::Held,
+        held_until: hold.held_until,
+        total: Money::new(total, performance.currency),
+        units: units
+            .into_iter()
+            .map(|u| BookedUnit {
+                unit_id: u.id,
+                section: if reserved {
+                    group_name(u.group_id)
+                } else {
+                    None
+                },
+                row: u.row_label,
+                label: u.seat_label,
+                ticket_type_id: (!reserved).then_some(u.group_id),
+                price: Money::new(u.price_amount, performance.currency),
+            })
+            .collect(),
+        paid_by: None,
+        created_at: hold.now,
+        updated_at: hold.now,
+    }
+}
+
+/// One hold's units: chosen (or named), checked, and taken only if all are free.
+async fn take(
     tx: &mut SqliteConnection,
     hold: &HoldCommand,
     cache: &mut PerformanceCache,
-) -> StoreResult<CommandOutcome> {
+) -> StoreResult<Take> {
     let now = hold.now;
     let Some(performance) = performance_facts(tx, cache, hold.performance_id).await? else {
-        return Ok(CommandOutcome::UnknownUnits {
+        return Ok(Take::Refused(CommandOutcome::UnknownUnits {
             unit_ids: Vec::new(),
-        });
+        }));
     };
     if !performance.on_sale(now) {
-        return Ok(CommandOutcome::NotOnSale);
+        return Ok(Take::Refused(CommandOutcome::NotOnSale));
     }
     let wanted: Vec<Uuid> = match &hold.selection {
-        Selection::Units(ids) => ids.clone(),
+        Selection::Units(ids) => {
+            let list = id_list(ids);
+            let found = sqlx::query!(
+                r#"SELECT id AS "id!: Uuid",
+                          (state = 'available' OR (state = 'held' AND held_until <= ?3)) AS "free!: bool"
+                   FROM units
+                   WHERE +performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
+                hold.performance_id,
+                list,
+                now
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let unknown: Vec<Uuid> = ids
+                .iter()
+                .filter(|id| !found.iter().any(|f| f.id == **id))
+                .copied()
+                .collect();
+            if !unknown.is_empty() {
+                return Ok(Take::Refused(CommandOutcome::UnknownUnits {
+                    unit_ids: unknown,
+                }));
+            }
+            let taken: Vec<Uuid> = ids
+                .iter()
+                .filter(|id| found.iter().any(|f| f.id == **id && !f.free))
+                .copied()
+                .collect();
+            if !taken.is_empty() {
+                return Ok(Take::Refused(CommandOutcome::Unavailable {
+                    unit_ids: taken,
+                }));
+            }
+            ids.clone()
+        }
         Selection::General {
             ticket_type_id,
             quantity,
@@ -752,9 +926,9 @@ async fn hold_in(
                     .iter()
                     .any(|(id, _)| id == ticket_type_id);
             if !known {
-                return Ok(CommandOutcome::UnknownUnits {
+                return Ok(Take::Refused(CommandOutcome::UnknownUnits {
                     unit_ids: vec![*ticket_type_id],
-                });
+                }));
             }
             let quantity = i64::from(*quantity);
             // Available units first, then units of holds that have run out: each an
@@ -786,9 +960,9 @@ async fn hold_in(
                 );
             }
             if (free.len() as i64) < quantity {
-                return Ok(CommandOutcome::Unavailable {
+                return Ok(Take::Refused(CommandOutcome::Unavailable {
                     unit_ids: Vec::new(),
-                });
+                }));
             }
             free
         }
@@ -816,15 +990,17 @@ async fn hold_in(
             match best_available::choose(&seats, *quantity as usize) {
                 Some(chosen) => chosen,
                 None => {
-                    return Ok(CommandOutcome::Unavailable {
+                    return Ok(Take::Refused(CommandOutcome::Unavailable {
                         unit_ids: Vec::new(),
-                    });
+                    }));
                 }
             }
         }
     };
+    // The conditional write stays the arbiter: it takes only free units, and it must
+    // take every one it was given.
     let list = id_list(&wanted);
-    let mut taken = sqlx::query!(
+    let taken = sqlx::query!(
         r#"UPDATE units SET state = 'held', booking_id = ?1, held_until = ?2
                WHERE +performance_id = ?3
                  AND id IN (SELECT unhex(value) FROM json_each(?4))
@@ -842,105 +1018,27 @@ async fn hold_in(
     .await
     .map_err(backend)?;
     if taken.len() != wanted.len() {
-        // The caller rolls back the units we did take. Only now is it worth asking
-        // which of the named units do not exist at all.
-        if let Selection::Units(ids) = &hold.selection {
-            let known = sqlx::query_scalar!(
-                r#"SELECT id AS "id!: Uuid" FROM units
-                   WHERE +performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
-                hold.performance_id,
-                list
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-            let unknown: Vec<Uuid> = ids
-                .iter()
-                .filter(|id| !known.contains(id))
-                .copied()
-                .collect();
-            if !unknown.is_empty() {
-                return Ok(CommandOutcome::UnknownUnits { unit_ids: unknown });
-            }
-        }
-        let unavailable = wanted
-            .iter()
-            .filter(|id| !taken.iter().any(|t| t.id == **id))
-            .copied()
-            .collect();
-        return Ok(CommandOutcome::Unavailable {
-            unit_ids: unavailable,
-        });
+        return Err(StoreError::Backend(format!(
+            "took {} of {} units checked free on the only writer",
+            taken.len(),
+            wanted.len()
+        )));
     }
-    let total: i64 = taken.iter().map(|t| t.price_amount).sum();
-    let currency_code = performance.currency.as_str();
-    sqlx::query!(
-        "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
-                                   currency, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'held', ?4, ?5, ?6, ?7, ?7)",
-        hold.booking_id,
-        hold.user_id,
-        hold.performance_id,
-        hold.held_until,
-        total,
-        currency_code,
-        now
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
-    let booked = serde_json::Value::from(
+    Ok(Take::Taken(
         taken
-            .iter()
-            .map(|t| serde_json::json!([t.id.simple().to_string(), t.price_amount]))
-            .collect::<Vec<_>>(),
-    )
-    .to_string();
-    sqlx::query!(
-        "INSERT INTO booking_units (booking_id, unit_id, price_amount)
-             SELECT ?1, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?2) AS j",
-        hold.booking_id,
-        booked
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
-    // The booking as a read would return it, from what the statements returned.
-    taken.sort_by_key(|t| (t.group_position, t.row_position, t.seat_position));
-    let group_name = |id: Uuid| {
-        performance
-            .groups
-            .iter()
-            .find(|(g, _)| *g == id)
-            .map(|(_, name)| name.clone())
-    };
-    let reserved = performance.kind == SeatingKind::Reserved;
-    Ok(CommandOutcome::Held(Booking {
-        id: hold.booking_id,
-        user_id: hold.user_id,
-        performance_id: hold.performance_id,
-        status: BookingStatus::Held,
-        held_until: hold.held_until,
-        total: Money::new(total, performance.currency),
-        units: taken
             .into_iter()
-            .map(|t| BookedUnit {
-                unit_id: t.id,
-                section: if reserved {
-                    group_name(t.group_id)
-                } else {
-                    None
-                },
-                row: t.row_label,
-                label: t.seat_label,
-                ticket_type_id: (!reserved).then_some(t.group_id),
-                price: Money::new(t.price_amount, performance.currency),
+            .map(|t| TakenUnit {
+                id: t.id,
+                price_amount: t.price_amount,
+                group_id: t.group_id,
+                group_position: t.group_position,
+                row_position: t.row_position,
+                seat_position: t.seat_position,
+                row_label: t.row_label,
+                seat_label: t.seat_label,
             })
             .collect(),
-        paid_by: None,
-        created_at: now,
-        updated_at: now,
-    }))
+    ))
 }
 
 /// A cancellation inside the caller's transaction.
