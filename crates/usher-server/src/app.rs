@@ -14,6 +14,7 @@ use axum::response::Response;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -246,6 +247,8 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
                 ApiError::Internal("handler panicked".into()).into_response()
             },
         ))
+        // gzip for clients that ask (seat maps of big houses are large JSON).
+        .layer(CompressionLayer::new())
         .layer(cors)
         .layer(middleware::map_response(security_headers))
         // Any error response that is not yet a problem document becomes one.

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub password_workers: usize,
     /// Password hashes that may wait for a worker; beyond, sign-ins answer 503 busy.
     pub password_queue: usize,
+    /// A seat map is rebuilt at most this often per performance (zero: every request).
+    pub seat_map_max_age: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// A request still running after this answers 503.
@@ -93,6 +95,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             password_workers: default_password_workers(),
             password_queue: 8 * default_password_workers(),
+            // Tests read seat maps right after changing them; a server says otherwise.
+            seat_map_max_age: Duration::ZERO,
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             default_hold_ttl: HoldTtl::default(),

@@ -13,6 +13,7 @@ pub mod performance_cache;
 pub mod problem;
 pub mod routes;
 pub mod sealed;
+pub mod seat_maps;
 pub mod state;
 pub mod sweeper;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use crate::auth::{PasswordPool, TokenKeys};
 use crate::config::ServerConfig;
 use crate::performance_cache::PerformanceCache;
 use crate::sealed::Sealer;
+use crate::seat_maps::SeatMaps;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,6 +32,7 @@ struct Inner {
     sealer: Sealer,
     passwords: PasswordPool,
     performances: PerformanceCache,
+    seat_maps: SeatMaps,
 }
 
 /// Everything the handlers use besides the configuration.
@@ -61,6 +63,7 @@ impl AppState {
                 sealer: services.sealer,
                 passwords,
                 performances: PerformanceCache::default(),
+                seat_maps: SeatMaps::default(),
             }),
         }
     }
@@ -80,6 +83,11 @@ impl AppState {
     /// Performances and events as the hold path reads them, kept for a second.
     pub fn performances(&self) -> &PerformanceCache {
         &self.inner.performances
+    }
+
+    /// Seat maps as served, built at most once per max age.
+    pub fn seat_maps(&self) -> &SeatMaps {
+        &self.inner.seat_maps
     }
 
     /// Where passwords are hashed and checked, a few at a time.

@@ -92,6 +92,10 @@ struct ServeArgs {
     /// sign-ins answer 503 with Retry-After.
     #[arg(long, env = "USHER_PASSWORD_QUEUE")]
     password_queue: Option<usize>,
+    /// A performance's seat map is rebuilt at most this often, in milliseconds (readers in
+    /// between share it; 0 rebuilds for every request).
+    #[arg(long, env = "USHER_SEAT_MAP_MAX_AGE_MS", default_value_t = 1000)]
+    seat_map_max_age_ms: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "USHER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
@@ -274,6 +278,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .password_workers
                 .unwrap_or_else(usher_server::config::default_password_workers)
         }),
+        seat_map_max_age: Duration::from_millis(args.seat_map_max_age_ms),
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         default_hold_ttl,

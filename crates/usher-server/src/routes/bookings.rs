@@ -14,14 +14,13 @@ use uuid::Uuid;
 
 use usher_core::lifecycle::Actor;
 use usher_core::{
-    Booking, BookingStatus, Cursor, Event, EventStatus, PageLimit, Performance, PerformanceStatus,
-    Role, SeatingKind,
+    Booking, BookingStatus, Cursor, EventStatus, PageLimit, PerformanceStatus, Role, SeatingKind,
 };
 use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection};
 
 use crate::extract::{Caller, Fields, Json, path_id, unknown_units};
 use crate::problem::{ApiError, Problem};
-use crate::routes::performances::{MoneyView, visible_performance};
+use crate::routes::performances::{MoneyView, hot_performance};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -140,7 +139,7 @@ async fn create_booking(
     let performance_id = Uuid::try_parse(&body.performance_id)
         .map_err(|_| ApiError::validation("performance_id", "this is not a valid id"))?;
     // A performance the caller may not see is, to them, no performance at all.
-    let (performance, event) = hot_performance(&state, caller, performance_id)
+    let (performance, event) = hot_performance(&state, Some(caller), performance_id)
         .await
         .map_err(|e| match e {
             ApiError::NotFound => {
@@ -298,23 +297,6 @@ async fn create_booking(
             "unexpected hold outcome {other:?}"
         ))),
     }
-}
-
-/// The performance and its event for a hold: from the instance's one-second cache when
-/// there (the hold's transaction checks again that it is on sale), else as any read.
-async fn hot_performance(
-    state: &AppState,
-    caller: Caller,
-    performance_id: Uuid,
-) -> Result<(Performance, Event), ApiError> {
-    if let Some((performance, event)) = state.performances().get(performance_id)
-        && caller.viewer().sees(&event)
-    {
-        return Ok((performance, event));
-    }
-    let (performance, event) = visible_performance(state, Some(caller), performance_id).await?;
-    state.performances().put(performance.clone(), event.clone());
-    Ok((performance, event))
 }
 
 fn not_on_sale(detail: String) -> ApiError {

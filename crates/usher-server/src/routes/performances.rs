@@ -2,9 +2,10 @@
 //! or cancel them, block house seats and read the attendee list and sales; anyone who
 //! may see the event reads counts and the seat map.
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -28,6 +29,7 @@ use crate::extract::{Caller, Fields, Json, path_id, unknown_units};
 use crate::problem::{ApiError, Problem};
 use crate::routes::accounts::BuyerView;
 use crate::routes::bookings::BookingView;
+use crate::seat_maps;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -706,23 +708,60 @@ async fn list_attendees(
 #[utoipa::path(get, path = "/v1/performances/{id}/seats", tag = "performances",
     params(("id" = Uuid, Path, description = "Performance id")),
     responses(
-        (status = 200, description = "The seat map", body = SeatMap),
+        (status = 200, description = "The seat map (with a strong `ETag`; rebuilt at most every `USHER_SEAT_MAP_MAX_AGE_MS`)", body = SeatMap),
+        (status = 304, description = "Not modified since the `ETag` in `If-None-Match`"),
         (status = 404, description = "No such performance, or its event is not visible", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_seats(
     State(state): State<AppState>,
     caller: Option<Caller>,
     Path(id): Path<String>,
-) -> Result<axum::Json<SeatMap>, ApiError> {
-    let (performance, _) = visible_performance(&state, caller, path_id(&id)?).await?;
-    let units = state
-        .store()
-        .units(performance.id, state.clock().now())
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (performance, _) = hot_performance(&state, caller, path_id(&id)?).await?;
+    let built = state
+        .seat_maps()
+        .get_or_build(performance.id, state.config().seat_map_max_age, || async {
+            let units = state
+                .store()
+                .units(performance.id, state.clock().now())
+                .await?;
+            let map = SeatMap {
+                performance_id: performance.id,
+                units: units.into_iter().map(UnitView::from).collect(),
+            };
+            serde_json::to_vec(&map)
+                .map(Bytes::from)
+                .map_err(|e| ApiError::Internal(format!("seat map: {e}")))
+        })
         .await?;
-    Ok(axum::Json(SeatMap {
-        performance_id: performance.id,
-        units: units.into_iter().map(UnitView::from).collect(),
-    }))
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let status = if seat_maps::matches(if_none_match, &built.etag) {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let etag = HeaderValue::from_str(&built.etag)
+        .map_err(|_| ApiError::Internal("seat map etag".into()))?;
+    let mut response = if status == StatusCode::NOT_MODIFIED {
+        status.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            built.body,
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    // Always ask again; the ETag makes asking again cheap.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
 /// Sales figures of every performance of an event (its organizer or an admin).
@@ -776,6 +815,26 @@ pub async fn managed_performance(
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// The performance and its event for the hot paths (holds, seat maps): from the
+/// instance's one-second cache when there, else as any read. A hold's transaction
+/// checks again that the performance is on sale.
+pub async fn hot_performance(
+    state: &AppState,
+    caller: Option<Caller>,
+    performance_id: Uuid,
+) -> Result<(Performance, Event), ApiError> {
+    if let Some((performance, event)) = state.performances().get(performance_id)
+        && caller
+            .map_or(Viewer::Anonymous, Caller::viewer)
+            .sees(&event)
+    {
+        return Ok((performance, event));
+    }
+    let (performance, event) = visible_performance(state, caller, performance_id).await?;
+    state.performances().put(performance.clone(), event.clone());
+    Ok((performance, event))
 }
 
 /// The performance and its event if the caller may see the event; 404 otherwise.

@@ -196,4 +196,50 @@ on_each_engine! {
         assert_problem(app.get(&path, Some(&customer.access)).await, StatusCode::FORBIDDEN).await;
         assert_eq!(app.get(&path, Some(&admin.access)).await.status(), StatusCode::OK);
     }
+
+    async fn seat_maps_carry_an_etag_answer_304_and_are_built_once_per_max_age(engine) {
+        let app = crate::helpers::spawn_app_with(engine, |c| {
+            c.seat_map_max_age = std::time::Duration::from_secs(60);
+        })
+        .await;
+        let (_, organizer, customer) = app.cast().await;
+        let performance = crate::helpers::on_sale(&app, &organizer, crate::helpers::rows(&[30]), 4).await;
+        let path = format!("/v1/performances/{}/seats", performance["id"].as_str().unwrap());
+        let first = app.get(&path, None).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.headers()["cache-control"], "no-cache");
+        let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
+        let map: Value = first.json().await.unwrap();
+        let seat = map["units"][0]["id"].clone();
+        // A client that has this version is told so, without a body.
+        let again = app.client.get(app.url(&path)).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()["etag"], etag.as_str());
+        assert!(again.bytes().await.unwrap().is_empty());
+        // Within the max age the map is not rebuilt, however it changes underneath …
+        let held = app.post("/v1/bookings", Some(&customer.access), json!({"performance_id": performance["id"], "unit_ids": [seat]})).await;
+        assert_eq!(held.status(), StatusCode::CREATED);
+        let cached = app.get(&path, None).await;
+        assert_eq!(cached.headers()["etag"], etag.as_str());
+        // … and big maps go out compressed to clients that ask.
+        let zipped = app.client.get(app.url(&path)).header("accept-encoding", "gzip").send().await.unwrap();
+        assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    }
+
+    async fn without_a_max_age_every_read_sees_the_change(engine) {
+        // The default of these tests (and USHER_SEAT_MAP_MAX_AGE_MS=0): a new ETag as soon
+        // as the map changes.
+        let app = spawn_app(engine).await;
+        let (_, organizer, customer) = app.cast().await;
+        let performance = crate::helpers::on_sale(&app, &organizer, crate::helpers::rows(&[3]), 4).await;
+        let path = format!("/v1/performances/{}/seats", performance["id"].as_str().unwrap());
+        let before = app.get(&path, None).await;
+        let etag = before.headers()["etag"].to_str().unwrap().to_owned();
+        let map: Value = before.json().await.unwrap();
+        app.post("/v1/bookings", Some(&customer.access), json!({"performance_id": performance["id"], "unit_ids": [map["units"][0]["id"]]})).await;
+        let after = app.client.get(app.url(&path)).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(after.status(), StatusCode::OK);
+        assert_ne!(after.headers()["etag"], etag.as_str());
+    }
 }
