@@ -688,36 +688,23 @@ pub(crate) struct PgHolds {
 
 #[async_trait]
 impl HoldWriter for PgHolds {
-    /// One transaction and one commit for the batch; each hold in a savepoint of its own,
-    /// so one that finds its units taken leaves no trace and the others stand. A hold the
-    /// batch cannot settle without waiting (general admission short of units others are
-    /// locking, best-available seats taken since they were chosen, a deadlock) is rolled
-    /// back to its savepoint and run alone after the commit, where it may wait and retry.
+    /// One transaction, one commit and a handful of set-based statements for the whole
+    /// batch ([`crate::batch`]). If the batch fails, nothing of it stands and each hold
+    /// runs alone.
     async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>> {
         let mut tx = self.store.pool.begin().await.map_err(backend)?;
-        let mut outcomes = Vec::with_capacity(holds.len());
-        for hold in holds {
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await.map_err(backend)?;
-            match hold_in(&mut savepoint, hold, false).await {
-                Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
-                    savepoint.commit().await.map_err(backend)?;
-                    outcomes.push(Some(CommandOutcome::Held(booking)));
-                }
-                Ok(Attempt::Done(other)) => {
-                    savepoint.rollback().await.map_err(backend)?;
-                    outcomes.push(Some(other));
-                }
-                Ok(Attempt::LostRace | Attempt::Short { .. }) | Err(_) => {
-                    savepoint.rollback().await.map_err(backend)?;
-                    outcomes.push(None);
-                }
+        match crate::batch::hold_batch(&mut tx, holds).await {
+            Ok(outcomes) => match tx.commit().await {
+                Ok(()) => Ok(outcomes),
+                // Not committed: every hold runs alone.
+                Err(error) if is_retryable(&error) => Ok(vec![None; holds.len()]),
+                Err(error) => Err(backend(error)),
+            },
+            Err(error) => {
+                tracing::warn!(%error, holds = holds.len(), "a hold batch failed; its holds run alone");
+                let _ = tx.rollback().await;
+                Ok(vec![None; holds.len()])
             }
-        }
-        match tx.commit().await {
-            Ok(()) => Ok(outcomes),
-            // Nothing was committed: every hold runs alone.
-            Err(error) if is_retryable(&error) => Ok(vec![None; holds.len()]),
-            Err(error) => Err(backend(error)),
         }
     }
 

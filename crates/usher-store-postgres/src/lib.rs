@@ -2,6 +2,7 @@
 //! instances share one database, so every read-modify-write here locks what it reads
 //! (`FOR UPDATE`) or is a single conditional statement.
 
+mod batch;
 mod inventory;
 mod payments;
 

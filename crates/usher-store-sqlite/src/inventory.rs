@@ -15,17 +15,17 @@ use std::collections::hash_map::Entry;
 use usher_core::best_available::{self, Seat};
 
 use usher_core::{
-    BookedUnit, Booking, BookingStatus, Currency, Cursor, Money, PageLimit, Performance,
-    PerformanceStatus, SeatingKind, Unit, User,
+    Booking, BookingStatus, Currency, Cursor, PageLimit, Performance, PerformanceStatus,
+    SeatingKind, Unit, User,
 };
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
-    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HoldCommand,
-    HoldWriter, InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch,
-    PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
-    Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
-    push_group,
+    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HeldUnit,
+    HoldCommand, HoldWriter, InventoryCommand, NewPerformance, Page, PerformanceInventory,
+    PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow,
+    SaleScope, SalesRow, Selection, StoreError, StoreResult, UnitRow, UserRow,
+    assemble_performances, held_booking, paginate, push_group,
 };
 
 use crate::payments::enqueue;
@@ -721,21 +721,9 @@ async fn performance_facts<'c>(
     Ok(cache.get(&performance_id).and_then(Option::as_ref))
 }
 
-/// A unit a hold took, as the update returned it.
-struct TakenUnit {
-    id: Uuid,
-    price_amount: i64,
-    group_id: Uuid,
-    group_position: i64,
-    row_position: i64,
-    seat_position: i64,
-    row_label: Option<String>,
-    seat_label: Option<String>,
-}
-
 /// What one hold of a batch came to before its booking is written.
 enum Take {
-    Taken(Vec<TakenUnit>),
+    Taken(Vec<HeldUnit>),
     Refused(CommandOutcome),
 }
 
@@ -808,9 +796,13 @@ async fn hold_all(
         .map(|(hold, take)| match take {
             Take::Refused(outcome) => outcome,
             Take::Taken(units) => match performances.get(&hold.performance_id) {
-                Some(Some(performance)) => {
-                    CommandOutcome::Held(booking_of(hold, performance, units))
-                }
+                Some(Some(performance)) => CommandOutcome::Held(held_booking(
+                    hold,
+                    performance.currency,
+                    performance.kind,
+                    &performance.groups,
+                    units,
+                )),
                 // `take` only takes units of a performance it read.
                 _ => CommandOutcome::UnknownUnits {
                     unit_ids: Vec::new(),
@@ -818,50 +810,6 @@ async fn hold_all(
             },
         })
         .collect())
-}
-
-/// The booking as a read would return it, from what the statements returned.
-fn booking_of(
-    hold: &HoldCommand,
-    performance: &PerformanceFacts,
-    mut units: Vec<TakenUnit>,
-) -> Booking {
-    units.sort_by_key(|u| (u.group_position, u.row_position, u.seat_position));
-    let reserved = performance.kind == SeatingKind::Reserved;
-    let group_name = |id: Uuid| {
-        performance
-            .groups
-            .iter()
-            .find(|(g, _)| *g == id)
-            .map(|(_, name)| name.clone())
-    };
-    let total: i64 = units.iter().map(|u| u.price_amount).sum();
-    Booking {
-        id: hold.booking_id,
-        user_id: hold.user_id,
-        performance_id: hold.performance_id,
-        status: BookingStatus::Held,
-        held_until: hold.held_until,
-        total: Money::new(total, performance.currency),
-        units: units
-            .into_iter()
-            .map(|u| BookedUnit {
-                unit_id: u.id,
-                section: if reserved {
-                    group_name(u.group_id)
-                } else {
-                    None
-                },
-                row: u.row_label,
-                label: u.seat_label,
-                ticket_type_id: (!reserved).then_some(u.group_id),
-                price: Money::new(u.price_amount, performance.currency),
-            })
-            .collect(),
-        paid_by: None,
-        created_at: hold.now,
-        updated_at: hold.now,
-    }
 }
 
 /// One hold's units: chosen (or named), checked, and taken only if all are free.
@@ -1027,7 +975,7 @@ async fn take(
     Ok(Take::Taken(
         taken
             .into_iter()
-            .map(|t| TakenUnit {
+            .map(|t| HeldUnit {
                 id: t.id,
                 price_amount: t.price_amount,
                 group_id: t.group_id,

@@ -443,6 +443,62 @@ impl BookingCountRow {
     }
 }
 
+/// A unit a hold took, as the engine's update returned it.
+#[derive(Debug, Clone)]
+pub struct HeldUnit {
+    pub id: Uuid,
+    pub price_amount: i64,
+    pub group_id: Uuid,
+    pub group_position: i64,
+    pub row_position: i64,
+    pub seat_position: i64,
+    pub row_label: Option<String>,
+    pub seat_label: Option<String>,
+}
+
+/// The booking a hold created, as a read would return it, assembled from what the
+/// engine's statements returned (so that a batch need not read its bookings back).
+/// `groups` names the performance's sections or ticket types.
+pub fn held_booking(
+    hold: &HoldCommand,
+    currency: Currency,
+    kind: SeatingKind,
+    groups: &[(Uuid, String)],
+    mut units: Vec<HeldUnit>,
+) -> Booking {
+    units.sort_by_key(|u| (u.group_position, u.row_position, u.seat_position));
+    let reserved = kind == SeatingKind::Reserved;
+    let section = |id: Uuid| {
+        groups
+            .iter()
+            .find(|(g, _)| *g == id)
+            .map(|(_, name)| name.clone())
+    };
+    let total: i64 = units.iter().map(|u| u.price_amount).sum();
+    Booking {
+        id: hold.booking_id,
+        user_id: hold.user_id,
+        performance_id: hold.performance_id,
+        status: BookingStatus::Held,
+        held_until: hold.held_until,
+        total: Money::new(total, currency),
+        units: units
+            .into_iter()
+            .map(|u| BookedUnit {
+                unit_id: u.id,
+                section: if reserved { section(u.group_id) } else { None },
+                row: u.row_label,
+                label: u.seat_label,
+                ticket_type_id: (!reserved).then_some(u.group_id),
+                price: Money::new(u.price_amount, currency),
+            })
+            .collect(),
+        paid_by: None,
+        created_at: hold.now,
+        updated_at: hold.now,
+    }
+}
+
 /// Whether a paid booking may have this unit: it still holds it, or the unit is free
 /// (available, or held by a hold that has expired).
 pub fn unit_takeable(

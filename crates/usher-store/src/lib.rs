@@ -20,9 +20,10 @@ pub mod payments;
 pub mod pipeline;
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
-    HoldCommand, InventoryCommand, NewPerformance, PerformanceInventory, PerformancePatch,
-    PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
-    Selection, UnitRow, assemble_performances, attendees, push_group, unit_takeable,
+    HeldUnit, HoldCommand, InventoryCommand, NewPerformance, PerformanceInventory,
+    PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow,
+    SaleScope, SalesRow, Selection, UnitRow, assemble_performances, attendees, held_booking,
+    push_group, unit_takeable,
 };
 pub use lifecycle::{BookingRef, LifecycleTx, TransitionRequest, Transitioned, run_transition};
 pub use payments::{

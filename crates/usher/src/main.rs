@@ -66,9 +66,8 @@ struct ServeArgs {
     #[arg(long, env = "USHER_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// `on`: holds are batched into group commits; `off`: one transaction per hold (to
-    /// measure the difference); `auto`: on for SQLite, off for PostgreSQL, where the
-    /// batches do not yet pay (see BENCHMARKS.md).
-    #[arg(long, env = "USHER_GROUP_COMMIT", default_value = "auto")]
+    /// measure the difference).
+    #[arg(long, env = "USHER_GROUP_COMMIT", default_value = "on")]
     group_commit: Switch,
     /// Seals the keys Usher keeps in its database: 64 hex characters (32 random bytes),
     /// the same for every instance. Unset: a key file (see `--master-key-file`).
@@ -149,7 +148,6 @@ struct ServeArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Switch {
-    Auto,
     On,
     Off,
 }
@@ -226,13 +224,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.sweep_interval_seconds == 0 {
         bail!("USHER_SWEEP_INTERVAL_SECONDS must be at least 1");
     }
-    let embedded = args.database.database_url.starts_with("sqlite:");
     let options = StoreOptions {
-        group_commit: match args.group_commit {
-            Switch::On => true,
-            Switch::Off => false,
-            Switch::Auto => embedded,
-        },
+        group_commit: matches!(args.group_commit, Switch::On),
     };
     let store = open_store(&args.database.database_url, options).await?;
     store.migrate().await.context("applying migrations")?;
