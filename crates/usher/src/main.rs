@@ -173,7 +173,6 @@ enum LogFormat {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    keep_large_allocations_returnable();
     let cli = Cli::parse();
     init_logging(cli.log.log_format);
     match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
@@ -196,19 +195,6 @@ async fn main() -> anyhow::Result<()> {
             store.migrate().await.context("applying migrations")?;
             seed::run(store.as_ref()).await
         }
-    }
-}
-
-/// Password hashing allocates 19 MiB per hash. glibc serves an allocation that large with
-/// its own mapping, but after the first is freed it raises that threshold and serves the
-/// next ones from per-thread heaps that it seldom gives back: a few dozen logins left a
-/// server at 600 MiB. A fixed threshold keeps every large block a mapping of its own,
-/// returned to the system when freed.
-fn keep_large_allocations_returnable() {
-    // M_MMAP_THRESHOLD; setting it also turns off glibc's dynamic adjustment.
-    const M_MMAP_THRESHOLD: libc::c_int = -3;
-    unsafe {
-        libc::mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     }
 }
 

@@ -91,7 +91,7 @@ async fn ensure_user(
     let user = match store.credentials_by_email(&email).await? {
         Some(existing) => existing.user,
         None => {
-            let password_hash = usher_server::auth::PasswordPool::new(1, 0)
+            let password_hash = usher_server::auth::PasswordPool::new(1, 1)
                 .hash(Password::parse(password)?)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
