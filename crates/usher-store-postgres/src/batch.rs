@@ -23,30 +23,14 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use usher_core::{Currency, SeatingKind};
+use usher_core::SeatingKind;
 use usher_store::inventory::stored_currency;
 use usher_store::{
-    CommandOutcome, HeldUnit, HoldCommand, Selection, StoreError, StoreResult, held_booking,
+    CommandOutcome, HeldUnit, HoldCommand, HoldFacts, Selection, StoreError, StoreResult,
+    held_booking,
 };
 
 use crate::backend;
-
-/// What a hold needs to know of its performance.
-struct Facts {
-    currency: Currency,
-    kind: SeatingKind,
-    /// Scheduled, and its event published.
-    open: bool,
-    starts_at: DateTime<Utc>,
-    on_sale_at: Option<DateTime<Utc>>,
-    groups: Vec<(Uuid, String)>,
-}
-
-impl Facts {
-    fn on_sale(&self, now: DateTime<Utc>) -> bool {
-        self.open && self.starts_at > now && self.on_sale_at.is_none_or(|t| t <= now)
-    }
-}
 
 /// What the batch decided for one hold.
 enum Plan {
@@ -350,7 +334,7 @@ pub(crate) async fn hold_batch(
 async fn performances(
     tx: &mut PgConnection,
     holds: &[HoldCommand],
-) -> StoreResult<HashMap<Uuid, Facts>> {
+) -> StoreResult<HashMap<Uuid, HoldFacts>> {
     let ids: Vec<Uuid> = holds
         .iter()
         .map(|h| h.performance_id)
@@ -378,7 +362,7 @@ async fn performances(
         .map(|r| {
             Ok((
                 r.id,
-                Facts {
+                HoldFacts {
                     currency: stored_currency(&r.currency)?,
                     kind: SeatingKind::parse(&r.kind).map_err(backend)?,
                     open: r.open,

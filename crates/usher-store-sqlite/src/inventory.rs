@@ -15,16 +15,16 @@ use std::collections::hash_map::Entry;
 use usher_core::best_available::{self, Seat};
 
 use usher_core::{
-    Booking, BookingStatus, Currency, Cursor, PageLimit, Performance, PerformanceStatus,
-    SeatingKind, Unit, User,
+    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, SeatingKind, Unit,
+    User,
 };
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
     Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HeldUnit,
-    HoldCommand, HoldWriter, InventoryCommand, NewPerformance, Page, PerformanceInventory,
-    PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow,
-    SaleScope, SalesRow, Selection, StoreError, StoreResult, UnitRow, UserRow,
+    HoldCommand, HoldFacts, HoldWriter, InventoryCommand, NewPerformance, Page,
+    PerformanceInventory, PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate,
+    PriceGroupRow, SaleScope, SalesRow, Selection, StoreError, StoreResult, UnitRow, UserRow,
     assemble_performances, held_booking, paginate, push_group,
 };
 
@@ -656,32 +656,14 @@ async fn set_blocked_in(
     Ok(CommandOutcome::BlockingChanged { changed })
 }
 
-/// What a hold needs to know of its performance, read once per batch.
-struct PerformanceFacts {
-    currency: Currency,
-    kind: SeatingKind,
-    /// Scheduled, and its event published.
-    open: bool,
-    starts_at: DateTime<Utc>,
-    on_sale_at: Option<DateTime<Utc>>,
-    /// Sections or ticket types: (id, name).
-    groups: Vec<(Uuid, String)>,
-}
-
-impl PerformanceFacts {
-    fn on_sale(&self, now: DateTime<Utc>) -> bool {
-        self.open && self.starts_at > now && self.on_sale_at.is_none_or(|t| t <= now)
-    }
-}
-
 /// Performances already read in this transaction (holds of one batch share them).
-type PerformanceCache = HashMap<Uuid, Option<PerformanceFacts>>;
+type PerformanceCache = HashMap<Uuid, Option<HoldFacts>>;
 
 async fn performance_facts<'c>(
     tx: &mut SqliteConnection,
     cache: &'c mut PerformanceCache,
     performance_id: Uuid,
-) -> StoreResult<Option<&'c PerformanceFacts>> {
+) -> StoreResult<Option<&'c HoldFacts>> {
     if let Entry::Vacant(slot) = cache.entry(performance_id) {
         let row = sqlx::query!(
             r#"SELECT p.currency, p.kind, p.starts_at AS "starts_at!: DateTime<Utc>",
@@ -706,7 +688,7 @@ async fn performance_facts<'c>(
                 .into_iter()
                 .map(|g| (g.id, g.name))
                 .collect();
-                Some(PerformanceFacts {
+                Some(HoldFacts {
                     currency: stored_currency(&row.currency)?,
                     kind: SeatingKind::parse(&row.kind).map_err(backend)?,
                     open: row.open,

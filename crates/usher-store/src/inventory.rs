@@ -443,6 +443,26 @@ impl BookingCountRow {
     }
 }
 
+/// What a hold needs to know of its performance; engines read it once per batch.
+#[derive(Debug, Clone)]
+pub struct HoldFacts {
+    pub currency: Currency,
+    pub kind: SeatingKind,
+    /// Scheduled, and its event published.
+    pub open: bool,
+    pub starts_at: DateTime<Utc>,
+    pub on_sale_at: Option<DateTime<Utc>>,
+    /// Sections or ticket types: (id, name).
+    pub groups: Vec<(Uuid, String)>,
+}
+
+impl HoldFacts {
+    /// Whether holds are taken at `now`: open, not started, past its on-sale time.
+    pub fn on_sale(&self, now: DateTime<Utc>) -> bool {
+        self.open && self.starts_at > now && self.on_sale_at.is_none_or(|t| t <= now)
+    }
+}
+
 /// A unit a hold took, as the engine's update returned it.
 #[derive(Debug, Clone)]
 pub struct HeldUnit {

@@ -20,7 +20,7 @@ pub mod payments;
 pub mod pipeline;
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
-    HeldUnit, HoldCommand, InventoryCommand, NewPerformance, PerformanceInventory,
+    HeldUnit, HoldCommand, HoldFacts, InventoryCommand, NewPerformance, PerformanceInventory,
     PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow,
     SaleScope, SalesRow, Selection, UnitRow, assemble_performances, attendees, held_booking,
     push_group, unit_takeable,
