@@ -718,9 +718,10 @@ async fn hold_all(
     holds: &[HoldCommand],
 ) -> StoreResult<Vec<CommandOutcome>> {
     let mut performances = PerformanceCache::new();
+    let mut seat_maps = SeatMemo::new();
     let mut takes = Vec::with_capacity(holds.len());
     for hold in holds {
-        takes.push(take(tx, hold, &mut performances).await?);
+        takes.push(take(tx, hold, &mut performances, &mut seat_maps).await?);
     }
     let times = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
     let mut bookings = Vec::new();
@@ -794,11 +795,18 @@ async fn hold_all(
         .collect())
 }
 
+/// Seat maps read by best-available holds of this batch, kept up to date as the batch
+/// takes units, so a batch of best-available holds reads each seat map once. A seat
+/// read as free stays free as time passes unless the batch takes it (the only writer
+/// is this batch), so the memo never offers a taken seat.
+type SeatMemo = HashMap<Uuid, Vec<Seat>>;
+
 /// One hold's units: chosen (or named), checked, and taken only if all are free.
 async fn take(
     tx: &mut SqliteConnection,
     hold: &HoldCommand,
     cache: &mut PerformanceCache,
+    seat_maps: &mut SeatMemo,
 ) -> StoreResult<Take> {
     let now = hold.now;
     let Some(performance) = performance_facts(tx, cache, hold.performance_id).await? else {
@@ -897,7 +905,8 @@ async fn take(
             free
         }
         Selection::BestAvailable { quantity } => {
-            let seats = sqlx::query!(
+            if let Entry::Vacant(slot) = seat_maps.entry(hold.performance_id) {
+                let seats = sqlx::query!(
                     r#"SELECT id AS "id!: Uuid", group_position, row_position, seat_position,
                               (state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "free!: bool"
                        FROM units WHERE performance_id = ?1"#,
@@ -907,17 +916,23 @@ async fn take(
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(backend)?;
-            let seats: Vec<Seat> = seats
-                .into_iter()
-                .map(|s| Seat {
-                    unit_id: s.id,
-                    section: s.group_position as u32,
-                    row: s.row_position as u32,
-                    seat: s.seat_position as u32,
-                    free: s.free,
-                })
-                .collect();
-            match best_available::choose(&seats, *quantity as usize) {
+                slot.insert(
+                    seats
+                        .into_iter()
+                        .map(|s| Seat {
+                            unit_id: s.id,
+                            section: s.group_position as u32,
+                            row: s.row_position as u32,
+                            seat: s.seat_position as u32,
+                            free: s.free,
+                        })
+                        .collect(),
+                );
+            }
+            let seats = seat_maps
+                .get(&hold.performance_id)
+                .map_or(&[][..], Vec::as_slice);
+            match best_available::choose(seats, *quantity as usize) {
                 Some(chosen) => chosen,
                 None => {
                     return Ok(Take::Refused(CommandOutcome::Unavailable {
@@ -953,6 +968,12 @@ async fn take(
             taken.len(),
             wanted.len()
         )));
+    }
+    if let Some(seats) = seat_maps.get_mut(&hold.performance_id) {
+        let wanted: std::collections::HashSet<&Uuid> = wanted.iter().collect();
+        for seat in seats.iter_mut().filter(|s| wanted.contains(&s.unit_id)) {
+            seat.free = false;
+        }
     }
     Ok(Take::Taken(
         taken

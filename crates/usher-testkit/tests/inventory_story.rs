@@ -580,3 +580,46 @@ mod answers {
         }
     }
 }
+
+mod best_available_race {
+    use super::*;
+
+    on_each_engine! {
+        async fn race_300_best_available_holds_for_100_seats(engine) {
+            // 300 tasks ask for the best 1–3 seats at once; many land in one batch and
+            // choose from one seat map: nobody may be offered a seat another took.
+            let store = engine.fresh_store().await;
+            let now = SystemClock.now();
+            let perf = performance(&store, now, reserved(&[("Stalls", &[10; 10])]), 10).await;
+            let buyer = user(&store, "buyer@example.com").await;
+            let tasks: Vec<_> = (0..300u32)
+                .map(|i| {
+                    let store = store.clone();
+                    let perf_id = perf.id;
+                    tokio::spawn(async move {
+                        let command = hold(buyer, perf_id, Selection::BestAvailable { quantity: 1 + i % 3 }, now);
+                        let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else { unreachable!() };
+                        let booking_id = *booking_id;
+                        (booking_id, 1 + i % 3, store.execute(command).await.unwrap())
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            let mut held = 0;
+            for task in tasks {
+                let (booking_id, quantity, outcome) = task.await.unwrap();
+                all.push(booking_id);
+                match outcome {
+                    CommandOutcome::Held(booking) => {
+                        assert_eq!(booking.units.len() as u32, quantity);
+                        held += quantity;
+                    }
+                    CommandOutcome::Unavailable { .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert!((90..=100).contains(&held), "the house nearly sells out: {held}");
+            check_performance(store.as_ref(), perf.id, &all, now).await.unwrap();
+        }
+    }
+}
