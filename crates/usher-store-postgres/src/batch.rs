@@ -13,10 +13,13 @@
 //!    arbiter, so several instances remain correct.
 //! 5. The bookings and their units written in two statements.
 //!
-//! A hold the batch cannot settle without waiting — best available (it reads the seat
-//! map), general admission short of free units others are locking — runs alone after
-//! the commit, where it may wait for locks and retry.
+//! Best-available holds choose from each performance's seat map, read once per batch
+//! and marked as the batch chooses; their choices are locked and checked with the named
+//! seats. A hold the batch cannot settle without waiting — a best-available choice taken
+//! since the read, general admission short of free units others are locking — runs
+//! alone after the commit, where it may wait for locks and retry.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -24,6 +27,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use usher_core::SeatingKind;
+use usher_core::best_available::{self, Seat};
 use usher_store::inventory::stored_currency;
 use usher_store::{
     CommandOutcome, HeldUnit, HoldCommand, HoldFacts, Selection, StoreError, StoreResult,
@@ -54,7 +58,7 @@ pub(crate) async fn hold_batch(
             }),
             Some(f) if !f.on_sale(hold.now) => Plan::Decided(CommandOutcome::NotOnSale),
             Some(_) => match &hold.selection {
-                Selection::BestAvailable { .. } => Plan::Alone,
+                Selection::BestAvailable { .. } => Plan::Take(Vec::new()),
                 Selection::Units(ids) => Plan::Take(ids.clone()),
                 Selection::General { ticket_type_id, .. } => {
                     let known = facts.get(&hold.performance_id).is_some_and(|f| {
@@ -73,13 +77,65 @@ pub(crate) async fn hold_batch(
         })
         .collect();
 
-    // Named seats: lock them all, then decide in arrival order.
+    // Best available: each performance's seat map read once (unlocked) for the batch,
+    // seats chosen in arrival order and marked as the batch goes; the choices are then
+    // locked and checked with the named seats below. A choice someone else took since
+    // the read sends its hold to run alone.
+    let mut seat_maps: HashMap<Uuid, Vec<Seat>> = HashMap::new();
+    for (hold, plan) in holds.iter().zip(plans.iter_mut()) {
+        let (Plan::Take(_), Selection::BestAvailable { quantity }) = (&*plan, &hold.selection)
+        else {
+            continue;
+        };
+        if let Entry::Vacant(slot) = seat_maps.entry(hold.performance_id) {
+            let seats = sqlx::query!(
+                r#"SELECT id, group_position, row_position, seat_position,
+                          (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
+                   FROM units WHERE performance_id = $1"#,
+                hold.performance_id,
+                hold.now
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(|s| Seat {
+                unit_id: s.id,
+                section: s.group_position as u32,
+                row: s.row_position as u32,
+                seat: s.seat_position as u32,
+                free: s.free,
+            })
+            .collect();
+            slot.insert(seats);
+        }
+        let Some(seats) = seat_maps.get_mut(&hold.performance_id) else {
+            continue;
+        };
+        match best_available::choose(seats, *quantity as usize) {
+            None => {
+                *plan = Plan::Decided(CommandOutcome::Unavailable {
+                    unit_ids: Vec::new(),
+                })
+            }
+            Some(chosen) => {
+                let picked: HashSet<&Uuid> = chosen.iter().collect();
+                for seat in seats.iter_mut().filter(|s| picked.contains(&s.unit_id)) {
+                    seat.free = false;
+                }
+                *plan = Plan::Take(chosen);
+            }
+        }
+    }
+
+    // Named and chosen seats: lock them all in id order, then decide in arrival order.
     let named: Vec<Uuid> = holds
         .iter()
         .zip(&plans)
-        .filter(|(h, p)| matches!(p, Plan::Take(_)) && matches!(h.selection, Selection::Units(_)))
-        .flat_map(|(h, _)| match &h.selection {
-            Selection::Units(ids) => ids.clone(),
+        .filter(|(h, _)| !matches!(h.selection, Selection::General { .. }))
+        .flat_map(|(h, p)| match (&h.selection, p) {
+            (Selection::Units(ids), Plan::Take(_)) => ids.clone(),
+            (Selection::BestAvailable { .. }, Plan::Take(chosen)) => chosen.clone(),
             _ => Vec::new(),
         })
         .collect::<HashSet<_>>()
@@ -102,8 +158,11 @@ pub(crate) async fn hold_batch(
     };
     let mut claimed: HashSet<Uuid> = HashSet::new();
     for (hold, plan) in holds.iter().zip(plans.iter_mut()) {
-        let (Plan::Take(_), Selection::Units(ids)) = (&*plan, &hold.selection) else {
-            continue;
+        let best = matches!(hold.selection, Selection::BestAvailable { .. });
+        let ids = match (&*plan, &hold.selection) {
+            (Plan::Take(_), Selection::Units(ids)) => ids.clone(),
+            (Plan::Take(chosen), Selection::BestAvailable { .. }) => chosen.clone(),
+            _ => continue,
         };
         let unknown: Vec<Uuid> = ids
             .iter()
@@ -129,11 +188,16 @@ pub(crate) async fn hold_batch(
             .copied()
             .collect();
         if !taken.is_empty() {
-            *plan = Plan::Decided(CommandOutcome::Unavailable { unit_ids: taken });
+            *plan = if best {
+                // Taken since the seat map was read: choose again, alone.
+                Plan::Alone
+            } else {
+                Plan::Decided(CommandOutcome::Unavailable { unit_ids: taken })
+            };
             continue;
         }
         claimed.extend(ids.iter().copied());
-        *plan = Plan::Take(ids.clone());
+        *plan = Plan::Take(ids);
     }
 
     // General admission: per ticket type, as many free units as the batch asks for.
