@@ -678,6 +678,25 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_hold_is_released_once_and_nothing_else_expires() {
+        let expired = decide(&held(), &Trigger::Expire, at(10));
+        assert_eq!(expired.outcome, Outcome::Released);
+        assert_eq!(expired.status, Some(BookingStatus::Expired));
+        assert_eq!(expired.units, UnitChange::Release);
+        assert_eq!(
+            decide(&held(), &Trigger::Expire, at(9)).outcome,
+            Outcome::Unchanged,
+            "still inside its hold"
+        );
+        let mut confirmed = held();
+        confirmed.status = BookingStatus::Confirmed;
+        assert_eq!(
+            decide(&confirmed, &Trigger::Expire, at(60)).outcome,
+            Outcome::Unchanged
+        );
+    }
+
+    #[test]
     fn cancelling_the_sale_releases_holds_and_refunds_confirmed_bookings_with_an_email() {
         let facts = held();
         let released = decide(&facts, &Trigger::SaleCancelled, at(0));

@@ -72,6 +72,19 @@ on_each_engine! {
         assert_problem(missing, StatusCode::NOT_FOUND).await;
     }
 
+    async fn a_performance_edit_reaches_the_next_hold_at_once(engine) {
+        // The hold path keeps performances for a second; an edit made here forgets them.
+        let app = spawn_app(engine).await;
+        let (_, organizer, customer) = app.cast().await;
+        let performance = on_sale(&app, &organizer, rows(&[6]), 4).await;
+        let hold = |quantity: u32| app.post("/v1/bookings", Some(&customer.access), json!({"performance_id": performance["id"], "quantity": quantity, "best_available": true}));
+        assert_eq!(hold(2).await.status(), StatusCode::CREATED, "this hold caches the performance");
+        let path = format!("/v1/performances/{}", performance["id"].as_str().unwrap());
+        let edited = app.patch(&path, Some(&organizer.access), json!({"max_per_booking": 1})).await;
+        assert_eq!(edited.status(), StatusCode::OK);
+        assert_eq!(invalid_fields(hold(2).await).await, ["quantity"]);
+    }
+
     async fn house_seats_are_blocked_and_unblocked_all_or_nothing(engine) {
         let app = spawn_app(engine).await;
         let (organizer, customer, performance, ids, _booking) = held_pair(&app).await;
