@@ -33,6 +33,7 @@ use crate::config::{PaymentsConfig, ServerConfig};
 use crate::master_key::Keyring;
 use crate::openapi::ApiDoc;
 use crate::problem::{ApiError, InternalError, problemize};
+use crate::redis::Redis;
 use crate::routes;
 use crate::sealed::Sealer;
 use crate::state::{AppState, Services};
@@ -122,6 +123,12 @@ impl Application {
             .await
             .map_err(BuildError::Setup)?;
         let sealer = Sealer::new(sha2::Sha256::digest(sealing_secret.as_bytes()).into());
+        let redis = config
+            .redis_url
+            .as_deref()
+            .map(Redis::open)
+            .transpose()
+            .map_err(BuildError::Setup)?;
         tracing::info!(payments = payments.name(), mail = %mailer.describe(), "providers ready");
         let state = AppState::new(
             Services {
@@ -133,6 +140,7 @@ impl Application {
                 public_url,
                 ticket_secret,
                 sealer,
+                redis,
             },
             config,
         );
@@ -179,6 +187,15 @@ impl Application {
                 stopped.clone(),
             ))
         });
+        let live = tokio::spawn(crate::live::run(
+            self.state.live().clone(),
+            self.state.redis().cloned(),
+            stopped.clone(),
+        ));
+        let tidy = tokio::spawn(crate::rate_limit::tidy_every_minute(
+            self.state.rate_limits_arc(),
+            stopped.clone(),
+        ));
         let mut serving = stopped.clone();
         let served = axum::serve(
             self.listener,
@@ -199,6 +216,8 @@ impl Application {
         if let Some(workers) = workers {
             let _ = workers.await;
         }
+        let _ = live.await;
+        let _ = tidy.await;
         served
     }
 }
@@ -209,6 +228,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::accounts::router())
         .merge(routes::events::router())
         .merge(routes::performances::router())
+        .merge(routes::live::router())
         .merge(routes::bookings::router())
         .merge(routes::payments::router())
         .merge(routes::admin::router())
@@ -224,8 +244,13 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .with_state(state.clone())
         // Inside the trace span and request id, outside the handlers.
         .layer(middleware::from_fn_with_state(
-            state,
+            state.clone(),
             crate::idempotency::layer,
+        ))
+        // Before idempotency: a refused request is not a use of its key.
+        .layer(middleware::from_fn_with_state(
+            state,
+            crate::rate_limit::layer,
         ))
         .route("/metrics", axum::routing::get(crate::telemetry::render))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))

@@ -50,6 +50,12 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     pub payments: PaymentsConfig,
     pub mail: MailConfig,
+    /// `redis://…`: rate limits and the live feed's fan-out shared through Redis.
+    pub redis_url: Option<String>,
+    /// Rate limits on (`USHER_RATE_LIMITS`); off for benchmarks.
+    pub rate_limits: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (`USHER_TRUSTED_PROXIES`).
+    pub trusted_proxies: crate::rate_limit::TrustedProxies,
 }
 
 /// Which payment provider takes the money.
@@ -101,12 +107,16 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             default_hold_ttl: HoldTtl::default(),
             refund_cutoff: chrono::Duration::hours(24),
-            sweep_interval: Some(Duration::from_secs(5)),
+            // Expiries reach live seat maps within two seconds of their deadline.
+            sweep_interval: Some(Duration::from_secs(1)),
             job_interval: Some(Duration::from_secs(1)),
             job_lease: chrono::Duration::seconds(120),
             public_url: None,
             payments: PaymentsConfig::default(),
             mail: MailConfig::default(),
+            redis_url: None,
+            rate_limits: true,
+            trusted_proxies: crate::rate_limit::TrustedProxies::default(),
         }
     }
 }

@@ -68,6 +68,12 @@ pub enum ApiError {
     /// More work of this kind is waiting than the server takes on: come back later.
     #[error("busy")]
     Busy { retry_after_seconds: u64 },
+    /// A rate limit tier refused the request.
+    #[error("rate limited ({tier})")]
+    RateLimited {
+        tier: &'static str,
+        retry_after_seconds: u64,
+    },
     /// Some of the asked units are taken (or not enough are free): nothing was held.
     #[error("units unavailable: {detail}")]
     UnitsTaken {
@@ -97,6 +103,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::UnitsTaken { .. } => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) | ApiError::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -149,6 +156,16 @@ impl ApiError {
                 ),
                 vec![],
             ),
+            ApiError::RateLimited {
+                tier,
+                retry_after_seconds,
+            } => (
+                "rate-limited",
+                format!(
+                    "too many requests ({tier} limit); try again in {retry_after_seconds} s (see Retry-After)"
+                ),
+                vec![],
+            ),
             ApiError::Internal(_) => (
                 "internal-error",
                 "something went wrong on our side; it has been logged".into(),
@@ -197,6 +214,10 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::Busy {
             retry_after_seconds,
+        }
+        | ApiError::RateLimited {
+            retry_after_seconds,
+            ..
         } = self
         {
             response

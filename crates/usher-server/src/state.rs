@@ -9,7 +9,10 @@ use usher_store::Store;
 
 use crate::auth::{PasswordPool, TokenKeys};
 use crate::config::ServerConfig;
+use crate::live::LiveHub;
 use crate::performance_cache::PerformanceCache;
+use crate::rate_limit::RateLimits;
+use crate::redis::Redis;
 use crate::sealed::Sealer;
 use crate::seat_maps::SeatMaps;
 
@@ -33,6 +36,9 @@ struct Inner {
     passwords: PasswordPool,
     performances: PerformanceCache,
     seat_maps: SeatMaps,
+    live: LiveHub,
+    rate_limits: Arc<RateLimits>,
+    redis: Option<Redis>,
 }
 
 /// Everything the handlers use besides the configuration.
@@ -45,11 +51,14 @@ pub struct Services {
     pub public_url: String,
     pub ticket_secret: Vec<u8>,
     pub sealer: Sealer,
+    pub redis: Option<Redis>,
 }
 
 impl AppState {
     pub fn new(services: Services, config: ServerConfig) -> Self {
         let passwords = PasswordPool::new(config.password_workers, config.password_queue);
+        let live = LiveHub::new(services.store.clone(), services.clock.clone());
+        let rate_limits = Arc::new(RateLimits::new(config.rate_limits, services.redis.clone()));
         Self {
             inner: Arc::new(Inner {
                 store: services.store,
@@ -64,6 +73,9 @@ impl AppState {
                 passwords,
                 performances: PerformanceCache::default(),
                 seat_maps: SeatMaps::default(),
+                live,
+                rate_limits,
+                redis: services.redis,
             }),
         }
     }
@@ -88,6 +100,24 @@ impl AppState {
     /// Seat maps as served, built at most once per max age.
     pub fn seat_maps(&self) -> &SeatMaps {
         &self.inner.seat_maps
+    }
+
+    /// Live seat maps: the change feed, per watched performance.
+    pub fn live(&self) -> &LiveHub {
+        &self.inner.live
+    }
+
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.inner.rate_limits
+    }
+
+    pub fn rate_limits_arc(&self) -> Arc<RateLimits> {
+        self.inner.rate_limits.clone()
+    }
+
+    /// The Redis link, when `REDIS_URL` is set.
+    pub fn redis(&self) -> Option<&Redis> {
+        self.inner.redis.as_ref()
     }
 
     /// Where passwords are hashed and checked, a few at a time.

@@ -47,6 +47,22 @@ pub async fn sweep_once(store: &dyn Store, clock: &dyn Clock) -> StoreResult<usi
     }
 }
 
+/// Old idempotency keys and live-feed log entries are purged this often.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Changes stay in the live feed's log this long (a watcher further behind reconnects).
+const LIVE_LOG_RETENTION: chrono::Duration = chrono::Duration::minutes(10);
+
+async fn purge(store: &dyn Store, clock: &dyn Clock) {
+    // Idempotency keys are kept for a day.
+    let cutoff = clock.now() - crate::idempotency::RETENTION;
+    if let Err(error) = store.idempotency_purge(cutoff).await {
+        tracing::error!(%error, "purging old idempotency keys failed");
+    }
+    if let Err(error) = store.live_purge(clock.now() - LIVE_LOG_RETENTION).await {
+        tracing::error!(%error, "purging the live feed's old changes failed");
+    }
+}
+
 /// Runs [`sweep_once`] every `interval` until `stop` turns true.
 pub async fn run(
     store: std::sync::Arc<dyn Store>,
@@ -56,16 +72,16 @@ pub async fn run(
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {
                 if let Err(error) = sweep_once(store.as_ref(), clock.as_ref()).await {
                     tracing::error!(%error, "sweeping expired holds failed; will retry");
                 }
-                // Idempotency keys are kept for a day.
-                let cutoff = clock.now() - crate::idempotency::RETENTION;
-                if let Err(error) = store.idempotency_purge(cutoff).await {
-                    tracing::error!(%error, "purging old idempotency keys failed");
+                if last_purge.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                    last_purge = Some(std::time::Instant::now());
+                    purge(store.as_ref(), clock.as_ref()).await;
                 }
             }
             changed = stop.changed() => {

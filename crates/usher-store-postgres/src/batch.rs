@@ -26,12 +26,12 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use usher_core::SeatingKind;
 use usher_core::best_available::{self, Seat};
+use usher_core::{SeatingKind, UnitState};
 use usher_store::inventory::stored_currency;
 use usher_store::{
-    CommandOutcome, HeldUnit, HoldCommand, HoldFacts, Selection, StoreError, StoreResult,
-    held_booking,
+    ChangeSet, CommandOutcome, HeldUnit, HoldCommand, HoldFacts, LiveChange, Selection, StoreError,
+    StoreResult, held_booking,
 };
 
 use crate::backend;
@@ -48,7 +48,7 @@ enum Plan {
 pub(crate) async fn hold_batch(
     tx: &mut PgConnection,
     holds: &[HoldCommand],
-) -> StoreResult<Vec<Option<CommandOutcome>>> {
+) -> StoreResult<(Vec<Option<CommandOutcome>>, Vec<LiveChange>)> {
     let facts = performances(tx, holds).await?;
     let mut plans: Vec<Plan> = holds
         .iter()
@@ -377,7 +377,22 @@ pub(crate) async fn hold_batch(
         .map_err(backend)?;
     }
 
-    Ok(holds
+    // The feed last: its heads are the last locks a transaction takes.
+    let mut moved = ChangeSet::new();
+    for (hold, plan) in holds.iter().zip(&plans) {
+        if let Plan::Take(units) = plan {
+            moved.extend(
+                UnitState::Held,
+                units.iter().map(|u| (hold.performance_id, *u)),
+            );
+        }
+    }
+    let live = match holds.iter().map(|h| h.now).max() {
+        Some(now) if !moved.is_empty() => crate::live::record(tx, moved, now).await?,
+        _ => Vec::new(),
+    };
+
+    let outcomes = holds
         .iter()
         .zip(plans)
         .map(|(hold, plan)| match plan {
@@ -391,7 +406,8 @@ pub(crate) async fn hold_batch(
                 )))
             }
         })
-        .collect())
+        .collect();
+    Ok((outcomes, live))
 }
 
 /// The batch's performances with their sections or ticket types, in two reads.

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use usher_core::best_available::{self, Seat};
 use usher_core::inventory::UnitPlan;
 use usher_core::{
-    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, User,
+    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, UnitState,
+    User,
 };
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
@@ -25,6 +26,7 @@ use usher_store::{
     Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
     push_group,
 };
+use usher_store::{ChangeSet, LiveBus, LiveChange};
 
 use crate::payments::enqueue;
 use crate::{PostgresStore, backend};
@@ -190,23 +192,8 @@ impl PostgresStore {
         performance_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<PerformanceInventory> {
-        let rows = sqlx::query_as!(
-            CountRow,
-            r#"SELECT group_id,
-                      count(*) AS "capacity!",
-                      count(*) FILTER (WHERE state = 'available' OR (state = 'held' AND held_until <= $2)) AS "available!",
-                      count(*) FILTER (WHERE state = 'held' AND held_until > $2) AS "held!",
-                      count(*) FILTER (WHERE state = 'sold') AS "sold!",
-                      count(*) FILTER (WHERE state = 'blocked') AS "blocked!"
-               FROM units WHERE performance_id = $1
-               GROUP BY group_id ORDER BY min(group_position)"#,
-            performance_id,
-            now
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(PerformanceInventory::from_rows(rows))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        count_in(&mut conn, performance_id, now).await
     }
 
     pub(crate) async fn list_units(
@@ -267,7 +254,7 @@ impl PostgresStore {
             attempt += 1;
             let result = match &command {
                 InventoryCommand::Hold(hold) => {
-                    hold_attempt(&self.pool, hold, wait_for_locks).await
+                    hold_attempt(&self.pool, &self.live, hold, wait_for_locks).await
                 }
                 InventoryCommand::Cancel { booking_id, now } => {
                     self.cancel(*booking_id, *now).await.map(Attempt::Done)
@@ -353,26 +340,33 @@ impl PostgresStore {
                 CommandOutcome::Unavailable { unit_ids: taken }
             } else {
                 // An expired hold's unit is free: blocking it detaches it from that hold.
-                let changed = if blocked {
-                    sqlx::query!(
+                let (changed, state) = if blocked {
+                    let ids = sqlx::query_scalar!(
                         "UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
-                         WHERE id = ANY($1) AND state <> 'blocked'",
+                         WHERE id = ANY($1) AND state <> 'blocked' RETURNING id",
                         unit_ids
                     )
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    (ids, UnitState::Blocked)
                 } else {
-                    sqlx::query!(
-                        "UPDATE units SET state = 'available' WHERE id = ANY($1) AND state = 'blocked'",
+                    let ids = sqlx::query_scalar!(
+                        "UPDATE units SET state = 'available' WHERE id = ANY($1) AND state = 'blocked'
+                         RETURNING id",
                         unit_ids
                     )
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    (ids, UnitState::Available)
                 };
+                let mut moved = ChangeSet::new();
+                moved.extend(state, changed.iter().map(|id| (performance_id, *id)));
+                let live = crate::live::record(&mut tx, moved, now).await?;
                 tx.commit().await?;
-                return Ok(CommandOutcome::BlockingChanged { changed });
+                self.live.publish(live);
+                return Ok(CommandOutcome::BlockingChanged {
+                    changed: changed.len() as u64,
+                });
             }
         };
         tx.rollback().await?;
@@ -383,13 +377,14 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         let outcome = cancel_in(&mut tx, booking_id, now).await;
         match outcome {
-            Ok(CommandOutcome::Cancelled(booking)) => {
+            Ok((CommandOutcome::Cancelled(booking), live)) => {
                 tx.commit().await?;
+                self.live.publish(live);
                 Ok(CommandOutcome::Cancelled(booking))
             }
             other => {
                 let _ = tx.rollback().await;
-                other
+                other.map(|(outcome, _)| outcome)
             }
         }
     }
@@ -412,14 +407,19 @@ impl PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
         let released = if expired.is_empty() {
-            0
+            Vec::new()
         } else {
             release_units(&mut tx, &expired).await?
         };
+        let released_units = released.len() as u64;
+        let mut moved = ChangeSet::new();
+        moved.extend(UnitState::Available, released);
+        let live = crate::live::record(&mut tx, moved, now).await?;
         tx.commit().await?;
+        self.live.publish(live);
         Ok(CommandOutcome::Swept {
             expired,
-            released_units: released,
+            released_units,
         })
     }
 
@@ -639,6 +639,31 @@ impl PostgresStore {
     }
 }
 
+/// Counts as a buyer sees them at `now`, on the caller's connection.
+pub(crate) async fn count_in(
+    conn: &mut PgConnection,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<PerformanceInventory> {
+    let rows = sqlx::query_as!(
+        CountRow,
+        r#"SELECT group_id,
+                  count(*) AS "capacity!",
+                  count(*) FILTER (WHERE state = 'available' OR (state = 'held' AND held_until <= $2)) AS "available!",
+                  count(*) FILTER (WHERE state = 'held' AND held_until > $2) AS "held!",
+                  count(*) FILTER (WHERE state = 'sold') AS "sold!",
+                  count(*) FILTER (WHERE state = 'blocked') AS "blocked!"
+           FROM units WHERE performance_id = $1
+           GROUP BY group_id ORDER BY min(group_position)"#,
+        performance_id,
+        now
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(PerformanceInventory::from_rows(rows))
+}
+
 /// Free units of a ticket type in committed state, counting those other transactions
 /// are locking right now.
 async fn free_units(pool: &PgPool, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
@@ -660,13 +685,30 @@ async fn free_units(pool: &PgPool, ticket_type_id: Uuid, now: DateTime<Utc>) -> 
 /// those units as gone.
 async fn hold_attempt(
     pool: &PgPool,
+    bus: &LiveBus,
     hold: &HoldCommand,
     wait_for_locks: bool,
 ) -> Result<Attempt, Retry> {
     let mut tx = pool.begin().await?;
     match hold_in(&mut tx, hold, wait_for_locks).await {
         Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
+            let mut moved = ChangeSet::new();
+            moved.extend(
+                UnitState::Held,
+                booking
+                    .units
+                    .iter()
+                    .map(|u| (hold.performance_id, u.unit_id)),
+            );
+            let live = match crate::live::record(&mut tx, moved, hold.now).await {
+                Ok(live) => live,
+                Err(error) => {
+                    let _ = tx.rollback().await;
+                    return Err(Retry::Fail(error));
+                }
+            };
             tx.commit().await?;
+            bus.publish(live);
             Ok(Attempt::Done(CommandOutcome::Held(booking)))
         }
         Ok(other) => {
@@ -694,8 +736,11 @@ impl HoldWriter for PgHolds {
     async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>> {
         let mut tx = self.store.pool.begin().await.map_err(backend)?;
         match crate::batch::hold_batch(&mut tx, holds).await {
-            Ok(outcomes) => match tx.commit().await {
-                Ok(()) => Ok(outcomes),
+            Ok((outcomes, live)) => match tx.commit().await {
+                Ok(()) => {
+                    self.store.live.publish(live);
+                    Ok(outcomes)
+                }
                 // Not committed: every hold runs alone.
                 Err(error) if is_retryable(&error) => Ok(vec![None; holds.len()]),
                 Err(error) => Err(backend(error)),
@@ -958,7 +1003,7 @@ async fn cancel_in(
     tx: &mut PgConnection,
     booking_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<CommandOutcome, Retry> {
+) -> Result<(CommandOutcome, Vec<LiveChange>), Retry> {
     let cancelled = sqlx::query!(
         "UPDATE bookings SET status = 'cancelled', updated_at = $2
          WHERE id = $1 AND status = 'held' AND held_until > $2",
@@ -969,16 +1014,22 @@ async fn cancel_in(
     .await?
     .rows_affected();
     if cancelled == 0 {
-        return Ok(match status_at(tx, booking_id, now).await? {
+        let outcome = match status_at(tx, booking_id, now).await? {
             Some(status) => CommandOutcome::NotCancellable { status },
             None => CommandOutcome::NoSuchBooking,
-        });
+        };
+        return Ok((outcome, Vec::new()));
     }
-    release_units(tx, &[booking_id]).await?;
+    let mut moved = ChangeSet::new();
+    moved.extend(
+        UnitState::Available,
+        release_units(tx, &[booking_id]).await?,
+    );
+    let live = crate::live::record(tx, moved, now).await?;
     load_bookings(tx, &[booking_id])
         .await?
         .pop()
-        .map(CommandOutcome::Cancelled)
+        .map(|b| (CommandOutcome::Cancelled(b), live))
         .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after cancel".into())))
 }
 
@@ -1007,20 +1058,27 @@ async fn take_units(
 }
 
 /// Frees the units these bookings still hold. A unit already re-taken by the next buyer
-/// names the new booking and is left alone.
-async fn release_units(conn: &mut PgConnection, bookings: &[Uuid]) -> Result<u64, Retry> {
+/// names the new booking and is left alone. Returns `(performance id, unit id)` of each
+/// unit freed.
+async fn release_units(
+    conn: &mut PgConnection,
+    bookings: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid)>, Retry> {
     let released = sqlx::query!(
         "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
          WHERE id IN (SELECT id FROM units
                       WHERE booking_id = ANY($1) AND state = 'held'
                       ORDER BY id FOR UPDATE)
-           AND booking_id = ANY($1) AND state = 'held'",
+           AND booking_id = ANY($1) AND state = 'held'
+         RETURNING performance_id, id",
         bookings
     )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(released)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(released
+        .into_iter()
+        .map(|r| (r.performance_id, r.id))
+        .collect())
 }
 
 /// What a booking reads as at `now`, for saying why a conditional update changed

@@ -4,6 +4,7 @@
 
 mod batch;
 mod inventory;
+mod live;
 mod payments;
 
 use std::sync::Arc;
@@ -21,11 +22,12 @@ use usher_core::{
 use usher_store::payments::job_kind;
 use usher_store::{
     Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart,
-    InventoryCommand, Job, JobState, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page,
-    Payment, PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate,
-    Readiness, Rotation, SaleScope, Store, StoreError, StoreOptions, StoreResult,
-    TransitionRequest, Transitioned, UserCredentials, UserQuery, UserRow, WritePipeline,
-    contains_pattern, page_from_rows, paginate, search_key, user_search_key,
+    InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent,
+    NewPerformance, NewRefreshToken, NewUser, Page, Payment, PerformanceInventory,
+    PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness, Rotation, SaleScope, Store,
+    StoreError, StoreOptions, StoreResult, TransitionRequest, Transitioned, UserCredentials,
+    UserQuery, UserRow, WritePipeline, contains_pattern, page_from_rows, paginate, search_key,
+    user_search_key,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -42,6 +44,7 @@ pub struct PostgresStore {
     pub(crate) pool: PgPool,
     /// Group commit for holds (`None`: one transaction per hold).
     pub(crate) pipeline: Option<Arc<WritePipeline>>,
+    pub(crate) live: LiveBus,
 }
 
 impl PostgresStore {
@@ -62,6 +65,7 @@ impl PostgresStore {
         let mut store = Self {
             pool,
             pipeline: None,
+            live: LiveBus::new(),
         };
         if options.group_commit {
             let writer = Arc::new(inventory::PgHolds {
@@ -711,5 +715,38 @@ impl Store for PostgresStore {
 
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.do_idempotency_purge(before).await
+    }
+
+    fn live_bus(&self) -> &LiveBus {
+        &self.live
+    }
+
+    async fn live_notices(&self) -> StoreResult<Option<LiveNotices>> {
+        self.listen().await.map(Some)
+    }
+
+    async fn live_snapshot(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<LiveSnapshot>> {
+        self.do_live_snapshot(performance_id, now).await
+    }
+
+    async fn live_changes(
+        &self,
+        performance_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LiveChange>> {
+        self.do_live_changes(performance_id, after, limit).await
+    }
+
+    async fn live_heads(&self, performance_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        self.do_live_heads(performance_ids).await
+    }
+
+    async fn live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.do_live_purge(before).await
     }
 }

@@ -16,7 +16,7 @@ use usher_core::best_available::{self, Seat};
 
 use usher_core::{
     Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, SeatingKind, Unit,
-    User,
+    UnitState, User,
 };
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
@@ -27,6 +27,7 @@ use usher_store::{
     PriceGroupRow, SaleScope, SalesRow, Selection, StoreError, StoreResult, UnitRow, UserRow,
     assemble_performances, held_booking, paginate, push_group,
 };
+use usher_store::{ChangeSet, LiveBus, LiveChange};
 
 use crate::payments::enqueue;
 use crate::{SqliteStore, backend, commit_or_rollback};
@@ -38,7 +39,7 @@ const INSERT_BATCH: usize = 5_000;
 /// Where such a list meets `performance_id = ?`, the queries write `+performance_id`:
 /// without it SQLite's planner walks the performance's whole seat-map index (every unit
 /// of a 10,000-seat house per hold) instead of looking the few ids up by key.
-fn id_list(ids: &[Uuid]) -> String {
+pub(crate) fn id_list(ids: &[Uuid]) -> String {
     let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
     serde_json::Value::from(hex).to_string()
 }
@@ -187,23 +188,8 @@ impl SqliteStore {
         performance_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<PerformanceInventory> {
-        let rows = sqlx::query_as!(
-            CountRow,
-            r#"SELECT group_id AS "group_id!: Uuid",
-                      count(*) AS "capacity!: i64",
-                      sum(state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "available!: i64",
-                      sum(state = 'held' AND held_until > ?2) AS "held!: i64",
-                      sum(state = 'sold') AS "sold!: i64",
-                      sum(state = 'blocked') AS "blocked!: i64"
-               FROM units WHERE performance_id = ?1
-               GROUP BY group_id ORDER BY min(group_position)"#,
-            performance_id,
-            now
-        )
-        .fetch_all(&self.readers)
-        .await
-        .map_err(backend)?;
-        Ok(PerformanceInventory::from_rows(rows))
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        count_in(&mut conn, performance_id, now).await
     }
 
     pub(crate) async fn list_units(
@@ -252,7 +238,7 @@ impl SqliteStore {
         match command {
             InventoryCommand::Hold(hold) => match &self.pipeline {
                 Some(pipeline) => pipeline.hold(hold).await,
-                None => hold_alone(&self.writer, &hold).await,
+                None => hold_alone(&self.writer, &self.live, &hold).await,
             },
             InventoryCommand::Cancel { booking_id, now } => self.cancel(booking_id, now).await,
             InventoryCommand::Sweep { now, limit } => self.sweep(now, limit).await,
@@ -265,22 +251,26 @@ impl SqliteStore {
                 let mut tx = self.writer.begin().await.map_err(backend)?;
                 let outcome = set_blocked_in(&mut tx, performance_id, &unit_ids, blocked, now)
                     .await
-                    .map(|o| {
+                    .map(|(o, live)| {
                         let changed = matches!(o, CommandOutcome::BlockingChanged { .. });
-                        (o, changed)
+                        ((o, live), changed)
                     });
-                commit_or_rollback(tx, outcome).await
+                let (outcome, live) = commit_or_rollback(tx, outcome).await?;
+                self.live.publish(live);
+                Ok(outcome)
             }
         }
     }
 
     async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<CommandOutcome> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let outcome = cancel_in(&mut tx, booking_id, now).await.map(|o| {
+        let outcome = cancel_in(&mut tx, booking_id, now).await.map(|(o, live)| {
             let changed = matches!(o, CommandOutcome::Cancelled(_));
-            (o, changed)
+            ((o, live), changed)
         });
-        commit_or_rollback(tx, outcome).await
+        let (outcome, live) = commit_or_rollback(tx, outcome).await?;
+        self.live.publish(live);
+        Ok(outcome)
     }
 
     async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<CommandOutcome> {
@@ -299,25 +289,33 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
         let released = if expired.is_empty() {
-            0
+            Vec::new()
         } else {
             let list = id_list(&expired);
             // Only units still held by these bookings: a unit already re-taken by the
             // next buyer names the new booking and is left alone.
             sqlx::query!(
-                "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-                 WHERE state = 'held' AND booking_id IN (SELECT unhex(value) FROM json_each(?1))",
+                r#"UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+                   WHERE state = 'held' AND booking_id IN (SELECT unhex(value) FROM json_each(?1))
+                   RETURNING performance_id AS "performance_id!: Uuid", id AS "id!: Uuid""#,
                 list
             )
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(backend)?
-            .rows_affected()
         };
+        let released_units = released.len() as u64;
+        let mut moved = ChangeSet::new();
+        moved.extend(
+            UnitState::Available,
+            released.into_iter().map(|r| (r.performance_id, r.id)),
+        );
+        let live = crate::live::record(&mut tx, moved, now).await?;
         tx.commit().await.map_err(backend)?;
+        self.live.publish(live);
         Ok(CommandOutcome::Swept {
             expired,
-            released_units: released,
+            released_units,
         })
     }
 
@@ -541,27 +539,57 @@ impl SqliteStore {
     }
 }
 
+/// Counts as a buyer sees them at `now`, on the caller's connection.
+pub(crate) async fn count_in(
+    conn: &mut SqliteConnection,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<PerformanceInventory> {
+    let rows = sqlx::query_as!(
+        CountRow,
+        r#"SELECT group_id AS "group_id!: Uuid",
+                  count(*) AS "capacity!: i64",
+                  sum(state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "available!: i64",
+                  sum(state = 'held' AND held_until > ?2) AS "held!: i64",
+                  sum(state = 'sold') AS "sold!: i64",
+                  sum(state = 'blocked') AS "blocked!: i64"
+           FROM units WHERE performance_id = ?1
+           GROUP BY group_id ORDER BY min(group_position)"#,
+        performance_id,
+        now
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(PerformanceInventory::from_rows(rows))
+}
+
 /// Runs a hold in its own transaction, committed only when units were taken; any other
 /// outcome rolls back explicitly rather than leaving it to the drop.
-async fn hold_alone(writer: &SqlitePool, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
+async fn hold_alone(
+    writer: &SqlitePool,
+    bus: &LiveBus,
+    hold: &HoldCommand,
+) -> StoreResult<CommandOutcome> {
     let mut tx = writer.begin().await.map_err(backend)?;
     let outcome = hold_all(&mut tx, std::slice::from_ref(hold))
         .await
-        .and_then(|mut outcomes| {
-            outcomes
+        .and_then(|(mut outcomes, live)| {
+            let outcome = outcomes
                 .pop()
-                .ok_or_else(|| StoreError::Backend("a hold without an outcome".into()))
-        })
-        .map(|o| {
-            let changed = matches!(o, CommandOutcome::Held(_));
-            (o, changed)
+                .ok_or_else(|| StoreError::Backend("a hold without an outcome".into()))?;
+            let changed = matches!(outcome, CommandOutcome::Held(_));
+            Ok(((outcome, live), changed))
         });
-    commit_or_rollback(tx, outcome).await
+    let (outcome, live) = commit_or_rollback(tx, outcome).await?;
+    bus.publish(live);
+    Ok(outcome)
 }
 
 /// Holds for the write pipeline, on the writer connection.
 pub(crate) struct SqliteHolds {
     pub(crate) writer: SqlitePool,
+    pub(crate) live: LiveBus,
 }
 
 #[async_trait]
@@ -575,8 +603,9 @@ impl HoldWriter for SqliteHolds {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let result = hold_all(&mut tx, holds).await;
         match result {
-            Ok(outcomes) => {
+            Ok((outcomes, live)) => {
                 tx.commit().await.map_err(backend)?;
+                self.live.publish(live);
                 Ok(outcomes.into_iter().map(Some).collect())
             }
             Err(error) => {
@@ -589,7 +618,7 @@ impl HoldWriter for SqliteHolds {
     }
 
     async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
-        hold_alone(&self.writer, hold).await
+        hold_alone(&self.writer, &self.live, hold).await
     }
 }
 
@@ -600,7 +629,7 @@ async fn set_blocked_in(
     unit_ids: &[Uuid],
     blocked: bool,
     now: DateTime<Utc>,
-) -> StoreResult<CommandOutcome> {
+) -> StoreResult<(CommandOutcome, Vec<LiveChange>)> {
     let list = id_list(unit_ids);
     let rows = sqlx::query!(
         r#"SELECT id AS "id!: Uuid", state, held_until AS "held_until?: DateTime<Utc>"
@@ -613,13 +642,14 @@ async fn set_blocked_in(
     .await
     .map_err(backend)?;
     if rows.len() != unit_ids.len() {
-        return Ok(CommandOutcome::UnknownUnits {
+        let unknown = CommandOutcome::UnknownUnits {
             unit_ids: unit_ids
                 .iter()
                 .filter(|id| !rows.iter().any(|r| r.id == **id))
                 .copied()
                 .collect(),
-        });
+        };
+        return Ok((unknown, Vec::new()));
     }
     let taken: Vec<Uuid> = rows
         .iter()
@@ -629,31 +659,39 @@ async fn set_blocked_in(
         .map(|r| r.id)
         .collect();
     if !taken.is_empty() {
-        return Ok(CommandOutcome::Unavailable { unit_ids: taken });
+        return Ok((CommandOutcome::Unavailable { unit_ids: taken }, Vec::new()));
     }
     // An expired hold's unit is free: blocking it detaches it from that hold.
-    let changed = if blocked {
-        sqlx::query!(
-            "UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
-             WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state <> 'blocked'",
+    let (changed, state) = if blocked {
+        let ids = sqlx::query_scalar!(
+            r#"UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
+               WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state <> 'blocked'
+               RETURNING id AS "id!: Uuid""#,
             list
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(backend)?
-        .rows_affected()
+        .map_err(backend)?;
+        (ids, UnitState::Blocked)
     } else {
-        sqlx::query!(
-            "UPDATE units SET state = 'available'
-             WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state = 'blocked'",
+        let ids = sqlx::query_scalar!(
+            r#"UPDATE units SET state = 'available'
+               WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state = 'blocked'
+               RETURNING id AS "id!: Uuid""#,
             list
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(backend)?
-        .rows_affected()
+        .map_err(backend)?;
+        (ids, UnitState::Available)
     };
-    Ok(CommandOutcome::BlockingChanged { changed })
+    let mut moved = ChangeSet::new();
+    moved.extend(state, changed.iter().map(|id| (performance_id, *id)));
+    let live = crate::live::record(tx, moved, now).await?;
+    let outcome = CommandOutcome::BlockingChanged {
+        changed: changed.len() as u64,
+    };
+    Ok((outcome, live))
 }
 
 /// Performances already read in this transaction (holds of one batch share them).
@@ -716,7 +754,7 @@ enum Take {
 async fn hold_all(
     tx: &mut SqliteConnection,
     holds: &[HoldCommand],
-) -> StoreResult<Vec<CommandOutcome>> {
+) -> StoreResult<(Vec<CommandOutcome>, Vec<LiveChange>)> {
     let mut performances = PerformanceCache::new();
     let mut seat_maps = SeatMemo::new();
     let mut takes = Vec::with_capacity(holds.len());
@@ -750,6 +788,21 @@ async fn hold_all(
             ]));
         }
     }
+    let mut moved = ChangeSet::new();
+    for (hold, take) in holds.iter().zip(&takes) {
+        if let Take::Taken(units) = take {
+            moved.extend(
+                UnitState::Held,
+                units.iter().map(|u| (hold.performance_id, u.id)),
+            );
+        }
+    }
+    // Every hold of a batch shares one `now` within milliseconds; the latest counts.
+    let now = holds.iter().map(|h| h.now).max();
+    let live = match now {
+        Some(now) if !moved.is_empty() => crate::live::record(tx, moved, now).await?,
+        _ => Vec::new(),
+    };
     if !bookings.is_empty() {
         let bookings = serde_json::Value::from(bookings).to_string();
         sqlx::query!(
@@ -773,7 +826,7 @@ async fn hold_all(
         .await
         .map_err(backend)?;
     }
-    Ok(holds
+    let outcomes = holds
         .iter()
         .zip(takes)
         .map(|(hold, take)| match take {
@@ -792,7 +845,8 @@ async fn hold_all(
                 },
             },
         })
-        .collect())
+        .collect();
+    Ok((outcomes, live))
 }
 
 /// Seat maps read by best-available holds of this batch, kept up to date as the batch
@@ -997,7 +1051,7 @@ async fn cancel_in(
     tx: &mut SqliteConnection,
     booking_id: Uuid,
     now: DateTime<Utc>,
-) -> StoreResult<CommandOutcome> {
+) -> StoreResult<(CommandOutcome, Vec<LiveChange>)> {
     let cancelled = sqlx::query!(
         "UPDATE bookings SET status = 'cancelled', updated_at = ?2
              WHERE id = ?1 AND status = 'held' AND held_until > ?2",
@@ -1009,22 +1063,30 @@ async fn cancel_in(
     .map_err(backend)?
     .rows_affected();
     if cancelled == 0 {
-        return Ok(match status_at(tx, booking_id, now).await? {
+        let outcome = match status_at(tx, booking_id, now).await? {
             Some(status) => CommandOutcome::NotCancellable { status },
             None => CommandOutcome::NoSuchBooking,
-        });
+        };
+        return Ok((outcome, Vec::new()));
     }
-    sqlx::query!(
-        "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-             WHERE booking_id = ?1 AND state = 'held'",
+    let freed = sqlx::query!(
+        r#"UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+           WHERE booking_id = ?1 AND state = 'held'
+           RETURNING performance_id AS "performance_id!: Uuid", id AS "id!: Uuid""#,
         booking_id
     )
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await
     .map_err(backend)?;
+    let mut moved = ChangeSet::new();
+    moved.extend(
+        UnitState::Available,
+        freed.into_iter().map(|r| (r.performance_id, r.id)),
+    );
+    let live = crate::live::record(tx, moved, now).await?;
     let booking = load_bookings(tx, &[booking_id]).await?.pop();
     booking
-        .map(CommandOutcome::Cancelled)
+        .map(|b| (CommandOutcome::Cancelled(b), live))
         .ok_or_else(|| StoreError::Backend("booking vanished after cancel".into()))
 }
 

@@ -6,6 +6,7 @@
 //! Commits are durable (`synchronous = FULL`): a confirmed booking survives power loss.
 
 mod inventory;
+mod live;
 mod payments;
 
 use std::str::FromStr;
@@ -25,11 +26,12 @@ use usher_core::{
 use usher_store::payments::job_kind;
 use usher_store::{
     Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart,
-    InventoryCommand, Job, JobState, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page,
-    Payment, PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate,
-    Readiness, Rotation, SaleScope, Store, StoreError, StoreOptions, StoreResult,
-    TransitionRequest, Transitioned, UserCredentials, UserQuery, UserRow, WritePipeline,
-    contains_pattern, page_from_rows, paginate, search_key, user_search_key,
+    InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent,
+    NewPerformance, NewRefreshToken, NewUser, Page, Payment, PerformanceInventory,
+    PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness, Rotation, SaleScope, Store,
+    StoreError, StoreOptions, StoreResult, TransitionRequest, Transitioned, UserCredentials,
+    UserQuery, UserRow, WritePipeline, contains_pattern, page_from_rows, paginate, search_key,
+    user_search_key,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -42,6 +44,7 @@ pub struct SqliteStore {
     pub(crate) readers: SqlitePool,
     /// Group commit for holds (`None`: one transaction per hold).
     pub(crate) pipeline: Option<WritePipeline>,
+    pub(crate) live: LiveBus,
 }
 
 impl SqliteStore {
@@ -74,11 +77,13 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
+        let live = LiveBus::new();
         // SQLite has one writer, so one writer task: every hold queues to it.
         let pipeline = store_options.group_commit.then(|| {
             WritePipeline::start(
                 std::sync::Arc::new(inventory::SqliteHolds {
                     writer: writer.clone(),
+                    live: live.clone(),
                 }),
                 1,
             )
@@ -87,6 +92,7 @@ impl SqliteStore {
             writer,
             readers,
             pipeline,
+            live,
         })
     }
 }
@@ -752,5 +758,38 @@ impl Store for SqliteStore {
 
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.do_idempotency_purge(before).await
+    }
+
+    fn live_bus(&self) -> &LiveBus {
+        &self.live
+    }
+
+    async fn live_notices(&self) -> StoreResult<Option<LiveNotices>> {
+        Ok(None)
+    }
+
+    async fn live_snapshot(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<LiveSnapshot>> {
+        self.do_live_snapshot(performance_id, now).await
+    }
+
+    async fn live_changes(
+        &self,
+        performance_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LiveChange>> {
+        self.do_live_changes(performance_id, after, limit).await
+    }
+
+    async fn live_heads(&self, performance_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        self.do_live_heads(performance_ids).await
+    }
+
+    async fn live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.do_live_purge(before).await
     }
 }

@@ -12,8 +12,9 @@ use usher_core::{BookingStatus, Money};
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JOB_MAX_ATTEMPTS;
 use usher_store::{
-    IdempotencyStart, Job, JobRow, JobState, LifecycleTx, Payment, PaymentRow, ProviderEvent,
-    StoreError, StoreResult, TransitionRequest, Transitioned, run_transition, unit_takeable,
+    ChangeSet, IdempotencyStart, Job, JobRow, JobState, LifecycleTx, LiveChange, Payment,
+    PaymentRow, ProviderEvent, StoreError, StoreResult, TransitionRequest, Transitioned,
+    run_transition, unit_takeable,
 };
 
 use crate::inventory::load_bookings;
@@ -209,28 +210,38 @@ impl LifecycleTx for SqliteLifecycle<'_> {
         Ok(())
     }
 
-    async fn sell_units(&mut self, booking_id: Uuid) -> StoreResult<()> {
-        sqlx::query!(
-            "UPDATE units SET state = 'sold', booking_id = ?1, held_until = NULL
-             WHERE id IN (SELECT unit_id FROM booking_units WHERE booking_id = ?1)",
+    async fn sell_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let rows = sqlx::query!(
+            r#"UPDATE units SET state = 'sold', booking_id = ?1, held_until = NULL
+               WHERE id IN (SELECT unit_id FROM booking_units WHERE booking_id = ?1)
+               RETURNING performance_id AS "performance_id!: Uuid", id AS "id!: Uuid""#,
             booking_id
         )
-        .execute(&mut *self.0)
+        .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        Ok(())
+        Ok(rows.into_iter().map(|r| (r.performance_id, r.id)).collect())
     }
 
-    async fn release_units(&mut self, booking_id: Uuid) -> StoreResult<()> {
-        sqlx::query!(
-            "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-             WHERE booking_id = ?1 AND state IN ('held', 'sold')",
+    async fn release_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let rows = sqlx::query!(
+            r#"UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+               WHERE booking_id = ?1 AND state IN ('held', 'sold')
+               RETURNING performance_id AS "performance_id!: Uuid", id AS "id!: Uuid""#,
             booking_id
         )
-        .execute(&mut *self.0)
+        .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        Ok(())
+        Ok(rows.into_iter().map(|r| (r.performance_id, r.id)).collect())
+    }
+
+    async fn record_live(
+        &mut self,
+        changes: ChangeSet,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<LiveChange>> {
+        crate::live::record(self.0, changes, now).await
     }
 
     async fn set_payment_status(
@@ -315,8 +326,12 @@ impl SqliteStore {
         request: TransitionRequest,
     ) -> StoreResult<Transitioned> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let result = run_transition(&mut SqliteLifecycle(&mut tx), &request).await;
-        commit_or_rollback(tx, result).await
+        let result = run_transition(&mut SqliteLifecycle(&mut tx), &request)
+            .await
+            .map(|ran| ((ran.transitioned, ran.live), ran.commit));
+        let (transitioned, live) = commit_or_rollback(tx, result).await?;
+        self.live.publish(live);
+        Ok(transitioned)
     }
 
     pub(crate) async fn do_attach_checkout(

@@ -16,6 +16,7 @@ use usher_core::{
 
 pub mod inventory;
 pub mod lifecycle;
+pub mod live;
 pub mod payments;
 pub mod pipeline;
 pub use inventory::{
@@ -25,7 +26,10 @@ pub use inventory::{
     SaleScope, SalesRow, Selection, UnitRow, assemble_performances, attendees, held_booking,
     push_group, unit_takeable,
 };
-pub use lifecycle::{BookingRef, LifecycleTx, TransitionRequest, Transitioned, run_transition};
+pub use lifecycle::{
+    BookingRef, LifecycleTx, Ran, TransitionRequest, Transitioned, run_transition,
+};
+pub use live::{ChangeSet, LiveBus, LiveChange, LiveNotices, LiveSnapshot, UnitMove};
 pub use payments::{
     IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
 };
@@ -388,6 +392,32 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_abandon(&self, scope: &str, key: &str) -> StoreResult<()>;
     /// Deletes keys created before `before`. Returns how many.
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // --- the live feed ([`live`]) --------------------------------------------------------
+
+    /// Changes committed by this process, as they commit.
+    fn live_bus(&self) -> &LiveBus;
+    /// Changes committed by any instance, announced as `(performance id, seq)`; `None`
+    /// when the engine has no such channel (SQLite: one instance, the bus is all).
+    async fn live_notices(&self) -> StoreResult<Option<LiveNotices>>;
+    /// The performance's units and counts at `now`, with the `seq` they are as of.
+    async fn live_snapshot(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<LiveSnapshot>>;
+    /// Logged changes of a performance after `after`, oldest first, at most `limit`.
+    async fn live_changes(
+        &self,
+        performance_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LiveChange>>;
+    /// The latest `seq` of each of these performances that has changed at all.
+    async fn live_heads(&self, performance_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
+    /// Forgets logged changes older than `before` (watchers that far behind take a new
+    /// snapshot).
+    async fn live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
 /// How an engine is opened.

@@ -15,8 +15,9 @@ use usher_core::lifecycle::{
     Decision, Email, Facts, NewPayment, Outcome, PaymentStatus, Refusal, Trigger, UnitChange,
     decide,
 };
-use usher_core::{Booking, BookingStatus, Money};
+use usher_core::{Booking, BookingStatus, Money, UnitState};
 
+use crate::live::{ChangeSet, LiveChange};
 use crate::payments::{Payment, ProviderEvent, job_kind};
 use crate::{StoreError, StoreResult};
 
@@ -98,10 +99,17 @@ pub trait LifecycleTx: Send {
     ) -> StoreResult<bool>;
     /// The booking's units follow the hold's new end.
     async fn extend_units(&mut self, booking_id: Uuid, until: DateTime<Utc>) -> StoreResult<()>;
-    async fn sell_units(&mut self, booking_id: Uuid) -> StoreResult<()>;
+    /// Returns the units sold, as `(performance id, unit id)`.
+    async fn sell_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>>;
     /// Frees what the booking still holds or owns (a unit re-taken by someone else is
-    /// left alone).
-    async fn release_units(&mut self, booking_id: Uuid) -> StoreResult<()>;
+    /// left alone). Returns the units freed, as `(performance id, unit id)`.
+    async fn release_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>>;
+    /// Numbers and logs the changes for the live feed (see [`crate::live`]).
+    async fn record_live(
+        &mut self,
+        changes: ChangeSet,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<LiveChange>>;
     /// A conditional update on `from`; false when the payment was not in that status.
     async fn set_payment_status(
         &mut self,
@@ -129,22 +137,36 @@ pub trait LifecycleTx: Send {
     async fn load_payment(&mut self, payment_id: Uuid) -> StoreResult<Payment>;
 }
 
-/// Runs one transition. Returns what happened and whether to commit (false when
-/// nothing was written, so the engine rolls back and releases its locks at once).
+/// What [`run_transition`] did, for the engine to finish.
+#[derive(Debug)]
+pub struct Ran {
+    pub transitioned: Transitioned,
+    /// False when nothing was written, so the engine rolls back and releases its locks
+    /// at once.
+    pub commit: bool,
+    /// For the live bus, once committed.
+    pub live: Vec<LiveChange>,
+}
+
+/// Runs one transition inside the engine's open transaction.
 pub async fn run_transition(
     tx: &mut dyn LifecycleTx,
     request: &TransitionRequest,
-) -> StoreResult<(Transitioned, bool)> {
+) -> StoreResult<Ran> {
     let now = request.now;
-    let nothing = |outcome| Transitioned {
-        outcome,
-        booking: None,
-        payment: None,
+    let nothing = |outcome, commit| Ran {
+        transitioned: Transitioned {
+            outcome,
+            booking: None,
+            payment: None,
+        },
+        commit,
+        live: Vec::new(),
     };
     if let Some(event) = &request.provider_event
         && !tx.record_event(event, now).await?
     {
-        return Ok((nothing(Outcome::Duplicate), false));
+        return Ok(nothing(Outcome::Duplicate, false));
     }
     // From here on, a recorded provider event must be committed even if nothing else
     // changes, so that its replay is recognised.
@@ -154,32 +176,38 @@ pub async fn run_transition(
         BookingRef::Payment(payment_id) => match tx.booking_of_payment(payment_id).await? {
             Some(id) => id,
             None => {
-                return Ok((nothing(Outcome::Refused(Refusal::UnknownPayment)), recorded));
+                return Ok(nothing(Outcome::Refused(Refusal::UnknownPayment), recorded));
             }
         },
     };
     let Some((mut facts, total)) = tx.lock_facts(booking_id).await? else {
-        return Ok((nothing(Outcome::Refused(Refusal::NoSuchBooking)), recorded));
+        return Ok(nothing(Outcome::Refused(Refusal::NoSuchBooking), recorded));
     };
     if matches!(request.trigger, Trigger::PaymentSucceeded { .. }) {
         facts.units_takeable = tx.units_takeable(booking_id, now).await?;
     }
     let decision = decide(&facts, &request.trigger, now);
-    apply(tx, booking_id, &facts, &decision, total, request).await?;
+    let moved = apply(tx, booking_id, &facts, &decision, total, request).await?;
+    let live = if moved.is_empty() {
+        Vec::new()
+    } else {
+        tx.record_live(moved, now).await?
+    };
     let booking = tx.load_booking(booking_id).await?;
     let payment = match decision.outcome {
         Outcome::CheckoutOpen { payment_id, .. } => Some(tx.load_payment(payment_id).await?),
         _ => None,
     };
     let commit = recorded || decision.changes_anything();
-    Ok((
-        Transitioned {
+    Ok(Ran {
+        transitioned: Transitioned {
             outcome: decision.outcome,
             booking: Some(booking),
             payment,
         },
         commit,
-    ))
+        live,
+    })
 }
 
 async fn apply(
@@ -189,7 +217,7 @@ async fn apply(
     decision: &Decision,
     total: Money,
     request: &TransitionRequest,
-) -> StoreResult<()> {
+) -> StoreResult<ChangeSet> {
     let now = request.now;
     let change = BookingChange {
         from: facts.status,
@@ -213,10 +241,15 @@ async fn apply(
     if let Some(until) = decision.held_until {
         tx.extend_units(booking_id, until).await?;
     }
+    let mut moved = ChangeSet::new();
     match decision.units {
         UnitChange::Keep => {}
-        UnitChange::Sell => tx.sell_units(booking_id).await?,
-        UnitChange::Release => tx.release_units(booking_id).await?,
+        UnitChange::Sell => {
+            moved.extend(UnitState::Sold, tx.sell_units(booking_id).await?);
+        }
+        UnitChange::Release => {
+            moved.extend(UnitState::Available, tx.release_units(booking_id).await?);
+        }
     }
     if let (Some(payment), Trigger::Checkout { provider, .. }) =
         (decision.new_payment, &request.trigger)
@@ -255,5 +288,5 @@ async fn apply(
         tx.enqueue(kind, serde_json::json!({ "booking_id": booking_id }), now)
             .await?;
     }
-    Ok(())
+    Ok(moved)
 }

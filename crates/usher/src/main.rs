@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use usher_core::{Email, HoldTtl, SystemClock};
+use usher_server::rate_limit::TrustedProxies;
 use usher_server::{
     Application, MailConfig, MasterKeySource, PaymentsConfig, ServerConfig, master_key,
 };
@@ -108,9 +109,21 @@ struct ServeArgs {
     /// performance starts; organizers and admins always.
     #[arg(long, env = "USHER_REFUND_CUTOFF_HOURS", default_value_t = 24)]
     refund_cutoff_hours: u32,
-    /// How often this instance sweeps expired holds, in seconds.
-    #[arg(long, env = "USHER_SWEEP_INTERVAL_SECONDS", default_value_t = 5)]
+    /// How often this instance sweeps expired holds, in seconds (expiries reach live
+    /// seat maps within this plus a second of their deadline).
+    #[arg(long, env = "USHER_SWEEP_INTERVAL_SECONDS", default_value_t = 1)]
     sweep_interval_seconds: u64,
+    /// `redis://…`: rate limits and live updates shared across instances through Redis
+    /// (unset: in-process). If Redis fails, both fall back until it is back.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// `on` or `off` (benchmarks): rate limits in tiers per IP, sign-in, user and hold.
+    #[arg(long, env = "USHER_RATE_LIMITS", default_value = "on")]
+    rate_limits: Switch,
+    /// Comma-separated proxies (IPs or CIDR networks) whose `X-Forwarded-For` names the
+    /// client, for rate limits per IP behind a load balancer.
+    #[arg(long, env = "USHER_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
     /// How long, in seconds, a claimed job (email, refund, cancellation) stays with its
     /// worker before another instance may take it over because the first died.
     #[arg(long, env = "USHER_JOB_LEASE_SECONDS", default_value_t = 120)]
@@ -213,6 +226,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = StoreOptions {
         group_commit: matches!(args.group_commit, Switch::On),
     };
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("USHER_TRUSTED_PROXIES: {e}"))?;
     let store = open_store(&args.database.database_url, options).await?;
     store.migrate().await.context("applying migrations")?;
     let payments = match args.payment_provider {
@@ -272,6 +287,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             dir: args.mail_dir,
             from: args.mail_from,
         },
+        redis_url: args.redis_url.filter(|u| !u.is_empty()),
+        rate_limits: matches!(args.rate_limits, Switch::On),
+        trusted_proxies,
     };
     let listener = TcpListener::bind(args.addr)
         .await

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin;
 pub mod bookings;
 pub mod events;
+pub mod live;
 pub mod ops;
 pub mod payments;
 pub mod performances;

@@ -1,0 +1,494 @@
+//! Rate limits: GCRA in tiers, shared through Redis when it is configured and up, kept
+//! in-process (governor) otherwise — and, when Redis fails, in-process again until it
+//! is back: never open, never refusing everyone.
+//!
+//! | tier     | key                    | applies to              | rate, burst      |
+//! |----------|------------------------|-------------------------|------------------|
+//! | `ip`     | client IP              | every request           | 50/s, 200        |
+//! | `auth`   | client IP + account    | `POST /v1/auth/*`       | 10/min, 10       |
+//! | `writes` | user                   | unsafe methods          | 10/s, 40         |
+//! | `holds`  | user                   | `POST /v1/bookings`     | 2/s, 10          |
+//!
+//! The defaults refuse scripts, not people: a buyer retrying a hold every second in a
+//! rush stays well inside `holds`, and a page's requests inside `ip`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::problem::ApiError;
+use crate::redis::{COMMAND_DEADLINE, Redis};
+use crate::state::AppState;
+
+/// One tier's limit: a token every `emission`, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub name: &'static str,
+    pub emission: Duration,
+    pub burst: u32,
+}
+
+impl Policy {
+    /// The window the IETF headers speak of: how long an empty bucket takes to refill.
+    fn window_seconds(&self) -> u64 {
+        (self.emission * self.burst).as_secs().max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Ip,
+    Auth,
+    Writes,
+    Holds,
+}
+
+impl Tier {
+    const ALL: [Tier; 4] = [Tier::Ip, Tier::Auth, Tier::Writes, Tier::Holds];
+
+    pub fn policy(self) -> Policy {
+        match self {
+            Tier::Ip => Policy {
+                name: "ip",
+                emission: Duration::from_millis(20),
+                burst: 200,
+            },
+            Tier::Auth => Policy {
+                name: "auth",
+                emission: Duration::from_secs(6),
+                burst: 10,
+            },
+            Tier::Writes => Policy {
+                name: "writes",
+                emission: Duration::from_millis(100),
+                burst: 40,
+            },
+            Tier::Holds => Policy {
+                name: "holds",
+                emission: Duration::from_millis(500),
+                burst: 10,
+            },
+        }
+    }
+}
+
+/// What a check came to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    Allowed {
+        policy: Policy,
+        remaining: u32,
+        /// Seconds until the bucket is full again.
+        reset_seconds: u64,
+    },
+    Refused {
+        policy: Policy,
+        retry_after_seconds: u64,
+    },
+}
+
+type Limiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// GCRA on Redis, atomic: the theoretical arrival time per key, with Redis's own clock
+/// so that every instance agrees. Returns {allowed, microseconds (until reset when
+/// allowed, until allowed when refused), remaining}.
+const GCRA: &str = r"
+local emission = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + emission
+local allow_at = new_tat - emission * burst
+if now < allow_at then
+  return {0, allow_at - now, 0}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, new_tat - now, math.floor((now - allow_at) / emission)}
+";
+
+pub struct RateLimits {
+    enabled: bool,
+    local: Vec<(Tier, Limiter)>,
+    redis: Option<Redis>,
+    script: redis::Script,
+}
+
+impl RateLimits {
+    pub fn new(enabled: bool, redis: Option<Redis>) -> Self {
+        let local = Tier::ALL
+            .into_iter()
+            .map(|tier| {
+                let policy = tier.policy();
+                let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
+                let quota = Quota::with_period(policy.emission)
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                    .allow_burst(burst);
+                (
+                    tier,
+                    RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                )
+            })
+            .collect();
+        Self {
+            enabled,
+            local,
+            redis,
+            script: redis::Script::new(GCRA),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Takes one token from `tier`'s bucket for `key`.
+    pub async fn check(&self, tier: Tier, key: &str) -> Verdict {
+        if let Some(redis) = &self.redis
+            && let Some(verdict) = self.check_redis(redis, tier, key).await
+        {
+            return verdict;
+        }
+        self.check_local(tier, key)
+    }
+
+    async fn check_redis(&self, redis: &Redis, tier: Tier, key: &str) -> Option<Verdict> {
+        let mut connection = redis.connection().await?;
+        let policy = tier.policy();
+        let mut invocation = self.script.key(format!("usher:rl:{}:{key}", policy.name));
+        invocation
+            .arg(policy.emission.as_micros() as u64)
+            .arg(policy.burst);
+        let answer = tokio::time::timeout(
+            COMMAND_DEADLINE,
+            invocation.invoke_async::<(i64, i64, i64)>(&mut connection),
+        )
+        .await;
+        let (allowed, micros, remaining) = match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                redis.mark_down(&error.to_string());
+                metrics::counter!("usher_rate_limit_fallbacks_total").increment(1);
+                return None;
+            }
+            Err(_) => {
+                redis.mark_down("a rate limit check timed out");
+                metrics::counter!("usher_rate_limit_fallbacks_total").increment(1);
+                return None;
+            }
+        };
+        let seconds = (micros.max(0) as u64).div_ceil(1_000_000).max(1);
+        Some(if allowed == 1 {
+            Verdict::Allowed {
+                policy,
+                remaining: remaining.max(0) as u32,
+                reset_seconds: seconds,
+            }
+        } else {
+            Verdict::Refused {
+                policy,
+                retry_after_seconds: seconds,
+            }
+        })
+    }
+
+    fn check_local(&self, tier: Tier, key: &str) -> Verdict {
+        let policy = tier.policy();
+        let Some((_, limiter)) = self.local.iter().find(|(t, _)| *t == tier) else {
+            return Verdict::Allowed {
+                policy,
+                remaining: policy.burst,
+                reset_seconds: 0,
+            };
+        };
+        match limiter.check_key(&key.to_owned()) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let used = policy.burst.saturating_sub(remaining);
+                Verdict::Allowed {
+                    policy,
+                    remaining,
+                    reset_seconds: (policy.emission * used).as_secs().max(1),
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Verdict::Refused {
+                    policy,
+                    retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }
+            }
+        }
+    }
+
+    /// Forgets in-process buckets that are full again (run now and then).
+    pub fn tidy(&self) {
+        for (_, limiter) in &self.local {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Which proxies' `X-Forwarded-For` is believed (`USHER_TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.0/8, 127.0.0.1, ::1` style lists.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (ip, bits) = match item.split_once('/') {
+                Some((ip, bits)) => (ip, Some(bits)),
+                None => (item, None),
+            };
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| format!("{item:?} is not an IP address or network"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                Some(bits) => bits
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("{item:?} has a bad prefix length"))?,
+                None => max,
+            };
+            nets.push((ip, bits));
+        }
+        Ok(Self(nets))
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|(net, bits)| match (net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*bits)).unwrap_or(0);
+                u32::from(*net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*bits)).unwrap_or(0);
+                u128::from(*net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        })
+    }
+
+    /// The client's address: the peer, or — when the peer is a trusted proxy — the
+    /// nearest address in `X-Forwarded-For` that is not one.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .collect::<Vec<_>>();
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !self.contains(*ip))
+            .unwrap_or(peer)
+    }
+}
+
+/// The middleware: the tiers that apply to this request, most general first.
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limits = state.rate_limits();
+    if !limits.enabled() {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = state
+        .config()
+        .trusted_proxies
+        .client_ip(peer, request.headers());
+    let path = request.uri().path().to_owned();
+    let unsafe_method = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let user = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| state.tokens().verify_access(token).ok())
+        .map(|caller| caller.id);
+
+    let mut checks: Vec<(Tier, String)> = vec![(Tier::Ip, ip.to_string())];
+    let mut request = request;
+    if unsafe_method && path.starts_with("/v1/auth/") {
+        let (account, rebuilt) = account_of(request, state.config().max_body_bytes).await;
+        request = rebuilt;
+        checks.push((Tier::Auth, format!("{ip}|{account}")));
+    }
+    if let (true, Some(user)) = (unsafe_method, user) {
+        checks.push((Tier::Writes, user.to_string()));
+        if *request.method() == Method::POST && path == "/v1/bookings" {
+            checks.push((Tier::Holds, user.to_string()));
+        }
+    }
+
+    let mut tightest: Option<(Policy, u32, u64)> = None;
+    let mut policies = Vec::new();
+    for (tier, key) in &checks {
+        match limits.check(*tier, key).await {
+            Verdict::Allowed {
+                policy,
+                remaining,
+                reset_seconds,
+            } => {
+                policies.push(policy);
+                let ratio = |p: &Policy, r: u32| f64::from(r) / f64::from(p.burst);
+                if tightest.is_none_or(|(p, r, _)| ratio(&policy, remaining) < ratio(&p, r)) {
+                    tightest = Some((policy, remaining, reset_seconds));
+                }
+            }
+            Verdict::Refused {
+                policy,
+                retry_after_seconds,
+            } => {
+                metrics::counter!("usher_rate_limited_total", "tier" => policy.name).increment(1);
+                let mut response = ApiError::RateLimited {
+                    tier: policy.name,
+                    retry_after_seconds,
+                }
+                .into_response();
+                let headers = response.headers_mut();
+                set_policy(headers, &[policy]);
+                set_header(
+                    headers,
+                    "ratelimit",
+                    format!("\"{}\";r=0;t={retry_after_seconds}", policy.name),
+                );
+                return response;
+            }
+        }
+    }
+    let mut response = next.run(request).await;
+    if let Some((policy, remaining, reset)) = tightest {
+        let headers = response.headers_mut();
+        set_policy(headers, &policies);
+        set_header(
+            headers,
+            "ratelimit",
+            format!("\"{}\";r={remaining};t={reset}", policy.name),
+        );
+    }
+    response
+}
+
+fn set_policy(headers: &mut HeaderMap, policies: &[Policy]) {
+    let value = policies
+        .iter()
+        .map(|p| format!("\"{}\";q={};w={}", p.name, p.burst, p.window_seconds()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    set_header(headers, "ratelimit-policy", value);
+}
+
+fn set_header(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
+}
+
+/// The account a sign-in or sign-up names (its `email`), read from the body, which is
+/// then handed on untouched. A body too large or unreadable names no account: the
+/// handler will refuse it anyway.
+async fn account_of(request: Request, limit: usize) -> (String, Request) {
+    let (parts, body) = request.into_parts();
+    match to_bytes(body, limit).await {
+        Ok(bytes) => {
+            let account = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("email")?.as_str().map(str::to_lowercase))
+                .unwrap_or_default();
+            (account, Request::from_parts(parts, Body::from(bytes)))
+        }
+        // Over the limit: the handler answers 413 on the (now empty) body.
+        Err(_) => (String::new(), Request::from_parts(parts, Body::empty())),
+    }
+}
+
+/// Keeps the in-process buckets small: every minute, forget full ones.
+pub async fn tidy_every_minute(
+    limits: Arc<RateLimits>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => limits.tidy(),
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8, ::1").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.1.2.3"),
+        );
+        let from_proxy = proxies.client_ip("10.9.9.9".parse().unwrap(), &headers);
+        assert_eq!(from_proxy, "203.0.113.9".parse::<IpAddr>().unwrap());
+        let direct = proxies.client_ip("198.51.100.7".parse().unwrap(), &headers);
+        assert_eq!(direct, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_burst_is_refused_per_key_while_a_hold_a_second_stays_within_the_rate() {
+        let limits = RateLimits::new(true, None);
+        let policy = Tier::Holds.policy();
+        for _ in 0..policy.burst {
+            assert!(matches!(
+                limits.check_local(Tier::Holds, "script"),
+                Verdict::Allowed { .. }
+            ));
+        }
+        assert!(matches!(
+            limits.check_local(Tier::Holds, "script"),
+            Verdict::Refused { .. }
+        ));
+        assert!(matches!(
+            limits.check_local(Tier::Holds, "person"),
+            Verdict::Allowed { .. }
+        ));
+        // A hold a second refills faster than it drains.
+        assert!(policy.emission < Duration::from_secs(1));
+    }
+}

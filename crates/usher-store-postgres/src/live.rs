@@ -1,0 +1,214 @@
+//! The live feed's log on PostgreSQL (see [`usher_store::live`]): numbered and logged
+//! in each changing transaction, announced with `pg_notify` when it commits, and
+//! followed by every instance through one `LISTEN` connection.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use usher_core::{SeatingKind, UnitState};
+use usher_store::live::{
+    LiveNotices, LiveSnapshot, NOTIFY_CHANNEL, UnitMove, groups_of, parse_notice,
+};
+use usher_store::{ChangeSet, LiveChange, StoreError, StoreResult};
+
+use crate::inventory::count_in;
+use crate::{PostgresStore, backend};
+
+/// Notices waiting for the hub; when it falls behind, notices are dropped and the hub's
+/// regular look at the heads catches up.
+const NOTICE_QUEUE: usize = 4096;
+
+/// Numbers, logs and announces the changes, one per performance in id order (the order
+/// every transaction takes the heads' row locks in), in the caller's transaction.
+pub(crate) async fn record(
+    conn: &mut PgConnection,
+    changes: ChangeSet,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<LiveChange>> {
+    let mut logged = Vec::new();
+    for (performance_id, moves) in changes.into_performances() {
+        let seq = sqlx::query_scalar!(
+            "INSERT INTO live_heads (performance_id, seq) VALUES ($1, 1)
+             ON CONFLICT (performance_id) DO UPDATE SET seq = live_heads.seq + 1
+             RETURNING seq",
+            performance_id
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let inventory = count_in(&mut *conn, performance_id, now).await?;
+        let change = LiveChange::counted(performance_id, seq, moves, &inventory);
+        let body = serde_json::to_string(&change).map_err(backend)?;
+        let notice = format!("{performance_id} {seq}");
+        sqlx::query!(
+            "WITH logged AS (
+                 INSERT INTO live_changes (performance_id, seq, body, at) VALUES ($1, $2, $3, $4)
+             )
+             SELECT pg_notify($5, $6)",
+            performance_id,
+            seq,
+            body,
+            now,
+            NOTIFY_CHANNEL,
+            notice
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+        logged.push(change);
+    }
+    Ok(logged)
+}
+
+impl PostgresStore {
+    /// Follows the notices on a connection of its own, reconnecting when it drops (the
+    /// hub's look at the heads covers what was missed meanwhile).
+    pub(crate) async fn listen(&self) -> StoreResult<LiveNotices> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(backend)?;
+        listener.listen(NOTIFY_CHANNEL).await.map_err(backend)?;
+        let (send, receive) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        if let Some(notice) = parse_notice(notification.payload())
+                            && let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                                send.try_send(notice)
+                        {
+                            return;
+                        }
+                    }
+                    // The connection dropped; the next call reconnects and listens again.
+                    Ok(None) => {
+                        tracing::warn!("the live feed's LISTEN connection dropped; reconnecting")
+                    }
+                    Err(error) => {
+                        if send.is_closed() {
+                            return;
+                        }
+                        tracing::warn!(%error, "the live feed's LISTEN connection failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(receive)
+    }
+
+    pub(crate) async fn do_live_snapshot(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<LiveSnapshot>> {
+        // One snapshot for the units, the counts and the seq.
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(kind) = sqlx::query_scalar!(
+            "SELECT kind FROM performances WHERE id = $1",
+            performance_id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let kind = SeatingKind::parse(&kind).map_err(backend)?;
+        let seq = sqlx::query_scalar!(
+            "SELECT seq FROM live_heads WHERE performance_id = $1",
+            performance_id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .unwrap_or(0);
+        let rows = sqlx::query!(
+            "SELECT id, state, held_until FROM units WHERE performance_id = $1
+             ORDER BY group_position, row_position, seat_position",
+            performance_id
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let units = rows
+            .into_iter()
+            .map(|r| {
+                let state = UnitState::parse(&r.state).map_err(backend)?;
+                Ok(UnitMove {
+                    unit_id: r.id,
+                    state: state.effective(r.held_until, now),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let inventory = count_in(&mut tx, performance_id, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(LiveSnapshot {
+            performance_id,
+            kind,
+            seq,
+            units,
+            available: inventory.total.available,
+            held: inventory.total.held,
+            sold: inventory.total.sold,
+            groups: groups_of(&inventory),
+        }))
+    }
+
+    pub(crate) async fn do_live_changes(
+        &self,
+        performance_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LiveChange>> {
+        let bodies = sqlx::query_scalar!(
+            "SELECT body FROM live_changes WHERE performance_id = $1 AND seq > $2
+             ORDER BY seq LIMIT $3",
+            performance_id,
+            after,
+            i64::from(limit)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        bodies
+            .iter()
+            .map(|body| {
+                serde_json::from_str(body)
+                    .map_err(|e| StoreError::Backend(format!("a logged live change: {e}")))
+            })
+            .collect()
+    }
+
+    pub(crate) async fn do_live_heads(&self, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        let rows = sqlx::query!(
+            "SELECT performance_id, seq FROM live_heads WHERE performance_id = ANY($1)",
+            ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.performance_id, r.seq))
+            .collect())
+    }
+
+    pub(crate) async fn do_live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(
+            sqlx::query!("DELETE FROM live_changes WHERE at < $1", before)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?
+                .rows_affected(),
+        )
+    }
+}
