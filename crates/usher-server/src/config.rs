@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     pub payments: PaymentsConfig,
     pub mail: MailConfig,
+    /// Live messages a watcher may fall behind by before it is disconnected.
+    pub live_backlog: usize,
     /// `redis://…`: rate limits and the live feed's fan-out shared through Redis.
     pub redis_url: Option<String>,
     /// Rate limits on (`USHER_RATE_LIMITS`); off for benchmarks.
@@ -114,12 +116,17 @@ impl Default for ServerConfig {
             public_url: None,
             payments: PaymentsConfig::default(),
             mail: MailConfig::default(),
+            live_backlog: DEFAULT_LIVE_BACKLOG,
             redis_url: None,
             rate_limits: true,
             trusted_proxies: crate::rate_limit::TrustedProxies::default(),
         }
     }
 }
+
+/// Live messages a watcher may fall behind by: at one change per hold batch, several
+/// seconds of a rush.
+pub const DEFAULT_LIVE_BACKLOG: usize = 512;
 
 /// One password hash at a time per core.
 pub fn default_password_workers() -> usize {

@@ -26,8 +26,6 @@ use usher_store::{LiveChange, LiveSnapshot, Store, StoreResult, UnitMove};
 
 use crate::redis::Redis;
 
-/// Messages a watcher may fall behind by before it is disconnected.
-const WATCHER_BACKLOG: usize = 512;
 /// How often the hub looks for watched performances that fell behind their head.
 const TICK: Duration = Duration::from_millis(100);
 /// How often it asks the store for the heads of everything watched (covers changes
@@ -55,6 +53,8 @@ pub struct LiveHub {
 struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Messages a watcher may fall behind by before it is disconnected.
+    backlog: usize,
     feeds: Mutex<HashMap<Uuid, Arc<Feed>>>,
     /// Changes of performances nobody here watches still invalidate cached reads.
     invalidations: broadcast::Sender<Uuid>,
@@ -195,12 +195,13 @@ pub struct Watch {
 }
 
 impl LiveHub {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, backlog: usize) -> Self {
         let (invalidations, _) = broadcast::channel(4096);
         Self {
             inner: Arc::new(Inner {
                 store,
                 clock,
+                backlog: backlog.max(1),
                 feeds: Mutex::new(HashMap::new()),
                 invalidations,
             }),
@@ -225,7 +226,7 @@ impl LiveHub {
                 .entry(performance_id)
                 .or_insert_with(|| {
                     Arc::new(Feed {
-                        sender: broadcast::channel(WATCHER_BACKLOG).0,
+                        sender: broadcast::channel(self.inner.backlog).0,
                         first_read: tokio::sync::Mutex::new(()),
                         state: Mutex::new(FeedState::default()),
                     })

@@ -57,7 +57,11 @@ pub struct Services {
 impl AppState {
     pub fn new(services: Services, config: ServerConfig) -> Self {
         let passwords = PasswordPool::new(config.password_workers, config.password_queue);
-        let live = LiveHub::new(services.store.clone(), services.clock.clone());
+        let live = LiveHub::new(
+            services.store.clone(),
+            services.clock.clone(),
+            config.live_backlog,
+        );
         let rate_limits = Arc::new(RateLimits::new(config.rate_limits, services.redis.clone()));
         Self {
             inner: Arc::new(Inner {

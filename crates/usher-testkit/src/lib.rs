@@ -10,6 +10,7 @@
 pub mod fixtures;
 pub mod invariants;
 pub mod lifecycle;
+pub mod redis;
 pub mod smtp;
 
 use std::net::TcpListener;

@@ -287,6 +287,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             dir: args.mail_dir,
             from: args.mail_from,
         },
+        live_backlog: usher_server::config::DEFAULT_LIVE_BACKLOG,
         redis_url: args.redis_url.filter(|u| !u.is_empty()),
         rate_limits: matches!(args.rate_limits, Switch::On),
         trusted_proxies,

@@ -7,6 +7,8 @@ mod docs;
 mod events;
 mod helpers;
 mod lifecycle;
+mod limits;
+mod live;
 mod organizer;
 mod payments;
 mod performances;

@@ -1,0 +1,145 @@
+//! Rate limits (in-process and shared through a real Redis) and the live feed's fan-out
+//! through Redis, including Redis dying and coming back.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use usher_testkit::on_each_engine;
+use usher_testkit::redis::RedisServer;
+
+use crate::helpers::*;
+
+/// A hold request that the handler refuses cheaply (no such performance): what counts
+/// here is only whether the limit let it through.
+async fn hold_attempt(app: &TestApp, who: &Session) -> reqwest::Response {
+    app.post(
+        "/v1/bookings",
+        Some(&who.access),
+        json!({"performance_id": uuid::Uuid::now_v7(), "unit_ids": [uuid::Uuid::now_v7()]}),
+    )
+    .await
+}
+
+on_each_engine! {
+    async fn a_script_is_refused_and_told_when_to_come_back(engine) {
+        let app = spawn_app_with(engine, |c| c.rate_limits = true).await;
+        let (_, _, customer) = app.cast().await;
+        let other = app.signup("other@example.com").await;
+        let first = hold_attempt(&app, &customer).await;
+        assert_ne!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+        let policy = first.headers()["ratelimit-policy"].to_str().unwrap().to_owned();
+        assert!(policy.contains("\"holds\";q=10;w=5"), "{policy}");
+        assert!(first.headers().contains_key("ratelimit"));
+        for _ in 1..10 {
+            assert_ne!(hold_attempt(&app, &customer).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        let refused = hold_attempt(&app, &customer).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=5).contains(&retry_after), "{retry_after}");
+        assert_eq!(refused.headers()["ratelimit"], "\"holds\";r=0;t=1");
+        let problem = assert_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        assert_eq!(problem["type"], "/problems/rate-limited");
+        // Somebody else is not held back by it, and reading is not a hold.
+        assert_ne!(hold_attempt(&app, &other).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(app.get("/v1/events", Some(&customer.access)).await.status(), StatusCode::OK);
+    }
+
+    async fn guessing_one_accounts_password_is_limited_per_account(engine) {
+        let app = spawn_app_with(engine, |c| c.rate_limits = true).await;
+        // The sign-up is the first of the account's ten.
+        app.signup("target@example.com").await;
+        let guess = |email: &'static str| app.post("/v1/auth/login", None, json!({"email": email, "password": "wrong guess!"}));
+        for _ in 0..9 {
+            assert_eq!(guess("target@example.com").await.status(), StatusCode::UNAUTHORIZED);
+        }
+        let refused = guess("TARGET@example.com").await;
+        assert_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        // Another account from the same address still gets its answer.
+        assert_eq!(guess("someone@example.com").await.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    async fn limits_are_shared_through_redis_and_survive_it_dying(engine) {
+        let mut redis = RedisServer::start();
+        let url = redis.url();
+        let app = spawn_app_with(engine, |c| { c.rate_limits = true; c.redis_url = Some(url); }).await;
+        let other = app.restart().await;
+        let (_, _, customer) = app.cast().await;
+        // Ten through one instance, then the eleventh through the other is refused.
+        for _ in 0..10 {
+            assert_ne!(hold_attempt(&app, &customer).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        assert_eq!(hold_attempt(&other, &customer).await.status(), StatusCode::TOO_MANY_REQUESTS);
+
+        // Redis dies: requests go on, limited in-process, never a 5xx.
+        redis.kill();
+        let someone = app.signup("someone@example.com").await;
+        let mut statuses = Vec::new();
+        for _ in 0..12 {
+            statuses.push(hold_attempt(&app, &someone).await.status());
+        }
+        assert!(statuses.iter().all(|s| !s.is_server_error()), "{statuses:?}");
+        assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "still limited in-process: {statuses:?}");
+        assert!(!app.state.redis().unwrap().is_up());
+        // (`usher_redis_up` says so too; metrics are per process, shared by these tests'
+        // instances, so it is not asserted here.)
+
+        // Redis is back: within a couple of seconds the limits are shared again.
+        redis.resume();
+        let back = Instant::now();
+        let fresh = app.signup("fresh@example.com").await;
+        while !app.state.redis().unwrap().is_up() {
+            assert!(back.elapsed() < Duration::from_secs(10), "the link did not come back");
+            let _ = app.get("/v1/events", None).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        while !other.state.redis().unwrap().is_up() {
+            assert!(back.elapsed() < Duration::from_secs(10), "the other link did not come back");
+            let _ = other.get("/v1/events", None).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for _ in 0..10 {
+            assert_ne!(hold_attempt(&other, &fresh).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        assert_eq!(hold_attempt(&app, &fresh).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    async fn live_changes_fan_out_through_redis_and_without_it(engine) {
+        let mut redis = RedisServer::start();
+        let url = redis.url();
+        let app = spawn_app_with(engine, |c| c.redis_url = Some(url)).await;
+        let other = app.restart().await;
+        let (_, organizer, customer) = app.cast().await;
+        let performance = on_sale(&app, &organizer, rows(&[6]), 4).await;
+        let id = performance["id"].as_str().unwrap();
+        let ids = unit_ids(&app, id).await;
+        let ws = other.url(&format!("/v1/performances/{id}/live")).replacen("http://", "ws://", 1);
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+        let mut next = async || loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), socket.next()).await
+                .expect("a message within 5 s").unwrap().unwrap();
+            if let Message::Text(text) = message {
+                return serde_json::from_str::<serde_json::Value>(&text).unwrap();
+            }
+        };
+        assert_eq!(next().await["seq"], 0);
+        let hold = |unit: &String| app.post("/v1/bookings", Some(&customer.access), json!({"performance_id": id, "unit_ids": [unit]}));
+        let mut seq = 0;
+        for (i, unit) in ids.iter().enumerate() {
+            if i == 2 {
+                redis.kill();
+            }
+            if i == 4 {
+                redis.resume();
+            }
+            assert_eq!(hold(unit).await.status(), StatusCode::CREATED, "holds never depend on Redis");
+            seq += 1;
+            let change = next().await;
+            assert_eq!(change["seq"], seq);
+            assert_eq!(change["changes"][0]["unit_id"], unit.as_str());
+        }
+    }
+}
