@@ -8,7 +8,9 @@ use std::process::Command;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repository_file(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -38,13 +40,20 @@ fn the_compose_file_runs_postgres_redis_two_instances_and_a_balancer() {
 
     let help = serve_help();
     for instance in instances {
-        assert_eq!(instance["build"].as_str(), Some("."), "built from the Dockerfile");
+        assert_eq!(
+            instance["build"].as_str(),
+            Some("."),
+            "built from the Dockerfile"
+        );
         let environment = instance["environment"].as_hash().expect("environment");
         let mut set = Vec::new();
         for (name, value) in environment {
             let name = name.as_str().unwrap();
             set.push(name);
-            assert!(help.contains(&format!("[env: {name}")), "usher serve does not read {name}");
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "usher serve does not read {name}"
+            );
             let value = value.as_str().unwrap_or_default();
             match name {
                 "USHER_ADDR" => {
@@ -58,7 +67,12 @@ fn the_compose_file_runs_postgres_redis_two_instances_and_a_balancer() {
                 _ => {}
             }
         }
-        for required in ["DATABASE_URL", "REDIS_URL", "USHER_MASTER_KEY", "USHER_JWT_SECRET"] {
+        for required in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "USHER_MASTER_KEY",
+            "USHER_JWT_SECRET",
+        ] {
             assert!(set.contains(&required), "every instance shares {required}");
         }
     }
