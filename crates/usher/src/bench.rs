@@ -18,7 +18,7 @@
 //! - `login`: `--requests` logins of `--users` accounts; a login told to come back
 //!   (503 with `Retry-After`) comes back, as a person would.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use futures_util::StreamExt;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,7 +43,7 @@ pub const ADMIN_EMAIL: &str = "bench-admin@usher.bench";
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// `hello`, `rush`, `flash` or `login`.
+    /// `hello`, `rush`, `flash`, `login` or `watch`.
     #[arg(value_enum)]
     scenario: Scenario,
     /// A running server to drive (loopback only); default: start a throwaway one.
@@ -63,9 +64,12 @@ pub struct BenchArgs {
     /// Seats on sale (flash).
     #[arg(long, default_value_t = 10)]
     seats: usize,
-    /// What each rush hold asks for (rush).
+    /// What each rush hold asks for (rush, watch).
     #[arg(long, value_enum, default_value = "ga")]
     kind: Kind,
+    /// WebSocket watchers of the performance while the rush runs (watch).
+    #[arg(long, default_value_t = 1_000)]
+    watchers: usize,
     /// One JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -81,6 +85,8 @@ enum Scenario {
     Rush,
     Flash,
     Login,
+    /// A rush with `--watchers` live watchers: how long a hold takes to reach them.
+    Watch,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,6 +131,22 @@ struct Report {
     logins_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     told_to_retry: Option<u64>,
+    /// Watch: the watchers, and the delay from a hold's answer to its change reaching
+    /// each of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch: Option<WatchReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct WatchReport {
+    watchers: usize,
+    /// Watchers still connected at the end (the server cuts off those too slow).
+    connected_at_end: usize,
+    /// (hold, watcher) pairs delivered.
+    deliveries: u64,
+    delivery_p50_ms: f64,
+    delivery_p99_ms: f64,
+    delivery_max_ms: f64,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -150,6 +172,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Rush => rush(&bench, &args, &server, deadline).await,
         Scenario::Flash => flash(&bench, &args, &server, deadline).await,
         Scenario::Login => login(&bench, &args, &server, deadline).await,
+        Scenario::Watch => watch(&bench, &args, &server, deadline).await,
     };
     let report = outcome?;
     server.stop();
@@ -627,6 +650,7 @@ fn report(
         logins: None,
         logins_per_s: None,
         told_to_retry: None,
+        watch: None,
     }
 }
 
@@ -794,6 +818,166 @@ async fn rush(
     );
     check(bench, &organizer, &performance_id, holds, &mut report).await?;
     Ok(report)
+}
+
+/// When each unit's hold was answered, for matching the watchers' deliveries.
+type Answered = Arc<std::sync::RwLock<HashMap<String, Instant>>>;
+
+async fn watch(
+    bench: &Bench,
+    args: &BenchArgs,
+    server: &Server,
+    deadline: Instant,
+) -> anyhow::Result<Report> {
+    let run = run_id();
+    let (organizer, event_id) = bench.published_event(&run).await?;
+    let performance = bench
+        .performance(&organizer, &event_id, Kind::Ga, args.requests as usize)
+        .await?;
+    let performance_id = performance["id"].as_str().unwrap_or_default().to_owned();
+    let ticket_type = performance["ticket_types"][0]["id"].clone();
+    let tokens = Arc::new(
+        bench
+            .accounts(&format!("buyer-{run}-"), args.users.max(1))
+            .await?,
+    );
+
+    // The watchers connect first, a few hundred at a time.
+    let answered: Answered = Arc::default();
+    let rush_over = Arc::new(AtomicBool::new(false));
+    let live = format!(
+        "{}/v1/performances/{performance_id}/live",
+        bench.base.replacen("http://", "ws://", 1)
+    );
+    let mut connected = Vec::new();
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..args.watchers {
+        if connecting.len() >= 200
+            && let Some(socket) = connecting.join_next().await
+        {
+            connected.push(socket??);
+        }
+        let live = live.clone();
+        connecting.spawn(async move {
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(16 * 1024)
+                .write_buffer_size(0);
+            let (mut socket, _) =
+                tokio_tungstenite::connect_async_with_config(live, Some(config), true).await?;
+            // The snapshot.
+            socket.next().await.ok_or_else(|| anyhow!("closed before the snapshot"))??;
+            anyhow::Ok(socket)
+        });
+    }
+    while let Some(socket) = connecting.join_next().await {
+        connected.push(socket??);
+    }
+    let mut watchers = tokio::task::JoinSet::new();
+    for socket in connected {
+        let (answered, rush_over) = (answered.clone(), rush_over.clone());
+        watchers.spawn(follow(socket, answered, rush_over));
+    }
+
+    let (client, url) = (bench.client.clone(), format!("{}/v1/bookings", bench.base));
+    let answers = answered.clone();
+    let measured = drive(args.requests, args.concurrency, deadline, args.json, server, Arc::default(), move |i| {
+        let body = json!({"performance_id": performance_id, "ticket_type_id": ticket_type, "quantity": 1});
+        let request = client.post(&url).bearer_auth(&tokens[i as usize % tokens.len()]).json(&body);
+        let answers = answers.clone();
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let at = Instant::now();
+            if status == StatusCode::CREATED {
+                let booking: Value = response.json().await?;
+                if let (Ok(mut answered), Some(units)) = (answers.write(), booking["units"].as_array()) {
+                    for unit in units {
+                        if let Some(id) = unit["id"].as_str() {
+                            answered.insert(id.to_owned(), at);
+                        }
+                    }
+                }
+            }
+            Ok(status)
+        }
+    })
+    .await?;
+    rush_over.store(true, Ordering::Relaxed);
+
+    let mut delays =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
+    let mut connected_at_end = 0;
+    while let Some(followed) = watchers.join_next().await {
+        let (histogram, still_connected) = followed??;
+        delays.add(histogram).map_err(|e| anyhow!("{e}"))?;
+        connected_at_end += usize::from(still_connected);
+    }
+    let holds = measured.responses.get(&201).copied().unwrap_or(0);
+    let mut report = report(Scenario::Watch, Some(Kind::Ga), args, server, measured, holds);
+    let ms = |q: f64| delays.value_at_quantile(q) as f64 / 1000.0;
+    report.watch = Some(WatchReport {
+        watchers: args.watchers,
+        connected_at_end,
+        deliveries: delays.len(),
+        delivery_p50_ms: ms(0.50),
+        delivery_p99_ms: ms(0.99),
+        delivery_max_ms: delays.max() as f64 / 1000.0,
+    });
+    let expected = holds * args.watchers as u64;
+    report.invariants_ok = Some(delays.len() == expected && connected_at_end == args.watchers);
+    if delays.len() != expected {
+        report.invariant_problems.push(format!(
+            "{} of {expected} deliveries (holds x watchers) arrived",
+            delays.len()
+        ));
+    }
+    Ok(report)
+}
+
+/// One watcher: the delay from each hold's answer to its change arriving here. Runs
+/// until the rush is over and nothing has arrived for two seconds. Returns the delays
+/// and whether the socket was still open.
+async fn follow(
+    mut socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    answered: Answered,
+    rush_over: Arc<AtomicBool>,
+) -> anyhow::Result<(Histogram<u64>, bool)> {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut delays =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
+    // Changes that arrived before their hold's answer: matched at the end, as zero.
+    let mut early: Vec<String> = Vec::new();
+    let open = loop {
+        let message = match tokio::time::timeout(Duration::from_secs(2), socket.next()).await {
+            Err(_) if rush_over.load(Ordering::Relaxed) => break true,
+            Err(_) => continue,
+            Ok(None | Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break false,
+            Ok(Some(Ok(message))) => message,
+        };
+        let Message::Text(text) = message else { continue };
+        let at = Instant::now();
+        let Ok(change) = serde_json::from_str::<Value>(&text) else { continue };
+        let Some(changes) = change["changes"].as_array() else { continue };
+        let answered = answered.read().map_err(|_| anyhow!("poisoned"))?;
+        for unit in changes.iter().filter(|c| c["state"] == "held") {
+            let Some(id) = unit["unit_id"].as_str() else { continue };
+            match answered.get(id) {
+                Some(when) => {
+                    delays.saturating_record(at.saturating_duration_since(*when).as_micros().max(1) as u64)
+                }
+                None => early.push(id.to_owned()),
+            }
+        }
+    };
+    let answered = answered.read().map_err(|_| anyhow!("poisoned"))?;
+    for id in early {
+        if answered.contains_key(&id) {
+            delays.saturating_record(1);
+        }
+    }
+    Ok((delays, open))
 }
 
 async fn flash(
@@ -997,6 +1181,16 @@ fn print_table(report: &Report) {
                 report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms
             ),
         ),
+        match &report.watch {
+            Some(w) => (
+                "delivery to watchers p50 / p99 / max",
+                format!(
+                    "{:.1} / {:.1} / {:.1} ms ({} deliveries to {} watchers, {} connected at the end)",
+                    w.delivery_p50_ms, w.delivery_p99_ms, w.delivery_max_ms, w.deliveries, w.watchers, w.connected_at_end
+                ),
+            ),
+            None => ("", String::new()),
+        },
         (
             "responses",
             report
@@ -1024,6 +1218,7 @@ fn print_table(report: &Report) {
             },
         ),
     ];
+    let rows: Vec<_> = rows.into_iter().filter(|(k, _)| !k.is_empty()).collect();
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in rows {
         println!("{key:<width$}  {value}");
