@@ -192,6 +192,10 @@ impl Application {
             self.state.redis().cloned(),
             stopped.clone(),
         ));
+        let forgetting = tokio::spawn(crate::seat_maps::forget_changed(
+            self.state.clone(),
+            stopped.clone(),
+        ));
         let tidy = tokio::spawn(crate::rate_limit::tidy_every_minute(
             self.state.rate_limits_arc(),
             stopped.clone(),
@@ -217,6 +221,7 @@ impl Application {
             let _ = workers.await;
         }
         let _ = live.await;
+        let _ = forgetting.await;
         let _ = tidy.await;
         served
     }

@@ -4,8 +4,10 @@
 //! A seat map of a large house (up to 200,000 units) is a big read and a big JSON body;
 //! in a rush everyone asks for it at once. Readers of one performance queue behind one
 //! rebuild and share its bytes (no stampede); the answer carries a strong `ETag`, so a
-//! client that has it gets `304 Not Modified`. Live changes reach browsers over the
-//! performance's live feed; this map is the starting point, at most that old.
+//! client that has it gets `304 Not Modified`. A kept map is dropped as soon as the live
+//! feed hears that the performance's units changed, on this instance or another
+//! ([`forget_changed`]); the max age only bounds how long a lost notice could leave a
+//! map stale.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -71,6 +73,48 @@ impl SeatMaps {
         let fresh = built(build().await?);
         *kept = Some(fresh.clone());
         Ok(fresh)
+    }
+}
+
+impl SeatMaps {
+    /// Forgets a performance's seat map: its units changed (here or on another
+    /// instance, as the live feed says). A rebuild already under way finishes for its
+    /// own readers; the next reader builds afresh.
+    pub fn forget(&self, performance_id: Uuid) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.remove(&performance_id);
+        }
+    }
+
+    /// Forgets everything (the feed fell behind and cannot say what changed).
+    pub fn clear(&self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.clear();
+        }
+    }
+}
+
+/// Keeps cached seat maps honest across instances: every change the live feed hears of
+/// (this process's commits, other instances' through Redis or PostgreSQL) drops the
+/// performance's cached map, so the max age is only an upper bound.
+pub async fn forget_changed(
+    state: crate::state::AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changed = state.live().invalidations();
+    loop {
+        tokio::select! {
+            id = changed.recv() => match id {
+                Ok(id) => state.seat_maps().forget(id),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => state.seat_maps().clear(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            stopped = stop.changed() => {
+                if stopped.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
     }
 }
 

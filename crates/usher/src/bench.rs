@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use futures_util::StreamExt;
 use clap::{Args, ValueEnum};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Client, Method, StatusCode};
@@ -865,7 +865,10 @@ async fn watch(
             let (mut socket, _) =
                 tokio_tungstenite::connect_async_with_config(live, Some(config), true).await?;
             // The snapshot.
-            socket.next().await.ok_or_else(|| anyhow!("closed before the snapshot"))??;
+            socket
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("closed before the snapshot"))??;
             anyhow::Ok(socket)
         });
     }
@@ -913,7 +916,14 @@ async fn watch(
         connected_at_end += usize::from(still_connected);
     }
     let holds = measured.responses.get(&201).copied().unwrap_or(0);
-    let mut report = report(Scenario::Watch, Some(Kind::Ga), args, server, measured, holds);
+    let mut report = report(
+        Scenario::Watch,
+        Some(Kind::Ga),
+        args,
+        server,
+        measured,
+        holds,
+    );
     let ms = |q: f64| delays.value_at_quantile(q) as f64 / 1000.0;
     report.watch = Some(WatchReport {
         watchers: args.watchers,
@@ -956,17 +966,25 @@ async fn follow(
             Ok(None | Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break false,
             Ok(Some(Ok(message))) => message,
         };
-        let Message::Text(text) = message else { continue };
+        let Message::Text(text) = message else {
+            continue;
+        };
         let at = Instant::now();
-        let Ok(change) = serde_json::from_str::<Value>(&text) else { continue };
-        let Some(changes) = change["changes"].as_array() else { continue };
+        let Ok(change) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let Some(changes) = change["changes"].as_array() else {
+            continue;
+        };
         let answered = answered.read().map_err(|_| anyhow!("poisoned"))?;
         for unit in changes.iter().filter(|c| c["state"] == "held") {
-            let Some(id) = unit["unit_id"].as_str() else { continue };
+            let Some(id) = unit["unit_id"].as_str() else {
+                continue;
+            };
             match answered.get(id) {
-                Some(when) => {
-                    delays.saturating_record(at.saturating_duration_since(*when).as_micros().max(1) as u64)
-                }
+                Some(when) => delays.saturating_record(
+                    at.saturating_duration_since(*when).as_micros().max(1) as u64,
+                ),
                 None => early.push(id.to_owned()),
             }
         }
@@ -1186,7 +1204,12 @@ fn print_table(report: &Report) {
                 "delivery to watchers p50 / p99 / max",
                 format!(
                     "{:.1} / {:.1} / {:.1} ms ({} deliveries to {} watchers, {} connected at the end)",
-                    w.delivery_p50_ms, w.delivery_p99_ms, w.delivery_max_ms, w.deliveries, w.watchers, w.connected_at_end
+                    w.delivery_p50_ms,
+                    w.delivery_p99_ms,
+                    w.delivery_max_ms,
+                    w.deliveries,
+                    w.watchers,
+                    w.connected_at_end
                 ),
             ),
             None => ("", String::new()),

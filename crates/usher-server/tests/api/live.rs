@@ -352,3 +352,30 @@ async fn a_watcher_too_slow_to_read_is_disconnected() {
         assert_eq!(frame.code, CloseCode::Again);
     }
 }
+
+on_each_engine! {
+    async fn a_cached_seat_map_is_dropped_when_the_feed_says_it_changed(engine) {
+        // Kept for a minute unless the feed says otherwise; another instance makes the
+        // change (on SQLite, this instance: there is no second SQLite instance in a
+        // deployment).
+        let app = spawn_app_with(engine, |c| c.seat_map_max_age = Duration::from_secs(60)).await;
+        let writer = match engine {
+            usher_testkit::Engine::Postgres => Some(app.restart().await),
+            usher_testkit::Engine::Sqlite => None,
+        };
+        let (_, organizer, customer) = app.cast().await;
+        let performance = on_sale(&app, &organizer, rows(&[3]), 4).await;
+        let id = performance["id"].as_str().unwrap();
+        let ids = unit_ids(&app, id).await;
+        hold(writer.as_ref().unwrap_or(&app), &customer, &performance, &[&ids[0]]).await;
+        let started = std::time::Instant::now();
+        loop {
+            let map: Value = app.get(&format!("/v1/performances/{id}/seats"), None).await.json().await.unwrap();
+            if map["units"][0]["state"] == "held" {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(3), "the cached map was not dropped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
