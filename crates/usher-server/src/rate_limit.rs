@@ -27,6 +27,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
+use crate::extract::Caller;
 use crate::problem::ApiError;
 use crate::redis::{COMMAND_DEADLINE, Redis};
 use crate::state::AppState;
@@ -46,12 +47,13 @@ impl Policy {
     }
 }
 
+/// The tiers, in [`Tier::ALL`] order (their discriminants index the local limiters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
-    Ip,
-    Auth,
-    Writes,
-    Holds,
+    Ip = 0,
+    Auth = 1,
+    Writes = 2,
+    Holds = 3,
 }
 
 impl Tier {
@@ -122,27 +124,22 @@ return {1, new_tat - now, math.floor((now - allow_at) / emission)}
 
 pub struct RateLimits {
     enabled: bool,
-    local: Vec<(Tier, Limiter)>,
+    /// In-process buckets, one limiter per tier in [`Tier::ALL`] order.
+    local: [Limiter; 4],
     redis: Option<Redis>,
     script: redis::Script,
 }
 
 impl RateLimits {
     pub fn new(enabled: bool, redis: Option<Redis>) -> Self {
-        let local = Tier::ALL
-            .into_iter()
-            .map(|tier| {
-                let policy = tier.policy();
-                let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
-                let quota = Quota::with_period(policy.emission)
-                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-                    .allow_burst(burst);
-                (
-                    tier,
-                    RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
-                )
-            })
-            .collect();
+        let local = Tier::ALL.map(|tier| {
+            let policy = tier.policy();
+            let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::with_period(policy.emission)
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                .allow_burst(burst);
+            RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>()
+        });
         Self {
             enabled,
             local,
@@ -207,14 +204,7 @@ impl RateLimits {
 
     fn check_local(&self, tier: Tier, key: &str) -> Verdict {
         let policy = tier.policy();
-        let Some((_, limiter)) = self.local.iter().find(|(t, _)| *t == tier) else {
-            return Verdict::Allowed {
-                policy,
-                remaining: policy.burst,
-                reset_seconds: 0,
-            };
-        };
-        match limiter.check_key(&key.to_owned()) {
+        match self.local[tier as usize].check_key(&key.to_owned()) {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 let used = policy.burst.saturating_sub(remaining);
@@ -236,7 +226,7 @@ impl RateLimits {
 
     /// Forgets in-process buckets that are full again (run now and then).
     pub fn tidy(&self) {
-        for (_, limiter) in &self.local {
+        for limiter in &self.local {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -328,18 +318,30 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    let user = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| state.tokens().verify_access(token).ok())
-        .map(|caller| caller.id);
+    // Verified once here; the handler's `Caller` extractor reuses it.
+    let user = unsafe_method
+        .then(|| {
+            let token = request
+                .headers()
+                .get(header::AUTHORIZATION)?
+                .to_str()
+                .ok()?
+                .strip_prefix("Bearer ")?;
+            state.tokens().verify_access(token).ok()
+        })
+        .flatten();
+    let mut request = request;
+    if let Some(caller) = user {
+        request.extensions_mut().insert(Verified(caller));
+    }
+    let user = user.map(|caller| caller.id);
 
     let mut checks: Vec<(Tier, String)> = vec![(Tier::Ip, ip.to_string())];
-    let mut request = request;
     if unsafe_method && path.starts_with("/v1/auth/") {
-        let (account, rebuilt) = account_of(request, state.config().max_body_bytes).await;
+        let Ok((account, rebuilt)) = account_of(request, state.config().max_body_bytes).await
+        else {
+            return ApiError::PayloadTooLarge.into_response();
+        };
         request = rebuilt;
         checks.push((Tier::Auth, format!("{ip}|{account}")));
     }
@@ -415,22 +417,21 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: String) {
 }
 
 /// The account a sign-in or sign-up names (its `email`), read from the body, which is
-/// then handed on untouched. A body too large or unreadable names no account: the
-/// handler will refuse it anyway.
-async fn account_of(request: Request, limit: usize) -> (String, Request) {
+/// then handed on untouched. An unreadable body names no account (the handler refuses
+/// it); `Err` when the body is over `limit`.
+async fn account_of(request: Request, limit: usize) -> Result<(String, Request), ()> {
     let (parts, body) = request.into_parts();
-    match to_bytes(body, limit).await {
-        Ok(bytes) => {
-            let account = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("email")?.as_str().map(str::to_lowercase))
-                .unwrap_or_default();
-            (account, Request::from_parts(parts, Body::from(bytes)))
-        }
-        // Over the limit: the handler answers 413 on the (now empty) body.
-        Err(_) => (String::new(), Request::from_parts(parts, Body::empty())),
-    }
+    let bytes = to_bytes(body, limit).await.map_err(|_| ())?;
+    let account = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("email")?.as_str().map(str::to_lowercase))
+        .unwrap_or_default();
+    Ok((account, Request::from_parts(parts, Body::from(bytes))))
 }
+
+/// A caller whose access token this middleware already verified.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified(pub Caller);
 
 /// Keeps the in-process buckets small: every minute, forget full ones.
 pub async fn tidy_every_minute(

@@ -62,6 +62,19 @@ on_each_engine! {
         assert_eq!(guess("someone@example.com").await.status(), StatusCode::UNAUTHORIZED);
     }
 
+    async fn the_limits_read_bodies_and_tokens_without_changing_the_answers(engine) {
+        let app = spawn_app_with(engine, |c| { c.rate_limits = true; c.max_body_bytes = 1024; }).await;
+        // A sign-in body over the limit is 413, as without limits.
+        let huge = json!({"email": "a@example.com", "password": "x".repeat(4096)});
+        assert_problem(app.post("/v1/auth/login", None, huge).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+        // A bad token on a write is still the handler's 401; a good one still works.
+        let (_, _, customer) = app.cast().await;
+        let bad = app.post("/v1/bookings", Some("not-a-token"), json!({})).await;
+        assert_problem(bad, StatusCode::UNAUTHORIZED).await;
+        let booking = hold_attempt(&app, &customer).await;
+        assert!(booking.status().is_client_error() && booking.status() != StatusCode::UNAUTHORIZED, "{}", booking.status());
+    }
+
     async fn limits_are_shared_through_redis_and_survive_it_dying(engine) {
         let mut redis = RedisServer::start();
         let url = redis.url();
