@@ -20,8 +20,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use usher_core::{Clock, SeatingKind};
-use usher_store::live::GroupAvailability;
+use usher_core::{Clock, SeatingKind, UnitState};
+use usher_store::live::LiveUnit;
 use usher_store::{LiveChange, LiveSnapshot, Store, StoreResult, UnitMove};
 
 use crate::redis::Redis;
@@ -80,48 +80,87 @@ struct FeedState {
     snapshot: Option<Frame>,
 }
 
+/// A performance as watchers see it: every unit's state, and the counts that follow
+/// from them (kept as changes apply, never recounted).
 struct View {
     kind: SeatingKind,
     seq: i64,
-    units: Vec<UnitMove>,
+    units: Vec<LiveUnit>,
     index: HashMap<Uuid, usize>,
     available: u64,
     held: u64,
     sold: u64,
-    groups: Vec<GroupAvailability>,
+    /// Available units per section or ticket type, in seat-map order.
+    groups: Vec<(Uuid, u64)>,
 }
 
 impl View {
     fn from_snapshot(snapshot: LiveSnapshot) -> Self {
-        let index = snapshot
-            .units
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.unit_id, i))
-            .collect();
-        Self {
+        let mut view = Self {
             kind: snapshot.kind,
             seq: snapshot.seq,
-            units: snapshot.units,
-            index,
-            available: snapshot.available,
-            held: snapshot.held,
-            sold: snapshot.sold,
-            groups: snapshot.groups,
+            index: HashMap::with_capacity(snapshot.units.len()),
+            units: Vec::with_capacity(snapshot.units.len()),
+            available: 0,
+            held: 0,
+            sold: 0,
+            groups: Vec::new(),
+        };
+        for unit in snapshot.units {
+            if view
+                .groups
+                .last()
+                .is_none_or(|(id, _)| *id != unit.group_id)
+            {
+                view.groups.push((unit.group_id, 0));
+            }
+            view.index.insert(unit.unit_id, view.units.len());
+            view.count(unit.group_id, unit.state, true);
+            view.units.push(unit);
+        }
+        view
+    }
+
+    /// Adds one unit in this state to the counts, or takes it away.
+    fn count(&mut self, group_id: Uuid, state: UnitState, add: bool) {
+        let step = |n: &mut u64| *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        match state {
+            UnitState::Available => {
+                step(&mut self.available);
+                if let Some((_, available)) = self.groups.iter_mut().find(|(id, _)| *id == group_id)
+                {
+                    step(available);
+                }
+            }
+            UnitState::Held => step(&mut self.held),
+            UnitState::Sold => step(&mut self.sold),
+            UnitState::Blocked => {}
         }
     }
 
     fn apply(&mut self, change: &LiveChange) {
         for m in &change.changes {
-            if let Some(&i) = self.index.get(&m.unit_id) {
-                self.units[i].state = m.state;
-            }
+            let Some(&i) = self.index.get(&m.unit_id) else {
+                continue;
+            };
+            let LiveUnit {
+                group_id, state, ..
+            } = self.units[i];
+            self.count(group_id, state, false);
+            self.count(group_id, m.state, true);
+            self.units[i].state = m.state;
         }
         self.seq = change.seq;
-        self.available = change.available;
-        self.held = change.held;
-        self.sold = change.sold;
-        self.groups = change.groups.clone();
+    }
+
+    /// General admission: what each ticket type has left.
+    fn ticket_types(&self) -> Option<Vec<TicketTypeAvailability>> {
+        (self.kind == SeatingKind::General).then(|| {
+            self.groups
+                .iter()
+                .map(|&(id, available)| TicketTypeAvailability { id, available })
+                .collect()
+        })
     }
 }
 
@@ -132,7 +171,7 @@ struct TicketTypeAvailability {
 }
 
 #[derive(Serialize)]
-struct SnapshotMessage<'a> {
+struct SnapshotMessage {
     #[serde(rename = "type")]
     kind: &'static str,
     performance_id: Uuid,
@@ -141,7 +180,7 @@ struct SnapshotMessage<'a> {
     held: u64,
     sold: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    units: Option<&'a [UnitMove]>,
+    units: Option<Vec<UnitMove>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket_types: Option<Vec<TicketTypeAvailability>>,
 }
@@ -159,21 +198,6 @@ struct UnitsMessage<'a> {
     /// General admission: what each ticket type has left.
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket_types: Option<Vec<TicketTypeAvailability>>,
-}
-
-fn ticket_types(
-    kind: SeatingKind,
-    groups: &[GroupAvailability],
-) -> Option<Vec<TicketTypeAvailability>> {
-    (kind == SeatingKind::General).then(|| {
-        groups
-            .iter()
-            .map(|g| TicketTypeAvailability {
-                id: g.id,
-                available: g.available,
-            })
-            .collect()
-    })
 }
 
 fn frame(seq: i64, message: &impl Serialize) -> Frame {
@@ -350,6 +374,7 @@ impl LiveHub {
                     _ => continue,
                 }
             };
+            let known_head = feed.state.lock().map_or(after, |state| state.known_head);
             match self
                 .inner
                 .store
@@ -357,7 +382,12 @@ impl LiveHub {
                 .await
             {
                 Ok(changes) => {
-                    let continues = changes.first().is_none_or(|c| c.seq == after + 1);
+                    // The log must go on from the view: an empty answer while more is
+                    // known to exist means it was purged.
+                    let continues = match changes.first() {
+                        Some(first) => first.seq == after + 1,
+                        None => known_head <= after,
+                    };
                     if !continues {
                         // The log no longer reaches back to this view: start over, and
                         // let watchers reconnect for a fresh snapshot.
@@ -416,10 +446,10 @@ fn drain(feed: &Feed, state: &mut FeedState) {
             performance_id: change.performance_id,
             seq,
             changes: &change.changes,
-            available: change.available,
-            held: change.held,
-            sold: change.sold,
-            ticket_types: ticket_types(view.kind, &change.groups),
+            available: view.available,
+            held: view.held,
+            sold: view.sold,
+            ticket_types: view.ticket_types(),
         };
         // Nobody listening is fine: the view is kept for the next watcher.
         let _ = feed.sender.send(frame(seq, &message));
@@ -445,8 +475,16 @@ fn snapshot_frame(performance_id: Uuid, state: &mut FeedState) -> Option<Frame> 
         available: view.available,
         held: view.held,
         sold: view.sold,
-        units: (!general).then_some(view.units.as_slice()),
-        ticket_types: ticket_types(view.kind, &view.groups),
+        units: (!general).then(|| {
+            view.units
+                .iter()
+                .map(|u| UnitMove {
+                    unit_id: u.unit_id,
+                    state: u.state,
+                })
+                .collect()
+        }),
+        ticket_types: view.ticket_types(),
     };
     let built = frame(view.seq, &message);
     state.snapshot = Some(built.clone());

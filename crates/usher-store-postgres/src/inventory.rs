@@ -192,8 +192,23 @@ impl PostgresStore {
         performance_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<PerformanceInventory> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        count_in(&mut conn, performance_id, now).await
+        let rows = sqlx::query_as!(
+            CountRow,
+            r#"SELECT group_id,
+                      count(*) AS "capacity!",
+                      count(*) FILTER (WHERE state = 'available' OR (state = 'held' AND held_until <= $2)) AS "available!",
+                      count(*) FILTER (WHERE state = 'held' AND held_until > $2) AS "held!",
+                      count(*) FILTER (WHERE state = 'sold') AS "sold!",
+                      count(*) FILTER (WHERE state = 'blocked') AS "blocked!"
+               FROM units WHERE performance_id = $1
+               GROUP BY group_id ORDER BY min(group_position)"#,
+            performance_id,
+            now
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(PerformanceInventory::from_rows(rows))
     }
 
     pub(crate) async fn list_units(
@@ -637,31 +652,6 @@ impl PostgresStore {
         .await
         .map_err(backend)
     }
-}
-
-/// Counts as a buyer sees them at `now`, on the caller's connection.
-pub(crate) async fn count_in(
-    conn: &mut PgConnection,
-    performance_id: Uuid,
-    now: DateTime<Utc>,
-) -> StoreResult<PerformanceInventory> {
-    let rows = sqlx::query_as!(
-        CountRow,
-        r#"SELECT group_id,
-                  count(*) AS "capacity!",
-                  count(*) FILTER (WHERE state = 'available' OR (state = 'held' AND held_until <= $2)) AS "available!",
-                  count(*) FILTER (WHERE state = 'held' AND held_until > $2) AS "held!",
-                  count(*) FILTER (WHERE state = 'sold') AS "sold!",
-                  count(*) FILTER (WHERE state = 'blocked') AS "blocked!"
-           FROM units WHERE performance_id = $1
-           GROUP BY group_id ORDER BY min(group_position)"#,
-        performance_id,
-        now
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend)?;
-    Ok(PerformanceInventory::from_rows(rows))
 }
 
 /// Free units of a ticket type in committed state, counting those other transactions

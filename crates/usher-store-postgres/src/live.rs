@@ -9,13 +9,9 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-use usher_core::{SeatingKind, UnitState};
-use usher_store::live::{
-    LiveNotices, LiveSnapshot, NOTIFY_CHANNEL, UnitMove, groups_of, parse_notice,
-};
-use usher_store::{ChangeSet, LiveChange, StoreError, StoreResult};
+use usher_store::live::{LiveNotices, LiveSnapshot, NOTIFY_CHANNEL, parse_notice};
+use usher_store::{ChangeSet, LiveChange, StoreResult};
 
-use crate::inventory::count_in;
 use crate::{PostgresStore, backend};
 
 /// Notices waiting for the hub; when it falls behind, notices are dropped and the hub's
@@ -23,7 +19,8 @@ use crate::{PostgresStore, backend};
 const NOTICE_QUEUE: usize = 4096;
 
 /// Numbers, logs and announces the changes, one per performance in id order (the order
-/// every transaction takes the heads' row locks in), in the caller's transaction.
+/// every transaction takes the heads' row locks in), in the caller's transaction: one
+/// statement per performance.
 pub(crate) async fn record(
     conn: &mut PgConnection,
     changes: ChangeSet,
@@ -31,35 +28,30 @@ pub(crate) async fn record(
 ) -> StoreResult<Vec<LiveChange>> {
     let mut logged = Vec::new();
     for (performance_id, moves) in changes.into_performances() {
+        let body = LiveChange::log_body(&moves)?;
         let seq = sqlx::query_scalar!(
-            "INSERT INTO live_heads (performance_id, seq) VALUES ($1, 1)
-             ON CONFLICT (performance_id) DO UPDATE SET seq = live_heads.seq + 1
-             RETURNING seq",
-            performance_id
+            r#"WITH head AS (
+                   INSERT INTO live_heads (performance_id, seq) VALUES ($1, 1)
+                   ON CONFLICT (performance_id) DO UPDATE SET seq = live_heads.seq + 1
+                   RETURNING seq
+               ), logged AS (
+                   INSERT INTO live_changes (performance_id, seq, body, at)
+                   SELECT $1, seq, $2, $3 FROM head
+               )
+               SELECT seq AS "seq!" FROM head, pg_notify($4, $1::text || ' ' || head.seq)"#,
+            performance_id,
+            body,
+            now,
+            NOTIFY_CHANNEL
         )
         .fetch_one(&mut *conn)
         .await
         .map_err(backend)?;
-        let inventory = count_in(&mut *conn, performance_id, now).await?;
-        let change = LiveChange::counted(performance_id, seq, moves, &inventory);
-        let body = serde_json::to_string(&change).map_err(backend)?;
-        let notice = format!("{performance_id} {seq}");
-        sqlx::query!(
-            "WITH logged AS (
-                 INSERT INTO live_changes (performance_id, seq, body, at) VALUES ($1, $2, $3, $4)
-             )
-             SELECT pg_notify($5, $6)",
+        logged.push(LiveChange {
             performance_id,
             seq,
-            body,
-            now,
-            NOTIFY_CHANNEL,
-            notice
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
-        logged.push(change);
+            changes: moves,
+        });
     }
     Ok(logged)
 }
@@ -106,7 +98,7 @@ impl PostgresStore {
         performance_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<LiveSnapshot>> {
-        // One snapshot for the units, the counts and the seq.
+        // One snapshot for the units and the seq.
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -122,7 +114,6 @@ impl PostgresStore {
         else {
             return Ok(None);
         };
-        let kind = SeatingKind::parse(&kind).map_err(backend)?;
         let seq = sqlx::query_scalar!(
             "SELECT seq FROM live_heads WHERE performance_id = $1",
             performance_id
@@ -132,35 +123,18 @@ impl PostgresStore {
         .map_err(backend)?
         .unwrap_or(0);
         let rows = sqlx::query!(
-            "SELECT id, state, held_until FROM units WHERE performance_id = $1
+            "SELECT id, group_id, state, held_until FROM units WHERE performance_id = $1
              ORDER BY group_position, row_position, seat_position",
             performance_id
         )
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let units = rows
-            .into_iter()
-            .map(|r| {
-                let state = UnitState::parse(&r.state).map_err(backend)?;
-                Ok(UnitMove {
-                    unit_id: r.id,
-                    state: state.effective(r.held_until, now),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let inventory = count_in(&mut tx, performance_id, now).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(Some(LiveSnapshot {
-            performance_id,
-            kind,
-            seq,
-            units,
-            available: inventory.total.available,
-            held: inventory.total.held,
-            sold: inventory.total.sold,
-            groups: groups_of(&inventory),
-        }))
+        let rows = rows
+            .into_iter()
+            .map(|r| (r.id, r.group_id, r.state, r.held_until));
+        LiveSnapshot::assemble(performance_id, &kind, seq, rows, now).map(Some)
     }
 
     pub(crate) async fn do_live_changes(
@@ -169,8 +143,8 @@ impl PostgresStore {
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<LiveChange>> {
-        let bodies = sqlx::query_scalar!(
-            "SELECT body FROM live_changes WHERE performance_id = $1 AND seq > $2
+        sqlx::query!(
+            "SELECT seq, body FROM live_changes WHERE performance_id = $1 AND seq > $2
              ORDER BY seq LIMIT $3",
             performance_id,
             after,
@@ -178,14 +152,10 @@ impl PostgresStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(backend)?;
-        bodies
-            .iter()
-            .map(|body| {
-                serde_json::from_str(body)
-                    .map_err(|e| StoreError::Backend(format!("a logged live change: {e}")))
-            })
-            .collect()
+        .map_err(backend)?
+        .iter()
+        .map(|row| LiveChange::from_log(performance_id, row.seq, &row.body))
+        .collect()
     }
 
     pub(crate) async fn do_live_heads(&self, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {

@@ -188,8 +188,23 @@ impl SqliteStore {
         performance_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<PerformanceInventory> {
-        let mut conn = self.readers.acquire().await.map_err(backend)?;
-        count_in(&mut conn, performance_id, now).await
+        let rows = sqlx::query_as!(
+            CountRow,
+            r#"SELECT group_id AS "group_id!: Uuid",
+                      count(*) AS "capacity!: i64",
+                      sum(state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "available!: i64",
+                      sum(state = 'held' AND held_until > ?2) AS "held!: i64",
+                      sum(state = 'sold') AS "sold!: i64",
+                      sum(state = 'blocked') AS "blocked!: i64"
+               FROM units WHERE performance_id = ?1
+               GROUP BY group_id ORDER BY min(group_position)"#,
+            performance_id,
+            now
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        Ok(PerformanceInventory::from_rows(rows))
     }
 
     pub(crate) async fn list_units(
@@ -537,31 +552,6 @@ impl SqliteStore {
         .await
         .map_err(backend)
     }
-}
-
-/// Counts as a buyer sees them at `now`, on the caller's connection.
-pub(crate) async fn count_in(
-    conn: &mut SqliteConnection,
-    performance_id: Uuid,
-    now: DateTime<Utc>,
-) -> StoreResult<PerformanceInventory> {
-    let rows = sqlx::query_as!(
-        CountRow,
-        r#"SELECT group_id AS "group_id!: Uuid",
-                  count(*) AS "capacity!: i64",
-                  sum(state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "available!: i64",
-                  sum(state = 'held' AND held_until > ?2) AS "held!: i64",
-                  sum(state = 'sold') AS "sold!: i64",
-                  sum(state = 'blocked') AS "blocked!: i64"
-           FROM units WHERE performance_id = ?1
-           GROUP BY group_id ORDER BY min(group_position)"#,
-        performance_id,
-        now
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend)?;
-    Ok(PerformanceInventory::from_rows(rows))
 }
 
 /// Runs a hold in its own transaction, committed only when units were taken; any other

@@ -4,11 +4,9 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use usher_core::{SeatingKind, UnitState};
-use usher_store::live::{LiveSnapshot, UnitMove, groups_of};
-use usher_store::{ChangeSet, LiveChange, StoreError, StoreResult};
+use usher_store::live::LiveSnapshot;
+use usher_store::{ChangeSet, LiveChange, StoreResult};
 
-use crate::inventory::count_in;
 use crate::{SqliteStore, backend};
 
 /// Numbers and logs the changes, one per performance, in the caller's transaction.
@@ -19,6 +17,7 @@ pub(crate) async fn record(
 ) -> StoreResult<Vec<LiveChange>> {
     let mut logged = Vec::new();
     for (performance_id, moves) in changes.into_performances() {
+        let body = LiveChange::log_body(&moves)?;
         let seq = sqlx::query_scalar!(
             r#"INSERT INTO live_heads (performance_id, seq) VALUES (?1, 1)
                ON CONFLICT (performance_id) DO UPDATE SET seq = seq + 1
@@ -28,9 +27,6 @@ pub(crate) async fn record(
         .fetch_one(&mut *conn)
         .await
         .map_err(backend)?;
-        let inventory = count_in(&mut *conn, performance_id, now).await?;
-        let change = LiveChange::counted(performance_id, seq, moves, &inventory);
-        let body = serde_json::to_string(&change).map_err(backend)?;
         sqlx::query!(
             "INSERT INTO live_changes (performance_id, seq, body, at) VALUES (?1, ?2, ?3, ?4)",
             performance_id,
@@ -41,7 +37,11 @@ pub(crate) async fn record(
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
-        logged.push(change);
+        logged.push(LiveChange {
+            performance_id,
+            seq,
+            changes: moves,
+        });
     }
     Ok(logged)
 }
@@ -52,7 +52,7 @@ impl SqliteStore {
         performance_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<LiveSnapshot>> {
-        // One read transaction: the units, counts and seq all come from one WAL snapshot.
+        // One read transaction: the units and the seq come from one WAL snapshot.
         let mut tx = self.readers.begin().await.map_err(backend)?;
         let Some(kind) = sqlx::query_scalar!(
             "SELECT kind FROM performances WHERE id = ?1",
@@ -64,7 +64,6 @@ impl SqliteStore {
         else {
             return Ok(None);
         };
-        let kind = SeatingKind::parse(&kind).map_err(backend)?;
         let seq = sqlx::query_scalar!(
             r#"SELECT seq AS "seq!: i64" FROM live_heads WHERE performance_id = ?1"#,
             performance_id
@@ -74,7 +73,8 @@ impl SqliteStore {
         .map_err(backend)?
         .unwrap_or(0);
         let rows = sqlx::query!(
-            r#"SELECT id AS "id!: Uuid", state, held_until AS "held_until?: DateTime<Utc>"
+            r#"SELECT id AS "id!: Uuid", group_id AS "group_id!: Uuid", state,
+                      held_until AS "held_until?: DateTime<Utc>"
                FROM units WHERE performance_id = ?1
                ORDER BY group_position, row_position, seat_position"#,
             performance_id
@@ -82,28 +82,11 @@ impl SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let units = rows
-            .into_iter()
-            .map(|r| {
-                let state = UnitState::parse(&r.state).map_err(backend)?;
-                Ok(UnitMove {
-                    unit_id: r.id,
-                    state: state.effective(r.held_until, now),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let inventory = count_in(&mut tx, performance_id, now).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(Some(LiveSnapshot {
-            performance_id,
-            kind,
-            seq,
-            units,
-            available: inventory.total.available,
-            held: inventory.total.held,
-            sold: inventory.total.sold,
-            groups: groups_of(&inventory),
-        }))
+        let rows = rows
+            .into_iter()
+            .map(|r| (r.id, r.group_id, r.state, r.held_until));
+        LiveSnapshot::assemble(performance_id, &kind, seq, rows, now).map(Some)
     }
 
     pub(crate) async fn do_live_changes(
@@ -113,23 +96,19 @@ impl SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<LiveChange>> {
         let limit = i64::from(limit);
-        let bodies = sqlx::query_scalar!(
-            "SELECT body FROM live_changes WHERE performance_id = ?1 AND seq > ?2
-             ORDER BY seq LIMIT ?3",
+        sqlx::query!(
+            r#"SELECT seq AS "seq!: i64", body FROM live_changes
+               WHERE performance_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"#,
             performance_id,
             after,
             limit
         )
         .fetch_all(&self.readers)
         .await
-        .map_err(backend)?;
-        bodies
-            .iter()
-            .map(|body| {
-                serde_json::from_str(body)
-                    .map_err(|e| StoreError::Backend(format!("a logged live change: {e}")))
-            })
-            .collect()
+        .map_err(backend)?
+        .iter()
+        .map(|row| LiveChange::from_log(performance_id, row.seq, &row.body))
+        .collect()
     }
 
     pub(crate) async fn do_live_heads(&self, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {

@@ -9,19 +9,21 @@
 //! instant delivery; other instances learn of it through PostgreSQL notifications,
 //! Redis, or by reading the log, and order everything by `seq`.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
 use usher_core::{SeatingKind, UnitState};
 
-use crate::PerformanceInventory;
+use crate::{StoreError, StoreResult};
 
 /// Changes that wait in this process's bus for the hub; a hub that falls further
 /// behind than this catches up from the change log.
-const BUS_CAPACITY: usize = 8192;
+const BUS_CAPACITY: usize = 1024;
 
 /// One unit's new state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,23 +32,41 @@ pub struct UnitMove {
     pub state: UnitState,
 }
 
-/// What one transaction did to one performance's units, numbered.
+/// What one transaction did to one performance's units, numbered. Counts are not part
+/// of it: they follow from the units' states, so watchers derive them (and the hot
+/// path never counts a performance).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveChange {
     pub performance_id: Uuid,
     pub seq: i64,
     pub changes: Vec<UnitMove>,
-    pub available: u64,
-    pub held: u64,
-    pub sold: u64,
-    /// Units available per section (reserved) or ticket type (general admission).
-    pub groups: Vec<GroupAvailability>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupAvailability {
-    pub id: Uuid,
-    pub available: u64,
+impl LiveChange {
+    /// The change as the log keeps it: its moves as JSON, beside its numbers.
+    pub fn log_body(changes: &[UnitMove]) -> StoreResult<String> {
+        serde_json::to_string(changes).map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    /// A change read back from the log.
+    pub fn from_log(performance_id: Uuid, seq: i64, body: &str) -> StoreResult<Self> {
+        let changes = serde_json::from_str(body)
+            .map_err(|e| StoreError::Backend(format!("a logged live change: {e}")))?;
+        Ok(Self {
+            performance_id,
+            seq,
+            changes,
+        })
+    }
+}
+
+/// One unit as a watcher starts from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveUnit {
+    pub unit_id: Uuid,
+    /// Its section (reserved) or ticket type (general admission).
+    pub group_id: Uuid,
+    pub state: UnitState,
 }
 
 /// A performance's units as of one `seq`: where a watcher starts.
@@ -56,49 +76,53 @@ pub struct LiveSnapshot {
     pub kind: SeatingKind,
     pub seq: i64,
     /// In seat-map order, each with its state as a buyer sees it.
-    pub units: Vec<UnitMove>,
-    pub available: u64,
-    pub held: u64,
-    pub sold: u64,
-    pub groups: Vec<GroupAvailability>,
+    pub units: Vec<LiveUnit>,
 }
 
-impl LiveChange {
-    /// The counts part of a change, from the inventory read in its transaction.
-    pub fn counted(
+impl LiveSnapshot {
+    /// Assembles a snapshot from the rows both engines read: `(unit id, group id, stored
+    /// state, held until)` in seat-map order.
+    pub fn assemble(
         performance_id: Uuid,
+        kind: &str,
         seq: i64,
-        changes: Vec<UnitMove>,
-        inventory: &PerformanceInventory,
-    ) -> Self {
-        Self {
+        rows: impl IntoIterator<Item = (Uuid, Uuid, String, Option<DateTime<Utc>>)>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Self> {
+        let corrupt = |e: usher_core::ParseError| StoreError::Backend(e.to_string());
+        let units = rows
+            .into_iter()
+            .map(|(unit_id, group_id, state, held_until)| {
+                Ok(LiveUnit {
+                    unit_id,
+                    group_id,
+                    state: UnitState::parse(&state)
+                        .map_err(corrupt)?
+                        .effective(held_until, now),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Self {
             performance_id,
+            kind: SeatingKind::parse(kind).map_err(corrupt)?,
             seq,
-            changes,
-            available: inventory.total.available,
-            held: inventory.total.held,
-            sold: inventory.total.sold,
-            groups: groups_of(inventory),
-        }
-    }
-}
-
-pub fn groups_of(inventory: &PerformanceInventory) -> Vec<GroupAvailability> {
-    inventory
-        .parts
-        .iter()
-        .map(|(id, counts)| GroupAvailability {
-            id: *id,
-            available: counts.available,
+            units,
         })
-        .collect()
+    }
 }
 
 /// Units changed inside one transaction, per performance, in the order they changed;
 /// a unit changed twice keeps its last state.
 #[derive(Debug, Default, Clone)]
 pub struct ChangeSet {
-    by_performance: BTreeMap<Uuid, Vec<UnitMove>>,
+    by_performance: BTreeMap<Uuid, Moves>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Moves {
+    moves: Vec<UnitMove>,
+    /// Where each unit is in `moves` (a batch moves hundreds of units).
+    at: HashMap<Uuid, usize>,
 }
 
 impl ChangeSet {
@@ -107,10 +131,13 @@ impl ChangeSet {
     }
 
     pub fn push(&mut self, performance_id: Uuid, unit_id: Uuid, state: UnitState) {
-        let moves = self.by_performance.entry(performance_id).or_default();
-        match moves.iter_mut().find(|m| m.unit_id == unit_id) {
-            Some(existing) => existing.state = state,
-            None => moves.push(UnitMove { unit_id, state }),
+        let Moves { moves, at } = self.by_performance.entry(performance_id).or_default();
+        match at.entry(unit_id) {
+            Entry::Occupied(i) => moves[*i.get()].state = state,
+            Entry::Vacant(slot) => {
+                slot.insert(moves.len());
+                moves.push(UnitMove { unit_id, state });
+            }
         }
     }
 
@@ -125,21 +152,15 @@ impl ChangeSet {
         self
     }
 
-    pub fn merge(&mut self, other: ChangeSet) {
-        for (performance_id, moves) in other.by_performance {
-            for m in moves {
-                self.push(performance_id, m.unit_id, m.state);
-            }
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.by_performance.is_empty()
     }
 
     /// Per performance, in id order: the order every engine locks the feed's heads in.
     pub fn into_performances(self) -> impl Iterator<Item = (Uuid, Vec<UnitMove>)> {
-        self.by_performance.into_iter()
+        self.by_performance
+            .into_iter()
+            .map(|(performance_id, m)| (performance_id, m.moves))
     }
 }
 

@@ -623,3 +623,40 @@ mod best_available_race {
         }
     }
 }
+
+on_each_engine! {
+    async fn the_live_log_numbers_what_committed_and_nothing_else(engine) {
+        let store = engine.fresh_store().await;
+        let now = SystemClock.now();
+        let buyer = user(&store, "buyer@example.com").await;
+        let perf = performance(&store, now, reserved(&[("Stalls", &[3])]), 3).await;
+        let ids = unit_ids(&store, perf.id, now).await;
+        let mut bus = store.live_bus().subscribe();
+        assert_eq!(store.live_snapshot(perf.id, now).await.unwrap().unwrap().seq, 0);
+
+        let first = held(&store, hold(buyer, perf.id, Selection::Units(vec![ids[0], ids[1]]), now)).await;
+        // A refused hold (a taken seat) writes nothing and numbers nothing.
+        let refused = store.execute(hold(buyer, perf.id, Selection::Units(vec![ids[1]]), now)).await.unwrap();
+        assert!(matches!(refused, CommandOutcome::Unavailable { .. }));
+        store.execute(InventoryCommand::Cancel { booking_id: first.id, now }).await.unwrap();
+
+        let logged = store.live_changes(perf.id, 0, 100).await.unwrap();
+        assert_eq!(logged.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
+        let states = |i: usize| logged[i].changes.iter().map(|m| (m.unit_id, m.state)).collect::<Vec<_>>();
+        assert_eq!(states(0), [(ids[0], UnitState::Held), (ids[1], UnitState::Held)]);
+        assert_eq!(states(1), [(ids[0], UnitState::Available), (ids[1], UnitState::Available)]);
+        // The bus carried the same changes, as they committed.
+        assert_eq!(bus.recv().await.unwrap(), logged[0]);
+        assert_eq!(bus.recv().await.unwrap(), logged[1]);
+        assert_eq!(store.live_heads(&[perf.id, Uuid::now_v7()]).await.unwrap(), [(perf.id, 2)]);
+        assert_eq!(store.live_changes(perf.id, 1, 100).await.unwrap(), logged[1..]);
+
+        // Purging forgets the log, not the numbering.
+        assert_eq!(store.live_purge(now + Duration::seconds(1)).await.unwrap(), 2);
+        assert!(store.live_changes(perf.id, 0, 100).await.unwrap().is_empty());
+        let snapshot = store.live_snapshot(perf.id, now).await.unwrap().unwrap();
+        assert_eq!(snapshot.seq, 2);
+        assert!(snapshot.units.iter().all(|u| u.state == UnitState::Available));
+        assert!(store.live_snapshot(Uuid::now_v7(), now).await.unwrap().is_none());
+    }
+}

@@ -260,6 +260,11 @@ on_each_engine! {
         let own = format!("{}?access_token={}", url(draft["id"].as_str().unwrap()), organizer.access);
         let (mut socket, _) = tokio_tungstenite::connect_async(own).await.unwrap();
         assert_eq!(next(&mut socket).await["type"], "snapshot");
+        let forged = format!("{}?access_token=forged", url(draft["id"].as_str().unwrap()));
+        match tokio_tungstenite::connect_async(forged).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+            other => panic!("expected 401 for a forged token, got {other:?}"),
+        }
         // Not a WebSocket: a problem document.
         let plain = app.get(&format!("/v1/performances/{}/live", draft["id"].as_str().unwrap()), Some(&organizer.access)).await;
         assert!(plain.status().is_client_error());
@@ -378,4 +383,43 @@ on_each_engine! {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A watcher whose instance missed changes that the log no longer has (purged) is told
+/// to reconnect, and starts again from a snapshot that has them. SQLite only: there the
+/// second instance hears of the first's changes only by looking at the heads, so the
+/// purge reliably comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_behind_what_the_log_keeps_is_told_to_reconnect() {
+    let app = spawn_app(usher_testkit::Engine::Sqlite).await;
+    let other = app.restart().await;
+    let (_, organizer, customer) = app.cast().await;
+    let performance = on_sale(&app, &organizer, rows(&[2]), 4).await;
+    let id = performance["id"].as_str().unwrap();
+    let ids = unit_ids(&app, id).await;
+    let mut socket = watch(&other, id).await;
+    assert_eq!(next(&mut socket).await["seq"], 0);
+    hold(&app, &customer, &performance, &[&ids[0]]).await;
+    app.store
+        .live_purge(app.clock_now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
+            Some(Ok(Message::Text(text))) => panic!("a change the log no longer has: {text}"),
+            Some(Ok(_)) => {}
+            other => panic!("the socket ended without a close: {other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Restart);
+    let mut again = watch(&other, id).await;
+    let snapshot = next(&mut again).await;
+    assert_eq!(
+        (snapshot["seq"].as_i64(), snapshot["held"].as_u64()),
+        (Some(1), Some(1))
+    );
 }
