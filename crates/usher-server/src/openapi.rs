@@ -13,7 +13,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
             Errors are `application/problem+json` (RFC 9457). Authenticate with \
             `Authorization: Bearer <access_token>` from `/v1/auth/login` or `/v1/auth/signup`.\n\n\
             Every unsafe POST accepts an `Idempotency-Key` header (per caller, kept 24 h): a \
-            repeat returns the first answer with `Idempotent-Replayed: true`.",
+            repeat returns the first answer with `Idempotent-Replayed: true`.\n\n\
+            Rate limits (GCRA, per IP, per IP and account on `/v1/auth/*`, per user on writes \
+            and on holds): a refusal is 429 `/problems/rate-limited` with `Retry-After`; limited \
+            answers carry `RateLimit-Policy` and `RateLimit`.\n\n\
+            Live availability: `GET /v1/performances/{id}/live` is a WebSocket (see that path).",
     ),
     modifiers(&BearerAuth),
     tags(

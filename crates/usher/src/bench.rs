@@ -571,8 +571,7 @@ where
             finished.clone(),
         );
         workers.push(tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
+            let mut histogram = latencies()?;
             let mut responses: BTreeMap<u16, u64> = BTreeMap::new();
             let mut errors = 0;
             loop {
@@ -590,8 +589,7 @@ where
             }
         }));
     }
-    let mut histogram =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
+    let mut histogram = latencies()?;
     let mut responses = BTreeMap::new();
     let mut errors = 0;
     for worker in workers {
@@ -820,6 +818,11 @@ async fn rush(
     Ok(report)
 }
 
+/// An empty histogram of microseconds, up to a minute.
+fn latencies() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))
+}
+
 /// When each unit's hold was answered, for matching the watchers' deliveries.
 type Answered = Arc<std::sync::RwLock<HashMap<String, Instant>>>;
 
@@ -907,8 +910,7 @@ async fn watch(
     .await?;
     rush_over.store(true, Ordering::Relaxed);
 
-    let mut delays =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
+    let mut delays = latencies()?;
     let mut connected_at_end = 0;
     while let Some(followed) = watchers.join_next().await {
         let (histogram, still_connected) = followed??;
@@ -955,8 +957,7 @@ async fn follow(
     rush_over: Arc<AtomicBool>,
 ) -> anyhow::Result<(Histogram<u64>, bool)> {
     use tokio_tungstenite::tungstenite::Message;
-    let mut delays =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
+    let mut delays = latencies()?;
     // Changes that arrived before their hold's answer: matched at the end, as zero.
     let mut early: Vec<String> = Vec::new();
     let open = loop {

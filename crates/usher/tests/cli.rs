@@ -1,10 +1,11 @@
 //! The binary as a user runs it: `usher serve` on port 0, `usher migrate`, `usher seed`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use usher_testkit::{on_each_engine, scratch_dir};
+
+mod common;
 
 fn usher() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_usher"));
@@ -18,22 +19,10 @@ fn usher() -> Command {
 
 /// Starts `usher serve` and returns it with the URL it printed.
 fn serve(database_url: &str) -> (Child, String) {
-    let mut child = usher()
-        .arg("serve")
-        .env("DATABASE_URL", database_url)
-        .env("USHER_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+    let mut child = common::usher_serve(database_url)
         .spawn()
         .expect("start usher");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let url = common::listening(&mut child);
     (child, url)
 }
 

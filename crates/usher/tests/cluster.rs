@@ -5,8 +5,7 @@
 //! each instance says Redis is back.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,6 +16,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use usher_testkit::redis::RedisServer;
 use usher_testkit::{Engine, invariants, scratch_dir};
+
+mod common;
 
 const PASSWORD: &str = "correct horse battery";
 const INSTANCES: usize = 3;
@@ -36,12 +37,8 @@ impl Drop for Instance {
 }
 
 fn serve(database_url: &str, redis_url: &str, key: &str) -> Instance {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .arg("serve")
-        .current_dir(scratch_dir())
-        .env("DATABASE_URL", database_url)
+    let mut child = common::usher_serve(database_url)
         .env("REDIS_URL", redis_url)
-        .env("USHER_ADDR", "127.0.0.1:0")
         .env("USHER_MASTER_KEY", key)
         .env(
             "USHER_JWT_SECRET",
@@ -49,22 +46,9 @@ fn serve(database_url: &str, redis_url: &str, key: &str) -> Instance {
         )
         .env("USHER_TRUSTED_PROXIES", "127.0.0.1")
         .env("USHER_MAIL_DIR", scratch_dir().join("cluster-mail"))
-        .env("USHER_LOG_FORMAT", "json")
-        .env_remove("USHER_RATE_LIMITS")
-        .env_remove("SMTP_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start usher");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let base = common::listening(&mut child);
     Instance { child, base }
 }
 

@@ -2,9 +2,8 @@
 //! started again on the same database, several times: in the end every hold is
 //! released, every payment refunded exactly once and every buyer emailed exactly once.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use reqwest::Client;
@@ -12,37 +11,23 @@ use serde_json::{Value, json};
 
 use usher_testkit::{on_each_engine, scratch_dir};
 
+mod common;
+
 const PASSWORD: &str = "correct horse battery";
 const BUYERS: usize = 24;
 
 /// Starts `usher serve` on this database and mail folder; returns it and its URL.
 fn serve(database_url: &str, mail_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .arg("serve")
-        .current_dir(scratch_dir())
-        .env("DATABASE_URL", database_url)
-        .env("USHER_ADDR", "127.0.0.1:0")
+    let mut child = common::usher_serve(database_url)
         .env("USHER_MAIL_DIR", mail_dir)
         // Jobs claimed by a killed instance are taken over after 3 s, not 2 minutes.
         .env("USHER_JOB_LEASE_SECONDS", "3")
         // Two dozen buyers from one address in a burst: not what this test is about.
         .env("USHER_RATE_LIMITS", "off")
-        .env("USHER_LOG_FORMAT", "json")
         .env_remove("USHER_MASTER_KEY")
-        .env_remove("SMTP_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start usher");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let url = common::listening(&mut child);
     (child, url)
 }
 
