@@ -245,18 +245,24 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
     let config = state.config().clone();
     let (api, openapi) = api();
     crate::telemetry::handle();
-    let app = api
+    let api = api
         .with_state(state.clone())
         // Inside the trace span and request id, outside the handlers.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::idempotency::layer,
-        ))
-        // Before idempotency: a refused request is not a use of its key.
-        .layer(middleware::from_fn_with_state(
+        ));
+    // Before idempotency: a refused request is not a use of its key. Off, the layer is
+    // not there at all (benchmarks measure the server, not a pass-through).
+    let api = if config.rate_limits {
+        api.layer(middleware::from_fn_with_state(
             state,
             crate::rate_limit::layer,
         ))
+    } else {
+        api
+    };
+    let app = api
         .route("/metrics", axum::routing::get(crate::telemetry::render))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         // Per route, so that the matched path template is known.

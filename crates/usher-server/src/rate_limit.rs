@@ -123,7 +123,6 @@ return {1, new_tat - now, math.floor((now - allow_at) / emission)}
 ";
 
 pub struct RateLimits {
-    enabled: bool,
     /// In-process buckets, one limiter per tier in [`Tier::ALL`] order.
     local: [Limiter; 4],
     redis: Option<Redis>,
@@ -131,7 +130,7 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    pub fn new(enabled: bool, redis: Option<Redis>) -> Self {
+    pub fn new(redis: Option<Redis>) -> Self {
         let local = Tier::ALL.map(|tier| {
             let policy = tier.policy();
             let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
@@ -141,15 +140,10 @@ impl RateLimits {
             RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>()
         });
         Self {
-            enabled,
             local,
             redis,
             script: redis::Script::new(GCRA),
         }
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.enabled
     }
 
     /// Takes one token from `tier`'s bucket for `key`.
@@ -298,12 +292,10 @@ impl TrustedProxies {
     }
 }
 
-/// The middleware: the tiers that apply to this request, most general first.
+/// The middleware (installed only when limits are on): the tiers that apply to this
+/// request, most general first.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limits = state.rate_limits();
-    if !limits.enabled() {
-        return next.run(request).await;
-    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -473,7 +465,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_refused_per_key_while_a_hold_a_second_stays_within_the_rate() {
-        let limits = RateLimits::new(true, None);
+        let limits = RateLimits::new(None);
         let policy = Tier::Holds.policy();
         for _ in 0..policy.burst {
             assert!(matches!(

@@ -62,7 +62,7 @@ impl AppState {
             services.clock.clone(),
             config.live_backlog,
         );
-        let rate_limits = Arc::new(RateLimits::new(config.rate_limits, services.redis.clone()));
+        let rate_limits = Arc::new(RateLimits::new(services.redis.clone()));
         Self {
             inner: Arc::new(Inner {
                 store: services.store,
