@@ -256,17 +256,26 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
     // not there at all (benchmarks measure the server, not a pass-through).
     let api = if config.rate_limits {
         api.layer(middleware::from_fn_with_state(
-            state,
+            state.clone(),
             crate::rate_limit::layer,
         ))
     } else {
         api
     };
+    // The pages call the API in-process, through its own middleware (limits,
+    // idempotency), as the visitor.
+    let web = crate::web::WebState::new(state.clone(), api.clone());
     let app = api
         .route("/metrics", axum::routing::get(crate::telemetry::render))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(crate::web::router(web.clone()))
         // Per route, so that the matched path template is known.
-        .route_layer(middleware::from_fn(crate::telemetry::track));
+        .route_layer(middleware::from_fn(crate::telemetry::track))
+        // Session cookies become the caller before any route (pages and API) runs.
+        .layer(middleware::from_fn_with_state(
+            web,
+            crate::web::session::layer,
+        ));
 
     // `Router::layer` wraps what is already there, so the layers are listed from the
     // innermost (closest to the handlers) to the outermost.

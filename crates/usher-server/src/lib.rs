@@ -1,5 +1,5 @@
-//! Usher's HTTP surface: the router, its middleware, the handlers, authentication and
-//! the problem+json error format. Storage is reached only through `usher_store::Store`.
+//! Usher's HTTP surface: the router, its middleware, the handlers, authentication,
+//! the problem+json error format and the web UI's pages. Storage is reached only through `usher_store::Store`.
 
 pub mod app;
 pub mod auth;
@@ -21,6 +21,7 @@ pub mod state;
 pub mod sweeper;
 pub mod telemetry;
 pub mod tickets;
+pub mod web;
 
 pub use app::{Application, BuildError};
 pub use config::{MailConfig, PaymentsConfig, ServerConfig};

@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use usher_store::StoreError;
@@ -12,7 +12,7 @@ use usher_store::StoreError;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     /// The field's path in the request, e.g. `email` or `seating.sections[0].price`.
     pub field: String,
@@ -28,8 +28,9 @@ impl FieldError {
     }
 }
 
-/// The problem document (RFC 9457).
-#[derive(Debug, Serialize, ToSchema)]
+/// The problem document (RFC 9457). Also read back by the web pages, which call the
+/// API in-process and show its problems as messages.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// A stable identifier of the kind of problem, e.g. `/problems/validation-error`.
     #[serde(rename = "type")]
@@ -37,11 +38,11 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// On a 409 for a hold: the asked units that are taken. Empty when the server was
     /// choosing (general admission, best available) and too few were free.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable_unit_ids: Option<Vec<uuid::Uuid>>,
 }
 
@@ -246,10 +247,14 @@ pub fn problem_response(problem: &Problem) -> Response {
 /// see a single error format whatever layer answered.
 pub async fn problemize(response: Response) -> Response {
     let status = response.status();
+    // Web pages answer their own errors as pages.
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
+                || v.as_bytes().starts_with(b"text/html")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }

@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_role))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
@@ -52,7 +52,7 @@ impl From<User> for UserView {
 }
 
 /// Who bought a booking, as its organizer sees them.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BuyerView {
     pub id: Uuid,
     pub email: String,
@@ -69,7 +69,7 @@ impl From<User> for BuyerView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Session {
     pub user: UserView,
     /// A JWT to send as `Authorization: Bearer …`.
@@ -199,12 +199,23 @@ async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
 ) -> Result<axum::Json<Session>, ApiError> {
+    rotate_session(&state, &body.refresh_token)
+        .await
+        .map(axum::Json)
+}
+
+/// Trades a refresh token for a new session (the API's refresh, and the web UI's
+/// cookies renewing themselves).
+pub(crate) async fn rotate_session(
+    state: &AppState,
+    refresh_token: &str,
+) -> Result<Session, ApiError> {
     let now = Utc::now();
     let replacement = RefreshToken::generate()?;
     let rotation = state
         .store()
         .rotate_refresh_token(
-            &auth::hash_refresh_token(&body.refresh_token),
+            &auth::hash_refresh_token(refresh_token),
             NewRefreshToken {
                 id: Uuid::now_v7(),
                 family_id: Uuid::nil(),
@@ -222,13 +233,13 @@ async fn refresh(
                 .user(user_id)
                 .await?
                 .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
-            Ok(axum::Json(Session {
+            Ok(Session {
                 access_token: state.tokens().issue_access(user.id, user.role, now)?,
                 refresh_token: replacement.token,
                 token_type: "Bearer",
                 expires_in: ACCESS_TOKEN_TTL.num_seconds(),
                 user: user.into(),
-            }))
+            })
         }
         Rotation::Reused => {
             tracing::warn!("a rotated refresh token was presented again; its family is revoked");

@@ -42,7 +42,7 @@ pub struct HoldRequest {
     pub best_available: Option<bool>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BookedUnitView {
     pub id: Uuid,
     pub section: Option<String>,
@@ -56,7 +56,7 @@ pub struct BookedUnitView {
     pub ticket_code: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BookingView {
     pub id: Uuid,
     /// `held`, `confirmed`, `expired`, `cancelled` or `refunded`. A hold past
@@ -105,7 +105,7 @@ impl BookingView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BookingPage {
     pub items: Vec<BookingView>,
     pub next_cursor: Option<String>,

@@ -28,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_event, update_event))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     pub id: Uuid,
     pub organizer_id: Uuid,
@@ -61,7 +61,7 @@ impl From<Event> for EventView {
 }
 
 /// An event with its performances, as `GET /v1/events/{id}` answers.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventDetail {
     #[serde(flatten)]
     pub event: EventView,
@@ -69,7 +69,7 @@ pub struct EventDetail {
     pub performances: Vec<PerformanceSummary>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     pub items: Vec<EventView>,
     /// Pass as `cursor` to get the next page; `null` on the last page.

@@ -213,21 +213,21 @@ pub struct UnitStatesRequest {
     pub state: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UnitStatesChanged {
     /// How many units changed state (units already in that state are not counted).
     pub changed: u64,
 }
 
 /// A booking on the attendee list.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AttendeeView {
     #[serde(flatten)]
     pub booking: BookingView,
     pub buyer: BuyerView,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AttendeePage {
     pub items: Vec<AttendeeView>,
     pub next_cursor: Option<String>,
@@ -248,7 +248,7 @@ pub struct AttendeeParams {
 const MAX_UNITS_PER_CHANGE: usize = 10_000;
 
 /// A section (reserved seating) or a ticket type (general admission) with its counts.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PriceGroupView {
     pub id: Uuid,
     pub name: String,
@@ -257,7 +257,7 @@ pub struct PriceGroupView {
     pub available: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PerformanceView {
     pub id: Uuid,
     pub event_id: Uuid,
@@ -288,7 +288,7 @@ pub struct PerformanceView {
 }
 
 /// A performance as an event lists it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PerformanceSummary {
     pub id: Uuid,
     pub starts_at: DateTime<Utc>,
@@ -297,7 +297,7 @@ pub struct PerformanceSummary {
     pub available: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UnitView {
     pub id: Uuid,
     pub section: Option<String>,
@@ -325,14 +325,14 @@ impl From<Unit> for UnitView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SeatMap {
     pub performance_id: Uuid,
     pub units: Vec<UnitView>,
 }
 
 /// Bookings and refunds of a performance; after a cancellation, its progress.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BookingCountsView {
     /// Live holds.
     pub held: u64,
@@ -344,7 +344,7 @@ pub struct BookingCountsView {
     pub refunds_done: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PerformanceSalesView {
     pub performance_id: Uuid,
     pub starts_at: DateTime<Utc>,
@@ -392,7 +392,7 @@ impl From<PerformanceSales> for PerformanceSalesView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventSales {
     pub event_id: Uuid,
     pub performances: Vec<PerformanceSalesView>,

@@ -1,0 +1,210 @@
+//! The pages are a client of the API: every read and write goes through the same
+//! `/v1` handlers a script would call, in-process (no socket), as the visitor. Rules,
+//! validation, tenant isolation, rate limits and idempotency are therefore the API's,
+//! and what the API answers as a problem becomes a message on the page.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower::ServiceExt;
+
+use crate::extract::Caller;
+use crate::problem::{PROBLEM_JSON, Problem};
+use crate::rate_limit::Verified;
+use crate::web::WebState;
+use crate::web::session::CsrfToken;
+
+/// Responses larger than this from the API are refused (the largest page, a seat map
+/// of a big house, is a few MB).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Who is looking at a page, and what the API needs to act for them.
+#[derive(Clone)]
+pub struct Visit {
+    pub caller: Option<Caller>,
+    pub csrf: String,
+    /// The path (and query) of this page, for "log in and come back".
+    pub here: String,
+    authorization: Option<HeaderValue>,
+    connect_info: Option<ConnectInfo<SocketAddr>>,
+    forwarded_for: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    api: Router,
+}
+
+impl FromRequestParts<WebState> for Visit {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        web: &WebState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = parts.extensions.get::<Verified>().map(|v| v.0);
+        let csrf = parts
+            .extensions
+            .get::<CsrfToken>()
+            .map(|t| t.0.clone())
+            .unwrap_or_default();
+        Ok(Self {
+            caller,
+            csrf,
+            here: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            authorization: caller.and_then(|_| parts.headers.get(header::AUTHORIZATION).cloned()),
+            connect_info: parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned(),
+            forwarded_for: parts
+                .headers
+                .get(HeaderName::from_static("x-forwarded-for"))
+                .cloned(),
+            request_id: parts
+                .headers
+                .get(HeaderName::from_static("x-request-id"))
+                .cloned(),
+            api: web.api.clone(),
+        })
+    }
+}
+
+/// What went wrong with an API call, as a page shows it.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub problem: Problem,
+}
+
+impl Refusal {
+    pub fn from_status(status: StatusCode, detail: &str) -> Self {
+        Self {
+            status,
+            problem: Problem {
+                kind: if status.is_server_error() {
+                    "/problems/internal-error"
+                } else {
+                    "/problems/bad-request"
+                }
+                .into(),
+                title: status.canonical_reason().unwrap_or("Error").into(),
+                status: status.as_u16(),
+                detail: detail.into(),
+                errors: vec![],
+                unavailable_unit_ids: None,
+            },
+        }
+    }
+
+    /// The problem's type without the `/problems/` prefix.
+    pub fn kind(&self) -> &str {
+        self.problem
+            .kind
+            .strip_prefix("/problems/")
+            .unwrap_or(&self.problem.kind)
+    }
+}
+
+impl Visit {
+    pub fn is_signed_in(&self) -> bool {
+        self.caller.is_some()
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refusal> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, Refusal> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, Refusal> {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refusal> {
+        self.call(Method::DELETE, path, None::<&()>).await
+    }
+
+    /// A write whose answer has no body worth reading (204).
+    pub async fn post_empty(&self, path: &str, body: &impl Serialize) -> Result<(), Refusal> {
+        self.call::<serde::de::IgnoredAny>(Method::POST, path, Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, Refusal> {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(value) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        if let Some(value) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", value);
+        }
+        if let Some(value) = &self.request_id {
+            request = request.header("x-request-id", value);
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(body).map_err(|e| {
+                    Refusal::from_status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+                })?)
+            }
+            None => Body::empty(),
+        };
+        let mut request = request
+            .body(body)
+            .map_err(|e| Refusal::from_status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+        // The rate limits see the visitor's address, as they would on the API.
+        if let Some(info) = self.connect_info {
+            request.extensions_mut().insert(info);
+        }
+        let response = match self.api.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        let bytes = axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| Refusal::from_status(StatusCode::BAD_GATEWAY, &e.to_string()))?;
+        if status.is_success() {
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(bytes).map_err(|e| {
+                tracing::error!(error = %e, %status, "the API's answer did not read back");
+                Refusal::from_status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "something went wrong on our side; it has been logged",
+                )
+            });
+        }
+        if is_problem && let Ok(problem) = serde_json::from_slice::<Problem>(&bytes) {
+            return Err(Refusal { status, problem });
+        }
+        Err(Refusal::from_status(
+            status,
+            "something went wrong on our side; it has been logged",
+        ))
+    }
+}

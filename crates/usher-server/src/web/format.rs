@@ -1,0 +1,146 @@
+//! How pages write money, times and the API's messages.
+
+use chrono::{DateTime, Utc};
+
+use crate::routes::performances::MoneyView;
+
+/// `€45.00`, `$12.50`, `£8.00`, or `12.00 CHF` for currencies without a common sign.
+pub fn money(amount: i64, currency: &str) -> String {
+    let sign = if amount < 0 { "-" } else { "" };
+    let abs = amount.unsigned_abs();
+    let digits = match currency {
+        // ISO 4217 currencies without minor units.
+        "JPY" | "KRW" | "ISK" | "CLP" | "VND" => abs.to_string(),
+        _ => format!("{}.{:02}", abs / 100, abs % 100),
+    };
+    match currency {
+        "EUR" => format!("{sign}€{digits}"),
+        "USD" => format!("{sign}${digits}"),
+        "GBP" => format!("{sign}£{digits}"),
+        "JPY" => format!("{sign}¥{digits}"),
+        other => format!("{sign}{digits} {other}"),
+    }
+}
+
+pub fn price(money_view: &MoneyView) -> String {
+    money(money_view.amount, &money_view.currency)
+}
+
+/// Parses what an organizer types as a price ("45", "45.5", "45.50") into minor units.
+pub fn parse_price(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (whole, fraction) = match text.split_once(['.', ',']) {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (text, ""),
+    };
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || whole.len() > 9 {
+        return None;
+    }
+    if fraction.len() > 2 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let cents = match fraction.len() {
+        0 => 0,
+        1 => fraction.parse::<i64>().ok()? * 10,
+        _ => fraction.parse::<i64>().ok()?,
+    };
+    Some(whole.parse::<i64>().ok()? * 100 + cents)
+}
+
+/// `Sat 12 Dec 2026, 19:30 UTC`.
+pub fn when(at: &DateTime<Utc>) -> String {
+    at.format("%a %-d %b %Y, %H:%M UTC").to_string()
+}
+
+/// The value an `<input type="datetime-local">` shows (minutes, UTC).
+pub fn datetime_local(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M").to_string()
+}
+
+/// Reads an `<input type="datetime-local">` value as UTC.
+pub fn parse_datetime_local(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S"))
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
+/// The API's messages are lower-case clauses; a page shows them as sentences.
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.trim().chars();
+    let Some(first) = chars.next() else {
+        return String::new();
+    };
+    let mut out: String = first.to_uppercase().chain(chars).collect();
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+/// Row labels for a plan of `count` rows: A … Z, AA, AB …
+pub fn row_label(index: usize) -> String {
+    let mut n = index;
+    let mut label = Vec::new();
+    loop {
+        label.push(b'A' + (n % 26) as u8);
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    label.reverse();
+    String::from_utf8(label).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_reads_like_a_price_tag() {
+        assert_eq!(money(4500, "EUR"), "€45.00");
+        assert_eq!(money(1205, "USD"), "$12.05");
+        assert_eq!(money(800, "CHF"), "8.00 CHF");
+        assert_eq!(money(1500, "JPY"), "¥1500");
+        assert_eq!(money(-250, "GBP"), "-£2.50");
+    }
+
+    #[test]
+    fn prices_parse_from_what_people_type() {
+        assert_eq!(parse_price("45"), Some(4500));
+        assert_eq!(parse_price("45.5"), Some(4550));
+        assert_eq!(parse_price(" 45,50 "), Some(4550));
+        assert_eq!(parse_price("0.05"), Some(5));
+        assert_eq!(parse_price("45.505"), None);
+        assert_eq!(parse_price("-4"), None);
+        assert_eq!(parse_price("abc"), None);
+        assert_eq!(parse_price(""), None);
+    }
+
+    #[test]
+    fn row_labels_run_past_z() {
+        assert_eq!(row_label(0), "A");
+        assert_eq!(row_label(25), "Z");
+        assert_eq!(row_label(26), "AA");
+        assert_eq!(row_label(27), "AB");
+        assert_eq!(row_label(701), "ZZ");
+        assert_eq!(row_label(702), "AAA");
+    }
+
+    #[test]
+    fn messages_become_sentences() {
+        assert_eq!(sentence("the seat is taken"), "The seat is taken.");
+        assert_eq!(sentence("Done!"), "Done!");
+        assert_eq!(sentence(""), "");
+    }
+
+    #[test]
+    fn datetime_local_round_trips_in_utc() {
+        let at = parse_datetime_local("2026-12-12T19:30").unwrap();
+        assert_eq!(datetime_local(&at), "2026-12-12T19:30");
+        assert_eq!(when(&at), "Sat 12 Dec 2026, 19:30 UTC");
+        assert!(parse_datetime_local("tomorrow").is_none());
+    }
+}
