@@ -13,7 +13,7 @@
 //! cross-site POSTs; the token is the second lock.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle_compare::equal;
+use tokio::sync::OnceCell;
 
 use crate::auth::{ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL};
 use crate::extract::Caller;
@@ -52,24 +53,37 @@ pub struct CsrfToken(pub String);
 pub struct CookieSession;
 
 /// Refresh tokens this instance rotated in the last moments, and what they became.
+/// Requests presenting the same token at once share one rotation (single flight).
 #[derive(Default)]
 pub struct RecentRotations {
-    map: Mutex<HashMap<String, (Instant, Session)>>,
+    map: Mutex<HashMap<String, (Instant, Arc<OnceCell<Option<Session>>>)>>,
 }
 
 impl RecentRotations {
-    fn get(&self, refresh_token: &str) -> Option<Session> {
-        let map = self.map.lock().ok()?;
-        map.get(refresh_token)
-            .filter(|(at, _)| at.elapsed() < ROTATION_GRACE)
-            .map(|(_, session)| session.clone())
-    }
-
-    fn remember(&self, refresh_token: String, session: Session) {
-        if let Ok(mut map) = self.map.lock() {
+    /// The session this refresh token was (or is now) traded for; `None` when it
+    /// names no live session.
+    async fn rotate(&self, web: &WebState, refresh_token: &str) -> Option<Session> {
+        let flight = {
+            let Ok(mut map) = self.map.lock() else {
+                return None;
+            };
             map.retain(|_, (at, _)| at.elapsed() < ROTATION_GRACE);
-            map.insert(refresh_token, (Instant::now(), session));
-        }
+            map.entry(refresh_token.to_owned())
+                .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())))
+                .1
+                .clone()
+        };
+        flight
+            .get_or_init(|| async {
+                rotate_session(&web.app, refresh_token)
+                    .await
+                    .inspect_err(|error| {
+                        tracing::info!(%error, "session cookies no longer valid; cleared");
+                    })
+                    .ok()
+            })
+            .await
+            .clone()
     }
 }
 
@@ -231,14 +245,8 @@ async fn session_caller(
         return Some((caller, token.to_owned()));
     }
     let refresh = cookie(headers, REFRESH_COOKIE)?;
-    let renewed = match web.rotations.get(refresh) {
-        Some(session) => Ok(session),
-        None => rotate_session(&web.app, refresh).await.inspect(|session| {
-            web.rotations.remember(refresh.to_owned(), session.clone());
-        }),
-    };
-    match renewed {
-        Ok(session) => {
+    match web.rotations.rotate(web, refresh).await {
+        Some(session) => {
             let caller = web.app.tokens().verify_access(&session.access_token).ok()?;
             set.extend(session_cookies(
                 &session.access_token,
@@ -247,8 +255,7 @@ async fn session_caller(
             ));
             Some((caller, session.access_token))
         }
-        Err(error) => {
-            tracing::info!(%error, "session cookies no longer valid; cleared");
+        None => {
             set.extend(clear_session_cookies(secure));
             None
         }

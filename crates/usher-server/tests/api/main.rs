@@ -15,3 +15,4 @@ mod performances;
 mod plumbing;
 mod smtp;
 mod stripe;
+mod web;
