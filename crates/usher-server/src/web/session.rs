@@ -56,8 +56,11 @@ pub struct CookieSession;
 /// Requests presenting the same token at once share one rotation (single flight).
 #[derive(Default)]
 pub struct RecentRotations {
-    map: Mutex<HashMap<String, (Instant, Arc<OnceCell<Option<Session>>>)>>,
+    map: Mutex<HashMap<String, (Instant, Flight)>>,
 }
+
+/// One rotation, awaited by every request that presented the same refresh token.
+type Flight = Arc<OnceCell<Option<Session>>>;
 
 impl RecentRotations {
     /// The session this refresh token was (or is now) traded for; `None` when it
