@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bookings;
+mod browser;
 mod docs;
 mod events;
 mod helpers;
