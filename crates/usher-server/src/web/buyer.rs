@@ -23,7 +23,7 @@ use crate::routes::performances::{PerformanceView, SeatMap};
 use crate::web::api::{Refusal, Visit};
 use crate::web::seat_map::SeatMapLayout;
 use crate::web::session::{REFRESH_COOKIE, clear_session_cookies, cookie, session_cookies};
-use crate::web::{Chrome, Form, PageError, WebState, format, page, safe_next};
+use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page, safe_next};
 
 pub fn router() -> Router<WebState> {
     Router::new()
@@ -41,15 +41,8 @@ pub fn router() -> Router<WebState> {
         .route("/logout", post(logout))
 }
 
-type PageResult = Result<Response, PageError>;
-
 fn ok(web: &WebState, template: &impl Template) -> PageResult {
     Ok(page(template, StatusCode::OK, web.form_targets))
-}
-
-/// Ids in paths: anything that is not a UUID names nothing.
-fn id(visit: &Visit, raw: &str) -> Result<Uuid, PageError> {
-    Uuid::try_parse(raw).map_err(|_| PageError::not_found(visit))
 }
 
 fn query_value(text: &str) -> String {

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -24,7 +24,7 @@ use crate::web::api::{Refusal, Visit};
 use crate::web::buyer::describe;
 use crate::web::chart::{Bar, BarChart, SalesLine};
 use crate::web::seat_map::SeatMapLayout;
-use crate::web::{Chrome, Form, PageError, WebState, format, page};
+use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page};
 
 pub fn router() -> Router<WebState> {
     Router::new()
@@ -43,8 +43,6 @@ pub fn router() -> Router<WebState> {
         .route("/admin/users/{id}/role", post(set_role))
         .route("/admin/jobs/{id}/retry", post(retry_job))
 }
-
-type PageResult = Result<Response, PageError>;
 
 /// Organizers and admins only; others are sent to sign in or told they may not.
 fn organizer(visit: &Visit) -> Result<(), PageError> {
@@ -68,10 +66,6 @@ fn admin_only(visit: &Visit) -> Result<(), PageError> {
 
 fn forbidden(visit: &Visit, detail: &str) -> PageError {
     PageError::refused(visit, Refusal::from_status(StatusCode::FORBIDDEN, detail))
-}
-
-fn id(visit: &Visit, raw: &str) -> Result<Uuid, PageError> {
-    Uuid::try_parse(raw).map_err(|_| PageError::not_found(visit))
 }
 
 fn refused(visit: &Visit) -> impl Fn(Refusal) -> PageError + '_ {

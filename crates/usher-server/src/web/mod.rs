@@ -240,6 +240,14 @@ impl IntoResponse for PageError {
     }
 }
 
+/// What a page handler answers.
+pub type PageResult = Result<Response, PageError>;
+
+/// An id in a page's path: anything that is not a UUID names nothing.
+pub fn id(visit: &Visit, raw: &str) -> Result<uuid::Uuid, PageError> {
+    uuid::Uuid::try_parse(raw).map_err(|_| PageError::not_found(visit))
+}
+
 /// To the login page, coming back to `here` afterwards.
 pub fn sign_in_redirect(here: &str) -> Response {
     let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
