@@ -351,6 +351,19 @@ async fn a_buyer_signs_up_picks_two_seats_pays_and_sees_the_tickets() {
         for code in codes {
             assert!(code.text().await.unwrap().len() >= 10);
         }
+        // At a phone's width nothing spills sideways.
+        browser.set_window_size(390, 844).await.unwrap();
+        for path in ["/", &format!("/performances/{performance_id}"), "/bookings"] {
+            browser.goto(&app.url(path)).await.unwrap();
+            let fits = browser
+                .execute(
+                    "return document.documentElement.scrollWidth <= window.innerWidth",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(fits, json!(true), "{path} is wider than a phone");
+        }
     })
     .await;
     let states = seat_states(&app, &performance_id).await;

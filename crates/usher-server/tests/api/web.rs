@@ -5,7 +5,7 @@ use reqwest::{Method, Response, StatusCode, header};
 use serde_json::json;
 use usher_testkit::on_each_engine;
 
-use crate::helpers::{PASSWORD, Session, TestApp, on_sale, rows, spawn_app, unit_ids};
+use crate::helpers::{PASSWORD, Session, TestApp, on_sale, rows, spawn_app, standing, unit_ids};
 
 /// A browser's cookies, kept by hand (the test client has no cookie store).
 #[derive(Default, Clone)]
@@ -441,5 +441,47 @@ on_each_engine! {
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let public = html(app.page(&mut Jar::anonymous(), &format!("/events/{event_id}")).await).await;
         assert!(public.contains("Form Show") && public.contains("genre"));
+    }
+
+    async fn general_admission_and_best_available_are_held_from_their_forms(engine) {
+        let app = spawn_app(engine).await;
+        let (_, organizer, customer) = app.cast().await;
+        let ga = on_sale(&app, &organizer, standing(5), 4).await;
+        let ga_id = ga["id"].as_str().unwrap();
+        let ticket_type = ga["ticket_types"][0]["id"].as_str().unwrap();
+        let mut jar = Jar::signed_in(&customer);
+        let body = html(app.page(&mut jar, &format!("/performances/{ga_id}")).await).await;
+        assert!(body.contains(&format!("name=\"ticket_type_id\" value=\"{ticket_type}\"")));
+        let response = app
+            .form(&mut jar, &format!("/performances/{ga_id}/hold"), &[("mode", "ga"), ("ticket_type_id", ticket_type), ("quantity", "3")], Some(CSRF))
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let checkout = location(&response);
+        let page = html(app.page(&mut jar, &checkout).await).await;
+        assert_eq!(page.matches("<td>Standing</td>").count(), 3, "{page}");
+        assert!(page.contains("€60.00") && page.contains("data-countdown="));
+        // More than are left: the API's reason on the page, nothing held.
+        let response = app
+            .form(&mut jar, &format!("/performances/{ga_id}/hold"), &[("mode", "ga"), ("ticket_type_id", ticket_type), ("quantity", "3")], Some(CSRF))
+            .await;
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert!(html(response).await.contains("role=\"alert\""));
+        let performance: serde_json::Value = app.get(&format!("/v1/performances/{ga_id}"), None).await.json().await.unwrap();
+        assert_eq!((performance["held"].as_u64(), performance["available"].as_u64()), (Some(3), Some(2)));
+        // Best available picks adjacent seats.
+        let seated = on_sale(&app, &organizer, rows(&[6]), 4).await;
+        let seated_id = seated["id"].as_str().unwrap();
+        let response = app
+            .form(&mut jar, &format!("/performances/{seated_id}/hold"), &[("mode", "best"), ("quantity", "2")], Some(CSRF))
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let page = html(app.page(&mut jar, &location(&response)).await).await;
+        assert_eq!(page.matches("Stalls, row A, seat").count(), 2, "{page}");
+        // Releasing from the checkout page puts them back.
+        let booking = location(&response).trim_start_matches("/checkout/").to_owned();
+        let released = app.form(&mut jar, &format!("/bookings/{booking}/cancel"), &[], Some(CSRF)).await;
+        assert_eq!(released.status(), StatusCode::SEE_OTHER);
+        let performance: serde_json::Value = app.get(&format!("/v1/performances/{seated_id}"), None).await.json().await.unwrap();
+        assert_eq!(performance["available"], 6);
     }
 }
