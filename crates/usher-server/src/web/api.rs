@@ -29,7 +29,8 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 pub struct Visit {
     pub caller: Option<Caller>,
     pub csrf: String,
-    /// The path (and query) of this page, for "log in and come back".
+    /// The path (and query) of this page, for "log in and come back" (`/` for a form
+    /// post).
     pub here: String,
     authorization: Option<HeaderValue>,
     connect_info: Option<ConnectInfo<SocketAddr>>,
@@ -54,10 +55,12 @@ impl FromRequestParts<WebState> for Visit {
         Ok(Self {
             caller,
             csrf,
-            here: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            // After signing in, a form's address cannot be reopened (it takes POSTs
+            // only): such visitors come back to the start instead.
+            here: match (&parts.method, parts.uri.path_and_query()) {
+                (&Method::GET, Some(path)) => path.as_str().to_owned(),
+                _ => "/".to_owned(),
+            },
             authorization: caller.and_then(|_| parts.headers.get(header::AUTHORIZATION).cloned()),
             connect_info: parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned(),
             forwarded_for: parts

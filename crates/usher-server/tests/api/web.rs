@@ -375,6 +375,12 @@ on_each_engine! {
         let response = app.page(&mut anonymous, "/organizer").await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&response), "/login?next=%2Forganizer");
+        // A form posted by someone signed out leads to the login page, then home (the
+        // form's own address takes only POSTs).
+        let any = uuid::Uuid::now_v7();
+        let response = app.form(&mut anonymous, &format!("/checkout/{any}/pay"), &[], Some(CSRF)).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&response), "/login?next=%2F");
         let mut jar = Jar::signed_in(&customer);
         assert_eq!(app.page(&mut jar, "/organizer").await.status(), StatusCode::FORBIDDEN);
         assert_eq!(app.page(&mut jar, "/admin").await.status(), StatusCode::FORBIDDEN);
