@@ -128,7 +128,10 @@
       seat.setAttribute("class", "seat " + seat.dataset.state + (picked ? " picked" : ""));
       seat.setAttribute("aria-checked", picked ? "true" : "false");
       seat.setAttribute("aria-disabled", self.pickable(seat) || picked ? "false" : "true");
-      seat.setAttribute("aria-label", seat.dataset.name + ", " + (picked ? "picked" : seat.dataset.state));
+      var said = seat.dataset.name + ", " + (picked ? "picked" : seat.dataset.state);
+      seat.setAttribute("aria-label", said);
+      var tip = seat.querySelector("title");
+      if (tip) tip.textContent = said;
       if (picked) {
         total += parseInt(seat.dataset.price, 10);
         names.push(seat.dataset.short);

@@ -431,7 +431,9 @@ async fn two_browsers_race_for_a_seat_and_the_loser_sees_it_taken_live() {
             .unwrap();
         assert_eq!(marker, json!("kept"), "Bob's page was not reloaded");
 
-        // Then both click "hold" on seat 2 at the same moment: exactly one gets it.
+        // Then both click "hold" on seat 2 at the same moment: exactly one gets it. The
+        // other either posted too and got the 409 page, or was quicker to hear the news
+        // than to click: the live map dropped the seat and disabled the button first.
         open_performance(&ada, &app, &performance_id).await;
         seat(&ada, &units[1]).await.click().await.unwrap();
         seat(&bob, &units[1]).await.click().await.unwrap();
@@ -448,17 +450,29 @@ async fn two_browsers_race_for_a_seat_and_the_loser_sees_it_taken_live() {
                 if path_of(browser).await.starts_with("/checkout/") {
                     return Some(true);
                 }
-                let problem = browser.find(Locator::Css("#problem")).await.ok()?;
-                let text = problem.text().await.ok()?;
-                assert!(text.contains("Stalls A2 was just taken"), "{text}");
-                Some(false)
+                for css in ["#problem", "[data-taken-notice]"] {
+                    if let Ok(element) = browser.find(Locator::Css(css)).await
+                        && let Ok(text) = element.text().await
+                        && text.contains("Stalls A2 was just taken")
+                    {
+                        return Some(false);
+                    }
+                }
+                None
             })
             .await;
             if won {
                 winners += 1;
             } else {
-                // The loser's page shows the seat taken.
-                assert_eq!(seat_state(browser, &units[1]).await, "held");
+                // The loser's page (live, or the 409 page it may be loading) shows the
+                // seat taken.
+                eventually("seat 2 held on the loser's map", || async {
+                    let css = format!("circle[data-unit=\"{}\"]", units[1]);
+                    let element = browser.find(Locator::Css(&css)).await.ok()?;
+                    let state = element.attr("data-state").await.ok()??;
+                    (state == "held").then_some(())
+                })
+                .await;
             }
         }
         assert_eq!(winners, 1, "exactly one browser got seat 2");
@@ -486,7 +500,12 @@ async fn an_organizer_builds_and_publishes_an_event_and_sees_a_sale_on_the_dashb
         fill(&browser, "#venue", "Loopback Hall").await;
         fill(&browser, "#description", "Made in a headless browser.").await;
         click(&browser, "form.stack button[type=submit]").await;
-        let path = wait_for_path(&browser, "/organizer/events/").await;
+        // (Not just any /organizer/events/ path: the form's own page is one too.)
+        let path = eventually("the new event's page", || async {
+            let path = path_of(&browser).await;
+            path.ends_with("?created=1").then_some(path)
+        })
+        .await;
         let event_id = path
             .trim_start_matches("/organizer/events/")
             .split('?')
