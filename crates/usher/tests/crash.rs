@@ -71,6 +71,9 @@ fn emails(dir: &PathBuf, subject: &str) -> usize {
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
+                // Delivered mail only: a kill between writing and renaming leaves a
+                // hidden `.tmp`, which no reader of the folder takes for a message.
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
                 .filter(|e| {
                     std::fs::read_to_string(e.path()).is_ok_and(|text| text.contains(subject))
                 })
