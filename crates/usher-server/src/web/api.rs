@@ -17,8 +17,8 @@ use tower::ServiceExt;
 use crate::extract::Caller;
 use crate::problem::{PROBLEM_JSON, Problem};
 use crate::rate_limit::Verified;
-use crate::web::WebState;
 use crate::web::session::CsrfToken;
+use crate::web::{WebState, format};
 
 /// Responses larger than this from the API are refused (the largest page, a seat map
 /// of a big house, is a few MB).
@@ -103,12 +103,17 @@ impl Refusal {
         }
     }
 
-    /// The problem's type without the `/problems/` prefix.
-    pub fn kind(&self) -> &str {
+    /// The problem as one or more sentences a person can act on.
+    pub fn message(&self) -> String {
+        if self.problem.errors.is_empty() {
+            return format::sentence(&self.problem.detail);
+        }
         self.problem
-            .kind
-            .strip_prefix("/problems/")
-            .unwrap_or(&self.problem.kind)
+            .errors
+            .iter()
+            .map(|e| format::sentence(&e.message))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 

@@ -15,7 +15,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::problem::FieldError;
-use crate::routes::accounts::UserView;
 use crate::routes::bookings::{BookedUnitView, BookingPage, BookingView};
 use crate::routes::events::{EventDetail, EventPage, EventView};
 use crate::routes::payments::CheckoutView;
@@ -43,10 +42,6 @@ pub fn router() -> Router<WebState> {
 
 fn ok(web: &WebState, template: &impl Template) -> PageResult {
     Ok(page(template, StatusCode::OK, web.form_targets))
-}
-
-fn query_value(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 // ---------------------------------------------------------------- events
@@ -97,20 +92,25 @@ async fn events(
     Query(query): Query<ListQuery>,
 ) -> PageResult {
     let q = query.q.unwrap_or_default().trim().to_owned();
-    let mut path = format!("/v1/events?limit=24&q={}", query_value(&q));
+    let mut path = format!("/v1/events?limit=24&q={}", format::query_value(&q));
     if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", query_value(cursor)));
+        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
     }
     let (events, next, problem) = match visit.get::<EventPage>(&path).await {
         Ok(page) => (
             page.items.into_iter().map(EventCard::from).collect(),
-            page.next_cursor
-                .map(|c| format!("/?q={}&cursor={}", query_value(&q), query_value(&c))),
+            page.next_cursor.map(|c| {
+                format!(
+                    "/?q={}&cursor={}",
+                    format::query_value(&q),
+                    format::query_value(&c)
+                )
+            }),
             None,
         ),
         // A bad search is shown beside the box, not as an error page.
         Err(refusal) if refusal.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            (vec![], None, Some(describe(&refusal)))
+            (vec![], None, Some(refusal.message()))
         }
         Err(refusal) => return Err(PageError::refused(&visit, refusal)),
     };
@@ -407,21 +407,7 @@ fn hold_refusal_message(refusal: &Refusal, map: Option<&SeatMapLayout>) -> Strin
             names.join(", ")
         );
     }
-    describe(refusal)
-}
-
-/// The API's problem as one or more sentences a person can act on.
-pub fn describe(refusal: &Refusal) -> String {
-    if refusal.problem.errors.is_empty() {
-        return format::sentence(&refusal.problem.detail);
-    }
-    refusal
-        .problem
-        .errors
-        .iter()
-        .map(|e| format::sentence(&e.message))
-        .collect::<Vec<_>>()
-        .join(" ")
+    refusal.message()
 }
 
 // ---------------------------------------------------------------- checkout
@@ -514,7 +500,7 @@ async fn pay(
         .into_response()),
         Ok(checkout) => Ok(Redirect::to(&checkout.checkout_url).into_response()),
         Err(refusal) if refusal.status == StatusCode::CONFLICT => {
-            let view = checkout_page(&visit, id, None, Some(describe(&refusal))).await?;
+            let view = checkout_page(&visit, id, None, Some(refusal.message())).await?;
             Ok(page(&view, StatusCode::CONFLICT, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
@@ -551,7 +537,7 @@ async fn mock_pay(
             if refusal.status.is_client_error() && refusal.status != StatusCode::UNAUTHORIZED =>
         {
             let status = refusal.status;
-            let view = checkout_page(&visit, id, None, Some(describe(&refusal))).await?;
+            let view = checkout_page(&visit, id, None, Some(refusal.message())).await?;
             Ok(page(&view, status, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
@@ -607,7 +593,7 @@ async fn bookings_page(
     }
     let mut path = "/v1/bookings?limit=20".to_owned();
     if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", query_value(cursor)));
+        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
     }
     let list: BookingPage = visit
         .get(&path)
@@ -641,7 +627,7 @@ async fn bookings_page(
         bookings: cards,
         next: list
             .next_cursor
-            .map(|c| format!("/bookings?cursor={}", query_value(&c))),
+            .map(|c| format!("/bookings?cursor={}", format::query_value(&c))),
         notice,
         problem,
     })
@@ -668,7 +654,7 @@ async fn cancel(
                     cancelled: None,
                     cursor: None,
                 },
-                Some(describe(&refusal)),
+                Some(refusal.message()),
             )
             .await?;
             Ok(page(&view, StatusCode::CONFLICT, web.form_targets))
@@ -779,8 +765,6 @@ impl SignupPage {
 struct Tokens {
     access_token: String,
     refresh_token: String,
-    #[allow(dead_code)]
-    user: UserView,
 }
 
 fn signed_in(web: &WebState, tokens: &Tokens, next: &str) -> Response {
@@ -828,7 +812,7 @@ async fn login(State(web): State<WebState>, visit: Visit, form: Form) -> PageRes
                 chrome: Chrome::of(&visit),
                 next,
                 email,
-                problem: Some(describe(&refusal)),
+                problem: Some(refusal.message()),
             };
             Ok(page(&view, status, web.form_targets))
         }
@@ -871,11 +855,7 @@ async fn signup(State(web): State<WebState>, visit: Visit, form: Form) -> PageRe
                 next,
                 email,
                 name,
-                problem: refusal
-                    .problem
-                    .errors
-                    .is_empty()
-                    .then(|| describe(&refusal)),
+                problem: refusal.problem.errors.is_empty().then(|| refusal.message()),
                 errors: refusal.problem.errors,
             };
             Ok(page(&view, status, web.form_targets))

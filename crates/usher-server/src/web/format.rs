@@ -4,6 +4,16 @@ use chrono::{DateTime, Utc};
 
 use crate::routes::performances::MoneyView;
 
+/// A value for a URL's query string.
+pub fn query_value(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A seat in a few characters: `Stalls A3`.
+pub fn seat_short(section: &str, row: &str, label: &str) -> String {
+    format!("{section} {row}{label}")
+}
+
 /// `€45.00`, `$12.50`, `£8.00`, or `12.00 CHF` for currencies without a common sign.
 pub fn money(amount: i64, currency: &str) -> String {
     let sign = if amount < 0 { "-" } else { "" };

@@ -21,7 +21,6 @@ use crate::routes::performances::{
     AttendeePage, EventSales, PerformanceSalesView, PerformanceView, SeatMap, UnitStatesChanged,
 };
 use crate::web::api::{Refusal, Visit};
-use crate::web::buyer::describe;
 use crate::web::chart::{Bar, BarChart, SalesLine};
 use crate::web::seat_map::SeatMapLayout;
 use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page};
@@ -431,7 +430,7 @@ async fn set_status(
         {
             let status = refusal.status;
             let mut view = event_page(&visit, id).await?;
-            view.problem = Some(describe(&refusal));
+            view.problem = Some(refusal.message());
             Ok(page(&view, status, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
@@ -742,7 +741,7 @@ async fn create_performance(
         }
         Err(refusal) if refusal.status == StatusCode::UNPROCESSABLE_ENTITY => {
             view.problems = if refusal.problem.errors.is_empty() {
-                vec![describe(&refusal)]
+                vec![refusal.message()]
             } else {
                 refusal
                     .problem
@@ -913,7 +912,7 @@ async fn performance_page(visit: &Visit, id: Uuid) -> Result<PerformancePage, Pa
                 .units
                 .iter()
                 .map(|u| match (&u.section, &u.row, &u.label) {
-                    (Some(s), Some(r), Some(l)) => format!("{s} {r}{l}"),
+                    (Some(s), Some(r), Some(l)) => format::seat_short(s, r, l),
                     _ => u
                         .ticket_type_id
                         .and_then(|t| names.get(&t).cloned())
@@ -989,7 +988,7 @@ async fn set_units(
                     "Some of those seats are held or sold, so nothing was changed. Pick only free (or blocked) seats.".to_owned(),
                 ),
                 Some(r) if r.status.is_client_error() && r.status != StatusCode::UNAUTHORIZED && r.status != StatusCode::NOT_FOUND => {
-                    (r.status, describe(&r))
+                    (r.status, r.message())
                 }
                 Some(r) => return Err(PageError::refused(&visit, r)),
             };
@@ -1049,7 +1048,7 @@ async fn admin_page(
     problem: Option<String>,
 ) -> Result<AdminPage, PageError> {
     let q = q.trim().to_owned();
-    let encoded: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
+    let encoded = format::query_value(&q);
     let users: UserPage = visit
         .get(&format!("/v1/admin/users?limit=50&q={encoded}"))
         .await
@@ -1093,7 +1092,7 @@ async fn set_role(
             ) =>
         {
             let status = refusal.status;
-            let view = admin_page(&visit, String::new(), None, Some(describe(&refusal))).await?;
+            let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
             Ok(page(&view, status, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
@@ -1109,12 +1108,12 @@ async fn retry_job(
     admin_only(&visit)?;
     let id = id(&visit, &raw)?;
     match visit
-        .post::<serde::de::IgnoredAny>(&format!("/v1/admin/jobs/{id}/retry"), &json!({}))
+        .post_empty(&format!("/v1/admin/jobs/{id}/retry"), &json!({}))
         .await
     {
         Ok(_) => Ok(Redirect::to("/admin?done=retry").into_response()),
         Err(refusal) if refusal.status == StatusCode::CONFLICT => {
-            let view = admin_page(&visit, String::new(), None, Some(describe(&refusal))).await?;
+            let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
             Ok(page(&view, StatusCode::CONFLICT, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),

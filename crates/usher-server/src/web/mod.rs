@@ -250,8 +250,7 @@ pub fn id(visit: &Visit, raw: &str) -> Result<uuid::Uuid, PageError> {
 
 /// To the login page, coming back to `here` afterwards.
 pub fn sign_in_redirect(here: &str) -> Response {
-    let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
-    Redirect::to(&format!("/login?next={next}")).into_response()
+    Redirect::to(&format!("/login?next={}", format::query_value(here))).into_response()
 }
 
 /// Only local paths are followed after signing in (no open redirects).

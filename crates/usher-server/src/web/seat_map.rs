@@ -9,7 +9,7 @@ use crate::web::format;
 
 /// Distance between seat centres.
 const PITCH: u32 = 24;
-const RADIUS: u32 = 9;
+pub const RADIUS: u32 = 9;
 /// Room on the left for row labels.
 const GUTTER: u32 = 40;
 const STAGE_HEIGHT: u32 = 56;
@@ -23,12 +23,10 @@ pub struct Seat {
     pub id: String,
     pub cx: u32,
     pub cy: u32,
-    pub r: u32,
     pub state: String,
     /// Row index over the whole map (for keyboard moves between rows).
     pub row_index: usize,
     pub price_amount: i64,
-    pub price: String,
     /// What a screen reader says: "Stalls, row A, seat 3, €45.00".
     pub name: String,
     /// Short form for messages: "Stalls A3".
@@ -58,6 +56,10 @@ pub struct SeatMapLayout {
 }
 
 impl SeatMapLayout {
+    pub fn radius(&self) -> u32 {
+        RADIUS
+    }
+
     pub fn new(units: &[UnitView]) -> Self {
         // Sections and their rows in the order they first appear (the plan's order).
         let mut sections: Vec<(String, Rows)> = Vec::new();
@@ -114,13 +116,11 @@ impl SeatMapLayout {
                         id: unit.id.to_string(),
                         cx: GUTTER + offset + i as u32 * PITCH + PITCH / 2,
                         cy,
-                        r: RADIUS,
                         state: unit.state.clone(),
                         row_index,
                         price_amount: unit.price.amount,
                         name: format!("{name}, row {row}, seat {label}, {price}"),
-                        short: format!("{name} {row}{label}"),
-                        price,
+                        short: format::seat_short(name, row, &label),
                     });
                 }
                 y += PITCH;

@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use subtle_compare::equal;
+use subtle::ConstantTimeEq;
 use tokio::sync::OnceCell;
 
 use crate::auth::{ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL};
@@ -47,10 +47,6 @@ const ROTATION_GRACE: Duration = Duration::from_secs(20);
 /// This request's CSRF token, for forms to repeat.
 #[derive(Debug, Clone)]
 pub struct CsrfToken(pub String);
-
-/// Set on requests whose caller came from the session cookies.
-#[derive(Debug, Clone, Copy)]
-pub struct CookieSession;
 
 /// Refresh tokens this instance rotated in the last moments, and what they became.
 /// Requests presenting the same token at once share one rotation (single flight).
@@ -153,7 +149,8 @@ fn plausible_csrf(token: &str) -> bool {
 
 /// Whether `sent` repeats this request's CSRF token (in constant time).
 pub fn csrf_matches(expected: &CsrfToken, sent: Option<&str>) -> bool {
-    !expected.0.is_empty() && sent.is_some_and(|sent| equal(sent.as_bytes(), expected.0.as_bytes()))
+    !expected.0.is_empty()
+        && sent.is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(expected.0.as_bytes())))
 }
 
 /// Cookie → caller, renewing the session when its access token has run out.
@@ -218,7 +215,6 @@ pub async fn layer(State(web): State<WebState>, mut request: Request, next: Next
             if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
                 request.headers_mut().insert(header::AUTHORIZATION, value);
                 request.extensions_mut().insert(Verified(caller));
-                request.extensions_mut().insert(CookieSession);
             }
         }
     }
@@ -262,16 +258,6 @@ async fn session_caller(
             set.extend(clear_session_cookies(secure));
             None
         }
-    }
-}
-
-/// Byte comparison whose time does not depend on where the inputs differ.
-mod subtle_compare {
-    pub fn equal(a: &[u8], b: &[u8]) -> bool {
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
 
