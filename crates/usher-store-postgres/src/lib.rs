@@ -506,6 +506,7 @@ impl Store for PostgresStore {
         let (scope, owner) = match query.scope {
             EventScope::Public => ("public", None),
             EventScope::PublicAndOwnedBy(owner) => ("owned", Some(owner)),
+            EventScope::OwnedBy(owner) => ("mine", Some(owner)),
             EventScope::All => ("all", None),
         };
         let pattern = query.title_contains.as_deref().map(contains_pattern);
@@ -518,7 +519,9 @@ impl Store for PostgresStore {
                       created_at AS "created_at!: DateTime<Utc>",
                       updated_at AS "updated_at!: DateTime<Utc>"
                FROM events
-               WHERE ($1::text = 'all' OR status = 'published' OR ($1 = 'owned' AND organizer_id = $2::uuid))
+               WHERE ($1::text = 'all'
+                      OR ($1 <> 'mine' AND status = 'published')
+                      OR ($1 IN ('owned', 'mine') AND organizer_id = $2::uuid))
                  AND ($3::text IS NULL OR title_search LIKE $3 ESCAPE '\')
                  AND ($4::uuid IS NULL OR id < $4)
                ORDER BY id DESC

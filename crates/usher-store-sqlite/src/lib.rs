@@ -548,6 +548,7 @@ impl Store for SqliteStore {
         let (scope, owner) = match query.scope {
             EventScope::Public => ("public", None),
             EventScope::PublicAndOwnedBy(owner) => ("owned", Some(owner)),
+            EventScope::OwnedBy(owner) => ("mine", Some(owner)),
             EventScope::All => ("all", None),
         };
         let pattern = query.title_contains.as_deref().map(contains_pattern);
@@ -560,7 +561,9 @@ impl Store for SqliteStore {
                       created_at AS "created_at!: DateTime<Utc>",
                       updated_at AS "updated_at!: DateTime<Utc>"
                FROM events
-               WHERE (?1 = 'all' OR status = 'published' OR (?1 = 'owned' AND organizer_id = ?2))
+               WHERE (?1 = 'all'
+                      OR (?1 <> 'mine' AND status = 'published')
+                      OR (?1 IN ('owned', 'mine') AND organizer_id = ?2))
                  AND (?3 IS NULL OR title_search LIKE ?3 ESCAPE '\')
                  AND (?4 IS NULL OR id < ?4)
                ORDER BY id DESC

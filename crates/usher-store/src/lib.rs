@@ -147,6 +147,8 @@ pub enum EventScope {
     Public,
     /// Published events and every event of this organizer.
     PublicAndOwnedBy(Uuid),
+    /// Every event of this organizer, whatever its status, and no one else's.
+    OwnedBy(Uuid),
     /// Everything.
     All,
 }

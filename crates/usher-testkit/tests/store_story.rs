@@ -300,6 +300,13 @@ on_each_engine! {
         let all = store.list_events(query(EventScope::All, None, 100, None)).await.unwrap();
         assert_eq!(all.items.len(), 7);
 
+        // Only one's own, drafts included, nobody else's published events.
+        let bobs_own = store.list_events(query(EventScope::OwnedBy(bob), None, 100, None)).await.unwrap();
+        assert_eq!(bobs_own.items.iter().map(|e| e.id).collect::<Vec<_>>(), [bob_draft.id]);
+        let anns_own = store.list_events(query(EventScope::OwnedBy(ann), None, 100, None)).await.unwrap();
+        assert_eq!(anns_own.items.len(), 6);
+        assert!(anns_own.items.iter().all(|e| e.organizer_id == ann));
+
         // Pages of two walk the five published events without gaps or repeats.
         let mut seen = Vec::new();
         let mut after = None;

@@ -111,6 +111,9 @@ pub struct ListParams {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `true`: only the caller's own events, drafts and cancelled ones included
+    /// (organizers and admins).
+    pub mine: Option<bool>,
 }
 
 const SEARCH_MAX_CHARS: usize = 200;
@@ -162,11 +165,14 @@ async fn create_event(
 }
 
 /// Lists events, newest first: published ones for everyone, plus the caller's own
-/// drafts and cancelled events for organizers (admins see all).
+/// drafts and cancelled events for organizers (admins see all). With `mine=true`, only
+/// the caller's own events (an organizer's dashboard).
 #[utoipa::path(get, path = "/v1/events", tag = "events",
     params(ListParams),
     responses(
         (status = 200, description = "A page of events", body = EventPage),
+        (status = 401, description = "`mine=true` without a token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`mine=true` from a customer", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_events(
@@ -195,6 +201,14 @@ async fn list_events(
         return Err(ApiError::Internal("validated fields missing".into()));
     };
     let scope = match caller.map(Caller::viewer) {
+        _ if params.mine == Some(true) => {
+            let caller = caller
+                .ok_or(ApiError::Unauthorized(
+                    "`mine=true` needs `Authorization: Bearer <access_token>`",
+                ))?
+                .require_organizer()?;
+            EventScope::OwnedBy(caller.id)
+        }
         Some(Viewer::Admin(_)) => EventScope::All,
         Some(Viewer::Organizer(id)) => EventScope::PublicAndOwnedBy(id),
         _ => EventScope::Public,

@@ -87,6 +87,23 @@ on_each_engine! {
         assert_eq!(ids(&owners), [draft["id"].as_str().unwrap()]);
     }
 
+    async fn mine_lists_only_the_callers_own_events_drafts_included(engine) {
+        let app = spawn_app(engine).await;
+        let (admin, organizer, customer) = app.cast().await;
+        let rival = app.organizer("rival@example.com", &admin).await;
+        let theirs = app.create_event(&rival, "Their Show").await;
+        app.publish(&rival, theirs["id"].as_str().unwrap()).await;
+        let draft = app.create_event(&organizer, "My Draft").await;
+        let mine: Value = app.get("/v1/events?mine=true", Some(&organizer.access)).await.json().await.unwrap();
+        assert_eq!(ids(&mine), [draft["id"].as_str().unwrap()], "not the rival's published show");
+        let everyone: Value = app.get("/v1/events", Some(&organizer.access)).await.json().await.unwrap();
+        assert_eq!(ids(&everyone).len(), 2);
+        let admins: Value = app.get("/v1/events?mine=true", Some(&admin.access)).await.json().await.unwrap();
+        assert!(ids(&admins).is_empty());
+        assert_problem(app.get("/v1/events?mine=true", None).await, StatusCode::UNAUTHORIZED).await;
+        assert_problem(app.get("/v1/events?mine=true", Some(&customer.access)).await, StatusCode::FORBIDDEN).await;
+    }
+
     async fn another_organizer_cannot_change_an_event_and_learns_nothing(engine) {
         let app = spawn_app(engine).await;
         let (admin, organizer, customer) = app.cast().await;

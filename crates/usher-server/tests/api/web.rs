@@ -371,6 +371,8 @@ on_each_engine! {
         let (admin, organizer, customer) = app.cast().await;
         let other = app.organizer("other@example.com", &admin).await;
         let theirs = app.create_event(&other, "Theirs").await;
+        // Published, so it is in the public list, but not on anyone else's dashboard.
+        app.publish(&other, theirs["id"].as_str().unwrap()).await;
         let mut anonymous = Jar::anonymous();
         let response = app.page(&mut anonymous, "/organizer").await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
@@ -489,5 +491,21 @@ on_each_engine! {
         assert_eq!(released.status(), StatusCode::SEE_OTHER);
         let performance: serde_json::Value = app.get(&format!("/v1/performances/{seated_id}"), None).await.json().await.unwrap();
         assert_eq!(performance["available"], 6);
+    }
+
+    async fn the_dashboard_pages_through_an_organizers_events(engine) {
+        let app = spawn_app(engine).await;
+        let (_, organizer, _) = app.cast().await;
+        for i in 0..21 {
+            app.create_event(&organizer, &format!("Show {i:02}")).await;
+        }
+        let mut jar = Jar::signed_in(&organizer);
+        let first = html(app.page(&mut jar, "/organizer").await).await;
+        assert!(first.contains("Show 20") && !first.contains("Show 00"), "newest twenty first");
+        let start = first.find("href=\"/organizer?cursor=").expect("a link to older events") + 6;
+        let next = first[start..].split('"').next().unwrap().replace("&amp;", "&");
+        let second = html(app.page(&mut jar, &next).await).await;
+        assert!(second.contains("Show 00") && !second.contains("Show 20"), "{next}");
+        assert!(!second.contains("href=\"/organizer?cursor="), "no more pages");
     }
 }
