@@ -5,7 +5,9 @@ use reqwest::{Method, Response, StatusCode, header};
 use serde_json::json;
 use usher_testkit::on_each_engine;
 
-use crate::helpers::{PASSWORD, Session, TestApp, on_sale, rows, spawn_app, standing, unit_ids};
+use crate::helpers::{
+    PASSWORD, Session, TestApp, on_sale, rows, spawn_app, spawn_app_with, standing, unit_ids,
+};
 
 /// A browser's cookies, kept by hand (the test client has no cookie store).
 #[derive(Default, Clone)]
@@ -507,5 +509,115 @@ on_each_engine! {
         let second = html(app.page(&mut jar, &next).await).await;
         assert!(second.contains("Show 00") && !second.contains("Show 20"), "{next}");
         assert!(!second.contains("href=\"/organizer?cursor="), "no more pages");
+    }
+
+    async fn a_declined_payment_keeps_the_hold_and_a_paid_booking_is_refunded_from_my_bookings(engine) {
+        let app = spawn_app(engine).await;
+        let (_, organizer, customer) = app.cast().await;
+        let performance = on_sale(&app, &organizer, rows(&[4]), 4).await;
+        let performance_id = performance["id"].as_str().unwrap();
+        let units = unit_ids(&app, performance_id).await;
+        let mut jar = Jar::signed_in(&customer);
+        // Signed out, the hold form leads to the login page and back to the map.
+        let mut anonymous = Jar::anonymous();
+        let response = app
+            .form(&mut anonymous, &format!("/performances/{performance_id}/hold"), &[("mode", "seats"), ("unit_ids", &units[0])], Some(CSRF))
+            .await;
+        assert_eq!(location(&response), format!("/login?next=%2Fperformances%2F{performance_id}"));
+        let response = app
+            .form(&mut jar, &format!("/performances/{performance_id}/hold"), &[("mode", "seats"), ("unit_ids", &units[0])], Some(CSRF))
+            .await;
+        let checkout = location(&response);
+        let booking = checkout.trim_start_matches("/checkout/").to_owned();
+        let response = app.form(&mut jar, &format!("{checkout}/pay"), &[], Some(CSRF)).await;
+        let mock = location(&response);
+        assert!(mock.starts_with(&format!("{checkout}?payment=")), "{mock}");
+        let payment = mock.split("payment=").nth(1).unwrap().to_owned();
+        let page = html(app.page(&mut jar, &mock).await).await;
+        assert!(page.contains("id=\"mock-pay\""));
+        // Declined: back to checkout with a message, the seat still held.
+        let response = app
+            .form(&mut jar, &format!("{checkout}/mock"), &[("payment_id", &payment), ("outcome", "failed")], Some(CSRF))
+            .await;
+        assert_eq!(location(&response), format!("{checkout}?declined=1"));
+        let page = html(app.page(&mut jar, &location(&response)).await).await;
+        assert!(page.contains("The payment was declined"), "{page}");
+        let held: serde_json::Value = app.get(&format!("/v1/bookings/{booking}"), Some(&customer.access)).await.json().await.unwrap();
+        assert_eq!(held["status"], "held");
+        // Paid on the second try.
+        let response = app.form(&mut jar, &format!("{checkout}/pay"), &[], Some(CSRF)).await;
+        let payment = location(&response).split("payment=").nth(1).unwrap().to_owned();
+        let response = app
+            .form(&mut jar, &format!("{checkout}/mock"), &[("payment_id", &payment), ("outcome", "succeeded")], Some(CSRF))
+            .await;
+        assert_eq!(location(&response), format!("/bookings?confirmed={booking}"));
+        let page = html(app.page(&mut jar, &location(&response)).await).await;
+        assert!(page.contains("Refund this booking") && page.contains("ticket-code"));
+        // Refunded from the bookings page: the seat is free again.
+        let response = app.form(&mut jar, &format!("/bookings/{booking}/cancel"), &[], Some(CSRF)).await;
+        assert_eq!(location(&response), format!("/bookings?cancelled={booking}"));
+        let done: serde_json::Value = app.get(&format!("/v1/bookings/{booking}"), Some(&customer.access)).await.json().await.unwrap();
+        assert_eq!(done["status"], "refunded");
+        let performance: serde_json::Value = app.get(&format!("/v1/performances/{performance_id}"), None).await.json().await.unwrap();
+        assert_eq!(performance["available"], 4);
+        // A refunded booking cannot be refunded again: the page says why (409).
+        let again = app.form(&mut jar, &format!("/bookings/{booking}/cancel"), &[], Some(CSRF)).await;
+        assert_eq!(again.status(), StatusCode::CONFLICT);
+        assert!(html(again).await.contains("role=\"alert\""));
+    }
+
+    async fn admins_change_roles_and_organizers_edit_events_from_the_pages(engine) {
+        let app = spawn_app(engine).await;
+        let (admin, organizer, customer) = app.cast().await;
+        let mut jar = Jar::signed_in(&admin);
+        let response = app.form(&mut jar, &format!("/admin/users/{}/role", customer.id), &[("role", "organizer")], Some(CSRF)).await;
+        assert_eq!(location(&response), "/admin?done=role");
+        let fresh = app.login("customer@example.com").await;
+        assert_eq!(fresh.role, "organizer");
+        // An unknown role is named on the page and changes nothing.
+        let response = app.form(&mut jar, &format!("/admin/users/{}/role", customer.id), &[("role", "king")], Some(CSRF)).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(html(response).await.contains("role=\"alert\""));
+        assert_eq!(app.login("customer@example.com").await.role, "organizer");
+        // Editing an event: saved fields, and a bad title kept with its message.
+        let event = app.create_event(&organizer, "Old Title").await;
+        let event_id = event["id"].as_str().unwrap();
+        let mut jar = Jar::signed_in(&organizer);
+        let fields = [("title", "New Title"), ("venue", "New Hall"), ("description", "Changed"), ("details", "genre: folk")];
+        let response = app.form(&mut jar, &format!("/organizer/events/{event_id}"), &fields, Some(CSRF)).await;
+        assert_eq!(location(&response), format!("/organizer/events/{event_id}?saved=1"));
+        let saved: serde_json::Value = app.get(&format!("/v1/events/{event_id}"), Some(&organizer.access)).await.json().await.unwrap();
+        assert_eq!((saved["title"].as_str(), saved["venue"].as_str()), (Some("New Title"), Some("New Hall")));
+        assert_eq!(saved["attributes"], json!({"genre": "folk"}));
+        let response = app.form(&mut jar, &format!("/organizer/events/{event_id}"), &[("title", "  "), ("venue", "Elsewhere")], Some(CSRF)).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body = html(response).await;
+        assert!(body.contains("id=\"title-error\"") && body.contains("value=\"Elsewhere\""), "{body}");
+        let unchanged: serde_json::Value = app.get(&format!("/v1/events/{event_id}"), Some(&organizer.access)).await.json().await.unwrap();
+        assert_eq!(unchanged["venue"], "New Hall");
+    }
+
+    async fn https_deployments_get_secure_cookies_and_stripe_may_receive_the_pay_form(engine) {
+        let app = spawn_app_with(engine, |c| {
+            c.public_url = Some("https://tickets.example".into());
+            c.payments = usher_server::PaymentsConfig::Stripe {
+                secret_key: secrecy::SecretString::from("sk_test_usher".to_owned()),
+                webhook_secret: secrecy::SecretString::from("whsec_test".to_owned()),
+                api_base: Some("http://127.0.0.1:9".into()),
+            };
+        })
+        .await;
+        let mut jar = Jar::default();
+        let response = app.page(&mut jar, "/").await;
+        let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        let csp = response.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("form-action 'self' https://checkout.stripe.com;"), "{csp}");
+        app.signup("ann@example.com").await;
+        let mut jar = Jar::anonymous();
+        let response = app.form(&mut jar, "/login", &[("email", "ann@example.com"), ("password", PASSWORD)], Some(CSRF)).await;
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            assert!(value.to_str().unwrap().contains("; Secure"), "{value:?}");
+        }
     }
 }
