@@ -3,7 +3,7 @@
 
 use utoipa::Modify;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,7 +11,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         title = "Usher",
         description = "Event ticketing and booking: events, performances, seat holds, payments.\n\n\
             Errors are `application/problem+json` (RFC 9457). Authenticate with \
-            `Authorization: Bearer <access_token>` from `/v1/auth/login` or `/v1/auth/signup`.\n\n\
+            `Authorization: Bearer <access_token>` from `/v1/auth/login` or `/v1/auth/signup`, \
+            or with the web UI's session cookies (`usher_access`, renewed from `usher_refresh`); \
+            an unsafe request made with cookies must repeat the page's CSRF token (`<meta \
+            name=\"csrf-token\">`, the value of the HttpOnly `usher_csrf` cookie) in an \
+            `x-csrf-token` header (403 otherwise).\n\n\
             Every unsafe POST accepts an `Idempotency-Key` header (per caller, kept 24 h): a \
             repeat returns the first answer with `Idempotent-Replayed: true`.\n\n\
             Rate limits (GCRA, per IP, per IP and account on `/v1/auth/*`, per user on writes \
@@ -45,6 +49,14 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        // The web UI's session: the same access token, in an HttpOnly cookie.
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "usher_access",
+                "The web UI's session cookie; unsafe requests also need `x-csrf-token`",
+            ))),
         );
     }
 }

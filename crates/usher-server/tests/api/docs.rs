@@ -55,6 +55,14 @@ async fn openapi_document_covers_the_contract() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["session"]["in"],
+        "cookie"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["session"]["name"],
+        "usher_access"
+    );
     assert!(doc["components"]["schemas"]["Problem"].is_object());
 }
 
