@@ -103,6 +103,18 @@ impl Refusal {
         }
     }
 
+    /// Whether the page that sent the form shows this again with the message (a
+    /// refusal about what was asked), rather than an error page (signed out, not
+    /// allowed, gone, or broken on our side).
+    pub fn answers_the_form(&self) -> bool {
+        (self.status.is_client_error()
+            && !matches!(
+                self.status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+            ))
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
+
     /// The problem as one or more sentences a person can act on.
     pub fn message(&self) -> String {
         if self.problem.errors.is_empty() {

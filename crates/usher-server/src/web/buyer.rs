@@ -109,9 +109,7 @@ async fn events(
             None,
         ),
         // A bad search is shown beside the box, not as an error page.
-        Err(refusal) if refusal.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            (vec![], None, Some(refusal.message()))
-        }
+        Err(refusal) if refusal.answers_the_form() => (vec![], None, Some(refusal.message())),
         Err(refusal) => return Err(PageError::refused(&visit, refusal)),
     };
     ok(
@@ -371,7 +369,7 @@ async fn hold(
             &visit,
             &format!("/performances/{id}"),
         )),
-        Err(refusal) if refusal.status.is_client_error() => {
+        Err(refusal) if refusal.answers_the_form() => {
             let status = refusal.status;
             let mut view = performance_page(&visit, id, None).await?;
             view.problem = Some(hold_refusal_message(&refusal, view.map.as_ref()));
@@ -499,9 +497,10 @@ async fn pay(
         ))
         .into_response()),
         Ok(checkout) => Ok(Redirect::to(&checkout.checkout_url).into_response()),
-        Err(refusal) if refusal.status == StatusCode::CONFLICT => {
+        Err(refusal) if refusal.answers_the_form() => {
+            let status = refusal.status;
             let view = checkout_page(&visit, id, None, Some(refusal.message())).await?;
-            Ok(page(&view, StatusCode::CONFLICT, web.form_targets))
+            Ok(page(&view, status, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
@@ -533,9 +532,7 @@ async fn mock_pay(
             Ok(Redirect::to(&format!("/bookings?confirmed={id}")).into_response())
         }
         Ok(_) => Ok(Redirect::to(&format!("/checkout/{id}?declined=1")).into_response()),
-        Err(refusal)
-            if refusal.status.is_client_error() && refusal.status != StatusCode::UNAUTHORIZED =>
-        {
+        Err(refusal) if refusal.answers_the_form() => {
             let status = refusal.status;
             let view = checkout_page(&visit, id, None, Some(refusal.message())).await?;
             Ok(page(&view, status, web.form_targets))
@@ -646,7 +643,8 @@ async fn cancel(
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/bookings?cancelled={id}")).into_response()),
-        Err(refusal) if refusal.status == StatusCode::CONFLICT => {
+        Err(refusal) if refusal.answers_the_form() => {
+            let status = refusal.status;
             let view = bookings_page(
                 &visit,
                 BookingsQuery {
@@ -657,7 +655,7 @@ async fn cancel(
                 Some(refusal.message()),
             )
             .await?;
-            Ok(page(&view, StatusCode::CONFLICT, web.form_targets))
+            Ok(page(&view, status, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }

@@ -322,13 +322,13 @@ async fn create_event(State(web): State<WebState>, visit: Visit, form: Form) -> 
         Ok(event) => {
             Ok(Redirect::to(&format!("/organizer/events/{}?created=1", event.id)).into_response())
         }
-        Err(refusal) if refusal.status == StatusCode::UNPROCESSABLE_ENTITY => {
+        Err(refusal) if refusal.answers_the_form() => {
+            let status = refusal.status;
+            if refusal.problem.errors.is_empty() {
+                view.problem = Some(refusal.message());
+            }
             view.errors = refusal.problem.errors;
-            Ok(page(
-                &view,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                web.form_targets,
-            ))
+            Ok(page(&view, status, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
@@ -410,13 +410,13 @@ async fn update_event(
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/organizer/events/{id}?saved=1")).into_response()),
-        Err(refusal) if refusal.status == StatusCode::UNPROCESSABLE_ENTITY => {
+        Err(refusal) if refusal.answers_the_form() => {
+            let status = refusal.status;
+            if refusal.problem.errors.is_empty() {
+                view.problem = Some(refusal.message());
+            }
             view.errors = refusal.problem.errors;
-            Ok(page(
-                &view,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                web.form_targets,
-            ))
+            Ok(page(&view, status, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
@@ -437,11 +437,7 @@ async fn set_status(
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/organizer/events/{id}?saved=1")).into_response()),
-        Err(refusal)
-            if refusal.status.is_client_error()
-                && refusal.status != StatusCode::UNAUTHORIZED
-                && refusal.status != StatusCode::NOT_FOUND =>
-        {
+        Err(refusal) if refusal.answers_the_form() => {
             let status = refusal.status;
             let mut view = event_page(&visit, id).await?;
             view.problem = Some(refusal.message());
@@ -753,7 +749,7 @@ async fn create_performance(
         Ok(created) => {
             Ok(Redirect::to(&format!("/organizer/performances/{}", created.id)).into_response())
         }
-        Err(refusal) if refusal.status == StatusCode::UNPROCESSABLE_ENTITY => {
+        Err(refusal) if refusal.answers_the_form() => {
             view.problems = if refusal.problem.errors.is_empty() {
                 vec![refusal.message()]
             } else {
@@ -1001,9 +997,7 @@ async fn set_units(
                     r.status,
                     "Some of those seats are held or sold, so nothing was changed. Pick only free (or blocked) seats.".to_owned(),
                 ),
-                Some(r) if r.status.is_client_error() && r.status != StatusCode::UNAUTHORIZED && r.status != StatusCode::NOT_FOUND => {
-                    (r.status, r.message())
-                }
+                Some(r) if r.answers_the_form() => (r.status, r.message()),
                 Some(r) => return Err(PageError::refused(&visit, r)),
             };
             let mut view = performance_page(&visit, id).await?;
@@ -1099,12 +1093,7 @@ async fn set_role(
         .await
     {
         Ok(_) => Ok(Redirect::to("/admin?done=role").into_response()),
-        Err(refusal)
-            if matches!(
-                refusal.status,
-                StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY
-            ) =>
-        {
+        Err(refusal) if refusal.answers_the_form() => {
             let status = refusal.status;
             let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
             Ok(page(&view, status, web.form_targets))
@@ -1126,9 +1115,10 @@ async fn retry_job(
         .await
     {
         Ok(_) => Ok(Redirect::to("/admin?done=retry").into_response()),
-        Err(refusal) if refusal.status == StatusCode::CONFLICT => {
+        Err(refusal) if refusal.answers_the_form() => {
+            let status = refusal.status;
             let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
-            Ok(page(&view, StatusCode::CONFLICT, web.form_targets))
+            Ok(page(&view, status, web.form_targets))
         }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
