@@ -197,6 +197,10 @@ impl Visit {
         if let Some(info) = self.connect_info {
             request.extensions_mut().insert(info);
         }
+        // The session layer verified the token already; the API's extractors reuse that.
+        if let Some(caller) = self.caller {
+            request.extensions_mut().insert(Verified(caller));
+        }
         let response = match self.api.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
