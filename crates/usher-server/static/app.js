@@ -25,6 +25,8 @@
     this.form = this.panel.querySelector("[data-pick-form]");
     this.notice = document.querySelector("[data-taken-notice]");
     this.money = new Intl.NumberFormat(undefined, { style: "currency", currency: this.currency });
+    // Prices are in minor units: cents for most currencies, whole yen for JPY.
+    this.minorPerMajor = Math.pow(10, this.money.resolvedOptions().maximumFractionDigits);
     svg.addEventListener("click", function (e) {
       var seat = e.target.closest(".seat");
       if (seat) { self.focus(seat); self.toggle(seat); }
@@ -147,7 +149,7 @@
     } else {
       var what = this.picked.length === 1 ? "1 seat" : this.picked.length + " seats";
       text.textContent = what + ": " + names.join(", ") +
-        (this.mode === "buy" ? " — " + this.money.format(total / 100) : "");
+        (this.mode === "buy" ? " — " + this.money.format(total / this.minorPerMajor) : "");
     }
     this.form.querySelectorAll("[data-pick-submit]").forEach(function (b) {
       b.disabled = self.picked.length === 0;

@@ -18,10 +18,10 @@ pub fn seat_short(section: &str, row: &str, label: &str) -> String {
 pub fn money(amount: i64, currency: &str) -> String {
     let sign = if amount < 0 { "-" } else { "" };
     let abs = amount.unsigned_abs();
-    let digits = match currency {
-        // ISO 4217 currencies without minor units.
-        "JPY" | "KRW" | "ISK" | "CLP" | "VND" => abs.to_string(),
-        _ => format!("{}.{:02}", abs / 100, abs % 100),
+    let digits = if has_cents(currency) {
+        format!("{}.{:02}", abs / 100, abs % 100)
+    } else {
+        abs.to_string()
     };
     match currency {
         "EUR" => format!("{sign}€{digits}"),
@@ -36,8 +36,15 @@ pub fn price(money_view: &MoneyView) -> String {
     money(money_view.amount, &money_view.currency)
 }
 
-/// Parses what an organizer types as a price ("45", "45.5", "45.50") into minor units.
-pub fn parse_price(text: &str) -> Option<i64> {
+/// Whether the currency's minor unit is a hundredth (ISO 4217: most are; these few
+/// have none).
+fn has_cents(currency: &str) -> bool {
+    !matches!(currency, "JPY" | "KRW" | "ISK" | "CLP" | "VND")
+}
+
+/// Parses what an organizer types as a price ("45", "45.5", "45.50"; "1500" yen) into
+/// minor units.
+pub fn parse_price(text: &str, currency: &str) -> Option<i64> {
     let text = text.trim();
     let (whole, fraction) = match text.split_once(['.', ',']) {
         Some((whole, fraction)) => (whole, fraction),
@@ -48,6 +55,9 @@ pub fn parse_price(text: &str) -> Option<i64> {
     }
     if fraction.len() > 2 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
+    }
+    if !has_cents(currency) {
+        return fraction.is_empty().then(|| whole.parse().ok()).flatten();
     }
     let cents = match fraction.len() {
         0 => 0,
@@ -119,14 +129,16 @@ mod tests {
 
     #[test]
     fn prices_parse_from_what_people_type() {
-        assert_eq!(parse_price("45"), Some(4500));
-        assert_eq!(parse_price("45.5"), Some(4550));
-        assert_eq!(parse_price(" 45,50 "), Some(4550));
-        assert_eq!(parse_price("0.05"), Some(5));
-        assert_eq!(parse_price("45.505"), None);
-        assert_eq!(parse_price("-4"), None);
-        assert_eq!(parse_price("abc"), None);
-        assert_eq!(parse_price(""), None);
+        assert_eq!(parse_price("45", "EUR"), Some(4500));
+        assert_eq!(parse_price("45.5", "EUR"), Some(4550));
+        assert_eq!(parse_price(" 45,50 ", "EUR"), Some(4550));
+        assert_eq!(parse_price("0.05", "EUR"), Some(5));
+        assert_eq!(parse_price("45.505", "EUR"), None);
+        assert_eq!(parse_price("-4", "EUR"), None);
+        assert_eq!(parse_price("abc", "EUR"), None);
+        assert_eq!(parse_price("", "EUR"), None);
+        assert_eq!(parse_price("1500", "JPY"), Some(1500));
+        assert_eq!(parse_price("15.5", "JPY"), None);
     }
 
     #[test]

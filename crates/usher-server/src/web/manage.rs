@@ -559,11 +559,7 @@ fn blank_ticket_type() -> TicketLine {
 fn seating(form: &Form, kind: &str, currency: &str) -> Result<Value, Vec<String>> {
     let mut problems = Vec::new();
     let price = |text: &str, what: &str, problems: &mut Vec<String>| {
-        let amount = if matches!(currency, "JPY") {
-            text.trim().parse::<i64>().ok().filter(|a| *a >= 0)
-        } else {
-            format::parse_price(text)
-        };
+        let amount = format::parse_price(text, currency);
         if amount.is_none() {
             problems.push(format!("{what}: the price should be a number like 45.00."));
         }
