@@ -29,13 +29,24 @@ use crate::state::AppState;
 use api::{Refusal, Visit};
 use session::{CSRF_FIELD, CsrfToken, RecentRotations, csrf_matches};
 
-/// What page handlers share.
+/// What page handlers share. One `Arc`: the session layer clones it for every request,
+/// API calls included.
 #[derive(Clone)]
-pub struct WebState {
+pub struct WebState(Arc<WebShared>);
+
+impl std::ops::Deref for WebState {
+    type Target = WebShared;
+
+    fn deref(&self) -> &WebShared {
+        &self.0
+    }
+}
+
+pub struct WebShared {
     pub app: AppState,
     /// The API (with its own middleware) that pages call in-process.
     pub api: Router,
-    pub rotations: Arc<RecentRotations>,
+    pub rotations: RecentRotations,
     /// `Secure` on cookies when the public URL is https.
     pub secure_cookies: bool,
     /// Extra origins forms may post to (Stripe's hosted checkout).
@@ -50,13 +61,13 @@ impl WebState {
         } else {
             ""
         };
-        Self {
+        Self(Arc::new(WebShared {
             app,
             api,
-            rotations: Arc::new(RecentRotations::default()),
+            rotations: RecentRotations::default(),
             secure_cookies,
             form_targets,
-        }
+        }))
     }
 }
 
