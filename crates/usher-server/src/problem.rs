@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 use usher_store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// Seconds a client is told to wait after a 503 for an unavailable dependency.
+const UNAVAILABLE_RETRY_AFTER: u64 = 1;
 
 /// One invalid field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -201,6 +203,7 @@ impl From<StoreError> for ApiError {
                 )])
             }
             StoreError::Backend(why) => ApiError::Internal(why),
+            StoreError::Unavailable(why) => ApiError::ServiceUnavailable(why),
         }
     }
 }
@@ -224,6 +227,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        if let ApiError::ServiceUnavailable(_) = self {
+            // Worth retrying soon: the database restarts, the pool frees up.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER));
         }
         if let ApiError::Internal(why) | ApiError::ServiceUnavailable(why) = self {
             response.extensions_mut().insert(InternalError(why));

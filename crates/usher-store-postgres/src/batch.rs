@@ -444,7 +444,7 @@ async fn performances(
                 r.id,
                 HoldFacts {
                     currency: stored_currency(&r.currency)?,
-                    kind: SeatingKind::parse(&r.kind).map_err(backend)?,
+                    kind: SeatingKind::parse(&r.kind).map_err(crate::corrupt)?,
                     open: r.open,
                     starts_at: r.starts_at,
                     on_sale_at: r.on_sale_at,

@@ -38,6 +38,8 @@ const DEFAULT_POOL_SIZE: u32 = 16;
 
 /// Writer tasks of the write pipeline: each holds at most one connection at a time.
 const PIPELINE_SHARDS: usize = 4;
+/// Longest wait for a pooled connection (or for reconnecting to a restarting server).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -58,7 +60,9 @@ impl PostgresStore {
     pub async fn connect_with(url: &str, size: u32, options: StoreOptions) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(size)
-            .acquire_timeout(Duration::from_secs(30))
+            // A database that is down or saturated answers 503 within seconds
+            // rather than holding the request until the HTTP timeout.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(backend)?;
@@ -77,8 +81,41 @@ impl PostgresStore {
     }
 }
 
-pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(error.to_string())
+/// A stored value this version cannot read.
+pub(crate) fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("corrupt row: {error}"))
+}
+
+/// A database error as the store reports it: [`StoreError::Unavailable`] when the
+/// database cannot take work now (so clients get 503 and may retry), a backend failure
+/// otherwise.
+pub(crate) fn backend(error: sqlx::Error) -> StoreError {
+    if is_unavailable(&error) {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Backend(error.to_string())
+    }
+}
+
+/// The server is unreachable, restarting or refusing connections, the pool's wait ran
+/// out, or PostgreSQL reports a connection exception (class 08), insufficient
+/// resources (53: disk full, out of memory, too many connections), an operator
+/// intervention (57P: shutdown, cannot connect now) or a read-only transaction (25006).
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "25006"
+        }),
+        _ => false,
+    }
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -92,7 +129,7 @@ impl Store for PostgresStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.pool).await.map_err(backend)?;
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Backend(e.to_string()))?;
         // Accounts created before user search existed get their search key, folded in
         // Rust as on every engine.
         let unindexed = sqlx::query!(

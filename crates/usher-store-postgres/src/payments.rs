@@ -131,7 +131,7 @@ impl LifecycleTx for PgLifecycle<'_> {
         .map(|p| {
             Ok(PaymentFacts {
                 id: p.id,
-                status: PaymentStatus::parse(&p.status).map_err(backend)?,
+                status: PaymentStatus::parse(&p.status).map_err(crate::corrupt)?,
                 provider: p.provider,
                 expires_at: p.expires_at,
             })
@@ -139,7 +139,7 @@ impl LifecycleTx for PgLifecycle<'_> {
         .collect::<StoreResult<Vec<_>>>()?;
         let currency = usher_store::inventory::stored_currency(&row.currency)?;
         let facts = Facts {
-            status: BookingStatus::parse(&row.status).map_err(backend)?,
+            status: BookingStatus::parse(&row.status).map_err(crate::corrupt)?,
             held_until: row.held_until,
             paid_by: row.paid_by,
             checkout_started: row.checkout_started,

@@ -718,7 +718,7 @@ async fn performance_facts<'c>(
                 .collect();
                 Some(HoldFacts {
                     currency: stored_currency(&row.currency)?,
-                    kind: SeatingKind::parse(&row.kind).map_err(backend)?,
+                    kind: SeatingKind::parse(&row.kind).map_err(crate::corrupt)?,
                     open: row.open,
                     starts_at: row.starts_at,
                     on_sale_at: row.on_sale_at,

@@ -38,6 +38,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Number of connections used for reads.
 const READERS: u32 = 4;
+/// Longest wait for a connection: writers queue for the one writer connection, so
+/// past this the server is saturated and says so (503) rather than queueing further.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
@@ -67,13 +70,13 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
             .map_err(backend)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
@@ -119,8 +122,45 @@ pub(crate) async fn commit_or_rollback<T>(
     }
 }
 
-pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(error.to_string())
+/// A stored value this version cannot read.
+pub(crate) fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("corrupt row: {error}"))
+}
+
+/// A database error as the store reports it: [`StoreError::Unavailable`] when the
+/// database cannot take work now (so clients get 503 and may retry), a backend failure
+/// otherwise.
+pub(crate) fn backend(error: sqlx::Error) -> StoreError {
+    if is_unavailable(&error) {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Backend(error.to_string())
+    }
+}
+
+/// The pool's wait ran out, the file cannot be opened or written, or SQLite reports
+/// it busy or locked past its timeout, read-only, full, or an I/O error (primary result
+/// codes; sqlx reports the extended code, whose low byte is the primary one).
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    const BUSY: i64 = 5;
+    const LOCKED: i64 = 6;
+    const READONLY: i64 = 8;
+    const IOERR: i64 = 10;
+    const FULL: i64 = 13;
+    const CANTOPEN: i64 = 14;
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| {
+                matches!(code & 0xff, BUSY | LOCKED | READONLY | IOERR | FULL | CANTOPEN)
+            }),
+        _ => false,
+    }
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -134,7 +174,7 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.writer).await.map_err(backend)?;
+        MIGRATOR.run(&self.writer).await.map_err(|e| StoreError::Backend(e.to_string()))?;
         // Accounts created before user search existed get their search key, folded in
         // Rust as on every engine (SQLite's lower() folds only ASCII).
         let unindexed = sqlx::query!(

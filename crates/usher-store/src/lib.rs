@@ -45,6 +45,11 @@ pub enum StoreError {
     /// The text is for logs, never for clients.
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The database cannot take work right now: unreachable, restarting, out of disk,
+    /// read-only, or every connection busy past the wait. Retrying later may succeed;
+    /// nothing was changed. The text is for logs.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("an event that is {from} cannot become {to}")]
     IllegalStatusChange { from: EventStatus, to: EventStatus },
 }

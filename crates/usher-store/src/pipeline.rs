@@ -102,9 +102,12 @@ async fn run_writer(writer: Arc<dyn HoldWriter>, mut queue: mpsc::Receiver<Pendi
             Err(error) => {
                 tracing::error!(%error, holds = batch.len(), "a hold batch failed; nothing was committed");
                 for pending in batch {
-                    let _ = pending
-                        .reply
-                        .send(Err(StoreError::Backend(error.to_string())));
+                    // An unavailable database stays that (503, retry), whatever else
+                    // went wrong is a backend failure.
+                    let _ = pending.reply.send(Err(match &error {
+                        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+                        other => StoreError::Backend(other.to_string()),
+                    }));
                 }
                 continue;
             }
