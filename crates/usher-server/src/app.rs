@@ -200,19 +200,12 @@ impl Application {
             self.state.rate_limits_arc(),
             stopped.clone(),
         ));
-        let mut serving = stopped.clone();
-        let served = axum::serve(
+        let served = crate::connections::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router,
+            self.state.config().connections.clone(),
+            stopped.clone(),
         )
-        .with_graceful_shutdown(async move {
-            while !*serving.borrow() {
-                if serving.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
         .await;
         if let Some(sweeper) = sweeper {
             let _ = sweeper.await;
@@ -285,6 +278,11 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
+        ))
+        // Outside the timeout: a refused request never waits.
+        .layer(middleware::from_fn_with_state(
+            crate::connections::InFlight::new(config.max_in_flight),
+            crate::connections::limit_in_flight,
         ))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {

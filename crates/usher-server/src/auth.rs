@@ -196,6 +196,7 @@ impl PasswordPool {
                 metrics::counter!("usher_password_hashes_refused_total").increment(1);
                 return Err(ApiError::Busy {
                     retry_after_seconds: 1,
+                    what: "sign-ins",
                 });
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
@@ -390,6 +391,7 @@ mod tests {
                 Ok(false) => {}
                 Err(ApiError::Busy {
                     retry_after_seconds,
+                    ..
                 }) => {
                     assert_eq!(retry_after_seconds, 1);
                     busy += 1;

@@ -32,6 +32,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request still running after this answers 503.
     pub request_timeout: Duration,
+    /// Connections at once, header timeout and size ([`crate::connections`]).
+    pub connections: crate::connections::ConnectionLimits,
+    /// Requests in flight at once; beyond, 503 with `Retry-After`.
+    pub max_in_flight: usize,
     /// Hold time of performances created without one.
     pub default_hold_ttl: HoldTtl,
     /// Buyers may refund a confirmed booking until this long before the performance
@@ -107,6 +111,8 @@ impl Default for ServerConfig {
             seat_map_max_age: Duration::ZERO,
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            connections: crate::connections::ConnectionLimits::default(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             default_hold_ttl: HoldTtl::default(),
             refund_cutoff: chrono::Duration::hours(24),
             // Expiries reach live seat maps within two seconds of their deadline.
@@ -127,6 +133,10 @@ impl Default for ServerConfig {
 /// Live messages a watcher may fall behind by: at one change per hold batch, several
 /// seconds of a rush.
 pub const DEFAULT_LIVE_BACKLOG: usize = 512;
+
+/// Requests in flight at once: far above what a rush needs to keep the write pipeline
+/// full (a few hundred), far below what exhausts memory.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 /// One password hash at a time per core.
 pub fn default_password_workers() -> usize {

@@ -54,8 +54,16 @@ where
     }
 }
 
+/// Deepest nesting of arrays and objects a request body may have.
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Most elements in any one array of a request body.
+pub const MAX_JSON_ARRAY: usize = 10_000;
+
 /// Deserializes a JSON document: syntax errors are 400, shape errors 422 naming the field.
+/// Bodies nested deeper than [`MAX_JSON_DEPTH`] or with an array longer than
+/// [`MAX_JSON_ARRAY`] are refused (400) before anything is built from them.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    check_json_bounds(bytes).map_err(ApiError::MalformedBody)?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize(&mut deserializer) {
         Ok(value) => {
@@ -73,6 +81,52 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Err(ApiError::Validation(vec![shape_error(&path, &inner)]))
         }
     }
+}
+
+/// One pass over the raw bytes: nesting depth and array lengths, outside strings. Not a
+/// validator (serde is, afterwards); it only bounds the work serde will be asked to do.
+fn check_json_bounds(bytes: &[u8]) -> Result<(), String> {
+    // Per open container: is it an array, and how many separators it has seen.
+    let mut open: Vec<(bool, usize)> = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                open.push((byte == b'[', 0));
+                if open.len() > MAX_JSON_DEPTH {
+                    return Err(format!(
+                        "the body is nested more than {MAX_JSON_DEPTH} levels deep"
+                    ));
+                }
+            }
+            b']' | b'}' => {
+                open.pop();
+            }
+            b',' => {
+                if let Some((true, separators)) = open.last_mut() {
+                    *separators += 1;
+                    if *separators >= MAX_JSON_ARRAY {
+                        return Err(format!(
+                            "an array in the body has more than {MAX_JSON_ARRAY} elements"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// serde says "missing field `email`" at the parent's path; we name the field itself.
@@ -329,6 +383,41 @@ mod tests {
             field_of(parse_json(br#"{"email":"a","emial":"b"}"#)).0,
             "emial"
         );
+    }
+
+    #[test]
+    fn deep_nesting_and_long_arrays_are_refused_before_parsing() {
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        let error = parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&error, ApiError::MalformedBody(why) if why.contains("nested")),
+            "{error:?}"
+        );
+        let just_deep_enough = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(parse_json::<serde_json::Value>(just_deep_enough.as_bytes()).is_ok());
+        // Brackets inside strings (escaped quotes included) are text, not nesting.
+        let text = format!(r#"{{"a": "{}\"{}"}}"#, "[".repeat(100), "{".repeat(100));
+        assert!(parse_json::<serde_json::Value>(text.as_bytes()).is_ok());
+
+        let long = format!("[{}]", vec!["1"; MAX_JSON_ARRAY + 1].join(","));
+        let error = parse_json::<serde_json::Value>(long.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&error, ApiError::MalformedBody(why) if why.contains("elements")),
+            "{error:?}"
+        );
+        let full = format!("[{}]", vec!["1"; MAX_JSON_ARRAY].join(","));
+        assert!(parse_json::<serde_json::Value>(full.as_bytes()).is_ok());
+        // Many small arrays are fine; the limit is per array.
+        let many = format!("[{}]", vec!["[1,2]"; 5_000].join(","));
+        assert!(parse_json::<serde_json::Value>(many.as_bytes()).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod extract;
 pub mod idempotency;
 pub mod jobs;

@@ -69,8 +69,12 @@ pub enum ApiError {
     #[error("unavailable: {0}")]
     ServiceUnavailable(String),
     /// More work of this kind is waiting than the server takes on: come back later.
-    #[error("busy")]
-    Busy { retry_after_seconds: u64 },
+    #[error("busy ({what})")]
+    Busy {
+        retry_after_seconds: u64,
+        /// What there is too much of at once, in the client's words ("sign-ins").
+        what: &'static str,
+    },
     /// A rate limit tier refused the request.
     #[error("rate limited ({tier})")]
     RateLimited {
@@ -152,10 +156,11 @@ impl ApiError {
             ),
             ApiError::Busy {
                 retry_after_seconds,
+                what,
             } => (
                 "busy",
                 format!(
-                    "too many sign-ins at once; try again in {retry_after_seconds} s (see Retry-After)"
+                    "too many {what} at once; try again in {retry_after_seconds} s (see Retry-After)"
                 ),
                 vec![],
             ),
@@ -218,6 +223,7 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::Busy {
             retry_after_seconds,
+            ..
         }
         | ApiError::RateLimited {
             retry_after_seconds,
@@ -230,9 +236,10 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::ServiceUnavailable(_) = self {
             // Worth retrying soon: the database restarts, the pool frees up.
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+            );
         }
         if let ApiError::Internal(why) | ApiError::ServiceUnavailable(why) = self {
             response.extensions_mut().insert(InternalError(why));

@@ -129,7 +129,10 @@ impl Store for PostgresStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Backend(e.to_string()))?;
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         // Accounts created before user search existed get their search key, folded in
         // Rust as on every engine.
         let unindexed = sqlx::query!(

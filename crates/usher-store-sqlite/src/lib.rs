@@ -157,7 +157,10 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
             .code()
             .and_then(|code| code.parse::<i64>().ok())
             .is_some_and(|code| {
-                matches!(code & 0xff, BUSY | LOCKED | READONLY | IOERR | FULL | CANTOPEN)
+                matches!(
+                    code & 0xff,
+                    BUSY | LOCKED | READONLY | IOERR | FULL | CANTOPEN
+                )
             }),
         _ => false,
     }
@@ -174,7 +177,10 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.writer).await.map_err(|e| StoreError::Backend(e.to_string()))?;
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         // Accounts created before user search existed get their search key, folded in
         // Rust as on every engine (SQLite's lower() folds only ASCII).
         let unindexed = sqlx::query!(

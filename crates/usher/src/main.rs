@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use usher_core::{Email, HoldTtl, SystemClock};
+use usher_server::connections::ConnectionLimits;
 use usher_server::rate_limit::TrustedProxies;
 use usher_server::{
     Application, MailConfig, MasterKeySource, PaymentsConfig, ServerConfig, master_key,
@@ -102,6 +103,20 @@ struct ServeArgs {
     /// Requests still running after this many seconds answer 503.
     #[arg(long, env = "USHER_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     request_timeout_seconds: u64,
+    /// A client must send a whole request head within this many seconds of the server
+    /// waiting for it (idle keep-alive connections close after it too).
+    #[arg(long, env = "USHER_HEADER_TIMEOUT_SECONDS", default_value_t = 20)]
+    header_timeout_seconds: u64,
+    /// Largest request line plus headers, in bytes (beyond: 431).
+    #[arg(long, env = "USHER_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    max_header_bytes: usize,
+    /// Connections served at once, WebSockets included; beyond, 503 with Retry-After
+    /// (default: from the open-file limit, at most 10000).
+    #[arg(long, env = "USHER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Requests in flight at once; beyond, 503 with Retry-After at once.
+    #[arg(long, env = "USHER_MAX_IN_FLIGHT", default_value_t = usher_server::config::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     /// Default hold time, in seconds, of performances created without one (30–3600).
     #[arg(long, env = "USHER_HOLD_TTL_SECONDS", default_value_t = 600)]
     hold_ttl_seconds: i64,
@@ -295,6 +310,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         seat_map_max_age: Duration::from_millis(args.seat_map_max_age_ms),
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
+        connections: ConnectionLimits {
+            max_connections: args
+                .max_connections
+                .unwrap_or_else(usher_server::connections::default_max_connections)
+                .max(1),
+            header_read_timeout: Duration::from_secs(args.header_timeout_seconds.max(1)),
+            max_header_bytes: args.max_header_bytes.max(1024),
+        },
+        max_in_flight: args.max_in_flight.max(1),
         default_hold_ttl,
         refund_cutoff: chrono::Duration::hours(i64::from(args.refund_cutoff_hours)),
         sweep_interval: Some(Duration::from_secs(args.sweep_interval_seconds)),

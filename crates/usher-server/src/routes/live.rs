@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -12,6 +13,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::connections::ConnectionSlot;
 use crate::extract::{Caller, path_id};
 use crate::live::{Frame, Watch};
 use crate::problem::{ApiError, Problem};
@@ -57,6 +59,7 @@ async fn live(
     caller: Option<Caller>,
     Path(id): Path<String>,
     Query(params): Query<LiveParams>,
+    slot: Option<Extension<ConnectionSlot>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let caller = match (caller, params.access_token) {
@@ -77,7 +80,11 @@ async fn live(
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| serve(socket, watch)))
+        // The socket keeps its connection's slot while it is open.
+        .on_upgrade(move |socket| async move {
+            serve(socket, watch).await;
+            drop(slot);
+        }))
 }
 
 async fn serve(mut socket: WebSocket, watch: Watch) {

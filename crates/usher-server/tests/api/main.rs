@@ -7,6 +7,7 @@ mod browser;
 mod docs;
 mod events;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod live;

@@ -1,0 +1,258 @@
+//! The listening socket: every TCP connection served by hyper's HTTP/1.1 with the
+//! limits that keep slow or hostile clients from holding the server.
+//!
+//! - A client that has not sent a whole request head within `header_read_timeout` is
+//!   cut off (idle keep-alive connections included), so half a request line cannot
+//!   hold a socket open.
+//! - Request heads over `max_header_bytes` or with too many fields answer 431.
+//! - At most `max_connections` are served at once (a WebSocket counts as long as it is
+//!   open). Beyond, a connection is answered 503 with `Retry-After` and closed — a small
+//!   number of such answers at a time, and past that a new connection is closed at once:
+//!   load is shed, never queued without bound.
+//! - [`limit_in_flight`] does the same for requests in flight across all connections.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower::ServiceExt;
+
+use crate::problem::ApiError;
+
+/// Connections answered 503 at once when the server is full; past this a new
+/// connection is closed without an answer.
+const SHED_AT_ONCE: usize = 256;
+/// How long a connection that is being turned away may take to send its request.
+const SHED_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Header fields in one request, at most.
+const MAX_HEADERS: usize = 100;
+/// How long shutting down waits for open connections to finish their requests.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// Connections served at once (WebSockets included).
+    pub max_connections: usize,
+    /// Time a connection has to send a whole request head, counted from when the server
+    /// starts waiting for it (so it is also the keep-alive idle timeout).
+    pub header_read_timeout: Duration,
+    /// Largest request line plus headers, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            header_read_timeout: Duration::from_secs(20),
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// Open files allowed to this process, less room for the database, logs and mail: a
+/// connection the process cannot open a descriptor for is worse than a 503.
+pub fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur as usize
+    } else {
+        1024
+    };
+    soft.saturating_sub(256 + SHED_AT_ONCE).clamp(64, 10_000)
+}
+
+/// Kept with every request of a connection (and by a WebSocket it upgrades to), so the
+/// connection's slot is free only when all of them are gone.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+/// Serves `router` on `listener` until `stopped` turns true, then stops accepting and
+/// lets open connections finish their requests (for at most [`DRAIN_DEADLINE`]).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let turning_away = Arc::new(Semaphore::new(SHED_AT_ONCE));
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    pause_after(&error).await;
+                    continue;
+                }
+            },
+            _ = until_true(&mut stopped) => break,
+        };
+        // Small answers (a hold, a 409) should not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        if let Ok(slot) = open.clone().try_acquire_owned() {
+            tokio::spawn(connection(
+                stream,
+                remote,
+                router.clone(),
+                limits.clone(),
+                ConnectionSlot(Arc::new(slot)),
+                stopped.clone(),
+            ));
+        } else if let Ok(slot) = turning_away.clone().try_acquire_owned() {
+            metrics::counter!("usher_shed_total", "what" => "connection").increment(1);
+            tokio::spawn(turn_away(stream, slot));
+        } else {
+            metrics::counter!("usher_shed_total", "what" => "connection_closed").increment(1);
+            drop(stream);
+        }
+    }
+    // Every slot back means every connection (and WebSocket) has ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_DEADLINE, open.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = limits.max_connections - open.available_permits(),
+            "connections still open after the drain deadline; closing them"
+        );
+    }
+    Ok(())
+}
+
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    limits: ConnectionLimits,
+    slot: ConnectionSlot,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(remote));
+        request.extensions_mut().insert(slot.clone());
+        router.clone().oneshot(request.map(Body::new))
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_headers(MAX_HEADERS);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_end(result),
+        _ = until_true(&mut stopped) => {
+            // Finish the request in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            log_end(connection.await);
+        }
+    }
+}
+
+/// Reads the request (briefly) and answers 503 with `Retry-After`, then closes.
+async fn turn_away(stream: TcpStream, _slot: OwnedSemaphorePermit) {
+    let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
+        let mut response = ApiError::Busy {
+            retry_after_seconds: 1,
+            what: "connections",
+        }
+        .into_response();
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        Ok::<_, Infallible>(response)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(SHED_HEADER_TIMEOUT)
+        .keep_alive(false);
+    let answered = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(SHED_HEADER_TIMEOUT * 2, answered).await;
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(error) = result {
+        if error.is_timeout() {
+            metrics::counter!("usher_connections_timed_out_total").increment(1);
+        }
+        tracing::debug!(%error, "connection ended");
+    }
+}
+
+/// Accept failed: out of file descriptors (wait for some to close) or the one
+/// connection was already gone (carry on).
+async fn pause_after(error: &std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) {
+        return;
+    }
+    tracing::warn!(%error, "accepting a connection failed; pausing");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn until_true(flag: &mut watch::Receiver<bool>) {
+    while !*flag.borrow_and_update() {
+        if flag.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Requests in flight across all connections, at most this many; beyond, 503 with
+/// `Retry-After` at once (queueing would only make every request late). Health and
+/// metrics are always answered, so an overloaded instance can still be seen.
+#[derive(Clone)]
+pub struct InFlight(Arc<Semaphore>);
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(max)))
+    }
+}
+
+pub async fn limit_in_flight(
+    State(in_flight): State<InFlight>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/metrics") {
+        return next.run(request).await;
+    }
+    match in_flight.0.try_acquire() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            metrics::counter!("usher_shed_total", "what" => "request").increment(1);
+            ApiError::Busy {
+                retry_after_seconds: 1,
+                what: "requests",
+            }
+            .into_response()
+        }
+    }
+}

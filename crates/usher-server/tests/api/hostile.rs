@@ -1,0 +1,334 @@
+//! Slow and hostile clients, over raw TCP where a well-behaved HTTP client would not do
+//! it: half a request head, huge headers, too many connections or requests at once,
+//! bodies that never arrive, deeply nested JSON, oversized WebSocket messages. Each is
+//! cut off or refused with an answer, and the server keeps serving everyone else.
+//! (Transport behaviour, the same whatever the engine: SQLite only.)
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use usher_testkit::Engine;
+
+use crate::helpers::{TestApp, assert_problem, on_sale, rows, spawn_app_with};
+
+fn socket_address(app: &TestApp) -> String {
+    app.address.trim_start_matches("http://").to_owned()
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(socket_address(app)).await.unwrap()
+}
+
+/// Everything the server sends until it closes the connection, and how long that took;
+/// panics if it is still open after `limit`.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => panic!(
+                "still open after {limit:?}; received {:?}",
+                String::from_utf8_lossy(&received)
+            ),
+        }
+    }
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// One raw GET on a fresh connection; the whole answer (the server closes after it).
+async fn raw_get(app: &TestApp, path: &str) -> String {
+    let mut stream = connect(app).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: usher\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .0
+}
+
+fn status_line(answer: &str) -> &str {
+    answer.lines().next().unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_client_stuck_in_the_middle_of_its_headers_is_cut_off() {
+    let app = spawn_app_with(Engine::Sqlite, |c| {
+        c.connections.header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let started = Instant::now();
+    // Half a request line and nothing more.
+    let mut half_line = connect(&app).await;
+    half_line.write_all(b"GET /healthz HT").await.unwrap();
+    // A whole request line, some headers, never the blank line.
+    let mut half_head = connect(&app).await;
+    half_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: usher\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    // Connected, silent.
+    let mut silent = connect(&app).await;
+    for stream in [&mut half_line, &mut half_head, &mut silent] {
+        read_until_closed(stream, Duration::from_secs(5)).await;
+    }
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(800),
+        "cut off too early: {after:?}"
+    );
+    // Meanwhile and afterwards everyone else is served.
+    assert!(status_line(&raw_get(&app, "/healthz").await).contains("200"));
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let app = spawn_app_with(Engine::Sqlite, |c| {
+        c.connections.header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: usher\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(status_line(&answer).contains("200"), "{answer}");
+}
+
+#[tokio::test]
+async fn headers_over_the_limit_are_refused_with_431() {
+    let app = spawn_app_with(Engine::Sqlite, |c| {
+        c.connections.max_header_bytes = 8 * 1024
+    })
+    .await;
+    let big = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-padding", "a".repeat(16 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // Too many fields, each small.
+    let mut request = String::from("GET /healthz HTTP/1.1\r\nHost: usher\r\n");
+    for i in 0..200 {
+        request.push_str(&format!("x-field-{i}: {i}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut stream = connect(&app).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(status_line(&answer).contains("431"), "{answer}");
+    // A normal request still passes.
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_get_503_with_retry_after_and_the_cap_frees_up() {
+    let app = spawn_app_with(Engine::Sqlite, |c| c.connections.max_connections = 4).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect(&app).await);
+    }
+    // Let the server accept them all before the fifth arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = raw_get(&app, "/healthz").await;
+    assert!(status_line(&answer).contains("503"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 1"), "{answer}");
+    assert!(lower.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("/problems/busy"), "{answer}");
+
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = raw_get(&app, "/healthz").await;
+        if status_line(&answer).contains("200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was never reused: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_cap_are_shed_and_health_still_answers() {
+    let app = spawn_app_with(Engine::Sqlite, |c| {
+        c.max_in_flight = 2;
+        c.request_timeout = Duration::from_secs(20);
+    })
+    .await;
+    // Two requests whose bodies never come: each holds a place in flight.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: usher\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = app.get("/v1/events", None).await;
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body = assert_problem(shed, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["type"], "/problems/busy");
+    assert!(
+        body["detail"].as_str().unwrap().contains("requests"),
+        "{body}"
+    );
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.get("/v1/events", None).await.status() != StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "places in flight were never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out_with_503() {
+    let app = spawn_app_with(Engine::Sqlite, |c| {
+        c.request_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: usher\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\"")
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let started = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..n]);
+    assert!(status_line(&answer).contains("503"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn deeply_nested_or_huge_json_is_a_400_and_changes_nothing() {
+    let app = spawn_app_with(Engine::Sqlite, |_| {}).await;
+    let (_, organizer, _) = app.cast().await;
+    let mut attributes = json!("leaf");
+    for _ in 0..100 {
+        attributes = json!({ "a": attributes });
+    }
+    let deep = app
+        .post(
+            "/v1/events",
+            Some(&organizer.access),
+            json!({"title": "Deep", "attributes": attributes}),
+        )
+        .await;
+    let body = assert_problem(deep, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("nested"),
+        "{body}"
+    );
+
+    let performance = on_sale(&app, &organizer, rows(&[4]), 4).await;
+    let many: Vec<String> = (0..20_000)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let long = app
+        .post(
+            "/v1/bookings",
+            Some(&organizer.access),
+            json!({"performance_id": performance["id"], "unit_ids": many}),
+        )
+        .await;
+    let body = assert_problem(long, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("elements"),
+        "{body}"
+    );
+
+    let mine: Value = app
+        .get("/v1/events?mine=true", Some(&organizer.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        mine["items"].as_array().unwrap().len(),
+        1,
+        "only the event on sale: {mine}"
+    );
+    let seats: Value = app
+        .get(
+            &format!("/v1/performances/{}", performance["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seats["held"], 0);
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_closes_that_socket_only() {
+    let app = spawn_app_with(Engine::Sqlite, |_| {}).await;
+    let (_, organizer, _) = app.cast().await;
+    let performance = on_sale(&app, &organizer, rows(&[4]), 4).await;
+    let url = format!(
+        "ws://{}/v1/performances/{}/live",
+        socket_address(&app),
+        performance["id"].as_str().unwrap()
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let snapshot = socket.next().await.unwrap().unwrap();
+    assert!(snapshot.to_text().unwrap().contains("snapshot"));
+    let _ = socket
+        .send(Message::Text("x".repeat(1024 * 1024).into()))
+        .await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed");
+    if let Some(code) = ended {
+        assert_eq!(code, 1009, "message too big");
+    }
+    // Another watcher is unaffected.
+    let (mut other, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert!(
+        other
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .to_text()
+            .unwrap()
+            .contains("snapshot")
+    );
+}
