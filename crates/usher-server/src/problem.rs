@@ -208,7 +208,9 @@ impl From<StoreError> for ApiError {
                 )])
             }
             StoreError::Backend(why) => ApiError::Internal(why),
-            StoreError::Unavailable(why) => ApiError::ServiceUnavailable(why),
+            unavailable @ StoreError::Unavailable(_) => {
+                ApiError::ServiceUnavailable(unavailable.to_string())
+            }
         }
     }
 }

@@ -735,6 +735,9 @@ impl HoldWriter for PgHolds {
                 Err(error) if is_retryable(&error) => Ok(vec![None; holds.len()]),
                 Err(error) => Err(backend(error)),
             },
+            // Running each hold alone against a database that is gone would only make
+            // every caller wait for the pool in turn: the whole batch answers 503 now.
+            Err(error @ StoreError::Unavailable(_)) => Err(error),
             Err(error) => {
                 tracing::warn!(%error, holds = holds.len(), "a hold batch failed; its holds run alone");
                 let _ = tx.rollback().await;

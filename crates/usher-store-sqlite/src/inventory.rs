@@ -598,6 +598,11 @@ impl HoldWriter for SqliteHolds {
                 self.live.publish(live);
                 Ok(outcomes.into_iter().map(Some).collect())
             }
+            // A database that cannot write now fails every hold alike: answer them all.
+            Err(error @ StoreError::Unavailable(_)) => {
+                let _ = tx.rollback().await;
+                Err(error)
+            }
             Err(error) => {
                 // Nothing of the batch stands; each hold is tried alone.
                 tracing::warn!(%error, holds = holds.len(), "a hold batch failed; its holds run alone");

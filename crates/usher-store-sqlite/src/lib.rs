@@ -71,6 +71,23 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // When a COMMIT fails (disk full, I/O error) SQLite may already have rolled
+            // the transaction back, so sqlx's ROLLBACK fails too and the connection
+            // stays "in a transaction" in sqlx's count: every later BEGIN would become
+            // a SAVEPOINT. Such a connection is closed and a fresh one opened.
+            .after_release(|connection, _| {
+                Box::pin(async move {
+                    // Runs after any rollback the dropped transaction queued.
+                    sqlx::Connection::ping(connection).await?;
+                    let sane = !sqlx::Connection::is_in_transaction(connection);
+                    if !sane {
+                        tracing::warn!(
+                            "closing the writer connection left inside a failed transaction"
+                        );
+                    }
+                    Ok(sane)
+                })
+            })
             .connect_with(options.clone())
             .await
             .map_err(backend)?;

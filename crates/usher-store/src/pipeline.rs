@@ -88,44 +88,69 @@ async fn run_writer(writer: Arc<dyn HoldWriter>, mut queue: mpsc::Receiver<Pendi
                 Err(_) => break,
             }
         }
-        metrics::histogram!("usher_hold_batch_size").record(batch.len() as f64);
-        let holds: Vec<HoldCommand> = batch.iter().map(|p| p.hold.clone()).collect();
-        let outcomes = match writer.hold_batch(&holds).await {
-            Ok(outcomes) if outcomes.len() == batch.len() => outcomes,
-            Ok(_) => {
-                let error = "a hold batch answered the wrong number of outcomes";
-                for pending in batch {
-                    let _ = pending.reply.send(Err(StoreError::Backend(error.into())));
+        // A batch runs in a task of its own, so that a panic in an engine fails that
+        // batch's holds (their callers hear an error) and never the shard: a writer
+        // that died would refuse every later hold of its performances.
+        let run = tokio::spawn(run_batch(writer.clone(), batch));
+        match run.await {
+            Ok(Some(why)) => {
+                // The holds that queued meanwhile would each wait for the same dead
+                // database in turn: they hear the same answer now.
+                while let Ok(queued) = queue.try_recv() {
+                    let _ = queued.reply.send(Err(StoreError::Unavailable(why.clone())));
                 }
-                continue;
             }
+            Ok(None) => {}
             Err(error) => {
-                tracing::error!(%error, holds = batch.len(), "a hold batch failed; nothing was committed");
-                for pending in batch {
-                    // An unavailable database stays that (503, retry), whatever else
-                    // went wrong is a backend failure.
-                    let _ = pending.reply.send(Err(match &error {
-                        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
-                        other => StoreError::Backend(other.to_string()),
-                    }));
-                }
-                continue;
+                tracing::error!(%error, "a hold batch panicked; its holds failed, the writer goes on");
             }
-        };
-        let mut alone = Vec::new();
-        for (pending, outcome) in batch.into_iter().zip(outcomes) {
-            match outcome {
-                // A caller that went away just does not hear the answer; its hold stands
-                // (or expires) like any other.
-                Some(outcome) => drop(pending.reply.send(Ok(outcome))),
-                None => alone.push(pending),
-            }
-        }
-        for pending in alone {
-            let outcome = writer.hold_alone(&pending.hold).await;
-            let _ = pending.reply.send(outcome);
         }
     }
+}
+
+/// Runs one batch and answers its callers; `Some(why)` when the database was unavailable.
+async fn run_batch(writer: Arc<dyn HoldWriter>, batch: Vec<Pending>) -> Option<String> {
+    metrics::histogram!("usher_hold_batch_size").record(batch.len() as f64);
+    let holds: Vec<HoldCommand> = batch.iter().map(|p| p.hold.clone()).collect();
+    let outcomes = match writer.hold_batch(&holds).await {
+        Ok(outcomes) if outcomes.len() == batch.len() => outcomes,
+        Ok(_) => {
+            let error = "a hold batch answered the wrong number of outcomes";
+            for pending in batch {
+                let _ = pending.reply.send(Err(StoreError::Backend(error.into())));
+            }
+            return None;
+        }
+        Err(error) => {
+            tracing::error!(%error, holds = batch.len(), "a hold batch failed; nothing was committed");
+            for pending in batch {
+                // An unavailable database stays that (503, retry), whatever else went
+                // wrong is a backend failure.
+                let _ = pending.reply.send(Err(match &error {
+                    StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+                    other => StoreError::Backend(other.to_string()),
+                }));
+            }
+            return match error {
+                StoreError::Unavailable(why) => Some(why),
+                _ => None,
+            };
+        }
+    };
+    let mut alone = Vec::new();
+    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        match outcome {
+            // A caller that went away just does not hear the answer; its hold stands
+            // (or expires) like any other.
+            Some(outcome) => drop(pending.reply.send(Ok(outcome))),
+            None => alone.push(pending),
+        }
+    }
+    for pending in alone {
+        let outcome = writer.hold_alone(&pending.hold).await;
+        let _ = pending.reply.send(outcome);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -219,6 +244,69 @@ mod tests {
             batches.iter().any(|&size| size > 1),
             "holds that wait for a commit form a batch: {batches:?}"
         );
+    }
+
+    /// An engine whose database is gone: each batch waits a while for it, then fails;
+    /// a hold for the `poison` performance panics instead.
+    struct DeadDatabase {
+        batches: Mutex<usize>,
+        poison: Uuid,
+    }
+
+    #[async_trait]
+    impl HoldWriter for DeadDatabase {
+        async fn hold_batch(
+            &self,
+            holds: &[HoldCommand],
+        ) -> StoreResult<Vec<Option<CommandOutcome>>> {
+            if holds.iter().any(|h| h.performance_id == self.poison) {
+                panic!("an engine bug");
+            }
+            *self.batches.lock().unwrap() += 1;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            Err(StoreError::Unavailable("connection refused".into()))
+        }
+
+        async fn hold_alone(&self, _: &HoldCommand) -> StoreResult<CommandOutcome> {
+            unreachable!("a batch never hands a hold over when the database is gone")
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn holds_queued_behind_an_unavailable_database_hear_so_at_once() {
+        let poison = Uuid::now_v7();
+        let disk = Arc::new(DeadDatabase {
+            batches: Mutex::new(0),
+            poison,
+        });
+        let pipeline = Arc::new(WritePipeline::start(disk.clone(), 1));
+        let performance = Uuid::now_v7();
+        let first = {
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move { pipeline.hold(hold(performance)).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let queued: Vec<_> = (0..20)
+            .map(|_| {
+                let pipeline = pipeline.clone();
+                tokio::spawn(async move { pipeline.hold(hold(performance)).await })
+            })
+            .collect();
+        for task in std::iter::once(first).chain(queued) {
+            assert!(matches!(
+                task.await.unwrap(),
+                Err(StoreError::Unavailable(_))
+            ));
+        }
+        // One wait for the database, not one per batch in the queue.
+        assert_eq!(*disk.batches.lock().unwrap(), 1);
+
+        // A batch that panics fails its own hold; the writer goes on with the next.
+        assert!(pipeline.hold(hold(poison)).await.is_err());
+        assert!(matches!(
+            pipeline.hold(hold(performance)).await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 
     #[test]

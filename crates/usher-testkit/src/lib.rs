@@ -107,12 +107,22 @@ pub fn cluster() -> &'static PgCluster {
 
 impl PgCluster {
     fn start() -> Result<Self, String> {
+        Self::start_in(scratch_dir().join("pg"))
+    }
+
+    /// A cluster of the calling test's own, in `scratch/NAME`, which it may stop and
+    /// start again ([`Self::stop_for_now`], [`Self::start_again`]); stopped and
+    /// deleted with the test process (or dropped).
+    pub fn private(name: &str) -> Self {
+        Self::start_in(scratch_dir().join(name)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn start_in(dir: PathBuf) -> Result<Self, String> {
         let bin = postgres_bin_dir().ok_or_else(|| {
             "PostgreSQL server binaries (initdb, postgres) are not on PATH nor in \
              /usr/lib/postgresql/*/bin; run scripts/test, which installs them"
                 .to_string()
         })?;
-        let dir = scratch_dir().join("pg");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let owner = postgres_user_when_root();
         if let Some((uid, gid)) = owner {
@@ -148,31 +158,12 @@ impl PgCluster {
         // A free port can be taken by someone else between our probe and the bind; retry.
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
-            let mut postgres = Command::new(bin.join("postgres"));
-            postgres
-                .arg("-D")
-                .arg(&data)
-                .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
-                .args(["-c", "listen_addresses=127.0.0.1", "-c"])
-                .arg(format!("unix_socket_directories={}", dir.display()))
-                .args(["-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(
-                    std::fs::File::create(dir.join("log"))
-                        .map(Stdio::from)
-                        .unwrap_or_else(|_| Stdio::null()),
-                );
-            as_user(&mut postgres, owner);
-            let child = postgres.spawn().map_err(|e| format!("postgres: {e}"))?;
             let cluster = PgCluster {
-                port,
+                port: free_port(),
                 dir: dir.clone(),
-                child: Mutex::new(Some(child)),
+                child: Mutex::new(None),
             };
-            *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(cluster.pid());
-            match cluster.wait_ready() {
+            match cluster.launch() {
                 Ok(()) => return Ok(cluster),
                 Err(e) => {
                     last_error = e;
@@ -183,12 +174,56 @@ impl PgCluster {
         Err(format!("postgres did not start: {last_error}"))
     }
 
-    fn pid(&self) -> i32 {
-        self.child
+    /// Starts the postmaster on this cluster's data and port and waits until it answers.
+    fn launch(&self) -> Result<(), String> {
+        let bin = postgres_bin_dir().ok_or("PostgreSQL server binaries went missing")?;
+        let owner = postgres_user_when_root();
+        let mut postgres = Command::new(bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c"])
+            .arg(format!("unix_socket_directories={}", self.dir.display()))
+            .args(["-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            );
+        as_user(&mut postgres, owner);
+        let child = postgres.spawn().map_err(|e| format!("postgres: {e}"))?;
+        RUNNING
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map_or(0, |c| c.id() as i32)
+            .push(child.id() as i32);
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        self.wait_ready()
+    }
+
+    /// Shuts the server down the way an operator does (fast shutdown: sessions are
+    /// cut, data is kept) and waits until it is gone.
+    pub fn stop_for_now(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+            forget_running(child.id() as i32);
+        }
+    }
+
+    /// Starts a stopped cluster again on the same port and data.
+    pub fn start_again(&self) {
+        self.launch()
+            .unwrap_or_else(|e| panic!("postgres did not start again: {e}"));
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     fn wait_ready(&self) -> Result<(), String> {
@@ -219,6 +254,7 @@ impl PgCluster {
             // SIGQUIT is PostgreSQL's immediate shutdown: fast, and the data is thrown away.
             unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
             let _ = child.wait();
+            forget_running(child.id() as i32);
         }
     }
 
@@ -251,14 +287,29 @@ impl PgCluster {
     }
 }
 
-/// The postmaster's pid, for the exit hook (statics are never dropped).
-static RUNNING: Mutex<Option<i32>> = Mutex::new(None);
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The postmasters' pids, for the exit hook (statics are never dropped).
+static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn forget_running(pid: i32) {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|running| *running != pid);
+}
 
 fn register_cleanup() {
     extern "C" fn at_exit() {
-        if let Some(pid) = RUNNING.lock().ok().and_then(|mut p| p.take())
-            && pid > 0
-        {
+        let pids = RUNNING
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for pid in pids.into_iter().filter(|pid| *pid > 0) {
             unsafe { libc::kill(pid, libc::SIGQUIT) };
             // Give the postmaster a moment to go before its directory does.
             for _ in 0..100 {
