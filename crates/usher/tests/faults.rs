@@ -247,7 +247,8 @@ fn check_outage_answers(samples: &[Sample], from: Instant, until: Instant) -> us
     for sample in samples.iter().filter(|s| s.sent >= from && s.sent < until) {
         assert!(
             sample.took < Duration::from_secs(5),
-            "answered after {:?}: {sample:?}",
+            "a {} answered after {:?}: {sample:?}",
+            sample.what,
             sample.took
         );
         let status = sample
