@@ -43,16 +43,19 @@ pub trait Mailer: Send + Sync + 'static {
 }
 
 /// Chooses the mailer: SMTP when `smtp_url` is set, else `.eml` files in `mail_dir`.
+/// `timeout` bounds each SMTP conversation step (connecting, every command): a server
+/// that stops answering fails the send, which the job retries later.
 pub fn from_config(
     smtp_url: Option<&str>,
     mail_dir: &Path,
     from: &str,
+    timeout: std::time::Duration,
 ) -> Result<Arc<dyn Mailer>, MailError> {
     let from: Mailbox = from
         .parse()
         .map_err(|e| MailError::Config(format!("sender address {from:?}: {e}")))?;
     Ok(match smtp_url {
-        Some(url) => Arc::new(SmtpMailer::new(url, from)?),
+        Some(url) => Arc::new(SmtpMailer::new(url, from, timeout)?),
         None => Arc::new(FileMailer::new(mail_dir.to_owned(), from)),
     })
 }
@@ -79,15 +82,16 @@ pub struct SmtpMailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     url: String,
+    timeout: std::time::Duration,
 }
 
 impl SmtpMailer {
     /// `smtp://host:port` (plain, e.g. a local relay), `smtp://…?tls=required`
     /// (STARTTLS) or `smtps://host` (TLS), with optional `user:password@`.
-    pub fn new(url: &str, from: Mailbox) -> Result<Self, MailError> {
+    pub fn new(url: &str, from: Mailbox, timeout: std::time::Duration) -> Result<Self, MailError> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| MailError::Config(format!("SMTP_URL: {e}")))?
-            .timeout(Some(std::time::Duration::from_secs(20)))
+            .timeout(Some(timeout))
             .build();
         // Never log the password.
         let url = match url.split_once('@') {
@@ -101,6 +105,7 @@ impl SmtpMailer {
             transport,
             from,
             url,
+            timeout,
         })
     }
 }
@@ -109,11 +114,16 @@ impl SmtpMailer {
 impl Mailer for SmtpMailer {
     async fn send(&self, email: &Email) -> Result<(), MailError> {
         let message = build(&self.from, email)?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| MailError::Send(e.to_string()))
+        // lettre's own timeout covers reads and writes once talking, not every wait (a
+        // server that accepts and never greets held a send for a minute): one deadline
+        // for the whole conversation.
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(sent) => sent.map(|_| ()).map_err(|e| MailError::Send(e.to_string())),
+            Err(_) => Err(MailError::Send(format!(
+                "the SMTP server did not finish within {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     fn describe(&self) -> String {
@@ -174,6 +184,8 @@ impl Mailer for FileMailer {
 mod tests {
     use super::*;
 
+    const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
     fn email() -> Email {
         Email {
             to: "ann@example.com".into(),
@@ -188,7 +200,7 @@ mod tests {
     async fn file_mailer_writes_one_eml_per_message_id() {
         let dir =
             std::env::temp_dir().join(format!("usher-mail-{}", uuid::Uuid::new_v4().simple()));
-        let mailer = from_config(None, &dir, "Usher <tickets@usher.example>").unwrap();
+        let mailer = from_config(None, &dir, "Usher <tickets@usher.example>", SECOND).unwrap();
         mailer.send(&email()).await.unwrap();
         mailer.send(&email()).await.unwrap();
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
@@ -202,7 +214,7 @@ mod tests {
 
     #[test]
     fn bad_configuration_is_refused() {
-        assert!(from_config(None, Path::new("/tmp"), "not an address").is_err());
-        assert!(from_config(Some("ftp://nope"), Path::new("/tmp"), "a@b.example").is_err());
+        assert!(from_config(None, Path::new("/tmp"), "not an address", SECOND).is_err());
+        assert!(from_config(Some("ftp://nope"), Path::new("/tmp"), "a@b.example", SECOND).is_err());
     }
 }

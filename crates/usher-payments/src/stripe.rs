@@ -36,9 +36,17 @@ struct StripeError {
 }
 
 impl StripeProvider {
-    pub fn new(api_base: Option<String>, secret_key: SecretString) -> Result<Self, ProviderError> {
+    /// `timeout` bounds each call to Stripe, connecting included: a Stripe that does
+    /// not answer fails the call (503 to the buyer, a retry for a job) instead of
+    /// holding a request or a worker.
+    pub fn new(
+        api_base: Option<String>,
+        secret_key: SecretString,
+        timeout: std::time::Duration,
+    ) -> Result<Self, ProviderError> {
         let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(20))
+            .connect_timeout(timeout)
+            .timeout(timeout)
             .build()
             .map_err(|e| ProviderError::Refused(format!("http client: {e}")))?;
         Ok(Self {

@@ -15,6 +15,7 @@ fn provider(server: &MockServer) -> StripeProvider {
     StripeProvider::new(
         Some(server.uri()),
         SecretString::from("sk_test_123".to_owned()),
+        std::time::Duration::from_secs(10),
     )
     .unwrap()
 }

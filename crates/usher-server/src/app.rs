@@ -103,14 +103,19 @@ impl Application {
                 api_base,
                 ..
             } => Arc::new(
-                StripeProvider::new(api_base.clone(), secret_key.clone())
-                    .map_err(|e| BuildError::Setup(e.to_string()))?,
+                StripeProvider::new(
+                    api_base.clone(),
+                    secret_key.clone(),
+                    config.outbound_timeout,
+                )
+                .map_err(|e| BuildError::Setup(e.to_string()))?,
             ),
         };
         let mailer = usher_mail::from_config(
             config.mail.smtp_url.as_deref(),
             &config.mail.dir,
             &config.mail.from,
+            config.outbound_timeout,
         )
         .map_err(|e| BuildError::Setup(e.to_string()))?;
         let ticket_secret = keyring

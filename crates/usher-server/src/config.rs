@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub connections: crate::connections::ConnectionLimits,
     /// Requests in flight at once; beyond, 503 with `Retry-After`.
     pub max_in_flight: usize,
+    /// Longest wait for an outside service (Stripe's API, the SMTP server) per call.
+    pub outbound_timeout: Duration,
     /// Hold time of performances created without one.
     pub default_hold_ttl: HoldTtl,
     /// Buyers may refund a confirmed booking until this long before the performance
@@ -113,6 +115,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             connections: crate::connections::ConnectionLimits::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            outbound_timeout: Duration::from_secs(10),
             default_hold_ttl: HoldTtl::default(),
             refund_cutoff: chrono::Duration::hours(24),
             // Expiries reach live seat maps within two seconds of their deadline.

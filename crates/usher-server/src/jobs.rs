@@ -89,12 +89,26 @@ async fn run_one(state: &AppState, job: Job) {
 }
 
 async fn run_attempt(state: &AppState, job: Job) {
-    let result = match job.kind.as_str() {
-        job_kind::CONFIRMATION_EMAIL => send_booking_email(state, &job, Letter::Confirmation).await,
-        job_kind::CANCELLATION_EMAIL => send_booking_email(state, &job, Letter::Cancellation).await,
-        job_kind::REFUND => refund(state, &job).await,
-        job_kind::CANCEL_SALE => cancel_sale(state, &job).await,
-        other => Err(format!("no handler for job kind {other:?}")),
+    let work = async {
+        match job.kind.as_str() {
+            job_kind::CONFIRMATION_EMAIL => {
+                send_booking_email(state, &job, Letter::Confirmation).await
+            }
+            job_kind::CANCELLATION_EMAIL => {
+                send_booking_email(state, &job, Letter::Cancellation).await
+            }
+            job_kind::REFUND => refund(state, &job).await,
+            job_kind::CANCEL_SALE => cancel_sale(state, &job).await,
+            other => Err(format!("no handler for job kind {other:?}")),
+        }
+    };
+    // Whatever hangs inside (each outside call has its own timeout too), the attempt
+    // ends well within its lease, so the worker moves on and no other worker takes the
+    // job over while this one still runs it.
+    let deadline = job_deadline(state.config().job_lease);
+    let result = match tokio::time::timeout(deadline, work).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("the attempt took longer than {deadline:?}")),
     };
     let Some(lease) = job.lease else {
         tracing::error!("claimed job without a lease; leaving it to run out");
@@ -136,6 +150,14 @@ async fn run_attempt(state: &AppState, job: Job) {
         // The lease runs out and the job is claimed again: at-least-once.
         Err(error) => tracing::error!(%error, "recording the job's result failed"),
     }
+}
+
+/// Half the lease: an attempt's result is recorded before anyone may take the job over.
+fn job_deadline(lease: chrono::Duration) -> Duration {
+    (lease / 2)
+        .to_std()
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_secs(1))
 }
 
 /// 2^attempts seconds (capped at an hour), times a random factor in [0.5, 1.5) so that

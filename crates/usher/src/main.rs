@@ -117,6 +117,10 @@ struct ServeArgs {
     /// Requests in flight at once; beyond, 503 with Retry-After at once.
     #[arg(long, env = "USHER_MAX_IN_FLIGHT", default_value_t = usher_server::config::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
+    /// Longest wait, in seconds, for Stripe's API or the SMTP server per call; a
+    /// checkout then answers 503 and a job retries later.
+    #[arg(long, env = "USHER_OUTBOUND_TIMEOUT_SECONDS", default_value_t = 10)]
+    outbound_timeout_seconds: u64,
     /// Default hold time, in seconds, of performances created without one (30–3600).
     #[arg(long, env = "USHER_HOLD_TTL_SECONDS", default_value_t = 600)]
     hold_ttl_seconds: i64,
@@ -319,6 +323,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_header_bytes: args.max_header_bytes.max(1024),
         },
         max_in_flight: args.max_in_flight.max(1),
+        outbound_timeout: Duration::from_secs(args.outbound_timeout_seconds.max(1)),
         default_hold_ttl,
         refund_cutoff: chrono::Duration::hours(i64::from(args.refund_cutoff_hours)),
         sweep_interval: Some(Duration::from_secs(args.sweep_interval_seconds)),

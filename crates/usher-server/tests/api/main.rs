@@ -6,6 +6,7 @@ mod bookings;
 mod browser;
 mod docs;
 mod events;
+mod hanging;
 mod helpers;
 mod hostile;
 mod lifecycle;
