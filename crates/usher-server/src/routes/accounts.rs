@@ -310,10 +310,12 @@ async fn set_role(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<RoleRequest>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<RoleRequest>, ApiError>,
 ) -> Result<axum::Json<UserView>, ApiError> {
     let caller = caller.require_admin()?;
     let id = path_id(&id)?;
+    let Json(body) = body?;
     let mut fields = Fields::new();
     let role = fields.take("role", Role::parse(&body.role));
     fields.finish()?;

@@ -130,9 +130,11 @@ const SEARCH_MAX_CHARS: usize = 200;
 async fn create_event(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<CreateEventRequest>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<CreateEventRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = caller.require_organizer()?;
+    let Json(body) = body?;
     let mut fields = Fields::new();
     let title = fields.take("title", EventTitle::parse(&body.title));
     let description = fields.take(
@@ -288,7 +290,8 @@ async fn update_event(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<UpdateEventRequest>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<UpdateEventRequest>, ApiError>,
 ) -> Result<axum::Json<EventView>, ApiError> {
     let caller = caller.require_organizer()?;
     let id = path_id(&id)?;
@@ -296,6 +299,7 @@ async fn update_event(
     if !caller.viewer().manages(&event) {
         return Err(ApiError::NotFound);
     }
+    let Json(body) = body?;
     let mut fields = Fields::new();
     let title = fields.optional("title", body.title.as_deref(), EventTitle::parse);
     let description = fields.optional("description", body.description.as_deref(), |d| {

@@ -188,7 +188,8 @@ async fn complete_mock_payment(
     State(state): State<AppState>,
     caller: Caller,
     Path(payment_id): Path<String>,
-    Json(body): Json<MockOutcome>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<MockOutcome>, ApiError>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
     if !matches!(state.config().payments, PaymentsConfig::Mock) {
         return Err(ApiError::NotFound);
@@ -207,6 +208,7 @@ async fn complete_mock_payment(
     if booking.user_id != caller.id || payment.provider != "mock" {
         return Err(ApiError::NotFound);
     }
+    let Json(body) = body?;
     let now = state.clock().now();
     let trigger = match body.outcome.as_str() {
         "succeeded" => Trigger::PaymentSucceeded { payment_id },
@@ -406,9 +408,11 @@ fn record_payment_outcome(payment_id: Uuid, done: &Transitioned) {
 async fn create_refund(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<RefundRequestBody>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<RefundRequestBody>, ApiError>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
     let caller = caller.require_organizer()?;
+    let Json(body) = body?;
     let booking = readable_booking(&state, caller, body.booking_id).await?;
     if booking.user_id == caller.id && caller.role != Role::Admin {
         // An organizer refunding their own purchase goes through DELETE like any buyer.

@@ -414,10 +414,12 @@ async fn create_performance(
     State(state): State<AppState>,
     caller: Caller,
     Path(event_id): Path<String>,
-    Json(body): Json<CreatePerformanceRequest>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<CreatePerformanceRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = caller.require_organizer()?;
     let event = managed_event(&state, caller, &event_id).await?;
+    let Json(body) = body?;
     let now = state.clock().now();
     let mut fields = Fields::new();
     let starts_at = body.starts_at.trunc_subsecs(6);
@@ -510,10 +512,12 @@ async fn update_performance(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<UpdatePerformanceRequest>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<UpdatePerformanceRequest>, ApiError>,
 ) -> Result<axum::Json<PerformanceView>, ApiError> {
     let caller = caller.require_organizer()?;
     let (performance, event) = managed_performance(&state, caller, &id).await?;
+    let Json(body) = body?;
     let now = state.clock().now();
     let mut fields = Fields::new();
     let starts_at = body.starts_at.map(|t| t.trunc_subsecs(6));
@@ -605,10 +609,12 @@ async fn set_unit_states(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<UnitStatesRequest>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<UnitStatesRequest>, ApiError>,
 ) -> Result<axum::Json<UnitStatesChanged>, ApiError> {
     let caller = caller.require_organizer()?;
     let (performance, _) = managed_performance(&state, caller, &id).await?;
+    let Json(body) = body?;
     let mut fields = Fields::new();
     let blocked = match body.state.as_str() {
         "blocked" => Some(true),

@@ -2,6 +2,7 @@
 //! on PostgreSQL (`on_each_engine!`), and talks to it over real HTTP.
 
 mod accounts;
+mod authz;
 mod bookings;
 mod browser;
 mod docs;

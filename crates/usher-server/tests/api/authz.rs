@@ -1,0 +1,322 @@
+//! The authorization matrix: every API route (read from the OpenAPI document the router
+//! itself generates, so a new route without a row here fails the test) × six callers
+//! {anonymous, customer, other customer, organizer, other organizer, admin}, each
+//! answered as API.md says: 401 without a token, 403 with a token lacking the role,
+//! 404 for what the caller may not see, and anything else (2xx, 400, 409, 422 …) when
+//! the caller got past authorization to the route's own checks.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use usher_testkit::on_each_engine;
+
+use crate::helpers::{Session, TestApp, start_checkout};
+
+/// What one caller must get from one route.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    /// Past authorization: any status but 401, 403 and 404.
+    Pass,
+    /// 401: a token is needed.
+    NoToken,
+    /// 403: the token lacks the role.
+    Role,
+    /// 404: the caller may not see the resource.
+    Hidden,
+}
+use Expect::*;
+
+/// Callers in the order of [`Expect`] rows.
+const CALLERS: [&str; 6] = [
+    "anonymous",
+    "customer",
+    "other customer",
+    "organizer",
+    "other organizer",
+    "admin",
+];
+
+/// Every route: method, path as the OpenAPI document names it, and what each caller
+/// gets, in the order of [`CALLERS`]. "customer" owns the booking; "organizer" owns
+/// the event, its performance, and so sees the booking.
+const MATRIX: &[(&str, &str, [Expect; 6])] = &[
+    ("get", "/healthz", [Pass; 6]),
+    ("get", "/readyz", [Pass; 6]),
+    // Accounts. Signing in is for anyone; the body decides.
+    ("post", "/v1/auth/signup", [Pass; 6]),
+    ("post", "/v1/auth/login", [Pass; 6]),
+    ("post", "/v1/auth/refresh", [Pass; 6]),
+    (
+        "post",
+        "/v1/auth/logout",
+        [NoToken, Pass, Pass, Pass, Pass, Pass],
+    ),
+    ("get", "/v1/me", [NoToken, Pass, Pass, Pass, Pass, Pass]),
+    // Administration.
+    (
+        "get",
+        "/v1/admin/users",
+        [NoToken, Role, Role, Role, Role, Pass],
+    ),
+    (
+        "patch",
+        "/v1/admin/users/{id}",
+        [NoToken, Role, Role, Role, Role, Pass],
+    ),
+    (
+        "get",
+        "/v1/admin/jobs",
+        [NoToken, Role, Role, Role, Role, Pass],
+    ),
+    // The job exists but is queued, not dead: only admins get as far as learning
+    // there is no dead job of that id.
+    (
+        "post",
+        "/v1/admin/jobs/{id}/retry",
+        [NoToken, Role, Role, Role, Role, Hidden],
+    ),
+    // Events: published, so anyone sees it; only its organizer (and admins) change it.
+    ("get", "/v1/events", [Pass; 6]),
+    (
+        "post",
+        "/v1/events",
+        [NoToken, Role, Role, Pass, Pass, Pass],
+    ),
+    ("get", "/v1/events/{id}", [Pass; 6]),
+    (
+        "patch",
+        "/v1/events/{id}",
+        [NoToken, Role, Role, Pass, Hidden, Pass],
+    ),
+    (
+        "get",
+        "/v1/events/{id}/sales",
+        [NoToken, Role, Role, Pass, Hidden, Pass],
+    ),
+    (
+        "post",
+        "/v1/events/{id}/performances",
+        [NoToken, Role, Role, Pass, Hidden, Pass],
+    ),
+    // Performances.
+    ("get", "/v1/performances/{id}", [Pass; 6]),
+    ("get", "/v1/performances/{id}/seats", [Pass; 6]),
+    // Not a WebSocket upgrade here: 400 for whoever may watch.
+    ("get", "/v1/performances/{id}/live", [Pass; 6]),
+    (
+        "patch",
+        "/v1/performances/{id}",
+        [NoToken, Role, Role, Pass, Hidden, Pass],
+    ),
+    (
+        "patch",
+        "/v1/performances/{id}/units",
+        [NoToken, Role, Role, Pass, Hidden, Pass],
+    ),
+    (
+        "get",
+        "/v1/performances/{id}/bookings",
+        [NoToken, Role, Role, Pass, Hidden, Pass],
+    ),
+    // Bookings: the buyer's; its event's organizer and admins may read it.
+    (
+        "post",
+        "/v1/bookings",
+        [NoToken, Pass, Pass, Pass, Pass, Pass],
+    ),
+    (
+        "get",
+        "/v1/bookings",
+        [NoToken, Pass, Pass, Pass, Pass, Pass],
+    ),
+    (
+        "get",
+        "/v1/bookings/{id}",
+        [NoToken, Pass, Hidden, Pass, Hidden, Pass],
+    ),
+    // Cancelling is the buyer's; organizers and admins refund through /v1/refunds.
+    (
+        "delete",
+        "/v1/bookings/{id}",
+        [NoToken, Pass, Hidden, Hidden, Hidden, Hidden],
+    ),
+    (
+        "post",
+        "/v1/bookings/{id}/checkout",
+        [NoToken, Pass, Hidden, Hidden, Hidden, Hidden],
+    ),
+    // Money.
+    (
+        "post",
+        "/v1/payments/mock/{payment_id}/complete",
+        [NoToken, Pass, Hidden, Hidden, Hidden, Hidden],
+    ),
+    // The booking is named in the body, so `{}` is refused as invalid for any organizer.
+    (
+        "post",
+        "/v1/refunds",
+        [NoToken, Role, Role, Pass, Pass, Pass],
+    ),
+    // Stripe's endpoint exists only when Stripe is the provider (here: the mock).
+    ("post", "/v1/webhooks/stripe", [Hidden; 6]),
+];
+
+/// Every (method, path) the router serves under its OpenAPI document.
+fn routes() -> Vec<(String, String)> {
+    let (_, document) = usher_server::app::api();
+    let document = serde_json::to_value(&document).unwrap();
+    let mut routes = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                routes.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn every_route_has_a_row_and_every_row_a_route() {
+    let routes = routes();
+    let missing: Vec<String> = routes
+        .iter()
+        .filter(|(m, p)| !MATRIX.iter().any(|(mm, pp, _)| mm == m && pp == p))
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "routes without a row in the authorization matrix: {missing:?}"
+    );
+    let stale: Vec<String> = MATRIX
+        .iter()
+        .filter(|(m, p, _)| !routes.iter().any(|(mm, pp)| mm == m && pp == p))
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "rows for routes that do not exist: {stale:?}"
+    );
+}
+
+/// The resources the matrix points at.
+struct World {
+    event: String,
+    performance: String,
+    booking: String,
+    payment: String,
+    job: String,
+    user: String,
+}
+
+fn fill(path: &str, world: &World) -> String {
+    let id = if path.starts_with("/v1/events/") {
+        &world.event
+    } else if path.starts_with("/v1/performances/") {
+        &world.performance
+    } else if path.starts_with("/v1/bookings/") {
+        &world.booking
+    } else if path.starts_with("/v1/admin/users/") {
+        &world.user
+    } else if path.starts_with("/v1/admin/jobs/") {
+        &world.job
+    } else {
+        ""
+    };
+    path.replace("{id}", id)
+        .replace("{payment_id}", &world.payment)
+}
+
+fn class(status: reqwest::StatusCode) -> Expect {
+    match status.as_u16() {
+        401 => NoToken,
+        403 => Role,
+        404 => Hidden,
+        _ => Pass,
+    }
+}
+
+on_each_engine! {
+    async fn every_route_answers_each_kind_of_caller_as_the_contract_says(engine) {
+        let app = crate::helpers::spawn_app(engine).await;
+        let (admin, organizer, customer) = app.cast().await;
+        let other_customer = app.signup("other@example.com").await;
+        let other_organizer = app.organizer("org2@example.com", &admin).await;
+        // A booking of the customer's on the organizer's performance, with a checkout,
+        // and a second, paid one so that a job exists.
+        let (world_booking, world_payment, world_performance, world_event) = customer_booking(&app, &customer, &organizer).await;
+        let jobs: Value = app.get("/v1/admin/jobs?state=queued", Some(&admin.access)).await.json().await.unwrap();
+        let world = World {
+            event: world_event,
+            performance: world_performance,
+            booking: world_booking,
+            payment: world_payment,
+            job: jobs["items"][0]["id"].as_str().expect("a queued job").to_owned(),
+            user: other_customer.id.clone(),
+        };
+        let callers: [Option<&Session>; 6] = [None, Some(&customer), Some(&other_customer), Some(&organizer), Some(&other_organizer), Some(&admin)];
+        // Those who may not change anything go first, so that the owners' changes (a
+        // cancelled hold, a refund) come after every refusal was checked.
+        let order = [0, 2, 4, 1, 3, 5];
+        let mut wrong = Vec::new();
+        for (method, path, expected) in MATRIX {
+            let url = app.url(&fill(path, &world));
+            for &who in &order {
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let mut request = app.client.request(method.clone(), &url);
+                if let Some(session) = callers[who] {
+                    request = request.bearer_auth(&session.access);
+                }
+                if method != Method::GET && method != Method::DELETE {
+                    request = request.json(&json!({}));
+                }
+                let status = request.send().await.unwrap().status();
+                if class(status) != expected[who] {
+                    wrong.push(format!("{method} {path} as {}: {status}, expected {:?}", CALLERS[who], expected[who]));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{} answers break the contract:\n{}", wrong.len(), wrong.join("\n"));
+    }
+}
+
+/// (booking, payment, performance, event) of a hold by `customer` on an event of
+/// `organizer`'s with a checkout open, plus a second booking paid (so that a
+/// confirmation job is queued).
+async fn customer_booking(
+    app: &TestApp,
+    customer: &Session,
+    organizer: &Session,
+) -> (String, String, String, String) {
+    let performance = crate::helpers::on_sale(app, organizer, crate::helpers::rows(&[6]), 6).await;
+    let ids = crate::helpers::unit_ids(app, performance["id"].as_str().unwrap()).await;
+    let mut booked = Vec::new();
+    for seats in [&ids[0..2], &ids[2..4]] {
+        let booking: Value = app
+            .post(
+                "/v1/bookings",
+                Some(&customer.access),
+                json!({"performance_id": performance["id"], "unit_ids": seats}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let checkout = start_checkout(app, customer, &booking).await;
+        booked.push((booking, checkout));
+    }
+    let (paid_booking, paid_checkout) = &booked[1];
+    let paid: Value = crate::helpers::pay(app, customer, paid_checkout, "succeeded")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["status"], "confirmed", "{paid_booking}");
+    let (booking, checkout) = &booked[0];
+    (
+        booking["id"].as_str().unwrap().to_owned(),
+        checkout["payment_id"].as_str().unwrap().to_owned(),
+        performance["id"].as_str().unwrap().to_owned(),
+        performance["event_id"].as_str().unwrap().to_owned(),
+    )
+}
