@@ -130,6 +130,12 @@ impl EventAttributes {
                 Self::MAX_BYTES
             )));
         }
+        if has_nul(&value) {
+            // PostgreSQL's jsonb cannot hold U+0000 (found by fuzzing: it was a 500).
+            return Err(ParseError::new(
+                "attributes may not contain the NUL character (\\u0000)",
+            ));
+        }
         Ok(Self(value))
     }
 
@@ -144,6 +150,18 @@ impl EventAttributes {
 
     pub fn as_value(&self) -> &serde_json::Value {
         &self.0
+    }
+}
+
+/// Whether any key or string inside `value` contains U+0000.
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
     }
 }
 
@@ -264,5 +282,17 @@ mod tests {
         assert!(EventAttributes::parse(serde_json::json!({"genre": "jazz"})).is_ok());
         let big = "x".repeat(EventAttributes::MAX_BYTES);
         assert!(EventAttributes::parse(serde_json::json!({ "big": big })).is_err());
+    }
+
+    #[test]
+    fn attributes_may_not_hold_nul_anywhere() {
+        for value in [
+            serde_json::json!({"a\u{0}": 1}),
+            serde_json::json!({"a": "b\u{0}"}),
+            serde_json::json!({"a": [{"b": ["\u{0}"]}]}),
+        ] {
+            assert!(EventAttributes::parse(value).is_err());
+        }
+        assert!(EventAttributes::parse(serde_json::json!({"a": ["b", {"c": null}]})).is_ok());
     }
 }

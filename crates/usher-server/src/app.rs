@@ -227,7 +227,7 @@ impl Application {
 
 /// The API routes and their OpenAPI document, before any middleware.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::accounts::router())
         .merge(routes::events::router())
         .merge(routes::performances::router())
@@ -236,7 +236,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::payments::router())
         .merge(routes::admin::router())
         .merge(routes::ops::router())
-        .split_for_parts()
+        .split_for_parts();
+    let mut openapi = openapi;
+    crate::openapi::document_common_answers(&mut openapi);
+    (router, openapi)
 }
 
 fn router(state: AppState, cors: CorsLayer) -> Router {

@@ -60,3 +60,73 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+/// Adds the answers any route may give to every operation that does not list them
+/// itself, so the document names every status the server sends (checked by fuzzing it
+/// with schemathesis): 429 (rate limits, everywhere), 503 (too busy, or the database is
+/// away; not `/healthz`), 401 (a bad token, on every `/v1` route, public ones too), and
+/// for a request body 400 (not JSON), 413 (too large), 415 (not `application/json`) and
+/// 422 (invalid), and 422 for invalid query parameters.
+pub fn document_common_answers(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let has_body = operation.request_body.is_some();
+            let has_query = operation.parameters.iter().flatten().any(|p| {
+                matches!(p, utoipa::openapi::RefOr::T(p) if p.parameter_in == ParameterIn::Query)
+            });
+            let mut common = vec![("429", "Rate limited; see Retry-After")];
+            if path != "/healthz" {
+                common.push((
+                    "503",
+                    "Too busy (too many requests or connections at once) or the database is \
+                     unavailable; see Retry-After",
+                ));
+            }
+            if path.starts_with("/v1/") {
+                common.push(("401", "The access token is missing, invalid or expired"));
+            }
+            if has_body {
+                common.push((
+                    "400",
+                    "The body is not well-formed JSON, or nested too deeply",
+                ));
+                common.push(("413", "The body is larger than the server accepts"));
+                common.push(("415", "The body is not `application/json`"));
+            }
+            if has_body || has_query {
+                common.push(("422", "Invalid fields, named in `errors`"));
+            }
+            for (status, description) in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem_response(description));
+            }
+        }
+    }
+}
+
+fn problem_response(
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::response::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            crate::problem::PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+        .into()
+}

@@ -198,6 +198,10 @@ async fn list_events(
             format!("search text has at most {SEARCH_MAX_CHARS} characters"),
         );
     }
+    // PostgreSQL text cannot hold NUL; no search needs control characters.
+    if q.as_ref().is_some_and(|q| q.chars().any(char::is_control)) {
+        fields.reject("q", "search text may not contain control characters");
+    }
     fields.finish()?;
     let (Some(limit), Some(after)) = (limit, after) else {
         return Err(ApiError::Internal("validated fields missing".into()));

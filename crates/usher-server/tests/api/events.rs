@@ -211,6 +211,8 @@ on_each_engine! {
         assert_eq!(fields, ["query"]);
         let long = format!("/v1/events?q={}", "x".repeat(201));
         assert_eq!(invalid_fields(app.get(&long, None).await).await, ["q"]);
+        // NUL would reach PostgreSQL as text it cannot hold.
+        assert_eq!(invalid_fields(app.get("/v1/events?q=a%00b", None).await).await, ["q"]);
     }
 
     async fn an_id_that_is_not_a_uuid_is_simply_not_found(engine) {
