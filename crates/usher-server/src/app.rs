@@ -209,6 +209,7 @@ impl Application {
             self.listener,
             self.router,
             self.state.config().connections.clone(),
+            self.state.config().max_in_flight,
             stopped.clone(),
         )
         .await;
@@ -286,11 +287,6 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
-        ))
-        // Outside the timeout: a refused request never waits.
-        .layer(middleware::from_fn_with_state(
-            crate::connections::InFlight::new(config.max_in_flight),
-            crate::connections::limit_in_flight,
         ))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
