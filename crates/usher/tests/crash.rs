@@ -99,21 +99,10 @@ on_each_engine! {
         let client = Client::new();
         let post = reqwest::Method::POST;
         // An admin, an organizer, an event with one performance, and buyers who pay.
-        let admin = signup(&client, &base, "admin@example.com").await;
-        let organizer = signup(&client, &base, "org@example.com").await;
-        let admin_token = admin["access_token"].as_str().unwrap();
-        call(&client, reqwest::Method::PATCH, format!("{base}/v1/admin/users/{}", organizer["user"]["id"].as_str().unwrap()), Some(admin_token), Some(json!({"role": "organizer"}))).await;
-        let organizer = call(&client, post.clone(), format!("{base}/v1/auth/login"), None, Some(json!({"email": "org@example.com", "password": PASSWORD}))).await;
-        let org_token = organizer["access_token"].as_str().unwrap().to_owned();
-        let event = call(&client, post.clone(), format!("{base}/v1/events"), Some(&org_token), Some(json!({"title": "Doomed Night"}))).await;
-        let event_id = event["id"].as_str().unwrap().to_owned();
-        call(&client, reqwest::Method::PATCH, format!("{base}/v1/events/{event_id}"), Some(&org_token), Some(json!({"status": "published"}))).await;
-        let starts = (chrono::Utc::now() + chrono::Duration::days(7)).to_rfc3339();
-        let performance = call(&client, post.clone(), format!("{base}/v1/events/{event_id}/performances"), Some(&org_token), Some(json!({
-            "starts_at": starts,
-            "seating": {"kind": "general", "ticket_types": [{"name": "Floor", "price": {"amount": 2500, "currency": "EUR"}, "capacity": 100}]}
-        }))).await;
-        let ticket_type = performance["ticket_types"][0]["id"].as_str().unwrap().to_owned();
+        let sale = common::general_sale(&client, &base, "Doomed Night", 100).await;
+        let (admin_token, org_token, event_id) = (sale.admin_token.as_str(), sale.organizer_token.clone(), sale.event_id.clone());
+        let performance = json!({"id": sale.performance_id});
+        let ticket_type = sale.ticket_type_id.clone();
         for i in 0..BUYERS {
             let buyer = signup(&client, &base, &format!("buyer{i}@example.com")).await;
             let token = buyer["access_token"].as_str().unwrap().to_owned();
@@ -339,22 +328,9 @@ on_each_engine! {
         let mail_dir = scratch_dir().join(format!("flash-mail-{engine:?}"));
         let (mut child, mut base) = serve(&url, &mail_dir);
         let client = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        let post = reqwest::Method::POST;
-        let admin = signup(&client, &base, "admin@example.com").await;
-        let organizer = signup(&client, &base, "org@example.com").await;
-        let admin_token = admin["access_token"].as_str().unwrap();
-        call(&client, reqwest::Method::PATCH, format!("{base}/v1/admin/users/{}", organizer["user"]["id"].as_str().unwrap()), Some(admin_token), Some(json!({"role": "organizer"}))).await;
-        let organizer = call(&client, post.clone(), format!("{base}/v1/auth/login"), None, Some(json!({"email": "org@example.com", "password": PASSWORD}))).await;
-        let org_token = organizer["access_token"].as_str().unwrap().to_owned();
-        let event = call(&client, post.clone(), format!("{base}/v1/events"), Some(&org_token), Some(json!({"title": "Flash Night"}))).await;
-        let event_id = event["id"].as_str().unwrap().to_owned();
-        call(&client, reqwest::Method::PATCH, format!("{base}/v1/events/{event_id}"), Some(&org_token), Some(json!({"status": "published"}))).await;
-        let performance = call(&client, post.clone(), format!("{base}/v1/events/{event_id}/performances"), Some(&org_token), Some(json!({
-            "starts_at": (chrono::Utc::now() + chrono::Duration::days(7)).to_rfc3339(),
-            "seating": {"kind": "general", "ticket_types": [{"name": "Floor", "price": {"amount": 2500, "currency": "EUR"}, "capacity": FLASH_CAPACITY}]}
-        }))).await;
-        let performance_id = performance["id"].as_str().unwrap().to_owned();
-        let ticket_type = performance["ticket_types"][0]["id"].as_str().unwrap().to_owned();
+        let sale = common::general_sale(&client, &base, "Flash Night", u64::from(FLASH_CAPACITY)).await;
+        let performance_id = sale.performance_id.clone();
+        let ticket_type = sale.ticket_type_id.clone();
         let mut tokens = Vec::new();
         for i in 0..FLASH_BUYERS {
             tokens.push(signup(&client, &base, &format!("flash{i}@example.com")).await["access_token"].as_str().unwrap().to_owned());

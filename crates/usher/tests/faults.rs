@@ -87,75 +87,22 @@ async fn call(client: &Client, request: reqwest::RequestBuilder) -> Value {
     body
 }
 
-/// An admin, an organizer, a published event with one general-admission performance,
-/// and buyers' tokens: (performance id, ticket type id, buyer tokens).
+/// A published general-admission sale and buyers' tokens: (performance id, ticket
+/// type id, buyer tokens).
 async fn a_sale(client: &Client, server: &Server, buyers: usize) -> (String, String, Vec<String>) {
-    let signup = |email: String| {
-        client
-            .post(server.url("/v1/auth/signup"))
-            .json(&json!({"email": email, "password": PASSWORD, "name": "Someone"}))
-    };
-    let admin = call(client, signup("admin@example.com".into())).await;
-    let organizer = call(client, signup("org@example.com".into())).await;
-    let admin_token = admin["access_token"].as_str().unwrap();
-    call(
-        client,
-        client
-            .patch(server.url(&format!(
-                "/v1/admin/users/{}",
-                organizer["user"]["id"].as_str().unwrap()
-            )))
-            .bearer_auth(admin_token)
-            .json(&json!({"role": "organizer"})),
-    )
-    .await;
-    let organizer = call(
-        client,
-        client
-            .post(server.url("/v1/auth/login"))
-            .json(&json!({"email": "org@example.com", "password": PASSWORD})),
-    )
-    .await;
-    let org = organizer["access_token"].as_str().unwrap();
-    let event = call(
-        client,
-        client
-            .post(server.url("/v1/events"))
-            .bearer_auth(org)
-            .json(&json!({"title": "Fault Night"})),
-    )
-    .await;
-    let event_id = event["id"].as_str().unwrap();
-    call(
-        client,
-        client
-            .patch(server.url(&format!("/v1/events/{event_id}")))
-            .bearer_auth(org)
-            .json(&json!({"status": "published"})),
-    )
-    .await;
-    let performance = call(client, client
-        .post(server.url(&format!("/v1/events/{event_id}/performances")))
-        .bearer_auth(org)
-        .json(&json!({
-            "starts_at": (chrono::Utc::now() + chrono::Duration::days(7)).to_rfc3339(),
-            "seating": {"kind": "general", "ticket_types": [
-                {"name": "Floor", "price": {"amount": 2500, "currency": "EUR"}, "capacity": CAPACITY}
-            ]}
-        }))).await;
+    let sale = common::general_sale(client, &server.base, "Fault Night", CAPACITY).await;
     let mut tokens = Vec::new();
     for i in 0..buyers {
-        let buyer = call(client, signup(format!("buyer{i}@example.com"))).await;
+        let buyer = call(
+            client,
+            client.post(server.url("/v1/auth/signup")).json(
+                &json!({"email": format!("buyer{i}@example.com"), "password": PASSWORD, "name": "Buyer"}),
+            ),
+        )
+        .await;
         tokens.push(buyer["access_token"].as_str().unwrap().to_owned());
     }
-    (
-        performance["id"].as_str().unwrap().to_owned(),
-        performance["ticket_types"][0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-        tokens,
-    )
+    (sale.performance_id, sale.ticket_type_id, tokens)
 }
 
 /// One request of the load, as the client saw it.
@@ -315,6 +262,32 @@ async fn check_acknowledged_holds(
     );
 }
 
+/// After an outage from `from` to `until`: it was noticed (503s), every answer in it was
+/// in time and well-formed, no 500 ever, the process is up without a panic, and every
+/// acknowledged hold is kept. Returns the 503s answered in the outage.
+async fn check_survived(
+    server: &mut Server,
+    client: &Client,
+    tokens: &[String],
+    performance: &str,
+    samples: &[Sample],
+    from: Instant,
+    until: Instant,
+) -> usize {
+    let unavailable = check_outage_answers(samples, from, until);
+    assert!(unavailable > 0, "the outage was never noticed");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.status != Some(StatusCode::INTERNAL_SERVER_ERROR)),
+        "a 500 was answered"
+    );
+    assert!(server.still_running(), "the server died: {}", server.log());
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    check_acknowledged_holds(client, server, tokens, performance, samples).await;
+    unavailable
+}
+
 async fn readiness(client: &Client, server: &Server) -> (StatusCode, Duration) {
     let sent = Instant::now();
     let response = client.get(server.url("/readyz")).send().await.unwrap();
@@ -395,19 +368,20 @@ async fn postgres_stopped_for_ten_seconds_under_load_means_fast_503s_and_recover
     let samples = samples.lock().await;
     // Requests sent a moment after the stop (those in flight at the stop may still have
     // finished normally) until it was back.
-    let unavailable = check_outage_answers(&samples, down + Duration::from_millis(200), back);
-    assert!(unavailable > 0, "the outage was never noticed");
+    let unavailable = check_survived(
+        &mut server,
+        &client,
+        &tokens,
+        &performance,
+        &samples,
+        down + Duration::from_millis(200),
+        back,
+    )
+    .await;
     assert!(
-        samples
-            .iter()
-            .all(|s| s.status != Some(StatusCode::INTERNAL_SERVER_ERROR)),
-        "a 500 was answered"
+        server.log().contains("database unavailable"),
+        "no clear log line"
     );
-    assert!(server.still_running(), "the server died: {}", server.log());
-    check_acknowledged_holds(&client, &server, &tokens, &performance, &samples).await;
-    let log = server.log();
-    assert!(log.contains("database unavailable"), "no clear log line");
-    assert!(!log.contains("panicked"), "{log}");
     eprintln!(
         "postgres down 10 s: {} requests, {unavailable} answered 503, slowest {:?}; serving again {recovered:?} after it was back",
         samples.len(),
@@ -470,23 +444,22 @@ async fn an_sqlite_file_that_cannot_grow_means_503s_a_clear_log_line_and_no_pani
     }
 
     let samples = samples.lock().await;
-    let unavailable = check_outage_answers(&samples, full + Duration::from_millis(200), freed);
-    assert!(unavailable > 0, "the full disk was never noticed");
-    assert!(
-        samples
-            .iter()
-            .all(|s| s.status != Some(StatusCode::INTERNAL_SERVER_ERROR)),
-        "a 500 was answered"
-    );
-    assert!(server.still_running(), "the server died: {}", server.log());
-    check_acknowledged_holds(&client, &server, &tokens, &performance, &samples).await;
+    let unavailable = check_survived(
+        &mut server,
+        &client,
+        &tokens,
+        &performance,
+        &samples,
+        full + Duration::from_millis(200),
+        freed,
+    )
+    .await;
     let log = server.log();
     let line = log
         .lines()
         .find(|line| line.contains("database unavailable"))
         .unwrap_or_else(|| panic!("no clear log line in {log}"));
     assert!(line.contains("full") || line.contains("I/O"), "{line}");
-    assert!(!log.contains("panicked"), "{log}");
     eprintln!(
         "sqlite full for 3 s: {} requests, {unavailable} answered 503; serving again {recovered:?} after space came back",
         samples.len()
