@@ -105,6 +105,56 @@ async fn a_sale(client: &Client, server: &Server, buyers: usize) -> (String, Str
     (sale.performance_id, sale.ticket_type_id, tokens)
 }
 
+/// A sale with buyers holding and reading in a loop, every answer recorded.
+struct Rush {
+    client: Client,
+    performance: String,
+    ticket_type: String,
+    tokens: Vec<String>,
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    loaders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Rush {
+    async fn start(server: &Server) -> Self {
+        let client = Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let (performance, ticket_type, tokens) = a_sale(&client, server, LOADERS).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let loaders = load(
+            &client,
+            server,
+            &performance,
+            &ticket_type,
+            &tokens,
+            stop.clone(),
+            samples.clone(),
+        );
+        Self {
+            client,
+            performance,
+            ticket_type,
+            tokens,
+            stop,
+            samples,
+            loaders,
+        }
+    }
+
+    /// Stops the buyers and returns what they saw.
+    async fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        for loader in self.loaders {
+            loader.await.unwrap();
+        }
+        std::mem::take(&mut *self.samples.lock().await)
+    }
+}
+
 /// One request of the load, as the client saw it.
 #[derive(Debug)]
 struct Sample {
@@ -327,21 +377,12 @@ async fn postgres_stopped_for_ten_seconds_under_load_means_fast_503s_and_recover
     let cluster = PgCluster::private("pg-restart");
     let url = cluster.create_database().await;
     let mut server = Server::start(&url, "pg-restart");
-    let client = Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let (performance, ticket_type, tokens) = a_sale(&client, &server, LOADERS).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let loaders = load(
-        &client,
-        &server,
-        &performance,
-        &ticket_type,
-        &tokens,
-        stop.clone(),
-        samples.clone(),
+    let rush = Rush::start(&server).await;
+    let (client, performance, ticket_type, tokens) = (
+        rush.client.clone(),
+        rush.performance.clone(),
+        rush.ticket_type.clone(),
+        rush.tokens.clone(),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -360,12 +401,7 @@ async fn postgres_stopped_for_ten_seconds_under_load_means_fast_503s_and_recover
         first_hold_after(&client, &server, &tokens[0], &body, Duration::from_secs(5)).await;
     assert_eq!(readiness(&client, &server).await.0, StatusCode::OK);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for loader in loaders {
-        loader.await.unwrap();
-    }
-
-    let samples = samples.lock().await;
+    let samples = rush.stop().await;
     // Requests sent a moment after the stop (those in flight at the stop may still have
     // finished normally) until it was back.
     let unavailable = check_survived(
@@ -409,21 +445,12 @@ async fn an_sqlite_file_that_cannot_grow_means_503s_a_clear_log_line_and_no_pani
     let dir = scratch_dir().join("full-disk");
     std::fs::create_dir_all(&dir).unwrap();
     let mut server = Server::start(&database_file(&dir), "full-disk");
-    let client = Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let (performance, ticket_type, tokens) = a_sale(&client, &server, LOADERS).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let loaders = load(
-        &client,
-        &server,
-        &performance,
-        &ticket_type,
-        &tokens,
-        stop.clone(),
-        samples.clone(),
+    let rush = Rush::start(&server).await;
+    let (client, performance, ticket_type, tokens) = (
+        rush.client.clone(),
+        rush.performance.clone(),
+        rush.ticket_type.clone(),
+        rush.tokens.clone(),
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -438,12 +465,7 @@ async fn an_sqlite_file_that_cannot_grow_means_503s_a_clear_log_line_and_no_pani
     let recovered =
         first_hold_after(&client, &server, &tokens[0], &body, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for loader in loaders {
-        loader.await.unwrap();
-    }
-
-    let samples = samples.lock().await;
+    let samples = rush.stop().await;
     let unavailable = check_survived(
         &mut server,
         &client,
