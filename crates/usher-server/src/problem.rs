@@ -310,7 +310,10 @@ pub async fn problemize(response: Response) -> Response {
         unavailable_unit_ids: None,
     });
     // Keep the layer's headers (Allow, Retry-After, request id …) but our body and type.
+    // The new body is not the old one's encoding: a gzipped 400 replaced by plain JSON
+    // that still said `Content-Encoding: gzip` could not be read (found by schemathesis).
     parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
