@@ -66,7 +66,7 @@ impl Modify for BearerAuth {
 /// with schemathesis): 429 (rate limits, everywhere), 503 (too busy, or the database is
 /// away; not `/healthz`), 401 (a bad token, on every `/v1` route, public ones too), and
 /// for a request body 400 (not JSON), 413 (too large), 415 (not `application/json`) and
-/// 422 (invalid), and 422 for invalid query parameters.
+/// 422 (invalid), and 400 (unreadable) and 422 (invalid) for query parameters.
 pub fn document_common_answers(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::ParameterIn;
     for (path, item) in openapi.paths.paths.iter_mut() {
@@ -100,6 +100,8 @@ pub fn document_common_answers(openapi: &mut utoipa::openapi::OpenApi) {
                 ));
                 common.push(("413", "The body is larger than the server accepts"));
                 common.push(("415", "The body is not `application/json`"));
+            } else if has_query {
+                common.push(("400", "The query string cannot be read (a parameter twice)"));
             }
             if has_body || has_query {
                 common.push(("422", "Invalid fields, named in `errors`"));

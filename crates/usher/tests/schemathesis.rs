@@ -58,6 +58,7 @@ on_each_engine! {
             .send().await.unwrap().json().await.unwrap();
         let token = admin["access_token"].as_str().unwrap();
         let report = usher_testkit::scratch_dir().join(format!("schemathesis-{engine:?}"));
+        std::fs::create_dir_all(&report).unwrap();
         let output = Command::new("timeout")
             .arg("600")
             .arg(st)
@@ -70,8 +71,9 @@ on_each_engine! {
             .args(["--report", "junit", "--report-dir"])
             .arg(&report)
             .env("NO_COLOR", "1")
-            // Its cache (`.schemathesis/`) goes with the scratch files, not the checkout.
-            .current_dir(usher_testkit::scratch_dir())
+            // Its cache (`.schemathesis/`) goes with the scratch files, not the checkout,
+            // one per engine: the two runs go at once.
+            .current_dir(&report)
             .output()
             .expect("run schemathesis");
         let _ = child.kill();
