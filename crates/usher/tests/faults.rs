@@ -78,34 +78,41 @@ impl Drop for Server {
     }
 }
 
-async fn call(client: &Client, request: reqwest::RequestBuilder) -> Value {
-    let _ = client;
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {body}");
-    body
-}
-
-/// A published general-admission sale and buyers' tokens: (performance id, ticket
-/// type id, buyer tokens).
+/// A published general-admission sale and buyers signed up for it: (performance id,
+/// ticket type id, buyer tokens).
 async fn a_sale(client: &Client, server: &Server, buyers: usize) -> (String, String, Vec<String>) {
     let sale = common::general_sale(client, &server.base, "Fault Night", CAPACITY).await;
     let mut tokens = Vec::new();
     for i in 0..buyers {
-        let buyer = call(
-            client,
-            client.post(server.url("/v1/auth/signup")).json(
-                &json!({"email": format!("buyer{i}@example.com"), "password": PASSWORD, "name": "Buyer"}),
-            ),
-        )
-        .await;
+        let response = client
+            .post(server.url("/v1/auth/signup"))
+            .json(&json!({"email": format!("buyer{i}@example.com"), "password": PASSWORD, "name": "Buyer"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let buyer: Value = response.json().await.unwrap();
         tokens.push(buyer["access_token"].as_str().unwrap().to_owned());
     }
     (sale.performance_id, sale.ticket_type_id, tokens)
 }
 
-/// A sale with buyers holding and reading in a loop, every answer recorded.
+/// One request of the load, as the client saw it.
+#[derive(Debug)]
+struct Sample {
+    sent: Instant,
+    took: Duration,
+    /// `None`: no answer at all (the connection failed or the client gave up).
+    status: Option<StatusCode>,
+    what: &'static str,
+    problem_json: bool,
+    retry_after: bool,
+    /// The booking id of a hold answered 201, and which buyer holds it.
+    hold: Option<(String, usize)>,
+}
+
+/// A sale with one buyer per loader holding and reading in a loop until stopped, every
+/// answer recorded.
 struct Rush {
     client: Client,
     performance: String,
@@ -123,118 +130,176 @@ impl Rush {
             .build()
             .unwrap();
         let (performance, ticket_type, tokens) = a_sale(&client, server, LOADERS).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let loaders = load(
-            &client,
-            server,
-            &performance,
-            &ticket_type,
-            &tokens,
-            stop.clone(),
-            samples.clone(),
-        );
-        Self {
+        let mut rush = Self {
             client,
             performance,
             ticket_type,
             tokens,
-            stop,
-            samples,
-            loaders,
+            stop: Arc::new(AtomicBool::new(false)),
+            samples: Arc::new(Mutex::new(Vec::new())),
+            loaders: Vec::new(),
+        };
+        rush.loaders = (0..LOADERS)
+            .map(|buyer| rush.buyer(server, buyer))
+            .collect();
+        rush
+    }
+
+    fn hold_body(&self) -> Value {
+        json!({"performance_id": self.performance, "ticket_type_id": self.ticket_type, "quantity": 1})
+    }
+
+    /// One buyer: a hold, a read of the performance, again, until stopped.
+    fn buyer(&self, server: &Server, buyer: usize) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
+        let holds = server.url("/v1/bookings");
+        let read = server.url(&format!("/v1/performances/{}", self.performance));
+        let token = self.tokens[buyer].clone();
+        let body = self.hold_body();
+        let (stop, samples) = (self.stop.clone(), self.samples.clone());
+        tokio::spawn(async move {
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                let (what, request) = if round.is_multiple_of(2) {
+                    ("hold", client.post(&holds).bearer_auth(&token).json(&body))
+                } else {
+                    ("read", client.get(&read))
+                };
+                let sent = Instant::now();
+                let mut sample = Sample {
+                    sent,
+                    took: Duration::ZERO,
+                    status: None,
+                    what,
+                    problem_json: false,
+                    retry_after: false,
+                    hold: None,
+                };
+                if let Ok(response) = request.send().await {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let answer: Value = response.json().await.unwrap_or(Value::Null);
+                    sample.status = Some(status);
+                    sample.problem_json = headers
+                        .get("content-type")
+                        .is_some_and(|v| v == "application/problem+json");
+                    sample.retry_after = headers.contains_key("retry-after");
+                    sample.hold = (status == StatusCode::CREATED)
+                        .then(|| (answer["id"].as_str().unwrap_or_default().to_owned(), buyer));
+                }
+                sample.took = sent.elapsed();
+                let failed = sample.status.is_none_or(|s| s.is_server_error());
+                samples.lock().await.push(sample);
+                if failed {
+                    // A buyer's retry pace, not a spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        })
+    }
+
+    /// `/readyz`'s status and how long it took to say it.
+    async fn readiness(&self, server: &Server) -> (StatusCode, Duration) {
+        let sent = Instant::now();
+        let response = self.client.get(server.url("/readyz")).send().await.unwrap();
+        (response.status(), sent.elapsed())
+    }
+
+    /// How long until a hold succeeds again, polling every 100 ms for at most `limit`.
+    async fn first_hold(&self, server: &Server, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let body = self.hold_body();
+        loop {
+            let response = self
+                .client
+                .post(server.url("/v1/bookings"))
+                .bearer_auth(&self.tokens[0])
+                .json(&body)
+                .send()
+                .await;
+            if response.is_ok_and(|r| r.status() == StatusCode::CREATED) {
+                return started.elapsed();
+            }
+            if started.elapsed() > limit {
+                let log = server.log();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                panic!("no hold succeeded within {limit:?}; the log ends {tail:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Stops the buyers and returns what they saw.
-    async fn stop(self) -> Vec<Sample> {
+    /// Stops the buyers, then checks the outage from `from` to `until`: it was noticed
+    /// (503s), every answer in it came in time and well-formed, no 500 ever, the process
+    /// is up without a panic, and every acknowledged hold is kept. Returns what the
+    /// buyers saw and the 503s of the outage.
+    async fn stop_and_check(
+        mut self,
+        server: &mut Server,
+        from: Instant,
+        until: Instant,
+    ) -> (Vec<Sample>, usize) {
         self.stop.store(true, Ordering::Relaxed);
-        for loader in self.loaders {
+        for loader in std::mem::take(&mut self.loaders) {
             loader.await.unwrap();
         }
-        std::mem::take(&mut *self.samples.lock().await)
+        let samples = std::mem::take(&mut *self.samples.lock().await);
+        let unavailable = check_outage_answers(&samples, from, until);
+        assert!(unavailable > 0, "the outage was never noticed");
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.status != Some(StatusCode::INTERNAL_SERVER_ERROR)),
+            "a 500 was answered"
+        );
+        assert!(server.still_running(), "the server died: {}", server.log());
+        assert!(!server.log().contains("panicked"), "{}", server.log());
+        self.check_acknowledged_holds(server, &samples).await;
+        (samples, unavailable)
     }
-}
 
-/// One request of the load, as the client saw it.
-#[derive(Debug)]
-struct Sample {
-    sent: Instant,
-    took: Duration,
-    /// `None`: no answer at all (the connection failed or the client gave up).
-    status: Option<StatusCode>,
-    what: &'static str,
-    problem_json: bool,
-    retry_after: bool,
-    hold: Option<String>,
-}
-
-/// Buyers holding one ticket each and reading the performance, over and over, until
-/// `stop`; every answer recorded.
-fn load(
-    client: &Client,
-    server: &Server,
-    performance: &str,
-    ticket_type: &str,
-    tokens: &[String],
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..LOADERS)
-        .map(|i| {
-            let client = client.clone();
-            let holds = server.url("/v1/bookings");
-            let read = server.url(&format!("/v1/performances/{performance}"));
-            let token = tokens[i % tokens.len()].clone();
-            let body = json!({"performance_id": performance, "ticket_type_id": ticket_type, "quantity": 1});
-            let (stop, samples) = (stop.clone(), samples.clone());
-            tokio::spawn(async move {
-                let mut round = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    round += 1;
-                    let (what, request) = if round.is_multiple_of(2) {
-                        ("hold", client.post(&holds).bearer_auth(&token).json(&body))
-                    } else {
-                        ("read", client.get(&read))
-                    };
-                    let sent = Instant::now();
-                    let sample = match request.send().await {
-                        Ok(response) => {
-                            let status = response.status();
-                            let headers = response.headers().clone();
-                            let body: Value = response.json().await.unwrap_or(Value::Null);
-                            Sample {
-                                sent,
-                                took: sent.elapsed(),
-                                status: Some(status),
-                                what,
-                                problem_json: headers
-                                    .get("content-type")
-                                    .is_some_and(|v| v == "application/problem+json"),
-                                retry_after: headers.contains_key("retry-after"),
-                                hold: (status == StatusCode::CREATED)
-                                    .then(|| body["id"].as_str().unwrap_or_default().to_owned()),
-                            }
-                        }
-                        Err(_) => Sample {
-                            sent,
-                            took: sent.elapsed(),
-                            status: None,
-                            what,
-                            problem_json: false,
-                            retry_after: false,
-                            hold: None,
-                        },
-                    };
-                    let failed = sample.status.is_none_or(|s| s.is_server_error());
-                    samples.lock().await.push(sample);
-                    if failed {
-                        // A buyer's retry pace, not a spin.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            })
-        })
-        .collect()
+    /// Every hold acknowledged with 201 is still held by its buyer, and the counts add up.
+    async fn check_acknowledged_holds(&self, server: &Server, samples: &[Sample]) {
+        let acknowledged: Vec<&(String, usize)> =
+            samples.iter().filter_map(|s| s.hold.as_ref()).collect();
+        assert!(!acknowledged.is_empty());
+        for (id, buyer) in &acknowledged {
+            let response = self
+                .client
+                .get(server.url(&format!("/v1/bookings/{id}")))
+                .bearer_auth(&self.tokens[*buyer])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "acknowledged hold {id} is gone"
+            );
+            let booking: Value = response.json().await.unwrap();
+            assert_eq!(booking["status"], "held", "{booking}");
+        }
+        let counts: Value = self
+            .client
+            .get(server.url(&format!("/v1/performances/{}", self.performance)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let count = |key: &str| counts[key].as_u64().unwrap();
+        let (available, held, sold) = (count("available"), count("held"), count("sold"));
+        assert_eq!(available + held + sold, CAPACITY, "{counts}");
+        // A hold whose commit landed just as the connection died may exist unacknowledged;
+        // none acknowledged may be missing.
+        assert!(
+            held >= acknowledged.len() as u64,
+            "{held} held < {} acknowledged",
+            acknowledged.len()
+        );
+    }
 }
 
 /// Every answer given while the database was away: within 5 s, and either a success
@@ -261,159 +326,32 @@ fn check_outage_answers(samples: &[Sample], from: Instant, until: Instant) -> us
     unavailable
 }
 
-/// Every hold acknowledged with 201 is still held, and the counts add up.
-async fn check_acknowledged_holds(
-    client: &Client,
-    server: &Server,
-    tokens: &[String],
-    performance: &str,
-    samples: &[Sample],
-) {
-    let acknowledged: Vec<&String> = samples.iter().filter_map(|s| s.hold.as_ref()).collect();
-    assert!(!acknowledged.is_empty());
-    for id in &acknowledged {
-        let mut found = false;
-        for token in tokens {
-            let response = client
-                .get(server.url(&format!("/v1/bookings/{id}")))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap();
-            if response.status() == StatusCode::OK {
-                let booking: Value = response.json().await.unwrap();
-                assert_eq!(booking["status"], "held", "{booking}");
-                found = true;
-                break;
-            }
-        }
-        assert!(found, "acknowledged hold {id} is gone");
-    }
-    let counts: Value = client
-        .get(server.url(&format!("/v1/performances/{performance}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (available, held, sold) = (
-        counts["available"].as_u64().unwrap(),
-        counts["held"].as_u64().unwrap(),
-        counts["sold"].as_u64().unwrap(),
-    );
-    assert_eq!(available + held + sold, CAPACITY, "{counts}");
-    // A hold whose commit landed just as the connection died may exist unacknowledged;
-    // none acknowledged may be missing.
-    assert!(
-        held >= acknowledged.len() as u64,
-        "{held} held < {} acknowledged",
-        acknowledged.len()
-    );
-}
-
-/// After an outage from `from` to `until`: it was noticed (503s), every answer in it was
-/// in time and well-formed, no 500 ever, the process is up without a panic, and every
-/// acknowledged hold is kept. Returns the 503s answered in the outage.
-async fn check_survived(
-    server: &mut Server,
-    client: &Client,
-    tokens: &[String],
-    performance: &str,
-    samples: &[Sample],
-    from: Instant,
-    until: Instant,
-) -> usize {
-    let unavailable = check_outage_answers(samples, from, until);
-    assert!(unavailable > 0, "the outage was never noticed");
-    assert!(
-        samples
-            .iter()
-            .all(|s| s.status != Some(StatusCode::INTERNAL_SERVER_ERROR)),
-        "a 500 was answered"
-    );
-    assert!(server.still_running(), "the server died: {}", server.log());
-    assert!(!server.log().contains("panicked"), "{}", server.log());
-    check_acknowledged_holds(client, server, tokens, performance, samples).await;
-    unavailable
-}
-
-async fn readiness(client: &Client, server: &Server) -> (StatusCode, Duration) {
-    let sent = Instant::now();
-    let response = client.get(server.url("/readyz")).send().await.unwrap();
-    (response.status(), sent.elapsed())
-}
-
-/// The first moment a hold succeeds again, polling every 100 ms for at most `limit`.
-async fn first_hold_after(
-    client: &Client,
-    server: &Server,
-    token: &str,
-    body: &Value,
-    limit: Duration,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        let response = client
-            .post(server.url("/v1/bookings"))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await;
-        if response.is_ok_and(|r| r.status() == StatusCode::CREATED) {
-            return started.elapsed();
-        }
-        if started.elapsed() > limit {
-            let log = server.log();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            panic!("no hold succeeded within {limit:?}; the log ends {tail:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_for_ten_seconds_under_load_means_fast_503s_and_recovery_by_itself() {
     let cluster = PgCluster::private("pg-restart");
     let url = cluster.create_database().await;
     let mut server = Server::start(&url, "pg-restart");
     let rush = Rush::start(&server).await;
-    let (client, performance, ticket_type, tokens) = (
-        rush.client.clone(),
-        rush.performance.clone(),
-        rush.ticket_type.clone(),
-        rush.tokens.clone(),
-    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let down = Instant::now();
     cluster.stop_for_now();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (ready, took) = readiness(&client, &server).await;
+    let (ready, took) = rush.readiness(&server).await;
     assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
     assert!(took < Duration::from_secs(5), "readyz took {took:?}");
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
 
     cluster.start_again();
     let back = Instant::now();
-    let body = json!({"performance_id": performance, "ticket_type_id": ticket_type, "quantity": 1});
-    let recovered =
-        first_hold_after(&client, &server, &tokens[0], &body, Duration::from_secs(5)).await;
-    assert_eq!(readiness(&client, &server).await.0, StatusCode::OK);
+    let recovered = rush.first_hold(&server, Duration::from_secs(5)).await;
+    assert_eq!(rush.readiness(&server).await.0, StatusCode::OK);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let samples = rush.stop().await;
     // Requests sent a moment after the stop (those in flight at the stop may still have
     // finished normally) until it was back.
-    let unavailable = check_survived(
-        &mut server,
-        &client,
-        &tokens,
-        &performance,
-        &samples,
-        down + Duration::from_millis(200),
-        back,
-    )
-    .await;
+    let (samples, unavailable) = rush
+        .stop_and_check(&mut server, down + Duration::from_millis(200), back)
+        .await;
     assert!(
         server.log().contains("database unavailable"),
         "no clear log line"
@@ -446,12 +384,6 @@ async fn an_sqlite_file_that_cannot_grow_means_503s_a_clear_log_line_and_no_pani
     std::fs::create_dir_all(&dir).unwrap();
     let mut server = Server::start(&database_file(&dir), "full-disk");
     let rush = Rush::start(&server).await;
-    let (client, performance, ticket_type, tokens) = (
-        rush.client.clone(),
-        rush.performance.clone(),
-        rush.ticket_type.clone(),
-        rush.tokens.clone(),
-    );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The disk fills up: no file of the server's may grow past 64 KiB (the database and
@@ -461,21 +393,11 @@ async fn an_sqlite_file_that_cannot_grow_means_503s_a_clear_log_line_and_no_pani
     tokio::time::sleep(Duration::from_secs(3)).await;
     let freed = Instant::now();
     file_size_limit(server.child.id(), None);
-    let body = json!({"performance_id": performance, "ticket_type_id": ticket_type, "quantity": 1});
-    let recovered =
-        first_hold_after(&client, &server, &tokens[0], &body, Duration::from_secs(5)).await;
+    let recovered = rush.first_hold(&server, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let samples = rush.stop().await;
-    let unavailable = check_survived(
-        &mut server,
-        &client,
-        &tokens,
-        &performance,
-        &samples,
-        full + Duration::from_millis(200),
-        freed,
-    )
-    .await;
+    let (samples, unavailable) = rush
+        .stop_and_check(&mut server, full + Duration::from_millis(200), freed)
+        .await;
     let log = server.log();
     let line = log
         .lines()
