@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 
 use usher_testkit::Engine;
 
-use crate::helpers::{PASSWORD, TestApp, on_sale, pay, rows, spawn_app, start_checkout, unit_ids};
+use crate::helpers::{
+    PASSWORD, TestApp, on_sale, pay, rows, seat_states, spawn_app, start_checkout, unit_ids,
+};
 
 /// How long a page may take to show what a test waits for.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -261,21 +263,6 @@ async fn open_performance(browser: &Client, app: &TestApp, performance_id: &str)
     wait_for_text(browser, "[data-live-status]", "Live").await;
 }
 
-async fn seat_states(app: &TestApp, performance_id: &str) -> Vec<String> {
-    let map: Value = app
-        .get(&format!("/v1/performances/{performance_id}/seats"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    map["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["state"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_buyer_signs_up_picks_two_seats_pays_and_sees_the_tickets() {
     let Some(driver) = Driver::start() else {
@@ -492,7 +479,6 @@ async fn an_organizer_builds_and_publishes_an_event_and_sees_a_sale_on_the_dashb
     let app = spawn_app(Engine::Sqlite).await;
     let (_, _, customer) = app.cast().await;
     let browser = driver.browser().await;
-    let mut performance_id = String::new();
     keeping_evidence("organizer", &[&browser], async {
         log_in(&browser, &app, "org@example.com", "/organizer").await;
         click(&browser, "a[href=\"/organizer/events/new\"]").await;
@@ -561,9 +547,7 @@ async fn an_organizer_builds_and_publishes_an_event_and_sees_a_sale_on_the_dashb
         }
         click(&browser, "#create-performance").await;
         let path = wait_for_path(&browser, "/organizer/performances/").await;
-        performance_id = path
-            .trim_start_matches("/organizer/performances/")
-            .to_owned();
+        let performance_id = path.trim_start_matches("/organizer/performances/");
         assert!(text_of(&browser, "main").await.contains("No sales yet"));
         browser
             .goto(&app.url(&format!("/organizer/events/{event_id}")))
@@ -573,7 +557,7 @@ async fn an_organizer_builds_and_publishes_an_event_and_sees_a_sale_on_the_dashb
         wait_for_text(&browser, "main", "On sale.").await;
 
         // A buyer pays for one seat (through the API).
-        let units = unit_ids(&app, &performance_id).await;
+        let units = unit_ids(&app, performance_id).await;
         assert_eq!(units.len(), 16);
         let held = app
             .post(
@@ -603,7 +587,6 @@ async fn an_organizer_builds_and_publishes_an_event_and_sees_a_sale_on_the_dashb
         assert_eq!(bars.len(), 1);
     })
     .await;
-    assert!(!performance_id.is_empty());
     close(vec![browser]).await;
 }
 

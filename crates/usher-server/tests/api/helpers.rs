@@ -346,6 +346,15 @@ pub fn standing(capacity: u32) -> Value {
 
 /// The seat map's unit ids, in order.
 pub async fn unit_ids(app: &TestApp, performance_id: &str) -> Vec<String> {
+    seat_map_column(app, performance_id, "id").await
+}
+
+/// The seat map's unit states (`available`, `held` …), in order.
+pub async fn seat_states(app: &TestApp, performance_id: &str) -> Vec<String> {
+    seat_map_column(app, performance_id, "state").await
+}
+
+async fn seat_map_column(app: &TestApp, performance_id: &str, field: &str) -> Vec<String> {
     let map: Value = app
         .get(&format!("/v1/performances/{performance_id}/seats"), None)
         .await
@@ -356,7 +365,7 @@ pub async fn unit_ids(app: &TestApp, performance_id: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .map(|u| u[field].as_str().unwrap().to_owned())
         .collect()
 }
 

@@ -12,8 +12,8 @@ use usher_testkit::invariants::{check_money, check_performance};
 use usher_testkit::on_each_engine;
 
 use crate::helpers::{
-    Session, TestApp, assert_problem, held_pair, on_sale, pay, rows, spawn_app, start_checkout,
-    unit_ids,
+    Session, TestApp, assert_problem, held_pair, on_sale, pay, rows, seat_states, spawn_app,
+    start_checkout, unit_ids,
 };
 
 fn uuid(value: &Value) -> uuid::Uuid {
@@ -29,27 +29,6 @@ async fn read_booking(app: &TestApp, who: &Session, booking: &Value) -> Value {
     .json()
     .await
     .unwrap()
-}
-
-async fn seat_states(app: &TestApp, performance: &Value) -> Vec<String> {
-    let map: Value = app
-        .get(
-            &format!(
-                "/v1/performances/{}/seats",
-                performance["id"].as_str().unwrap()
-            ),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    map["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["state"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// Every booking ever made on the performance, from the attendee list.
@@ -126,7 +105,7 @@ on_each_engine! {
         app.clock.advance(chrono::Duration::minutes(30));
         app.run_jobs().await;
         assert_eq!(read_booking(&app, &customer, &booking).await["status"], "confirmed");
-        assert_eq!(seat_states(&app, &performance).await[..2], ["sold", "sold"]);
+        assert_eq!(seat_states(&app, performance["id"].as_str().unwrap()).await[..2], ["sold", "sold"]);
         assert_eq!(refund_jobs(&app).await, 0, "nothing to refund");
         assert_eq!(app.emails().len(), 1);
         assert_invariants(&app, &organizer, &performance).await;
@@ -150,7 +129,7 @@ on_each_engine! {
             app.run_jobs().await;
         }
         assert_eq!(read_booking(&app, &customer, &booking).await["status"], "confirmed");
-        assert_eq!(seat_states(&app, &performance).await[..2], ["sold", "sold"]);
+        assert_eq!(seat_states(&app, performance["id"].as_str().unwrap()).await[..2], ["sold", "sold"]);
         let first = app.store.payment(uuid(&tab1["payment_id"])).await.unwrap().unwrap();
         let second = app.store.payment(uuid(&tab2["payment_id"])).await.unwrap().unwrap();
         assert_eq!((first.status, second.status), (PaymentStatus::Refunded, PaymentStatus::Succeeded));
@@ -247,7 +226,7 @@ on_each_engine! {
             let expected = if paid.iter().any(|p| p["id"] == booking["id"]) { "refunded" } else { "cancelled" };
             assert_eq!(status, expected);
         }
-        assert!(seat_states(&app, &performance).await.iter().all(|s| s == "available"));
+        assert!(seat_states(&app, performance["id"].as_str().unwrap()).await.iter().all(|s| s == "available"));
         let sales: Value = app.get(&format!("/v1/events/{event_id}/sales"), Some(&organizer.access)).await.json().await.unwrap();
         let row = &sales["performances"][0];
         assert_eq!(row["cancellation_complete"], true, "{row}");
@@ -276,7 +255,7 @@ on_each_engine! {
             app.run_jobs().await;
         }
         assert_eq!(app.store.payment(uuid(&checkout["payment_id"])).await.unwrap().unwrap().status, PaymentStatus::Refunded);
-        assert!(seat_states(&app, &performance).await.iter().all(|s| s == "available"));
+        assert!(seat_states(&app, performance["id"].as_str().unwrap()).await.iter().all(|s| s == "available"));
         let hold = app.post("/v1/bookings", Some(&customer.access), json!({"performance_id": performance["id"], "quantity": 1, "best_available": true})).await;
         assert_eq!(assert_problem(hold, StatusCode::CONFLICT).await["type"], "/problems/not-on-sale");
         assert_invariants(&app, &organizer, &performance).await;
