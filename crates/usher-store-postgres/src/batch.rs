@@ -88,25 +88,9 @@ pub(crate) async fn hold_batch(
             continue;
         };
         if let Entry::Vacant(slot) = seat_maps.entry(hold.performance_id) {
-            let seats = sqlx::query!(
-                r#"SELECT id, group_position, row_position, seat_position,
-                          (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
-                   FROM units WHERE performance_id = $1"#,
-                hold.performance_id,
-                hold.now
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(|s| Seat {
-                unit_id: s.id,
-                section: s.group_position as u32,
-                row: s.row_position as u32,
-                seat: s.seat_position as u32,
-                free: s.free,
-            })
-            .collect();
+            let seats = crate::inventory::seats_to_choose_from(tx, hold.performance_id, hold.now)
+                .await
+                .map_err(backend)?;
             slot.insert(seats);
         }
         let Some(seats) = seat_maps.get_mut(&hold.performance_id) else {

@@ -789,6 +789,34 @@ impl From<StoreError> for Retry {
     }
 }
 
+/// A performance's seats as best available chooses among them (free: available, or
+/// held past its time), unlocked; shared by holds alone and hold batches.
+pub(crate) async fn seats_to_choose_from(
+    conn: &mut PgConnection,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<Seat>, sqlx::Error> {
+    let seats = sqlx::query!(
+        r#"SELECT id, group_position, row_position, seat_position,
+                  (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
+           FROM units WHERE performance_id = $1"#,
+        performance_id,
+        now
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(seats
+        .into_iter()
+        .map(|s| Seat {
+            unit_id: s.id,
+            section: s.group_position as u32,
+            row: s.row_position as u32,
+            seat: s.seat_position as u32,
+            free: s.free,
+        })
+        .collect())
+}
+
 /// One attempt of a hold inside the caller's transaction.
 async fn hold_in(
     tx: &mut PgConnection,
@@ -928,25 +956,7 @@ async fn hold_in(
             rows
         }
         Selection::BestAvailable { quantity } => {
-            let seats = sqlx::query!(
-                    r#"SELECT id, group_position, row_position, seat_position,
-                              (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
-                       FROM units WHERE performance_id = $1"#,
-                    hold.performance_id,
-                    now
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-            let seats: Vec<Seat> = seats
-                .into_iter()
-                .map(|s| Seat {
-                    unit_id: s.id,
-                    section: s.group_position as u32,
-                    row: s.row_position as u32,
-                    seat: s.seat_position as u32,
-                    free: s.free,
-                })
-                .collect();
+            let seats = seats_to_choose_from(tx, hold.performance_id, now).await?;
             let Some(chosen) = best_available::choose(&seats, *quantity as usize) else {
                 return Ok(Attempt::Done(CommandOutcome::Unavailable {
                     unit_ids: Vec::new(),
