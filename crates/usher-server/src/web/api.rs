@@ -106,13 +106,23 @@ impl Refusal {
     /// Whether the page that sent the form shows this again with the message (a
     /// refusal about what was asked), rather than an error page (signed out, not
     /// allowed, gone, or broken on our side).
-    pub fn answers_the_form(&self) -> bool {
+    fn answers_the_form(&self) -> bool {
         (self.status.is_client_error()
             && !matches!(
                 self.status,
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
             ))
             || self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// This refusal, when the form's page shows it ([`Self::answers_the_form`]); the
+    /// error page for any other.
+    pub fn for_the_form(self, visit: &Visit) -> Result<Self, super::PageError> {
+        if self.answers_the_form() {
+            Ok(self)
+        } else {
+            Err(super::PageError::refused(visit, self))
+        }
     }
 
     /// The problem as one or more sentences a person can act on.

@@ -109,8 +109,7 @@ async fn events(
             None,
         ),
         // A bad search is shown beside the box, not as an error page.
-        Err(refusal) if refusal.answers_the_form() => (vec![], None, Some(refusal.message())),
-        Err(refusal) => return Err(PageError::refused(&visit, refusal)),
+        Err(refusal) => (vec![], None, Some(refusal.for_the_form(&visit)?.message())),
     };
     ok(
         &web,
@@ -369,13 +368,13 @@ async fn hold(
             &visit,
             &format!("/performances/{id}"),
         )),
-        Err(refusal) if refusal.answers_the_form() => {
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
             let status = refusal.status;
             let mut view = performance_page(&visit, id, None).await?;
             view.problem = Some(hold_refusal_message(&refusal, view.map.as_ref()));
             Ok(page(&view, status, web.form_targets))
         }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
 
@@ -479,6 +478,13 @@ async fn checkout_page(
     })
 }
 
+/// The checkout page again with what the API said, for a refusal the page answers.
+async fn checkout_again(web: &WebState, visit: &Visit, id: Uuid, refusal: Refusal) -> PageResult {
+    let refusal = refusal.for_the_form(visit)?;
+    let view = checkout_page(visit, id, None, Some(refusal.message())).await?;
+    Ok(page(&view, refusal.status, web.form_targets))
+}
+
 /// Starts the payment: the mock provider's stand-in page, or the provider's own.
 async fn pay(
     State(web): State<WebState>,
@@ -497,12 +503,7 @@ async fn pay(
         ))
         .into_response()),
         Ok(checkout) => Ok(Redirect::to(&checkout.checkout_url).into_response()),
-        Err(refusal) if refusal.answers_the_form() => {
-            let status = refusal.status;
-            let view = checkout_page(&visit, id, None, Some(refusal.message())).await?;
-            Ok(page(&view, status, web.form_targets))
-        }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
+        Err(refusal) => checkout_again(&web, &visit, id, refusal).await,
     }
 }
 
@@ -532,12 +533,7 @@ async fn mock_pay(
             Ok(Redirect::to(&format!("/bookings?confirmed={id}")).into_response())
         }
         Ok(_) => Ok(Redirect::to(&format!("/checkout/{id}?declined=1")).into_response()),
-        Err(refusal) if refusal.answers_the_form() => {
-            let status = refusal.status;
-            let view = checkout_page(&visit, id, None, Some(refusal.message())).await?;
-            Ok(page(&view, status, web.form_targets))
-        }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
+        Err(refusal) => checkout_again(&web, &visit, id, refusal).await,
     }
 }
 
@@ -643,7 +639,8 @@ async fn cancel(
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/bookings?cancelled={id}")).into_response()),
-        Err(refusal) if refusal.answers_the_form() => {
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
             let status = refusal.status;
             let view = bookings_page(
                 &visit,
@@ -657,7 +654,6 @@ async fn cancel(
             .await?;
             Ok(page(&view, status, web.form_targets))
         }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
 
@@ -814,6 +810,7 @@ async fn login(State(web): State<WebState>, visit: Visit, form: Form) -> PageRes
             };
             Ok(page(&view, status, web.form_targets))
         }
+        // Wrong credentials (401) are the form's to say; anything else is an error page.
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
@@ -858,6 +855,7 @@ async fn signup(State(web): State<WebState>, visit: Visit, form: Form) -> PageRe
             };
             Ok(page(&view, status, web.form_targets))
         }
+        // Wrong credentials (401) are the form's to say; anything else is an error page.
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }

@@ -322,7 +322,8 @@ async fn create_event(State(web): State<WebState>, visit: Visit, form: Form) -> 
         Ok(event) => {
             Ok(Redirect::to(&format!("/organizer/events/{}?created=1", event.id)).into_response())
         }
-        Err(refusal) if refusal.answers_the_form() => {
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
             let status = refusal.status;
             if refusal.problem.errors.is_empty() {
                 view.problem = Some(refusal.message());
@@ -330,7 +331,6 @@ async fn create_event(State(web): State<WebState>, visit: Visit, form: Form) -> 
             view.errors = refusal.problem.errors;
             Ok(page(&view, status, web.form_targets))
         }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
 
@@ -410,7 +410,8 @@ async fn update_event(
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/organizer/events/{id}?saved=1")).into_response()),
-        Err(refusal) if refusal.answers_the_form() => {
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
             let status = refusal.status;
             if refusal.problem.errors.is_empty() {
                 view.problem = Some(refusal.message());
@@ -418,7 +419,6 @@ async fn update_event(
             view.errors = refusal.problem.errors;
             Ok(page(&view, status, web.form_targets))
         }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
 
@@ -437,13 +437,13 @@ async fn set_status(
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/organizer/events/{id}?saved=1")).into_response()),
-        Err(refusal) if refusal.answers_the_form() => {
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
             let status = refusal.status;
             let mut view = event_page(&visit, id).await?;
             view.problem = Some(refusal.message());
             Ok(page(&view, status, web.form_targets))
         }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
 
@@ -745,7 +745,8 @@ async fn create_performance(
         Ok(created) => {
             Ok(Redirect::to(&format!("/organizer/performances/{}", created.id)).into_response())
         }
-        Err(refusal) if refusal.answers_the_form() => {
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
             view.problems = if refusal.problem.errors.is_empty() {
                 vec![refusal.message()]
             } else {
@@ -762,7 +763,6 @@ async fn create_performance(
                 web.form_targets,
             ))
         }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
 
@@ -993,8 +993,10 @@ async fn set_units(
                     r.status,
                     "Some of those seats are held or sold, so nothing was changed. Pick only free (or blocked) seats.".to_owned(),
                 ),
-                Some(r) if r.answers_the_form() => (r.status, r.message()),
-                Some(r) => return Err(PageError::refused(&visit, r)),
+                Some(r) => {
+                    let r = r.for_the_form(&visit)?;
+                    (r.status, r.message())
+                }
             };
             let mut view = performance_page(&visit, id).await?;
             view.problem = Some(problem);
@@ -1089,12 +1091,12 @@ async fn set_role(
         .await
     {
         Ok(_) => Ok(Redirect::to("/admin?done=role").into_response()),
-        Err(refusal) if refusal.answers_the_form() => {
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
             let status = refusal.status;
             let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
             Ok(page(&view, status, web.form_targets))
         }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
 
@@ -1111,12 +1113,12 @@ async fn retry_job(
         .await
     {
         Ok(_) => Ok(Redirect::to("/admin?done=retry").into_response()),
-        Err(refusal) if refusal.answers_the_form() => {
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
             let status = refusal.status;
             let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
             Ok(page(&view, status, web.form_targets))
         }
-        Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
 
