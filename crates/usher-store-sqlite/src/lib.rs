@@ -74,11 +74,11 @@ impl SqliteStore {
             // When a COMMIT fails (disk full, I/O error) SQLite may already have rolled
             // the transaction back, so sqlx's ROLLBACK fails too and the connection
             // stays "in a transaction" in sqlx's count: every later BEGIN would become
-            // a SAVEPOINT. Such a connection is closed and a fresh one opened.
-            .after_release(|connection, _| {
+            // a SAVEPOINT. Such a connection is closed and a fresh one opened. Checked
+            // when the connection is next handed out, by then sqlx's own check on release
+            // has run the rollback the dropped transaction queued: a counter read, no I/O.
+            .before_acquire(|connection, _| {
                 Box::pin(async move {
-                    // Runs after any rollback the dropped transaction queued.
-                    sqlx::Connection::ping(connection).await?;
                     let sane = !sqlx::Connection::is_in_transaction(connection);
                     if !sane {
                         tracing::warn!(
