@@ -209,7 +209,6 @@ impl Application {
             self.listener,
             self.router,
             self.state.config().connections.clone(),
-            self.state.config().max_in_flight,
             stopped.clone(),
         )
         .await;

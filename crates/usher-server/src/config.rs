@@ -32,10 +32,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request still running after this answers 503.
     pub request_timeout: Duration,
-    /// Connections at once, header timeout and size ([`crate::connections`]).
+    /// Connections and requests in flight at once, header timeout and size
+    /// ([`crate::connections`]).
     pub connections: crate::connections::ConnectionLimits,
-    /// Requests in flight at once; beyond, 503 with `Retry-After`.
-    pub max_in_flight: usize,
     /// Longest wait for an outside service (Stripe's API, the SMTP server) per call.
     pub outbound_timeout: Duration,
     /// Hold time of performances created without one.
@@ -114,7 +113,6 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             connections: crate::connections::ConnectionLimits::default(),
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             outbound_timeout: Duration::from_secs(10),
             default_hold_ttl: HoldTtl::default(),
             refund_cutoff: chrono::Duration::hours(24),
@@ -136,10 +134,6 @@ impl Default for ServerConfig {
 /// Live messages a watcher may fall behind by: at one change per hold batch, several
 /// seconds of a rush.
 pub const DEFAULT_LIVE_BACKLOG: usize = 512;
-
-/// Requests in flight at once: far above what a rush needs to keep the write pipeline
-/// full (a few hundred), far below what exhausts memory.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 /// One password hash at a time per core.
 pub fn default_password_workers() -> usize {

@@ -49,7 +49,13 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Largest request line plus headers, in bytes.
     pub max_header_bytes: usize,
+    /// Requests in flight across all connections; beyond, 503 with `Retry-After`.
+    pub max_in_flight: usize,
 }
+
+/// Requests in flight at once: far above what a rush needs to keep the write pipeline
+/// full (a few hundred), far below what exhausts memory.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
@@ -57,6 +63,7 @@ impl Default for ConnectionLimits {
             max_connections: default_max_connections(),
             header_read_timeout: Duration::from_secs(20),
             max_header_bytes: 32 * 1024,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -88,11 +95,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
-    max_in_flight: usize,
     mut stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
-    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     let turning_away = Arc::new(Semaphore::new(SHED_AT_ONCE));
     loop {
         let (stream, remote) = tokio::select! {

@@ -115,7 +115,7 @@ struct ServeArgs {
     #[arg(long, env = "USHER_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
     /// Requests in flight at once; beyond, 503 with Retry-After at once.
-    #[arg(long, env = "USHER_MAX_IN_FLIGHT", default_value_t = usher_server::config::DEFAULT_MAX_IN_FLIGHT)]
+    #[arg(long, env = "USHER_MAX_IN_FLIGHT", default_value_t = usher_server::connections::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
     /// Longest wait, in seconds, for Stripe's API or the SMTP server per call; a
     /// checkout then answers 503 and a job retries later.
@@ -321,8 +321,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .max(1),
             header_read_timeout: Duration::from_secs(args.header_timeout_seconds.max(1)),
             max_header_bytes: args.max_header_bytes.max(1024),
+            max_in_flight: args.max_in_flight.max(1),
         },
-        max_in_flight: args.max_in_flight.max(1),
         outbound_timeout: Duration::from_secs(args.outbound_timeout_seconds.max(1)),
         default_hold_ttl,
         refund_cutoff: chrono::Duration::hours(i64::from(args.refund_cutoff_hours)),

@@ -138,4 +138,24 @@ on_each_engine! {
         let booking: Value = app.get(&format!("/v1/bookings/{}", paid["id"].as_str().unwrap()), Some(&customer.access)).await.json().await.unwrap();
         assert_eq!(booking["status"], "confirmed");
     }
+
+    async fn a_job_attempt_ends_at_its_deadline_whatever_the_outside_timeout(engine) {
+        let smtp = black_hole().await;
+        let app = spawn_app_with(engine, |c| {
+            c.mail.smtp_url = Some(format!("smtp://{smtp}"));
+            // The mailer would wait a minute; the attempt may take half the 2 s lease.
+            c.outbound_timeout = Duration::from_secs(60);
+            c.job_lease = chrono::Duration::seconds(2);
+        })
+        .await;
+        let (_, customer, _, _, booking) = held_pair(&app).await;
+        let checkout = start_checkout(&app, &customer, &booking).await;
+        pay(&app, &customer, &checkout, "succeeded").await;
+        let started = Instant::now();
+        assert_eq!(app.run_jobs().await, 1);
+        assert!(started.elapsed() < Duration::from_secs(3), "the attempt took {:?}", started.elapsed());
+        let queued = jobs(&app, "queued").await;
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(queued[0]["last_error"].as_str().unwrap().contains("took longer than"), "{queued:?}");
+    }
 }

@@ -167,9 +167,59 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_the_cap_frees_u
 }
 
 #[tokio::test]
+async fn an_open_websocket_keeps_its_connection_slot_until_it_closes() {
+    let app = spawn_app_with(Engine::Sqlite, |c| {
+        c.connections.max_connections = 2;
+        c.connections.header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (_, organizer, _) = app.cast().await;
+    let performance = on_sale(&app, &organizer, rows(&[4]), 4).await;
+    // The set-up's idle keep-alive connection closes at the header timeout.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let url = format!(
+        "ws://{}/v1/performances/{}/live",
+        socket_address(&app),
+        performance["id"].as_str().unwrap()
+    );
+    // Two watchers fill the cap: the upgraded sockets are connections still.
+    let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    for socket in [&mut first, &mut second] {
+        assert!(
+            socket
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .to_text()
+                .unwrap()
+                .contains("snapshot")
+        );
+    }
+    let answer = raw_get(&app, "/healthz").await;
+    assert!(status_line(&answer).contains("503"), "{answer}");
+    // One watcher leaves; its slot serves the next connection.
+    first.close(None).await.unwrap();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = raw_get(&app, "/healthz").await;
+        if status_line(&answer).contains("200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed socket's slot was never freed: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn requests_beyond_the_in_flight_cap_are_shed_and_health_still_answers() {
     let app = spawn_app_with(Engine::Sqlite, |c| {
-        c.max_in_flight = 2;
+        c.connections.max_in_flight = 2;
         c.request_timeout = Duration::from_secs(20);
     })
     .await;
