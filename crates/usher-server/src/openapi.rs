@@ -111,13 +111,13 @@ pub fn document_common_answers(openapi: &mut utoipa::openapi::OpenApi) {
                     .responses
                     .responses
                     .entry(status.to_owned())
-                    .or_insert_with(|| problem_response(description));
+                    .or_insert_with(|| documented_problem(description));
             }
         }
     }
 }
 
-fn problem_response(
+fn documented_problem(
     description: &str,
 ) -> utoipa::openapi::RefOr<utoipa::openapi::response::Response> {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};

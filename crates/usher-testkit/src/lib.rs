@@ -222,10 +222,6 @@ impl PgCluster {
             .unwrap_or_else(|e| panic!("postgres did not start again: {e}"));
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
