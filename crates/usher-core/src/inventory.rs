@@ -626,6 +626,8 @@ pub struct Performance {
     pub status: PerformanceStatus,
     /// Holds are refused before this moment (none: on sale once the event is published).
     pub on_sale_at: Option<DateTime<Utc>>,
+    /// Buyers queue in a waiting room and hold only with an admission from it.
+    pub waiting_room: bool,
     pub hold_ttl: HoldTtl,
     pub max_per_booking: MaxPerBooking,
     pub kind: SeatingKind,
@@ -729,6 +731,8 @@ pub struct Booking {
     pub units: Vec<BookedUnit>,
     /// The one payment that confirmed the booking.
     pub paid_by: Option<Uuid>,
+    /// Made by the waiting list for its buyer (an offer), not taken by them.
+    pub offer: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -57,6 +57,7 @@ pub(crate) async fn hold_batch(
                 unit_ids: Vec::new(),
             }),
             Some(f) if !f.on_sale(hold.now) => Plan::Decided(CommandOutcome::NotOnSale),
+            Some(f) if f.kept_for_waiting_list(hold) => Plan::Decided(hold.refused()),
             Some(_) => match &hold.selection {
                 Selection::BestAvailable { .. } => Plan::Take(Vec::new()),
                 Selection::Units(ids) => Plan::Take(ids.clone()),
@@ -307,6 +308,7 @@ pub(crate) async fn hold_batch(
         Vec::new(),
         Vec::new(),
     );
+    let mut offers = Vec::new();
     let (mut bu_booking, mut bu_unit, mut bu_price) = (Vec::new(), Vec::new(), Vec::new());
     for (hold, plan) in holds.iter().zip(&plans) {
         let (Plan::Take(_), Some(units), Some(f)) = (
@@ -323,6 +325,7 @@ pub(crate) async fn hold_batch(
         totals.push(units.iter().map(|u| u.price_amount).sum::<i64>());
         currencies.push(f.currency.as_str().to_owned());
         created.push(hold.now);
+        offers.push(hold.offer);
         for unit in units {
             bu_booking.push(hold.booking_id);
             bu_unit.push(unit.id);
@@ -332,19 +335,20 @@ pub(crate) async fn hold_batch(
     if !ids.is_empty() {
         sqlx::query!(
             "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
-                                   currency, created_at, updated_at)
+                                   currency, created_at, updated_at, offer)
              SELECT b.id, b.user_id, b.performance_id, 'held', b.held_until, b.total, b.currency,
-                    b.created, b.created
+                    b.created, b.created, b.offer
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::bigint[],
-                         $6::text[], $7::timestamptz[])
-                  AS b(id, user_id, performance_id, held_until, total, currency, created)",
+                         $6::text[], $7::timestamptz[], $8::bool[])
+                  AS b(id, user_id, performance_id, held_until, total, currency, created, offer)",
             &ids,
             &users,
             &perfs,
             &helds,
             &totals,
             &currencies,
-            &created
+            &created,
+            &offers
         )
         .execute(&mut *tx)
         .await
@@ -422,6 +426,14 @@ async fn performances(
     .fetch_all(&mut *tx)
     .await
     .map_err(backend)?;
+    let waited_for = sqlx::query!(
+        "SELECT DISTINCT performance_id, ticket_type_id FROM waitlist_entries
+         WHERE performance_id = ANY($1) AND status = 'waiting'",
+        &ids
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(backend)?;
     rows.into_iter()
         .map(|r| {
             Ok((
@@ -436,6 +448,11 @@ async fn performances(
                         .iter()
                         .filter(|g| g.performance_id == r.id)
                         .map(|g| (g.id, g.name.clone()))
+                        .collect(),
+                    waited_for: waited_for
+                        .iter()
+                        .filter(|w| w.performance_id == r.id)
+                        .map(|w| w.ticket_type_id)
                         .collect(),
                 },
             ))

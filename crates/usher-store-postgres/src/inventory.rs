@@ -47,7 +47,7 @@ fn is_retryable(error: &sqlx::Error) -> bool {
 }
 
 /// What one attempt of a hold concluded.
-enum Attempt {
+pub(crate) enum Attempt {
     Done(CommandOutcome),
     /// Best-available seats were taken between reading and writing: choose again.
     LostRace,
@@ -70,8 +70,8 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query!(
             "INSERT INTO performances (id, event_id, starts_at, hold_ttl_seconds, max_per_booking,
-                                       kind, currency, on_sale_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                       kind, currency, on_sale_at, created_at, waiting_room)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             id,
             new.event_id,
             new.starts_at,
@@ -80,7 +80,8 @@ impl PostgresStore {
             kind.as_str(),
             currency.as_str(),
             new.on_sale_at,
-            now
+            now,
+            new.waiting_room
         )
         .execute(&mut *tx)
         .await
@@ -143,6 +144,7 @@ impl PostgresStore {
             starts_at: new.starts_at,
             status: PerformanceStatus::Scheduled,
             on_sale_at: new.on_sale_at,
+            waiting_room: new.waiting_room,
             hold_ttl: new.hold_ttl,
             max_per_booking: new.max_per_booking,
             kind,
@@ -162,7 +164,7 @@ impl PostgresStore {
             PerformanceRow,
             r#"SELECT id, event_id, starts_at, hold_ttl_seconds::bigint AS "hold_ttl_seconds!",
                       max_per_booking::bigint AS "max_per_booking!", kind, currency, status,
-                      on_sale_at, created_at
+                      on_sale_at, waiting_room, created_at
                FROM performances
                WHERE ($1::uuid IS NULL OR event_id = $1) AND ($2::uuid IS NULL OR id = $2)
                ORDER BY starts_at, id"#,
@@ -550,7 +552,8 @@ impl PostgresStore {
                  hold_ttl_seconds = coalesce($3, hold_ttl_seconds),
                  max_per_booking = coalesce($4, max_per_booking),
                  on_sale_at = CASE WHEN $5 THEN $6 ELSE on_sale_at END,
-                 status = CASE WHEN $7 THEN 'cancelled' ELSE status END
+                 status = CASE WHEN $7 THEN 'cancelled' ELSE status END,
+                 waiting_room = coalesce($8, waiting_room)
              WHERE id = $1",
             id,
             patch.starts_at,
@@ -558,7 +561,8 @@ impl PostgresStore {
             patch.max_per_booking.map(|m| m.get() as i32),
             patch.on_sale_at.is_some(),
             patch.on_sale_at.flatten(),
-            cancel
+            cancel,
+            patch.waiting_room
         )
         .execute(&mut *tx)
         .await
@@ -818,19 +822,27 @@ pub(crate) async fn seats_to_choose_from(
 }
 
 /// One attempt of a hold inside the caller's transaction.
-async fn hold_in(
+pub(crate) async fn hold_in(
     tx: &mut PgConnection,
     hold: &HoldCommand,
     wait_for_locks: bool,
 ) -> Result<Attempt, Retry> {
     let now = hold.now;
+    let asked_type = match &hold.selection {
+        Selection::General { ticket_type_id, .. } => Some(*ticket_type_id),
+        _ => None,
+    };
     let Some(performance) = sqlx::query!(
         r#"SELECT p.currency,
                   (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2
-                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= $2)) AS "on_sale!"
+                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= $2)) AS "on_sale!",
+                  EXISTS (SELECT 1 FROM waitlist_entries w
+                          WHERE w.performance_id = p.id AND w.status = 'waiting'
+                            AND (w.ticket_type_id IS NULL OR w.ticket_type_id = $3)) AS "waited_for!"
            FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
         hold.performance_id,
-        now
+        now,
+        asked_type
     )
     .fetch_optional(&mut *tx)
     .await?
@@ -841,6 +853,9 @@ async fn hold_in(
     };
     if !performance.on_sale {
         return Ok(Attempt::Done(CommandOutcome::NotOnSale));
+    }
+    if performance.waited_for && !hold.offer {
+        return Ok(Attempt::Done(hold.refused()));
     }
     let currency = performance.currency;
     let asked = match &hold.selection {
@@ -973,15 +988,16 @@ async fn hold_in(
     let total: i64 = taken.iter().map(|t| t.1).sum();
     sqlx::query!(
         "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
-                                   currency, created_at, updated_at)
-             VALUES ($1, $2, $3, 'held', $4, $5, $6, $7, $7)",
+                                   currency, created_at, updated_at, offer)
+             VALUES ($1, $2, $3, 'held', $4, $5, $6, $7, $7, $8)",
         hold.booking_id,
         hold.user_id,
         hold.performance_id,
         hold.held_until,
         total,
         currency,
-        now
+        now,
+        hold.offer
     )
     .execute(&mut *tx)
     .await?;
@@ -1108,7 +1124,7 @@ pub(crate) async fn load_bookings(
     let rows = sqlx::query_as!(
         BookingRow,
         "SELECT id, user_id, performance_id, status, held_until, total_amount, currency,
-                paid_by, created_at, updated_at
+                paid_by, offer, created_at, updated_at
          FROM bookings WHERE id = ANY($1)",
         ids
     )

@@ -56,8 +56,8 @@ impl SqliteStore {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         sqlx::query!(
             "INSERT INTO performances (id, event_id, starts_at, hold_ttl_seconds, max_per_booking,
-                                       kind, currency, on_sale_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                       kind, currency, on_sale_at, waiting_room, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9)",
             id,
             new.event_id,
             new.starts_at,
@@ -66,7 +66,8 @@ impl SqliteStore {
             kind_name,
             currency_name,
             new.on_sale_at,
-            now
+            now,
+            new.waiting_room
         )
         .execute(&mut *tx)
         .await
@@ -136,6 +137,7 @@ impl SqliteStore {
             starts_at: new.starts_at,
             status: PerformanceStatus::Scheduled,
             on_sale_at: new.on_sale_at,
+            waiting_room: new.waiting_room,
             hold_ttl: new.hold_ttl,
             max_per_booking: new.max_per_booking,
             kind,
@@ -157,6 +159,7 @@ impl SqliteStore {
                       starts_at AS "starts_at!: DateTime<Utc>", hold_ttl_seconds,
                       max_per_booking, kind, currency, status,
                       on_sale_at AS "on_sale_at?: DateTime<Utc>",
+                      waiting_room AS "waiting_room!: bool",
                       created_at AS "created_at!: DateTime<Utc>"
                FROM performances
                WHERE (?1 IS NULL OR event_id = ?1) AND (?2 IS NULL OR id = ?2)
@@ -443,7 +446,8 @@ impl SqliteStore {
                          hold_ttl_seconds = coalesce(?3, hold_ttl_seconds),
                          max_per_booking = coalesce(?4, max_per_booking),
                          on_sale_at = CASE WHEN ?5 THEN ?6 ELSE on_sale_at END,
-                         status = CASE WHEN ?7 THEN 'cancelled' ELSE status END
+                         status = CASE WHEN ?7 THEN 'cancelled' ELSE status END,
+                         waiting_room = coalesce(?8, waiting_room)
                      WHERE id = ?1",
                     id,
                     patch.starts_at,
@@ -451,7 +455,8 @@ impl SqliteStore {
                     max,
                     set_on_sale,
                     on_sale_at,
-                    cancel
+                    cancel,
+                    patch.waiting_room
                 )
                 .execute(&mut *tx)
                 .await
@@ -721,6 +726,14 @@ async fn performance_facts<'c>(
                 .into_iter()
                 .map(|g| (g.id, g.name))
                 .collect();
+                let waited_for = sqlx::query_scalar!(
+                    r#"SELECT DISTINCT ticket_type_id AS "ticket_type_id?: Uuid"
+                       FROM waitlist_entries WHERE performance_id = ?1 AND status = 'waiting'"#,
+                    performance_id
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
                 Some(HoldFacts {
                     currency: stored_currency(&row.currency)?,
                     kind: SeatingKind::parse(&row.kind).map_err(crate::corrupt)?,
@@ -728,6 +741,7 @@ async fn performance_facts<'c>(
                     starts_at: row.starts_at,
                     on_sale_at: row.on_sale_at,
                     groups,
+                    waited_for,
                 })
             }
         };
@@ -746,7 +760,7 @@ enum Take {
 /// its units only if it can have them all; the bookings and their units are then
 /// written in two statements for all of them, and each booking is answered from what
 /// the statements returned.
-async fn hold_all(
+pub(crate) async fn hold_all(
     tx: &mut SqliteConnection,
     holds: &[HoldCommand],
 ) -> StoreResult<(Vec<CommandOutcome>, Vec<LiveChange>)> {
@@ -774,6 +788,7 @@ async fn hold_all(
             total,
             performance.currency.as_str(),
             times(hold.now),
+            hold.offer,
         ]));
         for unit in units {
             booked_units.push(serde_json::json!([
@@ -802,9 +817,10 @@ async fn hold_all(
         let bookings = serde_json::Value::from(bookings).to_string();
         sqlx::query!(
             "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
-                                   currency, created_at, updated_at)
+                                   currency, created_at, updated_at, offer)
              SELECT unhex(j.value ->> 0), unhex(j.value ->> 1), unhex(j.value ->> 2), 'held',
-                    j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 6
+                    j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 6,
+                    j.value ->> 7
              FROM json_each(?1) AS j",
             bookings
         )
@@ -865,6 +881,9 @@ async fn take(
     };
     if !performance.on_sale(now) {
         return Ok(Take::Refused(CommandOutcome::NotOnSale));
+    }
+    if performance.kept_for_waiting_list(hold) {
+        return Ok(Take::Refused(hold.refused()));
     }
     let wanted: Vec<Uuid> = match &hold.selection {
         Selection::Units(ids) => {
@@ -1112,7 +1131,7 @@ pub(crate) async fn load_bookings(
         r#"SELECT id AS "id!: Uuid", user_id AS "user_id!: Uuid",
                   performance_id AS "performance_id!: Uuid", status,
                   held_until AS "held_until!: DateTime<Utc>", total_amount, currency,
-                  paid_by AS "paid_by?: Uuid",
+                  paid_by AS "paid_by?: Uuid", offer AS "offer!: bool",
                   created_at AS "created_at!: DateTime<Utc>", updated_at AS "updated_at!: DateTime<Utc>"
            FROM bookings WHERE id IN (SELECT unhex(value) FROM json_each(?1))"#,
         list

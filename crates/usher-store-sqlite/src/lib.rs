@@ -8,6 +8,7 @@
 mod inventory;
 mod live;
 mod payments;
+mod waiting;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -24,6 +25,10 @@ use usher_core::{
     User,
 };
 use usher_store::payments::job_kind;
+use usher_store::{
+    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry, WaitlistJoin,
+    WaitlistJoined,
+};
 use usher_store::{
     Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart,
     InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent,
@@ -665,6 +670,74 @@ impl Store for SqliteStore {
 
     async fn units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>> {
         self.list_units(performance_id, now).await
+    }
+
+    async fn waitlist_join(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
+        self.join_waitlist(join).await
+    }
+
+    async fn waitlist_entry(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<WaitlistEntry>> {
+        self.waitlist_entry_at(id, now).await
+    }
+
+    async fn waitlist_of_user(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<WaitlistEntry>> {
+        self.user_waitlist(user_id, now, limit, after).await
+    }
+
+    async fn waitlist_leave(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<WaitlistEntry>> {
+        self.leave_waitlist(id, now).await
+    }
+
+    async fn waitlist_serve(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        offer_ttl: chrono::Duration,
+    ) -> StoreResult<Vec<(Uuid, Booking)>> {
+        self.serve_waitlist(performance_id, now, offer_ttl).await
+    }
+
+    async fn waitlists_to_serve(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        self.waitlists_due(now).await
+    }
+
+    async fn queue_join(&self, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>> {
+        self.join_queues(joins).await
+    }
+
+    async fn queue_ticket(&self, id: Uuid) -> StoreResult<Option<QueueTicket>> {
+        self.ticket(id).await
+    }
+
+    async fn queue_room(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+        self.queue_room_of(performance_id).await
+    }
+
+    async fn queue_rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        self.rooms_due(now).await
+    }
+
+    async fn queue_advance(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        policy: AdmissionPolicy,
+    ) -> StoreResult<Option<QueueRoom>> {
+        self.advance_queue(performance_id, now, policy).await
     }
 
     async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {

@@ -18,6 +18,7 @@ pub struct NewPerformance {
     pub starts_at: DateTime<Utc>,
     /// Holds are refused before this moment.
     pub on_sale_at: Option<DateTime<Utc>>,
+    pub waiting_room: bool,
     pub hold_ttl: HoldTtl,
     pub max_per_booking: MaxPerBooking,
     pub seating: SeatingPlan,
@@ -65,6 +66,7 @@ pub struct PerformancePatch {
     pub max_per_booking: Option<MaxPerBooking>,
     /// `Some(None)` clears it.
     pub on_sale_at: Option<Option<DateTime<Utc>>>,
+    pub waiting_room: Option<bool>,
     /// Only `Cancelled` is a change; cancelling queues the refunds and releases.
     pub status: Option<PerformanceStatus>,
 }
@@ -127,6 +129,20 @@ pub struct HoldCommand {
     pub selection: Selection,
     pub now: DateTime<Utc>,
     pub held_until: DateTime<Utc>,
+    /// Made by the waiting list: it may take units kept for the waiting list.
+    pub offer: bool,
+}
+
+impl HoldCommand {
+    /// The refusal of a hold whose units are not to be had: the named ones, if any.
+    pub fn refused(&self) -> CommandOutcome {
+        CommandOutcome::Unavailable {
+            unit_ids: match &self.selection {
+                Selection::Units(ids) => ids.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +238,7 @@ pub struct BookingRow {
     pub total_amount: i64,
     pub currency: String,
     pub paid_by: Option<Uuid>,
+    pub offer: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -263,6 +280,7 @@ impl BookingRow {
                 })
                 .collect(),
             paid_by: self.paid_by,
+            offer: self.offer,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -286,6 +304,7 @@ pub struct PerformanceRow {
     pub currency: String,
     pub status: String,
     pub on_sale_at: Option<DateTime<Utc>>,
+    pub waiting_room: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -333,6 +352,7 @@ pub fn assemble_performances(
                 status: PerformanceStatus::parse(&row.status)
                     .map_err(corrupt_value("performances.status"))?,
                 on_sale_at: row.on_sale_at,
+                waiting_room: row.waiting_room,
                 hold_ttl: HoldTtl::parse(row.hold_ttl_seconds)
                     .map_err(corrupt_value("performances.hold_ttl_seconds"))?,
                 max_per_booking: MaxPerBooking::parse(row.max_per_booking)
@@ -454,9 +474,26 @@ pub struct HoldFacts {
     pub on_sale_at: Option<DateTime<Utc>>,
     /// Sections or ticket types: (id, name).
     pub groups: Vec<(Uuid, String)>,
+    /// What people wait for on the waiting list: a ticket type, or (`None`) any seat.
+    pub waited_for: Vec<Option<Uuid>>,
 }
 
 impl HoldFacts {
+    /// Whether this hold must leave its units to the waiting list: while anyone waits
+    /// for what it asks, units that come free are theirs first. Offers are exempt.
+    pub fn kept_for_waiting_list(&self, hold: &HoldCommand) -> bool {
+        if hold.offer {
+            return false;
+        }
+        let asked = match hold.selection {
+            Selection::General { ticket_type_id, .. } => Some(ticket_type_id),
+            Selection::Units(_) | Selection::BestAvailable { .. } => None,
+        };
+        self.waited_for
+            .iter()
+            .any(|scope| scope.is_none() || *scope == asked)
+    }
+
     /// Whether holds are taken at `now`: open, not started, past its on-sale time.
     pub fn on_sale(&self, now: DateTime<Utc>) -> bool {
         self.open && self.starts_at > now && self.on_sale_at.is_none_or(|t| t <= now)
@@ -514,6 +551,7 @@ pub fn held_booking(
             })
             .collect(),
         paid_by: None,
+        offer: hold.offer,
         created_at: hold.now,
         updated_at: hold.now,
     }

@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod payments;
 pub mod pipeline;
+pub mod waiting;
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
     HeldUnit, HoldCommand, HoldFacts, InventoryCommand, NewPerformance, PerformanceInventory,
@@ -34,6 +35,10 @@ pub use payments::{
     IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
 };
 pub use pipeline::{HoldWriter, WritePipeline};
+pub use waiting::{
+    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueState, QueueTicket, WaitlistEntry,
+    WaitlistJoin, WaitlistJoined, WaitlistStatus,
+};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -312,6 +317,62 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<Attendee>>;
     /// Up to `limit` bookings of a cancelled sale that are still held or confirmed.
     async fn live_bookings(&self, scope: SaleScope, limit: u32) -> StoreResult<Vec<Uuid>>;
+
+    // --- the waiting list ([`waiting`]) ----------------------------------------------
+
+    /// Puts the user on the performance's waiting list, if what they ask cannot be had
+    /// now (not enough units free, or others already waiting for them).
+    async fn waitlist_join(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined>;
+    async fn waitlist_entry(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<WaitlistEntry>>;
+    /// The user's entries, newest first.
+    async fn waitlist_of_user(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<WaitlistEntry>>;
+    /// Takes a waiting or offered entry off the list (an offer's hold is the caller's to
+    /// cancel). The entry as it reads afterwards; `None` if there is no such entry.
+    async fn waitlist_leave(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<WaitlistEntry>>;
+    /// Serves the performance's waiting list from its free units ([`waiting::serve`]) in
+    /// one transaction, one serving per performance at a time. The offers made, each with
+    /// its entry's id.
+    async fn waitlist_serve(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        offer_ttl: chrono::Duration,
+    ) -> StoreResult<Vec<(Uuid, Booking)>>;
+    /// Performances on sale that someone waits for, with units free for them now.
+    async fn waitlists_to_serve(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
+
+    // --- the waiting room ([`waiting`]) ----------------------------------------------
+
+    /// Joins queues, many at once (one transaction for them all). Each join's answer, in
+    /// order.
+    async fn queue_join(&self, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>>;
+    async fn queue_ticket(&self, id: Uuid) -> StoreResult<Option<QueueTicket>>;
+    async fn queue_room(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>>;
+    /// Waiting rooms whose sale has opened (or opens now) with someone still waiting.
+    async fn queue_rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
+    /// The gatekeeper's step for one performance, one at a time: makes the draw at the
+    /// opening, admits as many as what is left to sell calls for, closes the queue when
+    /// everything is sold. The room afterwards.
+    async fn queue_advance(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        policy: AdmissionPolicy,
+    ) -> StoreResult<Option<QueueRoom>>;
 
     // --- payments ------------------------------------------------------------------
 

@@ -43,12 +43,15 @@ pub mod job_kind {
     pub const REFUND: &str = "refund";
     /// Works through the bookings of a cancelled event or performance.
     pub const CANCEL_SALE: &str = "cancel_sale";
+    /// Tells someone on the waiting list that units are held for them.
+    pub const OFFER_EMAIL: &str = "offer_email";
 }
 
 /// The kinds of email a booking gets, each at most once.
 pub mod email_kind {
     pub const CONFIRMATION: &str = "confirmation";
     pub const CANCELLATION: &str = "cancellation";
+    pub const OFFER: &str = "offer";
 }
 
 /// How many times a job is tried before it is parked as dead.

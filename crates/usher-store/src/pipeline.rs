@@ -207,6 +207,7 @@ mod tests {
             selection: Selection::BestAvailable { quantity: 1 },
             now,
             held_until: now,
+            offer: false,
         }
     }
 

@@ -118,6 +118,7 @@ pub async fn performance(
             event_id,
             starts_at: now + Duration::days(7),
             on_sale_at: None,
+            waiting_room: false,
             hold_ttl: HoldTtl::default(),
             max_per_booking: MaxPerBooking::parse(i64::from(max_per_booking)).expect("max"),
             seating,

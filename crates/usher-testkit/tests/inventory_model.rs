@@ -128,6 +128,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     selection,
                     now,
                     held_until: now + Duration::seconds(TTL_SECONDS),
+                    offer: false,
                 })
             };
             match op {

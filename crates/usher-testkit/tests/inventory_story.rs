@@ -28,6 +28,7 @@ fn hold(
         selection,
         now,
         held_until: now + Duration::seconds(TTL),
+        offer: false,
     })
 }
 

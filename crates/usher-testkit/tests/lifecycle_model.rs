@@ -247,6 +247,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             selection: Selection::Units(ids),
                             now,
                             held_until: now + Duration::seconds(TTL_SECONDS),
+                            offer: false,
                         }))
                         .await
                         .unwrap();

@@ -33,6 +33,7 @@ async fn hold(
             selection: Selection::Units(units),
             now,
             held_until: now + Duration::minutes(10),
+            offer: false,
         }))
         .await
         .unwrap();
@@ -476,6 +477,7 @@ on_each_engine! {
                         selection: Selection::Units(pair),
                         now,
                         held_until: now + Duration::minutes(10),
+                        offer: false,
                     }))
                     .await?;
                 Ok(matches!(outcome, CommandOutcome::Held(_)).then_some(booking_id))

@@ -63,6 +63,7 @@ pub async fn run(store: &dyn Store) -> anyhow::Result<()> {
                 store
                     .create_performance(NewPerformance {
                         on_sale_at: None,
+                        waiting_room: false,
                         event_id,
                         starts_at: usher_store::now() + Duration::days(days),
                         hold_ttl: HoldTtl::default(),

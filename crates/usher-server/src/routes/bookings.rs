@@ -254,6 +254,7 @@ async fn create_booking(
             selection,
             now,
             held_until: now + performance.hold_ttl.duration(),
+            offer: false,
         }))
         .await?;
     match outcome {

@@ -172,7 +172,17 @@ pub struct CreatePerformanceRequest {
     pub max_per_booking: Option<i64>,
     /// Holds are refused (409 `not-on-sale`) before this moment; before `starts_at`.
     pub on_sale_at: Option<DateTime<Utc>>,
+    /// `{enabled: true}`: buyers queue in a waiting room and hold only once admitted.
+    pub waiting_room: Option<WaitingRoomSetting>,
     pub seating: SeatingRequest,
+}
+
+/// Whether buyers queue in a waiting room (`POST /v1/performances/{id}/queue`) and need
+/// an admission (`Usher-Admission` header) to hold.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRoomSetting {
+    pub enabled: bool,
 }
 
 /// Fields left out stay as they are; `on_sale_at: null` removes the on-sale time.
@@ -188,6 +198,7 @@ pub struct UpdatePerformanceRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub on_sale_at: Option<Option<DateTime<Utc>>>,
+    pub waiting_room: Option<WaitingRoomSetting>,
     /// Only `cancelled`: final; every hold is released, every confirmed booking refunded
     /// and its buyer emailed.
     #[schema(example = "cancelled")]
@@ -269,6 +280,7 @@ pub struct PerformanceView {
     pub status: String,
     /// Holds are refused before this moment.
     pub on_sale_at: Option<DateTime<Utc>>,
+    pub waiting_room: WaitingRoomSetting,
     pub currency: String,
     pub capacity: u64,
     /// Free to hold now (expired holds count as free).
@@ -463,6 +475,7 @@ async fn create_performance(
             event_id: event.id,
             starts_at,
             on_sale_at,
+            waiting_room: body.waiting_room.is_some_and(|w| w.enabled),
             hold_ttl: hold_ttl.unwrap_or(state.config().default_hold_ttl),
             max_per_booking: max_per_booking.unwrap_or_default(),
             seating,
@@ -535,6 +548,17 @@ async fn update_performance(
     if on_sale_at.flatten().is_some_and(|t| t >= starts) {
         fields.reject("on_sale_at", "the sale opens before the performance starts");
     }
+    if let (Some(_), Some(opened)) = (on_sale_at, performance.on_sale_at)
+        && opened <= now
+    {
+        fields.reject(
+            "on_sale_at",
+            format!(
+                "the sale opened at {}; it can no longer be moved",
+                opened.to_rfc3339()
+            ),
+        );
+    }
     let status = match body.status.as_deref() {
         None => None,
         Some("cancelled") => Some(PerformanceStatus::Cancelled),
@@ -562,6 +586,7 @@ async fn update_performance(
                 hold_ttl,
                 max_per_booking,
                 on_sale_at,
+                waiting_room: body.waiting_room.map(|w| w.enabled),
                 status,
             },
             now,
@@ -925,6 +950,9 @@ async fn performance_view(
         kind: performance.kind.as_str().into(),
         status: status.as_str().into(),
         on_sale_at: performance.on_sale_at,
+        waiting_room: WaitingRoomSetting {
+            enabled: performance.waiting_room,
+        },
         currency: performance.currency.as_str().into(),
         capacity: total.capacity,
         available: total.available,

@@ -1,0 +1,745 @@
+//! The waiting list and the waiting room on PostgreSQL. Several instances may serve the
+//! same waiting list or step the same queue: each serving locks its performance's row
+//! (`FOR NO KEY UPDATE`, which new bookings' foreign keys do not wait for), each
+//! gatekeeper step and each batch of joins locks the queue's room row. Offers are made
+//! by the hold path itself, so the conditional writes stay the arbiter.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use usher_core::{Booking, Cursor, PageLimit, UnitState};
+use usher_store::payments::job_kind;
+use usher_store::waiting::{self, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
+use usher_store::{
+    AdmissionPolicy, ChangeSet, CommandOutcome, HoldCommand, Page, QueueJoin, QueueJoined,
+    QueueRoom, QueueTicket, StoreError, StoreResult, WaitlistEntry, WaitlistJoin, WaitlistJoined,
+    paginate,
+};
+
+use crate::inventory::{Attempt, hold_in};
+use crate::payments::enqueue;
+use crate::{PostgresStore, backend};
+
+/// Entries with their offer's booking and their place in line.
+macro_rules! entry_rows {
+    ($conn:expr, $filter:literal, $($arg:expr),*) => {
+        sqlx::query_as!(
+            WaitlistRow,
+            r#"SELECT w.id, w.user_id, w.performance_id, w.ticket_type_id,
+                      w.quantity::bigint AS "quantity!", w.status, w.booking_id,
+                      b.status AS "booking_status?", b.held_until AS "booking_held_until?",
+                      CASE WHEN w.status = 'waiting' THEN
+                          (SELECT COUNT(*) FROM waitlist_entries o
+                           WHERE o.performance_id = w.performance_id AND o.status = 'waiting'
+                             AND o.ticket_type_id IS NOT DISTINCT FROM w.ticket_type_id
+                             AND (o.created_at, o.id) < (w.created_at, w.id)) + 1
+                      END AS "position?",
+                      w.created_at
+               FROM waitlist_entries w LEFT JOIN bookings b ON b.id = w.booking_id
+               WHERE "# + $filter,
+            $($arg),*
+        )
+        .fetch_all($conn)
+        .await
+        .map_err(backend)
+    };
+}
+
+impl PostgresStore {
+    pub(crate) async fn join_waitlist(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        match join_in(&mut tx, &join).await {
+            Ok(joined @ WaitlistJoined::Joined(_)) => {
+                match tx.commit().await {
+                    Ok(()) => Ok(joined),
+                    Err(error) => Err(backend(error)),
+                }
+            }
+            Ok(other) => {
+                tx.rollback().await.map_err(backend)?;
+                Ok(other)
+            }
+            Err(error) => {
+                let _ = tx.rollback().await;
+                // The same user joining twice at once: the second finds the first.
+                match self.waiting_entry_of(&join).await? {
+                    Some(entry) if matches!(error, StoreError::Backend(_)) => {
+                        Ok(WaitlistJoined::AlreadyWaiting(entry))
+                    }
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+
+    async fn waiting_entry_of(&self, join: &WaitlistJoin) -> StoreResult<Option<WaitlistEntry>> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        entry_rows!(
+            &mut *conn,
+            "w.performance_id = $1 AND w.user_id = $2 AND w.status = 'waiting'",
+            join.performance_id,
+            join.user_id
+        )?
+        .pop()
+        .map(|row| row.into_entry(join.now))
+        .transpose()
+    }
+
+    pub(crate) async fn waitlist_entry_at(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<WaitlistEntry>> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        entry_rows!(&mut *conn, "w.id = $1", id)?
+            .pop()
+            .map(|row| row.into_entry(now))
+            .transpose()
+    }
+
+    pub(crate) async fn user_waitlist(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<WaitlistEntry>> {
+        let after = after.map(Cursor::id);
+        let fetch = i64::from(limit.get()) + 1;
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let rows = entry_rows!(
+            &mut *conn,
+            "w.user_id = $1 AND ($2::uuid IS NULL OR w.id < $2) ORDER BY w.id DESC LIMIT $3",
+            user_id,
+            after,
+            fetch
+        )?;
+        let entries = rows
+            .into_iter()
+            .map(|row| row.into_entry(now))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(entries, limit, |e| e.id))
+    }
+
+    pub(crate) async fn leave_waitlist(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<WaitlistEntry>> {
+        sqlx::query!(
+            "UPDATE waitlist_entries SET status = 'left', updated_at = $2
+             WHERE id = $1 AND status IN ('waiting', 'offered')",
+            id,
+            now
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        self.waitlist_entry_at(id, now).await
+    }
+
+    pub(crate) async fn serve_waitlist(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        offer_ttl: Duration,
+    ) -> StoreResult<Vec<(Uuid, Booking)>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let locked = sqlx::query_scalar!(
+            "SELECT id FROM performances WHERE id = $1 FOR NO KEY UPDATE",
+            performance_id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if locked.is_none() {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(Vec::new());
+        }
+        let mut serving = Serving { conn: &mut tx };
+        let offers = match waiting::serve(&mut serving, performance_id, now, offer_ttl).await {
+            Ok(offers) => offers,
+            Err(error) => {
+                let _ = tx.rollback().await;
+                return Err(error);
+            }
+        };
+        if offers.is_empty() {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(offers);
+        }
+        // The feed last: its heads are the last locks a transaction takes.
+        let mut moved = ChangeSet::new();
+        for (_, booking) in &offers {
+            moved.extend(
+                UnitState::Held,
+                booking.units.iter().map(|u| (performance_id, u.unit_id)),
+            );
+        }
+        let live = match crate::live::record(&mut tx, moved, now).await {
+            Ok(live) => live,
+            Err(error) => {
+                let _ = tx.rollback().await;
+                return Err(error);
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        self.live.publish(live);
+        Ok(offers)
+    }
+
+    pub(crate) async fn waitlists_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        sqlx::query_scalar!(
+            r#"SELECT DISTINCT w.performance_id AS "id!"
+               FROM waitlist_entries w
+               JOIN performances p ON p.id = w.performance_id
+               JOIN events e ON e.id = p.event_id
+               WHERE w.status = 'waiting' AND p.status = 'scheduled' AND e.status = 'published'
+                 AND p.starts_at > $1 AND (p.on_sale_at IS NULL OR p.on_sale_at <= $1)
+                 AND EXISTS (SELECT 1 FROM units u
+                             WHERE u.performance_id = w.performance_id
+                               AND (u.state = 'available' OR (u.state = 'held' AND u.held_until <= $1)))"#,
+            now
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    // --- the waiting room -----------------------------------------------------------
+
+    pub(crate) async fn join_queues(&self, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        match join_queues_in(&mut tx, joins).await {
+            Ok(answers) => {
+                tx.commit().await.map_err(backend)?;
+                Ok(answers)
+            }
+            Err(error) => {
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    pub(crate) async fn ticket(&self, id: Uuid) -> StoreResult<Option<QueueTicket>> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let Some(row) = sqlx::query_as!(
+            QueueTicketRow,
+            "SELECT id, user_id, performance_id, seq, admitted_at, joined_at
+             FROM queue_tickets WHERE id = $1",
+            id
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let Some(room) = room(&mut conn, row.performance_id, false).await? else {
+            return Ok(None);
+        };
+        let ahead = if row.seq.is_none() {
+            sqlx::query_scalar!(
+                r#"SELECT COUNT(*) AS "n!" FROM queue_tickets
+                   WHERE performance_id = $1 AND seq IS NULL
+                     AND draw < (SELECT draw FROM queue_tickets WHERE id = $2)"#,
+                row.performance_id,
+                id
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)? as u64
+        } else {
+            0
+        };
+        Ok(Some(row.into_ticket(room, ahead)))
+    }
+
+    pub(crate) async fn queue_room_of(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        room(&mut conn, performance_id, false).await
+    }
+
+    pub(crate) async fn rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        sqlx::query_scalar!(
+            "SELECT r.performance_id
+             FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
+             WHERE (p.on_sale_at IS NULL OR p.on_sale_at <= $1)
+               AND (r.opened_at IS NULL OR r.admitted_through < r.next_seq - 1)",
+            now
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    pub(crate) async fn advance_queue(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        policy: AdmissionPolicy,
+    ) -> StoreResult<Option<QueueRoom>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        match advance_in(&mut tx, performance_id, now, policy).await {
+            Ok(room) => {
+                tx.commit().await.map_err(backend)?;
+                Ok(room)
+            }
+            Err(error) => {
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Serving inside the transaction that locked the performance.
+struct Serving<'a> {
+    conn: &'a mut PgConnection,
+}
+
+#[async_trait]
+impl ServeTx for Serving<'_> {
+    async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>> {
+        sqlx::query_as!(
+            WaitingRow,
+            r#"SELECT id, user_id, ticket_type_id, quantity::bigint AS "quantity!",
+                      passed_over::bigint AS "passed_over!"
+               FROM waitlist_entries
+               WHERE performance_id = $1 AND status = 'waiting'
+               ORDER BY created_at, id"#,
+            performance_id
+        )
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(backend)
+    }
+
+    /// The hold path itself, in a savepoint: a hold that cannot have all its units is
+    /// undone, and serving goes on.
+    async fn offer(&mut self, hold: &HoldCommand) -> StoreResult<Option<Booking>> {
+        let mut savepoint = self.conn.begin().await.map_err(backend)?;
+        match hold_in(&mut savepoint, hold, true).await {
+            Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
+                savepoint.commit().await.map_err(backend)?;
+                Ok(Some(booking))
+            }
+            Ok(_) => {
+                savepoint.rollback().await.map_err(backend)?;
+                Ok(None)
+            }
+            Err(retry) => {
+                let _ = savepoint.rollback().await;
+                Err(retry.into())
+            }
+        }
+    }
+
+    async fn offered(
+        &mut self,
+        entry_id: Uuid,
+        booking_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE waitlist_entries SET status = 'offered', booking_id = $2, updated_at = $3
+             WHERE id = $1",
+            entry_id,
+            booking_id,
+            now
+        )
+        .execute(&mut *self.conn)
+        .await
+        .map_err(backend)?;
+        enqueue(
+            self.conn,
+            job_kind::OFFER_EMAIL,
+            serde_json::json!({ "booking_id": booking_id }),
+            now,
+        )
+        .await
+    }
+
+    async fn passed_over(&mut self, entry_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE waitlist_entries SET passed_over = passed_over + 1, updated_at = $2
+             WHERE id = $1",
+            entry_id,
+            now
+        )
+        .execute(&mut *self.conn)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}
+
+async fn join_in(tx: &mut PgConnection, join: &WaitlistJoin) -> StoreResult<WaitlistJoined> {
+    let now = join.now;
+    let Some(performance) = sqlx::query!(
+        r#"SELECT p.kind,
+                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2
+                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= $2)) AS "on_sale!"
+           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
+        join.performance_id,
+        now
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(backend)?
+    else {
+        return Ok(WaitlistJoined::NoSuchPerformance);
+    };
+    if !performance.on_sale {
+        return Ok(WaitlistJoined::NotOnSale);
+    }
+    let scope_ok = match (performance.kind.as_str(), join.ticket_type_id) {
+        ("reserved", None) => true,
+        ("general", Some(ticket_type_id)) => sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM price_groups WHERE id = $1 AND performance_id = $2)
+               AS "known!""#,
+            ticket_type_id,
+            join.performance_id
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?,
+        _ => false,
+    };
+    if !scope_ok {
+        return Ok(WaitlistJoined::WrongTicketType);
+    }
+    let existing = entry_rows!(
+        &mut *tx,
+        "w.performance_id = $1 AND w.user_id = $2 AND w.status = 'waiting'",
+        join.performance_id,
+        join.user_id
+    )?;
+    if let Some(row) = existing.into_iter().next() {
+        return Ok(WaitlistJoined::AlreadyWaiting(row.into_entry(now)?));
+    }
+    let free = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "n!" FROM units
+           WHERE performance_id = $1 AND ($2::uuid IS NULL OR group_id = $2)
+             AND (state = 'available' OR (state = 'held' AND held_until <= $3))"#,
+        join.performance_id,
+        join.ticket_type_id,
+        now
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)? as u64;
+    let others_waiting = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM waitlist_entries
+                          WHERE performance_id = $1 AND status = 'waiting'
+                            AND (ticket_type_id IS NULL OR ticket_type_id = $2)) AS "any!""#,
+        join.performance_id,
+        join.ticket_type_id
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)?;
+    if free >= u64::from(join.quantity) && !others_waiting {
+        return Ok(WaitlistJoined::NotSoldOut { free });
+    }
+    sqlx::query!(
+        "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
+                                       status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $6)",
+        join.id,
+        join.performance_id,
+        join.user_id,
+        join.ticket_type_id,
+        join.quantity as i32,
+        now
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    match entry_rows!(&mut *tx, "w.id = $1", join.id)?.pop() {
+        Some(row) => Ok(WaitlistJoined::Joined(row.into_entry(now)?)),
+        None => Err(StoreError::Backend(
+            "waiting-list entry vanished after insert".into(),
+        )),
+    }
+}
+
+/// A performance's queue, its row locked when `lock` (for a step or a batch of joins).
+async fn room(
+    conn: &mut PgConnection,
+    performance_id: Uuid,
+    lock: bool,
+) -> StoreResult<Option<QueueRoom>> {
+    let row = if lock {
+        sqlx::query!(
+            r#"SELECT p.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed
+               FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
+               WHERE r.performance_id = $1
+               FOR UPDATE OF r"#,
+            performance_id
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+        .map(|r| (r.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed))
+    } else {
+        sqlx::query!(
+            r#"SELECT p.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed
+               FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
+               WHERE r.performance_id = $1"#,
+            performance_id
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+        .map(|r| (r.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed))
+    };
+    Ok(row.map(
+        |(on_sale_at, opened_at, admitted_through, next_seq, closed)| QueueRoom {
+            performance_id,
+            on_sale_at,
+            opened_at,
+            admitted_through,
+            numbered: next_seq - 1,
+            closed,
+        },
+    ))
+}
+
+async fn join_queues_in(
+    tx: &mut PgConnection,
+    joins: &[QueueJoin],
+) -> StoreResult<Vec<QueueJoined>> {
+    let mut rooms: HashMap<Uuid, Option<QueueRoom>> = HashMap::new();
+    let mut answers: Vec<Result<QueueTicketRow, QueueJoined>> = Vec::with_capacity(joins.len());
+    for join in joins {
+        if !rooms.contains_key(&join.performance_id) {
+            let open = sqlx::query!(
+                r#"SELECT p.waiting_room,
+                          (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2)
+                              AS "selling!"
+                   FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
+                join.performance_id,
+                join.now
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let Some(open) = open else {
+                answers.push(Err(QueueJoined::NoSuchPerformance));
+                continue;
+            };
+            let room_now = if open.waiting_room && open.selling {
+                sqlx::query!(
+                    "INSERT INTO queue_rooms (performance_id, updated_at) VALUES ($1, $2)
+                     ON CONFLICT (performance_id) DO NOTHING",
+                    join.performance_id,
+                    join.now
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                room(tx, join.performance_id, true).await?
+            } else {
+                None
+            };
+            rooms.insert(join.performance_id, room_now);
+        }
+        let Some(Some(room)) = rooms.get_mut(&join.performance_id) else {
+            answers.push(Err(QueueJoined::NoWaitingRoom));
+            continue;
+        };
+        let seq = room.opened_at.map(|_| room.numbered + 1);
+        let inserted = sqlx::query!(
+            "INSERT INTO queue_tickets (id, performance_id, user_id, draw, seq, joined_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (performance_id, user_id) DO NOTHING",
+            join.ticket_id,
+            join.performance_id,
+            join.user_id,
+            join.draw,
+            seq,
+            join.now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if inserted == 1 && seq.is_some() {
+            room.numbered += 1;
+            sqlx::query!(
+                "UPDATE queue_rooms SET next_seq = $2, updated_at = $3 WHERE performance_id = $1",
+                join.performance_id,
+                room.numbered + 1,
+                join.now
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        let row = sqlx::query_as!(
+            QueueTicketRow,
+            "SELECT id, user_id, performance_id, seq, admitted_at, joined_at
+             FROM queue_tickets WHERE performance_id = $1 AND user_id = $2",
+            join.performance_id,
+            join.user_id
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        answers.push(Ok(row));
+    }
+    // Places in the draw: each performance's draws read once for the whole batch.
+    let mut draws: HashMap<Uuid, Vec<(i64, Uuid)>> = HashMap::new();
+    for (join, answer) in joins.iter().zip(&answers) {
+        if let Ok(row) = answer
+            && row.seq.is_none()
+            && !draws.contains_key(&join.performance_id)
+        {
+            let all = sqlx::query!(
+                "SELECT draw, id FROM queue_tickets
+                 WHERE performance_id = $1 AND seq IS NULL ORDER BY draw",
+                join.performance_id
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+            draws.insert(
+                join.performance_id,
+                all.into_iter().map(|r| (r.draw, r.id)).collect(),
+            );
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .zip(joins)
+        .map(|(answer, join)| match answer {
+            Err(refused) => refused,
+            Ok(row) => {
+                let Some(Some(room)) = rooms.get(&join.performance_id).cloned() else {
+                    return QueueJoined::NoWaitingRoom;
+                };
+                let ahead = draws
+                    .get(&join.performance_id)
+                    .and_then(|all| {
+                        let mine = all.iter().find(|(_, id)| *id == row.id)?.0;
+                        Some(all.partition_point(|(draw, _)| *draw < mine) as u64)
+                    })
+                    .unwrap_or(0);
+                let fresh = row.id == join.ticket_id;
+                let ticket = row.into_ticket(room, ahead);
+                if fresh {
+                    QueueJoined::Joined(ticket)
+                } else {
+                    QueueJoined::Again(ticket)
+                }
+            }
+        })
+        .collect())
+}
+
+async fn advance_in(
+    tx: &mut PgConnection,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+    policy: AdmissionPolicy,
+) -> StoreResult<Option<QueueRoom>> {
+    let Some(mut current) = room(tx, performance_id, true).await? else {
+        return Ok(None);
+    };
+    if current.opened_at.is_none() {
+        if current.on_sale_at.is_some_and(|at| at > now) {
+            return Ok(Some(current));
+        }
+        // The opening: everyone here is numbered in the order of their draws.
+        let base = current.numbered;
+        let numbered = sqlx::query!(
+            "UPDATE queue_tickets t SET seq = $2 + r.rn
+             FROM (SELECT id, row_number() OVER (ORDER BY draw, id) AS rn
+                   FROM queue_tickets WHERE performance_id = $1 AND seq IS NULL) AS r
+             WHERE t.id = r.id",
+            performance_id,
+            base
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected() as i64;
+        current.numbered = base + numbered;
+        current.opened_at = Some(now);
+    }
+    let opened_at = current.opened_at.unwrap_or(now);
+    let cutoff = now - policy.ttl;
+    let sale = sqlx::query!(
+        r#"SELECT
+             (SELECT COUNT(*) FROM units WHERE performance_id = $1
+                AND (state = 'available' OR (state = 'held' AND held_until <= $2))) AS "free!",
+             (SELECT COUNT(*) FROM units WHERE performance_id = $1
+                AND state = 'held' AND held_until > $2) AS "held!",
+             (SELECT COUNT(*) FROM queue_tickets t
+              WHERE t.performance_id = $1 AND t.admitted_at > $3
+                AND NOT EXISTS (SELECT 1 FROM bookings b
+                                WHERE b.user_id = t.user_id AND b.performance_id = t.performance_id
+                                  AND b.created_at >= t.admitted_at)) AS "waiting_to_buy!",
+             (SELECT COUNT(*) FROM bookings
+              WHERE performance_id = $1 AND created_at >= $4 AND NOT offer) AS "bookings!",
+             (SELECT COUNT(*) FROM booking_units bu JOIN bookings b ON b.id = bu.booking_id
+              WHERE b.performance_id = $1 AND b.created_at >= $4 AND NOT b.offer) AS "units!",
+             p.max_per_booking,
+             (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2) AS "selling!"
+           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
+        performance_id,
+        now,
+        cutoff,
+        opened_at
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let state = SaleState {
+        free: sale.free as u64,
+        held: sale.held as u64,
+        admitted_not_buying: sale.waiting_to_buy as u64,
+        bookings: sale.bookings as u64,
+        booked_units: sale.units as u64,
+        max_per_booking: sale.max_per_booking as u32,
+        selling: sale.selling,
+    };
+    let admit = state.to_admit(policy.max_per_step) as i64;
+    let through = (current.admitted_through + admit).min(current.numbered);
+    if through > current.admitted_through {
+        sqlx::query!(
+            "UPDATE queue_tickets SET admitted_at = $4
+             WHERE performance_id = $1 AND seq > $2 AND seq <= $3",
+            performance_id,
+            current.admitted_through,
+            through,
+            now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        current.admitted_through = through;
+    }
+    current.closed = state.sold_out();
+    sqlx::query!(
+        "UPDATE queue_rooms SET opened_at = $2, next_seq = $3, admitted_through = $4, closed = $5,
+                                updated_at = $6
+         WHERE performance_id = $1",
+        performance_id,
+        current.opened_at,
+        current.numbered + 1,
+        current.admitted_through,
+        current.closed,
+        now
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    Ok(Some(current))
+}

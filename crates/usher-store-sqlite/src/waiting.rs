@@ -1,0 +1,673 @@
+//! The waiting list and the waiting room on SQLite. Every write runs on the one writer
+//! connection, so a serving or a gatekeeper step never runs beside another.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use usher_core::{Booking, Cursor, PageLimit};
+use usher_store::payments::job_kind;
+use usher_store::waiting::{
+    self, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow,
+};
+use usher_store::{
+    AdmissionPolicy, CommandOutcome, HoldCommand, LiveChange, Page, QueueJoin, QueueJoined,
+    QueueRoom, QueueTicket, StoreResult, WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
+};
+
+use crate::inventory::hold_all;
+use crate::payments::enqueue;
+use crate::{SqliteStore, backend, commit_or_rollback};
+
+/// An entry with its offer's booking and its place in line (`?1`: which entries).
+macro_rules! entry_rows {
+    ($conn:expr, $filter:literal, $($arg:expr),*) => {
+        sqlx::query_as!(
+            WaitlistRow,
+            r#"SELECT w.id AS "id!: Uuid", w.user_id AS "user_id!: Uuid",
+                      w.performance_id AS "performance_id!: Uuid",
+                      w.ticket_type_id AS "ticket_type_id?: Uuid", w.quantity, w.status,
+                      w.booking_id AS "booking_id?: Uuid", b.status AS "booking_status?: String",
+                      b.held_until AS "booking_held_until?: DateTime<Utc>",
+                      CASE WHEN w.status = 'waiting' THEN
+                          (SELECT COUNT(*) FROM waitlist_entries o
+                           WHERE o.performance_id = w.performance_id AND o.status = 'waiting'
+                             AND o.ticket_type_id IS w.ticket_type_id
+                             AND (o.created_at, o.id) < (w.created_at, w.id)) + 1
+                      END AS "position?: i64",
+                      w.created_at AS "created_at!: DateTime<Utc>"
+               FROM waitlist_entries w LEFT JOIN bookings b ON b.id = w.booking_id
+               WHERE "# + $filter,
+            $($arg),*
+        )
+        .fetch_all($conn)
+        .await
+        .map_err(backend)
+    };
+}
+
+impl SqliteStore {
+    pub(crate) async fn join_waitlist(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let result = join_in(&mut tx, &join).await;
+        let joined = commit_or_rollback(
+            tx,
+            result.map(|j| {
+                let changed = matches!(j, WaitlistJoined::Joined(_));
+                (j, changed)
+            }),
+        )
+        .await?;
+        match joined {
+            WaitlistJoined::Joined(entry) => Ok(WaitlistJoined::Joined(
+                self.waitlist_entry_at(entry.id, join.now)
+                    .await?
+                    .unwrap_or(entry),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    pub(crate) async fn waitlist_entry_at(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<WaitlistEntry>> {
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        entry_rows!(&mut *conn, "w.id = ?1", id)?
+            .pop()
+            .map(|row| row.into_entry(now))
+            .transpose()
+    }
+
+    pub(crate) async fn user_waitlist(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<WaitlistEntry>> {
+        let after = after.map(Cursor::id);
+        let fetch = i64::from(limit.get()) + 1;
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        let rows = entry_rows!(
+            &mut *conn,
+            "w.user_id = ?1 AND (?2 IS NULL OR w.id < ?2) ORDER BY w.id DESC LIMIT ?3",
+            user_id,
+            after,
+            fetch
+        )?;
+        let entries = rows
+            .into_iter()
+            .map(|row| row.into_entry(now))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(entries, limit, |e| e.id))
+    }
+
+    pub(crate) async fn leave_waitlist(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<WaitlistEntry>> {
+        sqlx::query!(
+            "UPDATE waitlist_entries SET status = 'left', updated_at = ?2
+             WHERE id = ?1 AND status IN ('waiting', 'offered')",
+            id,
+            now
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        self.waitlist_entry_at(id, now).await
+    }
+
+    pub(crate) async fn serve_waitlist(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        offer_ttl: Duration,
+    ) -> StoreResult<Vec<(Uuid, Booking)>> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut serving = Serving {
+            conn: &mut tx,
+            live: Vec::new(),
+        };
+        let result = waiting::serve(&mut serving, performance_id, now, offer_ttl).await;
+        let live = std::mem::take(&mut serving.live);
+        let offers = commit_or_rollback(
+            tx,
+            result.map(|offers| {
+                let changed = !offers.is_empty();
+                (offers, changed)
+            }),
+        )
+        .await?;
+        self.live.publish(live);
+        Ok(offers)
+    }
+
+    pub(crate) async fn waitlists_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        sqlx::query_scalar!(
+            r#"SELECT DISTINCT w.performance_id AS "id!: Uuid"
+               FROM waitlist_entries w
+               JOIN performances p ON p.id = w.performance_id
+               JOIN events e ON e.id = p.event_id
+               WHERE w.status = 'waiting' AND p.status = 'scheduled' AND e.status = 'published'
+                 AND p.starts_at > ?1 AND (p.on_sale_at IS NULL OR p.on_sale_at <= ?1)
+                 AND EXISTS (SELECT 1 FROM units u
+                             WHERE u.performance_id = w.performance_id
+                               AND (u.state = 'available' OR (u.state = 'held' AND u.held_until <= ?1)))"#,
+            now
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)
+    }
+
+    // --- the waiting room -----------------------------------------------------------
+
+    pub(crate) async fn join_queues(&self, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let result = join_queues_in(&mut tx, joins).await;
+        commit_or_rollback(tx, result.map(|j| (j, true))).await
+    }
+
+    pub(crate) async fn ticket(&self, id: Uuid) -> StoreResult<Option<QueueTicket>> {
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        let Some(row) = sqlx::query_as!(
+            QueueTicketRow,
+            r#"SELECT id AS "id!: Uuid", user_id AS "user_id!: Uuid",
+                      performance_id AS "performance_id!: Uuid", seq,
+                      admitted_at AS "admitted_at?: DateTime<Utc>",
+                      joined_at AS "joined_at!: DateTime<Utc>"
+               FROM queue_tickets WHERE id = ?1"#,
+            id
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let Some(room) = room(&mut conn, row.performance_id).await? else {
+            return Ok(None);
+        };
+        let ahead = if row.seq.is_none() {
+            sqlx::query_scalar!(
+                "SELECT COUNT(*) FROM queue_tickets
+                 WHERE performance_id = ?1 AND seq IS NULL
+                   AND draw < (SELECT draw FROM queue_tickets WHERE id = ?2)",
+                row.performance_id,
+                id
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)? as u64
+        } else {
+            0
+        };
+        Ok(Some(row.into_ticket(room, ahead)))
+    }
+
+    pub(crate) async fn queue_room_of(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        room(&mut conn, performance_id).await
+    }
+
+    pub(crate) async fn rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        sqlx::query_scalar!(
+            r#"SELECT r.performance_id AS "id!: Uuid"
+               FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
+               WHERE (p.on_sale_at IS NULL OR p.on_sale_at <= ?1)
+                 AND (r.opened_at IS NULL OR r.admitted_through < r.next_seq - 1)"#,
+            now
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)
+    }
+
+    pub(crate) async fn advance_queue(
+        &self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        policy: AdmissionPolicy,
+    ) -> StoreResult<Option<QueueRoom>> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let result = advance_in(&mut tx, performance_id, now, policy).await;
+        commit_or_rollback(tx, result.map(|r| (r, true))).await
+    }
+}
+
+/// Serving on the writer's transaction; the live changes of its offers pile up here.
+struct Serving<'a> {
+    conn: &'a mut SqliteConnection,
+    live: Vec<LiveChange>,
+}
+
+#[async_trait]
+impl ServeTx for Serving<'_> {
+    async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>> {
+        sqlx::query_as!(
+            WaitingRow,
+            r#"SELECT id AS "id!: Uuid", user_id AS "user_id!: Uuid",
+                      ticket_type_id AS "ticket_type_id?: Uuid", quantity, passed_over
+               FROM waitlist_entries
+               WHERE performance_id = ?1 AND status = 'waiting'
+               ORDER BY created_at, id"#,
+            performance_id
+        )
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(backend)
+    }
+
+    /// The hold path itself, on the only writer: a hold that cannot have all its units
+    /// writes nothing.
+    async fn offer(&mut self, hold: &HoldCommand) -> StoreResult<Option<Booking>> {
+        let (mut outcomes, live) = hold_all(self.conn, std::slice::from_ref(hold)).await?;
+        match outcomes.pop() {
+            Some(CommandOutcome::Held(booking)) => {
+                self.live.extend(live);
+                Ok(Some(booking))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn offered(
+        &mut self,
+        entry_id: Uuid,
+        booking_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE waitlist_entries SET status = 'offered', booking_id = ?2, updated_at = ?3
+             WHERE id = ?1",
+            entry_id,
+            booking_id,
+            now
+        )
+        .execute(&mut *self.conn)
+        .await
+        .map_err(backend)?;
+        enqueue(
+            self.conn,
+            job_kind::OFFER_EMAIL,
+            serde_json::json!({ "booking_id": booking_id }),
+            now,
+        )
+        .await
+    }
+
+    async fn passed_over(&mut self, entry_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE waitlist_entries SET passed_over = passed_over + 1, updated_at = ?2
+             WHERE id = ?1",
+            entry_id,
+            now
+        )
+        .execute(&mut *self.conn)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}
+
+async fn join_in(tx: &mut SqliteConnection, join: &WaitlistJoin) -> StoreResult<WaitlistJoined> {
+    let now = join.now;
+    let Some(performance) = sqlx::query!(
+        r#"SELECT p.kind,
+                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > ?2
+                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= ?2)) AS "on_sale!: bool"
+           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = ?1"#,
+        join.performance_id,
+        now
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(backend)?
+    else {
+        return Ok(WaitlistJoined::NoSuchPerformance);
+    };
+    if !performance.on_sale {
+        return Ok(WaitlistJoined::NotOnSale);
+    }
+    let scope_ok = match (performance.kind.as_str(), join.ticket_type_id) {
+        ("reserved", None) => true,
+        ("general", Some(ticket_type_id)) => sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM price_groups WHERE id = ?1 AND performance_id = ?2)
+               AS "known!: bool""#,
+            ticket_type_id,
+            join.performance_id
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?,
+        _ => false,
+    };
+    if !scope_ok {
+        return Ok(WaitlistJoined::WrongTicketType);
+    }
+    let existing = entry_rows!(
+        &mut *tx,
+        "w.performance_id = ?1 AND w.user_id = ?2 AND w.status = 'waiting'",
+        join.performance_id,
+        join.user_id
+    )?;
+    if let Some(row) = existing.into_iter().next() {
+        return Ok(WaitlistJoined::AlreadyWaiting(row.into_entry(now)?));
+    }
+    let free = sqlx::query_scalar!(
+        "SELECT COUNT(*) FROM units
+         WHERE performance_id = ?1 AND (?2 IS NULL OR group_id = ?2)
+           AND (state = 'available' OR (state = 'held' AND held_until <= ?3))",
+        join.performance_id,
+        join.ticket_type_id,
+        now
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)? as u64;
+    let others_waiting = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM waitlist_entries
+                          WHERE performance_id = ?1 AND status = 'waiting'
+                            AND (ticket_type_id IS NULL OR ticket_type_id IS ?2)) AS "any!: bool""#,
+        join.performance_id,
+        join.ticket_type_id
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)?;
+    if free >= u64::from(join.quantity) && !others_waiting {
+        return Ok(WaitlistJoined::NotSoldOut { free });
+    }
+    let quantity = i64::from(join.quantity);
+    sqlx::query!(
+        "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
+                                       status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?6)",
+        join.id,
+        join.performance_id,
+        join.user_id,
+        join.ticket_type_id,
+        quantity,
+        now
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let row = entry_rows!(&mut *tx, "w.id = ?1", join.id)?.pop();
+    match row {
+        Some(row) => Ok(WaitlistJoined::Joined(row.into_entry(now)?)),
+        None => Err(usher_store::StoreError::Backend(
+            "waiting-list entry vanished after insert".into(),
+        )),
+    }
+}
+
+async fn room(conn: &mut SqliteConnection, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+    let row = sqlx::query!(
+        r#"SELECT p.on_sale_at AS "on_sale_at?: DateTime<Utc>",
+                  r.opened_at AS "opened_at?: DateTime<Utc>", r.admitted_through, r.next_seq,
+                  r.closed AS "closed!: bool"
+           FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
+           WHERE r.performance_id = ?1"#,
+        performance_id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(row.map(|r| QueueRoom {
+        performance_id,
+        on_sale_at: r.on_sale_at,
+        opened_at: r.opened_at,
+        admitted_through: r.admitted_through,
+        numbered: r.next_seq - 1,
+        closed: r.closed,
+    }))
+}
+
+async fn join_queues_in(
+    tx: &mut SqliteConnection,
+    joins: &[QueueJoin],
+) -> StoreResult<Vec<QueueJoined>> {
+    // Per performance: whether it takes joins now, and its room.
+    let mut rooms: HashMap<Uuid, Option<QueueRoom>> = HashMap::new();
+    let mut answers: Vec<Result<QueueTicketRow, QueueJoined>> = Vec::with_capacity(joins.len());
+    for join in joins {
+        if !rooms.contains_key(&join.performance_id) {
+            let open = sqlx::query!(
+                r#"SELECT p.waiting_room AS "waiting_room!: bool",
+                          (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > ?2)
+                              AS "selling!: bool"
+                   FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = ?1"#,
+                join.performance_id,
+                join.now
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let Some(open) = open else {
+                answers.push(Err(QueueJoined::NoSuchPerformance));
+                continue;
+            };
+            let room_now = match open {
+                p if !(p.waiting_room && p.selling) => None,
+                _ => {
+                    sqlx::query!(
+                        "INSERT INTO queue_rooms (performance_id, updated_at) VALUES (?1, ?2)
+                         ON CONFLICT (performance_id) DO NOTHING",
+                        join.performance_id,
+                        join.now
+                    )
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                    room(tx, join.performance_id).await?
+                }
+            };
+            rooms.insert(join.performance_id, room_now);
+        }
+        let Some(Some(room)) = rooms.get_mut(&join.performance_id) else {
+            answers.push(Err(QueueJoined::NoWaitingRoom));
+            continue;
+        };
+        // Once numbered (after the opening), a new arrival takes the next number.
+        let seq = room.opened_at.map(|_| room.numbered + 1);
+        let inserted = sqlx::query!(
+            "INSERT INTO queue_tickets (id, performance_id, user_id, draw, seq, joined_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (performance_id, user_id) DO NOTHING",
+            join.ticket_id,
+            join.performance_id,
+            join.user_id,
+            join.draw,
+            seq,
+            join.now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if inserted == 1 && seq.is_some() {
+            room.numbered += 1;
+            let next = room.numbered + 1;
+            sqlx::query!(
+                "UPDATE queue_rooms SET next_seq = ?2, updated_at = ?3 WHERE performance_id = ?1",
+                join.performance_id,
+                next,
+                join.now
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        let row = sqlx::query_as!(
+            QueueTicketRow,
+            r#"SELECT id AS "id!: Uuid", user_id AS "user_id!: Uuid",
+                      performance_id AS "performance_id!: Uuid", seq,
+                      admitted_at AS "admitted_at?: DateTime<Utc>",
+                      joined_at AS "joined_at!: DateTime<Utc>"
+               FROM queue_tickets WHERE performance_id = ?1 AND user_id = ?2"#,
+            join.performance_id,
+            join.user_id
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        answers.push(Ok(row));
+    }
+    // Places in the draw: each performance's draws read once for the whole batch.
+    let mut draws: HashMap<Uuid, Vec<(i64, Uuid)>> = HashMap::new();
+    for (join, answer) in joins.iter().zip(&answers) {
+        if let Ok(row) = answer
+            && row.seq.is_none()
+            && !draws.contains_key(&join.performance_id)
+        {
+            let all = sqlx::query!(
+                r#"SELECT draw, id AS "id!: Uuid" FROM queue_tickets
+                   WHERE performance_id = ?1 AND seq IS NULL ORDER BY draw"#,
+                join.performance_id
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+            draws.insert(
+                join.performance_id,
+                all.into_iter().map(|r| (r.draw, r.id)).collect(),
+            );
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .zip(joins)
+        .map(|(answer, join)| match answer {
+            Err(refused) => refused,
+            Ok(row) => {
+                let Some(Some(room)) = rooms.get(&join.performance_id).cloned() else {
+                    return QueueJoined::NoWaitingRoom;
+                };
+                let ahead = draws
+                    .get(&join.performance_id)
+                    .and_then(|all| {
+                        let mine = all.iter().find(|(_, id)| *id == row.id)?.0;
+                        Some(all.partition_point(|(draw, _)| *draw < mine) as u64)
+                    })
+                    .unwrap_or(0);
+                let fresh = row.id == join.ticket_id;
+                let ticket = row.into_ticket(room, ahead);
+                if fresh {
+                    QueueJoined::Joined(ticket)
+                } else {
+                    QueueJoined::Again(ticket)
+                }
+            }
+        })
+        .collect())
+}
+
+async fn advance_in(
+    tx: &mut SqliteConnection,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+    policy: AdmissionPolicy,
+) -> StoreResult<Option<QueueRoom>> {
+    let Some(mut current) = room(tx, performance_id).await? else {
+        return Ok(None);
+    };
+    if current.opened_at.is_none() {
+        if current.on_sale_at.is_some_and(|at| at > now) {
+            return Ok(Some(current));
+        }
+        // The opening: everyone here is numbered in the order of their draws.
+        let base = current.numbered;
+        let numbered = sqlx::query!(
+            "UPDATE queue_tickets SET seq = ?2 + r.rn
+             FROM (SELECT id, row_number() OVER (ORDER BY draw, id) AS rn
+                   FROM queue_tickets WHERE performance_id = ?1 AND seq IS NULL) AS r
+             WHERE queue_tickets.id = r.id",
+            performance_id,
+            base
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected() as i64;
+        current.numbered = base + numbered;
+        current.opened_at = Some(now);
+    }
+    let opened_at = current.opened_at.unwrap_or(now);
+    let cutoff = now - policy.ttl;
+    let sale = sqlx::query!(
+        r#"SELECT
+             (SELECT COUNT(*) FROM units WHERE performance_id = ?1
+                AND (state = 'available' OR (state = 'held' AND held_until <= ?2))) AS "free!: i64",
+             (SELECT COUNT(*) FROM units WHERE performance_id = ?1
+                AND state = 'held' AND held_until > ?2) AS "held!: i64",
+             (SELECT COUNT(*) FROM queue_tickets t
+              WHERE t.performance_id = ?1 AND t.admitted_at > ?3
+                AND NOT EXISTS (SELECT 1 FROM bookings b
+                                WHERE b.user_id = t.user_id AND b.performance_id = t.performance_id
+                                  AND b.created_at >= t.admitted_at)) AS "waiting_to_buy!: i64",
+             (SELECT COUNT(*) FROM bookings
+              WHERE performance_id = ?1 AND created_at >= ?4 AND offer = 0) AS "bookings!: i64",
+             (SELECT COUNT(*) FROM booking_units bu JOIN bookings b ON b.id = bu.booking_id
+              WHERE b.performance_id = ?1 AND b.created_at >= ?4 AND b.offer = 0) AS "units!: i64",
+             p.max_per_booking,
+             (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > ?2) AS "selling!: bool"
+           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = ?1"#,
+        performance_id,
+        now,
+        cutoff,
+        opened_at
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let state = SaleState {
+        free: sale.free as u64,
+        held: sale.held as u64,
+        admitted_not_buying: sale.waiting_to_buy as u64,
+        bookings: sale.bookings as u64,
+        booked_units: sale.units as u64,
+        max_per_booking: sale.max_per_booking as u32,
+        selling: sale.selling,
+    };
+    let admit = state.to_admit(policy.max_per_step) as i64;
+    let through = (current.admitted_through + admit).min(current.numbered);
+    if through > current.admitted_through {
+        sqlx::query!(
+            "UPDATE queue_tickets SET admitted_at = ?4
+             WHERE performance_id = ?1 AND seq > ?2 AND seq <= ?3",
+            performance_id,
+            current.admitted_through,
+            through,
+            now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        current.admitted_through = through;
+    }
+    current.closed = state.sold_out();
+    let next = current.numbered + 1;
+    sqlx::query!(
+        "UPDATE queue_rooms SET opened_at = ?2, next_seq = ?3, admitted_through = ?4, closed = ?5,
+                                updated_at = ?6
+         WHERE performance_id = ?1",
+        performance_id,
+        current.opened_at,
+        next,
+        current.admitted_through,
+        current.closed,
+        now
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    Ok(Some(current))
+}

@@ -1,0 +1,447 @@
+//! The waiting list (people waiting for a sold-out performance, served as units come
+//! back) and the waiting room (the queue in front of an on-sale). Both engines store
+//! them; the rules that decide who is served and who is admitted live here, once.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use usher_core::Booking;
+
+use crate::{HoldCommand, Selection, StoreError, StoreResult};
+
+/// How often a later, smaller group may be served while the first in line cannot be.
+/// After that nobody behind it is served until it is: units that come back stay with
+/// the waiting list until there are enough for the first in line.
+pub const MAX_PASSES: i64 = 3;
+
+#[derive(Debug, Clone)]
+pub struct WaitlistJoin {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub performance_id: Uuid,
+    /// General admission: the ticket type waited for; reserved seating: `None`.
+    pub ticket_type_id: Option<Uuid>,
+    pub quantity: u32,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitlistJoined {
+    Joined(WaitlistEntry),
+    /// The user already waits for this performance; that entry.
+    AlreadyWaiting(WaitlistEntry),
+    /// Enough units are free and nobody waits for them: hold them instead.
+    NotSoldOut { free: u64 },
+    /// Cancelled, started, not yet on sale, or its event not published.
+    NotOnSale,
+    NoSuchPerformance,
+    /// General admission: no such ticket type (or none given); reserved: one was given.
+    WrongTicketType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitlistStatus {
+    Waiting,
+    /// A hold was made for them and is still live.
+    Offered,
+    /// The offer was paid for.
+    Booked,
+    /// The offer ran out unpaid.
+    Lapsed,
+    /// They left the list, or turned the offer down.
+    Left,
+}
+
+impl WaitlistStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitlistStatus::Waiting => "waiting",
+            WaitlistStatus::Offered => "offered",
+            WaitlistStatus::Booked => "booked",
+            WaitlistStatus::Lapsed => "lapsed",
+            WaitlistStatus::Left => "left",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitlistEntry {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub performance_id: Uuid,
+    pub ticket_type_id: Option<Uuid>,
+    pub quantity: u32,
+    pub status: WaitlistStatus,
+    /// 1 for the first in line; only while waiting.
+    pub position: Option<u64>,
+    /// The hold made for them, once offered.
+    pub booking_id: Option<Uuid>,
+    pub offer_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An entry as both engines read it, with its offer's booking.
+#[derive(Debug)]
+pub struct WaitlistRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub performance_id: Uuid,
+    pub ticket_type_id: Option<Uuid>,
+    pub quantity: i64,
+    pub status: String,
+    pub booking_id: Option<Uuid>,
+    pub booking_status: Option<String>,
+    pub booking_held_until: Option<DateTime<Utc>>,
+    pub position: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl WaitlistRow {
+    /// The entry as it reads at `now`: an offer's fate comes from its booking.
+    pub fn into_entry(self, now: DateTime<Utc>) -> StoreResult<WaitlistEntry> {
+        let live_offer = self.booking_held_until.filter(|until| *until > now);
+        let status = match (self.status.as_str(), self.booking_status.as_deref()) {
+            ("waiting", _) => WaitlistStatus::Waiting,
+            ("left", _) => WaitlistStatus::Left,
+            ("offered", Some("held")) if live_offer.is_some() => WaitlistStatus::Offered,
+            ("offered", Some("held" | "expired")) => WaitlistStatus::Lapsed,
+            ("offered", Some("confirmed" | "refunded")) => WaitlistStatus::Booked,
+            ("offered", Some("cancelled")) => WaitlistStatus::Left,
+            (status, booking) => {
+                return Err(StoreError::Backend(format!(
+                    "corrupt waiting-list entry {}: {status} with booking {booking:?}",
+                    self.id
+                )));
+            }
+        };
+        Ok(WaitlistEntry {
+            id: self.id,
+            user_id: self.user_id,
+            performance_id: self.performance_id,
+            ticket_type_id: self.ticket_type_id,
+            quantity: u32::try_from(self.quantity).unwrap_or(0),
+            status,
+            position: (status == WaitlistStatus::Waiting)
+                .then(|| self.position.map(|p| p.max(1) as u64))
+                .flatten(),
+            booking_id: self.booking_id,
+            offer_expires_at: (status == WaitlistStatus::Offered)
+                .then_some(live_offer)
+                .flatten(),
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// A waiting entry as serving reads it, in line order.
+#[derive(Debug, Clone)]
+pub struct WaitingRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub ticket_type_id: Option<Uuid>,
+    pub quantity: i64,
+    pub passed_over: i64,
+}
+
+/// What serving needs of the engine, inside one transaction that no other serving of
+/// the same performance runs beside.
+#[async_trait]
+pub trait ServeTx: Send {
+    /// The performance's waiting entries in line order (arrival).
+    async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>>;
+    /// Makes the hold if every unit it asks can be had; `None` (nothing written) if not.
+    async fn offer(&mut self, hold: &HoldCommand) -> StoreResult<Option<Booking>>;
+    /// Marks the entry offered with its hold and queues the offer's email.
+    async fn offered(&mut self, entry_id: Uuid, booking_id: Uuid, now: DateTime<Utc>)
+    -> StoreResult<()>;
+    /// Counts one more pass of the entry first in line.
+    async fn passed_over(&mut self, entry_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+}
+
+/// Serves a performance's waiting list with whatever units are free: in line order,
+/// each entry a whole group at once (a general-admission quantity of its ticket type,
+/// or the best adjacent seats), as a hold made for that person with `offer_ttl` to pay.
+/// An entry that cannot be served stays first in line for its ticket type (or for the
+/// seats); later, smaller groups may be served past it at most [`MAX_PASSES`] times,
+/// after which the units that come back wait for it. Returns the offers made.
+pub async fn serve(
+    tx: &mut dyn ServeTx,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+    offer_ttl: Duration,
+) -> StoreResult<Vec<(Uuid, Booking)>> {
+    let waiting = tx.waiting(performance_id).await?;
+    // Per ticket type (or `None`: the seats), the first entry that could not be served
+    // and how often it has been passed.
+    let mut heads: Vec<(Option<Uuid>, Uuid, i64)> = Vec::new();
+    let mut offers = Vec::new();
+    for entry in waiting {
+        let scope = entry.ticket_type_id;
+        let head = heads.iter().position(|(s, _, _)| *s == scope);
+        if let Some(i) = head
+            && heads[i].2 >= MAX_PASSES
+        {
+            continue;
+        }
+        let quantity = u32::try_from(entry.quantity)
+            .map_err(|_| StoreError::Backend(format!("entry {} wants {}", entry.id, entry.quantity)))?;
+        let hold = HoldCommand {
+            booking_id: Uuid::now_v7(),
+            user_id: entry.user_id,
+            performance_id,
+            selection: match scope {
+                Some(ticket_type_id) => Selection::General {
+                    ticket_type_id,
+                    quantity,
+                },
+                None => Selection::BestAvailable { quantity },
+            },
+            now,
+            held_until: now + offer_ttl,
+            offer: true,
+        };
+        match tx.offer(&hold).await? {
+            Some(booking) => {
+                tx.offered(entry.id, booking.id, now).await?;
+                if let Some(i) = head {
+                    heads[i].2 += 1;
+                    tx.passed_over(heads[i].1, now).await?;
+                }
+                offers.push((entry.id, booking));
+            }
+            None if head.is_none() => heads.push((scope, entry.id, entry.passed_over)),
+            None => {}
+        }
+    }
+    Ok(offers)
+}
+
+// --- the waiting room ---------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct QueueJoin {
+    pub ticket_id: Uuid,
+    pub user_id: Uuid,
+    pub performance_id: Uuid,
+    /// Orders everyone who joins before the opening (a random number).
+    pub draw: i64,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueJoined {
+    Joined(QueueTicket),
+    /// The user had joined this queue before: that ticket.
+    Again(QueueTicket),
+    NoSuchPerformance,
+    /// The performance has no waiting room (or is not on sale at all).
+    NoWaitingRoom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueState {
+    Waiting,
+    Admitted,
+    /// Everything is sold: there is nothing left to wait for.
+    Closed,
+}
+
+impl QueueState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Waiting => "waiting",
+            QueueState::Admitted => "admitted",
+            QueueState::Closed => "closed",
+        }
+    }
+}
+
+/// The queue of one performance as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRoom {
+    pub performance_id: Uuid,
+    pub on_sale_at: Option<DateTime<Utc>>,
+    /// When the draw was made; `None` before the opening.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// Everyone numbered up to here is admitted.
+    pub admitted_through: i64,
+    /// Numbers handed out so far.
+    pub numbered: i64,
+    pub closed: bool,
+}
+
+impl QueueRoom {
+    /// Seconds until someone `position` places from the front is admitted, at the pace
+    /// seen so far; before the opening, at least the time until it.
+    pub fn eta_seconds(&self, position: u64, now: DateTime<Utc>) -> Option<u64> {
+        match self.opened_at {
+            None => self
+                .on_sale_at
+                .map(|at| (at - now).num_seconds().max(0) as u64),
+            Some(opened) => {
+                let elapsed = (now - opened).num_milliseconds().max(1_000) as f64 / 1_000.0;
+                let rate = self.admitted_through as f64 / elapsed;
+                (rate > 0.0).then(|| (position as f64 / rate).ceil() as u64)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueTicket {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub performance_id: Uuid,
+    pub state: QueueState,
+    /// Places from the front (1: next); 0 once admitted. Before the opening, the place
+    /// in the draw among those here so far: final at the opening.
+    pub position: u64,
+    pub admitted_at: Option<DateTime<Utc>>,
+    pub joined_at: DateTime<Utc>,
+    pub room: QueueRoom,
+}
+
+/// A ticket row as both engines read it (`rank`: tickets ahead in the draw, before the
+/// opening).
+#[derive(Debug)]
+pub struct QueueTicketRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub performance_id: Uuid,
+    pub seq: Option<i64>,
+    pub admitted_at: Option<DateTime<Utc>>,
+    pub joined_at: DateTime<Utc>,
+}
+
+impl QueueTicketRow {
+    /// The ticket as it reads in `room`; `ahead` counts tickets before it in the draw
+    /// (used only while it has no number).
+    pub fn into_ticket(self, room: QueueRoom, ahead: u64) -> QueueTicket {
+        let (state, position) = match self.seq {
+            Some(seq) if seq <= room.admitted_through => (QueueState::Admitted, 0),
+            _ if room.closed => (QueueState::Closed, 0),
+            Some(seq) => (QueueState::Waiting, (seq - room.admitted_through) as u64),
+            None => (QueueState::Waiting, ahead + 1),
+        };
+        QueueTicket {
+            id: self.id,
+            user_id: self.user_id,
+            performance_id: self.performance_id,
+            state,
+            position,
+            admitted_at: self.admitted_at,
+            joined_at: self.joined_at,
+            room,
+        }
+    }
+}
+
+/// How the gatekeeper admits.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionPolicy {
+    /// How long an admission lasts; an admitted buyer who has not held by then no
+    /// longer counts as about to buy.
+    pub ttl: Duration,
+    /// Admitted at most per step, whatever is left.
+    pub max_per_step: u32,
+}
+
+/// What the gatekeeper weighs for one performance, read in its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleState {
+    /// Units free to hold now.
+    pub free: u64,
+    /// Units in live holds.
+    pub held: u64,
+    /// Admitted within the admission time who have not held yet.
+    pub admitted_not_buying: u64,
+    /// Bookings made since the opening and the units they took.
+    pub bookings: u64,
+    pub booked_units: u64,
+    pub max_per_booking: u32,
+    /// Scheduled, published and not started.
+    pub selling: bool,
+}
+
+impl SaleState {
+    /// Units one admitted buyer is expected to take: what buyers took on average so far
+    /// (once there are ten bookings), else up to four.
+    pub fn per_buyer(&self) -> u64 {
+        if self.bookings >= 10 {
+            self.booked_units.div_ceil(self.bookings).max(1)
+        } else {
+            u64::from(self.max_per_booking.min(4)).max(1)
+        }
+    }
+
+    /// How many more to admit: enough for what is left to sell (free units minus what
+    /// admitted buyers are about to take), at least one while anything is free.
+    pub fn to_admit(&self, max_per_step: u32) -> u64 {
+        if !self.selling || self.free == 0 {
+            return 0;
+        }
+        let per = self.per_buyer();
+        let spoken_for = self.admitted_not_buying * per;
+        let left = self.free.saturating_sub(spoken_for);
+        let admit = left / per;
+        let admit = if admit == 0 && self.admitted_not_buying == 0 {
+            1
+        } else {
+            admit
+        };
+        admit.min(u64::from(max_per_step))
+    }
+
+    /// Nothing left to wait for: nothing free and nothing held that could come back
+    /// (or the sale is over).
+    pub fn sold_out(&self) -> bool {
+        !self.selling || (self.free == 0 && self.held == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sale(free: u64, admitted_not_buying: u64) -> SaleState {
+        SaleState {
+            free,
+            held: 0,
+            admitted_not_buying,
+            bookings: 0,
+            booked_units: 0,
+            max_per_booking: 10,
+            selling: true,
+        }
+    }
+
+    #[test]
+    fn admission_follows_what_is_left_to_sell() {
+        // 100 free, nobody admitted: 25 buyers of up to four.
+        assert_eq!(sale(100, 0).to_admit(1_000), 25);
+        // 20 admitted buyers are about to take 80: room for five more.
+        assert_eq!(sale(100, 20).to_admit(1_000), 5);
+        // Enough admitted for everything: nobody more.
+        assert_eq!(sale(100, 30).to_admit(1_000), 0);
+        // The last unit still admits someone when nobody is about to buy.
+        assert_eq!(sale(1, 0).to_admit(1_000), 1);
+        assert_eq!(sale(0, 0).to_admit(1_000), 0);
+        assert_eq!(sale(10_000, 0).to_admit(100), 100);
+        let seen = SaleState {
+            bookings: 40,
+            booked_units: 70,
+            ..sale(100, 0)
+        };
+        assert_eq!(seen.per_buyer(), 2);
+        assert_eq!(seen.to_admit(1_000), 50);
+    }
+
+    #[test]
+    fn sold_out_means_nothing_free_and_nothing_that_could_come_back() {
+        assert!(sale(0, 0).sold_out());
+        assert!(!SaleState { held: 3, ..sale(0, 0) }.sold_out());
+        assert!(!sale(1, 0).sold_out());
+        assert!(SaleState { selling: false, ..sale(5, 0) }.sold_out());
+    }
+}
