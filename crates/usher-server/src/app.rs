@@ -192,6 +192,13 @@ impl Application {
                 stopped.clone(),
             ))
         });
+        let waiting = self.state.config().waiting_interval.map(|interval| {
+            tokio::spawn(crate::waiting::run(
+                self.state.clone(),
+                interval,
+                stopped.clone(),
+            ))
+        });
         let live = tokio::spawn(crate::live::run(
             self.state.live().clone(),
             self.state.redis().cloned(),
@@ -218,6 +225,9 @@ impl Application {
         if let Some(workers) = workers {
             let _ = workers.await;
         }
+        if let Some(waiting) = waiting {
+            let _ = waiting.await;
+        }
         let _ = live.await;
         let _ = forgetting.await;
         let _ = tidy.await;
@@ -233,6 +243,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::performances::router())
         .merge(routes::live::router())
         .merge(routes::bookings::router())
+        .merge(routes::waiting::router())
         .merge(routes::payments::router())
         .merge(routes::admin::router())
         .merge(routes::ops::router())

@@ -90,6 +90,65 @@ impl TokenKeys {
     }
 }
 
+/// What an admission from a waiting room says: this user may hold at this performance
+/// until `exp`.
+#[derive(Debug, Serialize, Deserialize)]
+struct AdmissionClaims {
+    sub: Uuid,
+    performance_id: Uuid,
+    ticket_id: Uuid,
+    iss: String,
+    aud: String,
+    exp: i64,
+}
+
+/// The audience of admission tokens: never mistaken for an access token (which has
+/// none, and a role) or the other way round.
+const ADMISSION_AUDIENCE: &str = "usher-admission";
+
+impl TokenKeys {
+    pub fn issue_admission(
+        &self,
+        user_id: Uuid,
+        performance_id: Uuid,
+        ticket_id: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> Result<String, ApiError> {
+        let claims = AdmissionClaims {
+            sub: user_id,
+            performance_id,
+            ticket_id,
+            iss: ISSUER.into(),
+            aud: ADMISSION_AUDIENCE.into(),
+            exp: expires_at.timestamp(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("sign admission: {e}")))
+    }
+
+    /// Whether `token` admits `user_id` to hold at `performance_id` now; why not if not.
+    pub fn verify_admission(
+        &self,
+        token: &str,
+        user_id: Uuid,
+        performance_id: Uuid,
+    ) -> Result<(), &'static str> {
+        let mut validation = self.validation.clone();
+        validation.set_audience(&[ADMISSION_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.leeway = 0;
+        let data = jsonwebtoken::decode::<AdmissionClaims>(token, &self.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "this admission has expired",
+                _ => "this admission is not valid",
+            })?;
+        if data.claims.sub != user_id || data.claims.performance_id != performance_id {
+            return Err("this admission is for someone else or another performance");
+        }
+        Ok(())
+    }
+}
+
 /// A fresh refresh token: what the client gets, and what the store keeps.
 pub struct RefreshToken {
     pub token: String,

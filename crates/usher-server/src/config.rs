@@ -42,6 +42,13 @@ pub struct ServerConfig {
     /// Buyers may refund a confirmed booking until this long before the performance
     /// starts; organizers and admins always.
     pub refund_cutoff: chrono::Duration,
+    /// How long a waiting-list offer (a hold made for someone) lasts.
+    pub offer_ttl: chrono::Duration,
+    /// How long an admission from a waiting room lets its buyer hold.
+    pub admission_ttl: chrono::Duration,
+    /// How often this instance steps its waiting rooms and serves waiting lists (`None`:
+    /// never; tests that drive them by hand).
+    pub waiting_interval: Option<Duration>,
     /// How often this instance sweeps expired holds (`None`: never, for tests that
     /// sweep by hand).
     pub sweep_interval: Option<Duration>,
@@ -116,6 +123,9 @@ impl Default for ServerConfig {
             outbound_timeout: Duration::from_secs(10),
             default_hold_ttl: HoldTtl::default(),
             refund_cutoff: chrono::Duration::hours(24),
+            offer_ttl: chrono::Duration::minutes(30),
+            admission_ttl: chrono::Duration::minutes(10),
+            waiting_interval: Some(Duration::from_millis(250)),
             // Expiries reach live seat maps within two seconds of their deadline.
             sweep_interval: Some(Duration::from_secs(1)),
             job_interval: Some(Duration::from_secs(1)),

@@ -94,6 +94,7 @@ async fn run_attempt(state: &AppState, job: Job) {
             job_kind::CONFIRMATION_EMAIL => {
                 send_booking_email(state, &job, Letter::Confirmation).await
             }
+            job_kind::OFFER_EMAIL => send_booking_email(state, &job, Letter::Offer).await,
             job_kind::CANCELLATION_EMAIL => {
                 send_booking_email(state, &job, Letter::Cancellation).await
             }
@@ -185,6 +186,8 @@ enum Letter {
     Confirmation,
     /// The event or performance was cancelled; the money is on its way back.
     Cancellation,
+    /// The waiting list holds units for the buyer: pay before the hold runs out.
+    Offer,
 }
 
 impl Letter {
@@ -192,6 +195,7 @@ impl Letter {
         match self {
             Letter::Confirmation => email_kind::CONFIRMATION,
             Letter::Cancellation => email_kind::CANCELLATION,
+            Letter::Offer => email_kind::OFFER,
         }
     }
 
@@ -200,6 +204,7 @@ impl Letter {
         match self {
             Letter::Confirmation => BookingStatus::Confirmed,
             Letter::Cancellation => BookingStatus::Refunded,
+            Letter::Offer => BookingStatus::Held,
         }
     }
 }
@@ -220,7 +225,7 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
         .await
         .map_err(|e| e.to_string())?
         .ok_or("booking vanished")?;
-    if booking.status != letter.expects() {
+    if booking.status_at(state.clock().now()) != letter.expects() {
         tracing::info!(status = %booking.status, ?letter, "booking moved on; no email");
         return Ok(());
     }
@@ -242,7 +247,9 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
     // Stable per booking and kind: a retried send carries the same Message-ID.
     let message_id = match letter {
         Letter::Confirmation => format!("booking-{}@usher", booking.id),
-        Letter::Cancellation => format!("booking-{}-{}@usher", booking.id, letter.kind()),
+        Letter::Cancellation | Letter::Offer => {
+            format!("booking-{}-{}@usher", booking.id, letter.kind())
+        }
     };
     let (subject, text) = match letter {
         Letter::Confirmation => (
@@ -258,6 +265,16 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
         Letter::Cancellation => (
             format!("Cancelled: {}", event.title.as_str()),
             cancellation_text(&booking, &event, performance.starts_at, user.name.as_str()),
+        ),
+        Letter::Offer => (
+            format!("Tickets are held for you: {}", event.title.as_str()),
+            offer_text(
+                state,
+                &booking,
+                &event,
+                performance.starts_at,
+                user.name.as_str(),
+            ),
         ),
     };
     let email = Email {
@@ -314,6 +331,41 @@ fn confirmation_text(
         total % 100,
         booking.total.currency,
         booking.id
+    ));
+    text
+}
+
+fn offer_text(
+    state: &AppState,
+    booking: &usher_core::Booking,
+    event: &usher_core::Event,
+    starts_at: DateTime<Utc>,
+    name: &str,
+) -> String {
+    let mut text = format!(
+        "Hello {name},\n\ngood news from the waiting list: places came back for {title} on \
+         {when} (UTC) at {venue}, and they are held for you.\n\n",
+        title = event.title.as_str(),
+        when = starts_at.format("%A %-d %B %Y, %H:%M"),
+        venue = event.venue.as_str(),
+    );
+    for unit in &booking.units {
+        let place = match (&unit.section, &unit.row, &unit.label) {
+            (Some(section), Some(row), Some(seat)) => format!("{section}, row {row}, seat {seat}"),
+            _ => "General admission".to_owned(),
+        };
+        text.push_str(&format!("  {place}\n"));
+    }
+    let total = booking.total.amount;
+    text.push_str(&format!(
+        "\nTotal: {}.{:02} {}\n\nPay before {} (UTC), or they go to the next person waiting:\n\
+         {}/checkout/{}\n\nIf you no longer want them, leave the waiting list and they go on at once.\n",
+        total / 100,
+        total % 100,
+        booking.total.currency,
+        booking.held_until.format("%A %-d %B, %H:%M"),
+        state.public_url().trim_end_matches('/'),
+        booking.id,
     ));
     text
 }

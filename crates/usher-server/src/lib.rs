@@ -22,6 +22,7 @@ pub mod state;
 pub mod sweeper;
 pub mod telemetry;
 pub mod tickets;
+pub mod waiting;
 pub mod web;
 
 pub use app::{Application, BuildError};

@@ -62,6 +62,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The performance has a waiting room and the request carries no valid admission.
+    #[error("admission required: {0}")]
+    AdmissionRequired(String),
     #[error("not found")]
     NotFound,
     #[error("conflict: {detail}")]
@@ -107,7 +110,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::AdmissionRequired(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::UnitsTaken { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -142,6 +145,7 @@ impl ApiError {
             ),
             ApiError::Unauthorized(why) => ("unauthorized", (*why).into(), vec![]),
             ApiError::Forbidden(why) => ("forbidden", (*why).into(), vec![]),
+            ApiError::AdmissionRequired(why) => ("admission-required", why.clone(), vec![]),
             ApiError::NotFound => (
                 "not-found",
                 "there is nothing here, or you may not see it".into(),

@@ -15,6 +15,7 @@ use crate::rate_limit::RateLimits;
 use crate::redis::Redis;
 use crate::sealed::Sealer;
 use crate::seat_maps::SeatMaps;
+use crate::waiting::WaitingRoom;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -39,6 +40,7 @@ struct Inner {
     live: LiveHub,
     rate_limits: Arc<RateLimits>,
     redis: Option<Redis>,
+    waiting_room: WaitingRoom,
 }
 
 /// Everything the handlers use besides the configuration.
@@ -63,6 +65,7 @@ impl AppState {
             config.live_backlog,
         );
         let rate_limits = Arc::new(RateLimits::new(services.redis.clone()));
+        let waiting_room = WaitingRoom::start(services.store.clone());
         Self {
             inner: Arc::new(Inner {
                 store: services.store,
@@ -80,8 +83,14 @@ impl AppState {
                 live,
                 rate_limits,
                 redis: services.redis,
+                waiting_room,
             }),
         }
+    }
+
+    /// Queue joins in batches and the queues' latest states ([`crate::waiting`]).
+    pub fn waiting_room(&self) -> &WaitingRoom {
+        &self.inner.waiting_room
     }
 
     pub fn payments(&self) -> &dyn PaymentProvider {

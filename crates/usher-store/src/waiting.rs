@@ -299,7 +299,31 @@ pub struct QueueTicket {
     pub position: u64,
     pub admitted_at: Option<DateTime<Utc>>,
     pub joined_at: DateTime<Utc>,
+    /// Its number in the queue, from the opening on.
+    pub seq: Option<i64>,
     pub room: QueueRoom,
+}
+
+impl QueueTicket {
+    /// The ticket in a later state of its room; `None` when that takes a read (it had
+    /// no number yet and the room has opened since, or it has been admitted since).
+    pub fn in_room(&self, room: &QueueRoom) -> Option<QueueTicket> {
+        if self.seq.is_none() && room.opened_at.is_some() {
+            return None;
+        }
+        let row = QueueTicketRow {
+            id: self.id,
+            user_id: self.user_id,
+            performance_id: self.performance_id,
+            seq: self.seq,
+            admitted_at: self.admitted_at,
+            joined_at: self.joined_at,
+        };
+        let ahead = self.position.saturating_sub(1);
+        let ticket = row.into_ticket(room.clone(), ahead);
+        // Admitted since: when exactly (the admission's clock) takes a read.
+        (ticket.state != QueueState::Admitted || ticket.admitted_at.is_some()).then_some(ticket)
+    }
 }
 
 /// A ticket row as both engines read it (`rank`: tickets ahead in the draw, before the
@@ -332,6 +356,7 @@ impl QueueTicketRow {
             position,
             admitted_at: self.admitted_at,
             joined_at: self.joined_at,
+            seq: self.seq,
             room,
         }
     }

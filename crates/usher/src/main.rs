@@ -128,6 +128,12 @@ struct ServeArgs {
     /// performance starts; organizers and admins always.
     #[arg(long, env = "USHER_REFUND_CUTOFF_HOURS", default_value_t = 24)]
     refund_cutoff_hours: u32,
+    /// How long a waiting-list offer (units held for the next in line) lasts, in seconds.
+    #[arg(long, env = "USHER_OFFER_TTL_SECONDS", default_value_t = 1800)]
+    offer_ttl_seconds: u32,
+    /// How long an admission from a waiting room lets its buyer hold, in seconds.
+    #[arg(long, env = "USHER_ADMISSION_TTL_SECONDS", default_value_t = 600)]
+    admission_ttl_seconds: u32,
     /// How often this instance sweeps expired holds, in seconds (expiries reach live
     /// seat maps within this plus a second of their deadline).
     #[arg(long, env = "USHER_SWEEP_INTERVAL_SECONDS", default_value_t = 1)]
@@ -326,6 +332,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         outbound_timeout: Duration::from_secs(args.outbound_timeout_seconds.max(1)),
         default_hold_ttl,
         refund_cutoff: chrono::Duration::hours(i64::from(args.refund_cutoff_hours)),
+        offer_ttl: chrono::Duration::seconds(i64::from(args.offer_ttl_seconds.max(30))),
+        admission_ttl: chrono::Duration::seconds(i64::from(args.admission_ttl_seconds.max(30))),
+        waiting_interval: Some(Duration::from_millis(250)),
         sweep_interval: Some(Duration::from_secs(args.sweep_interval_seconds)),
         job_interval: Some(Duration::from_secs(1)),
         job_lease: chrono::Duration::seconds(i64::from(args.job_lease_seconds.max(1))),

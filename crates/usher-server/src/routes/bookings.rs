@@ -23,6 +23,9 @@ use crate::problem::{ApiError, Problem};
 use crate::routes::performances::{MoneyView, hot_performance};
 use crate::state::AppState;
 
+/// The header that carries an admission from a performance's waiting room.
+pub const ADMISSION_HEADER: &str = "usher-admission";
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_booking, list_bookings))
@@ -68,6 +71,8 @@ pub struct BookingView {
     pub total: MoneyView,
     /// When the hold ends if not paid for.
     pub expires_at: DateTime<Utc>,
+    /// Made for the buyer by the waiting list, not taken by them.
+    pub offer: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -99,6 +104,7 @@ impl BookingView {
                 .collect(),
             total: booking.total.into(),
             expires_at: booking.held_until,
+            offer: booking.offer,
             created_at: booking.created_at,
             updated_at: booking.updated_at,
         }
@@ -122,17 +128,20 @@ pub struct ListParams {
 
 /// Holds units for the caller, all or nothing. The price comes from the server.
 #[utoipa::path(post, path = "/v1/bookings", tag = "bookings",
+    params(("Usher-Admission" = Option<String>, Header, description = "The admission from the performance's waiting room (`GET /v1/queue/{ticket_id}`), required when it has one")),
     request_body = HoldRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Held", body = BookingView),
         (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Some asked units are taken (listed in `unavailable_unit_ids`) or not enough are free; nothing is held. Also: the performance is not on sale", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The performance sells through a waiting room and the request has no valid admission (`Usher-Admission` header): `/problems/admission-required`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Some asked units are taken (listed in `unavailable_unit_ids`), kept for the waiting list, or not enough are free; nothing is held. Also: the performance is not on sale", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad input, unknown units, or more than `max_per_booking`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_booking(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     Json(body): Json<HoldRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let now = state.clock().now();
@@ -243,6 +252,24 @@ async fn create_booking(
             "this performance goes on sale at {}",
             on_sale_at.to_rfc3339()
         )));
+    }
+
+    if performance.waiting_room {
+        let token = headers
+            .get(ADMISSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::AdmissionRequired(
+                    "this performance sells through a waiting room: join its queue \
+                     (POST /v1/performances/{id}/queue) and hold with the admission it gives \
+                     (header Usher-Admission)"
+                        .into(),
+                )
+            })?;
+        state
+            .tokens()
+            .verify_admission(token, caller.id, performance.id)
+            .map_err(|why| ApiError::AdmissionRequired(why.into()))?;
     }
 
     let outcome = state

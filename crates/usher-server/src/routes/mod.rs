@@ -8,3 +8,4 @@ pub mod live;
 pub mod ops;
 pub mod payments;
 pub mod performances;
+pub mod waiting;
