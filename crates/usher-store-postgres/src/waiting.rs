@@ -148,6 +148,18 @@ impl PostgresStore {
         now: DateTime<Utc>,
         offer_ttl: Duration,
     ) -> StoreResult<Vec<(Uuid, Booking)>> {
+        // Most releases happen where nobody waits: a read says so without the writer.
+        let anyone = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM waitlist_entries
+                              WHERE performance_id = $1 AND status = 'waiting') AS "any!""#,
+            performance_id
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        if !anyone {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let locked = sqlx::query_scalar!(
             "SELECT id FROM performances WHERE id = $1 FOR NO KEY UPDATE",

@@ -130,6 +130,18 @@ impl SqliteStore {
         now: DateTime<Utc>,
         offer_ttl: Duration,
     ) -> StoreResult<Vec<(Uuid, Booking)>> {
+        // Most releases happen where nobody waits: a read says so without the writer.
+        let anyone = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM waitlist_entries
+                              WHERE performance_id = ?1 AND status = 'waiting') AS "any!: bool""#,
+            performance_id
+        )
+        .fetch_one(&self.readers)
+        .await
+        .map_err(backend)?;
+        if !anyone {
+            return Ok(Vec::new());
+        }
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let mut serving = Serving {
             conn: &mut tx,

@@ -548,7 +548,7 @@ async fn update_performance(
     if on_sale_at.flatten().is_some_and(|t| t >= starts) {
         fields.reject("on_sale_at", "the sale opens before the performance starts");
     }
-    if let (Some(_), Some(opened)) = (on_sale_at, performance.on_sale_at)
+    if let (Some(Some(_)), Some(opened)) = (on_sale_at, performance.on_sale_at)
         && opened <= now
     {
         fields.reject(

@@ -39,6 +39,7 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerCo
         // Tests sweep and run jobs by hand, after moving the clock.
         sweep_interval: None,
         job_interval: None,
+        waiting_interval: None,
         // Races send hundreds of requests from one address; the limits' own tests
         // turn them on.
         rate_limits: false,

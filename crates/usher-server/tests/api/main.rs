@@ -19,4 +19,5 @@ mod performances;
 mod plumbing;
 mod smtp;
 mod stripe;
+mod waiting;
 mod web;
