@@ -157,6 +157,32 @@ const MATRIX: &[(&str, &str, [Expect; 6])] = &[
         "/v1/refunds",
         [NoToken, Role, Role, Pass, Pass, Pass],
     ),
+    // The waiting list: anyone logged in may ask to join (the performance is not sold
+    // out: 409); an entry is its owner's.
+    (
+        "post",
+        "/v1/performances/{id}/waitlist",
+        [NoToken, Pass, Pass, Pass, Pass, Pass],
+    ),
+    ("get", "/v1/waitlist", [NoToken, Pass, Pass, Pass, Pass, Pass]),
+    (
+        "delete",
+        "/v1/waitlist/{id}",
+        [NoToken, Pass, Hidden, Hidden, Hidden, Hidden],
+    ),
+    // The waiting room: this performance has none (409); a ticket is its owner's.
+    (
+        "post",
+        "/v1/performances/{id}/queue",
+        [NoToken, Pass, Pass, Pass, Pass, Pass],
+    ),
+    (
+        "get",
+        "/v1/queue/{ticket_id}",
+        [NoToken, Pass, Hidden, Hidden, Hidden, Hidden],
+    ),
+    // Not a WebSocket upgrade here: 400 for anyone.
+    ("get", "/v1/queue/{ticket_id}/live", [Pass; 6]),
     // Stripe's endpoint exists only when Stripe is the provider (here: the mock).
     ("post", "/v1/webhooks/stripe", [Hidden; 6]),
 ];
@@ -207,6 +233,8 @@ struct World {
     payment: String,
     job: String,
     user: String,
+    entry: String,
+    ticket: String,
 }
 
 fn fill(path: &str, world: &World) -> String {
@@ -220,11 +248,14 @@ fn fill(path: &str, world: &World) -> String {
         &world.user
     } else if path.starts_with("/v1/admin/jobs/") {
         &world.job
+    } else if path.starts_with("/v1/waitlist/") {
+        &world.entry
     } else {
         ""
     };
     path.replace("{id}", id)
         .replace("{payment_id}", &world.payment)
+        .replace("{ticket_id}", &world.ticket)
 }
 
 fn class(status: reqwest::StatusCode) -> Expect {
@@ -253,6 +284,8 @@ on_each_engine! {
             payment: world_payment,
             job: jobs["items"][0]["id"].as_str().expect("a queued job").to_owned(),
             user: other_customer.id.clone(),
+            entry: waiting_entry(&app, &customer, &other_customer, &organizer).await,
+            ticket: queue_ticket(&app, &customer, &organizer).await,
         };
         let callers: [Option<&Session>; 6] = [None, Some(&customer), Some(&other_customer), Some(&organizer), Some(&other_organizer), Some(&admin)];
         // Those who may not change anything go first, so that the owners' changes (a
@@ -278,6 +311,31 @@ on_each_engine! {
         }
         assert!(wrong.is_empty(), "{} answers break the contract:\n{}", wrong.len(), wrong.join("\n"));
     }
+}
+
+/// The customer's entry on the waiting list of a one-seat performance another holds.
+async fn waiting_entry(app: &TestApp, customer: &Session, holder: &Session, organizer: &Session) -> String {
+    let performance = crate::helpers::on_sale(app, organizer, crate::helpers::rows(&[1]), 1).await;
+    let held = app
+        .post("/v1/bookings", Some(&holder.access), json!({"performance_id": performance["id"], "quantity": 1, "best_available": true}))
+        .await;
+    assert_eq!(held.status(), reqwest::StatusCode::CREATED);
+    let entry: Value = app
+        .post(&format!("/v1/performances/{}/waitlist", performance["id"].as_str().unwrap()), Some(&customer.access), json!({"quantity": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    entry["id"].as_str().unwrap().to_owned()
+}
+
+/// The customer's ticket in the queue of a performance with a waiting room.
+async fn queue_ticket(app: &TestApp, customer: &Session, organizer: &Session) -> String {
+    let performance = crate::helpers::on_sale(app, organizer, crate::helpers::rows(&[1]), 1).await;
+    let path = format!("/v1/performances/{}", performance["id"].as_str().unwrap());
+    app.patch(&path, Some(&organizer.access), json!({"waiting_room": {"enabled": true}})).await;
+    let ticket: Value = app.post(&format!("{path}/queue"), Some(&customer.access), json!({})).await.json().await.unwrap();
+    ticket["ticket_id"].as_str().unwrap().to_owned()
 }
 
 /// (booking, payment, performance, event) of a hold by `customer` on an event of
