@@ -21,7 +21,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use usher_core::UnitState;
-use usher_store::{AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, Store, StoreError, StoreResult};
+use usher_store::{
+    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, Store, StoreError, StoreResult,
+};
 
 use crate::state::AppState;
 
@@ -180,7 +182,9 @@ pub async fn serve(state: &AppState, performance_id: Uuid) {
             }
             metrics::counter!("usher_waitlist_offers_total").increment(offers.len() as u64);
         }
-        Err(error) => tracing::warn!(%error, %performance_id, "serving a waiting list failed; will retry"),
+        Err(error) => {
+            tracing::warn!(%error, %performance_id, "serving a waiting list failed; will retry")
+        }
     }
 }
 

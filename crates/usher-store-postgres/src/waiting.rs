@@ -53,12 +53,10 @@ impl PostgresStore {
     pub(crate) async fn join_waitlist(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         match join_in(&mut tx, &join).await {
-            Ok(joined @ WaitlistJoined::Joined(_)) => {
-                match tx.commit().await {
-                    Ok(()) => Ok(joined),
-                    Err(error) => Err(backend(error)),
-                }
-            }
+            Ok(joined @ WaitlistJoined::Joined(_)) => match tx.commit().await {
+                Ok(()) => Ok(joined),
+                Err(error) => Err(backend(error)),
+            },
             Ok(other) => {
                 tx.rollback().await.map_err(backend)?;
                 Ok(other)
@@ -272,7 +270,10 @@ impl PostgresStore {
         Ok(Some(row.into_ticket(room, ahead)))
     }
 
-    pub(crate) async fn queue_room_of(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+    pub(crate) async fn queue_room_of(
+        &self,
+        performance_id: Uuid,
+    ) -> StoreResult<Option<QueueRoom>> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         room(&mut conn, performance_id, false).await
     }
@@ -498,7 +499,15 @@ async fn room(
         .fetch_optional(&mut *conn)
         .await
         .map_err(backend)?
-        .map(|r| (r.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed))
+        .map(|r| {
+            (
+                r.on_sale_at,
+                r.opened_at,
+                r.admitted_through,
+                r.next_seq,
+                r.closed,
+            )
+        })
     } else {
         sqlx::query!(
             r#"SELECT p.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed
@@ -509,7 +518,15 @@ async fn room(
         .fetch_optional(&mut *conn)
         .await
         .map_err(backend)?
-        .map(|r| (r.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed))
+        .map(|r| {
+            (
+                r.on_sale_at,
+                r.opened_at,
+                r.admitted_through,
+                r.next_seq,
+                r.closed,
+            )
+        })
     };
     Ok(row.map(
         |(on_sale_at, opened_at, admitted_through, next_seq, closed)| QueueRoom {
@@ -530,7 +547,7 @@ async fn join_queues_in(
     let mut rooms: HashMap<Uuid, Option<QueueRoom>> = HashMap::new();
     let mut answers: Vec<Result<QueueTicketRow, QueueJoined>> = Vec::with_capacity(joins.len());
     for join in joins {
-        if !rooms.contains_key(&join.performance_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = rooms.entry(join.performance_id) {
             let open = sqlx::query!(
                 r#"SELECT p.waiting_room,
                           (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2)
@@ -560,7 +577,7 @@ async fn join_queues_in(
             } else {
                 None
             };
-            rooms.insert(join.performance_id, room_now);
+            slot.insert(room_now);
         }
         let Some(Some(room)) = rooms.get_mut(&join.performance_id) else {
             answers.push(Err(QueueJoined::NoWaitingRoom));

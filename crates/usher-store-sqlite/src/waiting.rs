@@ -10,9 +10,7 @@ use uuid::Uuid;
 
 use usher_core::{Booking, Cursor, PageLimit};
 use usher_store::payments::job_kind;
-use usher_store::waiting::{
-    self, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow,
-};
+use usher_store::waiting::{self, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
 use usher_store::{
     AdmissionPolicy, CommandOutcome, HoldCommand, LiveChange, Page, QueueJoin, QueueJoined,
     QueueRoom, QueueTicket, StoreResult, WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
@@ -224,7 +222,10 @@ impl SqliteStore {
         Ok(Some(row.into_ticket(room, ahead)))
     }
 
-    pub(crate) async fn queue_room_of(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+    pub(crate) async fn queue_room_of(
+        &self,
+        performance_id: Uuid,
+    ) -> StoreResult<Option<QueueRoom>> {
         let mut conn = self.readers.acquire().await.map_err(backend)?;
         room(&mut conn, performance_id).await
     }
@@ -451,7 +452,7 @@ async fn join_queues_in(
     let mut rooms: HashMap<Uuid, Option<QueueRoom>> = HashMap::new();
     let mut answers: Vec<Result<QueueTicketRow, QueueJoined>> = Vec::with_capacity(joins.len());
     for join in joins {
-        if !rooms.contains_key(&join.performance_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = rooms.entry(join.performance_id) {
             let open = sqlx::query!(
                 r#"SELECT p.waiting_room AS "waiting_room!: bool",
                           (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > ?2)
@@ -482,7 +483,7 @@ async fn join_queues_in(
                     room(tx, join.performance_id).await?
                 }
             };
-            rooms.insert(join.performance_id, room_now);
+            slot.insert(room_now);
         }
         let Some(Some(room)) = rooms.get_mut(&join.performance_id) else {
             answers.push(Err(QueueJoined::NoWaitingRoom));

@@ -32,7 +32,9 @@ pub enum WaitlistJoined {
     /// The user already waits for this performance; that entry.
     AlreadyWaiting(WaitlistEntry),
     /// Enough units are free and nobody waits for them: hold them instead.
-    NotSoldOut { free: u64 },
+    NotSoldOut {
+        free: u64,
+    },
     /// Cancelled, started, not yet on sale, or its event not published.
     NotOnSale,
     NoSuchPerformance,
@@ -153,8 +155,12 @@ pub trait ServeTx: Send {
     /// Makes the hold if every unit it asks can be had; `None` (nothing written) if not.
     async fn offer(&mut self, hold: &HoldCommand) -> StoreResult<Option<Booking>>;
     /// Marks the entry offered with its hold and queues the offer's email.
-    async fn offered(&mut self, entry_id: Uuid, booking_id: Uuid, now: DateTime<Utc>)
-    -> StoreResult<()>;
+    async fn offered(
+        &mut self,
+        entry_id: Uuid,
+        booking_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Counts one more pass of the entry first in line.
     async fn passed_over(&mut self, entry_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
 }
@@ -184,8 +190,9 @@ pub async fn serve(
         {
             continue;
         }
-        let quantity = u32::try_from(entry.quantity)
-            .map_err(|_| StoreError::Backend(format!("entry {} wants {}", entry.id, entry.quantity)))?;
+        let quantity = u32::try_from(entry.quantity).map_err(|_| {
+            StoreError::Backend(format!("entry {} wants {}", entry.id, entry.quantity))
+        })?;
         let hold = HoldCommand {
             booking_id: Uuid::now_v7(),
             user_id: entry.user_id,
@@ -465,8 +472,20 @@ mod tests {
     #[test]
     fn sold_out_means_nothing_free_and_nothing_that_could_come_back() {
         assert!(sale(0, 0).sold_out());
-        assert!(!SaleState { held: 3, ..sale(0, 0) }.sold_out());
+        assert!(
+            !SaleState {
+                held: 3,
+                ..sale(0, 0)
+            }
+            .sold_out()
+        );
         assert!(!sale(1, 0).sold_out());
-        assert!(SaleState { selling: false, ..sale(5, 0) }.sold_out());
+        assert!(
+            SaleState {
+                selling: false,
+                ..sale(5, 0)
+            }
+            .sold_out()
+        );
     }
 }

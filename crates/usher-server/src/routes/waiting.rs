@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use usher_core::{Cursor, PageLimit, SeatingKind};
 use usher_store::{
-    InventoryCommand, QueueJoin, QueueJoined, QueueState, QueueTicket,
-    WaitlistEntry, WaitlistJoin, WaitlistJoined, WaitlistStatus,
+    InventoryCommand, QueueJoin, QueueJoined, QueueState, QueueTicket, WaitlistEntry, WaitlistJoin,
+    WaitlistJoined, WaitlistStatus,
 };
 
 use crate::connections::ConnectionSlot;
@@ -120,7 +120,10 @@ async fn join_waitlist(
     }
     let ticket_type_id = match (performance.kind, body.ticket_type_id.as_deref()) {
         (SeatingKind::General, None) => {
-            fields.reject("ticket_type_id", "this performance is general admission: say which ticket type");
+            fields.reject(
+                "ticket_type_id",
+                "this performance is general admission: say which ticket type",
+            );
             None
         }
         (SeatingKind::General, Some(raw)) => match Uuid::try_parse(raw) {
@@ -135,7 +138,10 @@ async fn join_waitlist(
             }
         },
         (SeatingKind::Reserved, Some(_)) => {
-            fields.reject("ticket_type_id", "this performance has reserved seating: leave ticket_type_id out");
+            fields.reject(
+                "ticket_type_id",
+                "this performance has reserved seating: leave ticket_type_id out",
+            );
             None
         }
         (SeatingKind::Reserved, None) => None,
@@ -156,7 +162,11 @@ async fn join_waitlist(
         WaitlistJoined::Joined(entry) => {
             metrics::counter!("usher_waitlist_joins_total").increment(1);
             tracing::info!(entry_id = %entry.id, performance_id = %performance.id, "joined the waiting list");
-            Ok((StatusCode::CREATED, axum::Json(WaitlistEntryView::from(entry))).into_response())
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(WaitlistEntryView::from(entry)),
+            )
+                .into_response())
         }
         WaitlistJoined::AlreadyWaiting(entry) => {
             Ok((StatusCode::OK, axum::Json(WaitlistEntryView::from(entry))).into_response())
@@ -229,7 +239,10 @@ async fn leave_waitlist(
         .await?
         .filter(|e| e.user_id == caller.id)
         .ok_or(ApiError::NotFound)?;
-    if matches!(entry.status, WaitlistStatus::Waiting | WaitlistStatus::Offered) {
+    if matches!(
+        entry.status,
+        WaitlistStatus::Waiting | WaitlistStatus::Offered
+    ) {
         store.waitlist_leave(entry.id, now).await?;
     }
     if entry.status == WaitlistStatus::Offered
@@ -344,7 +357,8 @@ async fn join_queue(
         QueueJoined::NoSuchPerformance => Err(ApiError::NotFound),
         QueueJoined::NoWaitingRoom => Err(ApiError::Conflict {
             kind: "no-waiting-room",
-            detail: "this performance has no waiting room (or is not on sale): hold directly".into(),
+            detail: "this performance has no waiting room (or is not on sale): hold directly"
+                .into(),
         }),
     }
 }
@@ -409,7 +423,11 @@ async fn queue_live(
     let caller = match (caller, params.access_token) {
         (Some(caller), _) => caller,
         (None, Some(token)) => state.tokens().verify_access(&token)?,
-        (None, None) => return Err(ApiError::Unauthorized("log in to follow your place in the queue")),
+        (None, None) => {
+            return Err(ApiError::Unauthorized(
+                "log in to follow your place in the queue",
+            ));
+        }
     };
     let ticket = own_ticket(&state, caller, &ticket_id).await?;
     Ok(upgrade
@@ -433,11 +451,7 @@ async fn follow(mut socket: WebSocket, state: AppState, mut ticket: QueueTicket)
     let mut last: Option<QueueTicketView> = None;
     let mut pings = tokio::time::interval(PING_EVERY);
     pings.tick().await;
-    loop {
-        let view = match QueueTicketView::new(&state, &ticket, true) {
-            Ok(view) => view,
-            Err(_) => break,
-        };
+    while let Ok(view) = QueueTicketView::new(&state, &ticket, true) {
         // Only a change of place or state is news (and the first message).
         let news = last
             .as_ref()
@@ -447,7 +461,8 @@ async fn follow(mut socket: WebSocket, state: AppState, mut ticket: QueueTicket)
                 Ok(text) => text,
                 Err(_) => break,
             };
-            let sent = tokio::time::timeout(SEND_DEADLINE, socket.send(Message::Text(text.into()))).await;
+            let sent =
+                tokio::time::timeout(SEND_DEADLINE, socket.send(Message::Text(text.into()))).await;
             if !matches!(sent, Ok(Ok(()))) {
                 break;
             }

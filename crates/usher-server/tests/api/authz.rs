@@ -164,7 +164,11 @@ const MATRIX: &[(&str, &str, [Expect; 6])] = &[
         "/v1/performances/{id}/waitlist",
         [NoToken, Pass, Pass, Pass, Pass, Pass],
     ),
-    ("get", "/v1/waitlist", [NoToken, Pass, Pass, Pass, Pass, Pass]),
+    (
+        "get",
+        "/v1/waitlist",
+        [NoToken, Pass, Pass, Pass, Pass, Pass],
+    ),
     (
         "delete",
         "/v1/waitlist/{id}",
@@ -314,14 +318,30 @@ on_each_engine! {
 }
 
 /// The customer's entry on the waiting list of a one-seat performance another holds.
-async fn waiting_entry(app: &TestApp, customer: &Session, holder: &Session, organizer: &Session) -> String {
+async fn waiting_entry(
+    app: &TestApp,
+    customer: &Session,
+    holder: &Session,
+    organizer: &Session,
+) -> String {
     let performance = crate::helpers::on_sale(app, organizer, crate::helpers::rows(&[1]), 1).await;
     let held = app
-        .post("/v1/bookings", Some(&holder.access), json!({"performance_id": performance["id"], "quantity": 1, "best_available": true}))
+        .post(
+            "/v1/bookings",
+            Some(&holder.access),
+            json!({"performance_id": performance["id"], "quantity": 1, "best_available": true}),
+        )
         .await;
     assert_eq!(held.status(), reqwest::StatusCode::CREATED);
     let entry: Value = app
-        .post(&format!("/v1/performances/{}/waitlist", performance["id"].as_str().unwrap()), Some(&customer.access), json!({"quantity": 1}))
+        .post(
+            &format!(
+                "/v1/performances/{}/waitlist",
+                performance["id"].as_str().unwrap()
+            ),
+            Some(&customer.access),
+            json!({"quantity": 1}),
+        )
         .await
         .json()
         .await
@@ -333,8 +353,18 @@ async fn waiting_entry(app: &TestApp, customer: &Session, holder: &Session, orga
 async fn queue_ticket(app: &TestApp, customer: &Session, organizer: &Session) -> String {
     let performance = crate::helpers::on_sale(app, organizer, crate::helpers::rows(&[1]), 1).await;
     let path = format!("/v1/performances/{}", performance["id"].as_str().unwrap());
-    app.patch(&path, Some(&organizer.access), json!({"waiting_room": {"enabled": true}})).await;
-    let ticket: Value = app.post(&format!("{path}/queue"), Some(&customer.access), json!({})).await.json().await.unwrap();
+    app.patch(
+        &path,
+        Some(&organizer.access),
+        json!({"waiting_room": {"enabled": true}}),
+    )
+    .await;
+    let ticket: Value = app
+        .post(&format!("{path}/queue"), Some(&customer.access), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     ticket["ticket_id"].as_str().unwrap().to_owned()
 }
 

@@ -10,19 +10,29 @@ use uuid::Uuid;
 
 use usher_testkit::on_each_engine;
 
-use crate::helpers::{Session, TestApp, assert_problem, on_sale, rows, spawn_app, spawn_app_with, standing};
+use crate::helpers::{
+    Session, TestApp, assert_problem, on_sale, rows, spawn_app, spawn_app_with, standing,
+};
 
 async fn hold(app: &TestApp, who: &Session, body: Value) -> reqwest::Response {
     app.post("/v1/bookings", Some(&who.access), body).await
 }
 
 async fn join(app: &TestApp, who: &Session, performance: &Value, body: Value) -> reqwest::Response {
-    let path = format!("/v1/performances/{}/waitlist", performance["id"].as_str().unwrap());
+    let path = format!(
+        "/v1/performances/{}/waitlist",
+        performance["id"].as_str().unwrap()
+    );
     app.post(&path, Some(&who.access), body).await
 }
 
 async fn entries(app: &TestApp, who: &Session) -> Vec<Value> {
-    let page: Value = app.get("/v1/waitlist", Some(&who.access)).await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/waitlist", Some(&who.access))
+        .await
+        .json()
+        .await
+        .unwrap();
     page["items"].as_array().unwrap().clone()
 }
 
@@ -408,7 +418,12 @@ on_each_engine! {
 async fn statuses(app: &TestApp, who: &[Session]) -> Vec<String> {
     let mut all = Vec::new();
     for one in who {
-        all.push(entries(app, one).await[0]["status"].as_str().unwrap().to_owned());
+        all.push(
+            entries(app, one).await[0]["status"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     all
 }
