@@ -16,7 +16,15 @@
 //! - `flash`: `--users` buyers race for `--seats` seats, retrying until they win one or
 //!   the performance is sold out;
 //! - `login`: `--requests` logins of `--users` accounts; a login told to come back
-//!   (503 with `Retry-After`) comes back, as a person would.
+//!   (503 with `Retry-After`) comes back, as a person would;
+//! - `onsale`: `--users` buyers join a performance's waiting room before its sale opens
+//!   (`--concurrency` at a time), the sale opens, and each buyer follows its place
+//!   until admitted (then holds two seats best-available and pays) or the queue closes.
+//!   Reports how fast joiners were told a place, time from the opening to admission,
+//!   the rank correlation of arrival and place (fairness: near zero), holds after
+//!   admission, and oversell. Buyers' accounts are written straight into the
+//!   throwaway server's database and their sessions signed with its token key (ten
+//!   thousand sign-ups would measure password hashing, not the queue).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -87,6 +95,8 @@ enum Scenario {
     Login,
     /// A rush with `--watchers` live watchers: how long a hold takes to reach them.
     Watch,
+    /// A waiting room at the opening of a sale.
+    Onsale,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,6 +145,32 @@ struct Report {
     /// each of them.
     #[serde(skip_serializing_if = "Option::is_none")]
     watch: Option<WatchReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    onsale: Option<OnsaleReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct OnsaleReport {
+    joiners: u64,
+    joins_per_s: f64,
+    /// From sending the join to the answer with a place in it.
+    join_p50_ms: f64,
+    join_p99_ms: f64,
+    join_max_ms: f64,
+    /// Joiners told their place later than one second after joining.
+    told_later_than_1s: u64,
+    admitted: u64,
+    /// From the opening to the buyer seeing itself admitted.
+    admission_p50_s: f64,
+    admission_p99_s: f64,
+    admission_max_s: f64,
+    /// Spearman's rank correlation of arrival order and place after the draw.
+    fairness_rank_correlation: f64,
+    holds_after_admission: u64,
+    paid: u64,
+    closed: u64,
+    /// Still waiting when the run ended.
+    waiting_at_end: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,6 +209,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Flash => flash(&bench, &args, &server, deadline).await,
         Scenario::Login => login(&bench, &args, &server, deadline).await,
         Scenario::Watch => watch(&bench, &args, &server, deadline).await,
+        Scenario::Onsale => onsale(&bench, &args, &server, deadline).await,
     };
     let report = outcome?;
     server.stop();
@@ -211,6 +248,9 @@ struct Server {
     child: Option<Child>,
     dir: Option<PathBuf>,
     engine: String,
+    /// The throwaway server's database and token key (onsale writes its buyers there).
+    database_url: Option<String>,
+    jwt_secret: Option<String>,
 }
 
 impl Server {
@@ -220,6 +260,8 @@ impl Server {
             child: None,
             dir: None,
             engine: "external".into(),
+            database_url: None,
+            jwt_secret: None,
         }
     }
 
@@ -231,12 +273,16 @@ impl Server {
             .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| anyhow!("random source: {e}"))?;
+        let mut token_key = [0u8; 32];
+        getrandom::fill(&mut token_key).map_err(|e| anyhow!("random source: {e}"))?;
+        let jwt_secret = hex::encode(token_key);
         let mut child = Command::new(std::env::current_exe()?)
             .arg("serve")
             .env("USHER_ADDR", "127.0.0.1:0")
             .env("DATABASE_URL", &database)
             .env("USHER_MAIL_DIR", dir.join("mail"))
             .env("USHER_MASTER_KEY", hex::encode(key))
+            .env("USHER_JWT_SECRET", &jwt_secret)
             .env("USHER_ADMIN_EMAIL", ADMIN_EMAIL)
             // A benchmark is one client hammering from one address: exactly what the
             // limits are for. `--url` servers say for themselves.
@@ -269,6 +315,8 @@ impl Server {
             child: Some(child),
             dir: Some(dir),
             engine: engine.into(),
+            database_url: Some(database),
+            jwt_secret: Some(jwt_secret),
         })
     }
 
@@ -649,6 +697,7 @@ fn report(
         logins_per_s: None,
         told_to_retry: None,
         watch: None,
+        onsale: None,
     }
 }
 
@@ -1247,4 +1296,332 @@ fn print_table(report: &Report) {
     for (key, value) in rows {
         println!("{key:<width$}  {value}");
     }
+}
+
+/// One onsale buyer's story.
+#[derive(Default, Clone)]
+struct Buyer {
+    ticket: String,
+    admitted_after: Option<Duration>,
+    held: bool,
+    paid: bool,
+    closed: bool,
+    /// Place read right after the draw (0: admitted at once).
+    place: Option<u64>,
+}
+
+async fn onsale(
+    bench: &Bench,
+    args: &BenchArgs,
+    server: &Server,
+    deadline: Instant,
+) -> anyhow::Result<Report> {
+    let (Some(database_url), Some(secret)) = (&server.database_url, &server.jwt_secret) else {
+        bail!(
+            "onsale drives a throwaway server of its own (leave out --url): it writes the buyers' accounts into its database"
+        );
+    };
+    let run = run_id();
+    let (organizer, event_id) = bench.published_event(&run).await?;
+    let performance = bench
+        .performance(&organizer, &event_id, Kind::Best, args.seats.max(1))
+        .await?;
+    let performance_id = performance["id"].as_str().unwrap_or_default().to_owned();
+    let path = format!("/v1/performances/{performance_id}");
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    bench
+        .must(
+            Method::PATCH,
+            &path,
+            Some(&organizer),
+            Some(&json!({"on_sale_at": later, "max_per_booking": 2, "waiting_room": {"enabled": true}})),
+        )
+        .await?;
+
+    // Buyers straight into the database, their sessions signed with the server's key.
+    let users = args.users.max(1);
+    let store = crate::open_store(database_url, usher_store::StoreOptions::default()).await?;
+    let keys = usher_server::auth::TokenKeys::new(&secrecy::SecretString::from(secret.clone()));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (store, next, run) = (store.clone(), next.clone(), run.clone());
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= users {
+                    return anyhow::Ok(ids);
+                }
+                let user = store
+                    .create_user(usher_store::NewUser {
+                        email: usher_core::Email::parse(&format!("fan-{run}-{i}@usher.bench"))
+                            .map_err(|e| anyhow!("{e}"))?,
+                        name: usher_core::UserName::parse("Bench fan")
+                            .map_err(|e| anyhow!("{e}"))?,
+                        // Never logs in: its session is signed below.
+                        password_hash: "!".into(),
+                        role: usher_core::Role::Customer,
+                        first_account_is_admin: false,
+                    })
+                    .await?;
+                ids.push((i, user.id));
+            }
+        }));
+    }
+    let mut tokens = vec![String::new(); users];
+    for writer in writers {
+        for (i, id) in writer.await?? {
+            tokens[i] = keys
+                .issue_access(id, usher_core::Role::Customer, chrono::Utc::now())
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    let tokens = Arc::new(tokens);
+
+    // Everyone joins before the opening; buyer i is the i-th to be sent.
+    let buyers = Arc::new(std::sync::Mutex::new(vec![Buyer::default(); users]));
+    let (client, base) = (bench.client.clone(), bench.base.clone());
+    let joined = drive(
+        users as u64,
+        args.concurrency,
+        deadline,
+        args.json,
+        server,
+        Arc::default(),
+        {
+            let (buyers, tokens, client, base, queue) = (
+                buyers.clone(),
+                tokens.clone(),
+                client.clone(),
+                base.clone(),
+                format!("{path}/queue"),
+            );
+            move |i| {
+                let (buyers, tokens, client, url) = (
+                    buyers.clone(),
+                    tokens.clone(),
+                    client.clone(),
+                    format!("{base}{queue}"),
+                );
+                async move {
+                    let response = client
+                        .post(url)
+                        .bearer_auth(&tokens[i as usize])
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    let ticket: Value = response.json().await.unwrap_or(Value::Null);
+                    if let (Some(id), Ok(mut buyers)) =
+                        (ticket["ticket_id"].as_str(), buyers.lock())
+                    {
+                        buyers[i as usize].ticket = id.to_owned();
+                    }
+                    Ok(status)
+                }
+            }
+        },
+    )
+    .await?;
+    let join_ms = |q: f64| joined.histogram.value_at_quantile(q) as f64 / 1000.0;
+    let told_later = joined.histogram.count_between(1_000_000, u64::MAX);
+    let joiners = joined.responses.get(&201).copied().unwrap_or(0);
+
+    // The opening, a second from now.
+    let opens = chrono::Utc::now() + chrono::Duration::seconds(1);
+    bench
+        .must(
+            Method::PATCH,
+            &path,
+            Some(&organizer),
+            Some(&json!({"on_sale_at": opens.to_rfc3339()})),
+        )
+        .await?;
+    let opening = Instant::now() + Duration::from_secs(1);
+    tokio::time::sleep_until(opening.into()).await;
+    // Wait for the draw (the first ticket has a number once it is made), then read
+    // everyone's place once.
+    let first = buyers.lock().map_err(|_| anyhow!("poisoned"))?[0]
+        .ticket
+        .clone();
+    loop {
+        let (_, ticket) = bench
+            .call(
+                Method::GET,
+                &format!("/v1/queue/{first}"),
+                Some(&tokens[0]),
+                None,
+            )
+            .await?;
+        if ticket["state"] != "waiting"
+            || Instant::now() > deadline
+            || ticket["eta_seconds"].as_u64().is_none_or(|eta| eta == 0)
+                && ticket["position"].as_u64() != Some(0)
+                && Instant::now() > opening + Duration::from_millis(600)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let readers = futures_util::stream::iter(0..users)
+        .map(|i| {
+            let (client, base, tokens, buyers) =
+                (client.clone(), base.clone(), tokens.clone(), buyers.clone());
+            async move {
+                let ticket = buyers
+                    .lock()
+                    .map(|b| b[i].ticket.clone())
+                    .unwrap_or_default();
+                let read: Value = client
+                    .get(format!("{base}/v1/queue/{ticket}"))
+                    .bearer_auth(&tokens[i])
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let place = if read["state"] == "admitted" {
+                    0
+                } else {
+                    read["position"].as_u64()?
+                };
+                if let Ok(mut buyers) = buyers.lock() {
+                    buyers[i].place = Some(place);
+                }
+                Some(())
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1));
+    readers.collect::<Vec<_>>().await;
+    let places: Vec<f64> = buyers
+        .lock()
+        .map_err(|_| anyhow!("poisoned"))?
+        .iter()
+        .map(|b| b.place.map_or(f64::MAX, |p| p as f64))
+        .collect();
+    let fairness = spearman(&places);
+
+    // Each buyer follows its place until admitted (then holds two and pays) or closed.
+    let measured = drive(users as u64, args.concurrency, deadline, args.json, server, Arc::default(), {
+        let (buyers, tokens, client, base, performance_id) = (buyers.clone(), tokens.clone(), client.clone(), base.clone(), performance_id.clone());
+        move |i| {
+            let (buyers, tokens, client, base, performance_id) = (buyers.clone(), tokens.clone(), client.clone(), base.clone(), performance_id.clone());
+            async move {
+                let i = i as usize;
+                let ticket = buyers.lock().map(|b| b[i].ticket.clone()).unwrap_or_default();
+                let token = &tokens[i];
+                loop {
+                    if Instant::now() > deadline {
+                        return Ok(StatusCode::REQUEST_TIMEOUT);
+                    }
+                    let read: Value = client.get(format!("{base}/v1/queue/{ticket}")).bearer_auth(token).send().await?.json().await.unwrap_or(Value::Null);
+                    match read["state"].as_str() {
+                        Some("admitted") => {
+                            let admission = read["admission_token"].as_str().unwrap_or_default().to_owned();
+                            let seen = opening.elapsed();
+                            let held = client.post(format!("{base}/v1/bookings")).bearer_auth(token).header("Usher-Admission", admission)
+                                .json(&json!({"performance_id": performance_id, "quantity": 2, "best_available": true})).send().await?;
+                            let status = held.status();
+                            let booking: Value = held.json().await.unwrap_or(Value::Null);
+                            let mut paid = false;
+                            if status == StatusCode::CREATED {
+                                let checkout: Value = client.post(format!("{base}/v1/bookings/{}/checkout", booking["id"].as_str().unwrap_or_default())).bearer_auth(token).send().await?.json().await.unwrap_or(Value::Null);
+                                let done = client.post(format!("{base}/v1/payments/mock/{}/complete", checkout["payment_id"].as_str().unwrap_or_default()))
+                                    .bearer_auth(token).json(&json!({"outcome": "succeeded"})).send().await?;
+                                paid = done.status().is_success();
+                            }
+                            if let Ok(mut buyers) = buyers.lock() {
+                                buyers[i].admitted_after = Some(seen);
+                                buyers[i].held = status == StatusCode::CREATED;
+                                buyers[i].paid = paid;
+                            }
+                            return Ok(status);
+                        }
+                        Some("closed") => {
+                            if let Ok(mut buyers) = buyers.lock() {
+                                buyers[i].closed = true;
+                            }
+                            return Ok(StatusCode::GONE);
+                        }
+                        _ => {
+                            // Come back in half the time the queue says is left: a second
+                            // at most, a quarter at least.
+                            let eta = read["eta_seconds"].as_f64().unwrap_or(1.0);
+                            tokio::time::sleep(Duration::from_secs_f64((eta / 2.0).clamp(0.25, 1.0))).await;
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await?;
+    let _ = started;
+    let buyers = buyers.lock().map_err(|_| anyhow!("poisoned"))?.clone();
+    let mut admissions = latencies()?;
+    for b in &buyers {
+        if let Some(after) = b.admitted_after {
+            admissions.saturating_record(after.as_micros() as u64);
+        }
+    }
+    let count = |f: &dyn Fn(&Buyer) -> bool| buyers.iter().filter(|b| f(b)).count() as u64;
+    let holds = count(&|b| b.held);
+    let secs = |q: f64| admissions.value_at_quantile(q) as f64 / 1_000_000.0;
+    let mut report = report(Scenario::Onsale, None, args, server, measured, holds);
+    report.onsale = Some(OnsaleReport {
+        joiners,
+        joins_per_s: joiners as f64 / joined.wall.as_secs_f64().max(1e-9),
+        join_p50_ms: join_ms(0.5),
+        join_p99_ms: join_ms(0.99),
+        join_max_ms: joined.histogram.max() as f64 / 1000.0,
+        told_later_than_1s: told_later,
+        admitted: count(&|b| b.admitted_after.is_some()),
+        admission_p50_s: secs(0.5),
+        admission_p99_s: secs(0.99),
+        admission_max_s: admissions.max() as f64 / 1_000_000.0,
+        fairness_rank_correlation: fairness,
+        holds_after_admission: holds,
+        paid: count(&|b| b.paid),
+        closed: count(&|b| b.closed),
+        waiting_at_end: count(&|b| b.admitted_after.is_none() && !b.closed),
+    });
+    check(bench, &organizer, &performance_id, holds, &mut report).await?;
+    Ok(report)
+}
+
+/// Spearman's rank correlation of the index (arrival) and `places` (ties share ranks).
+fn spearman(places: &[f64]) -> f64 {
+    let n = places.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|a, b| places[*a].total_cmp(&places[*b]));
+    let mut rank = vec![0.0; n];
+    let mut start = 0;
+    while start < n {
+        let mut end = start;
+        while end + 1 < n && places[order[end + 1]] == places[order[start]] {
+            end += 1;
+        }
+        let shared = (start + end) as f64 / 2.0;
+        for &i in &order[start..=end] {
+            rank[i] = shared;
+        }
+        start = end + 1;
+    }
+    let mean_rank = rank.iter().sum::<f64>() / n as f64;
+    let mean_index = (n as f64 - 1.0) / 2.0;
+    let (mut num, mut den_a, mut den_b) = (0.0, 0.0, 0.0);
+    for (i, r) in rank.iter().enumerate() {
+        let (a, b) = (i as f64 - mean_index, r - mean_rank);
+        num += a * b;
+        den_a += a * a;
+        den_b += b * b;
+    }
+    if den_b == 0.0 {
+        return 0.0;
+    }
+    num / (den_a.sqrt() * den_b.sqrt())
 }

@@ -363,7 +363,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_store(url: &str, options: StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) async fn open_store(url: &str, options: StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
     tracing::info!(database = %redact(url), "opening database");
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
         Arc::new(

@@ -206,7 +206,7 @@ on_each_engine! {
                 None
             }));
         }
-        for who in buyers.iter().cloned() {
+        for who in buyers {
             let app = app.clone();
             let performance_id = performance_id.clone();
             tasks.push(tokio::spawn(async move {
