@@ -271,7 +271,50 @@
     });
   }
 
+  // The waiting room: the ticket over its WebSocket, shown as it changes.
+  function queue(panel) {
+    var id = panel.dataset.queue, delay = 500;
+    var status = panel.querySelector("[data-live-status]");
+    function part(name) { return panel.querySelector("[data-queue-" + name + "]"); }
+    function wait(s) {
+      if (s === null || s === undefined) return "not known yet";
+      if (s === 0) return "any moment now";
+      if (s < 60) return "under a minute";
+      if (s < 3600) return "about " + Math.ceil(s / 60) + " minutes";
+      return "about " + Math.ceil(s / 3600) + " hours";
+    }
+    function show(t) {
+      part("waiting").hidden = t.state !== "waiting";
+      part("admitted").hidden = t.state !== "admitted";
+      part("closed").hidden = t.state !== "closed";
+      part("position").textContent = String(t.position);
+      part("eta").textContent = wait(t.eta_seconds);
+      if (t.state === "admitted" && t.admission_token) {
+        part("go").href = "/performances/" + t.performance_id + "?admission=" + encodeURIComponent(t.admission_token);
+        if (t.admission_expires_at) {
+          part("until").textContent = new Date(t.admission_expires_at).toISOString().slice(11, 16) + " UTC";
+        }
+        part("go").focus();
+      }
+    }
+    function open() {
+      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      var socket = new WebSocket(scheme + location.host + "/v1/queue/" + id + "/live");
+      socket.onopen = function () { delay = 500; status.textContent = "Live: this page updates by itself."; };
+      socket.onmessage = function (e) { show(JSON.parse(e.data)); };
+      socket.onclose = function () {
+        status.textContent = "Reconnecting…";
+        delay = Math.min(delay * 2, 10000);
+        setTimeout(open, delay);
+      };
+    }
+    open();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-queue]").forEach(function (panel) {
+      if ("WebSocket" in window) queue(panel);
+    });
     var svg = document.querySelector("[data-seatmap]");
     var map = svg ? new SeatMap(svg) : null;
     var live = document.querySelector("[data-live-counts]") || svg;

@@ -156,6 +156,17 @@ impl Visit {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// A hold on a performance with a waiting room: with the visitor's admission.
+    pub async fn post_admitted<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        admission: Option<&str>,
+    ) -> Result<T, Refusal> {
+        self.call_with(Method::POST, path, Some(body), admission)
+            .await
+    }
+
     pub async fn patch<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -181,7 +192,20 @@ impl Visit {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, Refusal> {
+        self.call_with(method, path, body, None).await
+    }
+
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        admission: Option<&str>,
+    ) -> Result<T, Refusal> {
         let mut request = Request::builder().method(method).uri(path);
+        if let Some(admission) = admission {
+            request = request.header(crate::routes::bookings::ADMISSION_HEADER, admission);
+        }
         if let Some(value) = &self.authorization {
             request = request.header(header::AUTHORIZATION, value);
         }

@@ -234,15 +234,31 @@ struct PerformancePage {
     ticket_types: Vec<TicketTypeLine>,
     best_choices: Vec<u32>,
     problem: Option<String>,
+    /// Holds need an admission from the waiting room.
+    waiting_room: bool,
+    /// The visitor's admission, carried by the hold forms.
+    admission: Option<String>,
+    notice: Option<String>,
+    /// Nothing free: the waiting list is offered (reserved seating).
+    sold_out: bool,
+}
+
+#[derive(Deserialize)]
+struct PerformanceQuery {
+    admission: Option<String>,
+    notice: Option<String>,
 }
 
 async fn performance(
     State(web): State<WebState>,
     visit: Visit,
     Path(raw): Path<String>,
+    Query(query): Query<PerformanceQuery>,
 ) -> PageResult {
     let id = id(&visit, &raw)?;
-    let view = performance_page(&visit, id, None).await?;
+    let mut view = performance_page(&visit, id, None).await?;
+    view.admission = query.admission.filter(|a| !a.is_empty() && a.len() < 2_048);
+    view.notice = query.notice.filter(|n| n.len() < 500);
     ok(&web, &view)
 }
 
@@ -305,6 +321,10 @@ async fn performance_page(
         on_sale,
         cancelled: performance.status == "cancelled",
         best_choices: (1..=performance.max_per_booking.min(10)).collect(),
+        waiting_room: performance.waiting_room.enabled,
+        admission: None,
+        notice: None,
+        sold_out: performance.available == 0 && performance.status != "cancelled",
         performance,
         map,
         prices,
@@ -362,7 +382,11 @@ async fn hold(
             "quantity": form.text("quantity").parse::<i64>().unwrap_or(0),
         }),
     };
-    match visit.post::<BookingView>("/v1/bookings", &body).await {
+    let admission = form.get("admission").filter(|a| !a.is_empty());
+    match visit
+        .post_admitted::<BookingView>("/v1/bookings", &body, admission)
+        .await
+    {
         Ok(booking) => Ok(Redirect::to(&format!("/checkout/{}", booking.id)).into_response()),
         Err(refusal) if refusal.status == StatusCode::UNAUTHORIZED => Err(PageError::sign_in_then(
             &visit,
@@ -373,6 +397,7 @@ async fn hold(
             let status = refusal.status;
             let mut view = performance_page(&visit, id, None).await?;
             view.problem = Some(hold_refusal_message(&refusal, view.map.as_ref()));
+            view.admission = admission.map(str::to_owned);
             Ok(page(&view, status, web.form_targets))
         }
     }

@@ -72,6 +72,17 @@ pub fn when(at: &DateTime<Utc>) -> String {
     at.format("%a %-d %b %Y, %H:%M UTC").to_string()
 }
 
+/// A wait in words: "about 3 minutes"; unknown while there is nothing to go by.
+pub fn wait(seconds: Option<u64>) -> String {
+    match seconds {
+        None => "not known yet".to_owned(),
+        Some(0) => "any moment now".to_owned(),
+        Some(s) if s < 60 => "under a minute".to_owned(),
+        Some(s) if s < 3_600 => format!("about {} minutes", s.div_ceil(60)),
+        Some(s) => format!("about {} hours", s.div_ceil(3_600)),
+    }
+}
+
 /// The value an `<input type="datetime-local">` shows (minutes, UTC).
 pub fn datetime_local(at: &DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M").to_string()

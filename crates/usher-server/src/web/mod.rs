@@ -14,6 +14,7 @@ mod format;
 mod manage;
 mod seat_map;
 pub mod session;
+mod waiting;
 
 use std::sync::Arc;
 
@@ -77,6 +78,7 @@ pub fn router(web: WebState) -> Router {
         .merge(assets::router())
         .merge(buyer::router())
         .merge(manage::router())
+        .merge(waiting::router())
         .fallback(not_found)
         .with_state(web)
 }

@@ -495,6 +495,56 @@ on_each_engine! {
         assert_eq!(performance["available"], 6);
     }
 
+    async fn a_sold_out_page_offers_the_waiting_list_and_a_waiting_room_admits_from_its_queue_page(engine) {
+        let app = spawn_app(engine).await;
+        let (_, organizer, customer) = app.cast().await;
+        let seated = on_sale(&app, &organizer, rows(&[2]), 2).await;
+        let seated_id = seated["id"].as_str().unwrap();
+        let holder = app.signup("holder@example.com").await;
+        app.post("/v1/bookings", Some(&holder.access), serde_json::json!({"performance_id": seated_id, "quantity": 2, "best_available": true})).await;
+        // Sold out: the page offers the waiting list; joining lands on the list.
+        let mut jar = Jar::signed_in(&customer);
+        let page = html(app.page(&mut jar, &format!("/performances/{seated_id}")).await).await;
+        assert!(page.contains("Join the waiting list"), "{page}");
+        let joined = app.form(&mut jar, &format!("/performances/{seated_id}/waitlist"), &[("quantity", "2")], Some(CSRF)).await;
+        assert_eq!((joined.status(), location(&joined).as_str()), (StatusCode::SEE_OTHER, "/waitlist?joined=1"));
+        let list = html(app.page(&mut jar, "/waitlist?joined=1").await).await;
+        assert!(list.contains("Number <b>1</b> in line") && list.contains("badge waiting"), "{list}");
+        // Places come back: the list says they are held, with the way to pay.
+        let bookings: serde_json::Value = app.get("/v1/bookings", Some(&holder.access)).await.json().await.unwrap();
+        app.delete(&format!("/v1/bookings/{}", bookings["items"][0]["id"].as_str().unwrap()), Some(&holder.access)).await;
+        usher_server::waiting::serve(&app.state, uuid::Uuid::parse_str(seated_id).unwrap()).await;
+        let list = html(app.page(&mut jar, "/waitlist").await).await;
+        assert!(list.contains("Places are held for you") && list.contains("/checkout/"), "{list}");
+        let entry = list.split("/waitlist/").nth(1).unwrap().split('/').next().unwrap().to_owned();
+        let left = app.form(&mut jar, &format!("/waitlist/{entry}/leave"), &[], Some(CSRF)).await;
+        assert_eq!(location(&left), "/waitlist?left=1");
+        // A waiting room: the page sends buyers to the queue; the queue page shows the
+        // place, then the way in with the admission the hold form carries.
+        let roomy = on_sale(&app, &organizer, standing(4), 2).await;
+        let roomy_id = roomy["id"].as_str().unwrap();
+        app.patch(&format!("/v1/performances/{roomy_id}"), Some(&organizer.access), serde_json::json!({"waiting_room": {"enabled": true}})).await;
+        let page = html(app.page(&mut jar, &format!("/performances/{roomy_id}")).await).await;
+        assert!(page.contains("Join the queue"), "{page}");
+        let queued = app.form(&mut jar, &format!("/performances/{roomy_id}/queue"), &[], Some(CSRF)).await;
+        let queue_path = location(&queued);
+        assert!(queue_path.starts_with("/queue/"), "{queue_path}");
+        let waiting = html(app.page(&mut jar, &queue_path).await).await;
+        assert!(waiting.contains("data-queue-position>1<"), "{waiting}");
+        usher_server::waiting::step_rooms(&app.state).await;
+        let admitted = html(app.page(&mut jar, &queue_path).await).await;
+        let go = admitted.split("data-queue-go href=\"").nth(1).unwrap().split('"').next().unwrap().replace("&#x3d;", "=");
+        assert!(go.contains("?admission="), "{admitted}");
+        let chooser = html(app.page(&mut jar, &go).await).await;
+        let token = chooser.split("name=\"admission\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let ticket_type = roomy["ticket_types"][0]["id"].as_str().unwrap();
+        let held = app.form(&mut jar, &format!("/performances/{roomy_id}/hold"), &[("mode", "ga"), ("ticket_type_id", ticket_type), ("quantity", "2"), ("admission", &token)], Some(CSRF)).await;
+        assert_eq!(held.status(), StatusCode::SEE_OTHER, "{}", html(held).await);
+        // Without the admission, the page says why.
+        let refused = app.form(&mut jar, &format!("/performances/{roomy_id}/hold"), &[("mode", "ga"), ("ticket_type_id", ticket_type), ("quantity", "1")], Some(CSRF)).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    }
+
     async fn the_dashboard_pages_through_an_organizers_events(engine) {
         let app = spawn_app(engine).await;
         let (_, organizer, _) = app.cast().await;

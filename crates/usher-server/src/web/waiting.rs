@@ -1,0 +1,185 @@
+//! The buyer's pages of the waiting list and the waiting room: joining either from a
+//! performance's page, the queue page with its place and wait (kept current over the
+//! queue's WebSocket), and the list of one's waiting-list entries with their offers.
+//! Every read and write goes through the API as the visitor.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::routes::waiting::{QueueTicketView, WaitlistEntryView, WaitlistPage};
+use crate::web::api::Visit;
+use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page};
+
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/performances/{id}/waitlist", post(join_waitlist))
+        .route("/performances/{id}/queue", post(join_queue))
+        .route("/queue/{id}", get(queue))
+        .route("/waitlist", get(waitlist))
+        .route("/waitlist/{id}/leave", post(leave))
+}
+
+/// Puts the visitor on the waiting list of a sold-out performance.
+async fn join_waitlist(visit: Visit, Path(raw): Path<String>, form: Form) -> PageResult {
+    let id = id(&visit, &raw)?;
+    if !visit.is_signed_in() {
+        return Err(PageError::sign_in_then(
+            &visit,
+            &format!("/performances/{id}"),
+        ));
+    }
+    let mut body = json!({"quantity": form.text("quantity").parse::<i64>().unwrap_or(0)});
+    let ticket_type = form.text("ticket_type_id");
+    if !ticket_type.is_empty() {
+        body["ticket_type_id"] = json!(ticket_type);
+    }
+    match visit
+        .post::<WaitlistEntryView>(&format!("/v1/performances/{id}/waitlist"), &body)
+        .await
+    {
+        Ok(_) => Ok(Redirect::to("/waitlist?joined=1").into_response()),
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
+            // Not sold out after all (or bad input): back to the performance, told why.
+            let path = format!(
+                "/performances/{id}?notice={}",
+                format::query_value(&refusal.message())
+            );
+            Ok(Redirect::to(&path).into_response())
+        }
+    }
+}
+
+/// Joins the performance's waiting room and shows the queue.
+async fn join_queue(visit: Visit, Path(raw): Path<String>, _form: Form) -> PageResult {
+    let id = id(&visit, &raw)?;
+    if !visit.is_signed_in() {
+        return Err(PageError::sign_in_then(
+            &visit,
+            &format!("/performances/{id}"),
+        ));
+    }
+    match visit
+        .post::<QueueTicketView>(&format!("/v1/performances/{id}/queue"), &json!({}))
+        .await
+    {
+        Ok(ticket) => Ok(Redirect::to(&format!("/queue/{}", ticket.ticket_id)).into_response()),
+        Err(refusal) => Err(PageError::refused(&visit, refusal)),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueuePage {
+    chrome: Chrome,
+    ticket: QueueTicketView,
+    event_title: String,
+    when: String,
+    eta: String,
+}
+
+async fn queue(State(web): State<WebState>, visit: Visit, Path(raw): Path<String>) -> PageResult {
+    let id = id(&visit, &raw)?;
+    if !visit.is_signed_in() {
+        return Err(PageError::sign_in_then(&visit, &format!("/queue/{id}")));
+    }
+    let refused = |r| PageError::refused(&visit, r);
+    let ticket: QueueTicketView = visit
+        .get(&format!("/v1/queue/{id}"))
+        .await
+        .map_err(refused)?;
+    let performance: crate::routes::performances::PerformanceView = visit
+        .get(&format!("/v1/performances/{}", ticket.performance_id))
+        .await
+        .map_err(refused)?;
+    let event: crate::routes::events::EventView = visit
+        .get(&format!("/v1/events/{}", performance.event_id))
+        .await
+        .map_err(refused)?;
+    let view = QueuePage {
+        chrome: Chrome::of(&visit),
+        eta: format::wait(ticket.eta_seconds),
+        ticket,
+        event_title: event.title,
+        when: format::when(&performance.starts_at),
+    };
+    Ok(page(&view, StatusCode::OK, web.form_targets))
+}
+
+struct EntryLine {
+    entry: WaitlistEntryView,
+    event_title: String,
+    when: String,
+}
+
+#[derive(Template)]
+#[template(path = "waitlist.html")]
+struct WaitlistView {
+    chrome: Chrome,
+    entries: Vec<EntryLine>,
+    notice: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct WaitlistQuery {
+    joined: Option<u8>,
+    left: Option<u8>,
+}
+
+async fn waitlist(
+    State(web): State<WebState>,
+    visit: Visit,
+    axum::extract::Query(query): axum::extract::Query<WaitlistQuery>,
+) -> PageResult {
+    if !visit.is_signed_in() {
+        return Err(PageError::sign_in(&visit));
+    }
+    let refused = |r| PageError::refused(&visit, r);
+    let list: WaitlistPage = visit.get("/v1/waitlist?limit=50").await.map_err(refused)?;
+    let mut entries = Vec::with_capacity(list.items.len());
+    for entry in list.items {
+        let performance: Option<crate::routes::performances::PerformanceView> = visit
+            .get(&format!("/v1/performances/{}", entry.performance_id))
+            .await
+            .ok();
+        let event: Option<crate::routes::events::EventView> = match &performance {
+            Some(p) => visit.get(&format!("/v1/events/{}", p.event_id)).await.ok(),
+            None => None,
+        };
+        entries.push(EntryLine {
+            event_title: event.map_or_else(|| "A performance".to_owned(), |e| e.title),
+            when: performance.map_or_else(String::new, |p| format::when(&p.starts_at)),
+            entry,
+        });
+    }
+    let notice = match (query.joined, query.left) {
+        (Some(_), _) => Some(
+            "You are on the waiting list. When places come back they are held for you and \
+             we email you; pay before the hold runs out."
+                .to_owned(),
+        ),
+        (_, Some(_)) => Some("You left the waiting list.".to_owned()),
+        _ => None,
+    };
+    let view = WaitlistView {
+        chrome: Chrome::of(&visit),
+        entries,
+        notice,
+    };
+    Ok(page(&view, StatusCode::OK, web.form_targets))
+}
+
+async fn leave(visit: Visit, Path(raw): Path<String>, _form: Form) -> PageResult {
+    let id: Uuid = id(&visit, &raw)?;
+    visit
+        .delete::<WaitlistEntryView>(&format!("/v1/waitlist/{id}"))
+        .await
+        .map_err(|r| PageError::refused(&visit, r))?;
+    Ok(Redirect::to("/waitlist?left=1").into_response())
+}
