@@ -1439,31 +1439,9 @@ async fn onsale(
         .await?;
     let opening = Instant::now() + Duration::from_secs(1);
     tokio::time::sleep_until(opening.into()).await;
-    // Wait for the draw (the first ticket has a number once it is made), then read
-    // everyone's place once.
-    let first = buyers.lock().map_err(|_| anyhow!("poisoned"))?[0]
-        .ticket
-        .clone();
-    loop {
-        let (_, ticket) = bench
-            .call(
-                Method::GET,
-                &format!("/v1/queue/{first}"),
-                Some(&tokens[0]),
-                None,
-            )
-            .await?;
-        if ticket["state"] != "waiting"
-            || Instant::now() > deadline
-            || ticket["eta_seconds"].as_u64().is_none_or(|eta| eta == 0)
-                && ticket["position"].as_u64() != Some(0)
-                && Instant::now() > opening + Duration::from_millis(600)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let started = Instant::now();
+    // The gatekeeper makes the draw at its first step after the opening (it steps four
+    // times a second); then everyone's place is read once.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let readers = futures_util::stream::iter(0..users)
         .map(|i| {
             let (client, base, tokens, buyers) =
@@ -1503,19 +1481,22 @@ async fn onsale(
         .collect();
     let fairness = spearman(&places);
 
-    // Each buyer follows its place until admitted (then holds two and pays) or closed.
-    let measured = drive(users as u64, args.concurrency, deadline, args.json, server, Arc::default(), {
+    // Every buyer follows its place at once (each coming back as its wait says), until
+    // admitted (then holds two and pays) or closed; `--concurrency` requests in flight.
+    let gate = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let follow_one = {
         let (buyers, tokens, client, base, performance_id) = (buyers.clone(), tokens.clone(), client.clone(), base.clone(), performance_id.clone());
-        move |i| {
-            let (buyers, tokens, client, base, performance_id) = (buyers.clone(), tokens.clone(), client.clone(), base.clone(), performance_id.clone());
+        move |i: u64| {
+            let (buyers, tokens, client, base, performance_id, gate) = (buyers.clone(), tokens.clone(), client.clone(), base.clone(), performance_id.clone(), gate.clone());
             async move {
                 let i = i as usize;
                 let ticket = buyers.lock().map(|b| b[i].ticket.clone()).unwrap_or_default();
                 let token = &tokens[i];
                 loop {
                     if Instant::now() > deadline {
-                        return Ok(StatusCode::REQUEST_TIMEOUT);
+                        return anyhow::Ok(StatusCode::REQUEST_TIMEOUT);
                     }
+                    let permit = gate.clone().acquire_owned().await?;
                     let read: Value = client.get(format!("{base}/v1/queue/{ticket}")).bearer_auth(token).send().await?.json().await.unwrap_or(Value::Null);
                     match read["state"].as_str() {
                         Some("admitted") => {
@@ -1546,6 +1527,7 @@ async fn onsale(
                             return Ok(StatusCode::GONE);
                         }
                         _ => {
+                            drop(permit);
                             // Come back in half the time the queue says is left: a second
                             // at most, a quarter at least.
                             let eta = read["eta_seconds"].as_f64().unwrap_or(1.0);
@@ -1555,9 +1537,24 @@ async fn onsale(
                 }
             }
         }
-    })
-    .await?;
-    let _ = started;
+    };
+    let started = Instant::now();
+    let followers: Vec<_> = (0..users as u64).map(|i| tokio::spawn(follow_one(i))).collect();
+    let mut responses: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut errors = 0;
+    for follower in followers {
+        match follower.await? {
+            Ok(status) => *responses.entry(status.as_u16()).or_default() += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    let measured = Measured {
+        wall: started.elapsed(),
+        histogram: latencies()?,
+        responses,
+        errors,
+        rss_mb: server.rss_mb().map(|(now, _)| now),
+    };
     let buyers = buyers.lock().map_err(|_| anyhow!("poisoned"))?.clone();
     let mut admissions = latencies()?;
     for b in &buyers {
