@@ -1485,22 +1485,48 @@ async fn onsale(
     // admitted (then holds two and pays) or closed; `--concurrency` requests in flight.
     let gate = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let follow_one = {
-        let (buyers, tokens, client, base, performance_id) = (buyers.clone(), tokens.clone(), client.clone(), base.clone(), performance_id.clone());
+        let (buyers, tokens, client, base, performance_id) = (
+            buyers.clone(),
+            tokens.clone(),
+            client.clone(),
+            base.clone(),
+            performance_id.clone(),
+        );
         move |i: u64| {
-            let (buyers, tokens, client, base, performance_id, gate) = (buyers.clone(), tokens.clone(), client.clone(), base.clone(), performance_id.clone(), gate.clone());
+            let (buyers, tokens, client, base, performance_id, gate) = (
+                buyers.clone(),
+                tokens.clone(),
+                client.clone(),
+                base.clone(),
+                performance_id.clone(),
+                gate.clone(),
+            );
             async move {
                 let i = i as usize;
-                let ticket = buyers.lock().map(|b| b[i].ticket.clone()).unwrap_or_default();
+                let ticket = buyers
+                    .lock()
+                    .map(|b| b[i].ticket.clone())
+                    .unwrap_or_default();
                 let token = &tokens[i];
                 loop {
                     if Instant::now() > deadline {
                         return anyhow::Ok(StatusCode::REQUEST_TIMEOUT);
                     }
                     let permit = gate.clone().acquire_owned().await?;
-                    let read: Value = client.get(format!("{base}/v1/queue/{ticket}")).bearer_auth(token).send().await?.json().await.unwrap_or(Value::Null);
+                    let read: Value = client
+                        .get(format!("{base}/v1/queue/{ticket}"))
+                        .bearer_auth(token)
+                        .send()
+                        .await?
+                        .json()
+                        .await
+                        .unwrap_or(Value::Null);
                     match read["state"].as_str() {
                         Some("admitted") => {
-                            let admission = read["admission_token"].as_str().unwrap_or_default().to_owned();
+                            let admission = read["admission_token"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned();
                             let seen = opening.elapsed();
                             let held = client.post(format!("{base}/v1/bookings")).bearer_auth(token).header("Usher-Admission", admission)
                                 .json(&json!({"performance_id": performance_id, "quantity": 2, "best_available": true})).send().await?;
@@ -1508,9 +1534,26 @@ async fn onsale(
                             let booking: Value = held.json().await.unwrap_or(Value::Null);
                             let mut paid = false;
                             if status == StatusCode::CREATED {
-                                let checkout: Value = client.post(format!("{base}/v1/bookings/{}/checkout", booking["id"].as_str().unwrap_or_default())).bearer_auth(token).send().await?.json().await.unwrap_or(Value::Null);
-                                let done = client.post(format!("{base}/v1/payments/mock/{}/complete", checkout["payment_id"].as_str().unwrap_or_default()))
-                                    .bearer_auth(token).json(&json!({"outcome": "succeeded"})).send().await?;
+                                let checkout: Value = client
+                                    .post(format!(
+                                        "{base}/v1/bookings/{}/checkout",
+                                        booking["id"].as_str().unwrap_or_default()
+                                    ))
+                                    .bearer_auth(token)
+                                    .send()
+                                    .await?
+                                    .json()
+                                    .await
+                                    .unwrap_or(Value::Null);
+                                let done = client
+                                    .post(format!(
+                                        "{base}/v1/payments/mock/{}/complete",
+                                        checkout["payment_id"].as_str().unwrap_or_default()
+                                    ))
+                                    .bearer_auth(token)
+                                    .json(&json!({"outcome": "succeeded"}))
+                                    .send()
+                                    .await?;
                                 paid = done.status().is_success();
                             }
                             if let Ok(mut buyers) = buyers.lock() {
@@ -1531,7 +1574,10 @@ async fn onsale(
                             // Come back in half the time the queue says is left: a second
                             // at most, a quarter at least.
                             let eta = read["eta_seconds"].as_f64().unwrap_or(1.0);
-                            tokio::time::sleep(Duration::from_secs_f64((eta / 2.0).clamp(0.25, 1.0))).await;
+                            tokio::time::sleep(Duration::from_secs_f64(
+                                (eta / 2.0).clamp(0.25, 1.0),
+                            ))
+                            .await;
                         }
                     }
                 }
@@ -1539,7 +1585,9 @@ async fn onsale(
         }
     };
     let started = Instant::now();
-    let followers: Vec<_> = (0..users as u64).map(|i| tokio::spawn(follow_one(i))).collect();
+    let followers: Vec<_> = (0..users as u64)
+        .map(|i| tokio::spawn(follow_one(i)))
+        .collect();
     let mut responses: BTreeMap<u16, u64> = BTreeMap::new();
     let mut errors = 0;
     for follower in followers {

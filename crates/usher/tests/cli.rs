@@ -175,6 +175,7 @@ fn bench_runs_each_scenario_against_its_own_server_and_reports_json() {
         &["rush", "--kind", "best", "--requests", "60", "--users", "4"],
         &["flash", "--users", "12", "--seats", "3"],
         &["login", "--requests", "12", "--users", "3"],
+        &["onsale", "--users", "30", "--seats", "6"],
     ] {
         let output = usher()
             .arg("bench")
@@ -224,6 +225,17 @@ fn bench_runs_each_scenario_against_its_own_server_and_reports_json() {
             assert_eq!(
                 report["holds"], 3,
                 "exactly the seats on sale are won: {report}"
+            );
+        }
+        if args[0] == "onsale" {
+            let onsale = &report["onsale"];
+            assert_eq!(onsale["joiners"], 30, "{report}");
+            assert_eq!(onsale["told_later_than_1s"], 0, "{report}");
+            // Six seats, two per buyer: three admitted, held and paid; the rest closed.
+            assert_eq!(
+                (onsale["paid"].as_u64(), onsale["closed"].as_u64()),
+                (Some(3), Some(27)),
+                "{report}"
             );
         }
     }
