@@ -311,10 +311,7 @@ fn confirmation_text(
         starts_at.format("%A %-d %B %Y, %H:%M"),
     );
     for unit in &booking.units {
-        let place = match (&unit.section, &unit.row, &unit.label) {
-            (Some(section), Some(row), Some(seat)) => format!("{section}, row {row}, seat {seat}"),
-            _ => "General admission".to_owned(),
-        };
+        let place = place_of(unit);
         let amount = unit.price.amount;
         text.push_str(&format!(
             "  {place:<40} {}.{:02} {}   ticket {}\n",
@@ -335,6 +332,14 @@ fn confirmation_text(
     text
 }
 
+/// A ticket's place as a buyer reads it in an email.
+fn place_of(unit: &usher_core::BookedUnit) -> String {
+    match (&unit.section, &unit.row, &unit.label) {
+        (Some(section), Some(row), Some(seat)) => format!("{section}, row {row}, seat {seat}"),
+        _ => "General admission".to_owned(),
+    }
+}
+
 fn offer_text(
     state: &AppState,
     booking: &usher_core::Booking,
@@ -350,10 +355,7 @@ fn offer_text(
         venue = event.venue.as_str(),
     );
     for unit in &booking.units {
-        let place = match (&unit.section, &unit.row, &unit.label) {
-            (Some(section), Some(row), Some(seat)) => format!("{section}, row {row}, seat {seat}"),
-            _ => "General admission".to_owned(),
-        };
+        let place = place_of(unit);
         text.push_str(&format!("  {place}\n"));
     }
     let total = booking.total.amount;
