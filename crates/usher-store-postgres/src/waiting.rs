@@ -16,8 +16,7 @@ use usher_store::payments::job_kind;
 use usher_store::waiting::{self, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
 use usher_store::{
     AdmissionPolicy, ChangeSet, CommandOutcome, HoldCommand, Page, QueueJoin, QueueJoined,
-    QueueRoom, QueueTicket, StoreError, StoreResult, WaitlistEntry, WaitlistJoin, WaitlistJoined,
-    paginate,
+    QueueRoom, QueueTicket, StoreResult, WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
 };
 
 use crate::inventory::{Attempt, hold_in};
@@ -53,38 +52,19 @@ impl PostgresStore {
     pub(crate) async fn join_waitlist(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         match join_in(&mut tx, &join).await {
-            Ok(joined @ WaitlistJoined::Joined(_)) => match tx.commit().await {
-                Ok(()) => Ok(joined),
-                Err(error) => Err(backend(error)),
-            },
+            Ok(joined @ WaitlistJoined::Joined(_)) => {
+                tx.commit().await.map_err(backend)?;
+                Ok(joined)
+            }
             Ok(other) => {
                 tx.rollback().await.map_err(backend)?;
                 Ok(other)
             }
             Err(error) => {
                 let _ = tx.rollback().await;
-                // The same user joining twice at once: the second finds the first.
-                match self.waiting_entry_of(&join).await? {
-                    Some(entry) if matches!(error, StoreError::Backend(_)) => {
-                        Ok(WaitlistJoined::AlreadyWaiting(entry))
-                    }
-                    _ => Err(error),
-                }
+                Err(error)
             }
         }
-    }
-
-    async fn waiting_entry_of(&self, join: &WaitlistJoin) -> StoreResult<Option<WaitlistEntry>> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        entry_rows!(
-            &mut *conn,
-            "w.performance_id = $1 AND w.user_id = $2 AND w.status = 'waiting'",
-            join.performance_id,
-            join.user_id
-        )?
-        .pop()
-        .map(|row| row.into_entry(join.now))
-        .transpose()
     }
 
     pub(crate) async fn waitlist_entry_at(
@@ -463,7 +443,8 @@ async fn join_in(tx: &mut PgConnection, join: &WaitlistJoin) -> StoreResult<Wait
     sqlx::query!(
         "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
                                        status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $6)",
+         VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $6)
+         ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
         join.id,
         join.performance_id,
         join.user_id,
@@ -474,12 +455,15 @@ async fn join_in(tx: &mut PgConnection, join: &WaitlistJoin) -> StoreResult<Wait
     .execute(&mut *tx)
     .await
     .map_err(backend)?;
-    match entry_rows!(&mut *tx, "w.id = $1", join.id)?.pop() {
-        Some(row) => Ok(WaitlistJoined::Joined(row.into_entry(now)?)),
-        None => Err(StoreError::Backend(
-            "waiting-list entry vanished after insert".into(),
-        )),
-    }
+    // Another join of the same user may have committed since the look above: theirs
+    // stands (read again in a fresh snapshot), this one wrote nothing.
+    let rows = entry_rows!(
+        &mut *tx,
+        "w.performance_id = $1 AND w.user_id = $2 AND w.status = 'waiting'",
+        join.performance_id,
+        join.user_id
+    )?;
+    usher_store::waiting::joined(rows, join)
 }
 
 /// A performance's queue, its row locked when `lock` (for a step or a batch of joins).

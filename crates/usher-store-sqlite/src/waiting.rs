@@ -59,14 +59,7 @@ impl SqliteStore {
             }),
         )
         .await?;
-        match joined {
-            WaitlistJoined::Joined(entry) => Ok(WaitlistJoined::Joined(
-                self.waitlist_entry_at(entry.id, join.now)
-                    .await?
-                    .unwrap_or(entry),
-            )),
-            other => Ok(other),
-        }
+        Ok(joined)
     }
 
     pub(crate) async fn waitlist_entry_at(
@@ -402,7 +395,8 @@ async fn join_in(tx: &mut SqliteConnection, join: &WaitlistJoin) -> StoreResult<
     sqlx::query!(
         "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
                                        status, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?6)
+         ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
         join.id,
         join.performance_id,
         join.user_id,
@@ -413,13 +407,13 @@ async fn join_in(tx: &mut SqliteConnection, join: &WaitlistJoin) -> StoreResult<
     .execute(&mut *tx)
     .await
     .map_err(backend)?;
-    let row = entry_rows!(&mut *tx, "w.id = ?1", join.id)?.pop();
-    match row {
-        Some(row) => Ok(WaitlistJoined::Joined(row.into_entry(now)?)),
-        None => Err(usher_store::StoreError::Backend(
-            "waiting-list entry vanished after insert".into(),
-        )),
-    }
+    let rows = entry_rows!(
+        &mut *tx,
+        "w.performance_id = ?1 AND w.user_id = ?2 AND w.status = 'waiting'",
+        join.performance_id,
+        join.user_id
+    )?;
+    waiting::joined(rows, join)
 }
 
 async fn room(conn: &mut SqliteConnection, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {

@@ -105,10 +105,11 @@ impl WaitlistRow {
         let live_offer = self.booking_held_until.filter(|until| *until > now);
         let status = match (self.status.as_str(), self.booking_status.as_deref()) {
             ("waiting", _) => WaitlistStatus::Waiting,
+            // Paid for, even if they left the list as the payment landed.
+            (_, Some("confirmed" | "refunded")) => WaitlistStatus::Booked,
             ("left", _) => WaitlistStatus::Left,
             ("offered", Some("held")) if live_offer.is_some() => WaitlistStatus::Offered,
             ("offered", Some("held" | "expired")) => WaitlistStatus::Lapsed,
-            ("offered", Some("confirmed" | "refunded")) => WaitlistStatus::Booked,
             ("offered", Some("cancelled")) => WaitlistStatus::Left,
             (status, booking) => {
                 return Err(StoreError::Backend(format!(
@@ -134,6 +135,22 @@ impl WaitlistRow {
             created_at: self.created_at,
         })
     }
+}
+
+/// The answer to a join, from the user's waiting entry as read after the insert: this
+/// join's own, or the one another join of theirs committed first (the insert then wrote
+/// nothing).
+pub fn joined(rows: Vec<WaitlistRow>, join: &WaitlistJoin) -> StoreResult<WaitlistJoined> {
+    let row = rows.into_iter().next().ok_or_else(|| {
+        StoreError::Backend("waiting-list entry vanished after its insert".into())
+    })?;
+    let fresh = row.id == join.id;
+    let entry = row.into_entry(join.now)?;
+    Ok(if fresh {
+        WaitlistJoined::Joined(entry)
+    } else {
+        WaitlistJoined::AlreadyWaiting(entry)
+    })
 }
 
 /// A waiting entry as serving reads it, in line order.
@@ -467,6 +484,70 @@ mod tests {
         };
         assert_eq!(seen.per_buyer(), 2);
         assert_eq!(seen.to_admit(1_000), 50);
+    }
+
+    fn entry(
+        status: &str,
+        booking: Option<&str>,
+        held_until: Option<DateTime<Utc>>,
+    ) -> WaitlistRow {
+        WaitlistRow {
+            id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            performance_id: Uuid::now_v7(),
+            ticket_type_id: None,
+            quantity: 2,
+            status: status.into(),
+            booking_id: booking.map(|_| Uuid::now_v7()),
+            booking_status: booking.map(Into::into),
+            booking_held_until: held_until,
+            position: Some(3),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn an_offer_reads_what_became_of_its_hold() {
+        let now = Utc::now();
+        let read = |row: WaitlistRow| row.into_entry(now).unwrap();
+        let waiting = read(entry("waiting", None, None));
+        assert_eq!(
+            (waiting.status, waiting.position),
+            (WaitlistStatus::Waiting, Some(3))
+        );
+        let later = now + Duration::minutes(5);
+        let offered = read(entry("offered", Some("held"), Some(later)));
+        assert_eq!(
+            (offered.status, offered.position, offered.offer_expires_at),
+            (WaitlistStatus::Offered, None, Some(later))
+        );
+        let earlier = Some(now - Duration::seconds(1));
+        assert_eq!(
+            read(entry("offered", Some("held"), earlier)).status,
+            WaitlistStatus::Lapsed
+        );
+        assert_eq!(
+            read(entry("offered", Some("expired"), earlier)).status,
+            WaitlistStatus::Lapsed
+        );
+        assert_eq!(
+            read(entry("offered", Some("cancelled"), earlier)).status,
+            WaitlistStatus::Left
+        );
+        assert_eq!(
+            read(entry("offered", Some("confirmed"), earlier)).status,
+            WaitlistStatus::Booked
+        );
+        // Left as the payment landed: it was paid for.
+        assert_eq!(
+            read(entry("left", Some("confirmed"), earlier)).status,
+            WaitlistStatus::Booked
+        );
+        assert_eq!(
+            read(entry("left", Some("cancelled"), earlier)).status,
+            WaitlistStatus::Left
+        );
+        assert!(entry("offered", None, None).into_entry(now).is_err());
     }
 
     #[test]

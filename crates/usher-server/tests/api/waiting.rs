@@ -128,6 +128,45 @@ on_each_engine! {
         assert_problem(foreign, StatusCode::NOT_FOUND).await;
     }
 
+    async fn one_buyer_joining_twenty_times_at_once_gets_one_entry_and_one_ticket(engine) {
+        let app = std::sync::Arc::new(spawn_app(engine).await);
+        let (_, organizer, customer) = app.cast().await;
+        let performance = on_sale(&app, &organizer, rows(&[1]), 1).await;
+        let holder = app.signup("holder@example.com").await;
+        hold(&app, &holder, json!({"performance_id": performance["id"], "quantity": 1, "best_available": true})).await;
+        let roomy = on_sale(&app, &organizer, rows(&[1]), 1).await;
+        let queue = format!("/v1/performances/{}/queue", roomy["id"].as_str().unwrap());
+        app.patch(&format!("/v1/performances/{}", roomy["id"].as_str().unwrap()), Some(&organizer.access), json!({"waiting_room": {"enabled": true}})).await;
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (app, customer, performance, queue) = (app.clone(), customer.clone(), performance.clone(), queue.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = if i % 2 == 0 {
+                    join(&app, &customer, &performance, json!({"quantity": 1})).await
+                } else {
+                    app.post(&queue, Some(&customer.access), json!({})).await
+                };
+                let status = r.status();
+                let body: Value = r.json().await.unwrap();
+                (i % 2, status, body["id"].as_str().or(body["ticket_id"].as_str()).unwrap().to_owned())
+            }));
+        }
+        let mut seen: HashMap<(usize, StatusCode), HashSet<String>> = HashMap::new();
+        for task in tasks {
+            let (kind, status, id) = task.await.unwrap();
+            seen.entry((kind, status)).or_default().insert(id);
+        }
+        for kind in [0, 1] {
+            let created = &seen[&(kind, StatusCode::CREATED)];
+            assert_eq!(created.len(), 1, "{seen:?}");
+            // Every repeat names the one that was created.
+            assert!(seen.get(&(kind, StatusCode::OK)).is_none_or(|again| again == created), "{seen:?}");
+            let answers: usize = seen.iter().filter(|((k, _), _)| *k == kind).map(|(_, ids)| ids.len()).sum();
+            assert!(answers <= 2, "{seen:?}");
+        }
+        assert_eq!(entries(&app, &customer).await.len(), 1);
+    }
+
     async fn turning_an_offer_down_passes_it_on_and_the_first_in_line_is_never_starved(engine) {
         let app = spawn_app(engine).await;
         let (_, organizer, customer) = app.cast().await;
