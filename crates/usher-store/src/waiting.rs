@@ -335,23 +335,32 @@ impl QueueTicket {
         if self.seq.is_none() && room.opened_at.is_some() {
             return None;
         }
-        let row = QueueTicketRow {
-            id: self.id,
-            user_id: self.user_id,
-            performance_id: self.performance_id,
-            seq: self.seq,
-            admitted_at: self.admitted_at,
-            joined_at: self.joined_at,
-        };
-        let ahead = self.position.saturating_sub(1);
-        let ticket = row.into_ticket(room.clone(), ahead);
+        let (state, position) = place(self.seq, self.position.saturating_sub(1), room);
         // Admitted since: when exactly (the admission's clock) takes a read.
-        (ticket.state != QueueState::Admitted || ticket.admitted_at.is_some()).then_some(ticket)
+        if state == QueueState::Admitted && self.admitted_at.is_none() {
+            return None;
+        }
+        Some(QueueTicket {
+            state,
+            position,
+            room: room.clone(),
+            ..self.clone()
+        })
     }
 }
 
-/// A ticket row as both engines read it (`rank`: tickets ahead in the draw, before the
-/// opening).
+/// Where a ticket numbered `seq` (or, before the opening, with `ahead` before it in the
+/// draw) stands in `room`.
+fn place(seq: Option<i64>, ahead: u64, room: &QueueRoom) -> (QueueState, u64) {
+    match seq {
+        Some(seq) if seq <= room.admitted_through => (QueueState::Admitted, 0),
+        _ if room.closed => (QueueState::Closed, 0),
+        Some(seq) => (QueueState::Waiting, (seq - room.admitted_through) as u64),
+        None => (QueueState::Waiting, ahead + 1),
+    }
+}
+
+/// A ticket row as both engines read it.
 #[derive(Debug)]
 pub struct QueueTicketRow {
     pub id: Uuid,
@@ -366,12 +375,7 @@ impl QueueTicketRow {
     /// The ticket as it reads in `room`; `ahead` counts tickets before it in the draw
     /// (used only while it has no number).
     pub fn into_ticket(self, room: QueueRoom, ahead: u64) -> QueueTicket {
-        let (state, position) = match self.seq {
-            Some(seq) if seq <= room.admitted_through => (QueueState::Admitted, 0),
-            _ if room.closed => (QueueState::Closed, 0),
-            Some(seq) => (QueueState::Waiting, (seq - room.admitted_through) as u64),
-            None => (QueueState::Waiting, ahead + 1),
-        };
+        let (state, position) = place(self.seq, ahead, &room);
         QueueTicket {
             id: self.id,
             user_id: self.user_id,

@@ -268,7 +268,7 @@ async fn create_booking(
             })?;
         state
             .tokens()
-            .verify_admission(token, caller.id, performance.id)
+            .verify_admission(token, caller.id, performance.id, now)
             .map_err(|why| ApiError::AdmissionRequired(why.into()))?;
     }
 

@@ -448,25 +448,24 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 async fn follow(mut socket: WebSocket, state: AppState, mut ticket: QueueTicket) {
     metrics::gauge!("usher_queue_connections").increment(1.0);
     let mut board = state.waiting_room().watch(ticket.performance_id);
-    let mut last: Option<QueueTicketView> = None;
+    // What the client was last told: only a change of place or state is news.
+    let mut told: Option<(QueueState, u64)> = None;
     let mut pings = tokio::time::interval(PING_EVERY);
     pings.tick().await;
-    while let Ok(view) = QueueTicketView::new(&state, &ticket, true) {
-        // Only a change of place or state is news (and the first message).
-        let news = last
-            .as_ref()
-            .is_none_or(|l| l.state != view.state || l.position != view.position);
-        if news {
-            let text = match serde_json::to_string(&view) {
-                Ok(text) => text,
-                Err(_) => break,
+    loop {
+        if told != Some((ticket.state, ticket.position)) {
+            let Ok(view) = QueueTicketView::new(&state, &ticket, true) else {
+                break;
+            };
+            let Ok(text) = serde_json::to_string(&view) else {
+                break;
             };
             let sent =
                 tokio::time::timeout(SEND_DEADLINE, socket.send(Message::Text(text.into()))).await;
             if !matches!(sent, Ok(Ok(()))) {
                 break;
             }
-            last = Some(view);
+            told = Some((ticket.state, ticket.position));
         }
         tokio::select! {
             changed = board.changed() => {

@@ -420,6 +420,46 @@ on_each_engine! {
         assert_eq!(assert_problem(r, StatusCode::CONFLICT).await["type"], "/problems/no-waiting-room");
     }
 
+    async fn the_queue_socket_tells_the_place_then_the_admission_which_expires(engine) {
+        let app = spawn_app(engine).await;
+        let (_, organizer, customer) = app.cast().await;
+        let performance = on_sale(&app, &organizer, rows(&[10]), 2).await;
+        let path = format!("/v1/performances/{}", performance["id"].as_str().unwrap());
+        let opens = app.clock_now() + chrono::Duration::hours(1);
+        app.patch(&path, Some(&organizer.access), json!({"on_sale_at": opens.to_rfc3339(), "waiting_room": {"enabled": true}})).await;
+        let ticket: Value = app.post(&format!("{path}/queue"), Some(&customer.access), json!({})).await.json().await.unwrap();
+        let live = |token: Option<&str>| {
+            let mut url = app.url(&format!("/v1/queue/{}/live", ticket["ticket_id"].as_str().unwrap())).replacen("http://", "ws://", 1);
+            if let Some(token) = token {
+                url.push_str(&format!("?access_token={token}"));
+            }
+            tokio_tungstenite::connect_async(url)
+        };
+        // Only its holder may follow a ticket.
+        assert!(live(None).await.is_err());
+        let stranger = app.signup("stranger@example.com").await;
+        assert!(live(Some(&stranger.access)).await.is_err());
+        let (mut socket, _) = live(Some(&customer.access)).await.unwrap();
+        let first = next_text(&mut socket).await;
+        assert_eq!((first["state"].as_str(), first["position"].as_u64()), (Some("waiting"), Some(1)));
+        assert!(first["admission_token"].is_null());
+        // The opening admits them: the socket says so, with the admission.
+        app.clock.advance(chrono::Duration::hours(1));
+        usher_server::waiting::step_rooms(&app.state).await;
+        let admitted = next_text(&mut socket).await;
+        assert_eq!(admitted["state"], "admitted");
+        let token = admitted["admission_token"].as_str().unwrap().to_owned();
+        let body = json!({"performance_id": performance["id"], "quantity": 1, "best_available": true});
+        let held_with = |token: String| {
+            app.client.post(app.url("/v1/bookings")).bearer_auth(&customer.access).header("Usher-Admission", token).json(&body).send()
+        };
+        assert_eq!(held_with(token.clone()).await.unwrap().status(), StatusCode::CREATED);
+        // An admission lasts its time, then holds with it are refused.
+        app.clock.advance(app.config.admission_ttl + chrono::Duration::seconds(1));
+        let late = held_with(token).await.unwrap();
+        assert_eq!(assert_problem(late, StatusCode::FORBIDDEN).await["type"], "/problems/admission-required");
+    }
+
     async fn arriving_early_gives_no_edge(engine) {
         // Across many openings, where someone arrived says nothing of where the draw put
         // them: the rank correlation of arrival and place averages out near zero.
@@ -450,6 +490,25 @@ on_each_engine! {
         // Under no relation each is ~N(0, 1/39); the mean of twelve ~N(0, 0.046²).
         assert!(mean.abs() < 0.2, "arrival and place are related: {correlations:?}");
         assert!(correlations.iter().any(|r| *r > 0.0) && correlations.iter().any(|r| *r < 0.0), "{correlations:?}");
+    }
+}
+
+/// The next text message of a socket as JSON, waiting at most 5 s.
+async fn next_text(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the socket is open")
+            .expect("a readable message");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
     }
 }
 
