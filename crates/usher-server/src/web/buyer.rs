@@ -489,7 +489,7 @@ async fn checkout_page(
         .await
         .map_err(|r| PageError::refused(visit, r))?;
     let mut context = Context::default();
-    let (title, when, names) = context.describe(visit, &booking).await;
+    let (title, when, names) = context.describe(visit, booking.performance_id).await;
     Ok(CheckoutPage {
         chrome: Chrome::of(visit),
         event_title: title,
@@ -620,7 +620,7 @@ async fn bookings_page(
     let mut context = Context::default();
     let mut cards = Vec::with_capacity(list.items.len());
     for booking in list.items {
-        let (title, when, names) = context.describe(visit, &booking).await;
+        let (title, when, names) = context.describe(visit, booking.performance_id).await;
         cards.push(BookingCard {
             id: booking.id,
             highlight: Some(booking.id) == query.confirmed,
@@ -682,23 +682,24 @@ async fn cancel(
     }
 }
 
-/// Event titles and unit names for bookings, each performance looked up once.
+/// Event titles, dates and ticket-type names of performances (of bookings, of waiting-list
+/// entries), each performance looked up once.
 #[derive(Default)]
-struct Context {
+pub(super) struct Context {
     performances: HashMap<Uuid, (String, String, HashMap<Uuid, String>)>,
 }
 
 impl Context {
-    async fn describe(
+    pub(super) async fn describe(
         &mut self,
         visit: &Visit,
-        booking: &BookingView,
+        performance_id: Uuid,
     ) -> (String, String, HashMap<Uuid, String>) {
-        if let Some(known) = self.performances.get(&booking.performance_id) {
+        if let Some(known) = self.performances.get(&performance_id) {
             return known.clone();
         }
         let found = match visit
-            .get::<PerformanceView>(&format!("/v1/performances/{}", booking.performance_id))
+            .get::<PerformanceView>(&format!("/v1/performances/{performance_id}"))
             .await
         {
             Ok(performance) => {
@@ -718,8 +719,7 @@ impl Context {
             // A performance one can no longer see (its event was withdrawn).
             Err(_) => ("An event".to_owned(), String::new(), HashMap::new()),
         };
-        self.performances
-            .insert(booking.performance_id, found.clone());
+        self.performances.insert(performance_id, found.clone());
         found
     }
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::routes::waiting::{QueueTicketView, WaitlistEntryView, WaitlistPage};
 use crate::web::api::Visit;
+use crate::web::buyer::Context;
 use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page};
 
 pub fn router() -> Router<WebState> {
@@ -89,25 +90,19 @@ async fn queue(State(web): State<WebState>, visit: Visit, Path(raw): Path<String
     if !visit.is_signed_in() {
         return Err(PageError::sign_in_then(&visit, &format!("/queue/{id}")));
     }
-    let refused = |r| PageError::refused(&visit, r);
     let ticket: QueueTicketView = visit
         .get(&format!("/v1/queue/{id}"))
         .await
-        .map_err(refused)?;
-    let performance: crate::routes::performances::PerformanceView = visit
-        .get(&format!("/v1/performances/{}", ticket.performance_id))
-        .await
-        .map_err(refused)?;
-    let event: crate::routes::events::EventView = visit
-        .get(&format!("/v1/events/{}", performance.event_id))
-        .await
-        .map_err(refused)?;
+        .map_err(|r| PageError::refused(&visit, r))?;
+    let (event_title, when, _) = Context::default()
+        .describe(&visit, ticket.performance_id)
+        .await;
     let view = QueuePage {
         chrome: Chrome::of(&visit),
         eta: format::wait(ticket.eta_seconds),
         ticket,
-        event_title: event.title,
-        when: format::when(&performance.starts_at),
+        event_title,
+        when,
     };
     Ok(page(&view, StatusCode::OK, web.form_targets))
 }
@@ -142,20 +137,14 @@ async fn waitlist(
     }
     let refused = |r| PageError::refused(&visit, r);
     let list: WaitlistPage = visit.get("/v1/waitlist?limit=50").await.map_err(refused)?;
+    let mut context = Context::default();
     let mut entries = Vec::with_capacity(list.items.len());
     for entry in list.items {
-        let performance: Option<crate::routes::performances::PerformanceView> = visit
-            .get(&format!("/v1/performances/{}", entry.performance_id))
-            .await
-            .ok();
-        let event: Option<crate::routes::events::EventView> = match &performance {
-            Some(p) => visit.get(&format!("/v1/events/{}", p.event_id)).await.ok(),
-            None => None,
-        };
+        let (event_title, when, _) = context.describe(&visit, entry.performance_id).await;
         entries.push(EntryLine {
-            event_title: event.map_or_else(|| "A performance".to_owned(), |e| e.title),
-            when: performance.map_or_else(String::new, |p| format::when(&p.starts_at)),
             entry,
+            event_title,
+            when,
         });
     }
     let notice = match (query.joined, query.left) {
