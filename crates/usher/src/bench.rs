@@ -22,7 +22,9 @@
 //!   until admitted (then holds two seats best-available and pays) or the queue closes.
 //!   Reports how fast joiners were told a place, time from the opening to admission,
 //!   the rank correlation of arrival and place (fairness: near zero), holds after
-//!   admission, and oversell. Buyers' accounts are written straight into the
+//!   admission, and oversell; its `responses` are each buyer's outcome (201 held, 410
+//!   closed, 408 still waiting at the deadline) and its latencies those of the buyers'
+//!   looks at their place. Buyers' accounts are written straight into the
 //!   throwaway server's database and their sessions signed with its token key (ten
 //!   thousand sign-ups would measure password hashing, not the queue).
 
@@ -1484,6 +1486,8 @@ async fn onsale(
     // Every buyer follows its place at once (each coming back as its wait says), until
     // admitted (then holds two and pays) or closed; `--concurrency` requests in flight.
     let gate = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    // The latency of the buyers' looks at their place (most of this phase's requests).
+    let looks = Arc::new(std::sync::Mutex::new(latencies()?));
     let follow_one = {
         let (buyers, tokens, client, base, performance_id) = (
             buyers.clone(),
@@ -1492,14 +1496,16 @@ async fn onsale(
             base.clone(),
             performance_id.clone(),
         );
+        let looks = looks.clone();
         move |i: u64| {
-            let (buyers, tokens, client, base, performance_id, gate) = (
+            let (buyers, tokens, client, base, performance_id, gate, looks) = (
                 buyers.clone(),
                 tokens.clone(),
                 client.clone(),
                 base.clone(),
                 performance_id.clone(),
                 gate.clone(),
+                looks.clone(),
             );
             async move {
                 let i = i as usize;
@@ -1513,6 +1519,7 @@ async fn onsale(
                         return anyhow::Ok(StatusCode::REQUEST_TIMEOUT);
                     }
                     let permit = gate.clone().acquire_owned().await?;
+                    let sent = Instant::now();
                     let read: Value = client
                         .get(format!("{base}/v1/queue/{ticket}"))
                         .bearer_auth(token)
@@ -1521,6 +1528,9 @@ async fn onsale(
                         .json()
                         .await
                         .unwrap_or(Value::Null);
+                    if let Ok(mut looks) = looks.lock() {
+                        looks.saturating_record(sent.elapsed().as_micros() as u64);
+                    }
                     match read["state"].as_str() {
                         Some("admitted") => {
                             let admission = read["admission_token"]
@@ -1598,7 +1608,7 @@ async fn onsale(
     }
     let measured = Measured {
         wall: started.elapsed(),
-        histogram: latencies()?,
+        histogram: looks.lock().map_err(|_| anyhow!("poisoned"))?.clone(),
         responses,
         errors,
         rss_mb: server.rss_mb().map(|(now, _)| now),
