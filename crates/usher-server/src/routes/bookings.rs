@@ -126,6 +126,23 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+impl ListParams {
+    /// The page a list asks for, or what is wrong with it (422, naming the field).
+    pub fn page(
+        params: Result<Query<Self>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<(PageLimit, Option<Cursor>), ApiError> {
+        let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+        let mut fields = Fields::new();
+        let limit = fields.take("limit", PageLimit::parse(params.limit));
+        let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
+        fields.finish()?;
+        let (Some(limit), Some(after)) = (limit, after) else {
+            return Err(ApiError::Internal("validated fields missing".into()));
+        };
+        Ok((limit, after))
+    }
+}
+
 /// Holds units for the caller, all or nothing. The price comes from the server.
 #[utoipa::path(post, path = "/v1/bookings", tag = "bookings",
     params(("Usher-Admission" = Option<String>, Header, description = "The admission from the performance's waiting room (`GET /v1/queue/{ticket_id}`), required when it has one")),
@@ -348,14 +365,7 @@ async fn list_bookings(
     caller: Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<BookingPage>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
-    let mut fields = Fields::new();
-    let limit = fields.take("limit", PageLimit::parse(params.limit));
-    let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
-    fields.finish()?;
-    let (Some(limit), Some(after)) = (limit, after) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let (limit, after) = ListParams::page(params)?;
     let page = state
         .store()
         .bookings_of_user(caller.id, limit, after)

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use usher_core::{Cursor, PageLimit, SeatingKind};
+use usher_core::{Cursor, SeatingKind};
 use usher_store::{
     InventoryCommand, QueueJoin, QueueJoined, QueueState, QueueTicket, WaitlistEntry, WaitlistJoin,
     WaitlistJoined, WaitlistStatus,
@@ -200,14 +200,7 @@ async fn my_waitlist(
     caller: Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<WaitlistPage>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
-    let mut fields = Fields::new();
-    let limit = fields.take("limit", PageLimit::parse(params.limit));
-    let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
-    fields.finish()?;
-    let (Some(limit), Some(after)) = (limit, after) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let (limit, after) = ListParams::page(params)?;
     let page = state
         .store()
         .waitlist_of_user(caller.id, state.clock().now(), limit, after)
