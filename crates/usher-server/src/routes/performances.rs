@@ -195,9 +195,12 @@ pub struct UpdatePerformanceRequest {
     pub hold_ttl_seconds: Option<i64>,
     /// 1–100; applies to holds taken from now on.
     pub max_per_booking: Option<i64>,
+    /// When holds open (before `starts_at`); it can be moved until it passes (422
+    /// after), and `null` clears it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub on_sale_at: Option<Option<DateTime<Utc>>>,
+    /// Turns the waiting room on or off.
     pub waiting_room: Option<WaitingRoomSetting>,
     /// Only `cancelled`: final; every hold is released, every confirmed booking refunded
     /// and its buyer emailed.
