@@ -717,6 +717,8 @@ pub struct BookedUnit {
     pub label: Option<String>,
     pub ticket_type_id: Option<Uuid>,
     pub price: Money,
+    /// The ticket's serial, numbered when the booking was confirmed.
+    pub ticket: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,10 @@
 //!   someone else, the sale was cancelled, the performance started) is refunded;
 //! - checkout extends the hold once; a repeat while a payment is open returns that
 //!   payment;
-//! - buyers may refund until a cutoff before the performance; organizers always.
+//! - buyers may refund until a cutoff before the performance; organizers always;
+//! - a wallet payment is taken and confirms the booking in one step (the engine refuses
+//!   the whole transition when the balance does not cover it); money paid from the
+//!   wallet, or asked back to it, returns to the wallet at once, never to a provider.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,6 +72,19 @@ impl PaymentStatus {
             PaymentStatus::Succeeded | PaymentStatus::RefundPending | PaymentStatus::Refunded
         )
     }
+}
+
+/// The provider name of payments made from the buyer's wallet (store credit).
+pub const WALLET: &str = "wallet";
+
+/// Where a refund's money goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefundTo {
+    /// Back the way it came: the provider for card payments, the wallet for wallet ones.
+    #[default]
+    Origin,
+    /// To the buyer's wallet whatever paid (no provider refund).
+    Wallet,
 }
 
 /// One payment of the booking, as the lifecycle needs to know it.
@@ -144,6 +160,11 @@ pub enum Trigger {
     PaymentSucceeded {
         payment_id: Uuid,
     },
+    /// The buyer pays the whole booking from their wallet: a payment is opened, taken and
+    /// confirms the booking at once (`new_payment_id`).
+    PayFromWallet {
+        new_payment_id: Uuid,
+    },
     /// The payment failed or its checkout expired.
     PaymentFailed {
         payment_id: Uuid,
@@ -156,6 +177,7 @@ pub enum Trigger {
     Cancel {
         by: Actor,
         refund_cutoff: Duration,
+        to: RefundTo,
     },
     /// The hold ran out.
     Expire,
@@ -196,6 +218,9 @@ pub enum Refusal {
     SaleClosed,
     UnknownPayment,
     NoSuchBooking,
+    /// The wallet's balance in the booking's currency does not cover it (decided by the
+    /// engine, under the wallet's row lock).
+    InsufficientFunds,
 }
 
 /// What the transition amounted to, for the caller's answer.
@@ -258,6 +283,11 @@ pub struct Decision {
     pub new_payment: Option<NewPayment>,
     /// Payments whose refund is queued (each is also moved to `RefundPending`).
     pub refunds: Vec<Uuid>,
+    /// Payments whose money goes back to the buyer's wallet now (each is also moved to
+    /// `Refunded`).
+    pub wallet_refunds: Vec<Uuid>,
+    /// The new payment ([`Decision::new_payment`]) is taken from the buyer's wallet.
+    pub wallet_debit: bool,
     pub emails: Vec<Email>,
 }
 
@@ -273,6 +303,8 @@ impl Decision {
             payments: Vec::new(),
             new_payment: None,
             refunds: Vec::new(),
+            wallet_refunds: Vec::new(),
+            wallet_debit: false,
             emails: Vec::new(),
         }
     }
@@ -291,10 +323,16 @@ impl Decision {
             || self.new_payment.is_some()
     }
 
-    fn refund(&mut self, payment: &PaymentFacts) {
-        self.payments
-            .push((payment.id, payment.status, PaymentStatus::RefundPending));
-        self.refunds.push(payment.id);
+    fn refund(&mut self, payment: &PaymentFacts, to: RefundTo) {
+        if to == RefundTo::Wallet || payment.provider == WALLET {
+            self.payments
+                .push((payment.id, payment.status, PaymentStatus::Refunded));
+            self.wallet_refunds.push(payment.id);
+        } else {
+            self.payments
+                .push((payment.id, payment.status, PaymentStatus::RefundPending));
+            self.refunds.push(payment.id);
+        }
     }
 }
 
@@ -307,6 +345,7 @@ pub fn decide(facts: &Facts, trigger: &Trigger, now: DateTime<Utc>) -> Decision 
             new_payment_id,
         } => checkout(facts, provider, *hold_until, *new_payment_id, now),
         Trigger::PaymentSucceeded { payment_id } => payment_succeeded(facts, *payment_id, now),
+        Trigger::PayFromWallet { new_payment_id } => pay_from_wallet(facts, *new_payment_id, now),
         Trigger::PaymentFailed { payment_id } => match facts.payment(*payment_id) {
             None => Decision::refused(Refusal::UnknownPayment),
             Some(p) if p.status == PaymentStatus::Pending => Decision {
@@ -337,7 +376,11 @@ pub fn decide(facts: &Facts, trigger: &Trigger, now: DateTime<Utc>) -> Decision 
                 decision
             }
         },
-        Trigger::Cancel { by, refund_cutoff } => cancel(facts, *by, *refund_cutoff, now),
+        Trigger::Cancel {
+            by,
+            refund_cutoff,
+            to,
+        } => cancel(facts, *by, *refund_cutoff, *to, now),
         Trigger::Expire => match facts.status_at(now) {
             BookingStatus::Expired if facts.status == BookingStatus::Held => Decision {
                 status: Some(BookingStatus::Expired),
@@ -358,7 +401,7 @@ pub fn decide(facts: &Facts, trigger: &Trigger, now: DateTime<Utc>) -> Decision 
                 ..Decision::just(Outcome::Released)
             },
             BookingStatus::Confirmed => {
-                let mut decision = refund_booking(facts);
+                let mut decision = refund_booking(facts, RefundTo::Origin);
                 decision.emails.push(Email::SaleCancelled);
                 decision
             }
@@ -414,6 +457,40 @@ fn checkout(
     }
 }
 
+fn pay_from_wallet(facts: &Facts, new_payment_id: Uuid, now: DateTime<Utc>) -> Decision {
+    if facts.sale == Sale::Cancelled {
+        return Decision::refused(Refusal::SaleCancelled);
+    }
+    let status = facts.status_at(now);
+    if status != BookingStatus::Held || facts.paid_by.is_some() {
+        return Decision::refused(Refusal::NotHeld(status));
+    }
+    if facts.starts_at <= now {
+        return Decision::refused(Refusal::SaleClosed);
+    }
+    if !facts.units_takeable {
+        // A live hold owns its units; this would be a broken invariant, not a race.
+        return Decision::refused(Refusal::NotHeld(BookingStatus::Expired));
+    }
+    Decision {
+        status: Some(BookingStatus::Confirmed),
+        paid_by: Some(new_payment_id),
+        units: UnitChange::Sell,
+        new_payment: Some(NewPayment {
+            id: new_payment_id,
+            expires_at: now,
+        }),
+        payments: vec![(
+            new_payment_id,
+            PaymentStatus::Pending,
+            PaymentStatus::Succeeded,
+        )],
+        wallet_debit: true,
+        emails: vec![Email::Confirmation],
+        ..Decision::just(Outcome::Confirmed)
+    }
+}
+
 fn payment_succeeded(facts: &Facts, payment_id: Uuid, now: DateTime<Utc>) -> Decision {
     let Some(payment) = facts.payment(payment_id) else {
         return Decision::refused(Refusal::UnknownPayment);
@@ -425,7 +502,7 @@ fn payment_succeeded(facts: &Facts, payment_id: Uuid, now: DateTime<Utc>) -> Dec
     // this money back and leave the booking alone.
     if facts.paid_by.is_some() || facts.status == BookingStatus::Confirmed {
         let mut decision = Decision::just(Outcome::ExtraPaymentRefunded);
-        decision.refund(payment);
+        decision.refund(payment, RefundTo::Origin);
         return decision;
     }
     let sellable = facts.sale == Sale::Open
@@ -445,7 +522,7 @@ fn payment_succeeded(facts: &Facts, payment_id: Uuid, now: DateTime<Utc>) -> Dec
     // The money came but cannot buy the booking: the units went to someone else after
     // the hold expired, the sale was cancelled or has closed, or the buyer cancelled.
     let mut decision = Decision::just(Outcome::PaymentRefunded);
-    decision.refund(payment);
+    decision.refund(payment, RefundTo::Origin);
     if facts.status != BookingStatus::Refunded {
         decision.status = Some(BookingStatus::Refunded);
         decision.units = UnitChange::Release;
@@ -453,7 +530,13 @@ fn payment_succeeded(facts: &Facts, payment_id: Uuid, now: DateTime<Utc>) -> Dec
     decision
 }
 
-fn cancel(facts: &Facts, by: Actor, refund_cutoff: Duration, now: DateTime<Utc>) -> Decision {
+fn cancel(
+    facts: &Facts,
+    by: Actor,
+    refund_cutoff: Duration,
+    to: RefundTo,
+    now: DateTime<Utc>,
+) -> Decision {
     match facts.status_at(now) {
         BookingStatus::Held if by == Actor::Buyer => Decision {
             status: Some(BookingStatus::Cancelled),
@@ -464,7 +547,7 @@ fn cancel(facts: &Facts, by: Actor, refund_cutoff: Duration, now: DateTime<Utc>)
             if by == Actor::Buyer && now > facts.starts_at - refund_cutoff {
                 return Decision::refused(Refusal::RefundClosed);
             }
-            refund_booking(facts)
+            refund_booking(facts, to)
         }
         status if by == Actor::Buyer => Decision::refused(Refusal::NotHeld(status)),
         status => Decision::refused(Refusal::NotRefundable(status)),
@@ -472,8 +555,8 @@ fn cancel(facts: &Facts, by: Actor, refund_cutoff: Duration, now: DateTime<Utc>)
 }
 
 /// A confirmed booking is refunded: units back on sale, every captured payment that
-/// still holds money refunded.
-fn refund_booking(facts: &Facts) -> Decision {
+/// still holds money refunded (`to` the wallet, or the way it came).
+fn refund_booking(facts: &Facts, to: RefundTo) -> Decision {
     let mut decision = Decision {
         status: Some(BookingStatus::Refunded),
         units: UnitChange::Release,
@@ -481,7 +564,7 @@ fn refund_booking(facts: &Facts) -> Decision {
     };
     for payment in &facts.payments {
         if payment.status == PaymentStatus::Succeeded {
-            decision.refund(payment);
+            decision.refund(payment, to);
         }
     }
     decision
@@ -659,10 +742,12 @@ mod tests {
         let buyer = Trigger::Cancel {
             by: Actor::Buyer,
             refund_cutoff: cutoff,
+            to: RefundTo::Origin,
         };
         let organizer = Trigger::Cancel {
             by: Actor::Organizer,
             refund_cutoff: cutoff,
+            to: RefundTo::Origin,
         };
         let early = decide(&facts, &buyer, at(0));
         assert_eq!(early.outcome, Outcome::Refunded);
@@ -714,5 +799,73 @@ mod tests {
             decide(&confirmed, &Trigger::SaleCancelled, at(0)).outcome,
             Outcome::Unchanged
         );
+    }
+
+    #[test]
+    fn a_wallet_payment_confirms_at_once_and_wallet_money_returns_to_the_wallet() {
+        let paid = decide(
+            &held(),
+            &Trigger::PayFromWallet {
+                new_payment_id: Uuid::from_u128(7),
+            },
+            at(1),
+        );
+        assert_eq!(paid.outcome, Outcome::Confirmed);
+        assert!(paid.wallet_debit);
+        assert_eq!(paid.paid_by, Some(Uuid::from_u128(7)));
+        assert_eq!(paid.units, UnitChange::Sell);
+        assert_eq!(
+            paid.payments,
+            [(
+                Uuid::from_u128(7),
+                PaymentStatus::Pending,
+                PaymentStatus::Succeeded
+            )]
+        );
+        // Not on a hold that ran out, nor twice.
+        let wallet = Trigger::PayFromWallet {
+            new_payment_id: Uuid::from_u128(8),
+        };
+        assert_eq!(
+            decide(&held(), &wallet, at(10)).outcome,
+            Outcome::Refused(Refusal::NotHeld(BookingStatus::Expired))
+        );
+        let mut confirmed = held();
+        confirmed.status = BookingStatus::Confirmed;
+        confirmed.paid_by = Some(Uuid::from_u128(7));
+        confirmed.payments = vec![PaymentFacts {
+            provider: WALLET.into(),
+            ..pay(7, PaymentStatus::Succeeded)
+        }];
+        assert_eq!(
+            decide(&confirmed, &wallet, at(2)).outcome,
+            Outcome::Refused(Refusal::NotHeld(BookingStatus::Confirmed))
+        );
+        // A wallet payment goes back to the wallet, at once, even when the sale is called off.
+        let cancelled = decide(&confirmed, &Trigger::SaleCancelled, at(3));
+        assert_eq!(cancelled.wallet_refunds, [Uuid::from_u128(7)]);
+        assert!(cancelled.refunds.is_empty());
+        assert_eq!(
+            cancelled.payments,
+            [(
+                Uuid::from_u128(7),
+                PaymentStatus::Succeeded,
+                PaymentStatus::Refunded
+            )]
+        );
+        // A card payment asked back to the wallet does not go to the provider.
+        confirmed.payments = vec![pay(7, PaymentStatus::Succeeded)];
+        let to_wallet = decide(
+            &confirmed,
+            &Trigger::Cancel {
+                by: Actor::Buyer,
+                refund_cutoff: Duration::hours(24),
+                to: RefundTo::Wallet,
+            },
+            at(3),
+        );
+        assert_eq!(to_wallet.outcome, Outcome::Refunded);
+        assert_eq!(to_wallet.wallet_refunds, [Uuid::from_u128(7)]);
+        assert!(to_wallet.refunds.is_empty());
     }
 }

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-/// One plain-text email.
+/// One plain-text email, with files attached (the tickets' QR codes).
 #[derive(Debug, Clone)]
 pub struct Email {
     pub to: String,
@@ -22,6 +22,15 @@ pub struct Email {
     pub text: String,
     /// Without angle brackets, e.g. `booking-…@usher`.
     pub message_id: String,
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub filename: String,
+    /// e.g. `image/svg+xml`.
+    pub content_type: String,
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +77,27 @@ fn build(from: &Mailbox, email: &Email) -> Result<Message, MailError> {
             .parse()
             .map_err(|e| MailError::Message(format!("recipient {:?}: {e}", email.to)))?,
     );
-    Message::builder()
+    let builder = Message::builder()
         .from(from.clone())
         .to(to)
         .subject(email.subject.clone())
-        .message_id(Some(format!("<{}>", email.message_id)))
-        .header(ContentType::TEXT_PLAIN)
-        .body(email.text.clone())
+        .message_id(Some(format!("<{}>", email.message_id)));
+    if email.attachments.is_empty() {
+        return builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(email.text.clone())
+            .map_err(|e| MailError::Message(e.to_string()));
+    }
+    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(email.text.clone()));
+    for file in &email.attachments {
+        let kind = ContentType::parse(&file.content_type)
+            .map_err(|e| MailError::Message(format!("{}: {e}", file.content_type)))?;
+        parts = parts.singlepart(
+            lettre::message::Attachment::new(file.filename.clone()).body(file.body.clone(), kind),
+        );
+    }
+    builder
+        .multipart(parts)
         .map_err(|e| MailError::Message(e.to_string()))
 }
 
@@ -193,7 +216,28 @@ mod tests {
             subject: "Your tickets".into(),
             text: "Row A, seat 5".into(),
             message_id: "booking-123@usher".into(),
+            attachments: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn attachments_make_a_multipart_message() {
+        let dir =
+            std::env::temp_dir().join(format!("usher-mail-{}", uuid::Uuid::new_v4().simple()));
+        let mailer = from_config(None, &dir, "Usher <tickets@usher.example>", SECOND).unwrap();
+        let mut with_file = email();
+        with_file.attachments.push(Attachment {
+            filename: "ticket-1.svg".into(),
+            content_type: "image/svg+xml".into(),
+            body: b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>".to_vec(),
+        });
+        mailer.send(&with_file).await.unwrap();
+        let text = std::fs::read_to_string(dir.join("booking-123_usher.eml")).unwrap();
+        assert!(text.contains("multipart/mixed"), "{text}");
+        assert!(text.contains("Row A, seat 5"), "{text}");
+        assert!(text.contains("filename=\"ticket-1.svg\""), "{text}");
+        assert!(text.contains("image/svg+xml"), "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]

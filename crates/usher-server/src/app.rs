@@ -245,6 +245,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::bookings::router())
         .merge(routes::waiting::router())
         .merge(routes::payments::router())
+        .merge(routes::box_office::router())
         .merge(routes::admin::router())
         .merge(routes::ops::router())
         .split_for_parts();

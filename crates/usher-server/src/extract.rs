@@ -248,6 +248,24 @@ pub fn path_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)
 }
 
+/// The request's `x-request-id` (set or kept by the request-id layer), for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
+    }
+}
+
 /// The authenticated caller, from `Authorization: Bearer <access token>`.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -268,6 +286,11 @@ impl Caller {
                 "only organizers and admins may do this",
             ))
         }
+    }
+
+    /// The audit log's record of this caller making a change in this request.
+    pub fn audit(self, request: &RequestId) -> usher_store::Audit {
+        usher_store::Audit::by(self.id, request.0.clone())
     }
 
     pub fn require_admin(self) -> Result<Self, ApiError> {

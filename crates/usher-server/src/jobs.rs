@@ -251,17 +251,30 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
             format!("booking-{}-{}@usher", booking.id, letter.kind())
         }
     };
+    let mut attachments = Vec::new();
     let (subject, text) = match letter {
-        Letter::Confirmation => (
-            format!("Your tickets for {}", event.title.as_str()),
-            confirmation_text(
-                state,
-                &booking,
-                &event,
-                performance.starts_at,
-                user.name.as_str(),
-            ),
-        ),
+        Letter::Confirmation => {
+            let codes = ticket_codes(state, &booking);
+            for (n, code) in codes.iter().enumerate() {
+                if let Some(code) = code {
+                    attachments.push(usher_mail::Attachment {
+                        filename: format!("ticket-{}-{code}.svg", n + 1),
+                        content_type: "image/svg+xml".into(),
+                        body: tickets::qr_svg(code).into_bytes(),
+                    });
+                }
+            }
+            (
+                format!("Your tickets for {}", event.title.as_str()),
+                confirmation_text(
+                    &booking,
+                    &codes,
+                    &event,
+                    performance.starts_at,
+                    user.name.as_str(),
+                ),
+            )
+        }
         Letter::Cancellation => (
             format!("Cancelled: {}", event.title.as_str()),
             cancellation_text(&booking, &event, performance.starts_at, user.name.as_str()),
@@ -283,6 +296,7 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
         subject,
         text,
         message_id: message_id.clone(),
+        attachments,
     };
     state
         .mailer()
@@ -297,9 +311,22 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
     Ok(())
 }
 
+/// Each unit's ticket code, in the booking's order (`None` for a unit not numbered).
+fn ticket_codes(state: &AppState, booking: &usher_core::Booking) -> Vec<Option<String>> {
+    booking
+        .units
+        .iter()
+        .map(|unit| {
+            unit.ticket.map(|serial| {
+                tickets::code(state.ticket_secret(), serial, booking.id, unit.unit_id)
+            })
+        })
+        .collect()
+}
+
 fn confirmation_text(
-    state: &AppState,
     booking: &usher_core::Booking,
+    codes: &[Option<String>],
     event: &usher_core::Event,
     starts_at: DateTime<Utc>,
     name: &str,
@@ -310,7 +337,7 @@ fn confirmation_text(
         event.venue.as_str(),
         starts_at.format("%A %-d %B %Y, %H:%M"),
     );
-    for unit in &booking.units {
+    for (unit, code) in booking.units.iter().zip(codes) {
         let place = place_of(unit);
         let amount = unit.price.amount;
         text.push_str(&format!(
@@ -318,12 +345,12 @@ fn confirmation_text(
             amount / 100,
             amount % 100,
             unit.price.currency,
-            tickets::code(state.ticket_secret(), booking.id, unit.unit_id),
+            code.as_deref().unwrap_or("(on its way)"),
         ));
     }
     let total = booking.total.amount;
     text.push_str(&format!(
-        "\nTotal: {}.{:02} {}\nBooking: {}\n\nShow the ticket codes at the door. See you there!\n",
+        "\nTotal: {}.{:02} {}\nBooking: {}\n\nShow the ticket codes (or their QR codes, attached) at the door. See you there!\n",
         total / 100,
         total % 100,
         booking.total.currency,
@@ -427,11 +454,14 @@ async fn cancel_sale(state: &AppState, job: &Job) -> Result<(), String> {
         for booking_id in &live {
             let done = state
                 .store()
-                .transition(TransitionRequest::new(
-                    BookingRef::Booking(*booking_id),
-                    Trigger::SaleCancelled,
-                    state.clock().now(),
-                ))
+                .transition(
+                    TransitionRequest::new(
+                        BookingRef::Booking(*booking_id),
+                        Trigger::SaleCancelled,
+                        state.clock().now(),
+                    )
+                    .audited(usher_store::Audit::system().note("cause", "sale cancelled")),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             if done.outcome == Outcome::Refunded {

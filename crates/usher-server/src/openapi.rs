@@ -30,7 +30,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "performances", description = "Performances, seat maps, counts and sales"),
         (name = "bookings", description = "Holds and bookings"),
         (name = "payments", description = "Checkout, payment providers, webhooks and refunds"),
-        (name = "admin", description = "Operating the job outbox"),
+        (name = "tickets", description = "Ticket codes, their QR images, and check-in at the door"),
+        (name = "wallet", description = "Store credit: balances, the ledger, admin credits"),
+        (name = "admin", description = "Operating the job outbox, and the audit log"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -46,6 +46,9 @@ pub struct Problem {
     /// choosing (general admission, best available) and too few were free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable_unit_ids: Option<Vec<uuid::Uuid>>,
+    /// On a 409 `/problems/already-checked-in`: when the ticket was first let in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_in_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,9 @@ pub enum ApiError {
         unit_ids: Vec<uuid::Uuid>,
         detail: String,
     },
+    /// The ticket was let in before, at this time.
+    #[error("already checked in at {0}")]
+    AlreadyCheckedIn(chrono::DateTime<chrono::Utc>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -112,7 +118,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::AdmissionRequired(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } | ApiError::UnitsTaken { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. }
+            | ApiError::UnitsTaken { .. }
+            | ApiError::AlreadyCheckedIn(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) | ApiError::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -153,6 +161,11 @@ impl ApiError {
             ),
             ApiError::Conflict { kind, detail } => (*kind, detail.clone(), vec![]),
             ApiError::UnitsTaken { detail, .. } => ("units-unavailable", detail.clone(), vec![]),
+            ApiError::AlreadyCheckedIn(at) => (
+                "already-checked-in",
+                format!("this ticket was checked in at {}", at.to_rfc3339()),
+                vec![],
+            ),
             ApiError::ServiceUnavailable(_) => (
                 "unavailable",
                 "the service cannot answer right now; try again shortly".into(),
@@ -192,6 +205,10 @@ impl ApiError {
             errors,
             unavailable_unit_ids: match self {
                 ApiError::UnitsTaken { unit_ids, .. } => Some(unit_ids.clone()),
+                _ => None,
+            },
+            checked_in_at: match self {
+                ApiError::AlreadyCheckedIn(at) => Some(*at),
                 _ => None,
             },
         }
@@ -312,6 +329,7 @@ pub async fn problemize(response: Response) -> Response {
         detail: detail.into(),
         errors: vec![],
         unavailable_unit_ids: None,
+        checked_in_at: None,
     });
     // Keep the layer's headers (Allow, Retry-After, request id …) but our body and type.
     // The new body is not the old one's encoding: a gzipped 400 replaced by plain JSON

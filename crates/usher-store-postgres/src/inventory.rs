@@ -17,6 +17,7 @@ use usher_core::{
     Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, UnitState,
     User,
 };
+use usher_store::box_office::action;
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
@@ -26,7 +27,7 @@ use usher_store::{
     Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
     push_group,
 };
-use usher_store::{ChangeSet, LiveBus, LiveChange};
+use usher_store::{Audit, ChangeSet, LiveBus, LiveChange};
 
 use crate::payments::enqueue;
 use crate::{PostgresStore, backend};
@@ -60,7 +61,11 @@ pub(crate) enum Attempt {
 }
 
 impl PostgresStore {
-    pub(crate) async fn insert_performance(&self, new: NewPerformance) -> StoreResult<Performance> {
+    pub(crate) async fn insert_performance(
+        &self,
+        new: NewPerformance,
+        audit: &Audit,
+    ) -> StoreResult<Performance> {
         let id = Uuid::now_v7();
         let now = usher_store::now();
         let kind = new.seating.kind();
@@ -137,6 +142,21 @@ impl PostgresStore {
             .await
             .map_err(backend)?;
         }
+        let audit = audit
+            .clone()
+            .note("starts_at", new.starts_at.to_rfc3339())
+            .note("kind", kind.as_str())
+            .note("capacity", new.seating.units().len());
+        crate::box_office::insert_audit(
+            &mut tx,
+            &audit.entry(
+                action::PERFORMANCE_CREATED,
+                ("performance", id),
+                Some(new.event_id),
+                now,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(backend)?;
         Ok(Performance {
             id,
@@ -284,8 +304,9 @@ impl PostgresStore {
                     unit_ids,
                     blocked,
                     now,
+                    audit,
                 } => self
-                    .set_blocked(*performance_id, unit_ids, *blocked, *now)
+                    .set_blocked(*performance_id, unit_ids, *blocked, *now, audit)
                     .await
                     .map(Attempt::Done),
             };
@@ -325,6 +346,7 @@ impl PostgresStore {
         unit_ids: &[Uuid],
         blocked: bool,
         now: DateTime<Utc>,
+        audit: &Audit,
     ) -> Result<CommandOutcome, Retry> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query!(
@@ -379,6 +401,23 @@ impl PostgresStore {
                 let mut moved = ChangeSet::new();
                 moved.extend(state, changed.iter().map(|id| (performance_id, *id)));
                 let live = crate::live::record(&mut tx, moved, now).await?;
+                let action = if blocked {
+                    action::UNITS_BLOCKED
+                } else {
+                    action::UNITS_UNBLOCKED
+                };
+                let audit = audit
+                    .clone()
+                    .note(
+                        "unit_ids",
+                        unit_ids.iter().map(Uuid::to_string).collect::<Vec<_>>(),
+                    )
+                    .note("changed", changed.len());
+                crate::box_office::insert_audit(
+                    &mut tx,
+                    &audit.entry(action, ("performance", performance_id), None, now),
+                )
+                .await?;
                 tx.commit().await?;
                 self.live.publish(live);
                 return Ok(CommandOutcome::BlockingChanged {
@@ -531,6 +570,7 @@ impl PostgresStore {
         id: Uuid,
         patch: PerformancePatch,
         now: DateTime<Utc>,
+        audit: &Audit,
     ) -> StoreResult<PerformanceUpdate> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let status = sqlx::query_scalar!(
@@ -577,6 +617,16 @@ impl PostgresStore {
             )
             .await?;
         }
+        let action = if cancel {
+            action::PERFORMANCE_CANCELLED
+        } else {
+            action::PERFORMANCE_UPDATED
+        };
+        crate::box_office::insert_audit(
+            &mut tx,
+            &audit.entry(action, ("performance", id), None, now),
+        )
+        .await?;
         tx.commit().await.map_err(backend)?;
         match self.load_performances(None, Some(id)).await?.pop() {
             Some(performance) => Ok(PerformanceUpdate::Updated(performance)),
@@ -1136,11 +1186,12 @@ pub(crate) async fn load_bookings(
                   CASE WHEN p.kind = 'reserved' THEN g.name END AS "section?",
                   u.row_label, u.seat_label,
                   CASE WHEN p.kind = 'general' THEN u.group_id END AS "ticket_type_id?",
-                  bu.price_amount
+                  bu.price_amount, t.serial AS "ticket_serial?"
            FROM booking_units bu
            JOIN units u ON u.id = bu.unit_id
            JOIN price_groups g ON g.id = u.group_id
            JOIN performances p ON p.id = u.performance_id
+           LEFT JOIN tickets t ON t.booking_id = bu.booking_id AND t.unit_id = bu.unit_id
            WHERE bu.booking_id = ANY($1)
            ORDER BY u.group_position, u.row_position, u.seat_position"#,
         ids

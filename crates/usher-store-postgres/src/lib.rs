@@ -3,6 +3,7 @@
 //! (`FOR UPDATE`) or is a single conditional statement.
 
 mod batch;
+mod box_office;
 mod inventory;
 mod live;
 mod payments;
@@ -20,6 +21,7 @@ use usher_core::{
     Booking, BookingStatus, Cursor, Email, Event, EventStatus, PageLimit, Performance, Role, Unit,
     User,
 };
+use usher_store::box_office::action;
 use usher_store::payments::job_kind;
 use usher_store::{
     AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry, WaitlistJoin,
@@ -33,6 +35,9 @@ use usher_store::{
     StoreError, StoreOptions, StoreResult, TransitionRequest, Transitioned, UserCredentials,
     UserQuery, UserRow, WritePipeline, contains_pattern, page_from_rows, paginate, search_key,
     user_search_key,
+};
+use usher_store::{
+    Audit, AuditEntry, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit, WalletEntry,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -300,20 +305,37 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn set_role(&self, id: Uuid, role: Role) -> StoreResult<Option<User>> {
-        let role = role.as_str();
-        sqlx::query_as!(
+    async fn set_role(
+        &self,
+        id: Uuid,
+        role: Role,
+        now: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<Option<User>> {
+        let role_name = role.as_str();
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let user = sqlx::query_as!(
             UserRow,
             r#"UPDATE users SET role = $1 WHERE id = $2
                RETURNING id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>""#,
-            role,
+            role_name,
             id
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(backend)?
         .map(UserRow::into_user)
-        .transpose()
+        .transpose()?;
+        if user.is_some() {
+            let audit = audit.clone().note("role", role_name);
+            box_office::insert_audit(
+                &mut tx,
+                &audit.entry(action::USER_ROLE_CHANGED, ("user", id), None, now),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(user)
     }
 
     async fn list_users(&self, query: UserQuery) -> StoreResult<Page<User>> {
@@ -435,7 +457,7 @@ impl Store for PostgresStore {
         Ok(revoked.rows_affected() > 0)
     }
 
-    async fn create_event(&self, new: NewEvent) -> StoreResult<Event> {
+    async fn create_event(&self, new: NewEvent, audit: &Audit) -> StoreResult<Event> {
         let id = Uuid::now_v7();
         let now = usher_store::now();
         let title = new.title.as_str();
@@ -443,7 +465,8 @@ impl Store for PostgresStore {
         let description = new.description.as_str();
         let venue = new.venue.as_str();
         let attributes = new.attributes.as_value().to_string();
-        sqlx::query_as!(
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let event = sqlx::query_as!(
             EventRow,
             r#"INSERT INTO events (id, organizer_id, title, title_search, description, venue,
                                    attributes, status, created_at, updated_at)
@@ -461,10 +484,18 @@ impl Store for PostgresStore {
             attributes,
             now
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(backend)?
-        .into_event()
+        .into_event()?;
+        let audit = audit.clone().note("title", event.title.as_str());
+        box_office::insert_audit(
+            &mut tx,
+            &audit.entry(action::EVENT_CREATED, ("event", id), Some(id), now),
+        )
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(event)
     }
 
     async fn event(&self, id: Uuid) -> StoreResult<Option<Event>> {
@@ -489,6 +520,7 @@ impl Store for PostgresStore {
         id: Uuid,
         patch: EventPatch,
         now: DateTime<Utc>,
+        audit: &Audit,
     ) -> StoreResult<Option<Event>> {
         // Lock the row: two instances patching one event must not lose an update, and a
         // cancel must not be overtaken by a publish.
@@ -543,6 +575,10 @@ impl Store for PostgresStore {
             )
             .await?;
         }
+        let action = usher_store::box_office::event_action(was, event.status);
+        let audit = audit.clone().note("status", event.status.as_str());
+        box_office::insert_audit(&mut tx, &audit.entry(action, ("event", id), Some(id), now))
+            .await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(event))
     }
@@ -582,8 +618,12 @@ impl Store for PostgresStore {
         .map_err(backend)?;
         page_from_rows(rows, query.limit)
     }
-    async fn create_performance(&self, new: NewPerformance) -> StoreResult<Performance> {
-        self.insert_performance(new).await
+    async fn create_performance(
+        &self,
+        new: NewPerformance,
+        audit: &Audit,
+    ) -> StoreResult<Performance> {
+        self.insert_performance(new, audit).await
     }
 
     async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>> {
@@ -704,8 +744,9 @@ impl Store for PostgresStore {
         id: Uuid,
         patch: PerformancePatch,
         now: DateTime<Utc>,
+        audit: &Audit,
     ) -> StoreResult<PerformanceUpdate> {
-        self.patch_performance(id, patch, now).await
+        self.patch_performance(id, patch, now, audit).await
     }
 
     async fn attendees(
@@ -783,8 +824,52 @@ impl Store for PostgresStore {
         self.do_jobs(state, limit).await
     }
 
-    async fn requeue_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
-        self.do_requeue_job(id, now).await
+    async fn requeue_job(&self, id: Uuid, now: DateTime<Utc>, audit: &Audit) -> StoreResult<bool> {
+        self.do_requeue_job(id, now, audit).await
+    }
+
+    async fn ticket(&self, serial: i64) -> StoreResult<Option<TicketRecord>> {
+        self.do_ticket(serial).await
+    }
+
+    async fn check_in(
+        &self,
+        serial: i64,
+        by: Uuid,
+        now: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<CheckIn> {
+        self.do_check_in(serial, by, now, audit).await
+    }
+
+    async fn checkin_counts(&self, event_id: Uuid) -> StoreResult<Vec<CheckInCount>> {
+        self.do_checkin_counts(event_id).await
+    }
+
+    async fn wallet_balances(&self, user_id: Uuid) -> StoreResult<Vec<usher_core::Money>> {
+        self.do_wallet_balances(user_id).await
+    }
+
+    async fn wallet_entries(
+        &self,
+        user_id: Uuid,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<WalletEntry>> {
+        self.do_wallet_entries(user_id, limit, after).await
+    }
+
+    async fn wallet_credit(&self, credit: WalletCredit) -> StoreResult<WalletEntry> {
+        self.do_wallet_credit(credit).await
+    }
+
+    async fn audit_log(
+        &self,
+        scope: AuditScope,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<AuditEntry>> {
+        self.do_audit_log(scope, limit, after).await
     }
 
     async fn email_sent(&self, booking_id: Uuid, kind: &str) -> StoreResult<bool> {

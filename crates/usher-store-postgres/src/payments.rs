@@ -10,8 +10,10 @@ use uuid::Uuid;
 
 use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
 use usher_core::{BookingStatus, Money};
+use usher_store::box_office::action;
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JOB_MAX_ATTEMPTS;
+use usher_store::{Audit, AuditEntry, WalletMove};
 use usher_store::{
     ChangeSet, IdempotencyStart, Job, JobRow, JobState, LifecycleTx, LiveChange, Payment,
     PaymentRow, ProviderEvent, StoreError, StoreResult, TransitionRequest, Transitioned,
@@ -324,6 +326,18 @@ impl LifecycleTx for PgLifecycle<'_> {
             .await?
             .ok_or_else(|| StoreError::Backend(format!("payment {payment_id} vanished")))
     }
+
+    async fn issue_tickets(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        crate::box_office::issue_tickets(self.0, booking_id, now).await
+    }
+
+    async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<i64>> {
+        crate::box_office::wallet_move(self.0, entry).await
+    }
+
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
+        crate::box_office::insert_audit(self.0, entry).await
+    }
 }
 
 async fn commit_or_rollback<T>(
@@ -528,17 +542,31 @@ impl PostgresStore {
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
-    pub(crate) async fn do_requeue_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    pub(crate) async fn do_requeue_job(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let changed = sqlx::query!(
             "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, updated_at = $2
              WHERE id = $1 AND state = 'dead'",
             id,
             now
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?
         .rows_affected();
+        if changed == 1 {
+            crate::box_office::insert_audit(
+                &mut tx,
+                &audit.entry(action::JOB_RETRIED, ("job", id), None, now),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(backend)?;
         Ok(changed == 1)
     }
 

@@ -18,6 +18,7 @@ use usher_core::{
     Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, SeatingKind, Unit,
     UnitState, User,
 };
+use usher_store::box_office::action;
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
@@ -27,7 +28,7 @@ use usher_store::{
     PriceGroupRow, SaleScope, SalesRow, Selection, StoreError, StoreResult, UnitRow, UserRow,
     assemble_performances, held_booking, paginate, push_group,
 };
-use usher_store::{ChangeSet, LiveBus, LiveChange};
+use usher_store::{Audit, ChangeSet, LiveBus, LiveChange};
 
 use crate::payments::enqueue;
 use crate::{SqliteStore, backend, commit_or_rollback};
@@ -45,7 +46,11 @@ pub(crate) fn id_list(ids: &[Uuid]) -> String {
 }
 
 impl SqliteStore {
-    pub(crate) async fn insert_performance(&self, new: NewPerformance) -> StoreResult<Performance> {
+    pub(crate) async fn insert_performance(
+        &self,
+        new: NewPerformance,
+        audit: &Audit,
+    ) -> StoreResult<Performance> {
         let id = Uuid::now_v7();
         let now = usher_store::now();
         let kind = new.seating.kind();
@@ -130,6 +135,21 @@ impl SqliteStore {
             .await
             .map_err(backend)?;
         }
+        let audit = audit
+            .clone()
+            .note("starts_at", new.starts_at.to_rfc3339())
+            .note("kind", kind_name)
+            .note("capacity", new.seating.units().len());
+        crate::box_office::insert_audit(
+            &mut tx,
+            &audit.entry(
+                action::PERFORMANCE_CREATED,
+                ("performance", id),
+                Some(new.event_id),
+                now,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(backend)?;
         Ok(Performance {
             id,
@@ -265,14 +285,37 @@ impl SqliteStore {
                 unit_ids,
                 blocked,
                 now,
+                audit,
             } => {
                 let mut tx = self.writer.begin().await.map_err(backend)?;
-                let outcome = set_blocked_in(&mut tx, performance_id, &unit_ids, blocked, now)
-                    .await
-                    .map(|(o, live)| {
-                        let changed = matches!(o, CommandOutcome::BlockingChanged { .. });
-                        ((o, live), changed)
-                    });
+                let outcome =
+                    set_blocked_in(&mut tx, performance_id, &unit_ids, blocked, now).await;
+                let outcome = match outcome {
+                    Ok((CommandOutcome::BlockingChanged { changed }, live)) => {
+                        let action = if blocked {
+                            action::UNITS_BLOCKED
+                        } else {
+                            action::UNITS_UNBLOCKED
+                        };
+                        let audit = audit
+                            .note(
+                                "unit_ids",
+                                unit_ids.iter().map(Uuid::to_string).collect::<Vec<_>>(),
+                            )
+                            .note("changed", changed);
+                        crate::box_office::insert_audit(
+                            &mut tx,
+                            &audit.entry(action, ("performance", performance_id), None, now),
+                        )
+                        .await
+                        .map(|()| (CommandOutcome::BlockingChanged { changed }, live))
+                    }
+                    other => other,
+                };
+                let outcome = outcome.map(|(o, live)| {
+                    let changed = matches!(o, CommandOutcome::BlockingChanged { .. });
+                    ((o, live), changed)
+                });
                 let (outcome, live) = commit_or_rollback(tx, outcome).await?;
                 self.live.publish(live);
                 Ok(outcome)
@@ -424,6 +467,7 @@ impl SqliteStore {
         id: Uuid,
         patch: PerformancePatch,
         now: DateTime<Utc>,
+        audit: &Audit,
     ) -> StoreResult<PerformanceUpdate> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let status = sqlx::query_scalar!("SELECT status FROM performances WHERE id = ?1", id)
@@ -461,6 +505,20 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend);
+                let action = if cancel {
+                    action::PERFORMANCE_CANCELLED
+                } else {
+                    action::PERFORMANCE_UPDATED
+                };
+                let updated = match updated {
+                    Ok(_) => crate::box_office::insert_audit(
+                        &mut tx,
+                        &audit.entry(action, ("performance", id), None, now),
+                    )
+                    .await
+                    .map(|()| ()),
+                    Err(e) => Err(e),
+                };
                 match updated {
                     Err(e) => Err(e),
                     // In the same transaction: a crash after the commit still has the job.
@@ -1145,11 +1203,12 @@ pub(crate) async fn load_bookings(
                   CASE WHEN p.kind = 'reserved' THEN g.name END AS "section?: String",
                   u.row_label AS "row_label?: String", u.seat_label AS "seat_label?: String",
                   CASE WHEN p.kind = 'general' THEN u.group_id END AS "ticket_type_id?: Uuid",
-                  bu.price_amount
+                  bu.price_amount, t.serial AS "ticket_serial?: i64"
            FROM booking_units bu
            JOIN units u ON u.id = bu.unit_id
            JOIN price_groups g ON g.id = u.group_id
            JOIN performances p ON p.id = u.performance_id
+           LEFT JOIN tickets t ON t.booking_id = bu.booking_id AND t.unit_id = bu.unit_id
            WHERE bu.booking_id IN (SELECT unhex(value) FROM json_each(?1))
            ORDER BY u.group_position, u.row_position, u.seat_position"#,
         list

@@ -164,6 +164,7 @@ pub enum InventoryCommand {
         unit_ids: Vec<Uuid>,
         blocked: bool,
         now: DateTime<Utc>,
+        audit: crate::Audit,
     },
 }
 
@@ -252,6 +253,7 @@ pub struct BookedUnitRow {
     pub seat_label: Option<String>,
     pub ticket_type_id: Option<Uuid>,
     pub price_amount: i64,
+    pub ticket_serial: Option<i64>,
 }
 
 impl BookingRow {
@@ -277,6 +279,7 @@ impl BookingRow {
                     label: u.seat_label.clone(),
                     ticket_type_id: u.ticket_type_id,
                     price: Money::new(u.price_amount, currency),
+                    ticket: u.ticket_serial,
                 })
                 .collect(),
             paid_by: self.paid_by,
@@ -548,6 +551,7 @@ pub fn held_booking(
                 label: u.seat_label,
                 ticket_type_id: (!reserved).then_some(u.group_id),
                 price: Money::new(u.price_amount, currency),
+                ticket: None,
             })
             .collect(),
         paid_by: None,

@@ -14,12 +14,17 @@ use usher_core::{
     EventTitle, PageLimit, Performance, Role, Unit, User, UserName,
 };
 
+pub mod box_office;
 pub mod inventory;
 pub mod lifecycle;
 pub mod live;
 pub mod payments;
 pub mod pipeline;
 pub mod waiting;
+pub use box_office::{
+    Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit,
+    WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove,
+};
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
     HeldUnit, HoldCommand, HoldFacts, InventoryCommand, NewPerformance, PerformanceInventory,
@@ -227,7 +232,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, new: NewUser) -> StoreResult<User>;
     async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn credentials_by_email(&self, email: &Email) -> StoreResult<Option<UserCredentials>>;
-    async fn set_role(&self, id: Uuid, role: Role) -> StoreResult<Option<User>>;
+    async fn set_role(
+        &self,
+        id: Uuid,
+        role: Role,
+        now: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<Option<User>>;
     /// Users, newest first; `query.q` matches email or name, case-insensitively.
     async fn list_users(&self, query: UserQuery) -> StoreResult<Page<User>>;
 
@@ -251,7 +262,7 @@ pub trait Store: Send + Sync + 'static {
 
     // --- events ---------------------------------------------------------------------
 
-    async fn create_event(&self, new: NewEvent) -> StoreResult<Event>;
+    async fn create_event(&self, new: NewEvent, audit: &Audit) -> StoreResult<Event>;
     async fn event(&self, id: Uuid) -> StoreResult<Option<Event>>;
     /// Cancelling an event queues, in the same transaction, the job that releases its
     /// holds and refunds its bookings.
@@ -260,6 +271,7 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         patch: EventPatch,
         now: DateTime<Utc>,
+        audit: &Audit,
     ) -> StoreResult<Option<Event>>;
     /// Newest first.
     async fn list_events(&self, query: EventQuery) -> StoreResult<Page<Event>>;
@@ -267,7 +279,11 @@ pub trait Store: Send + Sync + 'static {
     // --- performances and inventory -----------------------------------------------
 
     /// Creates the performance and one unit per sellable place, in one transaction.
-    async fn create_performance(&self, new: NewPerformance) -> StoreResult<Performance>;
+    async fn create_performance(
+        &self,
+        new: NewPerformance,
+        audit: &Audit,
+    ) -> StoreResult<Performance>;
     async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>>;
     /// Cancelling queues, in the same transaction, the job that releases the
     /// performance's holds and refunds its bookings.
@@ -276,6 +292,7 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         patch: PerformancePatch,
         now: DateTime<Utc>,
+        audit: &Audit,
     ) -> StoreResult<PerformanceUpdate>;
     /// The event's performances, soonest first.
     async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>>;
@@ -399,6 +416,41 @@ pub trait Store: Send + Sync + 'static {
         provider_ref: &str,
     ) -> StoreResult<Option<Payment>>;
 
+    // --- the box office ([`box_office`]) -------------------------------------------------
+
+    /// The ticket with this serial, with what the door needs to judge it.
+    async fn ticket(&self, serial: i64) -> StoreResult<Option<TicketRecord>>;
+    /// Checks the ticket in if its booking is confirmed and nobody checked it in before,
+    /// in one conditional write (of many scanners racing, one is admitted), with its
+    /// audit row.
+    async fn check_in(
+        &self,
+        serial: i64,
+        by: Uuid,
+        now: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<CheckIn>;
+    /// Valid and checked-in tickets per performance of the event.
+    async fn checkin_counts(&self, event_id: Uuid) -> StoreResult<Vec<CheckInCount>>;
+    /// The user's balances, one per currency they ever had, by currency.
+    async fn wallet_balances(&self, user_id: Uuid) -> StoreResult<Vec<usher_core::Money>>;
+    /// The user's ledger, newest first.
+    async fn wallet_entries(
+        &self,
+        user_id: Uuid,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<WalletEntry>>;
+    /// Adds store credit, with its audit row, in one transaction.
+    async fn wallet_credit(&self, credit: WalletCredit) -> StoreResult<WalletEntry>;
+    /// The audit log, newest first.
+    async fn audit_log(
+        &self,
+        scope: AuditScope,
+        limit: PageLimit,
+        after: Option<Cursor>,
+    ) -> StoreResult<Page<AuditEntry>>;
+
     // --- jobs (the outbox) ----------------------------------------------------------
 
     /// Claims up to `limit` due jobs (or running ones whose lease ran out: their worker
@@ -425,7 +477,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     async fn jobs(&self, state: JobState, limit: u32) -> StoreResult<Vec<Job>>;
     /// Puts a dead job back in the queue with a fresh count of attempts.
-    async fn requeue_job(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn requeue_job(&self, id: Uuid, now: DateTime<Utc>, audit: &Audit) -> StoreResult<bool>;
 
     // --- emails ---------------------------------------------------------------------
 

@@ -13,10 +13,11 @@ use uuid::Uuid;
 
 use usher_core::lifecycle::{
     Decision, Email, Facts, NewPayment, Outcome, PaymentStatus, Refusal, Trigger, UnitChange,
-    decide,
+    WALLET, decide,
 };
 use usher_core::{Booking, BookingStatus, Money, UnitState};
 
+use crate::box_office::{Audit, AuditEntry, WalletEntryKind, WalletMove, action};
 use crate::live::{ChangeSet, LiveChange};
 use crate::payments::{Payment, ProviderEvent, job_kind};
 use crate::{StoreError, StoreResult};
@@ -39,6 +40,9 @@ pub struct TransitionRequest {
     pub provider_event: Option<ProviderEvent>,
     /// The provider's id of the captured payment, kept with a success for refunds.
     pub provider_payment_ref: Option<String>,
+    /// Who asked, for the audit log: a change made with this set writes its row
+    /// (`booking.refunded`, `booking.cancelled`) in the same transaction.
+    pub audit: Option<Audit>,
 }
 
 impl TransitionRequest {
@@ -49,7 +53,13 @@ impl TransitionRequest {
             now,
             provider_event: None,
             provider_payment_ref: None,
+            audit: None,
         }
+    }
+
+    pub fn audited(mut self, audit: Audit) -> Self {
+        self.audit = Some(audit);
+        self
     }
 }
 
@@ -135,6 +145,14 @@ pub trait LifecycleTx: Send {
     ) -> StoreResult<()>;
     async fn load_booking(&mut self, booking_id: Uuid) -> StoreResult<Booking>;
     async fn load_payment(&mut self, payment_id: Uuid) -> StoreResult<Payment>;
+    /// Numbers a ticket for each unit of the booking (those not numbered yet).
+    async fn issue_tickets(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Moves the wallet's balance by `entry.amount` in one conditional write and appends
+    /// the entry. `None` (and nothing written) when the balance would go below zero.
+    async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<i64>>;
+    /// Appends an audit row; a `booking` target without an event is filed under the
+    /// booking's event.
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
 }
 
 /// What [`run_transition`] did, for the engine to finish.
@@ -186,7 +204,33 @@ pub async fn run_transition(
     if matches!(request.trigger, Trigger::PaymentSucceeded { .. }) {
         facts.units_takeable = tx.units_takeable(booking_id, now).await?;
     }
+    if matches!(request.trigger, Trigger::PayFromWallet { .. }) {
+        facts.units_takeable = tx.units_takeable(booking_id, now).await?;
+    }
     let decision = decide(&facts, &request.trigger, now);
+    // The wallet pays first: when it cannot, nothing else is written.
+    if decision.wallet_debit
+        && let Some(payment) = decision.new_payment
+    {
+        let buyer = tx.load_booking(booking_id).await?.user_id;
+        let debit = WalletMove {
+            id: Uuid::now_v7(),
+            user_id: buyer,
+            amount: Money::new(-total.amount, total.currency),
+            kind: WalletEntryKind::Payment,
+            reason: "Paid for a booking".into(),
+            booking_id: Some(booking_id),
+            payment_id: Some(payment.id),
+            actor_id: Some(buyer),
+            at: now,
+        };
+        if tx.wallet_move(&debit).await?.is_none() {
+            return Ok(nothing(
+                Outcome::Refused(Refusal::InsufficientFunds),
+                recorded,
+            ));
+        }
+    }
     let moved = apply(tx, booking_id, &facts, &decision, total, request).await?;
     let live = if moved.is_empty() {
         Vec::new()
@@ -199,6 +243,26 @@ pub async fn run_transition(
         _ => None,
     };
     let commit = recorded || decision.changes_anything();
+    if let Some(audit) = &request.audit
+        && decision.changes_anything()
+    {
+        let action = match decision.outcome {
+            Outcome::Refunded | Outcome::PaymentRefunded | Outcome::MoneyReturned { .. } => {
+                Some(action::BOOKING_REFUNDED)
+            }
+            Outcome::Released => Some(action::BOOKING_CANCELLED),
+            _ => None,
+        };
+        if let Some(action) = action {
+            let audit = audit
+                .clone()
+                .note("from", facts.status.as_str())
+                .note("to", booking.status.as_str())
+                .note("refunded_to_wallet", !decision.wallet_refunds.is_empty());
+            tx.insert_audit(&audit.entry(action, ("booking", booking_id), None, now))
+                .await?;
+        }
+    }
     Ok(Ran {
         transitioned: Transitioned {
             outcome: decision.outcome,
@@ -246,16 +310,22 @@ async fn apply(
         UnitChange::Keep => {}
         UnitChange::Sell => {
             moved.extend(UnitState::Sold, tx.sell_units(booking_id).await?);
+            tx.issue_tickets(booking_id, now).await?;
         }
         UnitChange::Release => {
             moved.extend(UnitState::Available, tx.release_units(booking_id).await?);
         }
     }
-    if let (Some(payment), Trigger::Checkout { provider, .. }) =
-        (decision.new_payment, &request.trigger)
-    {
-        tx.insert_payment(booking_id, payment, provider, total, now)
-            .await?;
+    match (decision.new_payment, &request.trigger) {
+        (Some(payment), Trigger::Checkout { provider, .. }) => {
+            tx.insert_payment(booking_id, payment, provider, total, now)
+                .await?;
+        }
+        (Some(payment), Trigger::PayFromWallet { .. }) => {
+            tx.insert_payment(booking_id, payment, WALLET, total, now)
+                .await?;
+        }
+        _ => {}
     }
     for &(payment_id, from, to) in &decision.payments {
         // The provider's id of the capture is kept from the moment money arrives.
@@ -270,6 +340,28 @@ async fn apply(
                 "payment {payment_id} left {} underneath a locked transition",
                 from.as_str()
             )));
+        }
+    }
+    if !decision.wallet_refunds.is_empty() {
+        let buyer = tx.load_booking(booking_id).await?.user_id;
+        for &payment_id in &decision.wallet_refunds {
+            let payment = tx.load_payment(payment_id).await?;
+            let credit = WalletMove {
+                id: Uuid::now_v7(),
+                user_id: buyer,
+                amount: payment.amount,
+                kind: WalletEntryKind::Refund,
+                reason: "Refund of a booking".into(),
+                booking_id: Some(booking_id),
+                payment_id: Some(payment_id),
+                actor_id: request.audit.as_ref().and_then(|a| a.actor_id),
+                at: now,
+            };
+            if tx.wallet_move(&credit).await?.is_none() {
+                return Err(StoreError::Backend(format!(
+                    "a refund of {payment_id} to the wallet was refused"
+                )));
+            }
         }
     }
     for payment_id in &decision.refunds {

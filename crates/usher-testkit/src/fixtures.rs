@@ -12,7 +12,7 @@ use usher_core::{
     Email, EventAttributes, EventStatus, EventText, EventTitle, HoldTtl, MaxPerBooking,
     Performance, Role, SeatingPlan, UserName,
 };
-use usher_store::{EventPatch, NewEvent, NewPerformance, NewUser, Store};
+use usher_store::{Audit, EventPatch, NewEvent, NewPerformance, NewUser, Store};
 
 /// Creates a user with this email (a customer unless it is the first account).
 pub async fn user(store: &Arc<dyn Store>, email: &str) -> Uuid {
@@ -37,13 +37,16 @@ pub async fn event(store: &Arc<dyn Store>) -> Uuid {
     )
     .await;
     store
-        .create_event(NewEvent {
-            organizer_id: organizer,
-            title: EventTitle::parse("Test Night").expect("title"),
-            description: EventText::default(),
-            venue: EventText::default(),
-            attributes: EventAttributes::empty(),
-        })
+        .create_event(
+            NewEvent {
+                organizer_id: organizer,
+                title: EventTitle::parse("Test Night").expect("title"),
+                description: EventText::default(),
+                venue: EventText::default(),
+                attributes: EventAttributes::empty(),
+            },
+            &Audit::system(),
+        )
         .await
         .expect("create event")
         .id
@@ -110,19 +113,23 @@ pub async fn performance(
                 ..EventPatch::default()
             },
             now,
+            &Audit::system(),
         )
         .await
         .expect("publish event");
     store
-        .create_performance(NewPerformance {
-            event_id,
-            starts_at: now + Duration::days(7),
-            on_sale_at: None,
-            waiting_room: false,
-            hold_ttl: HoldTtl::default(),
-            max_per_booking: MaxPerBooking::parse(i64::from(max_per_booking)).expect("max"),
-            seating,
-        })
+        .create_performance(
+            NewPerformance {
+                event_id,
+                starts_at: now + Duration::days(7),
+                on_sale_at: None,
+                waiting_room: false,
+                hold_ttl: HoldTtl::default(),
+                max_per_booking: MaxPerBooking::parse(i64::from(max_per_booking)).expect("max"),
+                seating,
+            },
+            &Audit::system(),
+        )
         .await
         .expect("create performance")
 }

@@ -154,3 +154,60 @@ pub async fn check_money(store: &dyn Store, bookings: &[Uuid]) -> Result<(), Str
     }
     Ok(())
 }
+
+/// The wallet's invariants: each balance is the sum of its ledger, every entry's running
+/// balance follows from the one before, and none is ever below zero.
+pub async fn check_wallet(store: &dyn Store, user_id: Uuid) -> Result<(), String> {
+    use std::collections::HashMap;
+    let mut entries = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .wallet_entries(user_id, usher_core::PageLimit::parse(Some(100)).unwrap(), after)
+            .await
+            .map_err(|e| e.to_string())?;
+        entries.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    entries.reverse(); // oldest first
+    let mut running: HashMap<String, i64> = HashMap::new();
+    for entry in &entries {
+        let balance = running
+            .entry(entry.amount.currency.as_str().to_owned())
+            .or_default();
+        *balance += entry.amount.amount;
+        if *balance != entry.balance_after {
+            return Err(format!(
+                "entry {} says {} after it, the ledger sums to {balance}",
+                entry.id, entry.balance_after
+            ));
+        }
+        if *balance < 0 {
+            return Err(format!("entry {} takes the balance below zero", entry.id));
+        }
+    }
+    let balances = store
+        .wallet_balances(user_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    for money in &balances {
+        let summed = running.get(money.currency.as_str()).copied().unwrap_or(0);
+        if money.amount != summed {
+            return Err(format!(
+                "balance {} {} but the ledger sums to {summed}",
+                money.amount, money.currency
+            ));
+        }
+    }
+    if balances.len() != running.len() {
+        return Err(format!(
+            "{} balances for {} currencies in the ledger",
+            balances.len(),
+            running.len()
+        ));
+    }
+    Ok(())
+}

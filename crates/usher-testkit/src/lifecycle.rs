@@ -64,6 +64,7 @@ pub async fn cancel(
     let trigger = Trigger::Cancel {
         by,
         refund_cutoff: Duration::hours(24),
+        to: usher_core::lifecycle::RefundTo::Origin,
     };
     run(store, BookingRef::Booking(booking_id), trigger, None, now).await
 }

@@ -404,6 +404,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                                     ..Default::default()
                                 },
                                 now,
+                                &usher_store::Audit::system(),
                             )
                             .await
                             .unwrap();

@@ -353,8 +353,8 @@ on_each_engine! {
         assert!(s.store.fail_job(job.id, again[0].lease.unwrap(), "still down", None, now).await.unwrap());
         let dead = s.store.jobs(JobState::Dead, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
-        assert!(s.store.requeue_job(job.id, now).await.unwrap());
-        assert!(!s.store.requeue_job(job.id, now).await.unwrap(), "only dead jobs requeue");
+        assert!(s.store.requeue_job(job.id, now, &usher_store::Audit::system()).await.unwrap());
+        assert!(!s.store.requeue_job(job.id, now, &usher_store::Audit::system()).await.unwrap(), "only dead jobs requeue");
         let revived = claim(&s.store, now, now + Duration::seconds(30), 10).await;
         assert_eq!(revived[0].attempts, 1);
         assert!(s.store.finish_job(job.id, revived[0].lease.unwrap(), now).await.unwrap());

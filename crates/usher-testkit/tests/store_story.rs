@@ -10,7 +10,7 @@ use usher_core::{
     Cursor, Email, EventAttributes, EventStatus, EventText, EventTitle, PageLimit, Role, UserName,
 };
 use usher_store::{
-    EventPatch, EventQuery, EventScope, NewEvent, NewRefreshToken, NewUser, Rotation, Store,
+    Audit, EventPatch, EventQuery, EventScope, NewEvent, NewRefreshToken, NewUser, Rotation, Store,
     StoreError,
 };
 use usher_testkit::on_each_engine;
@@ -58,7 +58,12 @@ fn query(scope: EventScope, q: Option<&str>, limit: u32, after: Option<Cursor>) 
 async fn organizer(store: &Arc<dyn Store>, email: &str) -> Uuid {
     let user = store.create_user(new_user(email, true)).await.unwrap();
     store
-        .set_role(user.id, Role::Organizer)
+        .set_role(
+            user.id,
+            Role::Organizer,
+            usher_store::now(),
+            &Audit::system(),
+        )
         .await
         .unwrap()
         .unwrap()
@@ -129,7 +134,7 @@ on_each_engine! {
         assert_eq!(creds.user, ann);
         assert_eq!(creds.password_hash, "$argon2id$not-a-real-hash");
         assert!(store.user(Uuid::now_v7()).await.unwrap().is_none());
-        assert!(store.set_role(Uuid::now_v7(), Role::Admin).await.unwrap().is_none());
+        assert!(store.set_role(Uuid::now_v7(), Role::Admin, usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
     async fn refresh_rotation_then_reuse_revokes_the_family(engine) {
@@ -236,7 +241,7 @@ on_each_engine! {
     async fn events_round_trip_with_attributes(engine) {
         let store = engine.fresh_store().await;
         let org = organizer(&store, "org@example.com").await;
-        let created = store.create_event(new_event(org, "Jazz Night")).await.unwrap();
+        let created = store.create_event(new_event(org, "Jazz Night"), &Audit::system()).await.unwrap();
         assert_eq!(created.status, EventStatus::Draft);
         assert_eq!(created.attributes.as_value()["genre"], "jazz");
         let read = store.event(created.id).await.unwrap().unwrap();
@@ -247,13 +252,13 @@ on_each_engine! {
     async fn patch_changes_only_given_fields_and_guards_status(engine) {
         let store = engine.fresh_store().await;
         let org = organizer(&store, "org@example.com").await;
-        let event = store.create_event(new_event(org, "Jazz Night")).await.unwrap();
+        let event = store.create_event(new_event(org, "Jazz Night"), &Audit::system()).await.unwrap();
         let patched = store
             .update_event(event.id, EventPatch {
                 title: Some(EventTitle::parse("Late Jazz").unwrap()),
                 status: Some(EventStatus::Published),
                 ..Default::default()
-            }, usher_store::now()).await
+            }, usher_store::now(), &Audit::system()).await
             .unwrap()
             .unwrap();
         assert_eq!(patched.title.as_str(), "Late Jazz");
@@ -263,13 +268,13 @@ on_each_engine! {
         assert_eq!(store.event(event.id).await.unwrap().unwrap(), patched);
 
         store
-            .update_event(event.id, EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() }, usher_store::now()).await
+            .update_event(event.id, EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() }, usher_store::now(), &Audit::system()).await
             .unwrap();
         let revive = store
-            .update_event(event.id, EventPatch { status: Some(EventStatus::Published), ..Default::default() }, usher_store::now()).await;
+            .update_event(event.id, EventPatch { status: Some(EventStatus::Published), ..Default::default() }, usher_store::now(), &Audit::system()).await;
         assert!(matches!(revive, Err(StoreError::IllegalStatusChange { .. })), "{revive:?}");
         assert_eq!(store.event(event.id).await.unwrap().unwrap().status, EventStatus::Cancelled);
-        assert!(store.update_event(Uuid::now_v7(), EventPatch::default(), usher_store::now()).await.unwrap().is_none());
+        assert!(store.update_event(Uuid::now_v7(), EventPatch::default(), usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
     async fn listing_respects_scope_search_and_pages(engine) {
@@ -279,12 +284,12 @@ on_each_engine! {
         let publish = EventPatch { status: Some(EventStatus::Published), ..Default::default() };
         let mut published = Vec::new();
         for i in 0..5 {
-            let e = store.create_event(new_event(ann, &format!("Jazz {i}"))).await.unwrap();
-            store.update_event(e.id, publish.clone(), usher_store::now()).await.unwrap();
+            let e = store.create_event(new_event(ann, &format!("Jazz {i}")), &Audit::system()).await.unwrap();
+            store.update_event(e.id, publish.clone(), usher_store::now(), &Audit::system()).await.unwrap();
             published.push(e.id);
         }
-        let ann_draft = store.create_event(new_event(ann, "Ann's 100% _draft_")).await.unwrap();
-        let bob_draft = store.create_event(new_event(bob, "Bob's Draft")).await.unwrap();
+        let ann_draft = store.create_event(new_event(ann, "Ann's 100% _draft_"), &Audit::system()).await.unwrap();
+        let bob_draft = store.create_event(new_event(bob, "Bob's Draft"), &Audit::system()).await.unwrap();
 
         let public = store.list_events(query(EventScope::Public, None, 100, None)).await.unwrap();
         let ids: Vec<_> = public.items.iter().map(|e| e.id).collect();
@@ -333,7 +338,7 @@ on_each_engine! {
     async fn search_folds_non_ascii_case_the_same_on_every_engine(engine) {
         let store = engine.fresh_store().await;
         let org = organizer(&store, "org@example.com").await;
-        let e = store.create_event(new_event(org, "ÉTÉ Festival")).await.unwrap();
+        let e = store.create_event(new_event(org, "ÉTÉ Festival"), &Audit::system()).await.unwrap();
         let found = store.list_events(query(EventScope::All, Some("été"), 10, None)).await.unwrap();
         assert_eq!(found.items.iter().map(|e| e.id).collect::<Vec<_>>(), vec![e.id]);
     }

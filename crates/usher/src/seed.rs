@@ -61,15 +61,18 @@ pub async fn run(store: &dyn Store) -> anyhow::Result<()> {
             let seating = if i == 0 { demo_hall() } else { demo_floor() };
             for days in [7, 14] {
                 store
-                    .create_performance(NewPerformance {
-                        on_sale_at: None,
-                        waiting_room: false,
-                        event_id,
-                        starts_at: usher_store::now() + Duration::days(days),
-                        hold_ttl: HoldTtl::default(),
-                        max_per_booking: MaxPerBooking::default(),
-                        seating: seating.clone(),
-                    })
+                    .create_performance(
+                        NewPerformance {
+                            on_sale_at: None,
+                            waiting_room: false,
+                            event_id,
+                            starts_at: usher_store::now() + Duration::days(days),
+                            hold_ttl: HoldTtl::default(),
+                            max_per_booking: MaxPerBooking::default(),
+                            seating: seating.clone(),
+                        },
+                        &usher_store::Audit::system().note("by", "usher seed"),
+                    )
                     .await?;
             }
         }
@@ -112,7 +115,12 @@ async fn ensure_user(
         return Ok(user);
     }
     store
-        .set_role(user.id, role)
+        .set_role(
+            user.id,
+            role,
+            usher_store::now(),
+            &usher_store::Audit::system().note("by", "usher seed"),
+        )
         .await?
         .context("demo account vanished")
 }
@@ -180,13 +188,16 @@ async fn ensure_event(
         return Ok(event.id);
     }
     let event = store
-        .create_event(NewEvent {
-            organizer_id: organizer.id,
-            title: EventTitle::parse(title)?,
-            description: EventText::parse(description, EventText::DESCRIPTION_MAX_CHARS)?,
-            venue: EventText::parse(venue, EventText::VENUE_MAX_CHARS)?,
-            attributes: EventAttributes::parse(serde_json::json!({ "demo": true }))?,
-        })
+        .create_event(
+            NewEvent {
+                organizer_id: organizer.id,
+                title: EventTitle::parse(title)?,
+                description: EventText::parse(description, EventText::DESCRIPTION_MAX_CHARS)?,
+                venue: EventText::parse(venue, EventText::VENUE_MAX_CHARS)?,
+                attributes: EventAttributes::parse(serde_json::json!({ "demo": true }))?,
+            },
+            &usher_store::Audit::system().note("by", "usher seed"),
+        )
         .await?;
     store
         .update_event(
@@ -196,6 +207,7 @@ async fn ensure_event(
                 ..Default::default()
             },
             usher_store::now(),
+            &usher_store::Audit::system().note("by", "usher seed"),
         )
         .await?;
     Ok(event.id)

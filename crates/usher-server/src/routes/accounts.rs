@@ -15,7 +15,7 @@ use usher_core::{Email, Password, Role, User, UserName};
 use usher_store::{NewRefreshToken, NewUser, Rotation};
 
 use crate::auth::{self, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL, RefreshToken};
-use crate::extract::{Caller, Fields, Json, path_id};
+use crate::extract::{Caller, Fields, Json, RequestId, path_id};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -309,6 +309,7 @@ async fn me(
 async fn set_role(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     Path(id): Path<String>,
     // Judged after the caller: no verdict on the body for those without the right.
     body: Result<Json<RoleRequest>, ApiError>,
@@ -331,7 +332,7 @@ async fn set_role(
     }
     let user = state
         .store()
-        .set_role(id, role)
+        .set_role(id, role, state.clock().now(), &caller.audit(&request))
         .await?
         .ok_or(ApiError::NotFound)?;
     tracing::info!(user_id = %user.id, role = %role, "role changed");

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use usher_core::{Cursor, PageLimit};
 use usher_store::{Job, JobState, UserQuery};
 
-use crate::extract::{Caller, Fields, path_id};
+use crate::extract::{Caller, Fields, RequestId, path_id};
 use crate::problem::{ApiError, Problem};
 use crate::routes::accounts::UserView;
 use crate::state::AppState;
@@ -181,11 +181,16 @@ async fn list_jobs(
 async fn retry_job(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     Path(id): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    caller.require_admin()?;
+    let caller = caller.require_admin()?;
     let id = path_id(&id)?;
-    if state.store().requeue_job(id, state.clock().now()).await? {
+    if state
+        .store()
+        .requeue_job(id, state.clock().now(), &caller.audit(&request))
+        .await?
+    {
         tracing::info!(job_id = %id, "dead job queued again");
         Ok(axum::http::StatusCode::NO_CONTENT)
     } else {

@@ -12,13 +12,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use usher_core::lifecycle::Actor;
+use usher_core::lifecycle::{Actor, RefundTo};
 use usher_core::{
     Booking, BookingStatus, Cursor, EventStatus, PageLimit, PerformanceStatus, Role, SeatingKind,
 };
 use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection};
 
-use crate::extract::{Caller, Fields, Json, path_id, unknown_units};
+use crate::extract::{Caller, Fields, Json, RequestId, path_id, unknown_units};
 use crate::problem::{ApiError, Problem};
 use crate::routes::performances::{MoneyView, hot_performance};
 use crate::state::AppState;
@@ -54,9 +54,12 @@ pub struct BookedUnitView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket_type_id: Option<Uuid>,
     pub price: MoneyView,
-    /// Shown at the door; present once the booking is confirmed.
+    /// Shown at the door; present while the booking is confirmed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket_code: Option<String>,
+    /// The ticket code as a QR image (SVG), with the code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qr_svg_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -81,9 +84,12 @@ impl BookingView {
     pub fn new(state: &AppState, booking: Booking, now: DateTime<Utc>) -> Self {
         let status = booking.status_at(now);
         let booking_id = booking.id;
-        let code = |unit_id| {
-            (status == BookingStatus::Confirmed)
-                .then(|| crate::tickets::code(state.ticket_secret(), booking_id, unit_id))
+        let code = |serial: Option<i64>, unit_id| {
+            serial
+                .filter(|_| status == BookingStatus::Confirmed)
+                .map(|serial| {
+                    crate::tickets::code(state.ticket_secret(), serial, booking_id, unit_id)
+                })
         };
         Self {
             id: booking.id,
@@ -92,14 +98,18 @@ impl BookingView {
             units: booking
                 .units
                 .into_iter()
-                .map(|u| BookedUnitView {
-                    ticket_code: code(u.unit_id),
-                    id: u.unit_id,
-                    section: u.section,
-                    row: u.row,
-                    label: u.label,
-                    ticket_type_id: u.ticket_type_id,
-                    price: u.price.into(),
+                .map(|u| {
+                    let ticket_code = code(u.ticket, u.unit_id);
+                    BookedUnitView {
+                        qr_svg_url: ticket_code.as_deref().map(crate::tickets::qr_url),
+                        ticket_code,
+                        id: u.unit_id,
+                        section: u.section,
+                        row: u.row,
+                        label: u.label,
+                        ticket_type_id: u.ticket_type_id,
+                        price: u.price.into(),
+                    }
                 })
                 .collect(),
             total: booking.total.into(),
@@ -402,28 +412,55 @@ async fn get_booking(
     )))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CancelParams {
+    /// `wallet`: a confirmed booking's money goes to the caller's wallet (store credit)
+    /// instead of back through the payment provider. Wallet payments always return to
+    /// the wallet.
+    pub refund_to: Option<String>,
+}
+
 /// Cancels the caller's booking: a hold is released at once; a confirmed booking is
-/// refunded through the payment provider and its units go back on sale, until
-/// `USHER_REFUND_CUTOFF_HOURS` before the performance (then 409 `refund-closed`).
+/// refunded through the payment provider (or to the wallet: `?refund_to=wallet`) and its
+/// units go back on sale, until `USHER_REFUND_CUTOFF_HOURS` before the performance (then
+/// 409 `refund-closed`).
 #[utoipa::path(delete, path = "/v1/bookings/{id}", tag = "bookings",
-    params(("id" = Uuid, Path, description = "Booking id")),
+    params(("id" = Uuid, Path, description = "Booking id"), CancelParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Cancelled (was held) or refunded (was confirmed)", body = BookingView),
         (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such booking among the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The booking is not held or confirmed (expired, cancelled …), or refunds have closed (`/problems/refund-closed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown `refund_to`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn cancel_booking(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     Path(id): Path<String>,
+    params: Result<Query<CancelParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
     let booking = owned_booking(&state, caller, path_id(&id)?).await?;
+    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let to = match params.refund_to.as_deref() {
+        None | Some("original") => RefundTo::Origin,
+        Some("wallet") => RefundTo::Wallet,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "refund_to",
+                "refund_to is \"wallet\" or \"original\"",
+            ));
+        }
+    };
     let id = booking.id;
     let now = state.clock().now();
+    let refund = |state: AppState| async move {
+        crate::routes::payments::refund(&state, id, Actor::Buyer, to, caller.audit(&request)).await
+    };
     if booking.status_at(now) == BookingStatus::Confirmed {
-        return crate::routes::payments::refund(&state, id, Actor::Buyer).await;
+        return refund(state).await;
     }
     match state
         .store()
@@ -440,7 +477,7 @@ async fn cancel_booking(
         // Confirmed between our read and the cancel: refund instead.
         CommandOutcome::NotCancellable {
             status: BookingStatus::Confirmed,
-        } => crate::routes::payments::refund(&state, id, Actor::Buyer).await,
+        } => refund(state).await,
         CommandOutcome::NotCancellable { status } => Err(ApiError::Conflict {
             kind: "booking-not-held",
             detail: format!("this booking is {status}; it cannot be cancelled"),

@@ -17,7 +17,7 @@ use usher_core::{
 };
 use usher_store::{EventPatch, EventQuery, EventScope, NewEvent};
 
-use crate::extract::{Caller, Fields, Json, path_id};
+use crate::extract::{Caller, Fields, Json, RequestId, path_id};
 use crate::problem::{ApiError, Problem};
 use crate::routes::performances::PerformanceSummary;
 use crate::state::AppState;
@@ -130,6 +130,7 @@ const SEARCH_MAX_CHARS: usize = 200;
 async fn create_event(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     // Judged after the caller: no verdict on the body for those without the right.
     body: Result<Json<CreateEventRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -154,13 +155,16 @@ async fn create_event(
     };
     let event = state
         .store()
-        .create_event(NewEvent {
-            organizer_id: caller.id,
-            title,
-            description,
-            venue,
-            attributes: attributes.unwrap_or_else(EventAttributes::empty),
-        })
+        .create_event(
+            NewEvent {
+                organizer_id: caller.id,
+                title,
+                description,
+                venue,
+                attributes: attributes.unwrap_or_else(EventAttributes::empty),
+            },
+            &caller.audit(&request),
+        )
         .await?;
     tracing::info!(event_id = %event.id, "event created");
     Ok((StatusCode::CREATED, axum::Json(EventView::from(event))))
@@ -293,6 +297,7 @@ async fn get_event(
 async fn update_event(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     Path(id): Path<String>,
     // Judged after the caller: no verdict on the body for those without the right.
     body: Result<Json<UpdateEventRequest>, ApiError>,
@@ -327,9 +332,20 @@ async fn update_event(
         attributes,
         status,
     };
+    let changed: Vec<&str> = [
+        ("title", patch.title.is_some()),
+        ("description", patch.description.is_some()),
+        ("venue", patch.venue.is_some()),
+        ("attributes", patch.attributes.is_some()),
+        ("status", patch.status.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    let audit = caller.audit(&request).note("changed", changed);
     let updated = state
         .store()
-        .update_event(id, patch, state.clock().now())
+        .update_event(id, patch, state.clock().now(), &audit)
         .await?
         .ok_or(ApiError::NotFound)?;
     state.performances().forget_event(id);

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod bookings;
+pub mod box_office;
 pub mod events;
 pub mod live;
 pub mod ops;

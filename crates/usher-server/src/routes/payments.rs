@@ -14,13 +14,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use usher_core::lifecycle::{Actor, Outcome, Refusal, Trigger};
+use usher_core::lifecycle::{Actor, Outcome, RefundTo, Refusal, Trigger, WALLET};
 use usher_core::{BookingStatus, Role};
 use usher_payments::{CheckoutRequest, webhook};
-use usher_store::{BookingRef, ProviderEvent, TransitionRequest, Transitioned};
+use usher_store::{Audit, BookingRef, ProviderEvent, TransitionRequest, Transitioned};
 
 use crate::config::PaymentsConfig;
-use crate::extract::{Caller, Json, path_id};
+use crate::extract::{Caller, Json, RequestId, parse_json, path_id};
 use crate::problem::{ApiError, Problem};
 use crate::routes::bookings::{BookingView, owned_booking, readable_booking};
 use crate::state::AppState;
@@ -47,6 +47,19 @@ pub struct CheckoutView {
     pub checkout_url: String,
     /// The hold (and the checkout) end then.
     pub expires_at: DateTime<Utc>,
+    /// Paid from the wallet: the booking, confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booking: Option<BookingView>,
+}
+
+/// How to pay; without a body, through the configured provider.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequestBody {
+    /// `wallet` pays at once from the balance in the booking's currency; `provider` (the
+    /// default) opens the payment provider's checkout.
+    #[schema(example = "wallet")]
+    pub method: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -67,22 +80,44 @@ pub struct RefundRequestBody {
 /// (at least 15 minutes from now, or the provider's minimum, and never beyond 90 minutes
 /// after the hold was taken); a repeat while that payment is open (a second tab, a
 /// reload) returns the same payment and the same `expires_at`.
+///
+/// With `{"method": "wallet"}` the booking is paid at once from the caller's wallet, in
+/// the transaction that confirms it (409 `/problems/insufficient-funds` when the balance
+/// in the booking's currency does not cover it; nothing is taken then).
 #[utoipa::path(post, path = "/v1/bookings/{id}/checkout", tag = "payments",
     params(("id" = Uuid, Path, description = "Booking id")),
+    request_body(content = Option<CheckoutRequestBody>, description = "Optional: `{\"method\": \"wallet\"}`", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Checkout open", body = CheckoutView),
+        (status = 200, description = "Checkout open (or, from the wallet, paid: `booking` is the confirmed booking)", body = CheckoutView),
         (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such booking among the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The booking is not held, or its event or performance is cancelled or has started", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The booking is not held, its event or performance is cancelled or has started, or the wallet does not cover it (`/problems/insufficient-funds`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown method", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The payment provider cannot be reached; try again", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn checkout(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<axum::Json<CheckoutView>, ApiError> {
     let booking = owned_booking(&state, caller, path_id(&id)?).await?;
+    let method = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        parse_json::<CheckoutRequestBody>(&body)?.method
+    };
+    match method.as_deref() {
+        None | Some("provider") => {}
+        Some("wallet") => return pay_from_wallet(&state, booking.id).await,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "method",
+                "method is \"wallet\" or \"provider\"",
+            ));
+        }
+    }
     let now = state.clock().now();
     let provider = state.payments();
     let window = CHECKOUT_WINDOW.max(provider.min_checkout_window());
@@ -110,6 +145,7 @@ async fn checkout(
             provider: payment.provider.clone(),
             checkout_url: url.clone(),
             expires_at: payment.expires_at,
+            booking: None,
         }));
     }
     let user = state
@@ -169,7 +205,39 @@ async fn checkout(
         provider: payment.provider.clone(),
         checkout_url: session.url,
         expires_at: payment.expires_at,
+        booking: None,
     }))
+}
+
+/// Pays a held booking from the buyer's wallet: debit, payment and confirmation in one
+/// transaction.
+async fn pay_from_wallet(
+    state: &AppState,
+    booking_id: Uuid,
+) -> Result<axum::Json<CheckoutView>, ApiError> {
+    let now = state.clock().now();
+    let payment_id = Uuid::now_v7();
+    let done = state
+        .store()
+        .transition(TransitionRequest::new(
+            BookingRef::Booking(booking_id),
+            Trigger::PayFromWallet {
+                new_payment_id: payment_id,
+            },
+            now,
+        ))
+        .await?;
+    record_payment_outcome(payment_id, &done);
+    match (done.outcome, done.booking) {
+        (Outcome::Confirmed, Some(booking)) => Ok(axum::Json(CheckoutView {
+            payment_id,
+            provider: WALLET.into(),
+            checkout_url: format!("{}/bookings", state.public_url()),
+            expires_at: now,
+            booking: Some(BookingView::new(state, booking, now)),
+        })),
+        (outcome, _) => Err(refused(outcome)),
+    }
 }
 
 /// The mock provider's "pay" button: settles a payment as if the provider had called
@@ -408,6 +476,7 @@ fn record_payment_outcome(payment_id: Uuid, done: &Transitioned) {
 async fn create_refund(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     // Judged after the caller: no verdict on the body for those without the right.
     body: Result<Json<RefundRequestBody>, ApiError>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
@@ -420,7 +489,14 @@ async fn create_refund(
             "refund your own booking by cancelling it",
         ));
     }
-    refund(&state, booking.id, Actor::Organizer).await
+    refund(
+        &state,
+        booking.id,
+        Actor::Organizer,
+        RefundTo::Origin,
+        caller.audit(&request),
+    )
+    .await
 }
 
 /// Refunds a confirmed booking; shared by `DELETE /v1/bookings/{id}` (the buyer, until
@@ -429,18 +505,31 @@ pub async fn refund(
     state: &AppState,
     booking_id: Uuid,
     by: Actor,
+    to: RefundTo,
+    audit: Audit,
 ) -> Result<axum::Json<BookingView>, ApiError> {
     let now = state.clock().now();
+    let audit = audit.note(
+        "by",
+        match by {
+            Actor::Buyer => "buyer",
+            Actor::Organizer => "organizer",
+        },
+    );
     let done = state
         .store()
-        .transition(TransitionRequest::new(
-            BookingRef::Booking(booking_id),
-            Trigger::Cancel {
-                by,
-                refund_cutoff: state.config().refund_cutoff,
-            },
-            now,
-        ))
+        .transition(
+            TransitionRequest::new(
+                BookingRef::Booking(booking_id),
+                Trigger::Cancel {
+                    by,
+                    refund_cutoff: state.config().refund_cutoff,
+                    to,
+                },
+                now,
+            )
+            .audited(audit),
+        )
         .await?;
     match (done.outcome, done.booking) {
         (Outcome::Refunded | Outcome::Released, Some(booking)) => {
@@ -471,6 +560,12 @@ pub fn refused(outcome: Outcome) -> ApiError {
         Outcome::Refused(Refusal::RefundClosed) => ApiError::Conflict {
             kind: "refund-closed",
             detail: "refunds close before the performance starts; ask the organizer".into(),
+        },
+        Outcome::Refused(Refusal::InsufficientFunds) => ApiError::Conflict {
+            kind: "insufficient-funds",
+            detail: "your wallet's balance in this booking's currency does not cover it; \
+                     nothing was taken"
+                .into(),
         },
         other => ApiError::Internal(format!("unexpected lifecycle outcome {other:?}")),
     }

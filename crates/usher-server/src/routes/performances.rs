@@ -25,7 +25,7 @@ use usher_store::{
     PerformanceUpdate,
 };
 
-use crate::extract::{Caller, Fields, Json, path_id, unknown_units};
+use crate::extract::{Caller, Fields, Json, RequestId, path_id, unknown_units};
 use crate::problem::{ApiError, Problem};
 use crate::routes::accounts::BuyerView;
 use crate::routes::bookings::BookingView;
@@ -428,6 +428,7 @@ pub struct EventSales {
 async fn create_performance(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     Path(event_id): Path<String>,
     // Judged after the caller: no verdict on the body for those without the right.
     body: Result<Json<CreatePerformanceRequest>, ApiError>,
@@ -474,15 +475,18 @@ async fn create_performance(
     }
     let performance = state
         .store()
-        .create_performance(NewPerformance {
-            event_id: event.id,
-            starts_at,
-            on_sale_at,
-            waiting_room: body.waiting_room.is_some_and(|w| w.enabled),
-            hold_ttl: hold_ttl.unwrap_or(state.config().default_hold_ttl),
-            max_per_booking: max_per_booking.unwrap_or_default(),
-            seating,
-        })
+        .create_performance(
+            NewPerformance {
+                event_id: event.id,
+                starts_at,
+                on_sale_at,
+                waiting_room: body.waiting_room.is_some_and(|w| w.enabled),
+                hold_ttl: hold_ttl.unwrap_or(state.config().default_hold_ttl),
+                max_per_booking: max_per_booking.unwrap_or_default(),
+                seating,
+            },
+            &caller.audit(&request),
+        )
         .await?;
     tracing::info!(performance_id = %performance.id, event_id = %event.id, "performance created");
     let view = performance_view(&state, performance, event.status).await?;
@@ -527,6 +531,7 @@ async fn get_performance(
 async fn update_performance(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     Path(id): Path<String>,
     // Judged after the caller: no verdict on the body for those without the right.
     body: Result<Json<UpdatePerformanceRequest>, ApiError>,
@@ -580,6 +585,25 @@ async fn update_performance(
     if event.status == EventStatus::Cancelled {
         return Err(sale_cancelled("its event is cancelled"));
     }
+    let mut audit = caller.audit(&request);
+    if let Some(starts_at) = starts_at {
+        audit = audit.note("starts_at", starts_at.to_rfc3339());
+    }
+    if let Some(ttl) = hold_ttl {
+        audit = audit.note("hold_ttl_seconds", ttl.seconds());
+    }
+    if let Some(max) = max_per_booking {
+        audit = audit.note("max_per_booking", max.get());
+    }
+    if let Some(on_sale_at) = on_sale_at {
+        audit = audit.note("on_sale_at", on_sale_at.map(|t| t.to_rfc3339()));
+    }
+    if let Some(room) = &body.waiting_room {
+        audit = audit.note("waiting_room", room.enabled);
+    }
+    if status.is_some() {
+        audit = audit.note("status", "cancelled");
+    }
     let updated = state
         .store()
         .update_performance(
@@ -593,6 +617,7 @@ async fn update_performance(
                 status,
             },
             now,
+            &audit,
         )
         .await?;
     state.performances().forget_event(event.id);
@@ -636,6 +661,7 @@ fn sale_cancelled(why: &str) -> ApiError {
 async fn set_unit_states(
     State(state): State<AppState>,
     caller: Caller,
+    request: RequestId,
     Path(id): Path<String>,
     // Judged after the caller: no verdict on the body for those without the right.
     body: Result<Json<UnitStatesRequest>, ApiError>,
@@ -670,6 +696,7 @@ async fn set_unit_states(
             unit_ids,
             blocked,
             now: state.clock().now(),
+            audit: caller.audit(&request),
         })
         .await?;
     match outcome {

@@ -99,6 +99,7 @@ impl Refusal {
                 detail: detail.into(),
                 errors: vec![],
                 unavailable_unit_ids: None,
+                checked_in_at: None,
             },
         }
     }

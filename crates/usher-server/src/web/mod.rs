@@ -220,6 +220,7 @@ impl PageError {
                     detail: "there is no such page, or it is not yours to see".into(),
                     errors: vec![],
                     unavailable_unit_ids: None,
+                    checked_in_at: None,
                 },
             },
         )

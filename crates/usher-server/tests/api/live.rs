@@ -322,6 +322,7 @@ async fn a_watcher_too_slow_to_read_is_disconnected() {
                 unit_ids: all.clone(),
                 blocked: i % 2 == 0,
                 now: app.clock_now(),
+                audit: usher_store::Audit::system(),
             })
             .await
             .unwrap();

@@ -1,0 +1,502 @@
+//! The box office: tickets and their QR codes, check-in at the door, the wallet (store
+//! credit), and the audit log.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use usher_core::{BookingStatus, Currency, Cursor, Money, Role};
+use usher_store::{AuditEntry, AuditScope, CheckIn, TicketRecord, WalletCredit, WalletEntry};
+
+use crate::extract::{Caller, Fields, Json, RequestId, path_id};
+use crate::problem::{ApiError, Problem};
+use crate::routes::bookings::{ListParams, readable_booking};
+use crate::routes::performances::{MoneyView, managed_event};
+use crate::state::AppState;
+use crate::tickets::{self, Presented};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(booking_tickets))
+        .routes(routes!(ticket_qr))
+        .routes(routes!(check_in))
+        .routes(routes!(my_wallet))
+        .routes(routes!(credit_wallet))
+        .routes(routes!(admin_audit))
+        .routes(routes!(event_audit))
+}
+
+// --- tickets ------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TicketView {
+    pub unit_id: Uuid,
+    /// Shown (or scanned) at the door.
+    #[schema(example = "ABCD-EFGH-JKLM-NPQR")]
+    pub code: String,
+    /// The code as a QR image (SVG).
+    pub qr_svg_url: String,
+    pub section: Option<String>,
+    pub row: Option<String>,
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_type_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TicketList {
+    pub items: Vec<TicketView>,
+}
+
+/// A confirmed booking's tickets: one code per unit, with its QR image.
+#[utoipa::path(get, path = "/v1/bookings/{id}/tickets", tag = "tickets",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tickets", body = TicketList),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking, or not the caller's to see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The booking is not confirmed (`/problems/booking-not-confirmed`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn booking_tickets(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TicketList>, ApiError> {
+    let booking = readable_booking(&state, caller, path_id(&id)?).await?;
+    let status = booking.status_at(state.clock().now());
+    if status != BookingStatus::Confirmed {
+        return Err(ApiError::Conflict {
+            kind: "booking-not-confirmed",
+            detail: format!("this booking is {status}; only a confirmed booking has tickets"),
+        });
+    }
+    let items = booking
+        .units
+        .into_iter()
+        .filter_map(|unit| {
+            let serial = unit.ticket?;
+            let code = tickets::code(state.ticket_secret(), serial, booking.id, unit.unit_id);
+            Some(TicketView {
+                unit_id: unit.unit_id,
+                qr_svg_url: tickets::qr_url(&code),
+                code,
+                section: unit.section,
+                row: unit.row,
+                label: unit.label,
+                ticket_type_id: unit.ticket_type_id,
+            })
+        })
+        .collect();
+    Ok(axum::Json(TicketList { items }))
+}
+
+/// The ticket a presented code names, if the code is genuine; `None` for a malformed,
+/// unknown or forged code.
+async fn genuine_ticket(
+    state: &AppState,
+    raw: &str,
+) -> Result<Option<(Presented, TicketRecord)>, ApiError> {
+    let Some(presented) = Presented::parse(raw) else {
+        return Ok(None);
+    };
+    let Some(ticket) = state.store().ticket(presented.serial).await? else {
+        return Ok(None);
+    };
+    if !presented.signs(state.ticket_secret(), ticket.booking_id, ticket.unit_id) {
+        return Ok(None);
+    }
+    Ok(Some((presented, ticket)))
+}
+
+/// The QR image of a ticket code (anyone holding the code may render it; it says
+/// nothing the code does not).
+#[utoipa::path(get, path = "/v1/tickets/{code}/qr.svg", tag = "tickets",
+    params(("code" = String, Path, description = "Ticket code")),
+    responses(
+        (status = 200, description = "The QR code", content_type = "image/svg+xml", body = String),
+        (status = 404, description = "Not a ticket code of this server", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn ticket_qr(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (_, ticket) = genuine_ticket(&state, &code)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let canonical = tickets::code(
+        state.ticket_secret(),
+        ticket.serial,
+        ticket.booking_id,
+        ticket.unit_id,
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        tickets::qr_svg(&canonical),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInRequest {
+    /// The ticket code, as printed or scanned (case, dashes and spaces do not matter).
+    #[schema(example = "ABCD-EFGH-JKLM-NPQR")]
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckInView {
+    pub booking_id: Uuid,
+    pub unit_id: Uuid,
+    pub performance_id: Uuid,
+    pub checked_in_at: DateTime<Utc>,
+    /// Where the ticket sits: `Stalls, row A, seat 5`, or the ticket type's name.
+    pub place: String,
+}
+
+/// Checks a ticket in at the door (the event's organizer or an admin). The first scan
+/// lets the ticket in; the same code again is 409 `/problems/already-checked-in` with
+/// the first `checked_in_at`; a refunded booking's ticket is 409 `/problems/ticket-void`.
+/// A code that is not genuine, or belongs to another organizer's event, is 404. Of many
+/// scanners racing on one code, exactly one is let in.
+#[utoipa::path(post, path = "/v1/checkins", tag = "tickets",
+    request_body = CheckInRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Let in", body = CheckInView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organizer or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown or forged code, or another organizer's event", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already checked in (`/problems/already-checked-in`, with `checked_in_at`) or void (`/problems/ticket-void`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn check_in(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<CheckInRequest>, ApiError>,
+) -> Result<axum::Json<CheckInView>, ApiError> {
+    let caller = caller.require_organizer()?;
+    let Json(body) = body?;
+    let (presented, ticket) = genuine_ticket(&state, &body.code)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if caller.role != Role::Admin && ticket.organizer_id != caller.id {
+        return Err(ApiError::NotFound);
+    }
+    let now = state.clock().now();
+    let outcome = state
+        .store()
+        .check_in(presented.serial, caller.id, now, &caller.audit(&request))
+        .await?;
+    let at = match outcome {
+        CheckIn::Admitted { at } => at,
+        CheckIn::Already { at } => {
+            metrics::counter!("usher_checkins_total", "outcome" => "repeat").increment(1);
+            return Err(ApiError::AlreadyCheckedIn(at));
+        }
+        CheckIn::Void => {
+            metrics::counter!("usher_checkins_total", "outcome" => "void").increment(1);
+            return Err(ApiError::Conflict {
+                kind: "ticket-void",
+                detail: "this ticket's booking was refunded; it does not admit".into(),
+            });
+        }
+        CheckIn::Unknown => return Err(ApiError::NotFound),
+    };
+    metrics::counter!("usher_checkins_total", "outcome" => "admitted").increment(1);
+    let place = match state.store().booking(ticket.booking_id).await? {
+        Some(booking) => booking
+            .units
+            .iter()
+            .find(|u| u.unit_id == ticket.unit_id)
+            .map(|unit| match (&unit.section, &unit.row, &unit.label) {
+                (Some(section), Some(row), Some(seat)) => {
+                    format!("{section}, row {row}, seat {seat}")
+                }
+                _ => "General admission".into(),
+            })
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    tracing::info!(booking_id = %ticket.booking_id, unit_id = %ticket.unit_id, "ticket checked in");
+    Ok(axum::Json(CheckInView {
+        booking_id: ticket.booking_id,
+        unit_id: ticket.unit_id,
+        performance_id: ticket.performance_id,
+        checked_in_at: at,
+        place,
+    }))
+}
+
+// --- the wallet -----------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WalletEntryView {
+    pub id: Uuid,
+    /// Signed: a payment is negative.
+    pub amount: MoneyView,
+    /// The balance in this currency right after the entry.
+    pub balance_after: MoneyView,
+    /// `credit`, `payment` or `refund`.
+    #[schema(example = "credit")]
+    pub kind: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booking_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<WalletEntry> for WalletEntryView {
+    fn from(entry: WalletEntry) -> Self {
+        Self {
+            id: entry.id,
+            amount: entry.amount.into(),
+            balance_after: Money::new(entry.balance_after, entry.amount.currency).into(),
+            kind: entry.kind.as_str().into(),
+            reason: entry.reason,
+            booking_id: entry.booking_id,
+            at: entry.at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WalletView {
+    /// One per currency the wallet has held.
+    pub balances: Vec<MoneyView>,
+    /// The ledger, newest first (a page of it).
+    pub entries: Vec<WalletEntryView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's store credit: balances and the ledger (newest first, paginated).
+#[utoipa::path(get, path = "/v1/wallet", tag = "wallet",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Balances and entries", body = WalletView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_wallet(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<WalletView>, ApiError> {
+    let (limit, after) = ListParams::page(params)?;
+    let balances = state.store().wallet_balances(caller.id).await?;
+    let page = state
+        .store()
+        .wallet_entries(caller.id, limit, after)
+        .await?;
+    Ok(axum::Json(WalletView {
+        balances: balances.into_iter().map(MoneyView::from).collect(),
+        entries: page.items.into_iter().map(WalletEntryView::from).collect(),
+        next_cursor: page.next.map(Cursor::encode),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditRequest {
+    pub amount: MoneyRequest,
+    /// Why, for the buyer and the audit log (1–200 characters).
+    #[schema(example = "Goodwill: show started late")]
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyRequest {
+    /// Minor units, positive.
+    #[schema(example = 2500)]
+    pub amount: i64,
+    #[schema(example = "EUR")]
+    pub currency: String,
+}
+
+/// The most one credit may add (ten thousand major units).
+const MAX_CREDIT: i64 = 1_000_000;
+const REASON_MAX_CHARS: usize = 200;
+
+/// Gives a user store credit (admins). Written with its audit row in one transaction.
+#[utoipa::path(post, path = "/v1/admin/wallets/{user_id}/credit", tag = "wallet",
+    params(("user_id" = Uuid, Path, description = "User id")),
+    request_body = CreditRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Credited", body = WalletEntryView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad amount, currency or reason", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn credit_wallet(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    Path(user_id): Path<String>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<CreditRequest>, ApiError>,
+) -> Result<impl IntoResponse, ApiError> {
+    let caller = caller.require_admin()?;
+    let user_id = path_id(&user_id)?;
+    let user = state
+        .store()
+        .user(user_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let Json(body) = body?;
+    let mut fields = Fields::new();
+    if !(1..=MAX_CREDIT).contains(&body.amount.amount) {
+        fields.reject(
+            "amount.amount",
+            format!("a credit is between 1 and {MAX_CREDIT} minor units"),
+        );
+    }
+    let currency = fields.take("amount.currency", Currency::parse(&body.amount.currency));
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > REASON_MAX_CHARS {
+        fields.reject(
+            "reason",
+            format!("say why in 1 to {REASON_MAX_CHARS} characters"),
+        );
+    } else if reason.chars().any(char::is_control) {
+        fields.reject("reason", "the reason is one line of text");
+    }
+    fields.finish()?;
+    let Some(currency) = currency else {
+        return Err(ApiError::Internal("validated currency missing".into()));
+    };
+    let entry = state
+        .store()
+        .wallet_credit(WalletCredit {
+            user_id: user.id,
+            amount: Money::new(body.amount.amount, currency),
+            reason: reason.to_owned(),
+            audit: caller.audit(&request),
+            now: state.clock().now(),
+        })
+        .await?;
+    tracing::info!(user_id = %user.id, amount = entry.amount.amount, currency = %entry.amount.currency, "wallet credited");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(WalletEntryView::from(entry)),
+    ))
+}
+
+// --- the audit log --------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditTarget {
+    /// `event`, `performance`, `booking`, `user` or `job`.
+    #[schema(example = "booking")]
+    pub kind: String,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryView {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    /// Who did it; `null` for the system (e.g. the refunds of a cancelled sale).
+    pub actor_id: Option<Uuid>,
+    /// e.g. `event.cancelled`, `booking.refunded`, `ticket.checked_in`, `wallet.credited`.
+    #[schema(example = "booking.refunded")]
+    pub action: String,
+    pub target: AuditTarget,
+    pub event_id: Option<Uuid>,
+    /// The `x-request-id` of the request that made the change.
+    pub request_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+impl From<AuditEntry> for AuditEntryView {
+    fn from(entry: AuditEntry) -> Self {
+        Self {
+            id: entry.id,
+            at: entry.at,
+            actor_id: entry.actor_id,
+            action: entry.action,
+            target: AuditTarget {
+                kind: entry.target_kind,
+                id: entry.target_id,
+            },
+            event_id: entry.event_id,
+            request_id: entry.request_id,
+            detail: entry.detail,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntryView>,
+    pub next_cursor: Option<String>,
+}
+
+async fn audit_page(
+    state: &AppState,
+    scope: AuditScope,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<AuditPage>, ApiError> {
+    let (limit, after) = ListParams::page(params)?;
+    let page = state.store().audit_log(scope, limit, after).await?;
+    Ok(axum::Json(AuditPage {
+        items: page.items.into_iter().map(AuditEntryView::from).collect(),
+        next_cursor: page.next.map(Cursor::encode),
+    }))
+}
+
+/// Every audited change, newest first (admins).
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of the audit log", body = AuditPage),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn admin_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<AuditPage>, ApiError> {
+    caller.require_admin()?;
+    audit_page(&state, AuditScope::All, params).await
+}
+
+/// One event's audited changes, newest first: the event, its performances, refunds,
+/// cancellations and check-ins (its organizer, or an admin).
+#[utoipa::path(get, path = "/v1/events/{id}/audit", tag = "events",
+    params(("id" = Uuid, Path, description = "Event id"), ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of the event's audit log", body = AuditPage),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event among the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn event_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<AuditPage>, ApiError> {
+    let caller = caller.require_organizer()?;
+    let event = managed_event(&state, caller, &id).await?;
+    audit_page(&state, AuditScope::Event(event.id), params).await
+}

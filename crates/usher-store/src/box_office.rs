@@ -1,0 +1,338 @@
+//! The box office: tickets checked at the door, the wallet (store credit), and the audit
+//! log of who changed what.
+//!
+//! - A **ticket** is numbered (`serial`) when its booking is confirmed, in the
+//!   confirmation's transaction. The code a buyer shows is made by the server from the
+//!   serial and a MAC under its ticket key; the store only keeps serials and check-ins.
+//! - A **wallet** is an append-only ledger per user and currency. Its balance is kept
+//!   beside the entries and moved by one conditional update (`balance + amount >= 0`), so
+//!   two payments racing for the same money cannot both take it: never a read-then-write.
+//! - The **audit log** is append-only too; each row is written in the transaction of the
+//!   change it records.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use usher_core::{BookingStatus, Money};
+
+use crate::{StoreError, StoreResult};
+
+/// Who caused a change, where it came from, and a small detail for the audit log. The
+/// store adds what it knows itself: the action, the target and its event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Audit {
+    /// `None` for the system (a job, a sweeper).
+    pub actor_id: Option<Uuid>,
+    /// The `x-request-id` of the request that caused it.
+    pub request_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+impl Audit {
+    pub fn by(actor_id: Uuid, request_id: Option<String>) -> Self {
+        Self {
+            actor_id: Some(actor_id),
+            request_id,
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    /// A change made by the system itself (a job working through a cancelled sale).
+    pub fn system() -> Self {
+        Self {
+            actor_id: None,
+            request_id: None,
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    /// Adds `key: value` to the detail (which becomes an object if it was not one).
+    pub fn note(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        if !self.detail.is_object() {
+            self.detail = serde_json::Value::Object(Default::default());
+        }
+        if let Some(map) = self.detail.as_object_mut() {
+            map.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// The row for `action` on `target`, at `at`.
+    pub fn entry(
+        &self,
+        action: &str,
+        target: (&str, Uuid),
+        event_id: Option<Uuid>,
+        at: DateTime<Utc>,
+    ) -> AuditEntry {
+        AuditEntry {
+            id: Uuid::now_v7(),
+            at,
+            actor_id: self.actor_id,
+            action: action.to_owned(),
+            target_kind: target.0.to_owned(),
+            target_id: target.1,
+            event_id,
+            request_id: self.request_id.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// The actions the audit log records.
+pub mod action {
+    pub const EVENT_CREATED: &str = "event.created";
+    pub const EVENT_UPDATED: &str = "event.updated";
+    pub const EVENT_PUBLISHED: &str = "event.published";
+    pub const EVENT_CANCELLED: &str = "event.cancelled";
+    pub const PERFORMANCE_CREATED: &str = "performance.created";
+    pub const PERFORMANCE_UPDATED: &str = "performance.updated";
+    pub const PERFORMANCE_CANCELLED: &str = "performance.cancelled";
+    pub const UNITS_BLOCKED: &str = "units.blocked";
+    pub const UNITS_UNBLOCKED: &str = "units.unblocked";
+    pub const USER_ROLE_CHANGED: &str = "user.role_changed";
+    pub const JOB_RETRIED: &str = "job.retried";
+    pub const BOOKING_REFUNDED: &str = "booking.refunded";
+    pub const BOOKING_CANCELLED: &str = "booking.cancelled";
+    pub const WALLET_CREDITED: &str = "wallet.credited";
+    pub const TICKET_CHECKED_IN: &str = "ticket.checked_in";
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    /// `event`, `performance`, `booking`, `user`, `job`, `wallet`.
+    pub target_kind: String,
+    pub target_id: Uuid,
+    /// The event the change belongs to, for the organizer's view; `None` for changes
+    /// outside any event (roles, credits, jobs).
+    pub event_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// An `audit_log` row as both engines read it.
+#[derive(Debug)]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub target_kind: String,
+    pub target_id: Uuid,
+    pub event_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    pub detail: String,
+}
+
+impl AuditRow {
+    pub fn into_entry(self) -> StoreResult<AuditEntry> {
+        Ok(AuditEntry {
+            id: self.id,
+            at: self.at,
+            actor_id: self.actor_id,
+            action: self.action,
+            target_kind: self.target_kind,
+            target_id: self.target_id,
+            event_id: self.event_id,
+            request_id: self.request_id,
+            detail: serde_json::from_str(&self.detail)
+                .map_err(|e| StoreError::Backend(format!("corrupt audit_log.detail: {e}")))?,
+        })
+    }
+}
+
+/// Which part of the audit log to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditScope {
+    /// Everything (admins).
+    All,
+    /// One event's changes, its performances', bookings' and tickets' (its organizer).
+    Event(Uuid),
+}
+
+// --- tickets -----------------------------------------------------------------------
+
+/// A ticket as the door needs to judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketRecord {
+    pub serial: i64,
+    pub booking_id: Uuid,
+    pub unit_id: Uuid,
+    pub performance_id: Uuid,
+    pub event_id: Uuid,
+    pub organizer_id: Uuid,
+    /// As stored (a confirmed booking never expires, so this is what a reader sees).
+    pub booking_status: BookingStatus,
+    pub checked_in_at: Option<DateTime<Utc>>,
+}
+
+/// What a scan at the door did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckIn {
+    /// Let in now.
+    Admitted {
+        at: DateTime<Utc>,
+    },
+    /// Let in before, at this time.
+    Already {
+        at: DateTime<Utc>,
+    },
+    /// The booking is not (or no longer) confirmed: refunded.
+    Void,
+    Unknown,
+}
+
+/// Tickets and check-ins of one performance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckInCount {
+    pub performance_id: Uuid,
+    /// Tickets of confirmed bookings.
+    pub valid: u64,
+    pub checked_in: u64,
+}
+
+// --- the wallet --------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalletEntryKind {
+    /// Store credit given by an admin.
+    Credit,
+    /// A booking paid from the wallet (a negative amount).
+    Payment,
+    /// A booking's money returned to the wallet.
+    Refund,
+}
+
+impl WalletEntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalletEntryKind::Credit => "credit",
+            WalletEntryKind::Payment => "payment",
+            WalletEntryKind::Refund => "refund",
+        }
+    }
+
+    pub fn parse(raw: &str) -> StoreResult<Self> {
+        Ok(match raw {
+            "credit" => WalletEntryKind::Credit,
+            "payment" => WalletEntryKind::Payment,
+            "refund" => WalletEntryKind::Refund,
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "unknown wallet entry kind {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// A move of money in or out of a wallet, to be written as one ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletMove {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// Signed: negative takes money out.
+    pub amount: Money,
+    pub kind: WalletEntryKind,
+    pub reason: String,
+    pub booking_id: Option<Uuid>,
+    pub payment_id: Option<Uuid>,
+    pub actor_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletEntry {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub amount: Money,
+    /// The balance in this currency right after the entry.
+    pub balance_after: i64,
+    pub kind: WalletEntryKind,
+    pub reason: String,
+    pub booking_id: Option<Uuid>,
+    pub payment_id: Option<Uuid>,
+    pub actor_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// A `wallet_entries` row as both engines read it.
+#[derive(Debug)]
+pub struct WalletEntryRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub kind: String,
+    pub reason: String,
+    pub booking_id: Option<Uuid>,
+    pub payment_id: Option<Uuid>,
+    pub actor_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl WalletEntryRow {
+    pub fn into_entry(self) -> StoreResult<WalletEntry> {
+        Ok(WalletEntry {
+            id: self.id,
+            user_id: self.user_id,
+            amount: Money::new(
+                self.amount,
+                crate::inventory::stored_currency(&self.currency)?,
+            ),
+            balance_after: self.balance_after,
+            kind: WalletEntryKind::parse(&self.kind)?,
+            reason: self.reason,
+            booking_id: self.booking_id,
+            payment_id: self.payment_id,
+            actor_id: self.actor_id,
+            at: self.created_at,
+        })
+    }
+}
+
+/// Store credit an admin gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalletCredit {
+    pub user_id: Uuid,
+    /// Positive.
+    pub amount: Money,
+    pub reason: String,
+    pub audit: Audit,
+    pub now: DateTime<Utc>,
+}
+
+/// A balance as stored, parsed.
+pub fn balance(amount: i64, currency: &str) -> StoreResult<Money> {
+    Ok(Money::new(
+        amount,
+        crate::inventory::stored_currency(currency)?,
+    ))
+}
+
+/// The balance a move leaves, or `None` when it would go below zero.
+pub fn after_move(balance: i64, amount: i64) -> Option<i64> {
+    balance.checked_add(amount).filter(|after| *after >= 0)
+}
+
+/// The action an event change is logged as.
+pub fn event_action(was: usher_core::EventStatus, is: usher_core::EventStatus) -> &'static str {
+    use usher_core::EventStatus;
+    match (was, is) {
+        (from, EventStatus::Cancelled) if from != EventStatus::Cancelled => action::EVENT_CANCELLED,
+        (from, EventStatus::Published) if from != EventStatus::Published => action::EVENT_PUBLISHED,
+        _ => action::EVENT_UPDATED,
+    }
+}
