@@ -17,17 +17,20 @@ use usher_store::{
 
 use crate::{PostgresStore, backend};
 
-/// Appends an audit row in the caller's transaction. A `booking` target without an
-/// event is filed under the booking's event.
+/// Appends an audit row in the caller's transaction. A `booking` or `performance`
+/// target without an event is filed under its event, so the organizer's view has it.
 pub(crate) async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> StoreResult<()> {
     let detail = entry.detail.to_string();
     sqlx::query!(
         "INSERT INTO audit_log (id, at, actor_id, action, target_kind, target_id, event_id,
                                 request_id, detail)
          VALUES ($1, $2, $3, $4, $5, $6,
-                 COALESCE($7::uuid, CASE WHEN $5 = 'booking' THEN
-                     (SELECT p.event_id FROM bookings b JOIN performances p ON p.id = b.performance_id
-                      WHERE b.id = $6) END),
+                 COALESCE($7::uuid, CASE $5
+                     WHEN 'booking' THEN
+                         (SELECT p.event_id FROM bookings b
+                          JOIN performances p ON p.id = b.performance_id WHERE b.id = $6)
+                     WHEN 'performance' THEN (SELECT event_id FROM performances WHERE id = $6)
+                 END),
                  $8, $9::text::jsonb)",
         entry.id,
         entry.at,

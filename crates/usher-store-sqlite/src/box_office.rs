@@ -16,8 +16,8 @@ use usher_store::{
 
 use crate::{SqliteStore, backend};
 
-/// Appends an audit row in the caller's transaction. A `booking` target without an
-/// event is filed under the booking's event.
+/// Appends an audit row in the caller's transaction. A `booking` or `performance`
+/// target without an event is filed under its event, so the organizer's view has it.
 pub(crate) async fn insert_audit(
     conn: &mut SqliteConnection,
     entry: &AuditEntry,
@@ -27,9 +27,12 @@ pub(crate) async fn insert_audit(
         "INSERT INTO audit_log (id, at, actor_id, action, target_kind, target_id, event_id,
                                 request_id, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6,
-                 COALESCE(?7, CASE WHEN ?5 = 'booking' THEN
-                     (SELECT p.event_id FROM bookings b JOIN performances p ON p.id = b.performance_id
-                      WHERE b.id = ?6) END),
+                 COALESCE(?7, CASE ?5
+                     WHEN 'booking' THEN
+                         (SELECT p.event_id FROM bookings b
+                          JOIN performances p ON p.id = b.performance_id WHERE b.id = ?6)
+                     WHEN 'performance' THEN (SELECT event_id FROM performances WHERE id = ?6)
+                 END),
                  ?8, ?9)",
         entry.id,
         entry.at,

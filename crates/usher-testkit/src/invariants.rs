@@ -163,7 +163,11 @@ pub async fn check_wallet(store: &dyn Store, user_id: Uuid) -> Result<(), String
     let mut after = None;
     loop {
         let page = store
-            .wallet_entries(user_id, usher_core::PageLimit::parse(Some(100)).unwrap(), after)
+            .wallet_entries(
+                user_id,
+                usher_core::PageLimit::parse(Some(100)).unwrap(),
+                after,
+            )
             .await
             .map_err(|e| e.to_string())?;
         entries.extend(page.items);

@@ -187,6 +187,37 @@ const MATRIX: &[(&str, &str, [Expect; 6])] = &[
     ),
     // Not a WebSocket upgrade here: 400 for anyone.
     ("get", "/v1/queue/{ticket_id}/live", [Pass; 6]),
+    // The box office. The booking is held, not confirmed: those who may see it learn
+    // that it has no tickets yet (409).
+    (
+        "get",
+        "/v1/bookings/{id}/tickets",
+        [NoToken, Pass, Hidden, Pass, Hidden, Pass],
+    ),
+    // The code is the bearer's: anyone holding a genuine one may render it.
+    ("get", "/v1/tickets/{code}/qr.svg", [Pass; 6]),
+    // The code is in the body, so `{}` is refused as invalid for any organizer.
+    (
+        "post",
+        "/v1/checkins",
+        [NoToken, Role, Role, Pass, Pass, Pass],
+    ),
+    ("get", "/v1/wallet", [NoToken, Pass, Pass, Pass, Pass, Pass]),
+    (
+        "post",
+        "/v1/admin/wallets/{user_id}/credit",
+        [NoToken, Role, Role, Role, Role, Pass],
+    ),
+    (
+        "get",
+        "/v1/admin/audit",
+        [NoToken, Role, Role, Role, Role, Pass],
+    ),
+    (
+        "get",
+        "/v1/events/{id}/audit",
+        [NoToken, Role, Role, Pass, Hidden, Pass],
+    ),
     // Stripe's endpoint exists only when Stripe is the provider (here: the mock).
     ("post", "/v1/webhooks/stripe", [Hidden; 6]),
 ];
@@ -239,6 +270,8 @@ struct World {
     user: String,
     entry: String,
     ticket: String,
+    /// A ticket code of the customer's paid booking.
+    code: String,
 }
 
 fn fill(path: &str, world: &World) -> String {
@@ -260,6 +293,8 @@ fn fill(path: &str, world: &World) -> String {
     path.replace("{id}", id)
         .replace("{payment_id}", &world.payment)
         .replace("{ticket_id}", &world.ticket)
+        .replace("{user_id}", &world.user)
+        .replace("{code}", &world.code)
 }
 
 fn class(status: reqwest::StatusCode) -> Expect {
@@ -279,7 +314,7 @@ on_each_engine! {
         let other_organizer = app.organizer("org2@example.com", &admin).await;
         // A booking of the customer's on the organizer's performance, with a checkout,
         // and a second, paid one so that a job exists.
-        let (world_booking, world_payment, world_performance, world_event) = customer_booking(&app, &customer, &organizer).await;
+        let (world_booking, world_payment, world_performance, world_event, world_code) = customer_booking(&app, &customer, &organizer).await;
         let jobs: Value = app.get("/v1/admin/jobs?state=queued", Some(&admin.access)).await.json().await.unwrap();
         let world = World {
             event: world_event,
@@ -290,6 +325,7 @@ on_each_engine! {
             user: other_customer.id.clone(),
             entry: waiting_entry(&app, &customer, &other_customer, &organizer).await,
             ticket: queue_ticket(&app, &customer, &organizer).await,
+            code: world_code,
         };
         let callers: [Option<&Session>; 6] = [None, Some(&customer), Some(&other_customer), Some(&organizer), Some(&other_organizer), Some(&admin)];
         // Those who may not change anything go first, so that the owners' changes (a
@@ -368,14 +404,14 @@ async fn queue_ticket(app: &TestApp, customer: &Session, organizer: &Session) ->
     ticket["ticket_id"].as_str().unwrap().to_owned()
 }
 
-/// (booking, payment, performance, event) of a hold by `customer` on an event of
-/// `organizer`'s with a checkout open, plus a second booking paid (so that a
-/// confirmation job is queued).
+/// (booking, payment, performance, event, ticket code) of a hold by `customer` on an
+/// event of `organizer`'s with a checkout open, plus a second booking paid (so that a
+/// confirmation job is queued), whose first ticket's code is the last.
 async fn customer_booking(
     app: &TestApp,
     customer: &Session,
     organizer: &Session,
-) -> (String, String, String, String) {
+) -> (String, String, String, String, String) {
     let performance = crate::helpers::on_sale(app, organizer, crate::helpers::rows(&[6]), 6).await;
     let ids = crate::helpers::unit_ids(app, performance["id"].as_str().unwrap()).await;
     let mut booked = Vec::new();
@@ -406,5 +442,6 @@ async fn customer_booking(
         checkout["payment_id"].as_str().unwrap().to_owned(),
         performance["id"].as_str().unwrap().to_owned(),
         performance["event_id"].as_str().unwrap().to_owned(),
+        paid["units"][0]["ticket_code"].as_str().unwrap().to_owned(),
     )
 }

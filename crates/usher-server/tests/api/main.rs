@@ -4,6 +4,7 @@
 mod accounts;
 mod authz;
 mod bookings;
+mod box_office;
 mod browser;
 mod docs;
 mod events;
