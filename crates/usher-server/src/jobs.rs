@@ -338,7 +338,7 @@ fn confirmation_text(
         starts_at.format("%A %-d %B %Y, %H:%M"),
     );
     for (unit, code) in booking.units.iter().zip(codes) {
-        let place = place_of(unit);
+        let place = crate::tickets::place(unit);
         let amount = unit.price.amount;
         text.push_str(&format!(
             "  {place:<40} {}.{:02} {}   ticket {}\n",
@@ -359,14 +359,6 @@ fn confirmation_text(
     text
 }
 
-/// A ticket's place as a buyer reads it in an email.
-fn place_of(unit: &usher_core::BookedUnit) -> String {
-    match (&unit.section, &unit.row, &unit.label) {
-        (Some(section), Some(row), Some(seat)) => format!("{section}, row {row}, seat {seat}"),
-        _ => "General admission".to_owned(),
-    }
-}
-
 fn offer_text(
     state: &AppState,
     booking: &usher_core::Booking,
@@ -382,7 +374,7 @@ fn offer_text(
         venue = event.venue.as_str(),
     );
     for unit in &booking.units {
-        let place = place_of(unit);
+        let place = crate::tickets::place(unit);
         text.push_str(&format!("  {place}\n"));
     }
     let total = booking.total.amount;

@@ -96,6 +96,15 @@ impl Presented {
     }
 }
 
+/// Where a ticket's unit is, as buyers and door staff read it: `Stalls, row A, seat 5`,
+/// or `General admission`.
+pub fn place(unit: &usher_core::BookedUnit) -> String {
+    match (&unit.section, &unit.row, &unit.label) {
+        (Some(section), Some(row), Some(seat)) => format!("{section}, row {row}, seat {seat}"),
+        _ => "General admission".to_owned(),
+    }
+}
+
 /// Where the code's QR image is served (relative to the server).
 pub fn qr_url(code: &str) -> String {
     format!("/v1/tickets/{code}/qr.svg")

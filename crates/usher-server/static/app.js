@@ -1,7 +1,8 @@
 // Usher's one script: the seat map (pick with mouse or keyboard, live states over the
-// performance's WebSocket), live counts, the hold countdown and the seating-plan
-// builder. Pages work without it where they can (forms post normally); nothing here
-// is inline, so the pages' CSP forbids inline script entirely.
+// performance's WebSocket), live counts, the hold countdown, the seating-plan
+// builder, the waiting room and the door's code field. Pages work without it where
+// they can (forms post normally); nothing here is inline, so the pages' CSP forbids
+// inline script entirely.
 "use strict";
 
 (function () {
@@ -311,7 +312,24 @@
     open();
   }
 
+  // The door's code field: a USB scanner "types" into whatever has the focus, so the
+  // field takes it back whenever it drifts to nothing in particular (a click on the
+  // page, the verdict). Links, buttons and other fields may still be used.
+  function keepFocus(field) {
+    field.focus();
+    field.select();
+    field.addEventListener("blur", function () {
+      setTimeout(function () {
+        var now = document.activeElement;
+        if (!now || now === document.body || !now.matches("a, button, input, select, textarea, summary")) {
+          field.focus();
+        }
+      }, 0);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-keep-focus]").forEach(keepFocus);
     document.querySelectorAll("[data-queue]").forEach(function (panel) {
       if ("WebSocket" in window) queue(panel);
     });

@@ -1,6 +1,8 @@
 //! The box office: tickets and their QR codes, check-in at the door, the wallet (store
 //! credit), and the audit log.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -151,6 +153,11 @@ pub struct CheckInRequest {
     /// The ticket code, as printed or scanned (case, dashes and spaces do not matter).
     #[schema(example = "ABCD-EFGH-JKLM-NPQR")]
     pub code: String,
+    /// The performance this door admits to. A ticket for another performance is then
+    /// refused (409 `/problems/wrong-performance`) and stays unused, so that a scan at
+    /// Friday's door cannot burn Saturday's ticket.
+    #[serde(default)]
+    pub performance_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -166,8 +173,10 @@ pub struct CheckInView {
 /// Checks a ticket in at the door (the event's organizer or an admin). The first scan
 /// lets the ticket in; the same code again is 409 `/problems/already-checked-in` with
 /// the first `checked_in_at`; a refunded booking's ticket is 409 `/problems/ticket-void`.
-/// A code that is not genuine, or belongs to another organizer's event, is 404. Of many
-/// scanners racing on one code, exactly one is let in.
+/// A code that is not genuine, or belongs to another organizer's event, is 404. With
+/// `performance_id` (the door's performance), a ticket for another performance is 409
+/// `/problems/wrong-performance` and is not checked in. Of many scanners racing on one
+/// code, exactly one is let in.
 #[utoipa::path(post, path = "/v1/checkins", tag = "tickets",
     request_body = CheckInRequest,
     security(("bearer" = [])),
@@ -176,7 +185,7 @@ pub struct CheckInView {
         (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an organizer or admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown or forged code, or another organizer's event", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already checked in (`/problems/already-checked-in`, with `checked_in_at`) or void (`/problems/ticket-void`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already checked in (`/problems/already-checked-in`, with `checked_in_at`), void (`/problems/ticket-void`), or for another performance than the door's (`/problems/wrong-performance`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn check_in(
     State(state): State<AppState>,
@@ -192,6 +201,19 @@ async fn check_in(
         .ok_or(ApiError::NotFound)?;
     if caller.role != Role::Admin && ticket.organizer_id != caller.id {
         return Err(ApiError::NotFound);
+    }
+    if let Some(door) = body.performance_id
+        && door != ticket.performance_id
+    {
+        metrics::counter!("usher_checkins_total", "outcome" => "wrong_performance").increment(1);
+        let when = match state.store().performance(ticket.performance_id).await? {
+            Some(p) => format!(" (it starts {})", p.starts_at.format("%Y-%m-%d %H:%M UTC")),
+            None => String::new(),
+        };
+        return Err(ApiError::Conflict {
+            kind: "wrong-performance",
+            detail: format!("this ticket is for another performance{when}; it was not checked in"),
+        });
     }
     let now = state.clock().now();
     let outcome = state
@@ -219,12 +241,7 @@ async fn check_in(
             .units
             .iter()
             .find(|u| u.unit_id == ticket.unit_id)
-            .map(|unit| match (&unit.section, &unit.row, &unit.label) {
-                (Some(section), Some(row), Some(seat)) => {
-                    format!("{section}, row {row}, seat {seat}")
-                }
-                _ => "General admission".into(),
-            })
+            .map(tickets::place)
             .unwrap_or_default(),
         None => String::new(),
     };
@@ -411,6 +428,8 @@ pub struct AuditEntryView {
     pub at: DateTime<Utc>,
     /// Who did it; `null` for the system (e.g. the refunds of a cancelled sale).
     pub actor_id: Option<Uuid>,
+    /// The actor's name as it reads now; `null` for the system.
+    pub actor_name: Option<String>,
     /// e.g. `event.cancelled`, `booking.refunded`, `ticket.checked_in`, `wallet.credited`.
     #[schema(example = "booking.refunded")]
     pub action: String,
@@ -428,6 +447,7 @@ impl From<AuditEntry> for AuditEntryView {
             id: entry.id,
             at: entry.at,
             actor_id: entry.actor_id,
+            actor_name: None,
             action: entry.action,
             target: AuditTarget {
                 kind: entry.target_kind,
@@ -453,8 +473,24 @@ async fn audit_page(
 ) -> Result<axum::Json<AuditPage>, ApiError> {
     let (limit, after) = ListParams::page(params)?;
     let page = state.store().audit_log(scope, limit, after).await?;
+    // A page names a handful of people (the organizer, an admin or two): each is looked
+    // up once.
+    let mut names: HashMap<Uuid, Option<String>> = HashMap::new();
+    let mut items = Vec::with_capacity(page.items.len());
+    for entry in page.items {
+        let actor = entry.actor_id;
+        let mut view = AuditEntryView::from(entry);
+        if let Some(id) = actor {
+            if !names.contains_key(&id) {
+                let user = state.store().user(id).await?;
+                names.insert(id, user.map(|u| u.name.as_str().to_owned()));
+            }
+            view.actor_name = names.get(&id).cloned().flatten();
+        }
+        items.push(view);
+    }
     Ok(axum::Json(AuditPage {
-        items: page.items.into_iter().map(AuditEntryView::from).collect(),
+        items,
         next_cursor: page.next.map(Cursor::encode),
     }))
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::problem::FieldError;
 use crate::routes::bookings::{BookedUnitView, BookingPage, BookingView};
+use crate::routes::box_office::WalletView;
 use crate::routes::events::{EventDetail, EventPage, EventView};
 use crate::routes::payments::CheckoutView;
 use crate::routes::performances::{PerformanceView, SeatMap};
@@ -33,6 +34,8 @@ pub fn router() -> Router<WebState> {
         .route("/checkout/{id}", get(checkout))
         .route("/checkout/{id}/pay", post(pay))
         .route("/checkout/{id}/mock", post(mock_pay))
+        .route("/checkout/{id}/wallet", post(wallet_pay))
+        .route("/wallet", get(wallet))
         .route("/bookings", get(bookings))
         .route("/bookings/{id}/cancel", post(cancel))
         .route("/login", get(login_page).post(login))
@@ -444,6 +447,8 @@ struct UnitLine {
     name: String,
     price: String,
     code: Option<String>,
+    /// The code's QR image.
+    qr: Option<String>,
 }
 
 #[derive(Template)]
@@ -458,7 +463,15 @@ struct CheckoutPage {
     expires_at: String,
     /// Shown with the mock provider: the "payment page" it stands for.
     mock_payment: Option<Uuid>,
+    /// The buyer's store credit in the booking's currency, when they have any.
+    wallet: Option<WalletOffer>,
     problem: Option<String>,
+}
+
+/// What the wallet can do for this checkout.
+struct WalletOffer {
+    balance: String,
+    covers: bool,
 }
 
 async fn checkout(
@@ -490,6 +503,22 @@ async fn checkout_page(
         .map_err(|r| PageError::refused(visit, r))?;
     let mut context = Context::default();
     let (title, when, names) = context.describe(visit, booking.performance_id).await;
+    let wallet = if booking.status == "held" {
+        let wallet: WalletView = visit
+            .get("/v1/wallet?limit=1")
+            .await
+            .map_err(|r| PageError::refused(visit, r))?;
+        wallet
+            .balances
+            .iter()
+            .find(|b| b.currency == booking.total.currency && b.amount > 0)
+            .map(|b| WalletOffer {
+                balance: format::price(b),
+                covers: b.amount >= booking.total.amount,
+            })
+    } else {
+        None
+    };
     Ok(CheckoutPage {
         chrome: Chrome::of(visit),
         event_title: title,
@@ -498,6 +527,7 @@ async fn checkout_page(
         total: format::price(&booking.total),
         expires_at: booking.expires_at.to_rfc3339(),
         mock_payment: mock_payment.filter(|_| booking.status == "held"),
+        wallet,
         booking,
         problem,
     })
@@ -528,6 +558,26 @@ async fn pay(
         ))
         .into_response()),
         Ok(checkout) => Ok(Redirect::to(&checkout.checkout_url).into_response()),
+        Err(refusal) => checkout_again(&web, &visit, id, refusal).await,
+    }
+}
+
+/// Pays at once from the buyer's store credit.
+async fn wallet_pay(
+    State(web): State<WebState>,
+    visit: Visit,
+    Path(raw): Path<String>,
+    _form: Form,
+) -> PageResult {
+    let id = id(&visit, &raw)?;
+    match visit
+        .post::<CheckoutView>(
+            &format!("/v1/bookings/{id}/checkout"),
+            &json!({ "method": "wallet" }),
+        )
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/bookings?confirmed={id}")).into_response()),
         Err(refusal) => checkout_again(&web, &visit, id, refusal).await,
     }
 }
@@ -656,13 +706,15 @@ async fn cancel(
     State(web): State<WebState>,
     visit: Visit,
     Path(raw): Path<String>,
-    _form: Form,
+    form: Form,
 ) -> PageResult {
     let id = id(&visit, &raw)?;
-    match visit
-        .delete::<BookingView>(&format!("/v1/bookings/{id}"))
-        .await
-    {
+    let path = if form.get("refund_to") == Some("wallet") {
+        format!("/v1/bookings/{id}?refund_to=wallet")
+    } else {
+        format!("/v1/bookings/{id}")
+    };
+    match visit.delete::<BookingView>(&path).await {
         Ok(_) => Ok(Redirect::to(&format!("/bookings?cancelled={id}")).into_response()),
         Err(refusal) => {
             let refusal = refusal.for_the_form(&visit)?;
@@ -739,8 +791,77 @@ fn unit_lines(units: &[BookedUnitView], ticket_types: &HashMap<Uuid, String>) ->
             },
             price: format::price(&unit.price),
             code: unit.ticket_code.clone(),
+            qr: unit.qr_svg_url.clone(),
         })
         .collect()
+}
+
+// ---------------------------------------------------------------- the wallet
+
+struct LedgerLine {
+    at: String,
+    kind: String,
+    reason: String,
+    amount: String,
+    credit: bool,
+    balance_after: String,
+    booking_id: Option<Uuid>,
+}
+
+#[derive(Template)]
+#[template(path = "wallet.html")]
+struct WalletPage {
+    chrome: Chrome,
+    balances: Vec<String>,
+    entries: Vec<LedgerLine>,
+    earlier: bool,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CursorQuery {
+    cursor: Option<String>,
+}
+
+/// The buyer's store credit: balances and the ledger, newest first.
+async fn wallet(
+    State(web): State<WebState>,
+    visit: Visit,
+    Query(query): Query<CursorQuery>,
+) -> PageResult {
+    if !visit.is_signed_in() {
+        return Err(PageError::sign_in(&visit));
+    }
+    let mut path = "/v1/wallet?limit=25".to_owned();
+    if let Some(cursor) = &query.cursor {
+        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
+    }
+    let wallet: WalletView = visit
+        .get(&path)
+        .await
+        .map_err(|r| PageError::refused(&visit, r))?;
+    let view = WalletPage {
+        chrome: Chrome::of(&visit),
+        balances: wallet.balances.iter().map(format::price).collect(),
+        entries: wallet
+            .entries
+            .into_iter()
+            .map(|e| LedgerLine {
+                at: e.at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                kind: e.kind,
+                reason: e.reason,
+                credit: e.amount.amount > 0,
+                amount: format::price(&e.amount),
+                balance_after: format::price(&e.balance_after),
+                booking_id: e.booking_id,
+            })
+            .collect(),
+        earlier: query.cursor.is_some(),
+        next: wallet
+            .next_cursor
+            .map(|c| format!("/wallet?cursor={}", format::query_value(&c))),
+    };
+    ok(&web, &view)
 }
 
 // ---------------------------------------------------------------- accounts

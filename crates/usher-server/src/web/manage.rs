@@ -16,6 +16,7 @@ use usher_core::Role;
 use crate::problem::FieldError;
 use crate::routes::accounts::UserView;
 use crate::routes::admin::{JobList, JobView, UserPage};
+use crate::routes::box_office::{AuditEntryView, AuditPage, WalletEntryView};
 use crate::routes::events::{EventDetail, EventPage, EventView};
 use crate::routes::performances::{
     AttendeePage, EventSales, PerformanceSalesView, PerformanceView, SeatMap, UnitStatesChanged,
@@ -41,6 +42,9 @@ pub fn router() -> Router<WebState> {
         .route("/admin", get(admin))
         .route("/admin/users/{id}/role", post(set_role))
         .route("/admin/jobs/{id}/retry", post(retry_job))
+        .route("/admin/users/{id}/credit", post(credit))
+        .route("/admin/audit", get(admin_audit))
+        .route("/organizer/events/{id}/audit", get(event_audit))
 }
 
 /// Organizers and admins only; others are sent to sign in or told they may not.
@@ -89,6 +93,8 @@ struct SalesRow {
     available: u64,
     capacity: u64,
     revenue: String,
+    checked_in: u64,
+    tickets: u64,
 }
 
 impl From<&PerformanceSalesView> for SalesRow {
@@ -102,6 +108,8 @@ impl From<&PerformanceSalesView> for SalesRow {
             available: p.available,
             capacity: p.capacity,
             revenue: format::price(&p.revenue),
+            checked_in: p.checked_in,
+            tickets: p.tickets,
         }
     }
 }
@@ -211,6 +219,8 @@ struct EventForm {
     description: String,
     details: String,
     performances: Vec<SalesRow>,
+    /// The latest changes to the event (none while creating).
+    audit: Vec<AuditLine>,
     problem: Option<String>,
     errors: Vec<FieldError>,
     notice: Option<String>,
@@ -235,6 +245,7 @@ async fn new_event(State(web): State<WebState>, visit: Visit) -> PageResult {
         description: String::new(),
         details: String::new(),
         performances: vec![],
+        audit: vec![],
         problem: None,
         errors: vec![],
         notice: None,
@@ -288,6 +299,7 @@ fn event_form_from(visit: &Visit, form: &Form, event: Option<EventView>) -> Even
         description: form.text("description"),
         details: form.text("details"),
         performances: vec![],
+        audit: vec![],
         problem: None,
         errors: vec![],
         notice: None,
@@ -368,6 +380,10 @@ async fn event_page(visit: &Visit, id: Uuid) -> Result<EventForm, PageError> {
         .get(&format!("/v1/events/{id}/sales"))
         .await
         .map_err(refused(visit))?;
+    let audit: AuditPage = visit
+        .get(&format!("/v1/events/{id}/audit?limit={AUDIT_PREVIEW}"))
+        .await
+        .map_err(refused(visit))?;
     let event = detail.event;
     Ok(EventForm {
         chrome: Chrome::of(visit),
@@ -377,6 +393,7 @@ async fn event_page(visit: &Visit, id: Uuid) -> Result<EventForm, PageError> {
         details: details_text(&event.attributes),
         event: Some(event),
         performances: sales.performances.iter().map(SalesRow::from).collect(),
+        audit: audit.items.iter().map(AuditLine::from).collect(),
         problem: None,
         errors: vec![],
         notice: None,
@@ -394,6 +411,7 @@ async fn update_event(
     let saved = event_page(&visit, id).await?;
     let mut view = event_form_from(&visit, &form, saved.event);
     view.performances = saved.performances;
+    view.audit = saved.audit;
     let body = match event_body(&form) {
         Ok(body) => body,
         Err(problem) => {
@@ -1015,6 +1033,7 @@ struct AdminPage {
     users: Vec<UserView>,
     more_users: bool,
     jobs: Vec<JobView>,
+    audit: Vec<AuditLine>,
     me: Uuid,
     notice: Option<String>,
     problem: Option<String>,
@@ -1023,6 +1042,10 @@ struct AdminPage {
 impl AdminPage {
     fn roles(&self) -> [&'static str; 3] {
         ["customer", "organizer", "admin"]
+    }
+
+    fn currencies(&self) -> &'static [&'static str] {
+        &CURRENCIES
     }
 }
 
@@ -1041,6 +1064,7 @@ async fn admin(
     let notice = match query.done.as_deref() {
         Some("role") => Some("Role changed. It applies from the user's next sign-in or token refresh (within 15 minutes).".to_owned()),
         Some("retry") => Some("The job is queued again.".to_owned()),
+        Some("credit") => Some("Credited. The user sees it in their wallet now.".to_owned()),
         _ => None,
     };
     let view = admin_page(&visit, query.q.unwrap_or_default(), notice, None).await?;
@@ -1063,12 +1087,17 @@ async fn admin_page(
         .get("/v1/admin/jobs?state=dead")
         .await
         .map_err(refused(visit))?;
+    let audit: AuditPage = visit
+        .get(&format!("/v1/admin/audit?limit={AUDIT_PREVIEW}"))
+        .await
+        .map_err(refused(visit))?;
     Ok(AdminPage {
         chrome: Chrome::of(visit),
         q,
         more_users: users.next_cursor.is_some(),
         users: users.items,
         jobs: jobs.items,
+        audit: audit.items.iter().map(AuditLine::from).collect(),
         me: visit.caller.map(|c| c.id).unwrap_or_default(),
         notice,
         problem,
@@ -1120,6 +1149,172 @@ async fn retry_job(
             Ok(page(&view, status, web.form_targets))
         }
     }
+}
+
+/// Store credit given from a user's row.
+async fn credit(
+    State(web): State<WebState>,
+    visit: Visit,
+    Path(raw): Path<String>,
+    form: Form,
+) -> PageResult {
+    admin_only(&visit)?;
+    let id = id(&visit, &raw)?;
+    let currency = form.text("currency").to_uppercase();
+    let result = match format::parse_price(&form.text("amount"), &currency) {
+        None => Err(Refusal::from_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the amount should be a number like 25.00",
+        )),
+        Some(amount) => visit
+            .post::<WalletEntryView>(
+                &format!("/v1/admin/wallets/{id}/credit"),
+                &json!({
+                    "amount": { "amount": amount, "currency": currency },
+                    "reason": form.text("reason"),
+                }),
+            )
+            .await
+            .map(|_| ()),
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to("/admin?done=credit").into_response()),
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
+            let status = refusal.status;
+            let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
+            Ok(page(&view, status, web.form_targets))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the audit log
+
+/// Entries shown on the admin page and an event's page; the rest is a click away.
+const AUDIT_PREVIEW: u32 = 10;
+
+/// One audit entry as a page shows it.
+struct AuditLine {
+    at: String,
+    who: String,
+    action: String,
+    target: String,
+    detail: String,
+    request_id: String,
+}
+
+impl From<&AuditEntryView> for AuditLine {
+    fn from(entry: &AuditEntryView) -> Self {
+        let action = entry.action.replace(['.', '_'], " ");
+        Self {
+            at: entry.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            who: match (&entry.actor_name, entry.actor_id) {
+                (Some(name), _) => name.clone(),
+                (None, Some(id)) => format!("user {}", &id.to_string()[..8]),
+                (None, None) => "system".to_owned(),
+            },
+            action: format::sentence(&action).trim_end_matches('.').to_owned(),
+            target: format!(
+                "{} {}",
+                entry.target.kind,
+                &entry.target.id.to_string()[..8]
+            ),
+            detail: detail_text(&entry.detail),
+            request_id: entry.request_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// An entry's detail in one short line: `changed: 2, unit ids: 2 items`.
+fn detail_text(detail: &Value) -> String {
+    const MAX_CHARS: usize = 160;
+    let Value::Object(map) = detail else {
+        return String::new();
+    };
+    let text = map
+        .iter()
+        .map(|(key, value)| {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                Value::Array(items) if items.len() == 1 => match &items[0] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                Value::Array(items) => format!("{} items", items.len()),
+                other => other.to_string(),
+            };
+            format!("{}: {value}", key.replace('_', " "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    truncate(&text, MAX_CHARS)
+}
+
+#[derive(Template)]
+#[template(path = "manage/audit.html")]
+struct AuditLogPage {
+    chrome: Chrome,
+    /// The event, for an organizer's view of one event; none for the whole log.
+    event: Option<(Uuid, String)>,
+    audit: Vec<AuditLine>,
+    earlier: bool,
+    next: Option<String>,
+}
+
+async fn admin_audit(
+    State(web): State<WebState>,
+    visit: Visit,
+    Query(query): Query<DashboardQuery>,
+) -> PageResult {
+    admin_only(&visit)?;
+    let view = audit_log_page(&visit, "/v1/admin/audit", "/admin/audit", None, query).await?;
+    Ok(page(&view, StatusCode::OK, web.form_targets))
+}
+
+async fn event_audit(
+    State(web): State<WebState>,
+    visit: Visit,
+    Path(raw): Path<String>,
+    Query(query): Query<DashboardQuery>,
+) -> PageResult {
+    organizer(&visit)?;
+    let id = id(&visit, &raw)?;
+    let event: EventView = visit
+        .get(&format!("/v1/events/{id}"))
+        .await
+        .map_err(refused(&visit))?;
+    let view = audit_log_page(
+        &visit,
+        &format!("/v1/events/{id}/audit"),
+        &format!("/organizer/events/{id}/audit"),
+        Some((id, event.title)),
+        query,
+    )
+    .await?;
+    Ok(page(&view, StatusCode::OK, web.form_targets))
+}
+
+async fn audit_log_page(
+    visit: &Visit,
+    api_path: &str,
+    page_path: &str,
+    event: Option<(Uuid, String)>,
+    query: DashboardQuery,
+) -> Result<AuditLogPage, PageError> {
+    let mut path = format!("{api_path}?limit=50");
+    if let Some(cursor) = &query.cursor {
+        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
+    }
+    let log: AuditPage = visit.get(&path).await.map_err(refused(visit))?;
+    Ok(AuditLogPage {
+        chrome: Chrome::of(visit),
+        event,
+        audit: log.items.iter().map(AuditLine::from).collect(),
+        earlier: query.cursor.is_some(),
+        next: log
+            .next_cursor
+            .map(|c| format!("{page_path}?cursor={}", format::query_value(&c))),
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod api;
 mod assets;
 mod buyer;
 mod chart;
+mod door;
 mod format;
 mod manage;
 mod seat_map;
@@ -78,6 +79,7 @@ pub fn router(web: WebState) -> Router {
         .merge(assets::router())
         .merge(buyer::router())
         .merge(manage::router())
+        .merge(door::router())
         .merge(waiting::router())
         .fallback(not_found)
         .with_state(web)

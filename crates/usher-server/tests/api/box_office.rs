@@ -176,6 +176,55 @@ on_each_engine! {
         assert!(actions.contains(&"booking.refunded"), "{actions:?}");
     }
 
+    async fn a_door_refuses_another_performances_ticket_and_leaves_it_unused(engine) {
+        let app = spawn_app(engine).await;
+        let (organizer, customer, performance, _, booking) = confirmed_pair(&app).await;
+        let event_id = performance["event_id"].as_str().unwrap().to_owned();
+        // A second night of the same event.
+        let second: Value = app
+            .post(
+                &format!("/v1/events/{event_id}/performances"),
+                Some(&organizer.access),
+                json!({"starts_at": (app.clock_now() + chrono::Duration::days(8)).to_rfc3339(), "seating": rows(&[2])}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let code = tickets(&app, &customer, &booking).await[0]["code"].as_str().unwrap().to_owned();
+        let at_the_wrong_door = app
+            .post("/v1/checkins", Some(&organizer.access), json!({"code": code, "performance_id": second["id"]}))
+            .await;
+        let wrong = assert_problem(at_the_wrong_door, StatusCode::CONFLICT).await;
+        assert_eq!(wrong["type"], "/problems/wrong-performance");
+        assert!(wrong["detail"].as_str().unwrap().contains("another performance"), "{wrong}");
+        let bad = app
+            .post("/v1/checkins", Some(&organizer.access), json!({"code": code, "performance_id": "friday"}))
+            .await;
+        assert_eq!(invalid_fields(bad).await, ["performance_id"]);
+
+        // Nothing was used up: the sales view counts two tickets, none in.
+        let sales: Value = app.get(&format!("/v1/events/{event_id}/sales"), Some(&organizer.access)).await.json().await.unwrap();
+        let first_night = sales["performances"].as_array().unwrap().iter().find(|p| p["performance_id"] == performance["id"]).unwrap().clone();
+        assert_eq!((first_night["tickets"].as_u64(), first_night["checked_in"].as_u64()), (Some(2), Some(0)));
+
+        // At the right door it admits, and the count follows.
+        let admitted = app
+            .post("/v1/checkins", Some(&organizer.access), json!({"code": code, "performance_id": performance["id"]}))
+            .await;
+        assert_eq!(admitted.status(), StatusCode::OK);
+        let sales: Value = app.get(&format!("/v1/events/{event_id}/sales"), Some(&organizer.access)).await.json().await.unwrap();
+        let counts: Vec<(u64, u64)> = sales["performances"].as_array().unwrap().iter().map(|p| (p["tickets"].as_u64().unwrap(), p["checked_in"].as_u64().unwrap())).collect();
+        assert_eq!(counts, [(2, 1), (0, 0)]);
+
+        // The audit names who scanned.
+        let audit: Value = app.get(&format!("/v1/events/{event_id}/audit"), Some(&organizer.access)).await.json().await.unwrap();
+        let scan = &audit["items"][0];
+        assert_eq!(scan["action"], "ticket.checked_in");
+        assert_eq!(scan["actor_name"], "Test Person");
+        assert_eq!(scan["target"]["id"], booking["id"]);
+    }
+
     async fn twenty_scanners_on_one_code_let_it_in_once(engine) {
         let app = spawn_app(engine).await;
         let (organizer, customer, _, _, booking) = confirmed_pair(&app).await;
