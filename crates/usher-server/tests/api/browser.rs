@@ -622,6 +622,92 @@ async fn a_form_posted_without_its_csrf_token_is_refused_in_the_browser() {
     close(vec![browser]).await;
 }
 
+/// The id of the element that has the focus.
+async fn focused_id(browser: &Client) -> String {
+    browser
+        .active_element()
+        .await
+        .unwrap()
+        .attr("id")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_door_keeps_its_code_field_focused_so_a_scanner_checks_in_ticket_after_ticket() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let app = spawn_app(Engine::Sqlite).await;
+    let (_, organizer, customer) = app.cast().await;
+    let performance = on_sale(&app, &organizer, rows(&[4]), 4).await;
+    let performance_id = performance["id"].as_str().unwrap().to_owned();
+    let units = unit_ids(&app, &performance_id).await;
+    let booking: Value = app
+        .post(
+            "/v1/bookings",
+            Some(&customer.access),
+            json!({"performance_id": performance_id, "unit_ids": [units[0], units[1]]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let checkout = start_checkout(&app, &customer, &booking).await;
+    let paid: Value = pay(&app, &customer, &checkout, "succeeded")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let codes: Vec<String> = paid["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["ticket_code"].as_str().unwrap().to_owned())
+        .collect();
+    let browser = driver.browser().await;
+    keeping_evidence("door", &[&browser], async {
+        let door = format!("/organizer/performances/{performance_id}/door");
+        log_in(&browser, &app, "org@example.com", &door).await;
+        // A scanner types into whatever has the focus, then presses Enter.
+        let scan = |code: String| {
+            let browser = &browser;
+            async move {
+                assert_eq!(focused_id(browser).await, "code", "the field has the focus");
+                browser
+                    .active_element()
+                    .await
+                    .unwrap()
+                    .send_keys(&format!("{code}{}", Key::Enter))
+                    .await
+                    .unwrap();
+            }
+        };
+        scan(codes[0].clone()).await;
+        wait_for_text(&browser, "[data-verdict]", "Admit").await;
+        assert!(
+            text_of(&browser, "[data-verdict]")
+                .await
+                .contains("Stalls, row A, seat 1")
+        );
+        assert_eq!(text_of(&browser, "[data-door-count]").await, "1 / 2");
+        // A click elsewhere on the page does not strand the scanner.
+        click(&browser, "[data-verdict]").await;
+        eventually("the focus back in the field", || async {
+            (focused_id(&browser).await == "code").then_some(())
+        })
+        .await;
+        scan(codes[0].clone()).await;
+        wait_for_text(&browser, "[data-verdict]", "Already in").await;
+        scan(codes[1].to_lowercase()).await;
+        wait_for_text(&browser, "[data-verdict]", "Admit").await;
+        assert_eq!(text_of(&browser, "[data-door-count]").await, "2 / 2");
+    })
+    .await;
+    close(vec![browser]).await;
+}
+
 /// Not a test: makes the README's screenshots (`scripts/screenshots`).
 #[tokio::test]
 #[ignore = "run by scripts/screenshots"]
@@ -689,6 +775,55 @@ async fn readme_screenshots() {
         browser.screenshot().await.unwrap(),
     )
     .unwrap();
+    // The door, just after a scan.
+    let bookings: Value = app
+        .get("/v1/bookings", Some(&customer.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let booking_id = bookings["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["status"] == "confirmed")
+        .and_then(|b| b["id"].as_str())
+        .unwrap();
+    let tickets: Value = app
+        .get(
+            &format!("/v1/bookings/{booking_id}/tickets"),
+            Some(&customer.access),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    browser
+        .goto(&app.url(&format!("/organizer/performances/{performance_id}/door")))
+        .await
+        .unwrap();
+    let code = tickets["items"][0]["code"].as_str().unwrap();
+    browser
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&format!("{code}{}", Key::Enter))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "[data-verdict]", "Admit").await;
+    std::fs::write(out.join("door.png"), browser.screenshot().await.unwrap()).unwrap();
+    // The buyer's tickets.
+    let buyer = driver.browser().await;
+    log_in(&buyer, &app, "customer@example.com", "/bookings").await;
+    buyer
+        .execute(
+            "document.querySelector('article.booking .tickets').closest('article').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    std::fs::write(out.join("tickets.png"), buyer.screenshot().await.unwrap()).unwrap();
+    close(vec![buyer]).await;
     println!("wrote {}", out.display());
     close(vec![browser]).await;
 }

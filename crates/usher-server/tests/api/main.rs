@@ -5,6 +5,7 @@ mod accounts;
 mod authz;
 mod bookings;
 mod box_office;
+mod box_office_pages;
 mod browser;
 mod docs;
 mod events;

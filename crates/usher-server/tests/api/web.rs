@@ -129,7 +129,7 @@ impl TestApp {
     }
 }
 
-fn location(response: &Response) -> String {
+pub fn location(response: &Response) -> String {
     response
         .headers()
         .get(header::LOCATION)
@@ -137,7 +137,7 @@ fn location(response: &Response) -> String {
         .unwrap_or_default()
 }
 
-async fn html(response: Response) -> String {
+pub async fn html(response: Response) -> String {
     let kind = response.headers()[header::CONTENT_TYPE]
         .to_str()
         .unwrap()
