@@ -515,8 +515,7 @@ impl SqliteStore {
                         &mut tx,
                         &audit.entry(action, ("performance", id), None, now),
                     )
-                    .await
-                    .map(|()| ()),
+                    .await,
                     Err(e) => Err(e),
                 };
                 match updated {

@@ -2,6 +2,7 @@
 //! credit), and the audit log.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -481,11 +482,15 @@ async fn audit_page(
         let actor = entry.actor_id;
         let mut view = AuditEntryView::from(entry);
         if let Some(id) = actor {
-            if !names.contains_key(&id) {
-                let user = state.store().user(id).await?;
-                names.insert(id, user.map(|u| u.name.as_str().to_owned()));
-            }
-            view.actor_name = names.get(&id).cloned().flatten();
+            view.actor_name = match names.entry(id) {
+                Entry::Occupied(known) => known.get().clone(),
+                Entry::Vacant(unknown) => {
+                    let user = state.store().user(id).await?;
+                    unknown
+                        .insert(user.map(|u| u.name.as_str().to_owned()))
+                        .clone()
+                }
+            };
         }
         items.push(view);
     }
