@@ -511,11 +511,13 @@ impl SqliteStore {
                     action::PERFORMANCE_UPDATED
                 };
                 let updated = match updated {
-                    Ok(_) => crate::box_office::insert_audit(
-                        &mut tx,
-                        &audit.entry(action, ("performance", id), None, now),
-                    )
-                    .await,
+                    Ok(_) => {
+                        crate::box_office::insert_audit(
+                            &mut tx,
+                            &audit.entry(action, ("performance", id), None, now),
+                        )
+                        .await
+                    }
                     Err(e) => Err(e),
                 };
                 match updated {

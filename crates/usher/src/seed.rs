@@ -9,10 +9,12 @@ use usher_core::inventory::{
     PriceInput, RowInput, SeatingInput, SeatsInput, SectionInput, TicketTypeInput,
 };
 use usher_core::{
-    Email, EventAttributes, EventStatus, EventText, EventTitle, HoldTtl, MaxPerBooking, PageLimit,
-    Password, Role, SeatingPlan, User, UserName,
+    Currency, Email, EventAttributes, EventStatus, EventText, EventTitle, HoldTtl, MaxPerBooking,
+    Money, PageLimit, Password, Role, SeatingPlan, User, UserName,
 };
-use usher_store::{EventPatch, EventQuery, EventScope, NewEvent, NewPerformance, NewUser, Store};
+use usher_store::{
+    EventPatch, EventQuery, EventScope, NewEvent, NewPerformance, NewUser, Store, WalletCredit,
+};
 
 const ACCOUNTS: [(&str, &str, &str, Role); 3] = [
     (
@@ -34,6 +36,9 @@ const ACCOUNTS: [(&str, &str, &str, Role); 3] = [
         Role::Customer,
     ),
 ];
+
+/// The demo customer's store credit, in euro cents.
+const DEMO_CREDIT: i64 = 5_000;
 
 const EVENTS: [(&str, &str, &str); 2] = [
     (
@@ -76,6 +81,19 @@ pub async fn run(store: &dyn Store) -> anyhow::Result<()> {
                     .await?;
             }
         }
+    }
+    // The demo customer has store credit to try paying from the wallet (given once).
+    let customer = &users[2];
+    if store.wallet_balances(customer.id).await?.is_empty() {
+        store
+            .wallet_credit(WalletCredit {
+                user_id: customer.id,
+                amount: Money::new(DEMO_CREDIT, Currency::parse("EUR")?),
+                reason: "Demo store credit".to_owned(),
+                audit: usher_store::Audit::system().note("by", "usher seed"),
+                now: usher_store::now(),
+            })
+            .await?;
     }
     println!("Demo data is in place. Accounts (email / password / role):");
     for (email, _, password, role) in ACCOUNTS {

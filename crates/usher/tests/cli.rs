@@ -103,6 +103,26 @@ on_each_engine! {
         }
         kinds.sort();
         assert_eq!(kinds, ["general", "reserved"]);
+        // The demo customer's store credit, given once.
+        let customer: serde_json::Value = client
+            .post(format!("{base}/v1/auth/login"))
+            .json(&serde_json::json!({"email": "customer@usher.example", "password": "usher-demo-customer"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let wallet: serde_json::Value = client
+            .get(format!("{base}/v1/wallet"))
+            .bearer_auth(customer["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(wallet["balances"], serde_json::json!([{"amount": 5000, "currency": "EUR"}]));
         assert!(terminate(child).success());
     }
 }
