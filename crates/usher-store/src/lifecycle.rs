@@ -201,10 +201,10 @@ pub async fn run_transition(
     let Some((mut facts, total)) = tx.lock_facts(booking_id).await? else {
         return Ok(nothing(Outcome::Refused(Refusal::NoSuchBooking), recorded));
     };
-    if matches!(request.trigger, Trigger::PaymentSucceeded { .. }) {
-        facts.units_takeable = tx.units_takeable(booking_id, now).await?;
-    }
-    if matches!(request.trigger, Trigger::PayFromWallet { .. }) {
+    if matches!(
+        request.trigger,
+        Trigger::PaymentSucceeded { .. } | Trigger::PayFromWallet { .. }
+    ) {
         facts.units_takeable = tx.units_takeable(booking_id, now).await?;
     }
     let decision = decide(&facts, &request.trigger, now);

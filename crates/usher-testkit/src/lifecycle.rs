@@ -69,6 +69,32 @@ pub async fn cancel(
     run(store, BookingRef::Booking(booking_id), trigger, None, now).await
 }
 
+/// The buyer pays the whole booking from their wallet.
+pub async fn pay_from_wallet(
+    store: &dyn Store,
+    booking_id: Uuid,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    let trigger = Trigger::PayFromWallet {
+        new_payment_id: Uuid::now_v7(),
+    };
+    run(store, BookingRef::Booking(booking_id), trigger, None, now).await
+}
+
+/// A buyer's refund to their wallet, whatever paid (with a 24-hour refund cutoff).
+pub async fn refund_to_wallet(
+    store: &dyn Store,
+    booking_id: Uuid,
+    now: DateTime<Utc>,
+) -> Transitioned {
+    let trigger = Trigger::Cancel {
+        by: Actor::Buyer,
+        refund_cutoff: Duration::hours(24),
+        to: usher_core::lifecycle::RefundTo::Wallet,
+    };
+    run(store, BookingRef::Booking(booking_id), trigger, None, now).await
+}
+
 /// The booking's event or performance was cancelled.
 pub async fn sale_cancelled(
     store: &dyn Store,

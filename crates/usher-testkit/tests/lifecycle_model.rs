@@ -1,10 +1,11 @@
 //! A property-based state-machine test of the booking and payment lifecycle: random
 //! sequences of holds, checkouts (two tabs), payments succeeding, failing and refunded
-//! in any order and more than once (replayed webhooks, duplicate clicks), buyer
-//! cancellations, organizer refunds, clock moves, sweeps and a cancelled sale run
-//! against a store and against a small model of the money rules, said plainly. After
-//! every step the two agree on every booking, payment and unit, and DESIGN.md's
-//! invariants hold.
+//! in any order and more than once (replayed webhooks, duplicate clicks), store credit,
+//! payments from the wallet, buyer cancellations and refunds (to the card or the
+//! wallet), organizer refunds, clock moves, sweeps and a cancelled sale run against a
+//! store and against a small model of the money rules, said plainly. After every step
+//! the two agree on every booking, payment, unit and the wallet's balance, and
+//! DESIGN.md's invariants hold (the wallet's among them).
 
 use std::collections::HashSet;
 
@@ -13,17 +14,23 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use usher_core::lifecycle::{Actor, PaymentStatus};
-use usher_core::{BookingStatus, Clock, ManualClock, UnitState};
-use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection, Store};
+use usher_core::{BookingStatus, Clock, Currency, ManualClock, Money, UnitState};
+use usher_store::{
+    Audit, CommandOutcome, HoldCommand, InventoryCommand, Selection, Store, WalletCredit,
+};
 use usher_testkit::Engine;
 use usher_testkit::fixtures::{performance, reserved, user};
-use usher_testkit::invariants::{check_money, check_performance};
-use usher_testkit::lifecycle::{self, cancel, fail, money_returned, sale_cancelled, succeed};
+use usher_testkit::invariants::{check_money, check_performance, check_wallet};
+use usher_testkit::lifecycle::{
+    self, cancel, fail, money_returned, pay_from_wallet, refund_to_wallet, sale_cancelled, succeed,
+};
 
 const SEATS: usize = 4;
 const TTL_SECONDS: i64 = 600;
 /// How far checkout extends a hold (the first time).
 const CHECKOUT_MINUTES: i64 = 15;
+/// What one seat costs (the fixture's first section), in cents.
+const SEAT_PRICE: i64 = 1000;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -38,6 +45,11 @@ enum Op {
     RunRefunds,
     CancelByBuyer(usize),
     RefundByOrganizer(usize),
+    /// An admin gives the buyer this much store credit.
+    Credit(i64),
+    PayFromWallet(usize),
+    /// The buyer cancels, asking for the money in the wallet.
+    RefundToWallet(usize),
     Advance(i64),
     Sweep,
     CancelSale,
@@ -60,6 +72,11 @@ fn op() -> impl Strategy<Value = Op> {
         8 => Just(Op::RunRefunds),
         6 => recent().prop_map(Op::CancelByBuyer),
         3 => recent().prop_map(Op::RefundByOrganizer),
+        // Credit in steps of half a seat, so that it sometimes covers a booking and
+        // sometimes falls short.
+        4 => (1i64..=4).prop_map(|halves| Op::Credit(halves * SEAT_PRICE / 2)),
+        8 => recent().prop_map(Op::PayFromWallet),
+        3 => recent().prop_map(Op::RefundToWallet),
         10 => (0i64..=500).prop_map(Op::Advance),
         4 => Just(Op::Sweep),
         1 => Just(Op::CancelSale),
@@ -92,6 +109,10 @@ struct MPayment {
     booking: usize,
     status: PaymentStatus,
     expires_at: DateTime<Utc>,
+    amount: i64,
+    /// Paid from the wallet: no provider ever reports on it, and its money only ever
+    /// goes back to the wallet.
+    wallet: bool,
 }
 
 /// Who has each seat: nobody, a hold (booking) or a sale (booking).
@@ -110,6 +131,8 @@ struct Model {
     payments: Vec<MPayment>,
     events: HashSet<u8>,
     sale_cancelled: bool,
+    /// The buyer's store credit, in cents.
+    balance: i64,
 }
 
 impl Model {
@@ -137,12 +160,24 @@ impl Model {
         }
     }
 
-    fn refund_captured(&mut self, b: usize) {
+    /// Every captured payment of the booking is refunded: wallet money (and any money,
+    /// when the buyer asks for the wallet) at once to the wallet, card money through a
+    /// refund that the provider confirms later.
+    fn refund_captured(&mut self, b: usize, to_wallet: bool) {
         for p in &mut self.payments {
             if p.booking == b && p.status == PaymentStatus::Succeeded {
-                p.status = PaymentStatus::RefundPending;
+                if p.wallet || to_wallet {
+                    p.status = PaymentStatus::Refunded;
+                    self.balance += p.amount;
+                } else {
+                    p.status = PaymentStatus::RefundPending;
+                }
             }
         }
+    }
+
+    fn total(&self, b: usize) -> i64 {
+        self.bookings[b].units.len() as i64 * SEAT_PRICE
     }
 
     fn succeed(&mut self, p: usize, now: DateTime<Utc>) {
@@ -230,12 +265,15 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
             payments: Vec::new(),
             events: HashSet::new(),
             sale_cancelled: false,
+            balance: 0,
         };
         for op in ops {
             let now = clock.now();
             let newest = |i: usize, len: usize| (len > 0).then(|| len - 1 - i % len);
             let pick_booking = |i: usize| newest(i, m.bookings.len());
-            let pick_payment = |i: usize| newest(i, m.payments.len());
+            // Providers report only on their own payments, never on the wallet's.
+            let pick_payment =
+                |i: usize| newest(i, m.payments.len()).filter(|&p| !m.payments[p].wallet);
             match op {
                 Op::Hold(seats) => {
                     let ids = seats.iter().map(|s| seat_ids[*s]).collect();
@@ -319,11 +357,14 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 booking.checkout_started = true;
                             }
                             prop_assert_eq!(payment.expires_at, booking.held_until);
+                            let amount = m.total(b);
                             m.payments.push(MPayment {
                                 id: payment.id,
                                 booking: b,
                                 status: PaymentStatus::Pending,
                                 expires_at: payment.expires_at,
+                                amount,
+                                wallet: false,
                             });
                         }
                     }
@@ -374,7 +415,82 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         (BookingStatus::Confirmed, _) => {
                             m.bookings[b].status = BookingStatus::Refunded;
                             m.release(b);
-                            m.refund_captured(b);
+                            m.refund_captured(b, false);
+                        }
+                        _ => {}
+                    }
+                }
+                Op::Credit(amount) => {
+                    store
+                        .wallet_credit(WalletCredit {
+                            user_id: buyer,
+                            amount: Money::new(amount, Currency::parse("EUR").unwrap()),
+                            reason: "Goodwill".into(),
+                            audit: Audit::system(),
+                            now,
+                        })
+                        .await
+                        .unwrap();
+                    m.balance += amount;
+                }
+                Op::PayFromWallet(i) => {
+                    let Some(b) = pick_booking(i) else { continue };
+                    let done = pay_from_wallet(store, m.bookings[b].id, now).await;
+                    let booking = &m.bookings[b];
+                    let total = m.total(b);
+                    let payable = !m.sale_cancelled
+                        && booking.status_at(now) == BookingStatus::Held
+                        && booking.paid_by.is_none();
+                    let paid = payable && m.balance >= total;
+                    prop_assert_eq!(
+                        done.outcome == usher_core::lifecycle::Outcome::Confirmed,
+                        paid,
+                        "wallet payment of {:?} with {} in the wallet: {:?}",
+                        booking,
+                        m.balance,
+                        done.outcome
+                    );
+                    if payable && !paid {
+                        prop_assert_eq!(
+                            done.outcome,
+                            usher_core::lifecycle::Outcome::Refused(
+                                usher_core::lifecycle::Refusal::InsufficientFunds
+                            )
+                        );
+                    }
+                    if paid {
+                        let payment = done.booking.as_ref().and_then(|b| b.paid_by);
+                        let Some(payment) = payment else {
+                            return Err(TestCaseError::fail("confirmed without paid_by"));
+                        };
+                        for seat in m.bookings[b].units.clone() {
+                            m.seats[seat] = Seat::Sold(b);
+                        }
+                        m.bookings[b].status = BookingStatus::Confirmed;
+                        m.bookings[b].paid_by = Some(m.payments.len());
+                        m.payments.push(MPayment {
+                            id: payment,
+                            booking: b,
+                            status: PaymentStatus::Succeeded,
+                            expires_at: now,
+                            amount: total,
+                            wallet: true,
+                        });
+                        m.balance -= total;
+                    }
+                }
+                Op::RefundToWallet(i) => {
+                    let Some(b) = pick_booking(i) else { continue };
+                    refund_to_wallet(store, m.bookings[b].id, now).await;
+                    match m.bookings[b].status_at(now) {
+                        BookingStatus::Held => {
+                            m.bookings[b].status = BookingStatus::Cancelled;
+                            m.release(b);
+                        }
+                        BookingStatus::Confirmed => {
+                            m.bookings[b].status = BookingStatus::Refunded;
+                            m.release(b);
+                            m.refund_captured(b, true);
                         }
                         _ => {}
                     }
@@ -422,7 +538,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             }
                             BookingStatus::Confirmed => {
                                 m.bookings[b].status = BookingStatus::Refunded;
-                                m.refund_captured(b);
+                                m.refund_captured(b, false);
                             }
                             _ => continue,
                         }
@@ -456,6 +572,16 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .await
                 .map_err(TestCaseError::fail)?;
             check_money(store, &ids)
+                .await
+                .map_err(TestCaseError::fail)?;
+            let balance = store
+                .wallet_balances(buyer)
+                .await
+                .unwrap()
+                .first()
+                .map_or(0, |b| b.amount);
+            prop_assert_eq!(balance, m.balance, "the wallet's balance");
+            check_wallet(store, buyer)
                 .await
                 .map_err(TestCaseError::fail)?;
         }
@@ -492,6 +618,32 @@ fn a_second_payment_and_its_refund_leave_the_booking_confirmed() {
         Op::RunRefunds,
         Op::Advance(3600),
         Op::Sweep,
+    ];
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        run(engine, ops.clone()).unwrap();
+    }
+}
+
+/// Store credit that falls short, then covers; a card checkout left open meanwhile
+/// whose payment lands after the wallet paid (refunded, the booking stays confirmed);
+/// the wallet payment returned to the wallet by a cancelled sale.
+#[test]
+fn a_wallet_payment_beats_an_open_card_checkout_and_comes_back_when_the_sale_is_off() {
+    let ops = vec![
+        Op::Hold(vec![0, 1]),
+        Op::Checkout(0),
+        Op::Credit(1500),
+        Op::PayFromWallet(0),
+        Op::Credit(500),
+        Op::PayFromWallet(0),
+        // The card payment (the newest payment is the wallet's).
+        Op::Succeed(1, None),
+        Op::RunRefunds,
+        Op::Hold(vec![2]),
+        Op::Checkout(0),
+        Op::Succeed(0, None),
+        Op::RefundToWallet(0),
+        Op::CancelSale,
     ];
     for engine in [Engine::Sqlite, Engine::Postgres] {
         run(engine, ops.clone()).unwrap();
