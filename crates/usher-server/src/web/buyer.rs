@@ -23,7 +23,9 @@ use crate::routes::performances::{PerformanceView, SeatMap};
 use crate::web::api::{Refusal, Visit};
 use crate::web::seat_map::SeatMapLayout;
 use crate::web::session::{REFRESH_COOKIE, clear_session_cookies, cookie, session_cookies};
-use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page, safe_next};
+use crate::web::{
+    Chrome, CursorQuery, Form, PageError, PageResult, WebState, format, id, page, safe_next,
+};
 
 pub fn router() -> Router<WebState> {
     Router::new()
@@ -816,11 +818,6 @@ struct WalletPage {
     entries: Vec<LedgerLine>,
     earlier: bool,
     next: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct CursorQuery {
-    cursor: Option<String>,
 }
 
 /// The buyer's store credit: balances and the ledger, newest first.

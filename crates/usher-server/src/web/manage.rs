@@ -24,7 +24,7 @@ use crate::routes::performances::{
 use crate::web::api::{Refusal, Visit};
 use crate::web::chart::{Bar, BarChart, SalesLine};
 use crate::web::seat_map::SeatMapLayout;
-use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page};
+use crate::web::{Chrome, CursorQuery, Form, PageError, PageResult, WebState, format, id, page};
 
 pub fn router() -> Router<WebState> {
     Router::new()
@@ -130,15 +130,10 @@ struct Dashboard {
 /// Events per dashboard page: each costs one sales query.
 const DASHBOARD_EVENTS: u32 = 20;
 
-#[derive(Deserialize)]
-struct DashboardQuery {
-    cursor: Option<String>,
-}
-
 async fn dashboard(
     State(web): State<WebState>,
     visit: Visit,
-    Query(query): Query<DashboardQuery>,
+    Query(query): Query<CursorQuery>,
 ) -> PageResult {
     organizer(&visit)?;
     let mut path = format!("/v1/events?mine=true&limit={DASHBOARD_EVENTS}");
@@ -1264,7 +1259,7 @@ struct AuditLogPage {
 async fn admin_audit(
     State(web): State<WebState>,
     visit: Visit,
-    Query(query): Query<DashboardQuery>,
+    Query(query): Query<CursorQuery>,
 ) -> PageResult {
     admin_only(&visit)?;
     let view = audit_log_page(&visit, "/v1/admin/audit", "/admin/audit", None, query).await?;
@@ -1275,7 +1270,7 @@ async fn event_audit(
     State(web): State<WebState>,
     visit: Visit,
     Path(raw): Path<String>,
-    Query(query): Query<DashboardQuery>,
+    Query(query): Query<CursorQuery>,
 ) -> PageResult {
     organizer(&visit)?;
     let id = id(&visit, &raw)?;
@@ -1299,7 +1294,7 @@ async fn audit_log_page(
     api_path: &str,
     page_path: &str,
     event: Option<(Uuid, String)>,
-    query: DashboardQuery,
+    query: CursorQuery,
 ) -> Result<AuditLogPage, PageError> {
     let mut path = format!("{api_path}?limit=50");
     if let Some(cursor) = &query.cursor {

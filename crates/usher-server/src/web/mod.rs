@@ -259,6 +259,12 @@ impl IntoResponse for PageError {
 /// What a page handler answers.
 pub type PageResult = Result<Response, PageError>;
 
+/// A paged list's query: where the previous page ended.
+#[derive(serde::Deserialize)]
+pub struct CursorQuery {
+    pub cursor: Option<String>,
+}
+
 /// An id in a page's path: anything that is not a UUID names nothing.
 pub fn id(visit: &Visit, raw: &str) -> Result<uuid::Uuid, PageError> {
     uuid::Uuid::try_parse(raw).map_err(|_| PageError::not_found(visit))
