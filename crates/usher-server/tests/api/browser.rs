@@ -338,6 +338,20 @@ async fn a_buyer_signs_up_picks_two_seats_pays_and_sees_the_tickets() {
         for code in codes {
             assert!(code.text().await.unwrap().len() >= 10);
         }
+        // Each code beside its QR image, which the browser loads (lazily: scrolled to) and draws.
+        eventually("both QR images drawn", || async {
+            let drawn = browser
+                .execute(
+                    "const imgs = [...document.querySelectorAll('article.booking.highlight .qr-ticket img')];\
+                     imgs.forEach(img => img.scrollIntoView());\
+                     return imgs.filter(img => img.complete && img.naturalWidth > 0).length",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            (drawn.as_u64() == Some(2)).then_some(())
+        })
+        .await;
         // At a phone's width nothing spills sideways.
         browser.set_window_size(390, 844).await.unwrap();
         for path in ["/", &format!("/performances/{performance_id}"), "/bookings"] {
