@@ -56,9 +56,10 @@ on_each_engine! {
         let paid: Value = app.get(&format!("/v1/bookings/{booking_id}"), Some(&customer.access)).await.json().await.unwrap();
         assert_eq!(paid["status"], "confirmed");
         let page = html(app.page(&mut jar, &location(&response)).await).await;
-        for unit in paid["units"].as_array().unwrap() {
-            let code = unit["ticket_code"].as_str().unwrap();
+        let codes: Vec<String> = paid["units"].as_array().unwrap().iter().map(|u| u["ticket_code"].as_str().unwrap().to_owned()).collect();
+        for code in &codes {
             assert!(page.contains(&format!("<img src=\"/v1/tickets/{code}/qr.svg\"")), "{page}");
+            assert_eq!(page.matches(&format!(">{code}<")).count(), 1, "each code shown once, beside its QR: {page}");
         }
         // Paying again from the page is refused with a message; nothing more taken.
         let again = app.form(&mut jar, &format!("/checkout/{booking_id}/wallet"), &[], Some(CSRF)).await;
@@ -78,6 +79,12 @@ on_each_engine! {
         let response = app.form(&mut jar, &format!("/bookings/{booking_id}/cancel"), &[("refund_to", "wallet")], Some(CSRF)).await;
         assert_eq!(location(&response), format!("/bookings?cancelled={booking_id}"));
         assert_eq!(balance(&app, &customer.access).await, 10000);
+        // The refunded booking's codes are void: my bookings no longer shows them.
+        let page = html(app.page(&mut jar, &location(&response)).await).await;
+        assert!(page.contains(&format!("id=\"booking-{booking_id}\"")), "{page}");
+        for code in &codes {
+            assert!(!page.contains(code.as_str()), "a void code on the page: {page}");
+        }
         let page = html(app.page(&mut jar, "/wallet").await).await;
         assert!(page.contains("data-balance>€100.00<") && page.contains("data-kind=\"refund\""), "{page}");
 
