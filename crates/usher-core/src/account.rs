@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use unicode_normalization::UnicodeNormalization;
+
 use crate::ParseError;
+use crate::text::{self, Lines};
 
 /// A normalised email address: trimmed and lower-cased, so `Ann@Example.com` and
 /// `ann@example.com ` are one account.
@@ -18,8 +21,25 @@ pub struct Email(String);
 impl Email {
     pub const MAX_LEN: usize = 254;
 
+    /// The form every account lookup (and every per-account limit) uses: trimmed and
+    /// lower-cased. One function, so that a limiter keyed on it and the sign-in that
+    /// looks the account up can never disagree about which account `" Ann@x.org"` is.
+    /// Unicode's composed form (NFC) too, so `zoë` typed with a combining diaeresis is
+    /// the same account as `zoë` typed with one key.
+    pub fn normalise(raw: &str) -> String {
+        raw.trim().nfc().collect::<String>().to_lowercase()
+    }
+
+    /// What two addresses that look the same on screen have in common: the confusable
+    /// skeleton of Unicode's UTS #39 (a Cyrillic `а` and a Latin `a` share one). The store
+    /// keeps it unique, so a look-alike of an existing account cannot be signed up to
+    /// shadow it in lists or mails. It is a key, never shown.
+    pub fn look_alike_key(&self) -> String {
+        unicode_security::skeleton(&self.0).collect()
+    }
+
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let normalised = raw.trim().to_lowercase();
+        let normalised = Self::normalise(raw);
         if normalised.is_empty() {
             return Err(ParseError::new("an email address is required"));
         }
@@ -42,6 +62,12 @@ impl Email {
             return Err(ParseError::new("this is not a valid email address"));
         }
         Ok(Self(normalised))
+    }
+
+    /// An address read back from the store, which only ever held parsed ones (some
+    /// parsed by earlier, more lenient rules: they are still shown as they were).
+    pub fn from_stored(stored: String) -> Self {
+        Self(stored)
     }
 
     pub fn as_str(&self) -> &str {
@@ -103,20 +129,12 @@ impl UserName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(ParseError::new("a name is required"));
-        }
-        if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(ParseError::new(format!(
-                "a name has at most {} characters",
-                Self::MAX_CHARS
-            )));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ParseError::new("a name cannot contain control characters"));
-        }
-        Ok(Self(trimmed.to_owned()))
+        text::required(raw, Self::MAX_CHARS, Lines::One, "a name").map(Self)
+    }
+
+    /// A name read back from the store, which only ever held parsed ones.
+    pub fn from_stored(stored: String) -> Self {
+        Self(stored)
     }
 
     pub fn as_str(&self) -> &str {
@@ -172,12 +190,76 @@ pub struct User {
     pub email: Email,
     pub name: UserName,
     pub role: Role,
+    /// Disabled by an admin: refused at sign-in and on every request.
+    pub disabled: bool,
     pub created_at: DateTime<Utc>,
+}
+
+/// An account and one of its sessions as they are now in the database: what every
+/// request is authorized against (never the claims inside an access token, which cannot
+/// be taken back for as long as they live).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub role: Role,
+    pub disabled: bool,
+    /// The session (refresh-token family) the access token was issued for is neither
+    /// logged out nor revoked.
+    pub session_live: bool,
+}
+
+/// Why an access token whose signature and expiry are fine is still refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The account is gone (erased).
+    NoAccount,
+    Disabled,
+    /// The session was logged out or revoked.
+    SessionEnded,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NoAccount => "the account no longer exists",
+            Refusal::Disabled => "this account is disabled",
+            Refusal::SessionEnded => "this session has ended; log in again",
+        }
+    }
+}
+
+impl Standing {
+    /// The role a request acts with, if the account and session admit one at all.
+    pub fn admit(standing: Option<Standing>) -> Result<Role, Refusal> {
+        match standing {
+            None => Err(Refusal::NoAccount),
+            Some(s) if s.disabled => Err(Refusal::Disabled),
+            Some(s) if !s.session_live => Err(Refusal::SessionEnded),
+            Some(s) => Ok(s.role),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn look_alike_addresses_share_a_key_and_different_ones_do_not() {
+        let latin = Email::parse("anna@example.com").unwrap();
+        // Cyrillic а (U+0430) twice.
+        let cyrillic = Email::parse("\u{0430}nn\u{0430}@example.com").unwrap();
+        assert_ne!(latin, cyrillic);
+        assert_eq!(latin.look_alike_key(), cyrillic.look_alike_key());
+        // Composed and decomposed forms are one address outright.
+        let composed = Email::parse("zo\u{00EB}@example.com").unwrap();
+        let decomposed = Email::parse("ZO\u{0065}\u{0308}@example.com ").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_ne!(
+            latin.look_alike_key(),
+            Email::parse("anne@example.com").unwrap().look_alike_key()
+        );
+        assert_eq!(Email::normalise("  Ann@Example.COM "), "ann@example.com");
+    }
 
     #[test]
     fn email_is_trimmed_and_lowercased() {

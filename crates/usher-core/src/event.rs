@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ParseError;
+use crate::text::{self, Lines};
 
 /// Where an event is in its life. Only published events are visible to the public.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -65,12 +66,12 @@ impl EventTitle {
     pub const MAX_CHARS: usize = 200;
 
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(ParseError::new("a title is required"));
-        }
-        EventText::check(trimmed, Self::MAX_CHARS, false)?;
-        Ok(Self(trimmed.to_owned()))
+        text::required(raw, Self::MAX_CHARS, Lines::One, "a title").map(Self)
+    }
+
+    /// A title read back from the store, which only ever held parsed ones.
+    pub fn from_stored(stored: String) -> Self {
+        Self(stored)
     }
 
     pub fn as_str(&self) -> &str {
@@ -88,22 +89,12 @@ impl EventText {
     pub const VENUE_MAX_CHARS: usize = 200;
 
     pub fn parse(raw: &str, max_chars: usize) -> Result<Self, ParseError> {
-        let trimmed = raw.trim();
-        Self::check(trimmed, max_chars, true)?;
-        Ok(Self(trimmed.to_owned()))
+        text::clean(raw, max_chars, Lines::Many).map(Self)
     }
 
-    fn check(text: &str, max_chars: usize, multiline: bool) -> Result<(), ParseError> {
-        if text.chars().count() > max_chars {
-            return Err(ParseError::new(format!(
-                "at most {max_chars} characters are allowed"
-            )));
-        }
-        let allowed = |c: &char| multiline && matches!(c, '\n' | '\r' | '\t');
-        if text.chars().any(|c| c.is_control() && !allowed(&c)) {
-            return Err(ParseError::new("control characters are not allowed"));
-        }
-        Ok(())
+    /// A text read back from the store, which only ever held parsed ones.
+    pub fn from_stored(stored: String) -> Self {
+        Self(stored)
     }
 
     pub fn as_str(&self) -> &str {

@@ -418,35 +418,15 @@ pub struct UnitPlan<'a> {
 }
 
 fn check_name(raw: &str, field: &str, issues: &mut Vec<FieldIssue>) -> Option<String> {
-    let name = raw.trim();
-    if name.is_empty() {
-        issues.push(FieldIssue::new(field, "a name is required"));
-        None
-    } else if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        issues.push(FieldIssue::new(
-            field,
-            format!("a name has at most {MAX_NAME_CHARS} characters and no control characters"),
-        ));
-        None
-    } else {
-        Some(name.to_owned())
-    }
+    crate::text::required(raw, MAX_NAME_CHARS, crate::text::Lines::One, "a name")
+        .map_err(|e| issues.push(FieldIssue::new(field, e.0)))
+        .ok()
 }
 
 fn check_label(raw: &str, field: &str, issues: &mut Vec<FieldIssue>) -> Option<String> {
-    let label = raw.trim();
-    if label.is_empty()
-        || label.chars().count() > MAX_LABEL_CHARS
-        || label.chars().any(char::is_control)
-    {
-        issues.push(FieldIssue::new(
-            field,
-            format!("a label has 1 to {MAX_LABEL_CHARS} characters and no control characters"),
-        ));
-        None
-    } else {
-        Some(label.to_owned())
-    }
+    crate::text::required(raw, MAX_LABEL_CHARS, crate::text::Lines::One, "a label")
+        .map_err(|e| issues.push(FieldIssue::new(field, e.0)))
+        .ok()
 }
 
 fn check_price(

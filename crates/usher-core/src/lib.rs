@@ -12,8 +12,9 @@ pub mod inventory;
 pub mod lifecycle;
 pub mod money;
 pub mod page;
+pub mod text;
 
-pub use account::{Email, Password, Role, User, UserName};
+pub use account::{Email, Password, Refusal, Role, Standing, User, UserName};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::{Event, EventAttributes, EventStatus, EventText, EventTitle, Viewer};
 pub use inventory::{

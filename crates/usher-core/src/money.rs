@@ -6,19 +6,55 @@ use serde::{Deserialize, Serialize};
 
 use crate::ParseError;
 
-/// A currency code: three upper-case ASCII letters (`EUR`, `USD`).
+/// A currency in use today, from ISO 4217's list (the `iso_currency` crate): `EUR`,
+/// `USD`, `JPY`. Codes that name no money a buyer can pay with are refused: `XXX` (no
+/// currency), `XTS` (testing), gold and other metals, bond-market units, drawing rights
+/// and funds codes (`CHE`, `USN`), as are codes ISO has withdrawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Currency([u8; 3]);
 
 impl Currency {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let bytes = raw.as_bytes();
-        match bytes {
-            [a, b, c] if bytes.iter().all(u8::is_ascii_uppercase) => Ok(Self([*a, *b, *c])),
-            _ => Err(ParseError::new(
-                "a currency is a three-letter ISO 4217 code such as \"EUR\"",
-            )),
+        let refused = || {
+            ParseError::new(format!(
+                "{raw:?} is not a currency in use; give an ISO 4217 code such as \"EUR\""
+            ))
+        };
+        let iso = iso_currency::Currency::from_code(raw).ok_or_else(refused)?;
+        let payable = !iso.is_special()
+            && !iso.is_fund()
+            && iso.is_superseded().is_none()
+            && iso.exponent().is_some();
+        match raw.as_bytes() {
+            [a, b, c] if payable => Ok(Self([*a, *b, *c])),
+            _ => Err(refused()),
         }
+    }
+
+    /// Digits after the decimal point: 2 for `EUR`, 0 for `JPY`, 3 for `KWD`. Amounts
+    /// are always integers of these minor units.
+    pub fn minor_units(&self) -> u32 {
+        iso_currency::Currency::from_code(self.as_str())
+            .and_then(iso_currency::Currency::exponent)
+            .map_or(2, u32::from)
+    }
+
+    /// An amount of this currency's minor units written in major units: `4500` EUR is
+    /// `45.00`, `4500` JPY is `4500`, `4500` KWD is `4.500`.
+    pub fn format_amount(&self, minor: i64) -> String {
+        let digits = self.minor_units();
+        let sign = if minor < 0 { "-" } else { "" };
+        let abs = minor.unsigned_abs();
+        if digits == 0 {
+            return format!("{sign}{abs}");
+        }
+        let scale = 10u64.pow(digits);
+        format!(
+            "{sign}{}.{:0width$}",
+            abs / scale,
+            abs % scale,
+            width = digits as usize
+        )
     }
 
     pub fn as_str(&self) -> &str {
@@ -82,11 +118,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn currency_is_three_upper_case_letters() {
+    fn currency_is_an_iso_4217_code_in_use() {
         assert_eq!(Currency::parse("EUR").unwrap().as_str(), "EUR");
-        for bad in ["eur", "EU", "EURO", "E1R", ""] {
+        for good in ["USD", "GBP", "JPY", "CHF", "KWD", "XOF"] {
+            assert!(Currency::parse(good).is_ok(), "{good}");
+        }
+        // Not codes, codes of nothing payable, and codes ISO withdrew.
+        for bad in [
+            "eur", "EU", "EURO", "E1R", "", "ZZZ", "XXX", "XTS", "XAU", "XDR", "CHE", "USN", "DEM",
+        ] {
             assert!(Currency::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn minor_units_come_from_the_currency() {
+        let eur = Currency::parse("EUR").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        let kwd = Currency::parse("KWD").unwrap();
+        assert_eq!(
+            (eur.minor_units(), jpy.minor_units(), kwd.minor_units()),
+            (2, 0, 3)
+        );
+        assert_eq!(eur.format_amount(4500), "45.00");
+        assert_eq!(eur.format_amount(-5), "-0.05");
+        assert_eq!(jpy.format_amount(4500), "4500");
+        assert_eq!(kwd.format_amount(4500), "4.500");
     }
 
     #[test]

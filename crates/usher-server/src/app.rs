@@ -208,6 +208,7 @@ impl Application {
             self.state.clone(),
             stopped.clone(),
         ));
+        let accounts = tokio::spawn(crate::access::follow(self.state.clone(), stopped.clone()));
         let tidy = tokio::spawn(crate::rate_limit::tidy_every_minute(
             self.state.rate_limits_arc(),
             stopped.clone(),
@@ -231,6 +232,7 @@ impl Application {
         let _ = live.await;
         let _ = forgetting.await;
         let _ = tidy.await;
+        let _ = accounts.await;
         served
     }
 }

@@ -1,8 +1,11 @@
 //! Credentials: argon2id password hashes, JWT access tokens and opaque refresh tokens.
 //!
-//! Access tokens are short-lived JWTs (HS256) carrying the user id and role. Refresh
-//! tokens are 256 random bits shown to the client once; the store keeps only their
-//! SHA-256, so a leaked database does not leak sessions.
+//! Access tokens are short-lived JWTs (HS256) naming the user and the session (the
+//! refresh-token family) they were issued for — never the role: what a caller may do
+//! is read from the account as it is now ([`crate::access`]), so a demotion, a disabled
+//! account or a logout takes effect on the next request. Refresh tokens are 256 random
+//! bits shown to the client once; the store keeps only their SHA-256, so a leaked
+//! database does not leak sessions.
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,12 +20,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use usher_core::{Password, Role};
+use usher_core::Password;
 
-use crate::extract::Caller;
 use crate::problem::ApiError;
 
-/// How long an access token lives. Short, because it cannot be revoked.
+/// How long an access token lives. Short, though a logout or a revoked session ends it
+/// at once anyway.
 pub const ACCESS_TOKEN_TTL: Duration = Duration::minutes(15);
 /// How long a refresh token lives if never used.
 pub const REFRESH_TOKEN_TTL: Duration = Duration::days(30);
@@ -31,10 +34,19 @@ const ISSUER: &str = "usher";
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: Uuid,
-    role: Role,
+    /// The session: the refresh-token family this token was issued with.
+    sid: Uuid,
     iss: String,
     iat: i64,
     exp: i64,
+}
+
+/// What a well-signed, unexpired access token says: who, in which session. Not yet
+/// whether that account and session still stand ([`crate::access::Access`] says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
 }
 
 /// Signs and checks access tokens.
@@ -61,12 +73,12 @@ impl TokenKeys {
     pub fn issue_access(
         &self,
         user_id: Uuid,
-        role: Role,
+        session_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<String, ApiError> {
         let claims = Claims {
             sub: user_id,
-            role,
+            sid: session_id,
             iss: ISSUER.into(),
             iat: now.timestamp(),
             exp: (now + ACCESS_TOKEN_TTL).timestamp(),
@@ -75,7 +87,9 @@ impl TokenKeys {
             .map_err(|e| ApiError::Internal(format!("sign access token: {e}")))
     }
 
-    pub fn verify_access(&self, token: &str) -> Result<Caller, ApiError> {
+    /// The token's signature, issuer and expiry; a token from before sessions were named
+    /// (no `sid`) is refused like any other bad token, and the client refreshes.
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -83,9 +97,9 @@ impl TokenKeys {
                 }
                 _ => ApiError::Unauthorized("the access token is not valid"),
             })?;
-        Ok(Caller {
-            id: data.claims.sub,
-            role: data.claims.role,
+        Ok(AccessClaims {
+            user_id: data.claims.sub,
+            session_id: data.claims.sid,
         })
     }
 }
@@ -355,24 +369,49 @@ mod tests {
     #[test]
     fn access_token_round_trips() {
         let keys = keys("a-test-secret-of-enough-length-0123456789");
-        let id = Uuid::now_v7();
-        let token = keys.issue_access(id, Role::Organizer, Utc::now()).unwrap();
-        let caller = keys.verify_access(&token).unwrap();
-        assert_eq!((caller.id, caller.role), (id, Role::Organizer));
+        let (id, session) = (Uuid::now_v7(), Uuid::now_v7());
+        let token = keys.issue_access(id, session, Utc::now()).unwrap();
+        let claims = keys.verify_access(&token).unwrap();
+        assert_eq!((claims.user_id, claims.session_id), (id, session));
     }
 
     #[test]
     fn token_signed_with_another_key_or_expired_is_refused() {
         let ours = keys("a-test-secret-of-enough-length-0123456789");
         let theirs = keys("another-secret-of-enough-length-987654321");
-        let id = Uuid::now_v7();
-        let forged = theirs.issue_access(id, Role::Admin, Utc::now()).unwrap();
+        let (id, session) = (Uuid::now_v7(), Uuid::now_v7());
+        let forged = theirs.issue_access(id, session, Utc::now()).unwrap();
         assert!(ours.verify_access(&forged).is_err());
         let old = ours
-            .issue_access(id, Role::Admin, Utc::now() - Duration::hours(1))
+            .issue_access(id, session, Utc::now() - Duration::hours(1))
             .unwrap();
         assert!(ours.verify_access(&old).is_err());
         assert!(ours.verify_access("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn a_token_that_names_no_session_is_refused() {
+        // What tokens looked like before sessions were named: a role, no `sid`.
+        #[derive(Serialize)]
+        struct Old {
+            sub: Uuid,
+            role: &'static str,
+            iss: &'static str,
+            exp: i64,
+        }
+        let secret = "a-test-secret-of-enough-length-0123456789";
+        let old = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Old {
+                sub: Uuid::now_v7(),
+                role: "admin",
+                iss: ISSUER,
+                exp: (Utc::now() + Duration::minutes(5)).timestamp(),
+            },
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        assert!(keys(secret).verify_access(&old).is_err());
     }
 
     #[test]

@@ -266,11 +266,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// The authenticated caller, from `Authorization: Bearer <access token>`.
+/// The authenticated caller, from `Authorization: Bearer <access token>`, with the role
+/// the account has now ([`crate::access`]), not the one it had at sign-in.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub id: Uuid,
     pub role: Role,
+    /// The session (refresh-token family) the access token belongs to.
+    pub session_id: Uuid,
 }
 
 impl Caller {
@@ -334,7 +337,9 @@ where
         let token = bearer(parts)?.ok_or(ApiError::Unauthorized(
             "this needs `Authorization: Bearer <access_token>`",
         ))?;
-        state.tokens().verify_access(token)
+        let caller = state.authorize(token).await?;
+        parts.extensions.insert(Verified(caller));
+        Ok(caller)
     }
 }
 
@@ -354,10 +359,12 @@ where
             return Ok(Some(*caller));
         }
         let state = AppState::from_ref(state);
-        match bearer(parts)? {
-            None => Ok(None),
-            Some(token) => state.tokens().verify_access(token).map(Some),
-        }
+        let Some(token) = bearer(parts)? else {
+            return Ok(None);
+        };
+        let caller = state.authorize(token).await?;
+        parts.extensions.insert(Verified(caller));
+        Ok(Some(caller))
     }
 }
 

@@ -82,6 +82,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
+        // Only the scope of the key: the handler authorizes the caller.
         .and_then(|token| state.tokens().verify_access(token.trim()).ok());
 
     let (parts, body) = request.into_parts();
@@ -99,7 +100,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     // Keys are per caller: the same key from two people are two keys (see the module
     // comment for callers without a token).
     let scope = match caller {
-        Some(caller) => caller.id.to_string(),
+        Some(caller) => caller.user_id.to_string(),
         None => format!("anonymous:{fingerprint}"),
     };
 

@@ -339,20 +339,16 @@ fn confirmation_text(
     );
     for (unit, code) in booking.units.iter().zip(codes) {
         let place = crate::tickets::place(unit);
-        let amount = unit.price.amount;
         text.push_str(&format!(
-            "  {place:<40} {}.{:02} {}   ticket {}\n",
-            amount / 100,
-            amount % 100,
+            "  {place:<40} {} {}   ticket {}\n",
+            unit.price.currency.format_amount(unit.price.amount),
             unit.price.currency,
             code.as_deref().unwrap_or("(on its way)"),
         ));
     }
-    let total = booking.total.amount;
     text.push_str(&format!(
-        "\nTotal: {}.{:02} {}\nBooking: {}\n\nShow the ticket codes (or their QR codes, attached) at the door. See you there!\n",
-        total / 100,
-        total % 100,
+        "\nTotal: {} {}\nBooking: {}\n\nShow the ticket codes (or their QR codes, attached) at the door. See you there!\n",
+        booking.total.currency.format_amount(booking.total.amount),
         booking.total.currency,
         booking.id
     ));
@@ -377,12 +373,10 @@ fn offer_text(
         let place = crate::tickets::place(unit);
         text.push_str(&format!("  {place}\n"));
     }
-    let total = booking.total.amount;
     text.push_str(&format!(
-        "\nTotal: {}.{:02} {}\n\nPay before {} (UTC), or they go to the next person waiting:\n\
+        "\nTotal: {} {}\n\nPay before {} (UTC), or they go to the next person waiting:\n\
          {}/checkout/{}\n\nIf you no longer want them, leave the waiting list and they go on at once.\n",
-        total / 100,
-        total % 100,
+        booking.total.currency.format_amount(booking.total.amount),
         booking.total.currency,
         booking.held_until.format("%A %-d %B, %H:%M"),
         state.public_url().trim_end_matches('/'),
@@ -397,18 +391,16 @@ fn cancellation_text(
     starts_at: DateTime<Utc>,
     name: &str,
 ) -> String {
-    let total = booking.total.amount;
     format!(
         "Hello {name},\n\nwe are sorry: {title} on {when} (UTC) at {venue} has been cancelled.\n\n\
-         Your booking {id} is refunded in full: {amount}.{cents:02} {currency} goes back to the \
+         Your booking {id} is refunded in full: {amount} {currency} goes back to the \
          way you paid. Depending on your bank it can take a few days to show.\n\n\
          Your ticket codes are no longer valid.\n",
         title = event.title.as_str(),
         when = starts_at.format("%A %-d %B %Y, %H:%M"),
         venue = event.venue.as_str(),
         id = booking.id,
-        amount = total / 100,
-        cents = total % 100,
+        amount = booking.total.currency.format_amount(booking.total.amount),
         currency = booking.total.currency,
     )
 }

@@ -1,6 +1,7 @@
 //! Usher's HTTP surface: the router, its middleware, the handlers, authentication,
 //! the problem+json error format and the web UI's pages. Storage is reached only through `usher_store::Store`.
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod config;

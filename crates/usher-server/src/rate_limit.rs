@@ -5,7 +5,8 @@
 //! | tier     | key                    | applies to              | rate, burst      |
 //! |----------|------------------------|-------------------------|------------------|
 //! | `ip`     | client IP              | every request           | 50/s, 200        |
-//! | `auth`   | client IP + account    | `POST /v1/auth/*`       | 10/min, 10       |
+//! | `auth`   | client IP + account    | sign-in, sign-up        | 10/min, 10       |
+//! | `auth`   | session (token family) | refresh, logout         | 10/min, 10       |
 //! | `writes` | user                   | unsafe methods          | 10/s, 40         |
 //! | `holds`  | user                   | `POST /v1/bookings`     | 2/s, 10          |
 //!
@@ -26,6 +27,8 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+
+use usher_core::Email;
 
 use crate::extract::Caller;
 use crate::problem::ApiError;
@@ -310,32 +313,32 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    // Verified once here; the handler's `Caller` extractor reuses it.
-    let user = unsafe_method
-        .then(|| {
-            let token = request
-                .headers()
-                .get(header::AUTHORIZATION)?
-                .to_str()
-                .ok()?
-                .strip_prefix("Bearer ")?;
-            state.tokens().verify_access(token).ok()
-        })
-        .flatten();
+    // Authorized once here (account and session as they are now); the handler's
+    // `Caller` extractor reuses it. A refused token is left for the handler to answer.
     let mut request = request;
-    if let Some(caller) = user {
-        request.extensions_mut().insert(Verified(caller));
+    let mut user = request.extensions().get::<Verified>().map(|v| v.0);
+    if unsafe_method && user.is_none() {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(token) = token
+            && let Ok(caller) = state.authorize(token.trim()).await
+        {
+            request.extensions_mut().insert(Verified(caller));
+            user = Some(caller);
+        }
     }
     let user = user.map(|caller| caller.id);
 
     let mut checks: Vec<(Tier, String)> = vec![(Tier::Ip, ip.to_string())];
     if unsafe_method && path.starts_with("/v1/auth/") {
-        let Ok((account, rebuilt)) = account_of(request, state.config().max_body_bytes).await
-        else {
+        let Ok((key, rebuilt)) = auth_key(&state, ip, &path, request).await else {
             return ApiError::PayloadTooLarge.into_response();
         };
         request = rebuilt;
-        checks.push((Tier::Auth, format!("{ip}|{account}")));
+        checks.push((Tier::Auth, key));
     }
     if let (true, Some(user)) = (unsafe_method, user) {
         checks.push((Tier::Writes, user.to_string()));
@@ -408,17 +411,49 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: String) {
     }
 }
 
-/// The account a sign-in or sign-up names (its `email`), read from the body, which is
-/// then handed on untouched. An unreadable body names no account (the handler refuses
-/// it); `Err` when the body is over `limit`.
-async fn account_of(request: Request, limit: usize) -> Result<(String, Request), ()> {
+/// The `auth` tier's key, from the body (handed on untouched):
+/// - sign-in and sign-up: the client IP and the account the body names, normalised
+///   exactly as the handler looks the account up ([`Email::normalise`]), so padding or
+///   capitals do not make a fresh bucket;
+/// - refresh and logout: the session (token family) the refresh token belongs to, so
+///   people behind one address (a NAT, a proxy) do not share one limit; an unknown token
+///   falls back to the client IP.
+///
+/// `Err` when the body is over the size limit.
+async fn auth_key(
+    state: &AppState,
+    ip: IpAddr,
+    path: &str,
+    request: Request,
+) -> Result<(String, Request), ()> {
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, limit).await.map_err(|_| ())?;
-    let account = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("email")?.as_str().map(str::to_lowercase))
-        .unwrap_or_default();
-    Ok((account, Request::from_parts(parts, Body::from(bytes))))
+    let bytes = to_bytes(body, state.config().max_body_bytes)
+        .await
+        .map_err(|_| ())?;
+    let field = |name: &str| {
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get(name)?.as_str().map(str::to_owned))
+    };
+    let key = if matches!(path, "/v1/auth/refresh" | "/v1/auth/logout") {
+        let session = match field("refresh_token") {
+            Some(token) => state
+                .store()
+                .session_of_refresh_token(&crate::auth::hash_refresh_token(&token))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        match session {
+            Some(session) => format!("session|{session}"),
+            None => format!("{ip}|no-session"),
+        }
+    } else {
+        let account = field("email").map(|e| Email::normalise(&e));
+        format!("{ip}|{}", account.unwrap_or_default())
+    };
+    Ok((key, Request::from_parts(parts, Body::from(bytes))))
 }
 
 /// A caller whose access token this middleware already verified.

@@ -7,10 +7,13 @@ use usher_mail::Mailer;
 use usher_payments::PaymentProvider;
 use usher_store::Store;
 
+use crate::access::Access;
 use crate::auth::{PasswordPool, TokenKeys};
 use crate::config::ServerConfig;
+use crate::extract::Caller;
 use crate::live::LiveHub;
 use crate::performance_cache::PerformanceCache;
+use crate::problem::ApiError;
 use crate::rate_limit::RateLimits;
 use crate::redis::Redis;
 use crate::sealed::Sealer;
@@ -25,6 +28,7 @@ pub struct AppState {
 struct Inner {
     store: Arc<dyn Store>,
     tokens: TokenKeys,
+    access: Access,
     config: ServerConfig,
     clock: Arc<dyn Clock>,
     payments: Arc<dyn PaymentProvider>,
@@ -70,6 +74,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 store: services.store,
                 tokens: services.tokens,
+                access: Access::default(),
                 config,
                 clock: services.clock,
                 payments: services.payments,
@@ -164,6 +169,28 @@ impl AppState {
 
     pub fn tokens(&self) -> &TokenKeys {
         &self.inner.tokens
+    }
+
+    /// Who these claims' account and session admit, as the database says now.
+    pub fn access(&self) -> &Access {
+        &self.inner.access
+    }
+
+    /// The caller an access token stands for now: its signature and expiry, then its
+    /// account and session as they are ([`crate::access`]).
+    pub async fn authorize(&self, token: &str) -> Result<Caller, ApiError> {
+        let claims = self.tokens().verify_access(token)?;
+        self.access().authorize(self.store(), claims).await
+    }
+
+    /// After a commit that changed what authorizes requests: forget it here at once, and
+    /// tell the other instances. A failed announcement is logged, not an error: the change
+    /// is committed, and other instances forget within [`crate::access::REMEMBERED_FOR`].
+    pub async fn account_changed(&self, notice: usher_store::AccountNotice) {
+        self.access().forget(notice);
+        if let Err(error) = self.store().announce_account(notice).await {
+            tracing::warn!(%error, ?notice, "could not tell other instances of an account change");
+        }
     }
 
     pub fn config(&self) -> &ServerConfig {

@@ -670,7 +670,8 @@ impl PostgresStore {
         let user_ids: Vec<Uuid> = bookings.iter().map(|b| b.user_id).collect();
         let buyers = sqlx::query_as!(
             UserRow,
-            r#"SELECT id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>"
+            r#"SELECT id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!",
+                      created_at AS "created_at!: DateTime<Utc>"
                FROM users WHERE id = ANY($1)"#,
             &user_ids
         )

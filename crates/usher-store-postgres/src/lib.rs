@@ -18,23 +18,23 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use usher_core::{
-    Booking, BookingStatus, Cursor, Email, Event, EventStatus, PageLimit, Performance, Role, Unit,
-    User,
+    Booking, BookingStatus, Cursor, Email, Event, EventStatus, PageLimit, Performance, Role,
+    Standing, Unit, User,
 };
 use usher_store::box_office::action;
 use usher_store::payments::job_kind;
 use usher_store::{
-    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry, WaitlistJoin,
-    WaitlistJoined,
+    AccountNotice, Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope,
+    IdempotencyStart, InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices,
+    LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page, Payment,
+    PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness,
+    Rotation, SaleScope, Store, StoreError, StoreOptions, StoreResult, TransitionRequest,
+    Transitioned, UserCredentials, UserQuery, UserRow, WritePipeline, contains_pattern,
+    page_from_rows, paginate, search_key, user_search_key,
 };
 use usher_store::{
-    Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart,
-    InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent,
-    NewPerformance, NewRefreshToken, NewUser, Page, Payment, PerformanceInventory,
-    PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness, Rotation, SaleScope, Store,
-    StoreError, StoreOptions, StoreResult, TransitionRequest, Transitioned, UserCredentials,
-    UserQuery, UserRow, WritePipeline, contains_pattern, page_from_rows, paginate, search_key,
-    user_search_key,
+    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry, WaitlistJoin,
+    WaitlistJoined,
 };
 use usher_store::{
     Audit, AuditEntry, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit, WalletEntry,
@@ -158,6 +158,32 @@ impl Store for PostgresStore {
                 .await
                 .map_err(backend)?;
         }
+        // Accounts from before look-alike keys get theirs. Two that already look alike
+        // keep the first its key; the other stays without one (and is logged), since
+        // refusing to start would help nobody.
+        let unkeyed = sqlx::query!(
+            r#"SELECT id AS "id!: Uuid", email FROM users WHERE email_key IS NULL ORDER BY id"#
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        for user in unkeyed {
+            let key = Email::from_stored(user.email).look_alike_key();
+            let keyed = sqlx::query!(
+                "UPDATE users SET email_key = $2 WHERE id = $1",
+                user.id,
+                key
+            )
+            .execute(&self.pool)
+            .await;
+            match keyed {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    tracing::warn!(user_id = %user.id, "this account's address looks like another's; it keeps no look-alike key");
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
         Ok(())
     }
 
@@ -235,16 +261,19 @@ impl Store for PostgresStore {
         };
         let (email, name, role_name) = (new.email.as_str(), new.name.as_str(), role.as_str());
         let search = user_search_key(email, name);
+        // Unique: an address that looks like an existing one is taken (constraint below).
+        let email_key = new.email.look_alike_key();
         let inserted = sqlx::query!(
-            "INSERT INTO users (id, email, name, password_hash, role, created_at, search)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO users (id, email, name, password_hash, role, created_at, search, email_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             id,
             email,
             name,
             new.password_hash,
             role_name,
             now,
-            search
+            search,
+            email_key
         )
         .execute(&mut *tx)
         .await;
@@ -259,6 +288,7 @@ impl Store for PostgresStore {
             email: new.email,
             name: new.name,
             role,
+            disabled: false,
             created_at: now,
         })
     }
@@ -266,7 +296,8 @@ impl Store for PostgresStore {
     async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
         sqlx::query_as!(
             UserRow,
-            r#"SELECT id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>"
+            r#"SELECT id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!",
+                      created_at AS "created_at!: DateTime<Utc>"
                FROM users WHERE id = $1"#,
             id
         )
@@ -280,7 +311,7 @@ impl Store for PostgresStore {
     async fn credentials_by_email(&self, email: &Email) -> StoreResult<Option<UserCredentials>> {
         let email = email.as_str();
         let row = sqlx::query!(
-            r#"SELECT id AS "id!: Uuid", email, name, role, password_hash,
+            r#"SELECT id AS "id!: Uuid", email, name, role, password_hash, disabled_at IS NOT NULL AS "disabled!",
                       created_at AS "created_at!: DateTime<Utc>"
                FROM users WHERE email = $1"#,
             email
@@ -294,6 +325,7 @@ impl Store for PostgresStore {
                 email: r.email,
                 name: r.name,
                 role: r.role,
+                disabled: r.disabled,
                 created_at: r.created_at,
             }
             .into_user()?;
@@ -317,7 +349,8 @@ impl Store for PostgresStore {
         let user = sqlx::query_as!(
             UserRow,
             r#"UPDATE users SET role = $1 WHERE id = $2
-               RETURNING id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>""#,
+               RETURNING id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!",
+                      created_at AS "created_at!: DateTime<Utc>""#,
             role_name,
             id
         )
@@ -344,7 +377,8 @@ impl Store for PostgresStore {
         let fetch = i64::from(query.limit.get()) + 1;
         let users = sqlx::query_as!(
             UserRow,
-            r#"SELECT id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>"
+            r#"SELECT id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!",
+                      created_at AS "created_at!: DateTime<Utc>"
                FROM users
                WHERE ($1::text IS NULL OR search LIKE $1 ESCAPE '\')
                  AND ($2::uuid IS NULL OR id < $2)
@@ -414,6 +448,7 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(backend)?;
             return Ok(Rotation::Rotated {
                 user_id: live.user_id,
+                session_id: live.family_id,
             });
         }
         let dead = sqlx::query!(
@@ -436,25 +471,127 @@ impl Store for PostgresStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        Ok(Rotation::Reused)
+        Ok(Rotation::Reused {
+            session_id: dead.family_id,
+        })
     }
 
     async fn revoke_refresh_family(
         &self,
         token_hash: &[u8],
         now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let revoked = sqlx::query!(
-            "UPDATE refresh_tokens SET revoked_at = $1
-             WHERE revoked_at IS NULL
-               AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+    ) -> StoreResult<Option<Uuid>> {
+        let Some(session_id) = self.session_of_refresh_token(token_hash).await? else {
+            return Ok(None);
+        };
+        sqlx::query!(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
             now,
-            token_hash
+            session_id
         )
         .execute(&self.pool)
         .await
         .map_err(backend)?;
-        Ok(revoked.rows_affected() > 0)
+        Ok(Some(session_id))
+    }
+
+    async fn end_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let ended = sqlx::query!(
+            "UPDATE refresh_tokens SET revoked_at = $1
+             WHERE family_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+            now,
+            session_id,
+            user_id
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(ended.rows_affected() > 0)
+    }
+
+    async fn session_of_refresh_token(&self, token_hash: &[u8]) -> StoreResult<Option<Uuid>> {
+        sqlx::query_scalar!(
+            r#"SELECT family_id AS "family_id!: Uuid" FROM refresh_tokens WHERE token_hash = $1"#,
+            token_hash
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn standing(&self, user_id: Uuid, session_id: Uuid) -> StoreResult<Option<Standing>> {
+        // A session is live while its current refresh token is neither used (rotated
+        // away) nor revoked: rotation marks the old token used and inserts the new one
+        // in one transaction, so a live session always has exactly one.
+        let row = sqlx::query!(
+            r#"SELECT role, disabled_at IS NOT NULL AS "disabled!",
+                      EXISTS (SELECT 1 FROM refresh_tokens
+                              WHERE family_id = $2 AND user_id = users.id
+                                AND used_at IS NULL AND revoked_at IS NULL) AS "session_live!"
+               FROM users WHERE id = $1"#,
+            user_id,
+            session_id
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|r| {
+            Ok(Standing {
+                role: Role::parse(&r.role).map_err(usher_store::corrupt_value("users.role"))?,
+                disabled: r.disabled,
+                session_live: r.session_live,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_disabled(
+        &self,
+        id: Uuid,
+        disabled: bool,
+        now: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<Option<User>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let disabled_at = disabled.then_some(now);
+        let user = sqlx::query_as!(
+            UserRow,
+            r#"UPDATE users SET disabled_at = $1 WHERE id = $2
+               RETURNING id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!",
+                         created_at AS "created_at!: DateTime<Utc>""#,
+            disabled_at,
+            id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .map(UserRow::into_user)
+        .transpose()?;
+        if user.is_some() {
+            if disabled {
+                sqlx::query!(
+                    "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+                    now,
+                    id
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+            let kind = if disabled {
+                action::USER_DISABLED
+            } else {
+                action::USER_ENABLED
+            };
+            box_office::insert_audit(&mut tx, &audit.entry(kind, ("user", id), None, now)).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(user)
     }
 
     async fn create_event(&self, new: NewEvent, audit: &Audit) -> StoreResult<Event> {
@@ -924,6 +1061,22 @@ impl Store for PostgresStore {
 
     async fn live_notices(&self) -> StoreResult<Option<LiveNotices>> {
         self.listen().await.map(Some)
+    }
+
+    async fn announce_account(&self, notice: AccountNotice) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(AccountNotice::CHANNEL)
+            .bind(notice.to_payload())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn account_notices(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<AccountNotice>>> {
+        self.listen_accounts().await.map(Some)
     }
 
     async fn live_snapshot(

@@ -10,7 +10,7 @@ use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
 use usher_store::live::{LiveNotices, LiveSnapshot, NOTIFY_CHANNEL, parse_notice};
-use usher_store::{ChangeSet, LiveChange, StoreResult};
+use usher_store::{AccountNotice, ChangeSet, LiveChange, StoreResult};
 
 use crate::{PostgresStore, backend};
 
@@ -87,6 +87,57 @@ impl PostgresStore {
                         tracing::warn!(%error, "the live feed's LISTEN connection failed; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
+                }
+            }
+        });
+        Ok(receive)
+    }
+
+    /// Follows account notices ([`AccountNotice`]) from every instance on a connection
+    /// of its own. When that connection drops, notices sent meanwhile are lost, so the
+    /// receiver is told to forget everything it remembered.
+    pub(crate) async fn listen_accounts(
+        &self,
+    ) -> StoreResult<tokio::sync::mpsc::Receiver<AccountNotice>> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(backend)?;
+        listener
+            .listen(AccountNotice::CHANNEL)
+            .await
+            .map_err(backend)?;
+        let (send, receive) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let notice = match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        match AccountNotice::from_payload(notification.payload()) {
+                            Some(notice) => notice,
+                            None => continue,
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!(
+                            "the account notices' LISTEN connection dropped; reconnecting"
+                        );
+                        AccountNotice::Everything
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the account notices' LISTEN connection failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        AccountNotice::Everything
+                    }
+                };
+                // A full queue: the receiver is behind, so it forgets everything instead.
+                let sent = match send.try_send(notice) {
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        send.send(AccountNotice::Everything).await.map_err(|_| ())
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(()),
+                    Ok(()) => Ok(()),
+                };
+                if sent.is_err() {
+                    return;
                 }
             }
         });

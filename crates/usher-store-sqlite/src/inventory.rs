@@ -579,7 +579,8 @@ impl SqliteStore {
         let list = id_list(&user_ids);
         let buyers = sqlx::query_as!(
             UserRow,
-            r#"SELECT id AS "id!: Uuid", email, name, role, created_at AS "created_at!: DateTime<Utc>"
+            r#"SELECT id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!: bool",
+                      created_at AS "created_at!: DateTime<Utc>"
                FROM users WHERE id IN (SELECT unhex(value) FROM json_each(?1))"#,
             list
         )

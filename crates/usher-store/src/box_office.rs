@@ -96,6 +96,8 @@ pub mod action {
     pub const UNITS_BLOCKED: &str = "units.blocked";
     pub const UNITS_UNBLOCKED: &str = "units.unblocked";
     pub const USER_ROLE_CHANGED: &str = "user.role_changed";
+    pub const USER_DISABLED: &str = "user.disabled";
+    pub const USER_ENABLED: &str = "user.enabled";
     pub const JOB_RETRIED: &str = "job.retried";
     pub const BOOKING_REFUNDED: &str = "booking.refunded";
     pub const BOOKING_CANCELLED: &str = "booking.cancelled";

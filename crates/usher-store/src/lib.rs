@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use usher_core::{
     Booking, BookingStatus, Cursor, Email, Event, EventAttributes, EventStatus, EventText,
-    EventTitle, PageLimit, Performance, Role, Unit, User, UserName,
+    EventTitle, PageLimit, Performance, Role, Standing, Unit, User, UserName,
 };
 
 pub mod box_office;
@@ -95,16 +95,51 @@ pub struct NewRefreshToken {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What happened when a refresh token was presented for rotation.
+/// What happened when a refresh token was presented for rotation. A session is a
+/// refresh-token family: its id is the family's, and access tokens name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
     /// The token was live; it is now used and the replacement is stored.
-    Rotated { user_id: Uuid },
+    Rotated { user_id: Uuid, session_id: Uuid },
     /// The token had already been rotated or revoked: somebody replayed it. The whole
-    /// family is revoked now.
-    Reused,
+    /// family is revoked now, and with it the session's access tokens.
+    Reused { session_id: Uuid },
     /// Unknown or expired token. Nothing changed.
     Invalid,
+}
+
+/// Told to every instance when what authorizes requests changed, so that each drops
+/// what it remembered of it at once ([`Store::announce_account`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountNotice {
+    /// An account's role or state changed.
+    Account(Uuid),
+    /// A session ended (logout, revocation, a replayed refresh token).
+    Session(Uuid),
+    /// Something may have been missed (a notification link dropped): forget everything.
+    Everything,
+}
+
+impl AccountNotice {
+    /// The PostgreSQL channel notices travel on.
+    pub const CHANNEL: &'static str = "usher_accounts";
+
+    pub fn to_payload(self) -> String {
+        match self {
+            AccountNotice::Account(id) => format!("a {id}"),
+            AccountNotice::Session(id) => format!("s {id}"),
+            AccountNotice::Everything => "*".into(),
+        }
+    }
+
+    pub fn from_payload(payload: &str) -> Option<Self> {
+        match payload.split_once(' ') {
+            Some(("a", id)) => id.parse().ok().map(AccountNotice::Account),
+            Some(("s", id)) => id.parse().ok().map(AccountNotice::Session),
+            _ if payload == "*" => Some(AccountNotice::Everything),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -252,13 +287,46 @@ pub trait Store: Send + Sync + 'static {
         replacement: NewRefreshToken,
         now: DateTime<Utc>,
     ) -> StoreResult<Rotation>;
-    /// Revokes the family of the token with this hash (logout). Returns whether such a
-    /// token existed.
+    /// Revokes the family of the token with this hash (logout). Returns the session it
+    /// ended, if such a token existed.
     async fn revoke_refresh_family(
         &self,
         token_hash: &[u8],
         now: DateTime<Utc>,
+    ) -> StoreResult<Option<Uuid>>;
+    /// Ends one session of this user (whatever token of it is current). Whether it was
+    /// still live.
+    async fn end_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// The session a refresh token belongs to (its family), live or not.
+    async fn session_of_refresh_token(&self, token_hash: &[u8]) -> StoreResult<Option<Uuid>>;
+    /// The account and session as they are now; `None` when the account is gone.
+    async fn standing(&self, user_id: Uuid, session_id: Uuid) -> StoreResult<Option<Standing>>;
+    /// Disables an account (every session of it revoked in the same transaction) or
+    /// enables it again, with its audit row. `None` when there is no such account.
+    async fn set_disabled(
+        &self,
+        id: Uuid,
+        disabled: bool,
+        now: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<Option<User>>;
+    /// Tells every instance that what authorizes requests changed (after the commit
+    /// that changed it). Engines with one instance need not: the server forgets locally.
+    async fn announce_account(&self, notice: AccountNotice) -> StoreResult<()> {
+        let _ = notice;
+        Ok(())
+    }
+    /// Notices announced by any instance, when the engine carries them across instances.
+    async fn account_notices(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<AccountNotice>>> {
+        Ok(None)
+    }
 
     // --- events ---------------------------------------------------------------------
 
@@ -561,6 +629,7 @@ pub struct UserRow {
     pub email: String,
     pub name: String,
     pub role: String,
+    pub disabled: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -568,9 +637,10 @@ impl UserRow {
     pub fn into_user(self) -> StoreResult<User> {
         Ok(User {
             id: self.id,
-            email: Email::parse(&self.email).map_err(corrupt("users.email"))?,
-            name: UserName::parse(&self.name).map_err(corrupt("users.name"))?,
+            email: Email::from_stored(self.email),
+            name: UserName::from_stored(self.name),
             role: Role::parse(&self.role).map_err(corrupt("users.role"))?,
+            disabled: self.disabled,
             created_at: self.created_at,
         })
     }
@@ -597,10 +667,9 @@ impl EventRow {
         Ok(Event {
             id: self.id,
             organizer_id: self.organizer_id,
-            title: EventTitle::parse(&self.title).map_err(corrupt("events.title"))?,
-            description: EventText::parse(&self.description, usize::MAX)
-                .map_err(corrupt("events.description"))?,
-            venue: EventText::parse(&self.venue, usize::MAX).map_err(corrupt("events.venue"))?,
+            title: EventTitle::from_stored(self.title),
+            description: EventText::from_stored(self.description),
+            venue: EventText::from_stored(self.venue),
             attributes: EventAttributes::from_stored(attributes),
             status: EventStatus::parse(&self.status).map_err(corrupt("events.status"))?,
             created_at: self.created_at,
@@ -609,7 +678,7 @@ impl EventRow {
     }
 }
 
-pub(crate) fn corrupt_value(column: &'static str) -> impl Fn(usher_core::ParseError) -> StoreError {
+pub fn corrupt_value(column: &'static str) -> impl Fn(usher_core::ParseError) -> StoreError {
     corrupt(column)
 }
 

@@ -7,7 +7,8 @@ use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use usher_core::{
-    Cursor, Email, EventAttributes, EventStatus, EventText, EventTitle, PageLimit, Role, UserName,
+    Cursor, Email, EventAttributes, EventStatus, EventText, EventTitle, PageLimit, Role, Standing,
+    UserName,
 };
 use usher_store::{
     Audit, EventPatch, EventQuery, EventScope, NewEvent, NewRefreshToken, NewUser, Rotation, Store,
@@ -149,24 +150,24 @@ on_each_engine! {
             .rotate_refresh_token(b"t1", token(Uuid::nil(), Uuid::nil(), b"t2", Duration::days(1)), now)
             .await
             .unwrap();
-        assert_eq!(rotated, Rotation::Rotated { user_id: ann.id });
+        assert_eq!(rotated, Rotation::Rotated { user_id: ann.id, session_id: family });
         let rotated = store
             .rotate_refresh_token(b"t2", token(ann.id, family, b"t3", Duration::days(1)), now)
             .await
             .unwrap();
-        assert_eq!(rotated, Rotation::Rotated { user_id: ann.id });
+        assert_eq!(rotated, Rotation::Rotated { user_id: ann.id, session_id: family });
 
         // t1 was already used: replaying it revokes t3 too.
         let replay = store
             .rotate_refresh_token(b"t1", token(ann.id, family, b"t4", Duration::days(1)), now)
             .await
             .unwrap();
-        assert_eq!(replay, Rotation::Reused);
+        assert_eq!(replay, Rotation::Reused { session_id: family });
         let after = store
             .rotate_refresh_token(b"t3", token(ann.id, family, b"t5", Duration::days(1)), now)
             .await
             .unwrap();
-        assert_eq!(after, Rotation::Reused);
+        assert_eq!(after, Rotation::Reused { session_id: family });
         // The replacement of the refused rotation was never stored.
         let t4 = store
             .rotate_refresh_token(b"t4", token(ann.id, family, b"t6", Duration::days(1)), now)
@@ -178,15 +179,67 @@ on_each_engine! {
     async fn rotation_leaves_other_families_alone(engine) {
         let store = engine.fresh_store().await;
         let ann = store.create_user(new_user("ann@example.com", true)).await.unwrap();
-        store.insert_refresh_token(token(ann.id, Uuid::now_v7(), b"phone", Duration::days(1))).await.unwrap();
-        store.insert_refresh_token(token(ann.id, Uuid::now_v7(), b"laptop", Duration::days(1))).await.unwrap();
-        assert!(store.revoke_refresh_family(b"phone", Utc::now()).await.unwrap());
+        let (phone, laptop_family) = (Uuid::now_v7(), Uuid::now_v7());
+        store.insert_refresh_token(token(ann.id, phone, b"phone", Duration::days(1))).await.unwrap();
+        store.insert_refresh_token(token(ann.id, laptop_family, b"laptop", Duration::days(1))).await.unwrap();
+        assert_eq!(store.revoke_refresh_family(b"phone", Utc::now()).await.unwrap(), Some(phone));
         let laptop = store
             .rotate_refresh_token(b"laptop", token(ann.id, Uuid::nil(), b"laptop2", Duration::days(1)), Utc::now())
             .await
             .unwrap();
-        assert_eq!(laptop, Rotation::Rotated { user_id: ann.id });
-        assert!(!store.revoke_refresh_family(b"unknown", Utc::now()).await.unwrap());
+        assert_eq!(laptop, Rotation::Rotated { user_id: ann.id, session_id: laptop_family });
+        assert_eq!(store.revoke_refresh_family(b"unknown", Utc::now()).await.unwrap(), None);
+    }
+
+    async fn a_sessions_standing_follows_its_account_and_its_tokens(engine) {
+        let store = engine.fresh_store().await;
+        let ann = store.create_user(new_user("ann@example.com", true)).await.unwrap();
+        let bob = store.create_user(new_user("bob@example.com", true)).await.unwrap();
+        let (phone, laptop) = (Uuid::now_v7(), Uuid::now_v7());
+        store.insert_refresh_token(token(ann.id, phone, b"phone", Duration::days(1))).await.unwrap();
+        store.insert_refresh_token(token(ann.id, laptop, b"laptop", Duration::days(1))).await.unwrap();
+        let standing = |user: Uuid, session: Uuid| {
+            let store = store.clone();
+            async move { store.standing(user, session).await.unwrap() }
+        };
+        assert_eq!(
+            standing(ann.id, phone).await,
+            Some(Standing { role: Role::Admin, disabled: false, session_live: true })
+        );
+        assert_eq!(store.session_of_refresh_token(b"phone").await.unwrap(), Some(phone));
+        // A session is someone's: Bob cannot stand on Ann's.
+        assert!(!standing(bob.id, phone).await.unwrap().session_live);
+        assert_eq!(standing(Uuid::now_v7(), phone).await, None);
+
+        // A rotation keeps the session live; a role change shows at once.
+        store
+            .rotate_refresh_token(b"phone", token(ann.id, Uuid::nil(), b"phone2", Duration::days(1)), Utc::now())
+            .await
+            .unwrap();
+        store.set_role(ann.id, Role::Customer, usher_store::now(), &Audit::system()).await.unwrap();
+        assert_eq!(
+            standing(ann.id, phone).await,
+            Some(Standing { role: Role::Customer, disabled: false, session_live: true })
+        );
+
+        // Ending one session leaves the other; ending it twice is no change.
+        assert!(store.end_session(ann.id, phone, Utc::now()).await.unwrap());
+        assert!(!store.end_session(ann.id, phone, Utc::now()).await.unwrap());
+        assert!(!store.end_session(bob.id, laptop, Utc::now()).await.unwrap(), "not Bob's to end");
+        assert!(!standing(ann.id, phone).await.unwrap().session_live);
+        assert!(standing(ann.id, laptop).await.unwrap().session_live);
+
+        // Disabling ends every session and shows on the account; enabling lets it sign in
+        // again but does not bring old sessions back.
+        let disabled = store.set_disabled(ann.id, true, usher_store::now(), &Audit::system()).await.unwrap().unwrap();
+        assert!(disabled.disabled);
+        let now = standing(ann.id, laptop).await.unwrap();
+        assert!(now.disabled && !now.session_live);
+        assert!(store.credentials_by_email(&Email::parse("ann@example.com").unwrap()).await.unwrap().unwrap().user.disabled);
+        let enabled = store.set_disabled(ann.id, false, usher_store::now(), &Audit::system()).await.unwrap().unwrap();
+        assert!(!enabled.disabled);
+        assert!(!standing(ann.id, laptop).await.unwrap().session_live);
+        assert!(store.set_disabled(Uuid::now_v7(), true, usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
     async fn expired_and_unknown_refresh_tokens_are_invalid(engine) {
@@ -225,7 +278,7 @@ on_each_engine! {
         for task in tasks {
             match task.await.unwrap() {
                 Rotation::Rotated { .. } => rotated += 1,
-                Rotation::Reused => {}
+                Rotation::Reused { .. } => {}
                 Rotation::Invalid => panic!("a known token is never invalid here"),
             }
         }

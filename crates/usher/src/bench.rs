@@ -1340,7 +1340,7 @@ async fn onsale(
         )
         .await?;
 
-    // Buyers straight into the database, their sessions signed with the server's key.
+    // Buyers straight into the database, their access tokens signed with the server's key.
     let users = args.users.max(1);
     let store = crate::open_store(database_url, usher_store::StoreOptions::default()).await?;
     let keys = usher_server::auth::TokenKeys::new(&secrecy::SecretString::from(secret.clone()));
@@ -1367,15 +1367,29 @@ async fn onsale(
                         first_account_is_admin: false,
                     })
                     .await?;
-                ids.push((i, user.id));
+                // A session of its own, as a sign-in would open: requests are
+                // authorized against it.
+                let session_id = uuid::Uuid::now_v7();
+                store
+                    .insert_refresh_token(usher_store::NewRefreshToken {
+                        id: uuid::Uuid::now_v7(),
+                        family_id: session_id,
+                        user_id: user.id,
+                        token_hash: usher_server::auth::RefreshToken::generate()
+                            .map_err(|e| anyhow!("{e}"))?
+                            .hash,
+                        expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+                    })
+                    .await?;
+                ids.push((i, user.id, session_id));
             }
         }));
     }
     let mut tokens = vec![String::new(); users];
     for writer in writers {
-        for (i, id) in writer.await?? {
+        for (i, id, session_id) in writer.await?? {
             tokens[i] = keys
-                .issue_access(id, usher_core::Role::Customer, chrono::Utc::now())
+                .issue_access(id, session_id, chrono::Utc::now())
                 .map_err(|e| anyhow!("{e}"))?;
         }
     }

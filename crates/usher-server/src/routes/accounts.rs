@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use usher_core::{Email, Password, Role, User, UserName};
-use usher_store::{NewRefreshToken, NewUser, Rotation};
+use usher_store::{AccountNotice, NewRefreshToken, NewUser, Rotation};
 
 use crate::auth::{self, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL, RefreshToken};
 use crate::extract::{Caller, Fields, Json, RequestId, path_id};
@@ -36,6 +36,9 @@ pub struct UserView {
     pub name: String,
     #[schema(example = "customer")]
     pub role: String,
+    /// Disabled by an admin: cannot sign in, and every session of it is refused.
+    #[serde(default)]
+    pub disabled: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -46,6 +49,7 @@ impl From<User> for UserView {
             email: user.email.as_str().into(),
             name: user.name.as_str().into(),
             role: user.role.as_str().into(),
+            disabled: user.disabled,
             created_at: user.created_at,
         }
     }
@@ -107,11 +111,15 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
+/// What an admin changes about an account: its role, whether it is disabled, or both.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleRequest {
     #[schema(example = "organizer")]
-    pub role: String,
+    pub role: Option<String>,
+    /// `true` signs the account out everywhere at once and refuses its sign-ins until
+    /// `false` again.
+    pub disabled: Option<bool>,
 }
 
 /// Creates the account and starts a session.
@@ -163,6 +171,7 @@ async fn signup(
     responses(
         (status = 200, description = "Logged in", body = Session),
         (status = 401, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The account is disabled (said only with the right password)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many sign-ins at once; retry after `Retry-After` seconds (`/problems/busy`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn login(
@@ -182,6 +191,10 @@ async fn login(
     };
     let matches = state.passwords().verify(body.password, hash).await?;
     match user {
+        // Only someone who knows the password learns that the account is disabled.
+        Some(user) if matches && user.disabled => Err(ApiError::Forbidden(
+            "this account is disabled; ask the organizer or an admin",
+        )),
         Some(user) if matches => Ok(axum::Json(start_session(&state, user).await?)),
         _ => Err(WRONG),
     }
@@ -227,22 +240,31 @@ pub(crate) async fn rotate_session(
         )
         .await?;
     match rotation {
-        Rotation::Rotated { user_id } => {
+        Rotation::Rotated {
+            user_id,
+            session_id,
+        } => {
             let user = state
                 .store()
                 .user(user_id)
                 .await?
                 .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
+            if user.disabled {
+                return Err(ApiError::Unauthorized("this account is disabled"));
+            }
             Ok(Session {
-                access_token: state.tokens().issue_access(user.id, user.role, now)?,
+                access_token: state.tokens().issue_access(user.id, session_id, now)?,
                 refresh_token: replacement.token,
                 token_type: "Bearer",
                 expires_in: ACCESS_TOKEN_TTL.num_seconds(),
                 user: user.into(),
             })
         }
-        Rotation::Reused => {
-            tracing::warn!("a rotated refresh token was presented again; its family is revoked");
+        Rotation::Reused { session_id } => {
+            tracing::warn!(%session_id, "a rotated refresh token was presented again; its family is revoked");
+            state
+                .account_changed(AccountNotice::Session(session_id))
+                .await;
             Err(ApiError::Unauthorized(
                 "this refresh token was already used; every session from that login is now signed out",
             ))
@@ -253,7 +275,9 @@ pub(crate) async fn rotate_session(
     }
 }
 
-/// Ends the session the refresh token belongs to.
+/// Ends the session: the one the refresh token belongs to and the one the access token
+/// was issued for (usually the same). Both tokens stop working at once, on every
+/// instance.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts",
     request_body = RefreshRequest,
     security(("bearer" = [])),
@@ -263,14 +287,27 @@ pub(crate) async fn rotate_session(
     ))]
 async fn logout(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Json(body): Json<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
+    let now = Utc::now();
     // Unknown tokens are not an error: the session is over either way.
+    let ended = state
+        .store()
+        .revoke_refresh_family(&auth::hash_refresh_token(&body.refresh_token), now)
+        .await?;
     state
         .store()
-        .revoke_refresh_family(&auth::hash_refresh_token(&body.refresh_token), Utc::now())
+        .end_session(caller.id, caller.session_id, now)
         .await?;
+    state
+        .account_changed(AccountNotice::Session(caller.session_id))
+        .await;
+    if let Some(session_id) = ended.filter(|s| *s != caller.session_id) {
+        state
+            .account_changed(AccountNotice::Session(session_id))
+            .await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -293,18 +330,19 @@ async fn me(
     Ok(axum::Json(user.into()))
 }
 
-/// Changes a user's role (admins only). The user's current access token keeps its old
-/// role until it expires (at most 15 minutes) or is refreshed.
+/// Changes a user's role, or disables or enables the account (admins only). Takes
+/// effect on the user's next request: access tokens carry no role, and every request is
+/// authorized against the account as it is now. Disabling also ends every session.
 #[utoipa::path(patch, path = "/v1/admin/users/{id}", tag = "accounts",
     params(("id" = Uuid, Path, description = "User id")),
     request_body = RoleRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Role changed", body = UserView),
+        (status = 200, description = "Changed", body = UserView),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Admins cannot change their own role", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown role", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Admins cannot change their own role or disable themselves", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown role, or nothing to change", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn set_role(
     State(state): State<AppState>,
@@ -318,7 +356,10 @@ async fn set_role(
     let id = path_id(&id)?;
     let Json(body) = body?;
     let mut fields = Fields::new();
-    let role = fields.take("role", Role::parse(&body.role));
+    let role = fields.optional("role", body.role.as_deref(), Role::parse);
+    if body.role.is_none() && body.disabled.is_none() {
+        fields.reject("role", "say the new `role`, or `disabled`, or both");
+    }
     fields.finish()?;
     let Some(role) = role else {
         return Err(ApiError::Internal("validated role missing".into()));
@@ -327,33 +368,54 @@ async fn set_role(
         // Guards against the last admin locking everyone out by accident.
         return Err(ApiError::Conflict {
             kind: "own-role",
-            detail: "admins cannot change their own role; ask another admin".into(),
+            detail: "admins cannot change their own role or disable themselves; ask another admin"
+                .into(),
         });
     }
-    let user = state
-        .store()
-        .set_role(id, role, state.clock().now(), &caller.audit(&request))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    tracing::info!(user_id = %user.id, role = %role, "role changed");
+    let audit = caller.audit(&request);
+    let now = state.clock().now();
+    let mut user = None;
+    if let Some(role) = role {
+        user = Some(
+            state
+                .store()
+                .set_role(id, role, now, &audit)
+                .await?
+                .ok_or(ApiError::NotFound)?,
+        );
+        tracing::info!(user_id = %id, role = %role, "role changed");
+    }
+    if let Some(disabled) = body.disabled {
+        user = Some(
+            state
+                .store()
+                .set_disabled(id, disabled, now, &audit)
+                .await?
+                .ok_or(ApiError::NotFound)?,
+        );
+        tracing::info!(user_id = %id, disabled, "account disabled or enabled");
+    }
+    state.account_changed(AccountNotice::Account(id)).await;
+    let user = user.ok_or(ApiError::Internal("nothing was changed".into()))?;
     Ok(axum::Json(user.into()))
 }
 
 async fn start_session(state: &AppState, user: User) -> Result<Session, ApiError> {
     let now = Utc::now();
     let refresh = RefreshToken::generate()?;
+    let session_id = Uuid::now_v7();
     state
         .store()
         .insert_refresh_token(NewRefreshToken {
             id: Uuid::now_v7(),
-            family_id: Uuid::now_v7(),
+            family_id: session_id,
             user_id: user.id,
             token_hash: refresh.hash,
             expires_at: now + REFRESH_TOKEN_TTL,
         })
         .await?;
     Ok(Session {
-        access_token: state.tokens().issue_access(user.id, user.role, now)?,
+        access_token: state.tokens().issue_access(user.id, session_id, now)?,
         refresh_token: refresh.token,
         token_type: "Bearer",
         expires_in: ACCESS_TOKEN_TTL.num_seconds(),

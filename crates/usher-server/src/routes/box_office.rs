@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use usher_core::text::Lines;
 use usher_core::{BookingStatus, Currency, Cursor, Money, Role};
 use usher_store::{AuditEntry, AuditScope, CheckIn, TicketRecord, WalletCredit, WalletEntry};
 
@@ -383,25 +384,20 @@ async fn credit_wallet(
         );
     }
     let currency = fields.take("amount.currency", Currency::parse(&body.amount.currency));
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > REASON_MAX_CHARS {
-        fields.reject(
-            "reason",
-            format!("say why in 1 to {REASON_MAX_CHARS} characters"),
-        );
-    } else if reason.chars().any(char::is_control) {
-        fields.reject("reason", "the reason is one line of text");
-    }
+    let reason = fields.take(
+        "reason",
+        usher_core::text::required(&body.reason, REASON_MAX_CHARS, Lines::One, "a reason"),
+    );
     fields.finish()?;
-    let Some(currency) = currency else {
-        return Err(ApiError::Internal("validated currency missing".into()));
+    let (Some(currency), Some(reason)) = (currency, reason) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
     };
     let entry = state
         .store()
         .wallet_credit(WalletCredit {
             user_id: user.id,
             amount: Money::new(body.amount.amount, currency),
-            reason: reason.to_owned(),
+            reason,
             audit: caller.audit(&request),
             now: state.clock().now(),
         })

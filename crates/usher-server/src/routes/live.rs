@@ -64,7 +64,7 @@ async fn live(
 ) -> Result<Response, ApiError> {
     let caller = match (caller, params.access_token) {
         (Some(caller), _) => Some(caller),
-        (None, Some(token)) => Some(state.tokens().verify_access(&token)?),
+        (None, Some(token)) => Some(state.authorize(&token).await?),
         (None, None) => None,
     };
     let (performance, _) = visible_performance(&state, caller, path_id(&id)?).await?;

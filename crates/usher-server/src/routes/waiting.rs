@@ -415,7 +415,7 @@ async fn queue_live(
 ) -> Result<Response, ApiError> {
     let caller = match (caller, params.access_token) {
         (Some(caller), _) => caller,
-        (None, Some(token)) => state.tokens().verify_access(&token)?,
+        (None, Some(token)) => state.authorize(&token).await?,
         (None, None) => {
             return Err(ApiError::Unauthorized(
                 "log in to follow your place in the queue",

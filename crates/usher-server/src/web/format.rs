@@ -14,14 +14,18 @@ pub fn seat_short(section: &str, row: &str, label: &str) -> String {
     format!("{section} {row}{label}")
 }
 
-/// `€45.00`, `$12.50`, `£8.00`, or `12.00 CHF` for currencies without a common sign.
+/// `€45.00`, `$12.50`, `£8.00`, `¥4500`, or `12.00 CHF` for currencies without a
+/// common sign; the digits after the point are the currency's own minor units.
 pub fn money(amount: i64, currency: &str) -> String {
-    let sign = if amount < 0 { "-" } else { "" };
-    let abs = amount.unsigned_abs();
-    let digits = if has_cents(currency) {
-        format!("{}.{:02}", abs / 100, abs % 100)
-    } else {
-        abs.to_string()
+    let written = match usher_core::Currency::parse(currency) {
+        Ok(known) => known.format_amount(amount),
+        Err(_) => usher_core::Currency::parse("EUR")
+            .map(|two| two.format_amount(amount))
+            .unwrap_or_else(|_| amount.to_string()),
+    };
+    let (sign, digits) = match written.strip_prefix('-') {
+        Some(digits) => ("-", digits.to_owned()),
+        None => ("", written),
     };
     match currency {
         "EUR" => format!("{sign}€{digits}"),
@@ -36,15 +40,12 @@ pub fn price(money_view: &MoneyView) -> String {
     money(money_view.amount, &money_view.currency)
 }
 
-/// Whether the currency's minor unit is a hundredth (ISO 4217: most are; these few
-/// have none).
-fn has_cents(currency: &str) -> bool {
-    !matches!(currency, "JPY" | "KRW" | "ISK" | "CLP" | "VND")
-}
-
-/// Parses what an organizer types as a price ("45", "45.5", "45.50"; "1500" yen) into
-/// minor units.
+/// Parses what an organizer types as a price ("45", "45.5", "45.50"; "1500" yen;
+/// "4.250" dinar) into the currency's minor units.
 pub fn parse_price(text: &str, currency: &str) -> Option<i64> {
+    let digits = usher_core::Currency::parse(currency)
+        .map(|c| c.minor_units())
+        .unwrap_or(2) as usize;
     let text = text.trim();
     let (whole, fraction) = match text.split_once(['.', ',']) {
         Some((whole, fraction)) => (whole, fraction),
@@ -53,18 +54,16 @@ pub fn parse_price(text: &str, currency: &str) -> Option<i64> {
     if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || whole.len() > 9 {
         return None;
     }
-    if fraction.len() > 2 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+    if fraction.len() > digits || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    if !has_cents(currency) {
-        return fraction.is_empty().then(|| whole.parse().ok()).flatten();
-    }
-    let cents = match fraction.len() {
-        0 => 0,
-        1 => fraction.parse::<i64>().ok()? * 10,
-        _ => fraction.parse::<i64>().ok()?,
+    let scale = 10i64.pow(digits as u32);
+    let minor = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse::<i64>().ok()? * 10i64.pow((digits - fraction.len()) as u32)
     };
-    Some(whole.parse::<i64>().ok()? * 100 + cents)
+    Some(whole.parse::<i64>().ok()? * scale + minor)
 }
 
 /// `Sat 12 Dec 2026, 19:30 UTC`.

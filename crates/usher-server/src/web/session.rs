@@ -238,15 +238,18 @@ async fn session_caller(
     set: &mut Vec<HeaderValue>,
     secure: bool,
 ) -> Option<(Caller, String)> {
+    // An access token refused for any reason (expired, or its session or account no
+    // longer stands) falls back to the refresh cookie, which fails too when the session
+    // was ended: the cookies are then cleared.
     if let Some(token) = cookie(headers, ACCESS_COOKIE)
-        && let Ok(caller) = web.app.tokens().verify_access(token)
+        && let Ok(caller) = web.app.authorize(token).await
     {
         return Some((caller, token.to_owned()));
     }
     let refresh = cookie(headers, REFRESH_COOKIE)?;
     match web.rotations.rotate(web, refresh).await {
         Some(session) => {
-            let caller = web.app.tokens().verify_access(&session.access_token).ok()?;
+            let caller = web.app.authorize(&session.access_token).await.ok()?;
             set.extend(session_cookies(
                 &session.access_token,
                 &session.refresh_token,

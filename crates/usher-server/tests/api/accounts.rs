@@ -56,6 +56,34 @@ on_each_engine! {
         assert_eq!(body["type"], "/problems/email-taken");
     }
 
+    async fn a_look_alike_of_an_existing_address_is_taken(engine) {
+        let app = spawn_app(engine).await;
+        let admin = app.signup("admin@example.com").await;
+        app.signup("anna@example.com").await;
+        // Cyrillic а (U+0430) for the Latin a, and the same with a decomposed ë.
+        for look_alike in ["\u{0430}nna@example.com", "ann\u{0430}@EXAMPLE.com"] {
+            let response = app
+                .post("/v1/auth/signup", None, json!({"email": look_alike, "password": PASSWORD, "name": "Mallory"}))
+                .await;
+            let body = assert_problem(response, StatusCode::CONFLICT).await;
+            assert_eq!(body["type"], "/problems/email-taken");
+        }
+        app.signup("zo\u{00EB}@example.com").await;
+        let decomposed = app
+            .post("/v1/auth/signup", None, json!({"email": "zoe\u{0308}@example.com", "password": PASSWORD, "name": "Z"}))
+            .await;
+        assert_problem(decomposed, StatusCode::CONFLICT).await;
+        // The decomposed spelling signs in to the one account.
+        app.login("ZOE\u{0308}@example.com").await;
+        let users: serde_json::Value = app.get("/v1/admin/users", Some(&admin.access)).await.json().await.unwrap();
+        assert_eq!(users["items"].as_array().unwrap().len(), 3, "{users}");
+        // Names are text like titles: no overrides, something visible.
+        let name = app
+            .post("/v1/auth/signup", None, json!({"email": "bob@example.com", "password": PASSWORD, "name": "\u{202E}nimda"}))
+            .await;
+        assert_eq!(invalid_fields(name).await, ["name"]);
+    }
+
     async fn signup_validation_names_each_bad_field_and_creates_nothing(engine) {
         let app = spawn_app(engine).await;
         let response = app

@@ -248,6 +248,10 @@ on_each_engine! {
         for (body, field) in [
             (json!({"amount": {"amount": -5, "currency": "EUR"}, "reason": "x"}), "amount.amount"),
             (json!({"amount": {"amount": 5, "currency": "euro"}, "reason": "x"}), "amount.currency"),
+            (json!({"amount": {"amount": 5, "currency": "ZZZ"}, "reason": "x"}), "amount.currency"),
+            (json!({"amount": {"amount": 5, "currency": "XXX"}, "reason": "x"}), "amount.currency"),
+            (json!({"amount": {"amount": 5, "currency": "XAU"}, "reason": "x"}), "amount.currency"),
+            (json!({"amount": {"amount": 5, "currency": "EUR"}, "reason": "\u{200B}"}), "reason"),
             (json!({"amount": {"amount": 5, "currency": "EUR"}, "reason": " "}), "reason"),
             (json!({"amount": {"amount": 5, "currency": "EUR"}, "reason": "a\nb"}), "reason"),
         ] {

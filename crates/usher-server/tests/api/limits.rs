@@ -62,6 +62,64 @@ on_each_engine! {
         assert_eq!(guess("someone@example.com").await.status(), StatusCode::UNAUTHORIZED);
     }
 
+    async fn padding_or_capitals_do_not_open_a_fresh_bucket_for_an_account(engine) {
+        let app = spawn_app_with(engine, |c| c.rate_limits = true).await;
+        app.signup("bf2@example.com").await;
+        let guess = |email: String, password: &'static str| {
+            app.post("/v1/auth/login", None, json!({"email": email, "password": password}))
+        };
+        for _ in 0..9 {
+            assert_eq!(guess("bf2@example.com".into(), "wrong guess!").await.status(), StatusCode::UNAUTHORIZED);
+        }
+        // The account's bucket is empty: every way of writing its address meets it,
+        // the right password included.
+        for padded in ["  bf2@example.com", "bf2@example.com  ", "\tBF2@Example.com ", "bf2@example.com"] {
+            let refused = guess(padded.into(), "wrong guess!").await;
+            assert_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        }
+        let right = guess("  bf2@example.com  ".into(), crate::helpers::PASSWORD).await;
+        assert_problem(right, StatusCode::TOO_MANY_REQUESTS).await;
+    }
+
+    async fn people_behind_one_address_each_refresh_their_own_session(engine) {
+        let app = spawn_app_with(engine, |c| c.rate_limits = true).await;
+        let mut people = Vec::new();
+        for i in 0..15 {
+            people.push(app.signup(&format!("nat{i}@example.com")).await);
+        }
+        // Fifteen people behind one NAT refresh, twice each: nobody is refused, since
+        // each session has a limit of its own.
+        for person in &mut people {
+            for _ in 0..2 {
+                let response = app.post("/v1/auth/refresh", None, json!({"refresh_token": person.refresh})).await;
+                assert_eq!(response.status(), StatusCode::OK);
+                let body: serde_json::Value = response.json().await.unwrap();
+                person.refresh = body["refresh_token"].as_str().unwrap().to_owned();
+                person.access = body["access_token"].as_str().unwrap().to_owned();
+            }
+        }
+        for person in &people {
+            let out = app.post("/v1/auth/logout", Some(&person.access), json!({"refresh_token": person.refresh})).await;
+            assert_eq!(out.status(), StatusCode::NO_CONTENT);
+        }
+        // One session hammering refresh is still limited: its own bucket runs dry.
+        let script = app.login("nat0@example.com").await;
+        let mut token = script.refresh.clone();
+        let mut refused = 0;
+        for _ in 0..12 {
+            let response = app.post("/v1/auth/refresh", None, json!({"refresh_token": token})).await;
+            match response.status() {
+                StatusCode::OK => {
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    token = body["refresh_token"].as_str().unwrap().to_owned();
+                }
+                StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                other => panic!("{other}"),
+            }
+        }
+        assert!(refused >= 1, "a session refreshing 12 times a minute was never limited");
+    }
+
     async fn the_limits_read_bodies_and_tokens_without_changing_the_answers(engine) {
         let app = spawn_app_with(engine, |c| { c.rate_limits = true; c.max_body_bytes = 1024; }).await;
         // A sign-in body over the limit is 413, as without limits.

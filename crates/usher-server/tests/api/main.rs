@@ -20,6 +20,7 @@ mod payments;
 mod performances;
 mod plumbing;
 mod smtp;
+mod standing;
 mod stripe;
 mod waiting;
 mod web;

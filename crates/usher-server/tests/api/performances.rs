@@ -123,6 +123,15 @@ on_each_engine! {
                 {"name": "A", "price": eur(100), "capacity": 1},
                 {"name": "B", "price": {"amount": 100, "currency": "USD"}, "capacity": 1}]}),
              "seating.ticket_types[1].price.currency"),
+            // Three capitals are not yet a currency; a name of nothing visible is no name.
+            (json!({"kind": "general", "ticket_types": [{"name": "GA", "price": {"amount": 100, "currency": "ZZZ"}, "capacity": 1}]}),
+             "seating.ticket_types[0].price"),
+            (json!({"kind": "general", "ticket_types": [{"name": "GA", "price": {"amount": 100, "currency": "XTS"}, "capacity": 1}]}),
+             "seating.ticket_types[0].price"),
+            (json!({"kind": "general", "ticket_types": [{"name": "\u{200B}\u{200B}", "price": eur(100), "capacity": 1}]}),
+             "seating.ticket_types[0].name"),
+            (json!({"kind": "reserved", "sections": [{"name": "S", "price": eur(100), "rows": [{"label": "\u{202E}A", "seats": 2}]}]}),
+             "seating.sections[0].rows[0].label"),
         ];
         for (seating, field) in cases {
             let response = post_performance(&app, &organizer.access, event_id, json!({"starts_at": future(&app), "seating": seating})).await;
