@@ -217,6 +217,7 @@ impl Application {
             self.listener,
             self.router,
             self.state.config().connections.clone(),
+            self.state.config().trusted_proxies.clone(),
             stopped.clone(),
         )
         .await;

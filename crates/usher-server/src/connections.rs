@@ -10,10 +10,17 @@
 //!   number of such answers at a time, and past that a new connection is closed at once:
 //!   load is shed, never queued without bound.
 //! - The same for requests in flight across all connections (`max_in_flight`).
+//! - At most `max_per_address` connections from one client address (a fraction of
+//!   `max_connections`), so that one client cannot take every connection and lock
+//!   everyone else out. Trusted proxies (`USHER_TRUSTED_PROXIES`) carry many clients
+//!   and are exempt.
+//! - `/healthz` and `/readyz` always answer, even on a connection being turned away, so
+//!   that a full instance can still be seen to be alive.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -29,6 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::problem::ApiError;
+use crate::rate_limit::TrustedProxies;
 
 /// Connections answered 503 at once when the server is full; past this a new
 /// connection is closed without an answer.
@@ -51,6 +59,16 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// Requests in flight across all connections; beyond, 503 with `Retry-After`.
     pub max_in_flight: usize,
+    /// Connections from one client address at once (trusted proxies exempt).
+    pub max_per_address: usize,
+}
+
+/// The share of all connections one address may hold, by default.
+pub const DEFAULT_PER_ADDRESS_PERCENT: usize = 25;
+
+/// `percent` of `max_connections`, at least one.
+pub fn per_address(max_connections: usize, percent: usize) -> usize {
+    (max_connections.saturating_mul(percent.min(100)) / 100).max(1)
 }
 
 /// Requests in flight at once: far above what a rush needs to keep the write pipeline
@@ -59,11 +77,13 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
+        let max_connections = default_max_connections();
         Self {
-            max_connections: default_max_connections(),
+            max_connections,
             header_read_timeout: Duration::from_secs(20),
             max_header_bytes: 32 * 1024,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_per_address: per_address(max_connections, DEFAULT_PER_ADDRESS_PERCENT),
         }
     }
 }
@@ -85,9 +105,50 @@ pub fn default_max_connections() -> usize {
 }
 
 /// Kept with every request of a connection (and by a WebSocket it upgrades to), so the
-/// connection's slot is free only when all of them are gone.
+/// connection's slot (and its address's) is free only when all of them are gone.
 #[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, Option<AddressSlot>)>);
+
+/// Connections open per client address.
+#[derive(Default)]
+struct Addresses {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its address; uncounted when dropped.
+struct AddressSlot {
+    addresses: Arc<Addresses>,
+    ip: IpAddr,
+}
+
+impl Addresses {
+    /// Counts one more connection from `ip`, unless it already has `max`.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            addresses: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.addresses.open.lock()
+            && let Some(count) = open.get_mut(&self.ip)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Serves `router` on `listener` until `stopped` turns true, then stops accepting and
 /// lets open connections finish their requests (for at most [`DRAIN_DEADLINE`]).
@@ -95,11 +156,13 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    proxies: TrustedProxies,
     mut stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     let turning_away = Arc::new(Semaphore::new(SHED_AT_ONCE));
+    let addresses = Arc::new(Addresses::default());
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -113,23 +176,51 @@ pub async fn serve(
         };
         // Small answers (a hold, a 409) should not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        if let Ok(slot) = open.clone().try_acquire_owned() {
-            tokio::spawn(connection(
-                stream,
-                remote,
-                router.clone(),
-                limits.clone(),
-                ConnectionSlot(Arc::new(slot)),
-                in_flight.clone(),
-                stopped.clone(),
-            ));
-        } else if let Ok(slot) = turning_away.clone().try_acquire_owned() {
-            metrics::counter!("usher_shed_total", "what" => "connection").increment(1);
-            tokio::spawn(turn_away(stream, slot));
+        let address = if proxies.contains(remote.ip()) {
+            Ok(None)
         } else {
-            metrics::counter!("usher_shed_total", "what" => "connection_closed").increment(1);
-            drop(stream);
+            addresses
+                .take(remote.ip(), limits.max_per_address)
+                .map(Some)
+                .ok_or("connections from your address")
+        };
+        let slot = match address {
+            Ok(address) => open
+                .clone()
+                .try_acquire_owned()
+                .map(|slot| (slot, address))
+                .map_err(|_| "connections"),
+            Err(why) => Err(why),
+        };
+        match slot {
+            Ok(slot) => {
+                tokio::spawn(connection(
+                    stream,
+                    remote,
+                    router.clone(),
+                    limits.clone(),
+                    ConnectionSlot(Arc::new(slot)),
+                    in_flight.clone(),
+                    stopped.clone(),
+                ));
+                continue;
+            }
+            Err(what) => {
+                let label = if what == "connections" {
+                    "connection"
+                } else {
+                    "address"
+                };
+                if let Ok(slot) = turning_away.clone().try_acquire_owned() {
+                    metrics::counter!("usher_shed_total", "what" => label).increment(1);
+                    tokio::spawn(turn_away(stream, remote, router.clone(), what, slot));
+                    continue;
+                }
+            }
         }
+        // Too many being turned away already: closed without an answer.
+        metrics::counter!("usher_shed_total", "what" => "connection_closed").increment(1);
+        drop(stream);
     }
     // Every slot back means every connection (and WebSocket) has ended.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
@@ -196,19 +287,37 @@ async fn connection(
     }
 }
 
-/// Reads the request (briefly) and answers 503 with `Retry-After`, then closes.
-async fn turn_away(stream: TcpStream, _slot: OwnedSemaphorePermit) {
-    let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
-        let mut response = ApiError::Busy {
-            retry_after_seconds: 1,
-            what: "connections",
+/// Reads the request (briefly) and answers 503 with `Retry-After`, then closes; health
+/// and readiness are answered as usual, so that a full instance is still seen alive.
+async fn turn_away(
+    stream: TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    what: &'static str,
+    _slot: OwnedSemaphorePermit,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let router = router.clone();
+        async move {
+            let mut response = if matches!(request.uri().path(), "/healthz" | "/readyz") {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                match router.oneshot(request.map(Body::new)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            } else {
+                ApiError::Busy {
+                    retry_after_seconds: 1,
+                    what,
+                }
+                .into_response()
+            };
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            Ok::<_, Infallible>(response)
         }
-        .into_response();
-        response.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        Ok::<_, Infallible>(response)
     });
     let mut builder = http1::Builder::new();
     builder

@@ -260,7 +260,8 @@ impl TrustedProxies {
         Ok(Self(nets))
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|(net, bits)| match (net, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(*bits)).unwrap_or(0);

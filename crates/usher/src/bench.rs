@@ -289,6 +289,8 @@ impl Server {
             // A benchmark is one client hammering from one address: exactly what the
             // limits are for. `--url` servers say for themselves.
             .env("USHER_RATE_LIMITS", "off")
+            // Likewise every connection of a benchmark comes from one address.
+            .env("USHER_MAX_CONNECTIONS_PER_ADDRESS_PERCENT", "100")
             .env("USHER_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .env_remove("SMTP_URL")

@@ -114,6 +114,10 @@ struct ServeArgs {
     /// (default: from the open-file limit, at most 10000).
     #[arg(long, env = "USHER_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// The share of those connections (percent) one client address may hold at once, so
+    /// that one client cannot lock everyone out; trusted proxies are exempt.
+    #[arg(long, env = "USHER_MAX_CONNECTIONS_PER_ADDRESS_PERCENT", default_value_t = usher_server::connections::DEFAULT_PER_ADDRESS_PERCENT)]
+    max_connections_per_address_percent: usize,
     /// Requests in flight at once; beyond, 503 with Retry-After at once.
     #[arg(long, env = "USHER_MAX_IN_FLIGHT", default_value_t = usher_server::connections::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
@@ -299,6 +303,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             MasterKeySource::File(master_key::default_key_file(&args.database.database_url))
         }
     };
+    let max_connections = args
+        .max_connections
+        .unwrap_or_else(usher_server::connections::default_max_connections)
+        .max(1);
     let config = ServerConfig {
         jwt_secret: args.jwt_secret.map(SecretString::from),
         master_key,
@@ -321,13 +329,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         connections: ConnectionLimits {
-            max_connections: args
-                .max_connections
-                .unwrap_or_else(usher_server::connections::default_max_connections)
-                .max(1),
+            max_connections,
             header_read_timeout: Duration::from_secs(args.header_timeout_seconds.max(1)),
             max_header_bytes: args.max_header_bytes.max(1024),
             max_in_flight: args.max_in_flight.max(1),
+            max_per_address: usher_server::connections::per_address(
+                max_connections,
+                args.max_connections_per_address_percent,
+            ),
         },
         outbound_timeout: Duration::from_secs(args.outbound_timeout_seconds.max(1)),
         default_hold_ttl,

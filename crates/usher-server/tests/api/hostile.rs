@@ -144,17 +144,22 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_the_cap_frees_u
     }
     // Let the server accept them all before the fifth arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = raw_get(&app, "/healthz").await;
+    let answer = raw_get(&app, "/v1/events").await;
     assert!(status_line(&answer).contains("503"), "{answer}");
     let lower = answer.to_ascii_lowercase();
     assert!(lower.contains("retry-after: 1"), "{answer}");
     assert!(lower.contains("application/problem+json"), "{answer}");
     assert!(answer.contains("/problems/busy"), "{answer}");
+    // Health and readiness answer even now: a full instance is seen to be alive.
+    for path in ["/healthz", "/readyz"] {
+        let answer = raw_get(&app, path).await;
+        assert!(status_line(&answer).contains("200"), "{path}: {answer}");
+    }
 
     drop(held.pop());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = raw_get(&app, "/healthz").await;
+        let answer = raw_get(&app, "/v1/events").await;
         if status_line(&answer).contains("200") {
             break;
         }
@@ -163,6 +168,92 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_the_cap_frees_u
             "the freed slot was never reused: {answer}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A connection from another loopback address (127.0.0.2 is this machine too).
+async fn connect_from(app: &TestApp, source: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket
+        .connect(socket_address(app).parse().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn raw_get_on(mut stream: TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: usher\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let app = spawn_app_with(Engine::Sqlite, |c| {
+        c.connections.max_connections = 40;
+        c.connections.max_per_address = 10;
+    })
+    .await;
+    // One client opens idle sockets until its address is at its share.
+    let mut hog = Vec::new();
+    for _ in 0..10 {
+        hog.push(connect(&app).await);
+    }
+    // The server counts each as it accepts it: wait until the hog's next is refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let answer = raw_get(&app, "/v1/events").await;
+        if status_line(&answer).contains("503") {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the eleventh connection was served: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused.contains("from your address"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    // Health still answers that address.
+    assert!(status_line(&raw_get(&app, "/healthz").await).contains("200"));
+    // Everyone else is served: another address gets its answers, many at once.
+    let mut others = Vec::new();
+    for _ in 0..10 {
+        others.push(connect_from(&app, "127.0.0.2").await);
+    }
+    for stream in others {
+        let answer = raw_get_on(stream, "/v1/events").await;
+        assert!(status_line(&answer).contains("200"), "{answer}");
+    }
+    // When the hog lets go, its address is served again.
+    drop(hog);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !status_line(&raw_get(&app, "/v1/events").await).contains("200") {
+        assert!(
+            Instant::now() < deadline,
+            "the hog's address was never served again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_carries_many_clients_past_the_per_address_share() {
+    let app = spawn_app_with(Engine::Sqlite, |c| {
+        c.connections.max_connections = 40;
+        c.connections.max_per_address = 2;
+        c.trusted_proxies = usher_server::rate_limit::TrustedProxies::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let held: Vec<_> = futures_util::future::join_all((0..6).map(|_| connect(&app))).await;
+    for stream in held {
+        let answer = raw_get_on(stream, "/v1/events").await;
+        assert!(status_line(&answer).contains("200"), "{answer}");
     }
 }
 
@@ -197,14 +288,14 @@ async fn an_open_websocket_keeps_its_connection_slot_until_it_closes() {
                 .contains("snapshot")
         );
     }
-    let answer = raw_get(&app, "/healthz").await;
+    let answer = raw_get(&app, "/v1/events").await;
     assert!(status_line(&answer).contains("503"), "{answer}");
     // One watcher leaves; its slot serves the next connection.
     first.close(None).await.unwrap();
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = raw_get(&app, "/healthz").await;
+        let answer = raw_get(&app, "/v1/events").await;
         if status_line(&answer).contains("200") {
             break;
         }
