@@ -28,6 +28,40 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const TOO_SLOW: u16 = 1013;
 /// Close code when the feed restarts under a watcher (IANA: 1012, service restart).
 const RESTART: u16 = 1012;
+/// Close code: a message or frame over the size limit (RFC 6455).
+const TOO_BIG: u16 = 1009;
+/// Close code: the client broke the protocol.
+const PROTOCOL_ERROR: u16 = 1002;
+/// The largest message (and frame) a client may send on Usher's sockets.
+pub const MAX_INCOMING: usize = 64 * 1024;
+
+/// How to close a socket whose read failed: 1009 with a reason for a message or frame
+/// over [`MAX_INCOMING`] (announced or sent), 1002 for a protocol error; nothing when the
+/// connection itself is gone.
+pub fn close_after(error: axum::Error) -> Option<(u16, &'static str)> {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => {
+            Some((TOO_BIG, "message too big: at most 64 KiB per message"))
+        }
+        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
+            Some((PROTOCOL_ERROR, "protocol error"))
+        }
+        _ => None,
+    }
+}
+
+/// Sends a close frame (briefly: a client that does not read gets none).
+pub async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))),
+    )
+    .await;
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(live))
@@ -78,8 +112,8 @@ async fn live(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * 1024 * 1024)
-        .max_message_size(64 * 1024)
-        .max_frame_size(64 * 1024)
+        .max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING)
         // The socket keeps its connection's slot while it is open.
         .on_upgrade(move |socket| async move {
             serve(socket, watch).await;
@@ -91,14 +125,7 @@ async fn serve(mut socket: WebSocket, watch: Watch) {
     metrics::gauge!("usher_live_connections").increment(1.0);
     let ended = relay(&mut socket, watch).await;
     if let Some((code, reason)) = ended {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            socket.send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            }))),
-        )
-        .await;
+        close(&mut socket, code, reason).await;
     }
     metrics::gauge!("usher_live_connections").decrement(1.0);
 }
@@ -140,7 +167,8 @@ async fn relay(socket: &mut WebSocket, watch: Watch) -> Option<(u16, &'static st
             incoming = socket.recv() => match incoming {
                 // Pings are answered by the protocol layer; text from a watcher means
                 // nothing and is ignored.
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(_))) | None => return None,
+                Some(Err(error)) => return close_after(error),
                 Some(Ok(_)) => {}
             },
             _ = pings.tick() => {

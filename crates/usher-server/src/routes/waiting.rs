@@ -426,8 +426,8 @@ async fn queue_live(
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_message_size(64 * 1024)
-        .max_frame_size(64 * 1024)
+        .max_message_size(crate::routes::live::MAX_INCOMING)
+        .max_frame_size(crate::routes::live::MAX_INCOMING)
         .on_upgrade(move |socket| async move {
             follow(socket, state, ticket).await;
             drop(slot);
@@ -476,7 +476,13 @@ async fn follow(mut socket: WebSocket, state: AppState, mut ticket: QueueTicket)
                 };
             }
             message = socket.recv() => match message {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(error)) => {
+                    if let Some((code, reason)) = crate::routes::live::close_after(error) {
+                        crate::routes::live::close(&mut socket, code, reason).await;
+                    }
+                    break;
+                }
                 Some(Ok(_)) => {}
             },
             _ = pings.tick() => {

@@ -440,25 +440,41 @@ async fn an_oversized_websocket_message_closes_that_socket_only() {
         socket_address(&app),
         performance["id"].as_str().unwrap()
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let snapshot = socket.next().await.unwrap().unwrap();
-    assert!(snapshot.to_text().unwrap().contains("snapshot"));
-    let _ = socket
-        .send(Message::Text("x".repeat(1024 * 1024).into()))
-        .await;
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match socket.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
+    // One 1 MiB message; one message of two 40 KiB fragments; and a frame header that
+    // announces 1 MiB and sends nothing after it.
+    let one_big = Message::Text("x".repeat(1024 * 1024).into());
+    let mut fragments = raw_frame(0x01, &[b'y'; 40 * 1024]);
+    fragments.extend(raw_frame(0x80, &[b'y'; 40 * 1024]));
+    let announced = vec![0x81, 0x80 | 127, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0];
+    for (case, bytes) in [("one message", None), ("fragments", Some(fragments)), ("announced", Some(announced))] {
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let snapshot = socket.next().await.unwrap().unwrap();
+        assert!(snapshot.to_text().unwrap().contains("snapshot"));
+        match bytes {
+            None => {
+                let _ = socket.send(one_big.clone()).await;
+            }
+            Some(bytes) => {
+                let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_mut() else {
+                    panic!("plain TCP on loopback")
+                };
+                tcp.write_all(&bytes).await.unwrap();
             }
         }
-    })
-    .await
-    .expect("the socket is closed");
-    if let Some(code) = ended {
-        assert_eq!(code, 1009, "message too big");
+        let close = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match socket.next().await {
+                    None | Some(Err(_)) => return None,
+                    Some(Ok(Message::Close(frame))) => return frame,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await
+        .expect("the socket is closed")
+        .unwrap_or_else(|| panic!("{case}: the connection dropped without a close frame"));
+        assert_eq!(u16::from(close.code), 1009, "{case}: message too big");
+        assert!(close.reason.contains("64 KiB"), "{case}: {}", close.reason);
     }
     // Another watcher is unaffected.
     let (mut other, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
@@ -472,4 +488,14 @@ async fn an_oversized_websocket_message_closes_that_socket_only() {
             .unwrap()
             .contains("snapshot")
     );
+}
+
+/// A client's WebSocket frame as raw bytes: `first` is FIN and opcode, the payload
+/// masked with a zero key (so it reads as itself).
+fn raw_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![first, 0x80 | 126];
+    frame.extend((payload.len() as u16).to_be_bytes());
+    frame.extend([0, 0, 0, 0]);
+    frame.extend(payload);
+    frame
 }
