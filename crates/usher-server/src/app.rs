@@ -298,6 +298,13 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
     app
         // Enforced where bodies are read (our JSON extractor), which answers 413.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // Every body read whole before a handler runs (inside the timeout, so a body
+        // that never arrives is still a 503): a handler that ignores it must not leave
+        // the keep-alive connection with unread bytes.
+        .layer(middleware::from_fn_with_state(
+            config.max_body_bytes,
+            crate::connections::whole_body,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,

@@ -372,3 +372,43 @@ fn busy(what: &'static str) -> Response {
     }
     response
 }
+
+/// Middleware: reads a request's whole body (up to `limit` bytes) before any handler
+/// runs, so every response leaves the connection ready for the next request. A handler
+/// that answers without reading the body (a 401, a 404 for an unknown job) would
+/// otherwise leave unread bytes that make hyper drop a keep-alive connection after the
+/// response, without having said `Connection: close`, and the client's next request on
+/// it fails. A body over `limit`, or one that breaks off, is answered (413, 400) with
+/// `Connection: close`, since its rest is still unread.
+pub async fn whole_body(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if !has_body {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(error) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            let mut response = if too_large {
+                ApiError::PayloadTooLarge.into_response()
+            } else {
+                ApiError::MalformedBody("the request body broke off".into()).into_response()
+            };
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
+}

@@ -189,6 +189,66 @@ async fn raw_get_on(mut stream: TcpStream, path: &str) -> String {
         .0
 }
 
+/// Reads one HTTP/1.1 response (head and a `Content-Length` body) off a keep-alive
+/// connection; `None` if the server closed it instead.
+async fn read_response(stream: &mut TcpStream) -> Option<String> {
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await {
+            Ok(Ok(1)) => received.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&received).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(head)
+}
+
+#[tokio::test]
+async fn a_handler_that_ignores_the_body_leaves_the_keep_alive_connection_usable() {
+    let app = spawn_app_with(Engine::Sqlite, |_| {}).await;
+    let admin = app.signup("admin@example.com").await;
+    let mut stream = connect(&app).await;
+    let body = r#"{"reason": "retry it, whatever it is"}"#;
+    // Forty requests on one connection, anonymous (401 before any body is needed) and
+    // admin (404: no such job) in turn, each body arriving a little after its head.
+    for i in 0..40 {
+        let job = uuid::Uuid::new_v4();
+        let auth = if i % 2 == 0 {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {}\r\n", admin.access)
+        };
+        let head = format!(
+            "POST /v1/admin/jobs/{job}/retry HTTP/1.1\r\nHost: usher\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stream.write_all(body.as_bytes()).await.unwrap();
+        let answer = read_response(&mut stream)
+            .await
+            .unwrap_or_else(|| panic!("request {i}: the connection was dropped"));
+        let expected = if i % 2 == 0 { "401" } else { "404" };
+        assert!(status_line(&answer).contains(expected), "request {i}: {answer}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("connection: close"),
+            "request {i}: {answer}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn one_address_cannot_take_every_connection() {
     let app = spawn_app_with(Engine::Sqlite, |c| {
