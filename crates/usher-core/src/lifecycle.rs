@@ -103,6 +103,20 @@ pub enum Sale {
     Open,
     /// The event or the performance was cancelled.
     Cancelled,
+    /// The organizer set the event back to draft: nothing of it is sold until it is
+    /// published again, and money that arrives meanwhile goes back.
+    Withdrawn,
+}
+
+impl Sale {
+    /// Why nothing new may be paid for, unless the sale is open.
+    fn refusal(self) -> Option<Refusal> {
+        match self {
+            Sale::Open => None,
+            Sale::Cancelled => Some(Refusal::SaleCancelled),
+            Sale::Withdrawn => Some(Refusal::SaleWithdrawn),
+        }
+    }
 }
 
 /// Everything [`decide`] looks at, read (and locked) by the engine.
@@ -212,6 +226,8 @@ pub enum Refusal {
     NotRefundable(BookingStatus),
     /// The event or performance is cancelled.
     SaleCancelled,
+    /// The event was set back to draft.
+    SaleWithdrawn,
     /// The performance starts within the refund cutoff; only organizers may refund.
     RefundClosed,
     /// The performance has started.
@@ -417,8 +433,8 @@ fn checkout(
     new_payment_id: Uuid,
     now: DateTime<Utc>,
 ) -> Decision {
-    if facts.sale == Sale::Cancelled {
-        return Decision::refused(Refusal::SaleCancelled);
+    if let Some(refusal) = facts.sale.refusal() {
+        return Decision::refused(refusal);
     }
     let status = facts.status_at(now);
     if status != BookingStatus::Held {
@@ -458,8 +474,8 @@ fn checkout(
 }
 
 fn pay_from_wallet(facts: &Facts, new_payment_id: Uuid, now: DateTime<Utc>) -> Decision {
-    if facts.sale == Sale::Cancelled {
-        return Decision::refused(Refusal::SaleCancelled);
+    if let Some(refusal) = facts.sale.refusal() {
+        return Decision::refused(refusal);
     }
     let status = facts.status_at(now);
     if status != BookingStatus::Held || facts.paid_by.is_some() {
@@ -647,6 +663,35 @@ mod tests {
         let retry = decide(&facts, &checkout_trigger(3), at(5));
         assert_eq!(retry.held_until, None);
         assert_eq!(retry.new_payment.unwrap().expires_at, at(15));
+    }
+
+    #[test]
+    fn money_for_a_withdrawn_sale_is_refunded_and_nothing_new_is_paid_for() {
+        let mut facts = held();
+        facts.sale = Sale::Withdrawn;
+        assert_eq!(
+            decide(&facts, &checkout_trigger(2), at(1)).outcome,
+            Outcome::Refused(Refusal::SaleWithdrawn)
+        );
+        assert_eq!(
+            decide(
+                &facts,
+                &Trigger::PayFromWallet {
+                    new_payment_id: Uuid::from_u128(3)
+                },
+                at(1)
+            )
+            .outcome,
+            Outcome::Refused(Refusal::SaleWithdrawn)
+        );
+        // A checkout opened while the event was published pays after it went back to
+        // draft: the money goes back, the units with it, the booking is never confirmed.
+        facts.payments.push(pay(1, PaymentStatus::Pending));
+        let paid = decide(&facts, &succeeded(1), at(2));
+        assert_eq!(paid.outcome, Outcome::PaymentRefunded);
+        assert_eq!(paid.status, Some(BookingStatus::Refunded));
+        assert_eq!(paid.units, UnitChange::Release);
+        assert!(paid.emails.is_empty());
     }
 
     #[test]

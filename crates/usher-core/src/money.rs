@@ -31,6 +31,16 @@ impl Currency {
         }
     }
 
+    /// A currency read back from the store or from JSON this service wrote: any three
+    /// capitals, since earlier releases took those before the list above was the rule
+    /// (a stored `ZZZ` price still reads; no new one can be made).
+    pub fn from_stored(raw: &str) -> Result<Self, ParseError> {
+        match raw.as_bytes() {
+            [a, b, c] if raw.bytes().all(|b| b.is_ascii_uppercase()) => Ok(Self([*a, *b, *c])),
+            _ => Err(ParseError::new(format!("{raw:?} is not a currency code"))),
+        }
+    }
+
     /// Digits after the decimal point: 2 for `EUR`, 0 for `JPY`, 3 for `KWD`. Amounts
     /// are always integers of these minor units.
     pub fn minor_units(&self) -> u32 {
@@ -77,8 +87,9 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Only what this service wrote is read this way; requests parse theirs.
         let raw = String::deserialize(deserializer)?;
-        Currency::parse(&raw).map_err(serde::de::Error::custom)
+        Currency::from_stored(&raw).map_err(serde::de::Error::custom)
     }
 }
 

@@ -107,7 +107,8 @@ impl LifecycleTx for PgLifecycle<'_> {
             r#"SELECT b.status, b.held_until, b.paid_by AS "paid_by?: Uuid",
                       b.checkout_started_at IS NOT NULL AS "checkout_started!",
                       b.total_amount, b.currency, p.starts_at,
-                      (p.status = 'cancelled' OR e.status = 'cancelled') AS "sale_cancelled!"
+                      (p.status = 'cancelled' OR e.status = 'cancelled') AS "sale_cancelled!",
+                      e.status = 'draft' AS "sale_withdrawn!"
                FROM bookings b
                JOIN performances p ON p.id = b.performance_id
                JOIN events e ON e.id = p.event_id
@@ -147,6 +148,8 @@ impl LifecycleTx for PgLifecycle<'_> {
             checkout_started: row.checkout_started,
             sale: if row.sale_cancelled {
                 Sale::Cancelled
+            } else if row.sale_withdrawn {
+                Sale::Withdrawn
             } else {
                 Sale::Open
             },

@@ -105,7 +105,8 @@ impl LifecycleTx for SqliteLifecycle<'_> {
                       b.paid_by AS "paid_by?: Uuid",
                       b.checkout_started_at IS NOT NULL AS "checkout_started!: bool",
                       b.total_amount, b.currency, p.starts_at AS "starts_at!: DateTime<Utc>",
-                      (p.status = 'cancelled' OR e.status = 'cancelled') AS "sale_cancelled!: bool"
+                      (p.status = 'cancelled' OR e.status = 'cancelled') AS "sale_cancelled!: bool",
+                      e.status = 'draft' AS "sale_withdrawn!: bool"
                FROM bookings b
                JOIN performances p ON p.id = b.performance_id
                JOIN events e ON e.id = p.event_id
@@ -145,6 +146,8 @@ impl LifecycleTx for SqliteLifecycle<'_> {
             checkout_started: row.checkout_started,
             sale: if row.sale_cancelled {
                 Sale::Cancelled
+            } else if row.sale_withdrawn {
+                Sale::Withdrawn
             } else {
                 Sale::Open
             },

@@ -261,7 +261,7 @@ impl BookingRow {
     /// booking's are taken).
     pub fn into_booking(self, units: &[BookedUnitRow]) -> StoreResult<Booking> {
         let currency =
-            Currency::parse(&self.currency).map_err(corrupt_value("bookings.currency"))?;
+            Currency::from_stored(&self.currency).map_err(corrupt_value("bookings.currency"))?;
         Ok(Booking {
             id: self.id,
             user_id: self.user_id,
@@ -292,7 +292,7 @@ impl BookingRow {
 
 /// Parses a stored currency code.
 pub fn stored_currency(raw: &str) -> StoreResult<Currency> {
-    Currency::parse(raw).map_err(|e| StoreError::Backend(format!("corrupt currency: {e}")))
+    Currency::from_stored(raw).map_err(|e| StoreError::Backend(format!("corrupt currency: {e}")))
 }
 
 /// A `performances` row as both engines read it.

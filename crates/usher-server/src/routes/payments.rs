@@ -553,6 +553,10 @@ pub fn refused(outcome: Outcome) -> ApiError {
             kind: "sale-cancelled",
             detail: "this event or performance is cancelled; nothing more is sold".into(),
         },
+        Outcome::Refused(Refusal::SaleWithdrawn) => ApiError::Conflict {
+            kind: "not-on-sale",
+            detail: "this event is not on sale at the moment; nothing was taken".into(),
+        },
         Outcome::Refused(Refusal::SaleClosed) => ApiError::Conflict {
             kind: "not-on-sale",
             detail: "this performance has already started".into(),

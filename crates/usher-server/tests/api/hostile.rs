@@ -241,7 +241,10 @@ async fn a_handler_that_ignores_the_body_leaves_the_keep_alive_connection_usable
             .await
             .unwrap_or_else(|| panic!("request {i}: the connection was dropped"));
         let expected = if i % 2 == 0 { "401" } else { "404" };
-        assert!(status_line(&answer).contains(expected), "request {i}: {answer}");
+        assert!(
+            status_line(&answer).contains(expected),
+            "request {i}: {answer}"
+        );
         assert!(
             !answer.to_ascii_lowercase().contains("connection: close"),
             "request {i}: {answer}"
@@ -506,7 +509,11 @@ async fn an_oversized_websocket_message_closes_that_socket_only() {
     let mut fragments = raw_frame(0x01, &[b'y'; 40 * 1024]);
     fragments.extend(raw_frame(0x80, &[b'y'; 40 * 1024]));
     let announced = vec![0x81, 0x80 | 127, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0];
-    for (case, bytes) in [("one message", None), ("fragments", Some(fragments)), ("announced", Some(announced))] {
+    for (case, bytes) in [
+        ("one message", None),
+        ("fragments", Some(fragments)),
+        ("announced", Some(announced)),
+    ] {
         let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
         let snapshot = socket.next().await.unwrap().unwrap();
         assert!(snapshot.to_text().unwrap().contains("snapshot"));

@@ -135,6 +135,47 @@ on_each_engine! {
         assert_eq!(read["status"], "held");
     }
 
+    async fn money_for_an_event_set_back_to_draft_is_refunded_not_confirmed(engine) {
+        let app = spawn_app(engine).await;
+        let (organizer, customer, performance, ids, booking) = held_pair(&app).await;
+        // A checkout opened while the event was on sale…
+        let checkout = start_checkout(&app, &customer, &booking).await;
+        let second: Value = app
+            .post("/v1/bookings", Some(&customer.access), json!({"performance_id": performance["id"], "unit_ids": [ids[2]]}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let event_path = format!("/v1/events/{}", performance["event_id"].as_str().unwrap());
+        let draft = app.patch(&event_path, Some(&organizer.access), json!({"status": "draft"})).await;
+        assert_eq!(draft.status(), StatusCode::OK);
+
+        // … is paid after the organizer withdrew the event: refunded, never confirmed.
+        let paid = pay(&app, &customer, &checkout, "succeeded").await;
+        assert_eq!(paid.status(), StatusCode::OK);
+        let paid: Value = paid.json().await.unwrap();
+        assert_eq!(paid["status"], "refunded", "{paid}");
+        app.run_jobs().await;
+        assert!(app.emails().is_empty(), "no confirmation for a withdrawn sale");
+        let payment = app.store.payment(checkout["payment_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
+        assert_eq!(payment.status, usher_store::PaymentStatus::Refunded, "the refund job ran");
+        // Nothing new is paid for meanwhile: the other hold cannot start checkout.
+        let refused = app
+            .post(&format!("/v1/bookings/{}/checkout", second["id"].as_str().unwrap()), Some(&customer.access), json!({}))
+            .await;
+        let problem = assert_problem(refused, StatusCode::CONFLICT).await;
+        assert_eq!(problem["type"], "/problems/not-on-sale");
+        // The refunded booking's seats are free again.
+        let map: Value = app
+            .get(&format!("/v1/performances/{}/seats", performance["id"].as_str().unwrap()), Some(&organizer.access))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let states: Vec<&str> = map["units"].as_array().unwrap().iter().map(|u| u["state"].as_str().unwrap()).collect();
+        assert_eq!(states, ["available", "available", "held", "available"]);
+    }
+
     async fn cancelling_a_confirmed_booking_refunds_it_and_frees_the_seats(engine) {
         let app = spawn_app(engine).await;
         let (_, customer, performance, _, booking) = held_pair(&app).await;
