@@ -41,6 +41,7 @@ pub fn router() -> Router<WebState> {
         .route("/organizer/performances/{id}/units", post(set_units))
         .route("/admin", get(admin))
         .route("/admin/users/{id}/role", post(set_role))
+        .route("/admin/users/{id}/access", post(set_access))
         .route("/admin/jobs/{id}/retry", post(retry_job))
         .route("/admin/users/{id}/credit", post(credit))
         .route("/admin/audit", get(admin_audit))
@@ -1057,7 +1058,12 @@ async fn admin(
 ) -> PageResult {
     admin_only(&visit)?;
     let notice = match query.done.as_deref() {
-        Some("role") => Some("Role changed. It applies from the user's next sign-in or token refresh (within 15 minutes).".to_owned()),
+        Some("role") => Some("Role changed. It applies from the user's next request.".to_owned()),
+        Some("disabled") => Some(
+            "Disabled: every session of the account ended, and it cannot sign in until enabled."
+                .to_owned(),
+        ),
+        Some("enabled") => Some("Enabled: the account can sign in again.".to_owned()),
         Some("retry") => Some("The job is queued again.".to_owned()),
         Some("credit") => Some("Credited. The user sees it in their wallet now.".to_owned()),
         _ => None,
@@ -1115,6 +1121,34 @@ async fn set_role(
         .await
     {
         Ok(_) => Ok(Redirect::to("/admin?done=role").into_response()),
+        Err(refusal) => {
+            let refusal = refusal.for_the_form(&visit)?;
+            let status = refusal.status;
+            let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
+            Ok(page(&view, status, web.form_targets))
+        }
+    }
+}
+
+/// Disables an account (every session ends at once) or enables it again.
+async fn set_access(
+    State(web): State<WebState>,
+    visit: Visit,
+    Path(raw): Path<String>,
+    form: Form,
+) -> PageResult {
+    admin_only(&visit)?;
+    let id = id(&visit, &raw)?;
+    let disabled = form.text("disabled") == "true";
+    match visit
+        .patch::<UserView>(
+            &format!("/v1/admin/users/{id}"),
+            &json!({ "disabled": disabled }),
+        )
+        .await
+    {
+        Ok(_) if disabled => Ok(Redirect::to("/admin?done=disabled").into_response()),
+        Ok(_) => Ok(Redirect::to("/admin?done=enabled").into_response()),
         Err(refusal) => {
             let refusal = refusal.for_the_form(&visit)?;
             let status = refusal.status;

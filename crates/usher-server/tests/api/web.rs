@@ -203,6 +203,7 @@ on_each_engine! {
             (format!("/organizer/events/{event_id}/performances"), vec![("starts_at", "2030-01-01T20:00")]),
             (format!("/organizer/performances/{performance_id}/units"), vec![("unit_ids", units[1].as_str()), ("state", "blocked")]),
             (format!("/admin/users/{}/role", customer.id), vec![("role", "admin")]),
+            (format!("/admin/users/{}/access", customer.id), vec![("disabled", "true")]),
             (format!("/admin/jobs/{any}/retry"), vec![]),
         ];
         for (who, session) in [("customer", &customer), ("organizer", &organizer), ("admin", &admin)] {
@@ -628,6 +629,16 @@ on_each_engine! {
         let response = app.form(&mut jar, &format!("/admin/users/{}/role", customer.id), &[("role", "king")], Some(CSRF)).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(html(response).await.contains("role=\"alert\""));
+        assert_eq!(app.login("customer@example.com").await.role, "organizer");
+        // Disabling from the page signs the account out at once; enabling lets it back.
+        let before = app.login("customer@example.com").await;
+        let response = app.form(&mut jar, &format!("/admin/users/{}/access", customer.id), &[("disabled", "true")], Some(CSRF)).await;
+        assert_eq!(location(&response), "/admin?done=disabled");
+        assert_eq!(app.get("/v1/me", Some(&before.access)).await.status(), StatusCode::UNAUTHORIZED);
+        let listed = app.page(&mut jar, "/admin").await;
+        assert!(html(listed).await.contains("disabled</span>"));
+        let response = app.form(&mut jar, &format!("/admin/users/{}/access", customer.id), &[("disabled", "false")], Some(CSRF)).await;
+        assert_eq!(location(&response), "/admin?done=enabled");
         assert_eq!(app.login("customer@example.com").await.role, "organizer");
         // Editing an event: saved fields, and a bad title kept with its message.
         let event = app.create_event(&organizer, "Old Title").await;
