@@ -1111,23 +1111,8 @@ async fn set_role(
     Path(raw): Path<String>,
     form: Form,
 ) -> PageResult {
-    admin_only(&visit)?;
-    let id = id(&visit, &raw)?;
-    match visit
-        .patch::<UserView>(
-            &format!("/v1/admin/users/{id}"),
-            &json!({ "role": form.text("role") }),
-        )
-        .await
-    {
-        Ok(_) => Ok(Redirect::to("/admin?done=role").into_response()),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
-            let status = refusal.status;
-            let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
-            Ok(page(&view, status, web.form_targets))
-        }
-    }
+    let change = json!({ "role": form.text("role") });
+    change_user(&web, &visit, &raw, change, "role").await
 }
 
 /// Disables an account (every session ends at once) or enables it again.
@@ -1137,22 +1122,31 @@ async fn set_access(
     Path(raw): Path<String>,
     form: Form,
 ) -> PageResult {
-    admin_only(&visit)?;
-    let id = id(&visit, &raw)?;
     let disabled = form.text("disabled") == "true";
+    let done = if disabled { "disabled" } else { "enabled" };
+    change_user(&web, &visit, &raw, json!({ "disabled": disabled }), done).await
+}
+
+/// An admin's change to an account through `PATCH /v1/admin/users/{id}`: back to the
+/// admin page saying `done`, or the page again with the API's refusal.
+async fn change_user(
+    web: &WebState,
+    visit: &Visit,
+    raw: &str,
+    change: serde_json::Value,
+    done: &str,
+) -> PageResult {
+    admin_only(visit)?;
+    let id = id(visit, raw)?;
     match visit
-        .patch::<UserView>(
-            &format!("/v1/admin/users/{id}"),
-            &json!({ "disabled": disabled }),
-        )
+        .patch::<UserView>(&format!("/v1/admin/users/{id}"), &change)
         .await
     {
-        Ok(_) if disabled => Ok(Redirect::to("/admin?done=disabled").into_response()),
-        Ok(_) => Ok(Redirect::to("/admin?done=enabled").into_response()),
+        Ok(_) => Ok(Redirect::to(&format!("/admin?done={done}")).into_response()),
         Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
+            let refusal = refusal.for_the_form(visit)?;
             let status = refusal.status;
-            let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
+            let view = admin_page(visit, String::new(), None, Some(refusal.message())).await?;
             Ok(page(&view, status, web.form_targets))
         }
     }
