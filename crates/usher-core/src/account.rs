@@ -209,7 +209,7 @@ pub struct Standing {
 
 /// Why an access token whose signature and expiry are fine is still refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum AccessRefusal {
     /// The account is gone (erased).
     NoAccount,
     Disabled,
@@ -217,23 +217,23 @@ pub enum Refusal {
     SessionEnded,
 }
 
-impl Refusal {
+impl AccessRefusal {
     pub fn message(self) -> &'static str {
         match self {
-            Refusal::NoAccount => "the account no longer exists",
-            Refusal::Disabled => "this account is disabled",
-            Refusal::SessionEnded => "this session has ended; log in again",
+            AccessRefusal::NoAccount => "the account no longer exists",
+            AccessRefusal::Disabled => "this account is disabled",
+            AccessRefusal::SessionEnded => "this session has ended; log in again",
         }
     }
 }
 
 impl Standing {
     /// The role a request acts with, if the account and session admit one at all.
-    pub fn admit(standing: Option<Standing>) -> Result<Role, Refusal> {
+    pub fn admit(standing: Option<Standing>) -> Result<Role, AccessRefusal> {
         match standing {
-            None => Err(Refusal::NoAccount),
-            Some(s) if s.disabled => Err(Refusal::Disabled),
-            Some(s) if !s.session_live => Err(Refusal::SessionEnded),
+            None => Err(AccessRefusal::NoAccount),
+            Some(s) if s.disabled => Err(AccessRefusal::Disabled),
+            Some(s) if !s.session_live => Err(AccessRefusal::SessionEnded),
             Some(s) => Ok(s.role),
         }
     }
@@ -242,6 +242,35 @@ impl Standing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_acts_with_the_role_the_account_has_now_or_not_at_all() {
+        let now = |role, disabled, session_live| {
+            Some(Standing {
+                role,
+                disabled,
+                session_live,
+            })
+        };
+        assert_eq!(
+            Standing::admit(now(Role::Organizer, false, true)),
+            Ok(Role::Organizer)
+        );
+        assert_eq!(Standing::admit(None), Err(AccessRefusal::NoAccount));
+        assert_eq!(
+            Standing::admit(now(Role::Admin, true, true)),
+            Err(AccessRefusal::Disabled)
+        );
+        assert_eq!(
+            Standing::admit(now(Role::Admin, false, false)),
+            Err(AccessRefusal::SessionEnded)
+        );
+        // Disabled says more than an ended session (disabling ends them all).
+        assert_eq!(
+            Standing::admit(now(Role::Customer, true, false)),
+            Err(AccessRefusal::Disabled)
+        );
+    }
 
     #[test]
     fn look_alike_addresses_share_a_key_and_different_ones_do_not() {

@@ -14,7 +14,7 @@ pub mod money;
 pub mod page;
 pub mod text;
 
-pub use account::{Email, Password, Refusal, Role, Standing, User, UserName};
+pub use account::{AccessRefusal, Email, Password, Role, Standing, User, UserName};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::{Event, EventAttributes, EventStatus, EventText, EventTitle, Viewer};
 pub use inventory::{

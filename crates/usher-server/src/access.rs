@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use usher_core::{Refusal, Role, Standing};
+use usher_core::{AccessRefusal, Role, Standing};
 use usher_store::{AccountNotice, Store};
 
 use crate::auth::AccessClaims;
@@ -47,7 +47,7 @@ struct Memory {
 
 struct Remembered {
     user_id: Uuid,
-    verdict: Result<Role, Refusal>,
+    verdict: Result<Role, AccessRefusal>,
     at: Instant,
 }
 
@@ -99,7 +99,7 @@ impl Access {
         }
     }
 
-    fn recall(&self, claims: AccessClaims) -> Option<Result<Role, Refusal>> {
+    fn recall(&self, claims: AccessClaims) -> Option<Result<Role, AccessRefusal>> {
         let memory = self.memory.lock().ok()?;
         let remembered = memory.sessions.get(&claims.session_id)?;
         (remembered.user_id == claims.user_id && remembered.at.elapsed() < REMEMBERED_FOR)
@@ -112,7 +112,12 @@ impl Access {
 
     /// Keeps an answer read at `generation`, unless something was forgotten since (the
     /// answer may predate that change).
-    fn remember(&self, claims: AccessClaims, verdict: Result<Role, Refusal>, generation: u64) {
+    fn remember(
+        &self,
+        claims: AccessClaims,
+        verdict: Result<Role, AccessRefusal>,
+        generation: u64,
+    ) {
         let Ok(mut memory) = self.memory.lock() else {
             return;
         };
@@ -138,11 +143,11 @@ impl Access {
     }
 }
 
-fn refusal_label(refusal: Refusal) -> &'static str {
+fn refusal_label(refusal: AccessRefusal) -> &'static str {
     match refusal {
-        Refusal::NoAccount => "no_account",
-        Refusal::Disabled => "disabled",
-        Refusal::SessionEnded => "session_ended",
+        AccessRefusal::NoAccount => "no_account",
+        AccessRefusal::Disabled => "disabled",
+        AccessRefusal::SessionEnded => "session_ended",
     }
 }
 

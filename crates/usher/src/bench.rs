@@ -1342,60 +1342,8 @@ async fn onsale(
         )
         .await?;
 
-    // Buyers straight into the database, their access tokens signed with the server's key.
     let users = args.users.max(1);
-    let store = crate::open_store(database_url, usher_store::StoreOptions::default()).await?;
-    let keys = usher_server::auth::TokenKeys::new(&secrecy::SecretString::from(secret.clone()));
-    let next = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for _ in 0..8 {
-        let (store, next, run) = (store.clone(), next.clone(), run.clone());
-        writers.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= users {
-                    return anyhow::Ok(ids);
-                }
-                let user = store
-                    .create_user(usher_store::NewUser {
-                        email: usher_core::Email::parse(&format!("fan-{run}-{i}@usher.bench"))
-                            .map_err(|e| anyhow!("{e}"))?,
-                        name: usher_core::UserName::parse("Bench fan")
-                            .map_err(|e| anyhow!("{e}"))?,
-                        // Never logs in: its session is signed below.
-                        password_hash: "!".into(),
-                        role: usher_core::Role::Customer,
-                        first_account_is_admin: false,
-                    })
-                    .await?;
-                // A session of its own, as a sign-in would open: requests are
-                // authorized against it.
-                let session_id = uuid::Uuid::now_v7();
-                store
-                    .insert_refresh_token(usher_store::NewRefreshToken {
-                        id: uuid::Uuid::now_v7(),
-                        family_id: session_id,
-                        user_id: user.id,
-                        token_hash: usher_server::auth::RefreshToken::generate()
-                            .map_err(|e| anyhow!("{e}"))?
-                            .hash,
-                        expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
-                    })
-                    .await?;
-                ids.push((i, user.id, session_id));
-            }
-        }));
-    }
-    let mut tokens = vec![String::new(); users];
-    for writer in writers {
-        for (i, id, session_id) in writer.await?? {
-            tokens[i] = keys
-                .issue_access(id, session_id, chrono::Utc::now())
-                .map_err(|e| anyhow!("{e}"))?;
-        }
-    }
-    let tokens = Arc::new(tokens);
+    let tokens = Arc::new(fans(database_url, secret, &run, users).await?);
 
     // Everyone joins before the opening; buyer i is the i-th to be sent.
     let buyers = Arc::new(std::sync::Mutex::new(vec![Buyer::default(); users]));
@@ -1659,6 +1607,67 @@ async fn onsale(
     });
     check(bench, &organizer, &performance_id, holds, &mut report).await?;
     Ok(report)
+}
+
+/// `users` buyers written straight into the database, each with a session of its own
+/// (as a sign-in would open: requests are authorized against it), and their access
+/// tokens signed with the throwaway server's key, in buyer order.
+async fn fans(
+    database_url: &str,
+    secret: &str,
+    run: &str,
+    users: usize,
+) -> anyhow::Result<Vec<String>> {
+    let store = crate::open_store(database_url, usher_store::StoreOptions::default()).await?;
+    let keys = usher_server::auth::TokenKeys::new(&secrecy::SecretString::from(secret.to_owned()));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (store, next, run) = (store.clone(), next.clone(), run.to_owned());
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= users {
+                    return anyhow::Ok(ids);
+                }
+                let user = store
+                    .create_user(usher_store::NewUser {
+                        email: usher_core::Email::parse(&format!("fan-{run}-{i}@usher.bench"))
+                            .map_err(|e| anyhow!("{e}"))?,
+                        name: usher_core::UserName::parse("Bench fan")
+                            .map_err(|e| anyhow!("{e}"))?,
+                        // Never logs in: its session is opened here.
+                        password_hash: "!".into(),
+                        role: usher_core::Role::Customer,
+                        first_account_is_admin: false,
+                    })
+                    .await?;
+                let session_id = uuid::Uuid::now_v7();
+                store
+                    .insert_refresh_token(usher_store::NewRefreshToken {
+                        id: uuid::Uuid::now_v7(),
+                        family_id: session_id,
+                        user_id: user.id,
+                        token_hash: usher_server::auth::RefreshToken::generate()
+                            .map_err(|e| anyhow!("{e}"))?
+                            .hash,
+                        expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+                    })
+                    .await?;
+                ids.push((i, user.id, session_id));
+            }
+        }));
+    }
+    let mut tokens = vec![String::new(); users];
+    for writer in writers {
+        for (i, id, session_id) in writer.await?? {
+            tokens[i] = keys
+                .issue_access(id, session_id, chrono::Utc::now())
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    Ok(tokens)
 }
 
 /// Spearman's rank correlation of the index (arrival) and `places` (ties share ranks).
