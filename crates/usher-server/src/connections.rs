@@ -393,25 +393,36 @@ pub async fn whole_body(
     if !has_body {
         return next.run(request).await;
     }
+    // A body announced as too large is refused before a byte of it is read.
+    let announced_too_large = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|length| length > limit as u64);
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+    let read = if announced_too_large {
+        None
+    } else {
+        Some(axum::body::to_bytes(body, limit).await)
+    };
+    let too_large = match read {
+        Some(Ok(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
         }
-        Err(error) => {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            let mut response = if too_large {
-                ApiError::PayloadTooLarge.into_response()
-            } else {
-                ApiError::MalformedBody("the request body broke off".into()).into_response()
-            };
-            response.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            response
-        }
-    }
+        Some(Err(error)) => std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>()),
+        None => true,
+    };
+    let mut response = if too_large {
+        ApiError::PayloadTooLarge.into_response()
+    } else {
+        ApiError::MalformedBody("the request body broke off".into()).into_response()
+    };
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }

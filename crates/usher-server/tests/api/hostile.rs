@@ -253,6 +253,25 @@ async fn a_handler_that_ignores_the_body_leaves_the_keep_alive_connection_usable
 }
 
 #[tokio::test]
+async fn a_body_announced_over_the_limit_is_refused_before_it_is_sent() {
+    let app = spawn_app_with(Engine::Sqlite, |c| c.max_body_bytes = 1024).await;
+    let mut stream = connect(&app).await;
+    // Ten megabytes announced, not a byte sent: the answer comes at once, and says the
+    // connection ends (the body's bytes would otherwise be read as the next request).
+    let head = "POST /v1/events HTTP/1.1\r\nHost: usher\r\nContent-Type: application/json\r\n\
+                Content-Length: 10485760\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Waiting for the body would run into the request timeout (30 s): well past this.
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(status_line(&answer).contains("413"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}
+
+#[tokio::test]
 async fn one_address_cannot_take_every_connection() {
     let app = spawn_app_with(Engine::Sqlite, |c| {
         c.connections.max_connections = 40;
