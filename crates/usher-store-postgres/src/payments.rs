@@ -13,7 +13,7 @@ use usher_core::{BookingStatus, Money};
 use usher_store::box_office::action;
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JOB_MAX_ATTEMPTS;
-use usher_store::{Audit, AuditEntry, WalletMove};
+use usher_store::{Audit, AuditEntry, WalletMove, WalletMoved};
 use usher_store::{
     ChangeSet, IdempotencyStart, Job, JobRow, JobState, LifecycleTx, LiveChange, Payment,
     PaymentRow, ProviderEvent, StoreError, StoreResult, TransitionRequest, Transitioned,
@@ -334,7 +334,7 @@ impl LifecycleTx for PgLifecycle<'_> {
         crate::box_office::issue_tickets(self.0, booking_id, now).await
     }
 
-    async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<i64>> {
+    async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<WalletMoved>> {
         crate::box_office::wallet_move(self.0, entry).await
     }
 

@@ -11,7 +11,8 @@ use usher_core::{BookingStatus, Cursor, Money, PageLimit};
 use usher_store::box_office::{self, action};
 use usher_store::{
     Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, Page, StoreError, StoreResult,
-    TicketRecord, WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, paginate,
+    TicketRecord, WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove,
+    WalletMoved, paginate,
 };
 
 use crate::{SqliteStore, backend};
@@ -51,11 +52,12 @@ pub(crate) async fn insert_audit(
 }
 
 /// Moves a wallet's balance and appends the entry; `None` (nothing written) when the
-/// balance would go below zero.
+/// balance would go below zero. The entry's id is taken after the balance moved, while
+/// this transaction holds the wallet's row: the ledger's id order is the order of moves.
 pub(crate) async fn wallet_move(
     conn: &mut SqliteConnection,
     entry: &WalletMove,
-) -> StoreResult<Option<i64>> {
+) -> StoreResult<Option<WalletMoved>> {
     let currency = entry.amount.currency.as_str();
     let amount = entry.amount.amount;
     let balance = if amount >= 0 {
@@ -92,11 +94,12 @@ pub(crate) async fn wallet_move(
         }
     };
     let kind = entry.kind.as_str();
+    let entry_id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO wallet_entries (id, user_id, currency, amount, balance_after, kind, reason,
                                      booking_id, payment_id, actor_id, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        entry.id,
+        entry_id,
         entry.user_id,
         currency,
         amount,
@@ -111,7 +114,7 @@ pub(crate) async fn wallet_move(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    Ok(Some(balance))
+    Ok(Some(WalletMoved { entry_id, balance }))
 }
 
 /// Numbers a ticket for each unit of the booking not numbered yet.
@@ -305,7 +308,6 @@ impl SqliteStore {
 
     pub(crate) async fn do_wallet_credit(&self, credit: WalletCredit) -> StoreResult<WalletEntry> {
         let entry = WalletMove {
-            id: Uuid::now_v7(),
             user_id: credit.user_id,
             amount: credit.amount,
             kind: WalletEntryKind::Credit,
@@ -316,7 +318,7 @@ impl SqliteStore {
             at: credit.now,
         };
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let balance = wallet_move(&mut tx, &entry).await?.ok_or_else(|| {
+        let moved = wallet_move(&mut tx, &entry).await?.ok_or_else(|| {
             StoreError::Backend("a credit cannot take a balance below zero".into())
         })?;
         let audit = credit
@@ -337,10 +339,10 @@ impl SqliteStore {
         .await?;
         tx.commit().await.map_err(backend)?;
         Ok(WalletEntry {
-            id: entry.id,
+            id: moved.entry_id,
             user_id: entry.user_id,
             amount: entry.amount,
-            balance_after: balance,
+            balance_after: moved.balance,
             kind: entry.kind,
             reason: entry.reason,
             booking_id: None,

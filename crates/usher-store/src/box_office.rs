@@ -238,10 +238,12 @@ impl WalletEntryKind {
     }
 }
 
-/// A move of money in or out of a wallet, to be written as one ledger entry.
+/// A move of money in or out of a wallet, to be written as one ledger entry. The
+/// entry's id is given by the engine while it holds the wallet's row, so that the
+/// ledger's order (by id) is the order in which the balance moved, whatever the
+/// concurrency ([`WalletMoved`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletMove {
-    pub id: Uuid,
     pub user_id: Uuid,
     /// Signed: negative takes money out.
     pub amount: Money,
@@ -251,6 +253,13 @@ pub struct WalletMove {
     pub payment_id: Option<Uuid>,
     pub actor_id: Option<Uuid>,
     pub at: DateTime<Utc>,
+}
+
+/// What a wallet move wrote: the entry's id and the balance right after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalletMoved {
+    pub entry_id: Uuid,
+    pub balance: i64,
 }
 
 /// One ledger entry.

@@ -23,7 +23,7 @@ pub mod pipeline;
 pub mod waiting;
 pub use box_office::{
     Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit,
-    WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove,
+    WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved,
 };
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,

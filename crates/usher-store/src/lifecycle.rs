@@ -17,7 +17,7 @@ use usher_core::lifecycle::{
 };
 use usher_core::{Booking, BookingStatus, Money, UnitState};
 
-use crate::box_office::{Audit, AuditEntry, WalletEntryKind, WalletMove, action};
+use crate::box_office::{Audit, AuditEntry, WalletEntryKind, WalletMove, WalletMoved, action};
 use crate::live::{ChangeSet, LiveChange};
 use crate::payments::{Payment, ProviderEvent, job_kind};
 use crate::{StoreError, StoreResult};
@@ -149,7 +149,7 @@ pub trait LifecycleTx: Send {
     async fn issue_tickets(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
     /// Moves the wallet's balance by `entry.amount` in one conditional write and appends
     /// the entry. `None` (and nothing written) when the balance would go below zero.
-    async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<i64>>;
+    async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<WalletMoved>>;
     /// Appends an audit row; a `booking` target without an event is filed under the
     /// booking's event.
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
@@ -214,7 +214,6 @@ pub async fn run_transition(
     {
         let buyer = tx.load_booking(booking_id).await?.user_id;
         let debit = WalletMove {
-            id: Uuid::now_v7(),
             user_id: buyer,
             amount: Money::new(-total.amount, total.currency),
             kind: WalletEntryKind::Payment,
@@ -347,7 +346,6 @@ async fn apply(
         for &payment_id in &decision.wallet_refunds {
             let payment = tx.load_payment(payment_id).await?;
             let credit = WalletMove {
-                id: Uuid::now_v7(),
                 user_id: buyer,
                 amount: payment.amount,
                 kind: WalletEntryKind::Refund,
