@@ -495,25 +495,6 @@ impl Store for PostgresStore {
         Ok(Some(session_id))
     }
 
-    async fn end_session(
-        &self,
-        user_id: Uuid,
-        session_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let ended = sqlx::query!(
-            "UPDATE refresh_tokens SET revoked_at = $1
-             WHERE family_id = $2 AND user_id = $3 AND revoked_at IS NULL",
-            now,
-            session_id,
-            user_id
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(ended.rows_affected() > 0)
-    }
-
     async fn session_of_refresh_token(&self, token_hash: &[u8]) -> StoreResult<Option<Uuid>> {
         sqlx::query_scalar!(
             r#"SELECT family_id AS "family_id!: Uuid" FROM refresh_tokens WHERE token_hash = $1"#,

@@ -294,14 +294,6 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &[u8],
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Uuid>>;
-    /// Ends one session of this user (whatever token of it is current). Whether it was
-    /// still live.
-    async fn end_session(
-        &self,
-        user_id: Uuid,
-        session_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
     /// The session a refresh token belongs to (its family), live or not.
     async fn session_of_refresh_token(&self, token_hash: &[u8]) -> StoreResult<Option<Uuid>>;
     /// The account and session as they are now; `None` when the account is gone.

@@ -65,7 +65,11 @@ on_each_engine! {
             .args(["run", &format!("{base}/openapi.json")])
             .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
             .args(["--max-examples", "40", "--seed", "20261125", "--no-shrink"])
-            .args(["--workers", "2", "--request-timeout", "10"])
+            // One worker: with two, CPython 3.11's `ast.parse` (hypothesis describing a
+            // strategy) is not thread-safe and now and then aborts the run with
+            // "AST constructor recursion depth mismatch", a failure of the tool, not of
+            // the API (seen once in a clean CI run).
+            .args(["--workers", "1", "--request-timeout", "10"])
             .args(["--exclude-path-regex", "/live$|^/v1/events/\\{id\\}/performances$"])
             .args(["--header", &format!("Authorization: Bearer {token}")])
             .args(["--report", "junit", "--report-dir"])

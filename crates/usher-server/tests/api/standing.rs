@@ -96,6 +96,16 @@ on_each_engine! {
         assert_problem(refresh, StatusCode::UNAUTHORIZED).await;
         // The other session of the same account goes on.
         assert_eq!(app.get("/v1/me", Some(&laptop.access)).await.status(), StatusCode::OK);
+        // Logging out a lost phone from the laptop ends the phone's session only.
+        let phone = app.login("ann@example.com").await;
+        let out = app.post("/v1/auth/logout", Some(&laptop.access), json!({"refresh_token": phone.refresh})).await;
+        assert_eq!(out.status(), StatusCode::NO_CONTENT);
+        assert_problem(app.get("/v1/me", Some(&phone.access)).await, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(app.get("/v1/me", Some(&laptop.access)).await.status(), StatusCode::OK);
+        // An unknown refresh token ends nothing (and is no error).
+        let unknown = app.post("/v1/auth/logout", Some(&laptop.access), json!({"refresh_token": "made-up"})).await;
+        assert_eq!(unknown.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.get("/v1/me", Some(&laptop.access)).await.status(), StatusCode::OK);
     }
 
     async fn a_replayed_refresh_token_ends_the_access_tokens_of_its_session(engine) {
