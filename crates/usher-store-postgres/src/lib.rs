@@ -29,7 +29,7 @@ use usher_store::{
     LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page, Payment,
     PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness,
     Rotation, SaleScope, Store, StoreError, StoreOptions, StoreResult, TransitionRequest,
-    Transitioned, UserCredentials, UserQuery, UserRow, WritePipeline, contains_pattern,
+    Transitioned, UserChange, UserCredentials, UserQuery, UserRow, WritePipeline, contains_pattern,
     page_from_rows, paginate, search_key, user_search_key,
 };
 use usher_store::{
@@ -337,40 +337,6 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn set_role(
-        &self,
-        id: Uuid,
-        role: Role,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<Option<User>> {
-        let role_name = role.as_str();
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let user = sqlx::query_as!(
-            UserRow,
-            r#"UPDATE users SET role = $1 WHERE id = $2
-               RETURNING id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!",
-                      created_at AS "created_at!: DateTime<Utc>""#,
-            role_name,
-            id
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?
-        .map(UserRow::into_user)
-        .transpose()?;
-        if user.is_some() {
-            let audit = audit.clone().note("role", role_name);
-            box_office::insert_audit(
-                &mut tx,
-                &audit.entry(action::USER_ROLE_CHANGED, ("user", id), None, now),
-            )
-            .await?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(user)
-    }
-
     async fn list_users(&self, query: UserQuery) -> StoreResult<Page<User>> {
         let pattern = query.q.as_deref().map(contains_pattern);
         let after = query.after.map(|c| c.id());
@@ -531,21 +497,29 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn set_disabled(
+    async fn update_user(
         &self,
         id: Uuid,
-        disabled: bool,
+        change: UserChange,
         now: DateTime<Utc>,
         audit: &Audit,
     ) -> StoreResult<Option<User>> {
+        let role = change.role.map(Role::as_str);
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let disabled_at = disabled.then_some(now);
+        // A second "disable" keeps the first one's time.
         let user = sqlx::query_as!(
             UserRow,
-            r#"UPDATE users SET disabled_at = $1 WHERE id = $2
+            r#"UPDATE users
+               SET role = COALESCE($1::text, role),
+                   disabled_at = CASE WHEN $2::bool IS NULL THEN disabled_at
+                                      WHEN $2::bool THEN COALESCE(disabled_at, $3)
+                                      ELSE NULL END
+               WHERE id = $4
                RETURNING id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!",
                          created_at AS "created_at!: DateTime<Utc>""#,
-            disabled_at,
+            role,
+            change.disabled,
+            now,
             id
         )
         .fetch_optional(&mut *tx)
@@ -553,23 +527,21 @@ impl Store for PostgresStore {
         .map_err(backend)?
         .map(UserRow::into_user)
         .transpose()?;
-        if user.is_some() {
-            if disabled {
-                sqlx::query!(
-                    "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-                    now,
-                    id
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            }
-            let kind = if disabled {
-                action::USER_DISABLED
-            } else {
-                action::USER_ENABLED
-            };
-            box_office::insert_audit(&mut tx, &audit.entry(kind, ("user", id), None, now)).await?;
+        if user.is_none() {
+            return Ok(None);
+        }
+        if change.disabled == Some(true) {
+            sqlx::query!(
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+                now,
+                id
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        for entry in usher_store::user_change_audit(audit, id, change, now) {
+            box_office::insert_audit(&mut tx, &entry).await?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(user)

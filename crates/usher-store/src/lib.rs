@@ -95,6 +95,14 @@ pub struct NewRefreshToken {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What an admin changes about an account; `None` leaves it as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserChange {
+    pub role: Option<Role>,
+    /// `Some(true)` disables (every session ends), `Some(false)` enables again.
+    pub disabled: Option<bool>,
+}
+
 /// What happened when a refresh token was presented for rotation. A session is a
 /// refresh-token family: its id is the family's, and access tokens name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,10 +275,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, new: NewUser) -> StoreResult<User>;
     async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn credentials_by_email(&self, email: &Email) -> StoreResult<Option<UserCredentials>>;
-    async fn set_role(
+    /// Changes an account's role, disables or enables it, or both, in one transaction
+    /// with an audit row per change; disabling revokes every session of it there too.
+    /// `None` when there is no such account.
+    async fn update_user(
         &self,
         id: Uuid,
-        role: Role,
+        change: UserChange,
         now: DateTime<Utc>,
         audit: &Audit,
     ) -> StoreResult<Option<User>>;
@@ -298,15 +309,6 @@ pub trait Store: Send + Sync + 'static {
     async fn session_of_refresh_token(&self, token_hash: &[u8]) -> StoreResult<Option<Uuid>>;
     /// The account and session as they are now; `None` when the account is gone.
     async fn standing(&self, user_id: Uuid, session_id: Uuid) -> StoreResult<Option<Standing>>;
-    /// Disables an account (every session of it revoked in the same transaction) or
-    /// enables it again, with its audit row. `None` when there is no such account.
-    async fn set_disabled(
-        &self,
-        id: Uuid,
-        disabled: bool,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<Option<User>>;
     /// Tells every instance that what authorizes requests changed (after the commit
     /// that changed it). Engines with one instance need not: the server forgets locally.
     async fn announce_account(&self, notice: AccountNotice) -> StoreResult<()> {
@@ -612,6 +614,34 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self { group_commit: true }
     }
+}
+
+/// The audit rows of an admin's change to an account: one per thing changed.
+pub fn user_change_audit(
+    audit: &Audit,
+    user_id: Uuid,
+    change: UserChange,
+    now: DateTime<Utc>,
+) -> Vec<AuditEntry> {
+    let mut entries = Vec::new();
+    if let Some(role) = change.role {
+        let audit = audit.clone().note("role", role.as_str());
+        entries.push(audit.entry(
+            box_office::action::USER_ROLE_CHANGED,
+            ("user", user_id),
+            None,
+            now,
+        ));
+    }
+    if let Some(disabled) = change.disabled {
+        let kind = if disabled {
+            box_office::action::USER_DISABLED
+        } else {
+            box_office::action::USER_ENABLED
+        };
+        entries.push(audit.entry(kind, ("user", user_id), None, now));
+    }
+    entries
 }
 
 /// A `users` row as both engines read it; turned into a [`User`] by [`UserRow::into_user`].

@@ -12,7 +12,7 @@ use usher_core::{
 };
 use usher_store::{
     Audit, EventPatch, EventQuery, EventScope, NewEvent, NewRefreshToken, NewUser, Rotation, Store,
-    StoreError,
+    StoreError, UserChange,
 };
 use usher_testkit::on_each_engine;
 
@@ -56,12 +56,26 @@ fn query(scope: EventScope, q: Option<&str>, limit: u32, after: Option<Cursor>) 
     }
 }
 
+fn role(role: Role) -> UserChange {
+    UserChange {
+        role: Some(role),
+        disabled: None,
+    }
+}
+
+fn disabling(disabled: bool) -> UserChange {
+    UserChange {
+        role: None,
+        disabled: Some(disabled),
+    }
+}
+
 async fn organizer(store: &Arc<dyn Store>, email: &str) -> Uuid {
     let user = store.create_user(new_user(email, true)).await.unwrap();
     store
-        .set_role(
+        .update_user(
             user.id,
-            Role::Organizer,
+            role(Role::Organizer),
             usher_store::now(),
             &Audit::system(),
         )
@@ -135,7 +149,7 @@ on_each_engine! {
         assert_eq!(creds.user, ann);
         assert_eq!(creds.password_hash, "$argon2id$not-a-real-hash");
         assert!(store.user(Uuid::now_v7()).await.unwrap().is_none());
-        assert!(store.set_role(Uuid::now_v7(), Role::Admin, usher_store::now(), &Audit::system()).await.unwrap().is_none());
+        assert!(store.update_user(Uuid::now_v7(), role(Role::Admin), usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
     async fn refresh_rotation_then_reuse_revokes_the_family(engine) {
@@ -216,7 +230,7 @@ on_each_engine! {
             .rotate_refresh_token(b"phone", token(ann.id, Uuid::nil(), b"phone2", Duration::days(1)), Utc::now())
             .await
             .unwrap();
-        store.set_role(ann.id, Role::Customer, usher_store::now(), &Audit::system()).await.unwrap();
+        store.update_user(ann.id, role(Role::Customer), usher_store::now(), &Audit::system()).await.unwrap();
         assert_eq!(
             standing(ann.id, phone).await,
             Some(Standing { role: Role::Customer, disabled: false, session_live: true })
@@ -229,15 +243,15 @@ on_each_engine! {
 
         // Disabling ends every session and shows on the account; enabling lets it sign in
         // again but does not bring old sessions back.
-        let disabled = store.set_disabled(ann.id, true, usher_store::now(), &Audit::system()).await.unwrap().unwrap();
+        let disabled = store.update_user(ann.id, disabling(true), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
         assert!(disabled.disabled);
         let now = standing(ann.id, laptop).await.unwrap();
         assert!(now.disabled && !now.session_live);
         assert!(store.credentials_by_email(&Email::parse("ann@example.com").unwrap()).await.unwrap().unwrap().user.disabled);
-        let enabled = store.set_disabled(ann.id, false, usher_store::now(), &Audit::system()).await.unwrap().unwrap();
+        let enabled = store.update_user(ann.id, disabling(false), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
         assert!(!enabled.disabled);
         assert!(!standing(ann.id, laptop).await.unwrap().session_live);
-        assert!(store.set_disabled(Uuid::now_v7(), true, usher_store::now(), &Audit::system()).await.unwrap().is_none());
+        assert!(store.update_user(Uuid::now_v7(), disabling(true), usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
     async fn expired_and_unknown_refresh_tokens_are_invalid(engine) {

@@ -133,9 +133,12 @@ async fn ensure_user(
         return Ok(user);
     }
     store
-        .set_role(
+        .update_user(
             user.id,
-            role,
+            usher_store::UserChange {
+                role: Some(role),
+                disabled: None,
+            },
             usher_store::now(),
             &usher_store::Audit::system().note("by", "usher seed"),
         )

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use usher_core::{Email, Password, Role, User, UserName};
-use usher_store::{AccountNotice, NewRefreshToken, NewUser, Rotation};
+use usher_store::{AccountNotice, NewRefreshToken, NewUser, Rotation, UserChange};
 
 use crate::auth::{self, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL, RefreshToken};
 use crate::extract::{Caller, Fields, Json, RequestId, path_id};
@@ -365,31 +365,18 @@ async fn set_role(
                 .into(),
         });
     }
-    let audit = caller.audit(&request);
-    let now = state.clock().now();
-    let mut user = None;
-    if let Some(role) = role {
-        user = Some(
-            state
-                .store()
-                .set_role(id, role, now, &audit)
-                .await?
-                .ok_or(ApiError::NotFound)?,
-        );
-        tracing::info!(user_id = %id, role = %role, "role changed");
-    }
-    if let Some(disabled) = body.disabled {
-        user = Some(
-            state
-                .store()
-                .set_disabled(id, disabled, now, &audit)
-                .await?
-                .ok_or(ApiError::NotFound)?,
-        );
-        tracing::info!(user_id = %id, disabled, "account disabled or enabled");
-    }
+    let change = UserChange {
+        role,
+        disabled: body.disabled,
+    };
+    // Role and state change together or not at all.
+    let user = state
+        .store()
+        .update_user(id, change, state.clock().now(), &caller.audit(&request))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tracing::info!(user_id = %id, ?change, "account changed");
     state.account_changed(AccountNotice::Account(id)).await;
-    let user = user.ok_or(ApiError::Internal("nothing was changed".into()))?;
     Ok(axum::Json(user.into()))
 }
 

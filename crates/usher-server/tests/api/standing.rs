@@ -152,6 +152,17 @@ on_each_engine! {
 
         let enabled = set(&app, &admin, &ann, json!({"disabled": false})).await;
         assert_eq!(enabled["disabled"], false);
+        // Both at once, in one change: an organizer, disabled; then enabled again.
+        let both = set(&app, &admin, &ann, json!({"role": "organizer", "disabled": true})).await;
+        assert_eq!((both["role"].as_str(), both["disabled"].as_bool()), (Some("organizer"), Some(true)));
+        let bad = app
+            .patch(&format!("/v1/admin/users/{}", ann.id), Some(&admin.access), json!({"role": "root", "disabled": false}))
+            .await;
+        assert_problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let still: Value = app.get("/v1/admin/users?q=ann%40", Some(&admin.access)).await.json().await.unwrap();
+        assert_eq!(still["items"][0]["disabled"], true, "a refused change changes nothing");
+        let enabled = set(&app, &admin, &ann, json!({"disabled": false})).await;
+        assert_eq!((enabled["role"].as_str(), enabled["disabled"].as_bool()), (Some("organizer"), Some(false)));
         // Old sessions stay ended; a fresh sign-in works.
         assert_problem(app.get("/v1/me", Some(&ann.access)).await, StatusCode::UNAUTHORIZED).await;
         let again = app.login("ann@example.com").await;
