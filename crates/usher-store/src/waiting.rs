@@ -186,8 +186,9 @@ pub trait ServeTx: Send {
 /// each entry a whole group at once (a general-admission quantity of its ticket type,
 /// or the best adjacent seats), as a hold made for that person with `offer_ttl` to pay.
 /// An entry that cannot be served stays first in line for its ticket type (or for the
-/// seats); later, smaller groups may be served past it at most [`MAX_PASSES`] times,
-/// after which the units that come back wait for it. Returns the offers made.
+/// seats); later groups smaller than every one refused before them may be served past
+/// it, at most [`MAX_PASSES`] times, after which the units that come back wait for it.
+/// Returns the offers made.
 pub async fn serve(
     tx: &mut dyn ServeTx,
     performance_id: Uuid,
@@ -195,15 +196,18 @@ pub async fn serve(
     offer_ttl: Duration,
 ) -> StoreResult<Vec<(Uuid, Booking)>> {
     let waiting = tx.waiting(performance_id).await?;
-    // Per ticket type (or `None`: the seats), the first entry that could not be served
-    // and how often it has been passed.
-    let mut heads: Vec<(Option<Uuid>, Uuid, i64)> = Vec::new();
+    // Per ticket type (or `None`: the seats), the first entry that could not be served,
+    // how often it has been passed, and the smallest group that could not be served so
+    // far: only a smaller one may go past it. (On PostgreSQL units freed by a commit
+    // meanwhile show up half-way through this walk; without that bound a later, larger
+    // group could take them ahead of an earlier one that had just been refused.)
+    let mut heads: Vec<(Option<Uuid>, Uuid, i64, i64)> = Vec::new();
     let mut offers = Vec::new();
     for entry in waiting {
         let scope = entry.ticket_type_id;
-        let head = heads.iter().position(|(s, _, _)| *s == scope);
+        let head = heads.iter().position(|(s, _, _, _)| *s == scope);
         if let Some(i) = head
-            && heads[i].2 >= MAX_PASSES
+            && (heads[i].2 >= MAX_PASSES || entry.quantity >= heads[i].3)
         {
             continue;
         }
@@ -234,8 +238,10 @@ pub async fn serve(
                 }
                 offers.push((entry.id, booking));
             }
-            None if head.is_none() => heads.push((scope, entry.id, entry.passed_over)),
-            None => {}
+            None => match head {
+                None => heads.push((scope, entry.id, entry.passed_over, entry.quantity)),
+                Some(i) => heads[i].3 = heads[i].3.min(entry.quantity),
+            },
         }
     }
     Ok(offers)
