@@ -11,7 +11,8 @@ use usher_core::{Booking, BookingStatus, UnitState};
 use usher_store::Store;
 
 /// Checks one performance against the bookings known to have been made on it.
-/// `bookings` must include every booking ever held on the performance.
+/// `bookings` must include every booking ever held on the performance, and each must
+/// exist: one that cannot be found is reported as lost.
 pub async fn check_performance(
     store: &dyn Store,
     performance_id: Uuid,
@@ -54,8 +55,10 @@ pub async fn check_performance(
     let mut live_units: HashSet<Uuid> = HashSet::new();
     let mut live_held = 0u64;
     for id in bookings {
+        // Every booking named here was acknowledged to someone: one that is gone is a
+        // lost booking, never something to step over.
         let Some(booking) = store.booking(*id).await.map_err(|e| e.to_string())? else {
-            continue;
+            return Err(format!("booking {id} was acknowledged and is gone"));
         };
         if booking.performance_id != performance_id {
             continue;
@@ -113,8 +116,10 @@ pub fn check_total(booking: &Booking) -> Result<(), String> {
 /// (or has been) refunded; a refunded booking's confirming payment is refunded too.
 pub async fn check_money(store: &dyn Store, bookings: &[Uuid]) -> Result<(), String> {
     for id in bookings {
+        // Every booking named here was acknowledged to someone: one that is gone is a
+        // lost booking, never something to step over.
         let Some(booking) = store.booking(*id).await.map_err(|e| e.to_string())? else {
-            continue;
+            return Err(format!("booking {id} was acknowledged and is gone"));
         };
         let payments = store
             .payments_of_booking(*id)

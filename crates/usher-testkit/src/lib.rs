@@ -404,3 +404,12 @@ macro_rules! on_each_engine {
         )*
     };
 }
+
+/// Whether a test whose tool (a browser, schemathesis) is missing must fail rather than
+/// skip: `scripts/test` sets `USHER_TESTS_REQUIRE_ALL=1` (unless a person running it
+/// opts out, loudly, with `USHER_TESTS_ALLOW_SKIPS=1`), and so does CI. Run by hand with
+/// `cargo test`, a missing tool is a printed skip.
+pub fn skipping_is_a_failure() -> bool {
+    std::env::var("USHER_TESTS_REQUIRE_ALL").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
