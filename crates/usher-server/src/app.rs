@@ -296,11 +296,12 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
     // `Router::layer` wraps what is already there, so the layers are listed from the
     // innermost (closest to the handlers) to the outermost.
     app
-        // Enforced where bodies are read (our JSON extractor), which answers 413.
+        // The extractors' own limit, set to ours: without it axum's 2 MB default would
+        // refuse bodies that `whole_body` (below) let in under a larger configured limit.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        // Every body read whole before a handler runs (inside the timeout, so a body
-        // that never arrives is still a 503): a handler that ignores it must not leave
-        // the keep-alive connection with unread bytes.
+        // Every body read whole before a handler runs (over the limit: 413), inside the
+        // timeout so that a body that never arrives is still a 503: a handler that
+        // ignores it must not leave the keep-alive connection with unread bytes.
         .layer(middleware::from_fn_with_state(
             config.max_body_bytes,
             crate::connections::whole_body,

@@ -150,6 +150,33 @@ impl Drop for AddressSlot {
     }
 }
 
+/// Why a connection is turned away.
+#[derive(Debug, Clone, Copy)]
+enum Full {
+    /// Every connection slot is taken.
+    Server,
+    /// Its address holds its share of them.
+    Address,
+}
+
+impl Full {
+    /// The metric's label (`usher_shed_total{what=…}`).
+    fn label(self) -> &'static str {
+        match self {
+            Full::Server => "connection",
+            Full::Address => "address",
+        }
+    }
+
+    /// What the 503 says there are too many of.
+    fn what(self) -> &'static str {
+        match self {
+            Full::Server => "connections",
+            Full::Address => "connections from your address",
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `stopped` turns true, then stops accepting and
 /// lets open connections finish their requests (for at most [`DRAIN_DEADLINE`]).
 pub async fn serve(
@@ -176,23 +203,20 @@ pub async fn serve(
         };
         // Small answers (a hold, a 409) should not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let address = if proxies.contains(remote.ip()) {
+        // Its address's share first (trusted proxies carry many clients), then the cap.
+        let slot = if proxies.contains(remote.ip()) {
             Ok(None)
         } else {
             addresses
                 .take(remote.ip(), limits.max_per_address)
                 .map(Some)
-                .ok_or("connections from your address")
-        };
-        let slot = match address {
-            Ok(address) => open
-                .clone()
-                .try_acquire_owned()
-                .map(|slot| (slot, address))
-                .map_err(|_| "connections"),
-            Err(why) => Err(why),
-        };
-        match slot {
+                .ok_or(Full::Address)
+        }
+        .and_then(|address| {
+            let slot = open.clone().try_acquire_owned().map_err(|_| Full::Server)?;
+            Ok((slot, address))
+        });
+        let full = match slot {
             Ok(slot) => {
                 tokio::spawn(connection(
                     stream,
@@ -205,18 +229,12 @@ pub async fn serve(
                 ));
                 continue;
             }
-            Err(what) => {
-                let label = if what == "connections" {
-                    "connection"
-                } else {
-                    "address"
-                };
-                if let Ok(slot) = turning_away.clone().try_acquire_owned() {
-                    metrics::counter!("usher_shed_total", "what" => label).increment(1);
-                    tokio::spawn(turn_away(stream, remote, router.clone(), what, slot));
-                    continue;
-                }
-            }
+            Err(full) => full,
+        };
+        if let Ok(slot) = turning_away.clone().try_acquire_owned() {
+            metrics::counter!("usher_shed_total", "what" => full.label()).increment(1);
+            tokio::spawn(turn_away(stream, remote, router.clone(), full, slot));
+            continue;
         }
         // Too many being turned away already: closed without an answer.
         metrics::counter!("usher_shed_total", "what" => "connection_closed").increment(1);
@@ -293,7 +311,7 @@ async fn turn_away(
     stream: TcpStream,
     remote: SocketAddr,
     router: Router,
-    what: &'static str,
+    full: Full,
     _slot: OwnedSemaphorePermit,
 ) {
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -308,7 +326,7 @@ async fn turn_away(
             } else {
                 ApiError::Busy {
                     retry_after_seconds: 1,
-                    what,
+                    what: full.what(),
                 }
                 .into_response()
             };
@@ -394,32 +412,30 @@ pub async fn whole_body(
         return next.run(request).await;
     }
     // A body announced as too large is refused before a byte of it is read.
-    let announced_too_large = request
+    let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|length| length > limit as u64);
-    let (parts, body) = request.into_parts();
-    let read = if announced_too_large {
-        None
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+    let refused = if announced.is_some_and(|length| length > limit as u64) {
+        ApiError::PayloadTooLarge
     } else {
-        Some(axum::body::to_bytes(body, limit).await)
-    };
-    let too_large = match read {
-        Some(Ok(bytes)) => {
-            return next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
+        let (parts, body) = request.into_parts();
+        match axum::body::to_bytes(body, limit).await {
+            Ok(bytes) => {
+                return next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+            }
+            Err(error)
+                if std::error::Error::source(&error)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>()) =>
+            {
+                ApiError::PayloadTooLarge
+            }
+            Err(_) => ApiError::MalformedBody("the request body broke off".into()),
         }
-        Some(Err(error)) => std::error::Error::source(&error)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>()),
-        None => true,
     };
-    let mut response = if too_large {
-        ApiError::PayloadTooLarge.into_response()
-    } else {
-        ApiError::MalformedBody("the request body broke off".into()).into_response()
-    };
+    let mut response = refused.into_response();
     response.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),

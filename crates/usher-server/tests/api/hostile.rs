@@ -62,6 +62,20 @@ fn status_line(answer: &str) -> &str {
     answer.lines().next().unwrap_or("")
 }
 
+/// Polls `path` on fresh connections until it answers 200, or fails with `why` after
+/// five seconds (a slot or share freed by a closed connection is reused).
+async fn served_again(app: &TestApp, path: &str, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = raw_get(app, path).await;
+        if status_line(&answer).contains("200") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}: {answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_stuck_in_the_middle_of_its_headers_is_cut_off() {
     let app = spawn_app_with(Engine::Sqlite, |c| {
@@ -157,18 +171,7 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_the_cap_frees_u
     }
 
     drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let answer = raw_get(&app, "/v1/events").await;
-        if status_line(&answer).contains("200") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the freed slot was never reused: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_again(&app, "/v1/events", "the freed slot was never reused").await;
 }
 
 /// A connection from another loopback address (127.0.0.2 is this machine too).
@@ -314,14 +317,12 @@ async fn one_address_cannot_take_every_connection() {
     }
     // When the hog lets go, its address is served again.
     drop(hog);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !status_line(&raw_get(&app, "/v1/events").await).contains("200") {
-        assert!(
-            Instant::now() < deadline,
-            "the hog's address was never served again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    served_again(
+        &app,
+        "/v1/events",
+        "the hog's address was never served again",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -375,18 +376,12 @@ async fn an_open_websocket_keeps_its_connection_slot_until_it_closes() {
     // One watcher leaves; its slot serves the next connection.
     first.close(None).await.unwrap();
     drop(first);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let answer = raw_get(&app, "/v1/events").await;
-        if status_line(&answer).contains("200") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed socket's slot was never freed: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_again(
+        &app,
+        "/v1/events",
+        "the closed socket's slot was never freed",
+    )
+    .await;
 }
 
 #[tokio::test]
