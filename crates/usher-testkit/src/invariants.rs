@@ -1,7 +1,7 @@
 //! The invariants of DESIGN.md, checked through the storage contract after a race, a
 //! crash or a random walk. Each check names what it found wrong.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -10,12 +10,18 @@ use usher_core::lifecycle::PaymentStatus;
 use usher_core::{Booking, BookingStatus, UnitState};
 use usher_store::Store;
 
-/// Checks one performance against the bookings known to have been made on it.
-/// `bookings` must include every booking ever held on the performance.
+/// Checks one performance against what its buyers were told and what the store holds.
+///
+/// `acknowledged` names every booking a buyer was told was made (a hold answered 201, a
+/// command answered `Held`): each must still exist, on this performance. Refused holds
+/// are not bookings and must not be named. Every booking the store keeps on the
+/// performance is read as well (a hold can commit and lose its answer to a crash), so a
+/// held or sold unit that no live booking accounts for is reported, and so is a live
+/// booking whose units read otherwise.
 pub async fn check_performance(
     store: &dyn Store,
     performance_id: Uuid,
-    bookings: &[Uuid],
+    acknowledged: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<(), String> {
     let units = store
@@ -49,32 +55,38 @@ pub async fn check_performance(
         return Err(format!("seat map and counts disagree: {total:?}"));
     }
 
-    // Each unit belongs to at most one live booking, and a live booking's units are
-    // held (or sold) for it.
-    let mut live_units: HashSet<Uuid> = HashSet::new();
-    let mut live_held = 0u64;
-    for id in bookings {
+    // Nothing acknowledged is lost: every booking a buyer was told of is still there.
+    for id in acknowledged {
         let Some(booking) = store.booking(*id).await.map_err(|e| e.to_string())? else {
-            continue;
+            return Err(format!("booking {id} was acknowledged and is gone"));
         };
         if booking.performance_id != performance_id {
-            continue;
+            return Err(format!(
+                "booking {id} was acknowledged on performance {performance_id} but is on {}",
+                booking.performance_id
+            ));
         }
+    }
+
+    // Each unit belongs to at most one live booking, a live booking's units are held (or
+    // sold) for it, and every held or sold unit has a live booking behind it.
+    let stored = bookings_of(store, performance_id, now).await?;
+    let state_of: HashMap<Uuid, UnitState> = units.iter().map(|u| (u.id, u.state)).collect();
+    let mut live_units: HashSet<Uuid> = HashSet::new();
+    let (mut live_held, mut live_sold) = (0u64, 0u64);
+    for booking in &stored {
         let status = booking.status_at(now);
-        if !matches!(status, BookingStatus::Held | BookingStatus::Confirmed) {
-            continue;
-        }
-        check_total(&booking)?;
+        let expected = match status {
+            BookingStatus::Held => UnitState::Held,
+            BookingStatus::Confirmed => UnitState::Sold,
+            _ => continue,
+        };
+        check_total(booking)?;
         for unit in &booking.units {
             if !live_units.insert(unit.unit_id) {
                 return Err(format!("unit {} is in two live bookings", unit.unit_id));
             }
-            let state = units.iter().find(|u| u.id == unit.unit_id).map(|u| u.state);
-            let expected = if status == BookingStatus::Held {
-                UnitState::Held
-            } else {
-                UnitState::Sold
-            };
+            let state = state_of.get(&unit.unit_id).copied();
             if state != Some(expected) {
                 return Err(format!(
                     "unit {} of {status} booking {} reads {state:?}",
@@ -82,18 +94,46 @@ pub async fn check_performance(
                 ));
             }
         }
-        if status == BookingStatus::Held {
-            live_held += booking.units.len() as u64;
+        match status {
+            BookingStatus::Held => live_held += booking.units.len() as u64,
+            _ => live_sold += booking.units.len() as u64,
         }
     }
-    // No held unit without a live booking behind it.
     if live_held != total.held {
         return Err(format!(
             "{} units held but live bookings hold {live_held}",
             total.held
         ));
     }
+    if live_sold != total.sold {
+        return Err(format!(
+            "{} units sold but confirmed bookings hold {live_sold}",
+            total.sold
+        ));
+    }
     Ok(())
+}
+
+/// Every booking the store keeps on a performance, whatever its state.
+pub async fn bookings_of(
+    store: &dyn Store,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<Booking>, String> {
+    let limit = usher_core::PageLimit::parse(Some(100)).map_err(|e| e.to_string())?;
+    let mut bookings = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .attendees(performance_id, None, now, limit, after)
+            .await
+            .map_err(|e| e.to_string())?;
+        bookings.extend(page.items.into_iter().map(|a| a.booking));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(bookings),
+        }
+    }
 }
 
 /// A booking's total is the sum of its units' prices.
@@ -111,10 +151,11 @@ pub fn check_total(booking: &Booking) -> Result<(), String> {
 /// Invariants 3 and 4 of DESIGN.md for these bookings: a confirmed booking names the one
 /// succeeded payment that confirmed it; every other payment that captured money is being
 /// (or has been) refunded; a refunded booking's confirming payment is refunded too.
+/// Every booking named must exist: one acknowledged and gone is reported.
 pub async fn check_money(store: &dyn Store, bookings: &[Uuid]) -> Result<(), String> {
     for id in bookings {
         let Some(booking) = store.booking(*id).await.map_err(|e| e.to_string())? else {
-            continue;
+            return Err(format!("booking {id} was acknowledged and is gone"));
         };
         let payments = store
             .payments_of_booking(*id)
@@ -155,10 +196,47 @@ pub async fn check_money(store: &dyn Store, bookings: &[Uuid]) -> Result<(), Str
     Ok(())
 }
 
+/// Every payment a buyer was told of (a checkout answered with its id) still exists, its
+/// booking exists, the booking lists it among its payments, and it asks for the booking's
+/// total.
+pub async fn check_payments(store: &dyn Store, payments: &[Uuid]) -> Result<(), String> {
+    for id in payments {
+        let Some(payment) = store.payment(*id).await.map_err(|e| e.to_string())? else {
+            return Err(format!("payment {id} was acknowledged and is gone"));
+        };
+        let Some(booking) = store
+            .booking(payment.booking_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Err(format!(
+                "payment {id} is for booking {}, which is gone",
+                payment.booking_id
+            ));
+        };
+        let listed = store
+            .payments_of_booking(booking.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !listed.iter().any(|p| p.id == *id) {
+            return Err(format!(
+                "booking {} does not list its payment {id}",
+                booking.id
+            ));
+        }
+        if payment.amount != booking.total {
+            return Err(format!(
+                "payment {id} asks {:?} for booking {} of {:?}",
+                payment.amount, booking.id, booking.total
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The wallet's invariants: each balance is the sum of its ledger, every entry's running
 /// balance follows from the one before, and none is ever below zero.
 pub async fn check_wallet(store: &dyn Store, user_id: Uuid) -> Result<(), String> {
-    use std::collections::HashMap;
     let mut entries = Vec::new();
     let mut after = None;
     loop {

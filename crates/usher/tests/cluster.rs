@@ -284,10 +284,9 @@ async fn three_instances_one_database_one_redis_that_dies_and_returns() {
 
     // Every watcher ends with the store's counts, in seq order without gaps.
     let head = store.live_heads(&[performance_uuid]).await.unwrap()[0].1;
-    let inventory = store
-        .inventory(performance_uuid, chrono::Utc::now())
-        .await
-        .unwrap();
+    let now = chrono::Utc::now();
+    let inventory = store.inventory(performance_uuid, now).await.unwrap();
+    let units = store.units(performance_uuid, now).await.unwrap();
     for (i, socket) in watchers.iter_mut().enumerate() {
         let mut seq = 0;
         let mut states: HashMap<String, String> = HashMap::new();
@@ -324,6 +323,15 @@ async fn three_instances_one_database_one_redis_that_dies_and_returns() {
             ),
             "watcher {i}"
         );
+        // Seat by seat, what the changes told the watcher is what the store says (a
+        // seat never mentioned is still available, as the snapshot showed it).
+        assert!(!states.is_empty(), "watcher {i} was told of no seat");
+        for unit in &units {
+            let told = states
+                .get(&unit.id.to_string())
+                .map_or("available", String::as_str);
+            assert_eq!(told, unit.state.as_str(), "watcher {i}: seat {}", unit.id);
+        }
     }
 
     // Each instance says Redis is back (it retries at most a second apart).
