@@ -703,18 +703,44 @@ async fn the_invariant_check_fails_on_what_it_cannot_account_for() {
     let other = performance(&store, now, reserved(&[("Stalls", &[4])]), 10).await;
     let buyer = user(&store, "buyer@example.com").await;
     let ids = unit_ids(&store, perf.id, now).await;
-    let booking = held(&store, hold(buyer, perf.id, Selection::Units(vec![ids[0]]), now)).await;
-    let elsewhere = held(&store, hold(buyer, other.id, Selection::BestAvailable { quantity: 1 }, now)).await;
-    check_performance(store.as_ref(), perf.id, &[booking.id], now).await.unwrap();
+    let booking = held(
+        &store,
+        hold(buyer, perf.id, Selection::Units(vec![ids[0]]), now),
+    )
+    .await;
+    let elsewhere = held(
+        &store,
+        hold(
+            buyer,
+            other.id,
+            Selection::BestAvailable { quantity: 1 },
+            now,
+        ),
+    )
+    .await;
+    check_performance(store.as_ref(), perf.id, &[booking.id], now)
+        .await
+        .unwrap();
 
     let lost = Uuid::now_v7();
-    let error = check_performance(store.as_ref(), perf.id, &[booking.id, lost], now).await.unwrap_err();
-    assert!(error.contains(&lost.to_string()) && error.contains("gone"), "{error}");
-    let error = usher_testkit::invariants::check_money(store.as_ref(), &[lost]).await.unwrap_err();
+    let error = check_performance(store.as_ref(), perf.id, &[booking.id, lost], now)
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains(&lost.to_string()) && error.contains("gone"),
+        "{error}"
+    );
+    let error = usher_testkit::invariants::check_money(store.as_ref(), &[lost])
+        .await
+        .unwrap_err();
     assert!(error.contains("gone"), "{error}");
-    let error = usher_testkit::invariants::check_payments(store.as_ref(), &[lost]).await.unwrap_err();
+    let error = usher_testkit::invariants::check_payments(store.as_ref(), &[lost])
+        .await
+        .unwrap_err();
     assert!(error.contains("gone"), "{error}");
-    let error = check_performance(store.as_ref(), perf.id, &[elsewhere.id], now).await.unwrap_err();
+    let error = check_performance(store.as_ref(), perf.id, &[elsewhere.id], now)
+        .await
+        .unwrap_err();
     assert!(error.contains("is on"), "{error}");
 
     // A second seat marked held for the booking, which does not list it.
@@ -726,6 +752,11 @@ async fn the_invariant_check_fails_on_what_it_cannot_account_for() {
         .execute(&mut raw)
         .await
         .unwrap();
-    let error = check_performance(store.as_ref(), perf.id, &[booking.id], now).await.unwrap_err();
-    assert!(error.contains("2 units held but live bookings hold 1"), "{error}");
+    let error = check_performance(store.as_ref(), perf.id, &[booking.id], now)
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("2 units held but live bookings hold 1"),
+        "{error}"
+    );
 }

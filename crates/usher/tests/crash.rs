@@ -112,7 +112,11 @@ fn one_each(sent: &HashMap<Uuid, usize>, bookings: &[Uuid], what: &str) {
     for id in bookings {
         assert_eq!(sent.get(id), Some(&1), "{what} of booking {id}");
     }
-    assert_eq!(sent.len(), bookings.len(), "{what} for a booking that should have none: {sent:?}");
+    assert_eq!(
+        sent.len(),
+        bookings.len(),
+        "{what} for a booking that should have none: {sent:?}"
+    );
 }
 
 /// How far the cancellation has gone, read from the store.
@@ -129,8 +133,15 @@ struct Cancelling {
 impl Cancelling {
     async fn read(store: &dyn usher_store::Store, performance: Uuid, mail_dir: &PathBuf) -> Self {
         let now = chrono::Utc::now();
-        let bookings = invariants::bookings_of(store, performance, now).await.unwrap();
-        let count = |status| bookings.iter().filter(|b| b.status_at(now) == status).count();
+        let bookings = invariants::bookings_of(store, performance, now)
+            .await
+            .unwrap();
+        let count = |status| {
+            bookings
+                .iter()
+                .filter(|b| b.status_at(now) == status)
+                .count()
+        };
         Self {
             live: count(BookingStatus::Held) + count(BookingStatus::Confirmed),
             refunded: count(BookingStatus::Refunded),
@@ -354,7 +365,9 @@ async fn check_at_kill(
     life: u64,
 ) -> Unfinished {
     let now = chrono::Utc::now();
-    let all = invariants::bookings_of(store, performance, now).await.unwrap();
+    let all = invariants::bookings_of(store, performance, now)
+        .await
+        .unwrap();
     let ids: Vec<Uuid> = all.iter().map(|b| b.id).collect();
     // Invariant 6's first half: the job is written with the confirmation, so every
     // confirmed booking has exactly one, whatever moment the kill came.
@@ -380,8 +393,16 @@ async fn check_at_kill(
         .await
         .unwrap_or_else(|e| panic!("at kill {life}: {e}"));
     for id in &told.confirmed {
-        let booking = store.booking(*id).await.unwrap().expect("confirmed booking");
-        assert_eq!(booking.status, BookingStatus::Confirmed, "at kill {life}: {id}");
+        let booking = store
+            .booking(*id)
+            .await
+            .unwrap()
+            .expect("confirmed booking");
+        assert_eq!(
+            booking.status,
+            BookingStatus::Confirmed,
+            "at kill {life}: {id}"
+        );
     }
     Unfinished {
         holds: all
