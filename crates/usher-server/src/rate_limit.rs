@@ -23,7 +23,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock as _, DefaultClock};
+use governor::clock::Clock as _;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
@@ -104,7 +104,28 @@ pub enum Verdict {
 }
 
 type Limiter =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+    RateLimiter<String, DefaultKeyedStateStore<String>, ServiceClock, StateInformationMiddleware>;
+
+/// The service's clock as the in-process buckets read it: time since the Unix epoch,
+/// never going back (a wall clock stepped backwards holds still until it catches up).
+/// A test that moves the service's clock moves the buckets with it; production reads
+/// the system clock, as Redis's buckets read Redis's.
+#[derive(Clone)]
+struct ServiceClock {
+    clock: Arc<dyn usher_core::Clock>,
+    latest: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl governor::clock::Clock for ServiceClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        use std::sync::atomic::Ordering;
+        let now = self.clock.now().timestamp_micros().max(0) as u64;
+        let latest = self.latest.fetch_max(now, Ordering::Relaxed).max(now);
+        Duration::from_micros(latest)
+    }
+}
 
 /// GCRA on Redis, atomic: the theoretical arrival time per key, with Redis's own clock
 /// so that every instance agrees. Returns {allowed, microseconds (until reset when
@@ -128,22 +149,30 @@ return {1, new_tat - now, math.floor((now - allow_at) / emission)}
 pub struct RateLimits {
     /// In-process buckets, one limiter per tier in [`Tier::ALL`] order.
     local: [Limiter; 4],
+    clock: ServiceClock,
     redis: Option<Redis>,
     script: redis::Script,
 }
 
 impl RateLimits {
-    pub fn new(redis: Option<Redis>) -> Self {
+    pub fn new(clock: Arc<dyn usher_core::Clock>, redis: Option<Redis>) -> Self {
+        let clock = ServiceClock {
+            clock,
+            latest: Arc::default(),
+        };
         let local = Tier::ALL.map(|tier| {
             let policy = tier.policy();
             let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
             let quota = Quota::with_period(policy.emission)
                 .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
                 .allow_burst(burst);
-            RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>()
+            let limiter: Limiter =
+                RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone());
+            limiter
         });
         Self {
             local,
+            clock,
             redis,
             script: redis::Script::new(GCRA),
         }
@@ -212,7 +241,7 @@ impl RateLimits {
                 }
             }
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(self.clock.now());
                 Verdict::Refused {
                     policy,
                     retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -501,7 +530,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_refused_per_key_while_a_hold_a_second_stays_within_the_rate() {
-        let limits = RateLimits::new(None);
+        let limits = RateLimits::new(Arc::new(usher_core::SystemClock), None);
         let policy = Tier::Holds.policy();
         for _ in 0..policy.burst {
             assert!(matches!(

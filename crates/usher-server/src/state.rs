@@ -68,7 +68,10 @@ impl AppState {
             services.clock.clone(),
             config.live_backlog,
         );
-        let rate_limits = Arc::new(RateLimits::new(services.redis.clone()));
+        let rate_limits = Arc::new(RateLimits::new(
+            services.clock.clone(),
+            services.redis.clone(),
+        ));
         let waiting_room = WaitingRoom::start(services.store.clone());
         Self {
             inner: Arc::new(Inner {

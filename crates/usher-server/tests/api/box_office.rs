@@ -98,6 +98,7 @@ on_each_engine! {
         let codes: Vec<String> = list.iter().map(|t| t["code"].as_str().unwrap().to_owned()).collect();
         assert_ne!(codes[0], codes[1]);
         // The same codes on the booking, each with its QR image.
+        assert_eq!(booking["units"].as_array().unwrap().len(), codes.len());
         for (unit, code) in booking["units"].as_array().unwrap().iter().zip(&codes) {
             assert_eq!(unit["ticket_code"], code.as_str());
             assert_eq!(unit["qr_svg_url"], format!("/v1/tickets/{code}/qr.svg"));

@@ -57,6 +57,7 @@ on_each_engine! {
         assert_eq!(paid["status"], "confirmed");
         let page = html(app.page(&mut jar, &location(&response)).await).await;
         let codes: Vec<String> = paid["units"].as_array().unwrap().iter().map(|u| u["ticket_code"].as_str().unwrap().to_owned()).collect();
+        assert!(!codes.is_empty(), "a confirmed booking has its codes");
         for code in &codes {
             assert!(page.contains(&format!("<img src=\"/v1/tickets/{code}/qr.svg\"")), "{page}");
             assert_eq!(page.matches(&format!(">{code}<")).count(), 1, "each code shown once, beside its QR: {page}");

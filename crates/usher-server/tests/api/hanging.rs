@@ -4,6 +4,8 @@
 //! database transaction is held meanwhile (other writes go through at once), the
 //! request answers 503, and a job retries with backoff until it is parked as dead.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -20,18 +22,38 @@ use crate::helpers::{
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A server that accepts connections and says nothing, for a minute at most; its URL.
-async fn black_hole() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut open = Vec::new();
-        let until = tokio::time::Instant::now() + Duration::from_secs(60);
-        while let Ok(Ok((stream, _))) = tokio::time::timeout_at(until, listener.accept()).await {
-            open.push(stream);
+/// A server that accepts connections and says nothing, for a minute at most.
+struct BlackHole {
+    address: String,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl BlackHole {
+    async fn open() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            let until = tokio::time::Instant::now() + Duration::from_secs(60);
+            while let Ok(Ok((stream, _))) = tokio::time::timeout_at(until, listener.accept()).await
+            {
+                open.push(stream);
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Self { address, accepted }
+    }
+
+    /// Waits (at most 20 s) until someone has connected: a call is in flight.
+    async fn called(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.accepted.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "nobody called {}", self.address);
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    });
-    format!("127.0.0.1:{}", address.port())
+    }
 }
 
 /// Jobs in `state`, as an admin sees them.
@@ -74,12 +96,12 @@ async fn run_until_dead(app: &TestApp) -> u64 {
 
 on_each_engine! {
     async fn a_stripe_that_never_answers_fails_the_checkout_in_time_and_blocks_nothing(engine) {
-        let stripe = black_hole().await;
+        let stripe = BlackHole::open().await;
         let app = spawn_app_with(engine, |c| {
             c.payments = PaymentsConfig::Stripe {
                 secret_key: SecretString::from("sk_test_usher".to_owned()),
                 webhook_secret: SecretString::from("whsec_usher".to_owned()),
-                api_base: Some(format!("http://{stripe}")),
+                api_base: Some(format!("http://{}", stripe.address)),
             };
             c.outbound_timeout = TIMEOUT;
         })
@@ -94,17 +116,16 @@ on_each_engine! {
                 (response, started.elapsed())
             })
         };
-        // While the checkout waits for Stripe, others write: a sign-up and a hold on the
-        // same performance go through at once (nothing is locked across the call).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let started = Instant::now();
+        // While the checkout waits for Stripe (its call has reached it), others write: a
+        // sign-up and a hold on the same performance are answered before the checkout
+        // is (nothing is locked across the call).
+        stripe.called().await;
         let other = app.signup("other@example.com").await;
         let hold = app
             .post("/v1/bookings", Some(&other.access), json!({"performance_id": performance["id"], "unit_ids": [ids[2]]}))
             .await;
         assert_eq!(hold.status(), StatusCode::CREATED);
-        assert!(started.elapsed() < Duration::from_secs(1), "writes waited {:?} for the checkout", started.elapsed());
-        assert!(!checkout.is_finished(), "the checkout is still waiting for Stripe");
+        assert!(!checkout.is_finished(), "the writes waited for the checkout's call to Stripe");
 
         let (response, took) = checkout.await.unwrap();
         assert!(took < TIMEOUT + Duration::from_secs(2), "the checkout took {took:?}");
@@ -119,7 +140,7 @@ on_each_engine! {
     }
 
     async fn an_smtp_server_that_never_answers_costs_each_attempt_one_timeout_until_the_job_is_dead(engine) {
-        let smtp = black_hole().await;
+        let smtp = BlackHole::open().await.address;
         let app = spawn_app_with(engine, |c| {
             c.mail.smtp_url = Some(format!("smtp://{smtp}"));
             c.outbound_timeout = TIMEOUT;
@@ -140,7 +161,7 @@ on_each_engine! {
     }
 
     async fn a_job_attempt_ends_at_its_deadline_whatever_the_outside_timeout(engine) {
-        let smtp = black_hole().await;
+        let smtp = BlackHole::open().await.address;
         let app = spawn_app_with(engine, |c| {
             c.mail.smtp_url = Some(format!("smtp://{smtp}"));
             // The mailer would wait a minute; the attempt may take half the 2 s lease.

@@ -76,6 +76,20 @@ async fn served_again(app: &TestApp, path: &str, why: &str) {
     }
 }
 
+/// Polls `path` on fresh connections until it is refused with 503 (the server has
+/// counted what fills it), or fails with `why` after five seconds; the refusal.
+async fn refused_soon(app: &TestApp, path: &str, why: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = raw_get(app, path).await;
+        if status_line(&answer).contains("503") {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{why}: {answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_stuck_in_the_middle_of_its_headers_is_cut_off() {
     let app = spawn_app_with(Engine::Sqlite, |c| {
@@ -156,10 +170,9 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_the_cap_frees_u
     for _ in 0..4 {
         held.push(connect(&app).await);
     }
-    // Let the server accept them all before the fifth arrives.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = raw_get(&app, "/v1/events").await;
-    assert!(status_line(&answer).contains("503"), "{answer}");
+    // The server counts each as it accepts it: once it has all four, the next is
+    // refused (until then a new connection may still find a slot).
+    let answer = refused_soon(&app, "/v1/events", "the fifth connection was served").await;
     let lower = answer.to_ascii_lowercase();
     assert!(lower.contains("retry-after: 1"), "{answer}");
     assert!(lower.contains("application/problem+json"), "{answer}");
@@ -287,18 +300,7 @@ async fn one_address_cannot_take_every_connection() {
         hog.push(connect(&app).await);
     }
     // The server counts each as it accepts it: wait until the hog's next is refused.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let refused = loop {
-        let answer = raw_get(&app, "/v1/events").await;
-        if status_line(&answer).contains("503") {
-            break answer;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the eleventh connection was served: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let refused = refused_soon(&app, "/v1/events", "the eleventh connection was served").await;
     assert!(refused.contains("from your address"), "{refused}");
     assert!(
         refused.to_ascii_lowercase().contains("retry-after: 1"),
@@ -349,16 +351,31 @@ async fn an_open_websocket_keeps_its_connection_slot_until_it_closes() {
     .await;
     let (_, organizer, _) = app.cast().await;
     let performance = on_sale(&app, &organizer, rows(&[4]), 4).await;
-    // The set-up's idle keep-alive connection closes at the header timeout.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let url = format!(
         "ws://{}/v1/performances/{}/live",
         socket_address(&app),
         performance["id"].as_str().unwrap()
     );
-    // Two watchers fill the cap: the upgraded sockets are connections still.
+    // Two watchers fill the cap: the upgraded sockets are connections still. (The
+    // set-up's idle keep-alive connection holds a slot until the header timeout closes
+    // it: the second watcher is turned away until then.)
     let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut second = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((socket, _)) => break socket,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if response.status() == StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the idle connection was never closed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    };
     for socket in [&mut first, &mut second] {
         assert!(
             socket
@@ -401,8 +418,16 @@ async fn requests_beyond_the_in_flight_cap_are_shed_and_health_still_answers() {
             .unwrap();
         slow.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let shed = app.get("/v1/events", None).await;
+    // Once both have their places, the next request is shed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shed = loop {
+        let response = app.get("/v1/events", None).await;
+        if response.status() != StatusCode::OK {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "a third request was never shed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(shed.headers()["retry-after"], "1");
     let body = assert_problem(shed, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["type"], "/problems/busy");

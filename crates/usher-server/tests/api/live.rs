@@ -233,11 +233,11 @@ on_each_engine! {
         next(&mut socket).await;
         hold(&app, &customer, &performance, &[&ids[0]]).await;
         assert_eq!(next(&mut socket).await["seq"], 1);
+        // Past the hold's time on the service's clock; nobody reads or writes from here
+        // on, so only the sweeper (every 500 ms) can send the change.
         app.clock.advance(chrono::Duration::seconds(601));
-        let started = std::time::Instant::now();
         let expired = next(&mut socket).await;
         assert_eq!(states(&expired), vec![(ids[0].clone(), "available".into())]);
-        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     }
 
     async fn unknown_hidden_or_plain_requests_are_refused(engine) {
@@ -314,30 +314,45 @@ async fn a_watcher_too_slow_to_read_is_disconnected() {
         }
         last
     });
-    for i in 0..changes {
-        let outcome = app
-            .store
-            .execute(usher_store::InventoryCommand::SetBlocked {
-                performance_id: id,
-                unit_ids: all.clone(),
-                blocked: i % 2 == 0,
-                now: app.clock_now(),
-                audit: usher_store::Audit::system(),
-            })
-            .await
-            .unwrap();
-        assert!(matches!(
-            outcome,
-            usher_store::CommandOutcome::BlockingChanged { .. }
-        ));
+    let slow_disconnects = async || -> u64 {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("usher_live_slow_disconnects_total "))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    };
+    let before = slow_disconnects().await;
+    let writer = {
+        let (store, now) = (app.store.clone(), app.clock_now());
+        tokio::spawn(async move {
+            for i in 0..changes {
+                let outcome = store
+                    .execute(usher_store::InventoryCommand::SetBlocked {
+                        performance_id: id,
+                        unit_ids: all.clone(),
+                        blocked: i % 2 == 0,
+                        now,
+                        audit: usher_store::Audit::system(),
+                    })
+                    .await
+                    .unwrap();
+                assert!(matches!(
+                    outcome,
+                    usher_store::CommandOutcome::BlockingChanged { .. }
+                ));
+            }
+        })
+    };
+    // The server gives up on the slow one (its counter says so; this is the only test
+    // with a watcher that stops reading); from then on the watcher reads again, and
+    // has a second to take what was in flight and the close saying why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while slow_disconnects().await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow watcher was never cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        keep_reading.await.unwrap(),
-        changes,
-        "a reader that keeps up sees every change"
-    );
-
-    // The slow one gets what was already in flight, then a close saying why.
     let mut received = 0;
     let close = loop {
         match tokio::time::timeout(Duration::from_secs(10), slow.next())
@@ -347,16 +362,21 @@ async fn a_watcher_too_slow_to_read_is_disconnected() {
             Some(Ok(Message::Text(_))) => received += 1,
             Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => {}
-            Some(Err(_)) | None => break None,
+            other => panic!("the socket ended without a close frame: {other:?}"),
         }
     };
     assert!(
         received < changes,
         "the slow watcher was not buffered without bound"
     );
-    if let Some(frame) = close {
-        assert_eq!(frame.code, CloseCode::Again);
-    }
+    let close = close.expect("a close code");
+    assert_eq!(close.code, CloseCode::Again, "{}", close.reason);
+    writer.await.unwrap();
+    assert_eq!(
+        keep_reading.await.unwrap(),
+        changes,
+        "a reader that keeps up sees every change"
+    );
 }
 
 on_each_engine! {
@@ -380,7 +400,8 @@ on_each_engine! {
             if map["units"][0]["state"] == "held" {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(3), "the cached map was not dropped");
+            // Well inside the minute the map would otherwise be kept.
+            assert!(started.elapsed() < Duration::from_secs(20), "the cached map was not dropped");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
