@@ -87,7 +87,7 @@ fn emails(dir: &PathBuf, subject: &str) -> HashMap<Uuid, usize> {
         return per_booking;
     };
     for entry in entries.filter_map(|e| e.ok()) {
-        if !entry.path().extension().is_some_and(|x| x == "eml") {
+        if entry.path().extension().is_none_or(|x| x != "eml") {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(entry.path()) else {
@@ -476,8 +476,8 @@ on_each_engine! {
             }
             let snapshot = told.lock().unwrap().clone();
             let unfinished = check_at_kill(store.as_ref(), performance_id.parse().unwrap(), &snapshot, life).await;
-            kills_between_hold_and_payment += usize::from(unfinished.holds > 0);
-            kills_before_an_email += usize::from(unfinished.emails > 0);
+            kills_between_hold_and_payment += u64::from(unfinished.holds > 0);
+            kills_before_an_email += u64::from(unfinished.emails > 0);
             (child, base) = serve(&url, &mail_dir);
         }
         let killed_for = started.elapsed();
