@@ -529,6 +529,46 @@ mod tests {
     }
 
     #[test]
+    fn the_in_process_buckets_follow_the_service_clock_and_never_run_backwards() {
+        let start = chrono::Utc::now();
+        let clock = Arc::new(usher_core::ManualClock::new(start));
+        let limits = RateLimits::new(clock.clone(), None);
+        let allowed = |limits: &RateLimits| {
+            matches!(
+                limits.check_local(Tier::Holds, "buyer"),
+                Verdict::Allowed { .. }
+            )
+        };
+        // However long these take in real time, a frozen clock refills nothing.
+        for _ in 0..Tier::Holds.policy().burst {
+            assert!(allowed(&limits));
+        }
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(matches!(
+            limits.check_local(Tier::Holds, "buyer"),
+            Verdict::Refused {
+                retry_after_seconds: 1,
+                ..
+            }
+        ));
+        // Half a second on the service's clock refills one token.
+        clock.advance(chrono::Duration::milliseconds(500));
+        assert!(allowed(&limits));
+        assert!(!allowed(&limits));
+        // A clock set back does not hand out tokens: the buckets hold still until it
+        // has caught up again.
+        let stepped = Arc::new(usher_core::ManualClock::new(start));
+        let limits = RateLimits::new(stepped.clone(), None);
+        for _ in 0..Tier::Holds.policy().burst {
+            assert!(allowed(&limits));
+        }
+        stepped.advance(chrono::Duration::hours(-1));
+        assert!(!allowed(&limits));
+        stepped.advance(chrono::Duration::hours(1) + chrono::Duration::milliseconds(500));
+        assert!(allowed(&limits));
+    }
+
+    #[test]
     fn a_burst_is_refused_per_key_while_a_hold_a_second_stays_within_the_rate() {
         let limits = RateLimits::new(Arc::new(usher_core::SystemClock), None);
         let policy = Tier::Holds.policy();
