@@ -69,6 +69,41 @@ impl Engine {
         store
     }
 
+    /// Waits (at most 20 s) until what a killed process left running on the database at
+    /// `url` has ended, so that the store reads as the kill left it. On PostgreSQL the
+    /// killed process's backends finish the statement they are in (a `COMMIT` still
+    /// commits) before they notice the closed socket: the store is settled when no
+    /// other session of the database is inside a statement or a transaction. On SQLite
+    /// nothing runs without its process.
+    pub async fn settled(self, url: &str) {
+        use sqlx::Connection;
+        if let Engine::Sqlite = self {
+            return;
+        }
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .expect("connect to see the database settle");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let busy: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()
+                    AND state <> 'idle'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("read pg_stat_activity");
+            if busy == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{busy} sessions still busy 20 s after the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The URL of a new, empty database of this engine.
     pub async fn fresh_database_url(self) -> String {
         match self {

@@ -209,6 +209,7 @@ on_each_engine! {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             kill(child);
+            engine.settled(&url).await;
             last = Cancelling::read(store.as_ref(), performance_id, &mail_dir).await;
             at_kills.push(last);
             (child, base) = serve(&url, &mail_dir);
@@ -356,7 +357,7 @@ struct Unfinished {
 }
 
 /// The invariants of DESIGN.md on the store as the kill left it (no instance running,
-/// nothing repaired yet), and nothing the buyers were told is lost. Returns what the
+/// the killed one's last statements settled, nothing repaired yet), and nothing the buyers were told is lost. Returns what the
 /// kill interrupted.
 async fn check_at_kill(
     store: &dyn usher_store::Store,
@@ -474,6 +475,7 @@ on_each_engine! {
             for buyer in buyers {
                 buyer.await.unwrap();
             }
+            engine.settled(&url).await;
             let snapshot = told.lock().unwrap().clone();
             let unfinished = check_at_kill(store.as_ref(), performance_id.parse().unwrap(), &snapshot, life).await;
             kills_between_hold_and_payment += u64::from(unfinished.holds > 0);
