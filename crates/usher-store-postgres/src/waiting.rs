@@ -1,6 +1,7 @@
 //! The waiting list and the waiting room on PostgreSQL. Several instances may serve the
-//! same waiting list or step the same queue: each serving locks its performance's row
-//! (`FOR NO KEY UPDATE`, which new bookings' foreign keys do not wait for), each
+//! same waiting list or step the same queue: each serving and each join locks its
+//! performance's row (`FOR NO KEY UPDATE`, which new bookings' foreign keys do not wait
+//! for; a join numbers its place in line under it, so places follow commit order), each
 //! gatekeeper step and each batch of joins locks the queue's room row. Offers are made
 //! by the hold path itself, so the conditional writes stay the arbiter.
 
@@ -35,7 +36,7 @@ macro_rules! entry_rows {
                           (SELECT COUNT(*) FROM waitlist_entries o
                            WHERE o.performance_id = w.performance_id AND o.status = 'waiting'
                              AND o.ticket_type_id IS NOT DISTINCT FROM w.ticket_type_id
-                             AND (o.created_at, o.id) < (w.created_at, w.id)) + 1
+                             AND o.line < w.line) + 1
                       END AS "position?",
                       w.created_at
                FROM waitlist_entries w LEFT JOIN bookings b ON b.id = w.booking_id
@@ -305,7 +306,7 @@ impl ServeTx for Serving<'_> {
                       passed_over::bigint AS "passed_over!"
                FROM waitlist_entries
                WHERE performance_id = $1 AND status = 'waiting'
-               ORDER BY created_at, id"#,
+               ORDER BY line"#,
             performance_id
         )
         .fetch_all(&mut *self.conn)
@@ -374,6 +375,15 @@ impl ServeTx for Serving<'_> {
 
 async fn join_in(tx: &mut PgConnection, join: &WaitlistJoin) -> StoreResult<WaitlistJoined> {
     let now = join.now;
+    // Joins of one performance take its row lock (as serving does) before they look:
+    // each is numbered and told its place after every join before it has committed.
+    sqlx::query!(
+        "SELECT id FROM performances WHERE id = $1 FOR NO KEY UPDATE",
+        join.performance_id
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(backend)?;
     let Some(performance) = sqlx::query!(
         r#"SELECT p.kind,
                   (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2
@@ -442,8 +452,9 @@ async fn join_in(tx: &mut PgConnection, join: &WaitlistJoin) -> StoreResult<Wait
     }
     sqlx::query!(
         "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
-                                       status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $6)
+                                       status, created_at, updated_at, line)
+         VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $6,
+                 (SELECT COALESCE(MAX(line), 0) + 1 FROM waitlist_entries WHERE performance_id = $2))
          ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
         join.id,
         join.performance_id,

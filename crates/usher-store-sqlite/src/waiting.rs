@@ -34,7 +34,7 @@ macro_rules! entry_rows {
                           (SELECT COUNT(*) FROM waitlist_entries o
                            WHERE o.performance_id = w.performance_id AND o.status = 'waiting'
                              AND o.ticket_type_id IS w.ticket_type_id
-                             AND (o.created_at, o.id) < (w.created_at, w.id)) + 1
+                             AND o.line < w.line) + 1
                       END AS "position?: i64",
                       w.created_at AS "created_at!: DateTime<Utc>"
                FROM waitlist_entries w LEFT JOIN bookings b ON b.id = w.booking_id
@@ -263,7 +263,7 @@ impl ServeTx for Serving<'_> {
                       ticket_type_id AS "ticket_type_id?: Uuid", quantity, passed_over
                FROM waitlist_entries
                WHERE performance_id = ?1 AND status = 'waiting'
-               ORDER BY created_at, id"#,
+               ORDER BY line"#,
             performance_id
         )
         .fetch_all(&mut *self.conn)
@@ -394,8 +394,9 @@ async fn join_in(tx: &mut SqliteConnection, join: &WaitlistJoin) -> StoreResult<
     let quantity = i64::from(join.quantity);
     sqlx::query!(
         "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
-                                       status, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?6)
+                                       status, created_at, updated_at, line)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?6,
+                 (SELECT COALESCE(MAX(line), 0) + 1 FROM waitlist_entries WHERE performance_id = ?2))
          ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
         join.id,
         join.performance_id,

@@ -213,6 +213,42 @@ on_each_engine! {
         assert_eq!(last, ["lapsed", "left", "lapsed", "lapsed", "offered"]);
     }
 
+    async fn thirty_concurrent_joins_are_told_one_to_thirty_and_later_reads_agree(engine) {
+        // Thirty buyers join one sold-out performance's waiting list at the same moment:
+        // each is told a different place, 1 to 30, and what each was told is what its
+        // entry says afterwards (and so who is served first).
+        let app = std::sync::Arc::new(spawn_app(engine).await);
+        let (_, organizer, customer) = app.cast().await;
+        let performance = on_sale(&app, &organizer, rows(&[2]), 4).await;
+        let sold_out = hold(&app, &customer, json!({"performance_id": performance["id"], "quantity": 2, "best_available": true})).await;
+        assert_eq!(sold_out.status(), StatusCode::CREATED);
+        let waiters = customers(&app, 30, "line").await;
+        let tasks: Vec<_> = waiters
+            .iter()
+            .cloned()
+            .map(|who| {
+                let (app, performance) = (app.clone(), performance.clone());
+                tokio::spawn(async move {
+                    let r = join(&app, &who, &performance, json!({"quantity": 1})).await;
+                    assert_eq!(r.status(), StatusCode::CREATED);
+                    let entry: Value = r.json().await.unwrap();
+                    (who, entry["position"].as_u64().expect("a place in line"))
+                })
+            })
+            .collect();
+        let mut told = Vec::new();
+        for task in tasks {
+            told.push(task.await.unwrap());
+        }
+        let mut places: Vec<u64> = told.iter().map(|(_, p)| *p).collect();
+        places.sort_unstable();
+        assert_eq!(places, (1..=30).collect::<Vec<u64>>(), "each told a different place");
+        for (who, place) in &told {
+            let entry = entries(&app, who).await.remove(0);
+            assert_eq!(entry["position"].as_u64(), Some(*place), "{} was told {place}", who.id);
+        }
+    }
+
     async fn thirty_waiters_releases_and_new_buyers_at_once(engine) {
         // The waiting list served by the instance on its own (every 50 ms and on every
         // release) while holders cancel and new buyers try their luck, all at once.
