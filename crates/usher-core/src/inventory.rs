@@ -540,6 +540,32 @@ impl UnitState {
             (state, _) => state,
         }
     }
+
+    /// Whether a hold may take the unit at `now`: it is available, or its hold ran out.
+    pub fn free(self, held_until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        self.effective(held_until, now) == UnitState::Available
+    }
+
+    /// Whether the unit is someone's at `now`: sold, or held by a hold that has not run
+    /// out. (A blocked unit is nobody's.)
+    pub fn taken(self, held_until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        matches!(
+            self.effective(held_until, now),
+            UnitState::Held | UnitState::Sold
+        )
+    }
+
+    /// Whether `booking` may have the unit at `now` (a payment arriving for it): the
+    /// booking holds it still, even past its time, or the unit is free.
+    pub fn takeable_by(
+        self,
+        holder: Option<Uuid>,
+        held_until: Option<DateTime<Utc>>,
+        booking: Uuid,
+        now: DateTime<Utc>,
+    ) -> bool {
+        (self == UnitState::Held && holder == Some(booking)) || self.free(held_until, now)
+    }
 }
 
 impl fmt::Display for UnitState {
@@ -734,6 +760,42 @@ impl Booking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expired_hold_is_free_a_live_one_taken_and_its_own_booking_may_still_have_it() {
+        let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let (past, future) = (
+            Some(now - chrono::Duration::seconds(1)),
+            Some(now + chrono::Duration::seconds(1)),
+        );
+        let (mine, theirs) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        use UnitState::*;
+        assert!(Available.free(None, now) && !Available.taken(None, now));
+        assert!(
+            Held.free(past, now) && !Held.taken(past, now),
+            "expired: free"
+        );
+        assert!(Held.free(Some(now), now), "at its deadline, free");
+        assert!(!Held.free(future, now) && Held.taken(future, now));
+        assert!(!Sold.free(None, now) && Sold.taken(None, now));
+        assert!(
+            !Blocked.free(None, now) && !Blocked.taken(None, now),
+            "blocked: nobody's"
+        );
+        assert!(
+            Held.takeable_by(Some(mine), past, mine, now),
+            "still mine past its time"
+        );
+        assert!(Held.takeable_by(Some(mine), future, mine, now));
+        assert!(!Held.takeable_by(Some(theirs), future, mine, now));
+        assert!(
+            Held.takeable_by(Some(theirs), past, mine, now),
+            "theirs ran out"
+        );
+        assert!(Available.takeable_by(None, None, mine, now));
+        assert!(!Sold.takeable_by(Some(mine), None, mine, now));
+        assert!(!Blocked.takeable_by(None, None, mine, now));
+    }
 
     fn price(amount: i64) -> PriceInput {
         PriceInput {

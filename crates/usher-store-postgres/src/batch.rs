@@ -31,7 +31,7 @@ use usher_core::{SeatingKind, UnitState};
 use usher_store::inventory::stored_currency;
 use usher_store::{
     ChangeSet, CommandOutcome, HeldUnit, HoldCommand, HoldFacts, LiveChange, Selection, StoreError,
-    StoreResult, held_booking,
+    StoreResult, corrupt_value, held_booking,
 };
 
 use crate::backend;
@@ -126,7 +126,7 @@ pub(crate) async fn hold_batch(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let locked: HashMap<Uuid, (Uuid, String, Option<DateTime<Utc>>)> = if named.is_empty() {
+    let locked: HashMap<Uuid, (Uuid, UnitState, Option<DateTime<Utc>>)> = if named.is_empty() {
         HashMap::new()
     } else {
         sqlx::query!(
@@ -138,8 +138,11 @@ pub(crate) async fn hold_batch(
         .await
         .map_err(backend)?
         .into_iter()
-        .map(|r| (r.id, (r.performance_id, r.state, r.held_until)))
-        .collect()
+        .map(|r| {
+            let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
+            Ok((r.id, (r.performance_id, state, r.held_until)))
+        })
+        .collect::<StoreResult<_>>()?
     };
     let mut claimed: HashSet<Uuid> = HashSet::new();
     for (hold, plan) in holds.iter().zip(plans.iter_mut()) {
@@ -166,9 +169,7 @@ pub(crate) async fn hold_batch(
             .iter()
             .filter(|id| {
                 let (_, state, held_until) = &locked[*id];
-                let free = state == "available"
-                    || (state == "held" && held_until.is_some_and(|t| t <= hold.now));
-                !free || claimed.contains(*id)
+                !state.free(*held_until, hold.now) || claimed.contains(*id)
             })
             .copied()
             .collect();

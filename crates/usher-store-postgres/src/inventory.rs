@@ -24,8 +24,8 @@ use usher_store::{
     Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HoldCommand,
     HoldWriter, InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch,
     PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
-    Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
-    push_group,
+    Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, corrupt_value,
+    paginate, push_group,
 };
 use usher_store::{Audit, ChangeSet, LiveBus, LiveChange};
 
@@ -367,14 +367,13 @@ impl PostgresStore {
                     .collect(),
             }
         } else {
-            let taken: Vec<Uuid> = rows
-                .iter()
-                .filter(|r| {
-                    r.state == "sold"
-                        || (r.state == "held" && r.held_until.is_some_and(|t| t > now))
-                })
-                .map(|r| r.id)
-                .collect();
+            let mut taken = Vec::new();
+            for r in &rows {
+                let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
+                if state.taken(r.held_until, now) {
+                    taken.push(r.id);
+                }
+            }
             if !taken.is_empty() {
                 CommandOutcome::Unavailable { unit_ids: taken }
             } else {

@@ -26,7 +26,7 @@ use usher_store::{
     HoldCommand, HoldFacts, HoldWriter, InventoryCommand, NewPerformance, Page,
     PerformanceInventory, PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate,
     PriceGroupRow, SaleScope, SalesRow, Selection, StoreError, StoreResult, UnitRow, UserRow,
-    assemble_performances, held_booking, paginate, push_group,
+    assemble_performances, corrupt_value, held_booking, paginate, push_group,
 };
 use usher_store::{Audit, ChangeSet, LiveBus, LiveChange};
 
@@ -711,13 +711,13 @@ async fn set_blocked_in(
         };
         return Ok((unknown, Vec::new()));
     }
-    let taken: Vec<Uuid> = rows
-        .iter()
-        .filter(|r| {
-            r.state == "sold" || (r.state == "held" && r.held_until.is_some_and(|t| t > now))
-        })
-        .map(|r| r.id)
-        .collect();
+    let mut taken = Vec::new();
+    for r in &rows {
+        let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
+        if state.taken(r.held_until, now) {
+            taken.push(r.id);
+        }
+    }
     if !taken.is_empty() {
         return Ok((CommandOutcome::Unavailable { unit_ids: taken }, Vec::new()));
     }

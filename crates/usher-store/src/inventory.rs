@@ -561,22 +561,6 @@ pub fn held_booking(
     }
 }
 
-/// Whether a paid booking may have this unit: it still holds it, or the unit is free
-/// (available, or held by a hold that has expired).
-pub fn unit_takeable(
-    state: &str,
-    holder: Option<Uuid>,
-    held_until: Option<DateTime<Utc>>,
-    booking_id: Uuid,
-    now: DateTime<Utc>,
-) -> bool {
-    match state {
-        "available" => true,
-        "held" => holder == Some(booking_id) || held_until.is_some_and(|t| t <= now),
-        _ => false,
-    }
-}
-
 /// Records a created price group as the section or ticket type it is.
 pub fn push_group(
     sections: &mut Vec<Section>,

@@ -30,7 +30,7 @@ pub use inventory::{
     HeldUnit, HoldCommand, HoldFacts, InventoryCommand, NewPerformance, PerformanceInventory,
     PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow,
     SaleScope, SalesRow, Selection, UnitRow, assemble_performances, attendees, held_booking,
-    push_group, unit_takeable,
+    push_group,
 };
 pub use lifecycle::{
     BookingRef, LifecycleTx, Ran, TransitionRequest, Transitioned, run_transition,
