@@ -367,13 +367,16 @@ impl PostgresStore {
                     .collect(),
             }
         } else {
-            let mut taken = Vec::new();
-            for r in &rows {
-                let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
-                if state.taken(r.held_until, now) {
-                    taken.push(r.id);
-                }
-            }
+            let taken: Vec<Uuid> = rows
+                .iter()
+                .map(|r| {
+                    let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
+                    Ok(state.taken(r.held_until, now).then_some(r.id))
+                })
+                .collect::<StoreResult<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect();
             if !taken.is_empty() {
                 CommandOutcome::Unavailable { unit_ids: taken }
             } else {

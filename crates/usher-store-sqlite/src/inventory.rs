@@ -711,13 +711,16 @@ async fn set_blocked_in(
         };
         return Ok((unknown, Vec::new()));
     }
-    let mut taken = Vec::new();
-    for r in &rows {
-        let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
-        if state.taken(r.held_until, now) {
-            taken.push(r.id);
-        }
-    }
+    let taken: Vec<Uuid> = rows
+        .iter()
+        .map(|r| {
+            let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
+            Ok(state.taken(r.held_until, now).then_some(r.id))
+        })
+        .collect::<StoreResult<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     if !taken.is_empty() {
         return Ok((CommandOutcome::Unavailable { unit_ids: taken }, Vec::new()));
     }
