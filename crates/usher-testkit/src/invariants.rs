@@ -1,4 +1,4 @@
-//! The invariants of DESIGN.md, checked through the storage contract after a race, a
+//! The invariants of docs/ARCHITECTURE.md, checked through the storage contract after a race, a
 //! crash or a random walk. Each check names what it found wrong.
 
 use std::collections::{HashMap, HashSet};
@@ -148,7 +148,7 @@ pub fn check_total(booking: &Booking) -> Result<(), String> {
     Ok(())
 }
 
-/// Invariants 3 and 4 of DESIGN.md for these bookings: a confirmed booking names the one
+/// Invariants 3 and 4 of docs/ARCHITECTURE.md for these bookings: a confirmed booking names the one
 /// succeeded payment that confirmed it; every other payment that captured money is being
 /// (or has been) refunded; a refunded booking's confirming payment is refunded too.
 /// Every booking named must exist: one acknowledged and gone is reported.

@@ -1,5 +1,5 @@
 //! The inventory story on both engines: performances, holds, cancellations, expiry and
-//! the on-sale races, with DESIGN.md's invariants checked after each.
+//! the on-sale races, with the invariants of docs/ARCHITECTURE.md checked after each.
 
 use std::collections::HashSet;
 use std::sync::Arc;

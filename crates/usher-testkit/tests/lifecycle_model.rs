@@ -5,7 +5,7 @@
 //! wallet), organizer refunds, clock moves, sweeps and a cancelled sale run against a
 //! store and against a small model of the money rules, said plainly. After every step
 //! the two agree on every booking, payment, unit and the wallet's balance, and
-//! DESIGN.md's invariants hold (the wallet's among them).
+//! the invariants of docs/ARCHITECTURE.md hold (the wallet's among them).
 
 use std::collections::HashSet;
 

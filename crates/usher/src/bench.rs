@@ -5,7 +5,7 @@
 //! table, or one JSON object with `--json`). Without `--url` it starts a throwaway
 //! `usher serve` of its own (an embedded SQLite file in a temporary folder, or
 //! `--database-url`), sets up an organizer, an event, a performance and buyers through
-//! the API, runs the scenario, checks DESIGN.md's invariants through the API (no unit in
+//! the API, runs the scenario, checks the invariants of docs/ARCHITECTURE.md through the API (no unit in
 //! two live bookings, counts that add up, no oversell) and reports the server's memory.
 //! Every run is bounded in requests and in time (`--max-seconds`) and stops by itself.
 //!
@@ -1143,7 +1143,7 @@ async fn flash(
     Ok(report)
 }
 
-/// DESIGN.md's invariants through the API: counts add up, no unit in two live
+/// the invariants of docs/ARCHITECTURE.md through the API: counts add up, no unit in two live
 /// bookings, every acknowledged hold is there, nothing oversold.
 async fn check(
     bench: &Bench,

@@ -3,7 +3,7 @@
 //! at least three shown to have interrupted it; in the end every hold is released, each
 //! payment refunded by exactly one job and each paying buyer emailed once, per booking),
 //! and twenty times in a flash sale with buyers holding and paying (at each kill, before
-//! anything restarts, the invariants of DESIGN.md hold and nothing acknowledged is lost;
+//! anything restarts, the invariants of docs/ARCHITECTURE.md hold and nothing acknowledged is lost;
 //! at least half the kills leave a buyer between hold and payment and an email unsent;
 //! in the end every confirmed booking has exactly one confirmation email).
 
@@ -356,7 +356,7 @@ struct Unfinished {
     emails: usize,
 }
 
-/// The invariants of DESIGN.md on the store as the kill left it (no instance running,
+/// The invariants of docs/ARCHITECTURE.md on the store as the kill left it (no instance running,
 /// the killed one's last statements settled, nothing repaired yet), and nothing the buyers were told is lost. Returns what the
 /// kill interrupted.
 async fn check_at_kill(

@@ -53,7 +53,7 @@ async fn all_bookings(app: &TestApp, organizer: &Session, performance: &Value) -
         .collect()
 }
 
-/// DESIGN.md's invariants for the performance, its bookings and their payments.
+/// the invariants of docs/ARCHITECTURE.md for the performance, its bookings and their payments.
 async fn assert_invariants(app: &TestApp, organizer: &Session, performance: &Value) {
     let bookings = all_bookings(app, organizer, performance).await;
     let store: &dyn Store = app.store.as_ref();
