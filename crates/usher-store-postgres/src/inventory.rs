@@ -24,8 +24,8 @@ use usher_store::{
     Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HoldCommand,
     HoldWriter, InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch,
     PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
-    Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, corrupt_value,
-    paginate, push_group,
+    Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
+    push_group, taken_units,
 };
 use usher_store::{Audit, ChangeSet, LiveBus, LiveChange};
 
@@ -367,16 +367,10 @@ impl PostgresStore {
                     .collect(),
             }
         } else {
-            let taken: Vec<Uuid> = rows
-                .iter()
-                .map(|r| {
-                    let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
-                    Ok(state.taken(r.held_until, now).then_some(r.id))
-                })
-                .collect::<StoreResult<Vec<_>>>()?
-                .into_iter()
-                .flatten()
-                .collect();
+            let taken = taken_units(
+                rows.iter().map(|r| (r.id, r.state.as_str(), r.held_until)),
+                now,
+            )?;
             if !taken.is_empty() {
                 CommandOutcome::Unavailable { unit_ids: taken }
             } else {

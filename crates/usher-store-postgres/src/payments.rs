@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
-use usher_core::{BookingStatus, Money, UnitState};
+use usher_core::{BookingStatus, Money};
 use usher_store::box_office::action;
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JOB_MAX_ATTEMPTS;
@@ -17,7 +17,7 @@ use usher_store::{Audit, AuditEntry, WalletMove, WalletMoved};
 use usher_store::{
     ChangeSet, IdempotencyStart, Job, JobRow, JobState, LifecycleTx, LiveChange, Payment,
     PaymentRow, ProviderEvent, StoreError, StoreResult, TransitionRequest, Transitioned,
-    corrupt_value, run_transition,
+    all_takeable_by, run_transition,
 };
 
 use crate::inventory::load_bookings;
@@ -172,12 +172,13 @@ impl LifecycleTx for PgLifecycle<'_> {
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        Ok(units.iter().try_fold(true, |all, u| {
-            let state = UnitState::parse(&u.state).map_err(corrupt_value("units.state"))?;
-            Ok::<_, usher_store::StoreError>(
-                all && state.takeable_by(u.booking_id, u.held_until, booking_id, now),
-            )
-        })?)
+        all_takeable_by(
+            units
+                .iter()
+                .map(|u| (u.state.as_str(), u.booking_id, u.held_until)),
+            booking_id,
+            now,
+        )
     }
 
     async fn update_booking(

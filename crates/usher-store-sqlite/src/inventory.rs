@@ -26,7 +26,7 @@ use usher_store::{
     HoldCommand, HoldFacts, HoldWriter, InventoryCommand, NewPerformance, Page,
     PerformanceInventory, PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate,
     PriceGroupRow, SaleScope, SalesRow, Selection, StoreError, StoreResult, UnitRow, UserRow,
-    assemble_performances, corrupt_value, held_booking, paginate, push_group,
+    assemble_performances, held_booking, paginate, push_group, taken_units,
 };
 use usher_store::{Audit, ChangeSet, LiveBus, LiveChange};
 
@@ -711,16 +711,10 @@ async fn set_blocked_in(
         };
         return Ok((unknown, Vec::new()));
     }
-    let taken: Vec<Uuid> = rows
-        .iter()
-        .map(|r| {
-            let state = UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?;
-            Ok(state.taken(r.held_until, now).then_some(r.id))
-        })
-        .collect::<StoreResult<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+    let taken = taken_units(
+        rows.iter().map(|r| (r.id, r.state.as_str(), r.held_until)),
+        now,
+    )?;
     if !taken.is_empty() {
         return Ok((CommandOutcome::Unavailable { unit_ids: taken }, Vec::new()));
     }

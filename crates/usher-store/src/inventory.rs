@@ -561,6 +561,40 @@ pub fn held_booking(
     }
 }
 
+/// The units that are someone's at `now` (sold, or held by a hold that has not run out),
+/// from what an engine read back: (id, stored state, `held_until`).
+pub fn taken_units<'a>(
+    units: impl IntoIterator<Item = (Uuid, &'a str, Option<DateTime<Utc>>)>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Uuid>> {
+    let mut taken = Vec::new();
+    for (id, state, held_until) in units {
+        if stored_state(state)?.taken(held_until, now) {
+            taken.push(id);
+        }
+    }
+    Ok(taken)
+}
+
+/// Whether `booking` may have every one of these units at `now` (a payment arriving for
+/// it), from what an engine read back: (stored state, holder, `held_until`).
+pub fn all_takeable_by<'a>(
+    units: impl IntoIterator<Item = (&'a str, Option<Uuid>, Option<DateTime<Utc>>)>,
+    booking: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    for (state, holder, held_until) in units {
+        if !stored_state(state)?.takeable_by(holder, held_until, booking, now) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn stored_state(raw: &str) -> StoreResult<UnitState> {
+    UnitState::parse(raw).map_err(crate::corrupt_value("units.state"))
+}
+
 /// Records a created price group as the section or ticket type it is.
 pub fn push_group(
     sections: &mut Vec<Section>,

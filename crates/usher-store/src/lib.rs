@@ -29,8 +29,8 @@ pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
     HeldUnit, HoldCommand, HoldFacts, InventoryCommand, NewPerformance, PerformanceInventory,
     PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow,
-    SaleScope, SalesRow, Selection, UnitRow, assemble_performances, attendees, held_booking,
-    push_group,
+    SaleScope, SalesRow, Selection, UnitRow, all_takeable_by, assemble_performances, attendees,
+    held_booking, push_group, taken_units,
 };
 pub use lifecycle::{
     BookingRef, LifecycleTx, Ran, TransitionRequest, Transitioned, run_transition,
