@@ -62,32 +62,29 @@ fn status_line(answer: &str) -> &str {
     answer.lines().next().unwrap_or("")
 }
 
-/// Polls `path` on fresh connections until it answers 200, or fails with `why` after
-/// five seconds (a slot or share freed by a closed connection is reused).
-async fn served_again(app: &TestApp, path: &str, why: &str) {
+/// Polls `path` on fresh connections until its status line says `status`, or fails with
+/// `why` after five seconds; the answer. (The server counts a connection as it accepts
+/// it and frees its slot as it closes: both are seen a moment later.)
+async fn answered_soon(app: &TestApp, path: &str, status: &str, why: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let answer = raw_get(app, path).await;
-        if status_line(&answer).contains("200") {
-            return;
+        if status_line(&answer).contains(status) {
+            return answer;
         }
         assert!(Instant::now() < deadline, "{why}: {answer}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Polls `path` on fresh connections until it is refused with 503 (the server has
-/// counted what fills it), or fails with `why` after five seconds; the refusal.
+/// The slot or share a closed connection freed is reused: `path` answers 200 again.
+async fn served_again(app: &TestApp, path: &str, why: &str) {
+    answered_soon(app, path, "200", why).await;
+}
+
+/// Once the server has counted what fills it, `path` is refused with 503; the refusal.
 async fn refused_soon(app: &TestApp, path: &str, why: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let answer = raw_get(app, path).await;
-        if status_line(&answer).contains("503") {
-            return answer;
-        }
-        assert!(Instant::now() < deadline, "{why}: {answer}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    answered_soon(app, path, "503", why).await
 }
 
 #[tokio::test]
