@@ -8,6 +8,7 @@ pub mod account;
 pub mod best_available;
 pub mod clock;
 pub mod event;
+pub mod hold;
 pub mod inventory;
 pub mod lifecycle;
 pub mod money;

@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub rate_limits: bool,
     /// Proxies whose `X-Forwarded-For` names the client (`USHER_TRUSTED_PROXIES`).
     pub trusted_proxies: crate::rate_limit::TrustedProxies,
+    /// Holds go through the write pipeline (group commit); off, each hold is a
+    /// transaction of its own (`USHER_GROUP_COMMIT=off`, to measure the difference).
+    pub group_commit: bool,
 }
 
 /// Which payment provider takes the money.
@@ -137,6 +140,7 @@ impl Default for ServerConfig {
             redis_url: None,
             rate_limits: true,
             trusted_proxies: crate::rate_limit::TrustedProxies::default(),
+            group_commit: true,
         }
     }
 }

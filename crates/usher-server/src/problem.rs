@@ -229,7 +229,7 @@ impl From<StoreError> for ApiError {
                 )])
             }
             StoreError::Backend(why) => ApiError::Internal(why),
-            unavailable @ StoreError::Unavailable(_) => {
+            unavailable @ (StoreError::Unavailable(_) | StoreError::Conflict(_)) => {
                 ApiError::ServiceUnavailable(unavailable.to_string())
             }
         }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use usher_app::Holds;
 use usher_core::Clock;
 use usher_mail::Mailer;
 use usher_payments::PaymentProvider;
@@ -27,6 +28,7 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn Store>,
+    holds: Holds,
     tokens: TokenKeys,
     access: Access,
     config: ServerConfig,
@@ -73,9 +75,11 @@ impl AppState {
             services.redis.clone(),
         ));
         let waiting_room = WaitingRoom::start(services.store.clone());
+        let holds = Holds::start(services.store.clone(), config.group_commit);
         Self {
             inner: Arc::new(Inner {
                 store: services.store,
+                holds,
                 tokens: services.tokens,
                 access: Access::default(),
                 config,
@@ -94,6 +98,11 @@ impl AppState {
                 waiting_room,
             }),
         }
+    }
+
+    /// The hold use case, with its write pipeline.
+    pub fn holds(&self) -> &Holds {
+        &self.inner.holds
     }
 
     /// Queue joins in batches and the queues' latest states ([`crate::waiting`]).

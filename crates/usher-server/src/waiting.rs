@@ -170,10 +170,13 @@ pub async fn run(state: AppState, interval: Duration, mut stop: watch::Receiver<
 /// Serves one performance's waiting list now.
 pub async fn serve(state: &AppState, performance_id: Uuid) {
     let now = state.clock().now();
-    match state
-        .store()
-        .waitlist_serve(performance_id, now, state.config().offer_ttl)
-        .await
+    match usher_app::waiting_list::serve(
+        state.store(),
+        performance_id,
+        now,
+        state.config().offer_ttl,
+    )
+    .await
     {
         Ok(offers) => {
             for (entry_id, booking) in &offers {

@@ -6,12 +6,10 @@
 //! in id order (`ORDER BY id FOR UPDATE`), so two holds cannot deadlock each other; a
 //! deadlock or serialization failure that happens anyway is retried.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use usher_core::best_available::{self, Seat};
 use usher_core::inventory::UnitPlan;
 use usher_core::{
     Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, UnitState,
@@ -21,44 +19,20 @@ use usher_store::box_office::action;
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
-    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow, HoldCommand,
-    HoldWriter, InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch,
-    PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow,
-    Selection, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
-    push_group, taken_units,
+    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow,
+    InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch, PerformanceRow,
+    PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, StoreError,
+    StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group, taken_units,
 };
-use usher_store::{Audit, ChangeSet, LiveBus, LiveChange};
+use usher_store::{Audit, ChangeSet, LiveChange};
 
 use crate::payments::enqueue;
 use crate::{PostgresStore, backend};
 
 /// Units are inserted in batches of this many rows per statement.
 const INSERT_BATCH: usize = 10_000;
-/// How often a command is retried after a deadlock or a lost race for best seats.
+/// How often a command is retried after a deadlock.
 const ATTEMPTS: usize = 5;
-/// How often a general-admission hold looks again while enough units are free but
-/// locked by other buyers' transactions.
-const GENERAL_ATTEMPTS: usize = 10;
-
-/// Deadlocks and serialization failures: the transaction was rolled back and may be
-/// run again.
-fn is_retryable(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e)
-        if matches!(e.code().as_deref(), Some("40P01") | Some("40001")))
-}
-
-/// What one attempt of a hold concluded.
-pub(crate) enum Attempt {
-    Done(CommandOutcome),
-    /// Best-available seats were taken between reading and writing: choose again.
-    LostRace,
-    /// General admission took fewer units than asked; some may be locked by other
-    /// buyers' transactions that have not finished.
-    Short {
-        ticket_type_id: Uuid,
-        asked: u64,
-    },
-}
 
 impl PostgresStore {
     pub(crate) async fn insert_performance(
@@ -271,70 +245,33 @@ impl PostgresStore {
             .collect()
     }
 
+    /// Runs a command in transactions of its own, retrying after a deadlock.
     pub(crate) async fn run_command(
         &self,
         command: InventoryCommand,
     ) -> StoreResult<CommandOutcome> {
-        if let (InventoryCommand::Hold(hold), Some(pipeline)) = (&command, &self.pipeline) {
-            return pipeline.hold(hold.clone()).await;
-        }
-        self.run_alone(command).await
-    }
-
-    /// Runs a command in transactions of its own, retrying what may be retried.
-    pub(crate) async fn run_alone(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
         let mut attempt = 0;
-        // General admission first skips units other transactions are locking right now;
-        // if that leaves it short while enough units are free, it waits for those locks.
-        let mut wait_for_locks = false;
         loop {
             attempt += 1;
             let result = match &command {
-                InventoryCommand::Hold(hold) => {
-                    hold_attempt(&self.pool, &self.live, hold, wait_for_locks).await
-                }
                 InventoryCommand::Cancel { booking_id, now } => {
-                    self.cancel(*booking_id, *now).await.map(Attempt::Done)
+                    self.cancel(*booking_id, *now).await
                 }
-                InventoryCommand::Sweep { now, limit } => {
-                    self.sweep(*now, *limit).await.map(Attempt::Done)
-                }
+                InventoryCommand::Sweep { now, limit } => self.sweep(*now, *limit).await,
                 InventoryCommand::SetBlocked {
                     performance_id,
                     unit_ids,
                     blocked,
                     now,
                     audit,
-                } => self
-                    .set_blocked(*performance_id, unit_ids, *blocked, *now, audit)
-                    .await
-                    .map(Attempt::Done),
+                } => {
+                    self.set_blocked(*performance_id, unit_ids, *blocked, *now, audit)
+                        .await
+                }
             };
             match result {
-                Ok(Attempt::Done(outcome)) => return Ok(outcome),
-                Ok(Attempt::LostRace) if attempt < ATTEMPTS => continue,
-                Ok(Attempt::Short {
-                    ticket_type_id,
-                    asked,
-                }) if attempt < GENERAL_ATTEMPTS => {
-                    let InventoryCommand::Hold(hold) = &command else {
-                        unreachable!("only holds come up short")
-                    };
-                    if free_units(&self.pool, ticket_type_id, hold.now).await? >= asked {
-                        wait_for_locks = true;
-                        continue;
-                    }
-                    return Ok(CommandOutcome::Unavailable {
-                        unit_ids: Vec::new(),
-                    });
-                }
-                Ok(Attempt::LostRace | Attempt::Short { .. }) => {
-                    return Ok(CommandOutcome::Unavailable {
-                        unit_ids: Vec::new(),
-                    });
-                }
                 Err(Retry::Again(_)) if attempt < ATTEMPTS => continue,
-                Err(Retry::Again(e)) | Err(Retry::Fail(e)) => return Err(e),
+                other => return Ok(other?),
             }
         }
     }
@@ -705,105 +642,6 @@ impl PostgresStore {
     }
 }
 
-/// Free units of a ticket type in committed state, counting those other transactions
-/// are locking right now.
-async fn free_units(pool: &PgPool, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
-    let free = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "free!" FROM units
-           WHERE group_id = $1 AND (state = 'available' OR (state = 'held' AND held_until <= $2))"#,
-        ticket_type_id,
-        now
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(backend)?;
-    Ok(free as u64)
-}
-
-/// Runs one attempt of a hold in its own transaction, committed only when units were
-/// taken. Every other outcome rolls back explicitly: a transaction merely dropped keeps
-/// its row locks until its connection is next used, and SKIP LOCKED buyers would see
-/// those units as gone.
-async fn hold_attempt(
-    pool: &PgPool,
-    bus: &LiveBus,
-    hold: &HoldCommand,
-    wait_for_locks: bool,
-) -> Result<Attempt, Retry> {
-    let mut tx = pool.begin().await?;
-    match hold_in(&mut tx, hold, wait_for_locks).await {
-        Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
-            let mut moved = ChangeSet::new();
-            moved.extend(
-                UnitState::Held,
-                booking
-                    .units
-                    .iter()
-                    .map(|u| (hold.performance_id, u.unit_id)),
-            );
-            let live = match crate::live::record(&mut tx, moved, hold.now).await {
-                Ok(live) => live,
-                Err(error) => {
-                    let _ = tx.rollback().await;
-                    return Err(Retry::Fail(error));
-                }
-            };
-            tx.commit().await?;
-            bus.publish(live);
-            Ok(Attempt::Done(CommandOutcome::Held(booking)))
-        }
-        Ok(other) => {
-            tx.rollback().await?;
-            Ok(other)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
-}
-
-/// Holds for the write pipeline: one writer per shard of performances, each batch one
-/// transaction on one connection.
-pub(crate) struct PgHolds {
-    pub(crate) store: PostgresStore,
-}
-
-#[async_trait]
-impl HoldWriter for PgHolds {
-    /// One transaction, one commit and a handful of set-based statements for the whole
-    /// batch ([`crate::batch`]). If the batch fails, nothing of it stands and each hold
-    /// runs alone.
-    async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>> {
-        let mut tx = self.store.pool.begin().await.map_err(backend)?;
-        match crate::batch::hold_batch(&mut tx, holds).await {
-            Ok((outcomes, live)) => match tx.commit().await {
-                Ok(()) => {
-                    self.store.live.publish(live);
-                    Ok(outcomes)
-                }
-                // Not committed: every hold runs alone.
-                Err(error) if is_retryable(&error) => Ok(vec![None; holds.len()]),
-                Err(error) => Err(backend(error)),
-            },
-            // Running each hold alone against a database that is gone would only make
-            // every caller wait for the pool in turn: the whole batch answers 503 now.
-            Err(error @ StoreError::Unavailable(_)) => Err(error),
-            Err(error) => {
-                tracing::warn!(%error, holds = holds.len(), "a hold batch failed; its holds run alone");
-                let _ = tx.rollback().await;
-                Ok(vec![None; holds.len()])
-            }
-        }
-    }
-
-    async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
-        self.store
-            .run_alone(InventoryCommand::Hold(hold.clone()))
-            .await
-    }
-}
-
 /// Whether a failed step may be retried as a whole.
 pub(crate) enum Retry {
     Again(StoreError),
@@ -820,7 +658,7 @@ impl Retry {
 
 impl From<sqlx::Error> for Retry {
     fn from(error: sqlx::Error) -> Self {
-        if is_retryable(&error) {
+        if crate::is_retryable(&error) {
             Retry::Again(backend(error))
         } else {
             Retry::Fail(backend(error))
@@ -838,230 +676,6 @@ impl From<StoreError> for Retry {
     fn from(error: StoreError) -> Self {
         Retry::Fail(error)
     }
-}
-
-/// A performance's seats as best available chooses among them (free: available, or
-/// held past its time), unlocked; shared by holds alone and hold batches.
-pub(crate) async fn seats_to_choose_from(
-    conn: &mut PgConnection,
-    performance_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Vec<Seat>, sqlx::Error> {
-    let seats = sqlx::query!(
-        r#"SELECT id, group_position, row_position, seat_position,
-                  (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
-           FROM units WHERE performance_id = $1"#,
-        performance_id,
-        now
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(seats
-        .into_iter()
-        .map(|s| Seat {
-            unit_id: s.id,
-            section: s.group_position as u32,
-            row: s.row_position as u32,
-            seat: s.seat_position as u32,
-            free: s.free,
-        })
-        .collect())
-}
-
-/// One attempt of a hold inside the caller's transaction.
-pub(crate) async fn hold_in(
-    tx: &mut PgConnection,
-    hold: &HoldCommand,
-    wait_for_locks: bool,
-) -> Result<Attempt, Retry> {
-    let now = hold.now;
-    let asked_type = match &hold.selection {
-        Selection::General { ticket_type_id, .. } => Some(*ticket_type_id),
-        _ => None,
-    };
-    let Some(performance) = sqlx::query!(
-        r#"SELECT p.currency,
-                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2
-                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= $2)) AS "on_sale!",
-                  EXISTS (SELECT 1 FROM waitlist_entries w
-                          WHERE w.performance_id = p.id AND w.status = 'waiting'
-                            AND (w.ticket_type_id IS NULL OR w.ticket_type_id = $3)) AS "waited_for!"
-           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
-        hold.performance_id,
-        now,
-        asked_type
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
-        return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
-            unit_ids: Vec::new(),
-        }));
-    };
-    if !performance.on_sale {
-        return Ok(Attempt::Done(CommandOutcome::NotOnSale));
-    }
-    if performance.waited_for && !hold.offer {
-        return Ok(Attempt::Done(hold.refused()));
-    }
-    let currency = performance.currency;
-    let asked = match &hold.selection {
-        Selection::Units(ids) => ids.len(),
-        Selection::General { quantity, .. } | Selection::BestAvailable { quantity } => {
-            *quantity as usize
-        }
-    };
-    // (id, price) of every unit taken.
-    let taken: Vec<(Uuid, i64)> = match &hold.selection {
-        Selection::Units(ids) => {
-            let known = sqlx::query_scalar!(
-                "SELECT id FROM units WHERE performance_id = $1 AND id = ANY($2)",
-                hold.performance_id,
-                ids
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            let unknown: Vec<Uuid> = ids
-                .iter()
-                .filter(|id| !known.contains(id))
-                .copied()
-                .collect();
-            if !unknown.is_empty() {
-                return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
-                    unit_ids: unknown,
-                }));
-            }
-            let taken = take_units(tx, hold, ids).await?;
-            if taken.len() != ids.len() {
-                let unavailable = ids
-                    .iter()
-                    .filter(|id| !taken.iter().any(|t| t.0 == **id))
-                    .copied()
-                    .collect();
-                return Ok(Attempt::Done(CommandOutcome::Unavailable {
-                    unit_ids: unavailable,
-                }));
-            }
-            taken
-        }
-        Selection::General {
-            ticket_type_id,
-            quantity,
-        } => {
-            let known = sqlx::query_scalar!(
-                r#"SELECT g.id FROM price_groups g
-                       JOIN performances p ON p.id = g.performance_id
-                       WHERE g.id = $1 AND p.id = $2 AND p.kind = 'general'"#,
-                ticket_type_id,
-                hold.performance_id
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            if known.is_none() {
-                return Ok(Attempt::Done(CommandOutcome::UnknownUnits {
-                    unit_ids: vec![*ticket_type_id],
-                }));
-            }
-            // SKIP LOCKED: concurrent buyers of one ticket type take disjoint units
-            // instead of queueing behind each other's row locks. When that comes up
-            // short while enough units are free, the retry waits for the locks instead
-            // (in id order, as every statement that locks units does).
-            let rows = if wait_for_locks {
-                sqlx::query!(
-                    r#"UPDATE units SET state = 'held', booking_id = $1, held_until = $2
-                       WHERE id IN (SELECT id FROM units
-                                    WHERE group_id = $3
-                                      AND (state = 'available' OR (state = 'held' AND held_until <= $4))
-                                    ORDER BY id LIMIT $5
-                                    FOR UPDATE)
-                         AND (state = 'available' OR (state = 'held' AND held_until <= $4))
-                       RETURNING id, price_amount"#,
-                    hold.booking_id,
-                    hold.held_until,
-                    ticket_type_id,
-                    now,
-                    i64::from(*quantity)
-                )
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .map(|r| (r.id, r.price_amount))
-                .collect::<Vec<_>>()
-            } else {
-                sqlx::query!(
-                    r#"UPDATE units SET state = 'held', booking_id = $1, held_until = $2
-                       WHERE id IN (SELECT id FROM units
-                                    WHERE group_id = $3
-                                      AND (state = 'available' OR (state = 'held' AND held_until <= $4))
-                                    ORDER BY id LIMIT $5
-                                    FOR UPDATE SKIP LOCKED)
-                         AND (state = 'available' OR (state = 'held' AND held_until <= $4))
-                       RETURNING id, price_amount"#,
-                    hold.booking_id,
-                    hold.held_until,
-                    ticket_type_id,
-                    now,
-                    i64::from(*quantity)
-                )
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .map(|r| (r.id, r.price_amount))
-                .collect::<Vec<_>>()
-            };
-            if rows.len() != asked {
-                return Ok(Attempt::Short {
-                    ticket_type_id: *ticket_type_id,
-                    asked: asked as u64,
-                });
-            }
-            rows
-        }
-        Selection::BestAvailable { quantity } => {
-            let seats = seats_to_choose_from(tx, hold.performance_id, now).await?;
-            let Some(chosen) = best_available::choose(&seats, *quantity as usize) else {
-                return Ok(Attempt::Done(CommandOutcome::Unavailable {
-                    unit_ids: Vec::new(),
-                }));
-            };
-            let taken = take_units(tx, hold, &chosen).await?;
-            if taken.len() != chosen.len() {
-                // Someone took one of them since we looked; look again.
-                return Ok(Attempt::LostRace);
-            }
-            taken
-        }
-    };
-    let total: i64 = taken.iter().map(|t| t.1).sum();
-    sqlx::query!(
-        "INSERT INTO bookings (id, user_id, performance_id, status, held_until, total_amount,
-                                   currency, created_at, updated_at, offer)
-             VALUES ($1, $2, $3, 'held', $4, $5, $6, $7, $7, $8)",
-        hold.booking_id,
-        hold.user_id,
-        hold.performance_id,
-        hold.held_until,
-        total,
-        currency,
-        now,
-        hold.offer
-    )
-    .execute(&mut *tx)
-    .await?;
-    let (ids, prices): (Vec<Uuid>, Vec<i64>) = taken.into_iter().unzip();
-    sqlx::query!(
-        "INSERT INTO booking_units (booking_id, unit_id, price_amount)
-             SELECT $1, u.id, u.price FROM UNNEST($2::uuid[], $3::bigint[]) AS u(id, price)",
-        hold.booking_id,
-        &ids,
-        &prices
-    )
-    .execute(&mut *tx)
-    .await?;
-    let booking = load_bookings(tx, &[hold.booking_id]).await?.pop();
-    booking
-        .map(|b| Attempt::Done(CommandOutcome::Held(b)))
-        .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after insert".into())))
 }
 
 /// Cancels a held booking inside the caller's transaction.
@@ -1097,30 +711,6 @@ async fn cancel_in(
         .pop()
         .map(|b| (CommandOutcome::Cancelled(b), live))
         .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after cancel".into())))
-}
-
-/// Takes these units for the hold if each is free; returns those taken with their prices.
-async fn take_units(
-    conn: &mut PgConnection,
-    hold: &HoldCommand,
-    ids: &[Uuid],
-) -> Result<Vec<(Uuid, i64)>, Retry> {
-    let rows = sqlx::query!(
-        "UPDATE units SET state = 'held', booking_id = $1, held_until = $2
-         WHERE id IN (SELECT id FROM units
-                      WHERE performance_id = $3 AND id = ANY($4)
-                      ORDER BY id FOR UPDATE)
-           AND (state = 'available' OR (state = 'held' AND held_until <= $5))
-         RETURNING id, price_amount",
-        hold.booking_id,
-        hold.held_until,
-        hold.performance_id,
-        ids,
-        hold.now
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.price_amount)).collect())
 }
 
 /// Frees the units these bookings still hold. A unit already re-taken by the next buyer

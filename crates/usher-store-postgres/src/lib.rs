@@ -2,14 +2,13 @@
 //! instances share one database, so every read-modify-write here locks what it reads
 //! (`FOR UPDATE`) or is a single conditional statement.
 
-mod batch;
 mod box_office;
+mod hold;
 mod inventory;
 mod live;
 mod payments;
 mod waiting;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,9 +27,9 @@ use usher_store::{
     IdempotencyStart, InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices,
     LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page, Payment,
     PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness,
-    Rotation, SaleScope, Store, StoreError, StoreOptions, StoreResult, TransitionRequest,
-    Transitioned, UserChange, UserCredentials, UserQuery, UserRow, WritePipeline, contains_pattern,
-    page_from_rows, paginate, search_key, user_search_key,
+    Rotation, SaleScope, Store, StoreError, StoreResult, TransitionRequest, Transitioned,
+    UserChange, UserCredentials, UserQuery, UserRow, contains_pattern, page_from_rows, paginate,
+    search_key, user_search_key,
 };
 use usher_store::{
     AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry, WaitlistJoin,
@@ -47,27 +46,24 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const DEFAULT_POOL_SIZE: u32 = 16;
 
 /// Writer tasks of the write pipeline: each holds at most one connection at a time.
-const PIPELINE_SHARDS: usize = 4;
+const HOLD_WRITERS: usize = 4;
 /// Longest wait for a pooled connection (or for reconnecting to a restarting server).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
-    /// Group commit for holds (`None`: one transaction per hold).
-    pub(crate) pipeline: Option<Arc<WritePipeline>>,
     pub(crate) live: LiveBus,
 }
 
 impl PostgresStore {
-    /// Connects to the database named by a `postgres://` URL, with group commit.
+    /// Connects to the database named by a `postgres://` URL.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::connect_with(url, DEFAULT_POOL_SIZE, StoreOptions::default()).await
+        Self::connect_with(url, DEFAULT_POOL_SIZE).await
     }
 
-    /// Connects with `size` pooled connections; call from within a Tokio runtime (the
-    /// write pipeline's tasks run on it).
-    pub async fn connect_with(url: &str, size: u32, options: StoreOptions) -> StoreResult<Self> {
+    /// Connects with `size` pooled connections.
+    pub async fn connect_with(url: &str, size: u32) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(size)
             // A database that is down or saturated answers 503 within seconds
@@ -76,18 +72,10 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(backend)?;
-        let mut store = Self {
+        Ok(Self {
             pool,
-            pipeline: None,
             live: LiveBus::new(),
-        };
-        if options.group_commit {
-            let writer = Arc::new(inventory::PgHolds {
-                store: store.clone(),
-            });
-            store.pipeline = Some(Arc::new(WritePipeline::start(writer, PIPELINE_SHARDS)));
-        }
-        Ok(store)
+        })
     }
 }
 
@@ -102,6 +90,8 @@ pub(crate) fn corrupt(error: impl std::fmt::Display) -> StoreError {
 pub(crate) fn backend(error: sqlx::Error) -> StoreError {
     if is_unavailable(&error) {
         StoreError::Unavailable(error.to_string())
+    } else if is_retryable(&error) {
+        StoreError::Conflict(error.to_string())
     } else {
         StoreError::Backend(error.to_string())
     }
@@ -126,6 +116,13 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
+}
+
+/// Deadlocks and serialization failures: the transaction was rolled back and may be
+/// run again.
+pub(crate) fn is_retryable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e)
+        if matches!(e.code().as_deref(), Some("40P01") | Some("40001")))
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -766,13 +763,11 @@ impl Store for PostgresStore {
         self.leave_waitlist(id, now).await
     }
 
-    async fn waitlist_serve(
+    async fn begin_serving(
         &self,
         performance_id: Uuid,
-        now: DateTime<Utc>,
-        offer_ttl: chrono::Duration,
-    ) -> StoreResult<Vec<(Uuid, Booking)>> {
-        self.serve_waitlist(performance_id, now, offer_ttl).await
+    ) -> StoreResult<Option<Box<dyn usher_store::ServeTx>>> {
+        self.serving(performance_id).await
     }
 
     async fn waitlists_to_serve(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
@@ -802,6 +797,18 @@ impl Store for PostgresStore {
         policy: AdmissionPolicy,
     ) -> StoreResult<Option<QueueRoom>> {
         self.advance_queue(performance_id, now, policy).await
+    }
+
+    fn hold_engine(&self) -> usher_store::HoldEngine {
+        usher_store::HoldEngine {
+            writers: HOLD_WRITERS,
+            serialised: false,
+        }
+    }
+
+    async fn begin_holds(&self) -> StoreResult<Box<dyn usher_store::HoldTx>> {
+        let tx = self.pool.begin().await.map_err(backend)?;
+        Ok(Box::new(hold::PgTx { tx }))
     }
 
     async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {

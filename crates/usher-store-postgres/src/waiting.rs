@@ -8,19 +8,19 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
-use sqlx::{Connection, PgConnection};
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use usher_core::{Booking, Cursor, PageLimit, UnitState};
+use usher_core::{Cursor, PageLimit};
 use usher_store::payments::job_kind;
-use usher_store::waiting::{self, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
+use usher_store::waiting::{QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
 use usher_store::{
-    AdmissionPolicy, ChangeSet, CommandOutcome, HoldCommand, Page, QueueJoin, QueueJoined,
-    QueueRoom, QueueTicket, StoreResult, WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
+    AdmissionPolicy, Page, QueueJoin, QueueJoined, QueueRoom, QueueTicket, StoreResult,
+    WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
 };
 
-use crate::inventory::{Attempt, hold_in};
+use crate::hold::PgTx;
 use crate::payments::enqueue;
 use crate::{PostgresStore, backend};
 
@@ -121,13 +121,13 @@ impl PostgresStore {
         self.waitlist_entry_at(id, now).await
     }
 
-    pub(crate) async fn serve_waitlist(
+    /// The serving transaction, with the performance's row locked: one serving per
+    /// performance at a time, across instances.
+    pub(crate) async fn serving(
         &self,
         performance_id: Uuid,
-        now: DateTime<Utc>,
-        offer_ttl: Duration,
-    ) -> StoreResult<Vec<(Uuid, Booking)>> {
-        // Most releases happen where nobody waits: a read says so without the writer.
+    ) -> StoreResult<Option<Box<dyn ServeTx>>> {
+        // Most releases happen where nobody waits: a read says so without a transaction.
         let anyone = sqlx::query_scalar!(
             r#"SELECT EXISTS (SELECT 1 FROM waitlist_entries
                               WHERE performance_id = $1 AND status = 'waiting') AS "any!""#,
@@ -137,7 +137,7 @@ impl PostgresStore {
         .await
         .map_err(backend)?;
         if !anyone {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let locked = sqlx::query_scalar!(
@@ -147,40 +147,7 @@ impl PostgresStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(backend)?;
-        if locked.is_none() {
-            tx.rollback().await.map_err(backend)?;
-            return Ok(Vec::new());
-        }
-        let mut serving = Serving { conn: &mut tx };
-        let offers = match waiting::serve(&mut serving, performance_id, now, offer_ttl).await {
-            Ok(offers) => offers,
-            Err(error) => {
-                let _ = tx.rollback().await;
-                return Err(error);
-            }
-        };
-        if offers.is_empty() {
-            tx.rollback().await.map_err(backend)?;
-            return Ok(offers);
-        }
-        // The feed last: its heads are the last locks a transaction takes.
-        let mut moved = ChangeSet::new();
-        for (_, booking) in &offers {
-            moved.extend(
-                UnitState::Held,
-                booking.units.iter().map(|u| (performance_id, u.unit_id)),
-            );
-        }
-        let live = match crate::live::record(&mut tx, moved, now).await {
-            Ok(live) => live,
-            Err(error) => {
-                let _ = tx.rollback().await;
-                return Err(error);
-            }
-        };
-        tx.commit().await.map_err(backend)?;
-        self.live.publish(live);
-        Ok(offers)
+        Ok(locked.map(|_| Box::new(PgTx { tx }) as Box<dyn ServeTx>))
     }
 
     pub(crate) async fn waitlists_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
@@ -292,13 +259,8 @@ impl PostgresStore {
     }
 }
 
-/// Serving inside the transaction that locked the performance.
-struct Serving<'a> {
-    conn: &'a mut PgConnection,
-}
-
 #[async_trait]
-impl ServeTx for Serving<'_> {
+impl ServeTx for PgTx {
     async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>> {
         sqlx::query_as!(
             WaitingRow,
@@ -309,29 +271,9 @@ impl ServeTx for Serving<'_> {
                ORDER BY line"#,
             performance_id
         )
-        .fetch_all(&mut *self.conn)
+        .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)
-    }
-
-    /// The hold path itself, in a savepoint: a hold that cannot have all its units is
-    /// undone, and serving goes on.
-    async fn offer(&mut self, hold: &HoldCommand) -> StoreResult<Option<Booking>> {
-        let mut savepoint = self.conn.begin().await.map_err(backend)?;
-        match hold_in(&mut savepoint, hold, true).await {
-            Ok(Attempt::Done(CommandOutcome::Held(booking))) => {
-                savepoint.commit().await.map_err(backend)?;
-                Ok(Some(booking))
-            }
-            Ok(_) => {
-                savepoint.rollback().await.map_err(backend)?;
-                Ok(None)
-            }
-            Err(retry) => {
-                let _ = savepoint.rollback().await;
-                Err(retry.into())
-            }
-        }
     }
 
     async fn offered(
@@ -347,11 +289,11 @@ impl ServeTx for Serving<'_> {
             booking_id,
             now
         )
-        .execute(&mut *self.conn)
+        .execute(&mut *self.tx)
         .await
         .map_err(backend)?;
         enqueue(
-            self.conn,
+            &mut self.tx,
             job_kind::OFFER_EMAIL,
             serde_json::json!({ "booking_id": booking_id }),
             now,
@@ -366,7 +308,7 @@ impl ServeTx for Serving<'_> {
             entry_id,
             now
         )
-        .execute(&mut *self.conn)
+        .execute(&mut *self.tx)
         .await
         .map_err(backend)?;
         Ok(())

@@ -6,6 +6,7 @@
 //! Commits are durable (`synchronous = FULL`): a confirmed booking survives power loss.
 
 mod box_office;
+mod hold;
 mod inventory;
 mod live;
 mod payments;
@@ -36,9 +37,8 @@ use usher_store::{
     InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent,
     NewPerformance, NewRefreshToken, NewUser, Page, Payment, PerformanceInventory,
     PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness, Rotation, SaleScope, Store,
-    StoreError, StoreOptions, StoreResult, TransitionRequest, Transitioned, UserChange,
-    UserCredentials, UserQuery, UserRow, WritePipeline, contains_pattern, page_from_rows, paginate,
-    search_key, user_search_key,
+    StoreError, StoreResult, TransitionRequest, Transitioned, UserChange, UserCredentials,
+    UserQuery, UserRow, contains_pattern, page_from_rows, paginate, search_key, user_search_key,
 };
 use usher_store::{
     Audit, AuditEntry, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit, WalletEntry,
@@ -55,21 +55,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) readers: SqlitePool,
-    /// Group commit for holds (`None`: one transaction per hold).
-    pub(crate) pipeline: Option<WritePipeline>,
     pub(crate) live: LiveBus,
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing) the database named by a `sqlite://PATH` URL, with
-    /// group commit.
+    /// Opens (creating when missing) the database named by a `sqlite://PATH` URL.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::connect_with(url, StoreOptions::default()).await
-    }
-
-    /// Opens the database; call from within a Tokio runtime (the write pipeline's task
-    /// runs on it).
-    pub async fn connect_with(url: &str, store_options: StoreOptions) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(backend)?
             .create_if_missing(true)
@@ -108,20 +99,9 @@ impl SqliteStore {
             .await
             .map_err(backend)?;
         let live = LiveBus::new();
-        // SQLite has one writer, so one writer task: every hold queues to it.
-        let pipeline = store_options.group_commit.then(|| {
-            WritePipeline::start(
-                std::sync::Arc::new(inventory::SqliteHolds {
-                    writer: writer.clone(),
-                    live: live.clone(),
-                }),
-                1,
-            )
-        });
         Ok(Self {
             writer,
             readers,
-            pipeline,
             live,
         })
     }
@@ -832,13 +812,11 @@ impl Store for SqliteStore {
         self.leave_waitlist(id, now).await
     }
 
-    async fn waitlist_serve(
+    async fn begin_serving(
         &self,
         performance_id: Uuid,
-        now: DateTime<Utc>,
-        offer_ttl: chrono::Duration,
-    ) -> StoreResult<Vec<(Uuid, Booking)>> {
-        self.serve_waitlist(performance_id, now, offer_ttl).await
+    ) -> StoreResult<Option<Box<dyn usher_store::ServeTx>>> {
+        self.serving(performance_id).await
     }
 
     async fn waitlists_to_serve(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
@@ -868,6 +846,19 @@ impl Store for SqliteStore {
         policy: AdmissionPolicy,
     ) -> StoreResult<Option<QueueRoom>> {
         self.advance_queue(performance_id, now, policy).await
+    }
+
+    /// One writer connection: every hold transaction runs alone.
+    fn hold_engine(&self) -> usher_store::HoldEngine {
+        usher_store::HoldEngine {
+            writers: 1,
+            serialised: true,
+        }
+    }
+
+    async fn begin_holds(&self) -> StoreResult<Box<dyn usher_store::HoldTx>> {
+        let tx = self.writer.begin().await.map_err(backend)?;
+        Ok(Box::new(hold::SqliteTx { tx }))
     }
 
     async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {

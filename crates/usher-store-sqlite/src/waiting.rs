@@ -4,19 +4,19 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use usher_core::{Booking, Cursor, PageLimit};
+use usher_core::{Cursor, PageLimit};
 use usher_store::payments::job_kind;
 use usher_store::waiting::{self, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
 use usher_store::{
-    AdmissionPolicy, CommandOutcome, HoldCommand, LiveChange, Page, QueueJoin, QueueJoined,
-    QueueRoom, QueueTicket, StoreResult, WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
+    AdmissionPolicy, Page, QueueJoin, QueueJoined, QueueRoom, QueueTicket, StoreResult,
+    WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
 };
 
-use crate::inventory::hold_all;
+use crate::hold::SqliteTx;
 use crate::payments::enqueue;
 use crate::{SqliteStore, backend, commit_or_rollback};
 
@@ -115,12 +115,11 @@ impl SqliteStore {
         self.waitlist_entry_at(id, now).await
     }
 
-    pub(crate) async fn serve_waitlist(
+    /// The serving transaction, on the writer: one serving at a time.
+    pub(crate) async fn serving(
         &self,
         performance_id: Uuid,
-        now: DateTime<Utc>,
-        offer_ttl: Duration,
-    ) -> StoreResult<Vec<(Uuid, Booking)>> {
+    ) -> StoreResult<Option<Box<dyn ServeTx>>> {
         // Most releases happen where nobody waits: a read says so without the writer.
         let anyone = sqlx::query_scalar!(
             r#"SELECT EXISTS (SELECT 1 FROM waitlist_entries
@@ -131,25 +130,10 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
         if !anyone {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let mut serving = Serving {
-            conn: &mut tx,
-            live: Vec::new(),
-        };
-        let result = waiting::serve(&mut serving, performance_id, now, offer_ttl).await;
-        let live = std::mem::take(&mut serving.live);
-        let offers = commit_or_rollback(
-            tx,
-            result.map(|offers| {
-                let changed = !offers.is_empty();
-                (offers, changed)
-            }),
-        )
-        .await?;
-        self.live.publish(live);
-        Ok(offers)
+        let tx = self.writer.begin().await.map_err(backend)?;
+        Ok(Some(Box::new(SqliteTx { tx })))
     }
 
     pub(crate) async fn waitlists_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
@@ -248,14 +232,8 @@ impl SqliteStore {
     }
 }
 
-/// Serving on the writer's transaction; the live changes of its offers pile up here.
-struct Serving<'a> {
-    conn: &'a mut SqliteConnection,
-    live: Vec<LiveChange>,
-}
-
 #[async_trait]
-impl ServeTx for Serving<'_> {
+impl ServeTx for SqliteTx {
     async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>> {
         sqlx::query_as!(
             WaitingRow,
@@ -266,22 +244,9 @@ impl ServeTx for Serving<'_> {
                ORDER BY line"#,
             performance_id
         )
-        .fetch_all(&mut *self.conn)
+        .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)
-    }
-
-    /// The hold path itself, on the only writer: a hold that cannot have all its units
-    /// writes nothing.
-    async fn offer(&mut self, hold: &HoldCommand) -> StoreResult<Option<Booking>> {
-        let (mut outcomes, live) = hold_all(self.conn, std::slice::from_ref(hold)).await?;
-        match outcomes.pop() {
-            Some(CommandOutcome::Held(booking)) => {
-                self.live.extend(live);
-                Ok(Some(booking))
-            }
-            _ => Ok(None),
-        }
     }
 
     async fn offered(
@@ -297,11 +262,11 @@ impl ServeTx for Serving<'_> {
             booking_id,
             now
         )
-        .execute(&mut *self.conn)
+        .execute(&mut *self.tx)
         .await
         .map_err(backend)?;
         enqueue(
-            self.conn,
+            &mut self.tx,
             job_kind::OFFER_EMAIL,
             serde_json::json!({ "booking_id": booking_id }),
             now,
@@ -316,7 +281,7 @@ impl ServeTx for Serving<'_> {
             entry_id,
             now
         )
-        .execute(&mut *self.conn)
+        .execute(&mut *self.tx)
         .await
         .map_err(backend)?;
         Ok(())

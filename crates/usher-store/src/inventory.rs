@@ -109,46 +109,8 @@ pub struct Attendee {
     pub buyer: User,
 }
 
-/// Which units a hold asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    /// Exactly these units (reserved seating).
-    Units(Vec<Uuid>),
-    /// Any `quantity` free units of one ticket type (general admission).
-    General { ticket_type_id: Uuid, quantity: u32 },
-    /// The best `quantity` free seats, adjacent when possible (reserved seating).
-    BestAvailable { quantity: u32 },
-}
-
-#[derive(Debug, Clone)]
-pub struct HoldCommand {
-    /// Chosen by the caller, so a retried command is recognisable.
-    pub booking_id: Uuid,
-    pub user_id: Uuid,
-    pub performance_id: Uuid,
-    pub selection: Selection,
-    pub now: DateTime<Utc>,
-    pub held_until: DateTime<Utc>,
-    /// Made by the waiting list: it may take units kept for the waiting list.
-    pub offer: bool,
-}
-
-impl HoldCommand {
-    /// The refusal of a hold whose units are not to be had: the named ones, if any.
-    pub fn refused(&self) -> CommandOutcome {
-        CommandOutcome::Unavailable {
-            unit_ids: match &self.selection {
-                Selection::Units(ids) => ids.clone(),
-                _ => Vec::new(),
-            },
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum InventoryCommand {
-    /// Take units for a new booking, all or nothing.
-    Hold(HoldCommand),
     /// Release a held booking's units at once.
     Cancel {
         booking_id: Uuid,
@@ -166,35 +128,6 @@ pub enum InventoryCommand {
         now: DateTime<Utc>,
         audit: crate::Audit,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandOutcome {
-    Held(Booking),
-    /// Some asked units are taken (or not enough are free); nothing was held.
-    Unavailable {
-        unit_ids: Vec<Uuid>,
-    },
-    /// Some asked units do not exist in this performance (or the ticket type does not).
-    UnknownUnits {
-        unit_ids: Vec<Uuid>,
-    },
-    Cancelled(Booking),
-    /// The booking is not (or no longer) held; it is in this state.
-    NotCancellable {
-        status: BookingStatus,
-    },
-    NoSuchBooking,
-    Swept {
-        expired: Vec<Uuid>,
-        released_units: u64,
-    },
-    /// Units blocked or unblocked; `changed` counts those whose state changed.
-    BlockingChanged {
-        changed: u64,
-    },
-    /// The performance (or its event) is cancelled, or not yet on sale.
-    NotOnSale,
 }
 
 /// A `units` row joined with what the seat map shows.
@@ -466,100 +399,7 @@ impl BookingCountRow {
     }
 }
 
-/// What a hold needs to know of its performance; engines read it once per batch.
-#[derive(Debug, Clone)]
-pub struct HoldFacts {
-    pub currency: Currency,
-    pub kind: SeatingKind,
-    /// Scheduled, and its event published.
-    pub open: bool,
-    pub starts_at: DateTime<Utc>,
-    pub on_sale_at: Option<DateTime<Utc>>,
-    /// Sections or ticket types: (id, name).
-    pub groups: Vec<(Uuid, String)>,
-    /// What people wait for on the waiting list: a ticket type, or (`None`) any seat.
-    pub waited_for: Vec<Option<Uuid>>,
-}
-
-impl HoldFacts {
-    /// Whether this hold must leave its units to the waiting list: while anyone waits
-    /// for what it asks, units that come free are theirs first. Offers are exempt.
-    pub fn kept_for_waiting_list(&self, hold: &HoldCommand) -> bool {
-        if hold.offer {
-            return false;
-        }
-        let asked = match hold.selection {
-            Selection::General { ticket_type_id, .. } => Some(ticket_type_id),
-            Selection::Units(_) | Selection::BestAvailable { .. } => None,
-        };
-        self.waited_for
-            .iter()
-            .any(|scope| scope.is_none() || *scope == asked)
-    }
-
-    /// Whether holds are taken at `now`: open, not started, past its on-sale time.
-    pub fn on_sale(&self, now: DateTime<Utc>) -> bool {
-        self.open && self.starts_at > now && self.on_sale_at.is_none_or(|t| t <= now)
-    }
-}
-
-/// A unit a hold took, as the engine's update returned it.
-#[derive(Debug, Clone)]
-pub struct HeldUnit {
-    pub id: Uuid,
-    pub price_amount: i64,
-    pub group_id: Uuid,
-    pub group_position: i64,
-    pub row_position: i64,
-    pub seat_position: i64,
-    pub row_label: Option<String>,
-    pub seat_label: Option<String>,
-}
-
-/// The booking a hold created, as a read would return it, assembled from what the
-/// engine's statements returned (so that a batch need not read its bookings back).
-/// `groups` names the performance's sections or ticket types.
-pub fn held_booking(
-    hold: &HoldCommand,
-    currency: Currency,
-    kind: SeatingKind,
-    groups: &[(Uuid, String)],
-    mut units: Vec<HeldUnit>,
-) -> Booking {
-    units.sort_by_key(|u| (u.group_position, u.row_position, u.seat_position));
-    let reserved = kind == SeatingKind::Reserved;
-    let section = |id: Uuid| {
-        groups
-            .iter()
-            .find(|(g, _)| *g == id)
-            .map(|(_, name)| name.clone())
-    };
-    let total: i64 = units.iter().map(|u| u.price_amount).sum();
-    Booking {
-        id: hold.booking_id,
-        user_id: hold.user_id,
-        performance_id: hold.performance_id,
-        status: BookingStatus::Held,
-        held_until: hold.held_until,
-        total: Money::new(total, currency),
-        units: units
-            .into_iter()
-            .map(|u| BookedUnit {
-                unit_id: u.id,
-                section: if reserved { section(u.group_id) } else { None },
-                row: u.row_label,
-                label: u.seat_label,
-                ticket_type_id: (!reserved).then_some(u.group_id),
-                price: Money::new(u.price_amount, currency),
-                ticket: None,
-            })
-            .collect(),
-        paid_by: None,
-        offer: hold.offer,
-        created_at: hold.now,
-        updated_at: hold.now,
-    }
-}
+pub use usher_core::hold::{CommandOutcome, HeldUnit, HoldCommand, HoldFacts, Selection};
 
 /// The units that are someone's at `now` (sold, or held by a hold that has not run out),
 /// from what an engine read back: (id, stored state, `held_until`).

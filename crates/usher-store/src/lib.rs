@@ -15,22 +15,23 @@ use usher_core::{
 };
 
 pub mod box_office;
+pub mod hold;
 pub mod inventory;
 pub mod lifecycle;
 pub mod live;
 pub mod payments;
-pub mod pipeline;
 pub mod waiting;
 pub use box_office::{
     Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit,
     WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved,
 };
+pub use hold::{HoldEngine, HoldTx, NewHold};
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
     HeldUnit, HoldCommand, HoldFacts, InventoryCommand, NewPerformance, PerformanceInventory,
     PerformancePatch, PerformanceRow, PerformanceSales, PerformanceUpdate, PriceGroupRow,
     SaleScope, SalesRow, Selection, UnitRow, all_takeable_by, assemble_performances, attendees,
-    held_booking, push_group, taken_units,
+    push_group, taken_units,
 };
 pub use lifecycle::{
     BookingRef, LifecycleTx, Ran, TransitionRequest, Transitioned, run_transition,
@@ -39,10 +40,9 @@ pub use live::{ChangeSet, LiveBus, LiveChange, LiveNotices, LiveSnapshot, UnitMo
 pub use payments::{
     IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
 };
-pub use pipeline::{HoldWriter, WritePipeline};
 pub use waiting::{
-    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueState, QueueTicket, WaitlistEntry,
-    WaitlistJoin, WaitlistJoined, WaitlistStatus,
+    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueState, QueueTicket, ServeTx,
+    WaitingRow, WaitlistEntry, WaitlistJoin, WaitlistJoined, WaitlistStatus,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -60,6 +60,10 @@ pub enum StoreError {
     /// nothing was changed. The text is for logs.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The transaction lost a race with another (a deadlock, a serialisation failure)
+    /// and was rolled back; running it again may succeed. The text is for logs.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
     #[error("an event that is {from} cannot become {to}")]
     IllegalStatusChange { from: EventStatus, to: EventStatus },
 }
@@ -369,9 +373,12 @@ pub trait Store: Send + Sync + 'static {
 
     // --- bookings -------------------------------------------------------------------
 
-    /// The single entry point for every change to inventory: holds, cancellations,
-    /// expiry. Handlers build commands; engines decide how to run them (one transaction
-    /// each today; batched into group commits later) without handlers noticing.
+    /// How hold transactions behave on this engine ([`hold`]).
+    fn hold_engine(&self) -> HoldEngine;
+    /// Opens a transaction for holds (the hold use case runs in it).
+    async fn begin_holds(&self) -> StoreResult<Box<dyn HoldTx>>;
+    /// Cancellations, expiry and blocking, each in one transaction. Holds go through
+    /// the hold use case (`usher_app::hold`) on [`Store::begin_holds`].
     async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome>;
     async fn booking(&self, id: Uuid) -> StoreResult<Option<Booking>>;
     /// The user's bookings, newest first.
@@ -422,15 +429,10 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<WaitlistEntry>>;
-    /// Serves the performance's waiting list from its free units ([`waiting::serve`]) in
-    /// one transaction, one serving per performance at a time. The offers made, each with
-    /// its entry's id.
-    async fn waitlist_serve(
-        &self,
-        performance_id: Uuid,
-        now: DateTime<Utc>,
-        offer_ttl: chrono::Duration,
-    ) -> StoreResult<Vec<(Uuid, Booking)>>;
+    /// Opens the transaction that serves the performance's waiting list, one serving
+    /// per performance at a time (`usher_app::waiting_list`). `None` when nobody waits
+    /// for it (or there is no such performance): nothing to serve.
+    async fn begin_serving(&self, performance_id: Uuid) -> StoreResult<Option<Box<dyn ServeTx>>>;
     /// Performances on sale that someone waits for, with units free for them now.
     async fn waitlists_to_serve(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
 
@@ -600,20 +602,6 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets logged changes older than `before` (watchers that far behind take a new
     /// snapshot).
     async fn live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
-}
-
-/// How an engine is opened.
-#[derive(Debug, Clone, Copy)]
-pub struct StoreOptions {
-    /// Holds go through the write pipeline (group commit); off, each hold is a
-    /// transaction of its own (`USHER_GROUP_COMMIT=off`, to measure the difference).
-    pub group_commit: bool,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self { group_commit: true }
-    }
 }
 
 /// The audit rows of an admin's change to an account: one per thing changed.

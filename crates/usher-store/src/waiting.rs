@@ -6,9 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
-use usher_core::Booking;
-
-use crate::{HoldCommand, Selection, StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
 
 /// How often a later, smaller group may be served while the first in line cannot be.
 /// After that nobody behind it is served until it is: units that come back stay with
@@ -166,11 +164,9 @@ pub struct WaitingRow {
 /// What serving needs of the engine, inside one transaction that no other serving of
 /// the same performance runs beside.
 #[async_trait]
-pub trait ServeTx: Send {
+pub trait ServeTx: crate::HoldTx {
     /// The performance's waiting entries in line order (arrival).
     async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>>;
-    /// Makes the hold if every unit it asks can be had; `None` (nothing written) if not.
-    async fn offer(&mut self, hold: &HoldCommand) -> StoreResult<Option<Booking>>;
     /// Marks the entry offered with its hold and queues the offer's email.
     async fn offered(
         &mut self,
@@ -180,71 +176,6 @@ pub trait ServeTx: Send {
     ) -> StoreResult<()>;
     /// Counts one more pass of the entry first in line.
     async fn passed_over(&mut self, entry_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
-}
-
-/// Serves a performance's waiting list with whatever units are free: in line order,
-/// each entry a whole group at once (a general-admission quantity of its ticket type,
-/// or the best adjacent seats), as a hold made for that person with `offer_ttl` to pay.
-/// An entry that cannot be served stays first in line for its ticket type (or for the
-/// seats); later groups smaller than every one refused before them may be served past
-/// it, at most [`MAX_PASSES`] times, after which the units that come back wait for it.
-/// Returns the offers made.
-pub async fn serve(
-    tx: &mut dyn ServeTx,
-    performance_id: Uuid,
-    now: DateTime<Utc>,
-    offer_ttl: Duration,
-) -> StoreResult<Vec<(Uuid, Booking)>> {
-    let waiting = tx.waiting(performance_id).await?;
-    // Per ticket type (or `None`: the seats), the first entry that could not be served,
-    // how often it has been passed, and the smallest group that could not be served so
-    // far: only a smaller one may go past it. (On PostgreSQL units freed by a commit
-    // meanwhile show up half-way through this walk; without that bound a later, larger
-    // group could take them ahead of an earlier one that had just been refused.)
-    let mut heads: Vec<(Option<Uuid>, Uuid, i64, i64)> = Vec::new();
-    let mut offers = Vec::new();
-    for entry in waiting {
-        let scope = entry.ticket_type_id;
-        let head = heads.iter().position(|(s, _, _, _)| *s == scope);
-        if let Some(i) = head
-            && (heads[i].2 >= MAX_PASSES || entry.quantity >= heads[i].3)
-        {
-            continue;
-        }
-        let quantity = u32::try_from(entry.quantity).map_err(|_| {
-            StoreError::Backend(format!("entry {} wants {}", entry.id, entry.quantity))
-        })?;
-        let hold = HoldCommand {
-            booking_id: Uuid::now_v7(),
-            user_id: entry.user_id,
-            performance_id,
-            selection: match scope {
-                Some(ticket_type_id) => Selection::General {
-                    ticket_type_id,
-                    quantity,
-                },
-                None => Selection::BestAvailable { quantity },
-            },
-            now,
-            held_until: now + offer_ttl,
-            offer: true,
-        };
-        match tx.offer(&hold).await? {
-            Some(booking) => {
-                tx.offered(entry.id, booking.id, now).await?;
-                if let Some(i) = head {
-                    heads[i].2 += 1;
-                    tx.passed_over(heads[i].1, now).await?;
-                }
-                offers.push((entry.id, booking));
-            }
-            None => match head {
-                None => heads.push((scope, entry.id, entry.passed_over, entry.quantity)),
-                Some(i) => heads[i].3 = heads[i].3.min(entry.quantity),
-            },
-        }
-    }
-    Ok(offers)
 }
 
 // --- the waiting room ---------------------------------------------------------------

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use uuid::Uuid;
 
-use usher_store::{Store, StoreOptions};
+use usher_app::Holds;
+use usher_store::Store;
 use usher_store_postgres::PostgresStore;
 use usher_store_sqlite::SqliteStore;
 
@@ -46,21 +47,12 @@ impl Engine {
         (self.open(&url).await, url)
     }
 
-    /// Opens (and migrates) the database at `url` with this engine, with group commit.
+    /// Opens (and migrates) the database at `url` with this engine.
     pub async fn open(self, url: &str) -> Arc<dyn Store> {
-        self.open_with(url, StoreOptions::default()).await
-    }
-
-    /// Opens (and migrates) the database at `url` with these options.
-    pub async fn open_with(self, url: &str, options: StoreOptions) -> Arc<dyn Store> {
         let store: Arc<dyn Store> = match self {
-            Engine::Sqlite => Arc::new(
-                SqliteStore::connect_with(url, options)
-                    .await
-                    .expect("open sqlite"),
-            ),
+            Engine::Sqlite => Arc::new(SqliteStore::connect(url).await.expect("open sqlite")),
             Engine::Postgres => Arc::new(
-                PostgresStore::connect_with(url, 8, options)
+                PostgresStore::connect_with(url, 8)
                     .await
                     .expect("connect postgres"),
             ),
@@ -447,4 +439,10 @@ macro_rules! on_each_engine {
 pub fn skipping_is_a_failure() -> bool {
     std::env::var("USHER_TESTS_REQUIRE_ALL").is_ok_and(|v| v == "1")
         || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The hold use case on `store`, with its write pipeline (group commit), as the server
+/// runs it.
+pub fn holds(store: &Arc<dyn Store>) -> Arc<Holds> {
+    Arc::new(Holds::start(store.clone(), true))
 }

@@ -86,6 +86,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .unwrap();
     runtime.block_on(async move {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let clock = ManualClock::starting_now();
         let seated = performance(&store, clock.now(), reserved(&[("S", &[4, 4])]), 10).await;
         let ga = performance(
@@ -120,22 +121,20 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
 
         for op in ops {
             let now = clock.now();
-            let hold = |performance_id, selection| {
-                InventoryCommand::Hold(HoldCommand {
-                    booking_id: Uuid::now_v7(),
-                    user_id: buyer,
-                    performance_id,
-                    selection,
-                    now,
-                    held_until: now + Duration::seconds(TTL_SECONDS),
-                    offer: false,
-                })
+            let hold = |performance_id, selection| HoldCommand {
+                booking_id: Uuid::now_v7(),
+                user_id: buyer,
+                performance_id,
+                selection,
+                now,
+                held_until: now + Duration::seconds(TTL_SECONDS),
+                offer: false,
             };
             match op {
                 Op::HoldSeats(seats) => {
                     let ids: Vec<Uuid> = seats.iter().map(|s| unit_ids[*s]).collect();
-                    let outcome = store
-                        .execute(hold(seated.id, Selection::Units(ids)))
+                    let outcome = holds
+                        .hold(hold(seated.id, Selection::Units(ids)))
                         .await
                         .unwrap();
                     let taken: Vec<usize> = seats
@@ -168,8 +167,8 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 Op::HoldGeneral(quantity) => {
-                    let outcome = store
-                        .execute(hold(
+                    let outcome = holds
+                        .hold(hold(
                             ga.id,
                             Selection::General {
                                 ticket_type_id: floor,

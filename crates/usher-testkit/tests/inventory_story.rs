@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
+use usher_app::Holds;
 use usher_core::{BookingStatus, Clock, ManualClock, SeatingKind, SystemClock, UnitState};
 use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection, Store};
 use usher_testkit::fixtures::{general, performance, reserved, user};
@@ -20,8 +21,8 @@ fn hold(
     performance_id: Uuid,
     selection: Selection,
     now: DateTime<Utc>,
-) -> InventoryCommand {
-    InventoryCommand::Hold(HoldCommand {
+) -> HoldCommand {
+    HoldCommand {
         booking_id: Uuid::now_v7(),
         user_id,
         performance_id,
@@ -29,11 +30,11 @@ fn hold(
         now,
         held_until: now + Duration::seconds(TTL),
         offer: false,
-    })
+    }
 }
 
-async fn held(store: &Arc<dyn Store>, command: InventoryCommand) -> usher_core::Booking {
-    match store.execute(command).await.unwrap() {
+async fn held(holds: &Holds, command: HoldCommand) -> usher_core::Booking {
+    match holds.hold(command).await.unwrap() {
         CommandOutcome::Held(booking) => booking,
         other => panic!("expected a hold, got {other:?}"),
     }
@@ -90,11 +91,12 @@ on_each_engine! {
 
     async fn a_hold_takes_exactly_the_asked_seats_and_prices_them(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, reserved(&[("Stalls", &[10])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let ids = unit_ids(&store, perf.id, now).await;
-        let booking = held(&store, hold(buyer, perf.id, Selection::Units(vec![ids[2], ids[3]]), now)).await;
+        let booking = held(&holds, hold(buyer, perf.id, Selection::Units(vec![ids[2], ids[3]]), now)).await;
         assert_eq!(booking.status, BookingStatus::Held);
         assert_eq!(booking.user_id, buyer);
         assert_eq!(booking.units.iter().map(|u| u.unit_id).collect::<Vec<_>>(), [ids[2], ids[3]]);
@@ -109,15 +111,16 @@ on_each_engine! {
 
     async fn a_hold_with_any_taken_seat_holds_nothing_and_names_the_taken_ones(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, reserved(&[("Stalls", &[10])]), 10).await;
         let (ann, bob) = (user(&store, "ann@example.com").await, user(&store, "bob@example.com").await);
         let ids = unit_ids(&store, perf.id, now).await;
-        let first = held(&store, hold(ann, perf.id, Selection::Units(vec![ids[3]]), now)).await;
+        let first = held(&holds, hold(ann, perf.id, Selection::Units(vec![ids[3]]), now)).await;
         let losing = hold(bob, perf.id, Selection::Units(vec![ids[2], ids[3], ids[4]]), now);
-        let InventoryCommand::Hold(HoldCommand { booking_id: lost_id, .. }) = &losing else { unreachable!() };
+        let HoldCommand { booking_id: lost_id, .. } = &losing;
         let lost_id = *lost_id;
-        match store.execute(losing).await.unwrap() {
+        match holds.hold(losing).await.unwrap() {
             CommandOutcome::Unavailable { unit_ids } => assert_eq!(unit_ids, [ids[3]]),
             other => panic!("{other:?}"),
         }
@@ -129,34 +132,36 @@ on_each_engine! {
 
     async fn units_of_another_performance_are_unknown(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let a = performance(&store, now, reserved(&[("S", &[3])]), 10).await;
         let b = performance(&store, now, reserved(&[("S", &[3])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let foreign = unit_ids(&store, b.id, now).await[0];
         let made_up = Uuid::now_v7();
-        match store.execute(hold(buyer, a.id, Selection::Units(vec![foreign, made_up]), now)).await.unwrap() {
+        match holds.hold(hold(buyer, a.id, Selection::Units(vec![foreign, made_up]), now)).await.unwrap() {
             CommandOutcome::UnknownUnits { unit_ids } => assert_eq!(unit_ids, [foreign, made_up]),
             other => panic!("{other:?}"),
         }
         let general_on_reserved = hold(buyer, a.id, Selection::General { ticket_type_id: a.sections[0].id, quantity: 1 }, now);
-        assert!(matches!(store.execute(general_on_reserved).await.unwrap(), CommandOutcome::UnknownUnits { .. }));
+        assert!(matches!(holds.hold(general_on_reserved).await.unwrap(), CommandOutcome::UnknownUnits { .. }));
         assert_eq!(store.inventory(b.id, now).await.unwrap().total.held, 0);
     }
 
     async fn general_admission_holds_any_free_units_until_sold_out(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, general(&[("Floor", 5), ("VIP", 2)]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let floor = perf.ticket_types[0].id;
-        let first = held(&store, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await;
+        let first = held(&holds, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await;
         assert_eq!(first.units.len(), 3);
         assert!(first.units.iter().all(|u| u.ticket_type_id == Some(floor)));
         assert_eq!(first.total.amount, 1500);
-        let too_many = store.execute(hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await.unwrap();
+        let too_many = holds.hold(hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await.unwrap();
         assert_eq!(too_many, CommandOutcome::Unavailable { unit_ids: vec![] });
-        let rest = held(&store, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, now)).await;
+        let rest = held(&holds, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, now)).await;
         let inventory = store.inventory(perf.id, now).await.unwrap();
         assert_eq!(inventory.parts[0].1.available, 0);
         assert_eq!(inventory.parts[1].1.available, 2, "VIP untouched");
@@ -165,15 +170,16 @@ on_each_engine! {
 
     async fn best_available_picks_adjacent_centre_seats_in_the_best_row(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, reserved(&[("Stalls", &[6, 6]), ("Balcony", &[6])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let units = store.units(perf.id, now).await.unwrap();
-        let first = held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        let first = held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
         let labels: Vec<_> = first.units.iter().map(|u| format!("{}{}", u.row.clone().unwrap(), u.label.clone().unwrap())).collect();
         assert_eq!(labels, ["A3", "A4"]);
         // Row A now has 1-2 and 5-6 free: four seats fit only in row B.
-        let second = held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 4 }, now)).await;
+        let second = held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 4 }, now)).await;
         assert!(second.units.iter().all(|u| u.row.as_deref() == Some("B")));
         let ids: HashSet<_> = second.units.iter().map(|u| u.unit_id).collect();
         let positions: Vec<usize> = units.iter().enumerate().filter(|(_, u)| ids.contains(&u.id)).map(|(i, _)| i).collect();
@@ -183,30 +189,32 @@ on_each_engine! {
 
     async fn best_available_avoids_stranding_a_seat_next_to_a_taken_one(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, reserved(&[("Stalls", &[8])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let ids = unit_ids(&store, perf.id, now).await;
         // Seats 1 and 8 taken: x......x. A centred pair at 4-5 leaves 2+2; never 3-4 or 5-6
         // (which would leave a lone seat beside a taken one at 2 or 7 only when off by one).
-        held(&store, hold(buyer, perf.id, Selection::Units(vec![ids[0], ids[7]]), now)).await;
-        let pair = held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        held(&holds, hold(buyer, perf.id, Selection::Units(vec![ids[0], ids[7]]), now)).await;
+        let pair = held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
         let labels: Vec<_> = pair.units.iter().map(|u| u.label.clone().unwrap()).collect();
         assert_eq!(labels, ["4", "5"]);
         // Now x..xx..x: three seats cannot be adjacent, so they are split.
-        let three = held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 3 }, now)).await;
+        let three = held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 3 }, now)).await;
         assert_eq!(three.units.len(), 3);
-        let none = store.execute(hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await.unwrap();
+        let none = holds.hold(hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await.unwrap();
         assert_eq!(none, CommandOutcome::Unavailable { unit_ids: vec![] });
     }
 
     async fn cancel_releases_units_at_once_and_only_once(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, reserved(&[("S", &[4])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let ids = unit_ids(&store, perf.id, now).await;
-        let booking = held(&store, hold(buyer, perf.id, Selection::Units(ids.clone()), now)).await;
+        let booking = held(&holds, hold(buyer, perf.id, Selection::Units(ids.clone()), now)).await;
         let cancelled = store.execute(InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
         let CommandOutcome::Cancelled(cancelled) = cancelled else { panic!("{cancelled:?}") };
         assert_eq!(cancelled.status, BookingStatus::Cancelled);
@@ -217,11 +225,12 @@ on_each_engine! {
         let missing = store.execute(InventoryCommand::Cancel { booking_id: Uuid::now_v7(), now }).await.unwrap();
         assert_eq!(missing, CommandOutcome::NoSuchBooking);
         // The seats can be held again.
-        held(&store, hold(buyer, perf.id, Selection::Units(ids), now)).await;
+        held(&holds, hold(buyer, perf.id, Selection::Units(ids), now)).await;
     }
 
     async fn an_expired_hold_is_free_for_the_next_buyer_before_and_after_the_sweep(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let clock = ManualClock::starting_now();
         let perf = performance(&store, clock.now(), reserved(&[("S", &[4])]), 10).await;
         let (ann, bob, cy) = (
@@ -230,8 +239,8 @@ on_each_engine! {
             user(&store, "cy@example.com").await,
         );
         let ids = unit_ids(&store, perf.id, clock.now()).await;
-        let anns = held(&store, hold(ann, perf.id, Selection::Units(vec![ids[0], ids[1]]), clock.now())).await;
-        let taken = store.execute(hold(bob, perf.id, Selection::Units(vec![ids[0]]), clock.now())).await.unwrap();
+        let anns = held(&holds, hold(ann, perf.id, Selection::Units(vec![ids[0], ids[1]]), clock.now())).await;
+        let taken = holds.hold(hold(bob, perf.id, Selection::Units(vec![ids[0]]), clock.now())).await.unwrap();
         assert!(matches!(taken, CommandOutcome::Unavailable { .. }));
 
         clock.advance(Duration::seconds(TTL));
@@ -241,7 +250,7 @@ on_each_engine! {
         assert_eq!(store.inventory(perf.id, now).await.unwrap().total.available, 4);
         let units = store.units(perf.id, now).await.unwrap();
         assert!(units.iter().all(|u| u.state == UnitState::Available));
-        let bobs = held(&store, hold(bob, perf.id, Selection::Units(vec![ids[0]]), now)).await;
+        let bobs = held(&holds, hold(bob, perf.id, Selection::Units(vec![ids[0]]), now)).await;
         // Ann cannot cancel what has expired.
         let cancel = store.execute(InventoryCommand::Cancel { booking_id: anns.id, now }).await.unwrap();
         assert_eq!(cancel, CommandOutcome::NotCancellable { status: BookingStatus::Expired });
@@ -254,19 +263,20 @@ on_each_engine! {
         let again = store.execute(InventoryCommand::Sweep { now, limit: 100 }).await.unwrap();
         assert_eq!(again, CommandOutcome::Swept { expired: vec![], released_units: 0 });
         // After the sweep the free unit is still available to the next buyer.
-        let cys = held(&store, hold(cy, perf.id, Selection::Units(vec![ids[1]]), now)).await;
+        let cys = held(&holds, hold(cy, perf.id, Selection::Units(vec![ids[1]]), now)).await;
         check_performance(store.as_ref(), perf.id, &[anns.id, bobs.id, cys.id], now).await.unwrap();
     }
 
     async fn concurrent_sweepers_expire_each_booking_once(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let clock = ManualClock::starting_now();
         let perf = performance(&store, clock.now(), general(&[("Floor", 60)]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let floor = perf.ticket_types[0].id;
         let mut bookings = Vec::new();
         for _ in 0..30 {
-            let b = held(&store, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, clock.now())).await;
+            let b = held(&holds, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, clock.now())).await;
             bookings.push(b.id);
         }
         clock.advance(Duration::seconds(TTL + 1));
@@ -307,15 +317,16 @@ on_each_engine! {
 
     async fn my_bookings_page_newest_first(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, general(&[("Floor", 10)]), 10).await;
         let (ann, bob) = (user(&store, "ann@example.com").await, user(&store, "bob@example.com").await);
         let floor = perf.ticket_types[0].id;
         let mut anns = Vec::new();
         for _ in 0..5 {
-            anns.push(held(&store, hold(ann, perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await.id);
+            anns.push(held(&holds, hold(ann, perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await.id);
         }
-        held(&store, hold(bob, perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await;
+        held(&holds, hold(bob, perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await;
         anns.reverse();
         let limit = usher_core::PageLimit::parse(Some(2)).unwrap();
         let mut seen = Vec::new();
@@ -334,10 +345,11 @@ on_each_engine! {
 
     async fn sales_count_every_performance_of_an_event(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, reserved(&[("S", &[5])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
-        held(&store, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
         let sales = store.sales(perf.event_id, now).await.unwrap();
         assert_eq!(sales.len(), 1);
         assert_eq!(sales[0].performance_id, perf.id);
@@ -346,34 +358,38 @@ on_each_engine! {
     }
 
     async fn race_500_buyers_for_100_reserved_seats_with_overlapping_requests(engine) {
-        race_for_reserved_seats(engine.fresh_store().await).await;
+        let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
+        race_for_reserved_seats(store, holds).await;
     }
 
     async fn race_500_buyers_for_100_reserved_seats_one_transaction_each(engine) {
         // The same race without group commit (USHER_GROUP_COMMIT=off).
         let url = engine.fresh_database_url().await;
-        let store = engine.open_with(&url, usher_store::StoreOptions { group_commit: false }).await;
-        race_for_reserved_seats(store).await;
+        let store = engine.open(&url).await;
+        let holds = Arc::new(Holds::start(store.clone(), false));
+        race_for_reserved_seats(store, holds).await;
     }
 
     async fn race_500_buyers_for_a_100_unit_general_admission_type(engine) {
         // 500 tasks ask for 1–4 units of one 100-unit ticket type. Nobody gets more or
         // fewer than asked, and no more than 100 units are ever held.
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let perf = performance(&store, now, general(&[("Floor", 100)]), 10).await;
         let floor = perf.ticket_types[0].id;
         let buyer = user(&store, "buyer@example.com").await;
         let tasks: Vec<_> = (0..500u32)
             .map(|i| {
-                let store = store.clone();
+                let holds = holds.clone();
                 let perf_id = perf.id;
                 tokio::spawn(async move {
                     let quantity = 1 + i % 4;
                     let command = hold(buyer, perf_id, Selection::General { ticket_type_id: floor, quantity }, now);
-                    let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else { unreachable!() };
+                    let HoldCommand { booking_id, .. } = &command;
                     let booking_id = *booking_id;
-                    (booking_id, quantity, store.execute(command).await.unwrap())
+                    (booking_id, quantity, holds.hold(command).await.unwrap())
                 })
             })
             .collect();
@@ -406,6 +422,7 @@ on_each_engine! {
         // them. Every one must get its units: skipping units other buyers are locking
         // right now must never turn into a false "sold out".
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let asked: Vec<u32> = (0..300u32).map(|i| 1 + i % 3).collect();
         let capacity: u32 = asked.iter().sum();
@@ -415,13 +432,13 @@ on_each_engine! {
         let tasks: Vec<_> = asked
             .iter()
             .map(|&quantity| {
-                let store = store.clone();
+                let holds = holds.clone();
                 let perf_id = perf.id;
                 tokio::spawn(async move {
                     let command = hold(buyer, perf_id, Selection::General { ticket_type_id: floor, quantity }, now);
-                    let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else { unreachable!() };
+                    let HoldCommand { booking_id, .. } = &command;
                     let booking_id = *booking_id;
-                    (booking_id, store.execute(command).await.unwrap())
+                    (booking_id, holds.hold(command).await.unwrap())
                 })
             })
             .collect();
@@ -445,6 +462,7 @@ async fn postgres_general_admission_waits_for_locked_units_instead_of_refusing()
     use sqlx::{Connection, Executor};
 
     let (store, url) = usher_testkit::Engine::Postgres.fresh_store_with_url().await;
+    let holds = usher_testkit::holds(&store);
     let now = SystemClock.now();
     let perf = performance(&store, now, general(&[("Floor", 4)]), 10).await;
     let floor = perf.ticket_types[0].id;
@@ -460,7 +478,7 @@ async fn postgres_general_admission_waits_for_locked_units_instead_of_refusing()
             .unwrap();
     assert_eq!(locked.len(), 2);
     let waiting = {
-        let store = store.clone();
+        let holds = holds.clone();
         tokio::spawn(async move {
             let command = hold(
                 buyer,
@@ -471,7 +489,7 @@ async fn postgres_general_admission_waits_for_locked_units_instead_of_refusing()
                 },
                 now,
             );
-            store.execute(command).await.unwrap()
+            holds.hold(command).await.unwrap()
         })
     };
     // The hold is seen waiting on a row lock (not merely not yet run): PostgreSQL says
@@ -519,7 +537,7 @@ async fn postgres_general_admission_waits_for_locked_units_instead_of_refusing()
 /// pseudo-random place, so requests overlap heavily. Afterwards: no seat in two live
 /// bookings, counts add up, every winner got exactly what it asked for, every loser
 /// holds nothing.
-async fn race_for_reserved_seats(store: Arc<dyn Store>) {
+async fn race_for_reserved_seats(store: Arc<dyn Store>, holds: Arc<Holds>) {
     let now = SystemClock.now();
     let perf = performance(&store, now, reserved(&[("Stalls", &[10; 10])]), 10).await;
     let ids = Arc::new(unit_ids(&store, perf.id, now).await);
@@ -532,7 +550,7 @@ async fn race_for_reserved_seats(store: Arc<dyn Store>) {
     };
     let tasks: Vec<_> = (0..500u64)
         .map(|i| {
-            let (store, ids) = (store.clone(), ids.clone());
+            let (holds, ids) = (holds.clone(), ids.clone());
             let buyer = buyers[(i % 20) as usize];
             let perf_id = perf.id;
             tokio::spawn(async move {
@@ -541,11 +559,9 @@ async fn race_for_reserved_seats(store: Arc<dyn Store>) {
                 let start = (x - x % 10 + (x % 10).min(10 - n)) as usize;
                 let asked: Vec<Uuid> = ids[start..start + n as usize].to_vec();
                 let command = hold(buyer, perf_id, Selection::Units(asked.clone()), now);
-                let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else {
-                    unreachable!()
-                };
+                let HoldCommand { booking_id, .. } = &command;
                 let booking_id = *booking_id;
-                (booking_id, asked, store.execute(command).await.unwrap())
+                (booking_id, asked, holds.hold(command).await.unwrap())
             })
         })
         .collect();
@@ -587,6 +603,7 @@ mod answers {
             // Engines may build the answer from what their statements returned instead
             // of reading it back; it must be the same booking either way.
             let store = engine.fresh_store().await;
+            let holds = usher_testkit::holds(&store);
             let now = SystemClock.now();
             let seated = performance(&store, now, reserved(&[("Stalls", &[5, 5]), ("Balcony", &[4])]), 10).await;
             let ga = performance(&store, now, general(&[("Floor", 5), ("Pit", 5)]), 10).await;
@@ -598,7 +615,7 @@ mod answers {
                 (ga.id, Selection::General { ticket_type_id: ga.ticket_types[1].id, quantity: 3 }),
             ];
             for (performance_id, selection) in selections {
-                let outcome = store.execute(hold(buyer, performance_id, selection, now)).await.unwrap();
+                let outcome = holds.hold(hold(buyer, performance_id, selection, now)).await.unwrap();
                 let CommandOutcome::Held(answered) = outcome else { panic!("{outcome:?}") };
                 let stored = store.booking(answered.id).await.unwrap().unwrap();
                 assert_eq!(answered, stored);
@@ -615,18 +632,19 @@ mod best_available_race {
             // 300 tasks ask for the best 1–3 seats at once; many land in one batch and
             // choose from one seat map: nobody may be offered a seat another took.
             let store = engine.fresh_store().await;
+            let holds = usher_testkit::holds(&store);
             let now = SystemClock.now();
             let perf = performance(&store, now, reserved(&[("Stalls", &[10; 10])]), 10).await;
             let buyer = user(&store, "buyer@example.com").await;
             let tasks: Vec<_> = (0..300u32)
                 .map(|i| {
-                    let store = store.clone();
+                    let holds = holds.clone();
                     let perf_id = perf.id;
                     tokio::spawn(async move {
                         let command = hold(buyer, perf_id, Selection::BestAvailable { quantity: 1 + i % 3 }, now);
-                        let InventoryCommand::Hold(HoldCommand { booking_id, .. }) = &command else { unreachable!() };
+                        let HoldCommand { booking_id, .. } = &command;
                         let booking_id = *booking_id;
-                        (booking_id, 1 + i % 3, store.execute(command).await.unwrap())
+                        (booking_id, 1 + i % 3, holds.hold(command).await.unwrap())
                     })
                 })
                 .collect();
@@ -655,6 +673,7 @@ mod best_available_race {
 on_each_engine! {
     async fn the_live_log_numbers_what_committed_and_nothing_else(engine) {
         let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
         let now = SystemClock.now();
         let buyer = user(&store, "buyer@example.com").await;
         let perf = performance(&store, now, reserved(&[("Stalls", &[3])]), 3).await;
@@ -662,9 +681,9 @@ on_each_engine! {
         let mut bus = store.live_bus().subscribe();
         assert_eq!(store.live_snapshot(perf.id, now).await.unwrap().unwrap().seq, 0);
 
-        let first = held(&store, hold(buyer, perf.id, Selection::Units(vec![ids[0], ids[1]]), now)).await;
+        let first = held(&holds, hold(buyer, perf.id, Selection::Units(vec![ids[0], ids[1]]), now)).await;
         // A refused hold (a taken seat) writes nothing and numbers nothing.
-        let refused = store.execute(hold(buyer, perf.id, Selection::Units(vec![ids[1]]), now)).await.unwrap();
+        let refused = holds.hold(hold(buyer, perf.id, Selection::Units(vec![ids[1]]), now)).await.unwrap();
         assert!(matches!(refused, CommandOutcome::Unavailable { .. }));
         store.execute(InventoryCommand::Cancel { booking_id: first.id, now }).await.unwrap();
 
@@ -698,18 +717,19 @@ async fn the_invariant_check_fails_on_what_it_cannot_account_for() {
     use sqlx::Connection;
 
     let (store, url) = usher_testkit::Engine::Postgres.fresh_store_with_url().await;
+    let holds = usher_testkit::holds(&store);
     let now = SystemClock.now();
     let perf = performance(&store, now, reserved(&[("Stalls", &[4])]), 10).await;
     let other = performance(&store, now, reserved(&[("Stalls", &[4])]), 10).await;
     let buyer = user(&store, "buyer@example.com").await;
     let ids = unit_ids(&store, perf.id, now).await;
     let booking = held(
-        &store,
+        &holds,
         hold(buyer, perf.id, Selection::Units(vec![ids[0]]), now),
     )
     .await;
     let elsewhere = held(
-        &store,
+        &holds,
         hold(
             buyer,
             other.id,

@@ -252,6 +252,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .id;
         let buyer = user(&shared, "buyer@example.com").await;
         let store: &dyn Store = shared.as_ref();
+        let holds = usher_testkit::holds(&shared);
         let seat_ids: Vec<Uuid> = store
             .units(perf, clock.now())
             .await
@@ -277,8 +278,8 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
             match op {
                 Op::Hold(seats) => {
                     let ids = seats.iter().map(|s| seat_ids[*s]).collect();
-                    let outcome = store
-                        .execute(InventoryCommand::Hold(HoldCommand {
+                    let outcome = holds
+                        .hold(HoldCommand {
                             booking_id: Uuid::now_v7(),
                             user_id: buyer,
                             performance_id: perf,
@@ -286,7 +287,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             now,
                             held_until: now + Duration::seconds(TTL_SECONDS),
                             offer: false,
-                        }))
+                        })
                         .await
                         .unwrap();
                     let free = seats.iter().all(|s| m.seat_free(*s, now));

@@ -25,18 +25,16 @@ async fn hold(
     units: Vec<Uuid>,
     now: DateTime<Utc>,
 ) -> Booking {
-    let outcome = store
-        .execute(InventoryCommand::Hold(HoldCommand {
-            booking_id: Uuid::now_v7(),
-            user_id,
-            performance_id,
-            selection: Selection::Units(units),
-            now,
-            held_until: now + Duration::minutes(10),
-            offer: false,
-        }))
-        .await
-        .unwrap();
+    let hold = HoldCommand {
+        booking_id: Uuid::now_v7(),
+        user_id,
+        performance_id,
+        selection: Selection::Units(units),
+        now,
+        held_until: now + Duration::minutes(10),
+        offer: false,
+    };
+    let outcome = usher_app::hold::alone(store.as_ref(), &hold).await.unwrap();
     match outcome {
         CommandOutcome::Held(booking) => booking,
         other => panic!("{other:?}"),
@@ -463,14 +461,15 @@ on_each_engine! {
                 store.execute(InventoryCommand::Sweep { now, limit: 5 }).await.map(|_| None)
             }));
         }
+        let holds = usher_testkit::holds(&store);
         for booking in &bookings {
-            let store = store.clone();
+            let holds = holds.clone();
             let pair: Vec<Uuid> = booking.units.iter().map(|u| u.unit_id).collect();
             let perf_id = perf.id;
             tasks.push(tokio::spawn(async move {
                 let booking_id = Uuid::now_v7();
-                let outcome = store
-                    .execute(InventoryCommand::Hold(HoldCommand {
+                let outcome = holds
+                    .hold(HoldCommand {
                         booking_id,
                         user_id: rival,
                         performance_id: perf_id,
@@ -478,7 +477,7 @@ on_each_engine! {
                         now,
                         held_until: now + Duration::minutes(10),
                         offer: false,
-                    }))
+                    })
                     .await?;
                 Ok(matches!(outcome, CommandOutcome::Held(_)).then_some(booking_id))
             }));

@@ -1618,7 +1618,7 @@ async fn fans(
     run: &str,
     users: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let store = crate::open_store(database_url, usher_store::StoreOptions::default()).await?;
+    let store = crate::open_store(database_url).await?;
     let keys = usher_server::auth::TokenKeys::new(&secrecy::SecretString::from(secret.to_owned()));
     let next = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();

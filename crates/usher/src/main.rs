@@ -19,7 +19,7 @@ use usher_server::rate_limit::TrustedProxies;
 use usher_server::{
     Application, MailConfig, MasterKeySource, PaymentsConfig, ServerConfig, master_key,
 };
-use usher_store::{Store, StoreOptions};
+use usher_store::Store;
 use usher_store_postgres::PostgresStore;
 use usher_store_sqlite::SqliteStore;
 
@@ -240,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => {
-            let store = open_store(&args.database_url, StoreOptions::default()).await?;
+            let store = open_store(&args.database_url).await?;
             store.migrate().await.context("applying migrations")?;
             let readiness = store.readiness().await?;
             println!(
@@ -253,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(*args).await,
         Command::Seed(args) => {
-            let store = open_store(&args.database_url, StoreOptions::default()).await?;
+            let store = open_store(&args.database_url).await?;
             store.migrate().await.context("applying migrations")?;
             seed::run(store.as_ref()).await
         }
@@ -272,12 +272,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.sweep_interval_seconds == 0 {
         bail!("USHER_SWEEP_INTERVAL_SECONDS must be at least 1");
     }
-    let options = StoreOptions {
-        group_commit: matches!(args.group_commit, Switch::On),
-    };
     let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("USHER_TRUSTED_PROXIES: {e}"))?;
-    let store = open_store(&args.database.database_url, options).await?;
+    let store = open_store(&args.database.database_url).await?;
     store.migrate().await.context("applying migrations")?;
     let payments = match args.payment_provider {
         PaymentProvider::Mock => PaymentsConfig::Mock,
@@ -358,6 +355,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         redis_url: args.redis_url.filter(|u| !u.is_empty()),
         rate_limits: matches!(args.rate_limits, Switch::On),
         trusted_proxies,
+        group_commit: matches!(args.group_commit, Switch::On),
     };
     let listener = TcpListener::bind(args.addr)
         .await
@@ -372,17 +370,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn open_store(url: &str, options: StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     tracing::info!(database = %redact(url), "opening database");
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
         Arc::new(
-            SqliteStore::connect_with(url, options)
+            SqliteStore::connect(url)
                 .await
                 .with_context(|| format!("opening {}", redact(url)))?,
         )
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Arc::new(
-            PostgresStore::connect_with(url, 16, options)
+            PostgresStore::connect_with(url, 16)
                 .await
                 .with_context(|| format!("connecting to {}", redact(url)))?,
         )

@@ -300,8 +300,8 @@ async fn create_booking(
     }
 
     let outcome = state
-        .store()
-        .execute(InventoryCommand::Hold(HoldCommand {
+        .holds()
+        .hold(HoldCommand {
             booking_id: Uuid::now_v7(),
             user_id: caller.id,
             performance_id: performance.id,
@@ -309,7 +309,7 @@ async fn create_booking(
             now,
             held_until: now + performance.hold_ttl.duration(),
             offer: false,
-        }))
+        })
         .await?;
     match outcome {
         CommandOutcome::Held(booking) => {

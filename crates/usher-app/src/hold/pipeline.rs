@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{CommandOutcome, HoldCommand, StoreError, StoreResult};
+use usher_core::hold::HoldCommand;
+use usher_store::{CommandOutcome, StoreError, StoreResult};
 
 /// The most holds one transaction takes.
 pub const MAX_BATCH: usize = 128;
@@ -161,7 +162,7 @@ mod tests {
 
     use chrono::Utc;
 
-    use crate::Selection;
+    use usher_core::hold::Selection;
 
     /// A stand-in engine that records its batches and takes 20 ms per commit.
     #[derive(Default)]

@@ -1,0 +1,9 @@
+//! Usher's application layer: one module per use case. A use case loads facts through
+//! the storage ports (`usher_store`), asks the core (`usher_core`) to decide, and
+//! applies the decision through the ports in one transaction. Engines implement the
+//! ports and decide nothing; the HTTP routes and the pages call these use cases.
+
+pub mod hold;
+pub mod waiting_list;
+
+pub use hold::Holds;

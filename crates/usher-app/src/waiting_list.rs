@@ -1,0 +1,128 @@
+//! The waiting list's serving: people waiting for a sold-out performance get offers (a
+//! hold made for them) as units come back. Joining, leaving and reading the list are
+//! single statements of the store ([`usher_store::waiting`]); the rule of who is served
+//! past whom lives here.
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use usher_core::Booking;
+use usher_core::hold::{HoldCommand, Selection};
+use usher_store::waiting::MAX_PASSES;
+use usher_store::{CommandOutcome, ServeTx, Store, StoreError, StoreResult};
+
+use crate::hold;
+
+/// Serves a performance's waiting list with whatever units are free: in line order,
+/// each entry a whole group at once (a general-admission quantity of its ticket type,
+/// or the best adjacent seats), as a hold made for that person with `offer_ttl` to pay.
+/// An entry that cannot be served stays first in line for its ticket type (or for the
+/// seats); later groups smaller than every one refused before them may be served past
+/// it, at most [`MAX_PASSES`] times, after which the units that come back wait for it.
+/// Returns the offers made.
+pub async fn serve(
+    store: &dyn Store,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+    offer_ttl: Duration,
+) -> StoreResult<Vec<(Uuid, Booking)>> {
+    let Some(mut tx) = store.begin_serving(performance_id).await? else {
+        return Ok(Vec::new());
+    };
+    let offers = match serve_in(
+        tx.as_mut(),
+        performance_id,
+        now,
+        offer_ttl,
+        store.hold_engine().serialised,
+    )
+    .await
+    {
+        Ok(offers) if offers.is_empty() => {
+            tx.rollback().await?;
+            return Ok(offers);
+        }
+        Ok(offers) => offers,
+        Err(error) => {
+            let _ = tx.rollback().await;
+            return Err(error);
+        }
+    };
+    let moved = hold::held_moves(offers.iter().map(|(_, booking)| booking));
+    let live = match tx.record_live(moved, now).await {
+        Ok(live) => live,
+        Err(error) => {
+            let _ = tx.rollback().await;
+            return Err(error);
+        }
+    };
+    tx.commit().await?;
+    store.live_bus().publish(live);
+    Ok(offers)
+}
+
+/// The walk down the line, inside the serving transaction.
+async fn serve_in(
+    tx: &mut dyn ServeTx,
+    performance_id: Uuid,
+    now: DateTime<Utc>,
+    offer_ttl: Duration,
+    serialised: bool,
+) -> StoreResult<Vec<(Uuid, Booking)>> {
+    let waiting = tx.waiting(performance_id).await?;
+    // Per ticket type (or `None`: the seats), the first entry that could not be served,
+    // how often it has been passed, and the smallest group that could not be served so
+    // far: only a smaller one may go past it. (On PostgreSQL units freed by a commit
+    // meanwhile show up half-way through this walk; without that bound a later, larger
+    // group could take them ahead of an earlier one that had just been refused.)
+    let mut heads: Vec<(Option<Uuid>, Uuid, i64, i64)> = Vec::new();
+    let mut offers = Vec::new();
+    for entry in waiting {
+        let scope = entry.ticket_type_id;
+        let head = heads.iter().position(|(s, _, _, _)| *s == scope);
+        if let Some(i) = head
+            && (heads[i].2 >= MAX_PASSES || entry.quantity >= heads[i].3)
+        {
+            continue;
+        }
+        let quantity = u32::try_from(entry.quantity).map_err(|_| {
+            StoreError::Backend(format!("entry {} wants {}", entry.id, entry.quantity))
+        })?;
+        let hold = HoldCommand {
+            booking_id: Uuid::now_v7(),
+            user_id: entry.user_id,
+            performance_id,
+            selection: match scope {
+                Some(ticket_type_id) => Selection::General {
+                    ticket_type_id,
+                    quantity,
+                },
+                None => Selection::BestAvailable { quantity },
+            },
+            now,
+            held_until: now + offer_ttl,
+            offer: true,
+        };
+        // The hold path itself, waiting for locks: a hold that cannot have all its
+        // units writes nothing.
+        let offered = hold::decide_and_write(tx, std::slice::from_ref(&hold), false, serialised)
+            .await?
+            .pop()
+            .flatten();
+        match offered {
+            Some(CommandOutcome::Held(booking)) => {
+                tx.offered(entry.id, booking.id, now).await?;
+                if let Some(i) = head {
+                    heads[i].2 += 1;
+                    tx.passed_over(heads[i].1, now).await?;
+                }
+                offers.push((entry.id, booking));
+            }
+            _ => match head {
+                None => heads.push((scope, entry.id, entry.passed_over, entry.quantity)),
+                Some(i) => heads[i].3 = heads[i].3.min(entry.quantity),
+            },
+        }
+    }
+    Ok(offers)
+}

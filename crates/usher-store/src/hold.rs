@@ -1,0 +1,81 @@
+//! The port a hold runs on: what the hold use case (`usher_app::hold`) reads and
+//! writes inside one transaction. Engines implement it with SQL and nothing else; the
+//! rule that decides between holds is `usher_core::hold`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use usher_core::best_available::Seat;
+use usher_core::hold::{HeldUnit, HoldFacts, LockedUnit, UnitTake};
+
+use crate::{ChangeSet, LiveChange, StoreResult};
+
+/// How an engine's hold transactions behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldEngine {
+    /// How many transactions may write holds at once, so how many writer tasks the
+    /// write pipeline runs (each a shard of performances).
+    pub writers: usize,
+    /// Nothing but this transaction writes while it runs (one writer connection): what
+    /// it read stays as read, so a short read is final and a read choice never loses.
+    pub serialised: bool,
+}
+
+/// A booking a hold created, as the batch writes it.
+#[derive(Debug, Clone)]
+pub struct NewHold {
+    pub booking_id: Uuid,
+    pub user_id: Uuid,
+    pub performance_id: Uuid,
+    pub held_until: DateTime<Utc>,
+    pub currency: usher_core::Currency,
+    pub created_at: DateTime<Utc>,
+    pub offer: bool,
+    /// (unit, price) of every unit it took.
+    pub units: Vec<(Uuid, i64)>,
+}
+
+/// One open transaction of the hold path. Every statement that locks units locks them
+/// in id order, so holds, sweeps and payments never deadlock on each other.
+#[async_trait]
+pub trait HoldTx: Send {
+    /// What holds need to know of these performances (those that exist).
+    async fn hold_facts(&mut self, performances: &[Uuid]) -> StoreResult<Vec<(Uuid, HoldFacts)>>;
+    /// The performance's seats as best available chooses among them, free meaning free
+    /// at `now`; not locked.
+    async fn seat_map(
+        &mut self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Seat>>;
+    /// These units as they are, locked until the transaction ends. Unknown ids are
+    /// left out.
+    async fn lock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<LockedUnit>>;
+    /// Up to `wanted` units of the ticket type free at `now`, locked. `skip_locked`:
+    /// units other transactions are locking are passed over instead of waited for.
+    async fn free_units(
+        &mut self,
+        ticket_type_id: Uuid,
+        now: DateTime<Utc>,
+        wanted: u32,
+        skip_locked: bool,
+    ) -> StoreResult<Vec<Uuid>>;
+    /// How many units of the ticket type are free at `now`, locked by others or not.
+    async fn count_free(&mut self, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// The arbiter: takes each unit for its booking only if it is free at its `now`,
+    /// and returns what it took.
+    async fn take_units(&mut self, takes: &[UnitTake]) -> StoreResult<Vec<HeldUnit>>;
+    /// Writes the bookings and their units.
+    async fn insert_holds(&mut self, holds: &[NewHold]) -> StoreResult<()>;
+    /// Logs the moves for live seat maps; the changes are published after the commit.
+    /// The feed's heads are the last locks a transaction takes: call it last.
+    async fn record_live(
+        &mut self,
+        moved: ChangeSet,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<LiveChange>>;
+    /// A lost race (deadlock, serialisation) is [`crate::StoreError::Conflict`].
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+    async fn rollback(self: Box<Self>) -> StoreResult<()>;
+}
