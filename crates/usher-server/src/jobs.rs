@@ -437,7 +437,6 @@ async fn cancel_sale(state: &AppState, job: &Job) -> Result<(), String> {
         }
         for booking_id in &live {
             let done = state
-                .store()
                 .transition(
                     TransitionRequest::new(
                         BookingRef::Booking(*booking_id),
@@ -485,7 +484,6 @@ async fn refund(state: &AppState, job: &Job) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     state
-        .store()
         .transition(TransitionRequest::new(
             BookingRef::Payment(payment_id),
             Trigger::PaymentRefunded { payment_id },

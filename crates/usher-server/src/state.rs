@@ -100,6 +100,14 @@ impl AppState {
         }
     }
 
+    /// A booking's payment state changes (the lifecycle use case).
+    pub async fn transition(
+        &self,
+        request: usher_store::TransitionRequest,
+    ) -> usher_store::StoreResult<usher_store::Transitioned> {
+        usher_app::payments::transition(self.store(), request).await
+    }
+
     /// The hold use case, with its write pipeline.
     pub fn holds(&self) -> &Holds {
         &self.inner.holds

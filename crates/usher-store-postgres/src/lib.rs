@@ -27,9 +27,8 @@ use usher_store::{
     IdempotencyStart, InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices,
     LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken, NewUser, Page, Payment,
     PerformanceInventory, PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness,
-    Rotation, SaleScope, Store, StoreError, StoreResult, TransitionRequest, Transitioned,
-    UserChange, UserCredentials, UserQuery, UserRow, contains_pattern, page_from_rows, paginate,
-    search_key, user_search_key,
+    Rotation, SaleScope, Store, StoreError, StoreResult, UserChange, UserCredentials, UserQuery,
+    UserRow, contains_pattern, page_from_rows, paginate, search_key, user_search_key,
 };
 use usher_store::{
     AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry, WaitlistJoin,
@@ -862,8 +861,8 @@ impl Store for PostgresStore {
         self.list_live_bookings(scope, limit).await
     }
 
-    async fn transition(&self, request: TransitionRequest) -> StoreResult<Transitioned> {
-        self.do_transition(request).await
+    async fn begin_transition(&self) -> StoreResult<Box<dyn usher_store::LifecycleTx>> {
+        self.lifecycle().await
     }
 
     async fn attach_checkout(

@@ -16,8 +16,7 @@ use usher_store::payments::JOB_MAX_ATTEMPTS;
 use usher_store::{Audit, AuditEntry, WalletMove, WalletMoved};
 use usher_store::{
     ChangeSet, IdempotencyStart, Job, JobRow, JobState, LifecycleTx, LiveChange, Payment,
-    PaymentRow, ProviderEvent, StoreError, StoreResult, TransitionRequest, Transitioned,
-    all_takeable_by, run_transition,
+    PaymentRow, ProviderEvent, StoreError, StoreResult, all_takeable_by,
 };
 
 use crate::inventory::load_bookings;
@@ -66,10 +65,10 @@ async fn load_payment(conn: &mut PgConnection, id: Uuid) -> StoreResult<Option<P
 }
 
 /// The lifecycle's steps in PostgreSQL, inside one transaction.
-struct PgLifecycle<'c>(&'c mut PgConnection);
+pub(crate) struct PgLifecycle(pub(crate) sqlx::Transaction<'static, sqlx::Postgres>);
 
 #[async_trait]
-impl LifecycleTx for PgLifecycle<'_> {
+impl LifecycleTx for PgLifecycle {
     async fn record_event(
         &mut self,
         event: &ProviderEvent,
@@ -258,7 +257,7 @@ impl LifecycleTx for PgLifecycle<'_> {
         changes: ChangeSet,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<LiveChange>> {
-        crate::live::record(self.0, changes, now).await
+        crate::live::record(&mut self.0, changes, now).await
     }
 
     async fn set_payment_status(
@@ -318,67 +317,47 @@ impl LifecycleTx for PgLifecycle<'_> {
         payload: serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        enqueue(self.0, kind, payload, now).await
+        enqueue(&mut self.0, kind, payload, now).await
     }
 
     async fn load_booking(&mut self, booking_id: Uuid) -> StoreResult<usher_core::Booking> {
-        load_bookings(self.0, &[booking_id])
+        load_bookings(&mut self.0, &[booking_id])
             .await?
             .pop()
             .ok_or_else(|| StoreError::Backend(format!("booking {booking_id} vanished")))
     }
 
     async fn load_payment(&mut self, payment_id: Uuid) -> StoreResult<Payment> {
-        load_payment(self.0, payment_id)
+        load_payment(&mut self.0, payment_id)
             .await?
             .ok_or_else(|| StoreError::Backend(format!("payment {payment_id} vanished")))
     }
 
     async fn issue_tickets(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
-        crate::box_office::issue_tickets(self.0, booking_id, now).await
+        crate::box_office::issue_tickets(&mut self.0, booking_id, now).await
     }
 
     async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<WalletMoved>> {
-        crate::box_office::wallet_move(self.0, entry).await
+        crate::box_office::wallet_move(&mut self.0, entry).await
     }
 
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
-        crate::box_office::insert_audit(self.0, entry).await
+        crate::box_office::insert_audit(&mut self.0, entry).await
     }
-}
 
-async fn commit_or_rollback<T>(
-    tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    result: StoreResult<(T, bool)>,
-) -> StoreResult<T> {
-    match result {
-        Ok((value, true)) => {
-            tx.commit().await.map_err(backend)?;
-            Ok(value)
-        }
-        Ok((value, false)) => {
-            tx.rollback().await.map_err(backend)?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.0.commit().await.map_err(backend)
+    }
+
+    async fn rollback(self: Box<Self>) -> StoreResult<()> {
+        self.0.rollback().await.map_err(backend)
     }
 }
 
 impl PostgresStore {
-    pub(crate) async fn do_transition(
-        &self,
-        request: TransitionRequest,
-    ) -> StoreResult<Transitioned> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let result = run_transition(&mut PgLifecycle(&mut tx), &request)
-            .await
-            .map(|ran| ((ran.transitioned, ran.live), ran.commit));
-        let (transitioned, live) = commit_or_rollback(tx, result).await?;
-        self.live.publish(live);
-        Ok(transitioned)
+    pub(crate) async fn lifecycle(&self) -> StoreResult<Box<dyn LifecycleTx>> {
+        let tx = self.pool.begin().await.map_err(backend)?;
+        Ok(Box::new(PgLifecycle(tx)))
     }
 
     pub(crate) async fn do_attach_checkout(

@@ -37,8 +37,8 @@ use usher_store::{
     InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent,
     NewPerformance, NewRefreshToken, NewUser, Page, Payment, PerformanceInventory,
     PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness, Rotation, SaleScope, Store,
-    StoreError, StoreResult, TransitionRequest, Transitioned, UserChange, UserCredentials,
-    UserQuery, UserRow, contains_pattern, page_from_rows, paginate, search_key, user_search_key,
+    StoreError, StoreResult, UserChange, UserCredentials, UserQuery, UserRow, contains_pattern,
+    page_from_rows, paginate, search_key, user_search_key,
 };
 use usher_store::{
     Audit, AuditEntry, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit, WalletEntry,
@@ -912,8 +912,8 @@ impl Store for SqliteStore {
         self.list_live_bookings(scope, limit).await
     }
 
-    async fn transition(&self, request: TransitionRequest) -> StoreResult<Transitioned> {
-        self.do_transition(request).await
+    async fn begin_transition(&self) -> StoreResult<Box<dyn usher_store::LifecycleTx>> {
+        self.lifecycle().await
     }
 
     async fn attach_checkout(

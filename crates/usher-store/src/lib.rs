@@ -33,9 +33,7 @@ pub use inventory::{
     SaleScope, SalesRow, Selection, UnitRow, all_takeable_by, assemble_performances, attendees,
     push_group, taken_units,
 };
-pub use lifecycle::{
-    BookingRef, LifecycleTx, Ran, TransitionRequest, Transitioned, run_transition,
-};
+pub use lifecycle::{BookingRef, LifecycleTx, TransitionRequest, Transitioned};
 pub use live::{ChangeSet, LiveBus, LiveChange, LiveNotices, LiveSnapshot, UnitMove};
 pub use payments::{
     IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
@@ -457,12 +455,9 @@ pub trait Store: Send + Sync + 'static {
 
     // --- payments ------------------------------------------------------------------
 
-    /// The one way a booking's payment state changes: checkout, a payment's success,
-    /// failure or refund, a cancellation or refund, expiry, a cancelled sale. In one
-    /// transaction the engine records the provider event (a replay changes nothing),
-    /// locks the booking and its payments, lets [`usher_core::lifecycle::decide`] rule,
-    /// and applies the decision with its outbox jobs.
-    async fn transition(&self, request: TransitionRequest) -> StoreResult<Transitioned>;
+    /// Opens the transaction a booking's payment state changes in (the use case is
+    /// `usher_app::payments::transition`).
+    async fn begin_transition(&self) -> StoreResult<Box<dyn LifecycleTx>>;
     /// Records the provider's checkout id and URL once the provider has answered.
     async fn attach_checkout(
         &self,

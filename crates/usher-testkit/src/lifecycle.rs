@@ -127,11 +127,11 @@ async fn run(
     event: Option<ProviderEvent>,
     now: DateTime<Utc>,
 ) -> Transitioned {
-    store
-        .transition(TransitionRequest {
-            provider_event: event,
-            ..TransitionRequest::new(booking, trigger, now)
-        })
+    let request = TransitionRequest {
+        provider_event: event,
+        ..TransitionRequest::new(booking, trigger, now)
+    };
+    usher_app::payments::transition(store, request)
         .await
         .expect("transition")
 }

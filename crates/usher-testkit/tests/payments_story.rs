@@ -120,7 +120,7 @@ on_each_engine! {
         let by_ref = s.store.payment_by_ref("mock", "cs_test_1").await.unwrap().unwrap();
         assert_eq!(by_ref.id, payment_id);
 
-        let confirmed = s.store.transition(usher_store::TransitionRequest {
+        let confirmed = usher_app::payments::transition(s.store.as_ref(), usher_store::TransitionRequest {
             provider_event: event("evt_1"),
             provider_payment_ref: Some("pi_1".into()),
             ..usher_store::TransitionRequest::new(

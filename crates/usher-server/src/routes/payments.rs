@@ -123,7 +123,6 @@ async fn checkout(
     let window = CHECKOUT_WINDOW.max(provider.min_checkout_window());
     let hold_until = (now + window).min(booking.created_at + MAX_HOLD);
     let done = state
-        .store()
         .transition(TransitionRequest::new(
             BookingRef::Booking(booking.id),
             Trigger::Checkout {
@@ -185,7 +184,6 @@ async fn checkout(
         Err(error) => {
             // A payment nobody can pay would block the next checkout until it expires.
             state
-                .store()
                 .transition(TransitionRequest::new(
                     BookingRef::Payment(payment_id),
                     Trigger::PaymentFailed { payment_id },
@@ -218,7 +216,6 @@ async fn pay_from_wallet(
     let now = state.clock().now();
     let payment_id = Uuid::now_v7();
     let done = state
-        .store()
         .transition(TransitionRequest::new(
             BookingRef::Booking(booking_id),
             Trigger::PayFromWallet {
@@ -289,7 +286,6 @@ async fn complete_mock_payment(
         }
     };
     let done = state
-        .store()
         .transition(TransitionRequest::new(
             BookingRef::Payment(payment_id),
             trigger,
@@ -392,7 +388,6 @@ async fn stripe_webhook(
         }
     };
     let done = state
-        .store()
         .transition(TransitionRequest {
             provider_event: Some(recorded),
             provider_payment_ref: object["payment_intent"].as_str().map(str::to_owned),
@@ -517,7 +512,6 @@ pub async fn refund(
         },
     );
     let done = state
-        .store()
         .transition(
             TransitionRequest::new(
                 BookingRef::Booking(booking_id),

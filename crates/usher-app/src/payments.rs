@@ -1,0 +1,271 @@
+//! The booking and payment lifecycle as a use case: checkout, a payment's success,
+//! failure or refund, a cancellation or refund, expiry, a cancelled sale.
+//!
+//! The rules live in the core's [`decide`]; the sequence that surrounds it — record the
+//! provider event, lock the booking and its payments, read the facts, decide, apply,
+//! queue the outbox jobs — lives here, once, in one transaction opened through the
+//! store ([`Store::begin_transition`]). Each engine only says how to do each step in
+//! its SQL ([`LifecycleTx`]). The lock order is the one every PostgreSQL statement
+//! follows: the booking, then its payments, then its units in id order.
+
+use uuid::Uuid;
+
+use usher_core::lifecycle::{
+    Decision, Email, Facts, Outcome, Refusal, Trigger, UnitChange, WALLET, decide,
+};
+use usher_core::{Money, UnitState};
+use usher_store::box_office::{WalletEntryKind, WalletMove, action};
+use usher_store::lifecycle::BookingChange;
+use usher_store::payments::job_kind;
+use usher_store::{
+    BookingRef, ChangeSet, LifecycleTx, LiveChange, Store, StoreError, StoreResult,
+    TransitionRequest, Transitioned,
+};
+
+/// The one way a booking's payment state changes. In one transaction: records the
+/// provider event (a replay changes nothing), locks the booking and its payments, lets
+/// [`decide`] rule, and applies the decision with its outbox jobs; then publishes the
+/// live seat map's moves.
+pub async fn transition(
+    store: &dyn Store,
+    request: TransitionRequest,
+) -> StoreResult<Transitioned> {
+    let mut tx = store.begin_transition().await?;
+    let ran = match run(tx.as_mut(), &request).await {
+        Ok(ran) => ran,
+        Err(error) => {
+            let _ = tx.rollback().await;
+            return Err(error);
+        }
+    };
+    if ran.commit {
+        tx.commit().await?;
+        store.live_bus().publish(ran.live);
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(ran.transitioned)
+}
+
+/// What [`run`] did, for [`transition`] to finish.
+#[derive(Debug)]
+struct Ran {
+    transitioned: Transitioned,
+    /// False when nothing was written, so the engine rolls back and releases its locks
+    /// at once.
+    commit: bool,
+    /// For the live bus, once committed.
+    live: Vec<LiveChange>,
+}
+
+/// Runs one transition inside the open transaction.
+async fn run(tx: &mut dyn LifecycleTx, request: &TransitionRequest) -> StoreResult<Ran> {
+    let now = request.now;
+    let nothing = |outcome, commit| Ran {
+        transitioned: Transitioned {
+            outcome,
+            booking: None,
+            payment: None,
+        },
+        commit,
+        live: Vec::new(),
+    };
+    if let Some(event) = &request.provider_event
+        && !tx.record_event(event, now).await?
+    {
+        return Ok(nothing(Outcome::Duplicate, false));
+    }
+    // From here on, a recorded provider event must be committed even if nothing else
+    // changes, so that its replay is recognised.
+    let recorded = request.provider_event.is_some();
+    let booking_id = match request.booking {
+        BookingRef::Booking(id) => id,
+        BookingRef::Payment(payment_id) => match tx.booking_of_payment(payment_id).await? {
+            Some(id) => id,
+            None => {
+                return Ok(nothing(Outcome::Refused(Refusal::UnknownPayment), recorded));
+            }
+        },
+    };
+    let Some((mut facts, total)) = tx.lock_facts(booking_id).await? else {
+        return Ok(nothing(Outcome::Refused(Refusal::NoSuchBooking), recorded));
+    };
+    if matches!(
+        request.trigger,
+        Trigger::PaymentSucceeded { .. } | Trigger::PayFromWallet { .. }
+    ) {
+        facts.units_takeable = tx.units_takeable(booking_id, now).await?;
+    }
+    let decision = decide(&facts, &request.trigger, now);
+    // The wallet pays first: when it cannot, nothing else is written.
+    if decision.wallet_debit
+        && let Some(payment) = decision.new_payment
+    {
+        let buyer = tx.load_booking(booking_id).await?.user_id;
+        let debit = WalletMove {
+            user_id: buyer,
+            amount: Money::new(-total.amount, total.currency),
+            kind: WalletEntryKind::Payment,
+            reason: "Paid for a booking".into(),
+            booking_id: Some(booking_id),
+            payment_id: Some(payment.id),
+            actor_id: Some(buyer),
+            at: now,
+        };
+        if tx.wallet_move(&debit).await?.is_none() {
+            return Ok(nothing(
+                Outcome::Refused(Refusal::InsufficientFunds),
+                recorded,
+            ));
+        }
+    }
+    let moved = apply(tx, booking_id, &facts, &decision, total, request).await?;
+    let live = if moved.is_empty() {
+        Vec::new()
+    } else {
+        tx.record_live(moved, now).await?
+    };
+    let booking = tx.load_booking(booking_id).await?;
+    let payment = match decision.outcome {
+        Outcome::CheckoutOpen { payment_id, .. } => Some(tx.load_payment(payment_id).await?),
+        _ => None,
+    };
+    let commit = recorded || decision.changes_anything();
+    if let Some(audit) = &request.audit
+        && decision.changes_anything()
+    {
+        let action = match decision.outcome {
+            Outcome::Refunded | Outcome::PaymentRefunded | Outcome::MoneyReturned { .. } => {
+                Some(action::BOOKING_REFUNDED)
+            }
+            Outcome::Released => Some(action::BOOKING_CANCELLED),
+            _ => None,
+        };
+        if let Some(action) = action {
+            let audit = audit
+                .clone()
+                .note("from", facts.status.as_str())
+                .note("to", booking.status.as_str())
+                .note("refunded_to_wallet", !decision.wallet_refunds.is_empty());
+            tx.insert_audit(&audit.entry(action, ("booking", booking_id), None, now))
+                .await?;
+        }
+    }
+    Ok(Ran {
+        transitioned: Transitioned {
+            outcome: decision.outcome,
+            booking: Some(booking),
+            payment,
+        },
+        commit,
+        live,
+    })
+}
+
+async fn apply(
+    tx: &mut dyn LifecycleTx,
+    booking_id: Uuid,
+    facts: &Facts,
+    decision: &Decision,
+    total: Money,
+    request: &TransitionRequest,
+) -> StoreResult<ChangeSet> {
+    let now = request.now;
+    let change = BookingChange {
+        from: facts.status,
+        to: decision.status.unwrap_or(facts.status),
+        paid_by: decision.paid_by,
+        held_until: decision.held_until,
+        checkout_started: decision.checkout_started,
+    };
+    if (change.to != change.from
+        || change.paid_by.is_some()
+        || change.held_until.is_some()
+        || change.checkout_started)
+        && !tx.update_booking(booking_id, &change, now).await?
+    {
+        // The booking row is locked: this cannot happen unless the lock order is broken.
+        return Err(StoreError::Backend(format!(
+            "booking {booking_id} left {} underneath a locked transition",
+            facts.status
+        )));
+    }
+    if let Some(until) = decision.held_until {
+        tx.extend_units(booking_id, until).await?;
+    }
+    let mut moved = ChangeSet::new();
+    match decision.units {
+        UnitChange::Keep => {}
+        UnitChange::Sell => {
+            moved.extend(UnitState::Sold, tx.sell_units(booking_id).await?);
+            tx.issue_tickets(booking_id, now).await?;
+        }
+        UnitChange::Release => {
+            moved.extend(UnitState::Available, tx.release_units(booking_id).await?);
+        }
+    }
+    match (decision.new_payment, &request.trigger) {
+        (Some(payment), Trigger::Checkout { provider, .. }) => {
+            tx.insert_payment(booking_id, payment, provider, total, now)
+                .await?;
+        }
+        (Some(payment), Trigger::PayFromWallet { .. }) => {
+            tx.insert_payment(booking_id, payment, WALLET, total, now)
+                .await?;
+        }
+        _ => {}
+    }
+    for &(payment_id, from, to) in &decision.payments {
+        // The provider's id of the capture is kept from the moment money arrives.
+        let reference = (!from.captured() && to.captured())
+            .then_some(request.provider_payment_ref.as_deref())
+            .flatten();
+        if !tx
+            .set_payment_status(payment_id, from, to, reference, now)
+            .await?
+        {
+            return Err(StoreError::Backend(format!(
+                "payment {payment_id} left {} underneath a locked transition",
+                from.as_str()
+            )));
+        }
+    }
+    if !decision.wallet_refunds.is_empty() {
+        let buyer = tx.load_booking(booking_id).await?.user_id;
+        for &payment_id in &decision.wallet_refunds {
+            let payment = tx.load_payment(payment_id).await?;
+            let credit = WalletMove {
+                user_id: buyer,
+                amount: payment.amount,
+                kind: WalletEntryKind::Refund,
+                reason: "Refund of a booking".into(),
+                booking_id: Some(booking_id),
+                payment_id: Some(payment_id),
+                actor_id: request.audit.as_ref().and_then(|a| a.actor_id),
+                at: now,
+            };
+            if tx.wallet_move(&credit).await?.is_none() {
+                return Err(StoreError::Backend(format!(
+                    "a refund of {payment_id} to the wallet was refused"
+                )));
+            }
+        }
+    }
+    for payment_id in &decision.refunds {
+        tx.enqueue(
+            job_kind::REFUND,
+            serde_json::json!({ "payment_id": payment_id }),
+            now,
+        )
+        .await?;
+    }
+    for email in &decision.emails {
+        let kind = match email {
+            Email::Confirmation => job_kind::CONFIRMATION_EMAIL,
+            Email::SaleCancelled => job_kind::CANCELLATION_EMAIL,
+        };
+        tx.enqueue(kind, serde_json::json!({ "booking_id": booking_id }), now)
+            .await?;
+    }
+    Ok(moved)
+}
