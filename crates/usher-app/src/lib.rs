@@ -4,6 +4,7 @@
 //! ports and decide nothing; the HTTP routes and the pages call these use cases.
 
 pub mod hold;
+pub mod inventory;
 pub mod payments;
 pub mod waiting_list;
 

@@ -1,15 +1,18 @@
-//! The waiting list's serving: people waiting for a sold-out performance get offers (a
-//! hold made for them) as units come back. Joining, leaving and reading the list are
-//! single statements of the store ([`usher_store::waiting`]); the rule of who is served
-//! past whom lives here.
+//! The waiting list: joining it (who must wait, at which place) and serving it (people
+//! waiting for a sold-out performance get offers, a hold made for them, as units come
+//! back; who is served past whom). Leaving and reading the list are single statements
+//! of the store ([`usher_store::waiting`]).
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use usher_core::Booking;
 use usher_core::hold::{HoldCommand, Selection};
-use usher_store::waiting::MAX_PASSES;
-use usher_store::{CommandOutcome, ServeTx, Store, StoreError, StoreResult};
+use usher_core::waiting_list::{JoinRefusal, join_refusal, must_wait};
+use usher_store::waiting::{MAX_PASSES, joined};
+use usher_store::{
+    CommandOutcome, JoinTx, ServeTx, Store, StoreError, StoreResult, WaitlistJoin, WaitlistJoined,
+};
 
 use crate::hold;
 
@@ -125,4 +128,59 @@ async fn serve_in(
         }
     }
     Ok(offers)
+}
+
+/// Puts the buyer on the performance's waiting list, if what they ask cannot be had
+/// now (not enough units free, or others already waiting for them), at the end of the
+/// line: places follow the order joins commit, so what a join answers is what later
+/// reads say.
+pub async fn join(store: &dyn Store, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
+    let mut tx = store.begin_join(join.performance_id).await?;
+    match join_in(tx.as_mut(), &join).await {
+        Ok(joined @ WaitlistJoined::Joined(_)) => {
+            tx.commit().await?;
+            Ok(joined)
+        }
+        Ok(other) => {
+            tx.rollback().await?;
+            Ok(other)
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn join_in(tx: &mut dyn JoinTx, join: &WaitlistJoin) -> StoreResult<WaitlistJoined> {
+    let now = join.now;
+    let facts = tx
+        .hold_facts(&[join.performance_id])
+        .await?
+        .pop()
+        .map(|(_, facts)| facts);
+    if let Some(refusal) = join_refusal(facts.as_ref(), join.ticket_type_id, now) {
+        return Ok(match refusal {
+            JoinRefusal::NoSuchPerformance => WaitlistJoined::NoSuchPerformance,
+            JoinRefusal::NotOnSale => WaitlistJoined::NotOnSale,
+            JoinRefusal::WrongTicketType => WaitlistJoined::WrongTicketType,
+        });
+    }
+    let Some(facts) = facts else {
+        return Ok(WaitlistJoined::NoSuchPerformance);
+    };
+    if let Some(row) = tx.waiting_entry(join.performance_id, join.user_id).await? {
+        return Ok(WaitlistJoined::AlreadyWaiting(row.into_entry(now)?));
+    }
+    let free = tx
+        .count_free_in(join.performance_id, join.ticket_type_id, now)
+        .await?;
+    if !must_wait(&facts, join.ticket_type_id, join.quantity, free) {
+        return Ok(WaitlistJoined::NotSoldOut { free });
+    }
+    tx.insert_entry(join).await?;
+    // Another join of the same buyer may have committed since the look above: theirs
+    // stands, this one wrote nothing.
+    let entry = tx.waiting_entry(join.performance_id, join.user_id).await?;
+    joined(entry.into_iter().collect(), join)
 }

@@ -108,6 +108,12 @@ impl HoldFacts {
             Selection::General { ticket_type_id, .. } => Some(ticket_type_id),
             Selection::Units(_) | Selection::BestAvailable { .. } => None,
         };
+        self.anyone_waits_for(asked)
+    }
+
+    /// Whether anyone on the waiting list waits for this ticket type (`None`: the seats),
+    /// or for anything at all.
+    pub fn anyone_waits_for(&self, asked: Option<Uuid>) -> bool {
         self.waited_for
             .iter()
             .any(|scope| scope.is_none() || *scope == asked)

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod money;
 pub mod page;
 pub mod text;
+pub mod waiting_list;
 
 pub use account::{AccessRefusal, Email, Password, Role, Standing, User, UserName};
 pub use clock::{Clock, ManualClock, SystemClock};

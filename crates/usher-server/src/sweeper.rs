@@ -18,12 +18,14 @@ const BATCH: u32 = 500;
 pub async fn sweep_once(store: &dyn Store, clock: &dyn Clock) -> StoreResult<usize> {
     let mut total = 0;
     loop {
-        let outcome = store
-            .execute(InventoryCommand::Sweep {
+        let outcome = usher_app::inventory::execute(
+            store,
+            InventoryCommand::Sweep {
                 now: clock.now(),
                 limit: BATCH,
-            })
-            .await?;
+            },
+        )
+        .await?;
         let CommandOutcome::Swept {
             expired,
             released_units,

@@ -6,33 +6,32 @@
 //! in id order (`ORDER BY id FOR UPDATE`), so two holds cannot deadlock each other; a
 //! deadlock or serialization failure that happens anyway is retried.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use usher_core::inventory::UnitPlan;
 use usher_core::{
-    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, UnitState,
-    User,
+    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, User,
 };
 use usher_store::box_office::action;
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
-    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow,
-    InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch, PerformanceRow,
-    PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, StoreError,
-    StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group, taken_units,
+    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CountRow, InventoryTx, NewPerformance,
+    Page, PerformanceInventory, PerformancePatch, PerformanceRow, PerformanceSales,
+    PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, StoreError, StoreResult, UnitRow,
+    UserRow, assemble_performances, paginate, push_group,
 };
-use usher_store::{Audit, ChangeSet, LiveChange};
+use usher_store::{Audit, AuditEntry};
 
+use crate::hold::PgTx;
 use crate::payments::enqueue;
 use crate::{PostgresStore, backend};
 
 /// Units are inserted in batches of this many rows per statement.
 const INSERT_BATCH: usize = 10_000;
-/// How often a command is retried after a deadlock.
-const ATTEMPTS: usize = 5;
 
 impl PostgresStore {
     pub(crate) async fn insert_performance(
@@ -243,173 +242,6 @@ impl PostgresStore {
         rows.into_iter()
             .map(|r| r.into_unit(currency, now))
             .collect()
-    }
-
-    /// Runs a command in transactions of its own, retrying after a deadlock.
-    pub(crate) async fn run_command(
-        &self,
-        command: InventoryCommand,
-    ) -> StoreResult<CommandOutcome> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = match &command {
-                InventoryCommand::Cancel { booking_id, now } => {
-                    self.cancel(*booking_id, *now).await
-                }
-                InventoryCommand::Sweep { now, limit } => self.sweep(*now, *limit).await,
-                InventoryCommand::SetBlocked {
-                    performance_id,
-                    unit_ids,
-                    blocked,
-                    now,
-                    audit,
-                } => {
-                    self.set_blocked(*performance_id, unit_ids, *blocked, *now, audit)
-                        .await
-                }
-            };
-            match result {
-                Err(Retry::Again(_)) if attempt < ATTEMPTS => continue,
-                other => return Ok(other?),
-            }
-        }
-    }
-
-    /// Blocks (house seats, broken seats) or unblocks units, all or nothing.
-    async fn set_blocked(
-        &self,
-        performance_id: Uuid,
-        unit_ids: &[Uuid],
-        blocked: bool,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> Result<CommandOutcome, Retry> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query!(
-            r#"SELECT id, state, held_until FROM units
-               WHERE performance_id = $1 AND id = ANY($2)
-               ORDER BY id FOR UPDATE"#,
-            performance_id,
-            unit_ids
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let outcome = if rows.len() != unit_ids.len() {
-            CommandOutcome::UnknownUnits {
-                unit_ids: unit_ids
-                    .iter()
-                    .filter(|id| !rows.iter().any(|r| r.id == **id))
-                    .copied()
-                    .collect(),
-            }
-        } else {
-            let taken = taken_units(
-                rows.iter().map(|r| (r.id, r.state.as_str(), r.held_until)),
-                now,
-            )?;
-            if !taken.is_empty() {
-                CommandOutcome::Unavailable { unit_ids: taken }
-            } else {
-                // An expired hold's unit is free: blocking it detaches it from that hold.
-                let (changed, state) = if blocked {
-                    let ids = sqlx::query_scalar!(
-                        "UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
-                         WHERE id = ANY($1) AND state <> 'blocked' RETURNING id",
-                        unit_ids
-                    )
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    (ids, UnitState::Blocked)
-                } else {
-                    let ids = sqlx::query_scalar!(
-                        "UPDATE units SET state = 'available' WHERE id = ANY($1) AND state = 'blocked'
-                         RETURNING id",
-                        unit_ids
-                    )
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    (ids, UnitState::Available)
-                };
-                let mut moved = ChangeSet::new();
-                moved.extend(state, changed.iter().map(|id| (performance_id, *id)));
-                let live = crate::live::record(&mut tx, moved, now).await?;
-                let action = if blocked {
-                    action::UNITS_BLOCKED
-                } else {
-                    action::UNITS_UNBLOCKED
-                };
-                let audit = audit
-                    .clone()
-                    .note(
-                        "unit_ids",
-                        unit_ids.iter().map(Uuid::to_string).collect::<Vec<_>>(),
-                    )
-                    .note("changed", changed.len());
-                crate::box_office::insert_audit(
-                    &mut tx,
-                    &audit.entry(action, ("performance", performance_id), None, now),
-                )
-                .await?;
-                tx.commit().await?;
-                self.live.publish(live);
-                return Ok(CommandOutcome::BlockingChanged {
-                    changed: changed.len() as u64,
-                });
-            }
-        };
-        tx.rollback().await?;
-        Ok(outcome)
-    }
-
-    async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> Result<CommandOutcome, Retry> {
-        let mut tx = self.pool.begin().await?;
-        let outcome = cancel_in(&mut tx, booking_id, now).await;
-        match outcome {
-            Ok((CommandOutcome::Cancelled(booking), live)) => {
-                tx.commit().await?;
-                self.live.publish(live);
-                Ok(CommandOutcome::Cancelled(booking))
-            }
-            other => {
-                let _ = tx.rollback().await;
-                other.map(|(outcome, _)| outcome)
-            }
-        }
-    }
-
-    async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> Result<CommandOutcome, Retry> {
-        let mut tx = self.pool.begin().await?;
-        // SKIP LOCKED: sweepers in several instances share the work instead of waiting
-        // for each other; a booking being cancelled right now is skipped too.
-        let expired = sqlx::query_scalar!(
-            "UPDATE bookings SET status = 'expired', updated_at = $1
-             WHERE id IN (SELECT id FROM bookings
-                          WHERE status = 'held' AND held_until <= $1
-                          ORDER BY held_until LIMIT $2
-                          FOR UPDATE SKIP LOCKED)
-               AND status = 'held' AND held_until <= $1
-             RETURNING id",
-            now,
-            i64::from(limit)
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let released = if expired.is_empty() {
-            Vec::new()
-        } else {
-            release_units(&mut tx, &expired).await?
-        };
-        let released_units = released.len() as u64;
-        let mut moved = ChangeSet::new();
-        moved.extend(UnitState::Available, released);
-        let live = crate::live::record(&mut tx, moved, now).await?;
-        tx.commit().await?;
-        self.live.publish(live);
-        Ok(CommandOutcome::Swept {
-            expired,
-            released_units,
-        })
     }
 
     pub(crate) async fn get_booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {
@@ -678,41 +510,6 @@ impl From<StoreError> for Retry {
     }
 }
 
-/// Cancels a held booking inside the caller's transaction.
-async fn cancel_in(
-    tx: &mut PgConnection,
-    booking_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<(CommandOutcome, Vec<LiveChange>), Retry> {
-    let cancelled = sqlx::query!(
-        "UPDATE bookings SET status = 'cancelled', updated_at = $2
-         WHERE id = $1 AND status = 'held' AND held_until > $2",
-        booking_id,
-        now
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if cancelled == 0 {
-        let outcome = match status_at(tx, booking_id, now).await? {
-            Some(status) => CommandOutcome::NotCancellable { status },
-            None => CommandOutcome::NoSuchBooking,
-        };
-        return Ok((outcome, Vec::new()));
-    }
-    let mut moved = ChangeSet::new();
-    moved.extend(
-        UnitState::Available,
-        release_units(tx, &[booking_id]).await?,
-    );
-    let live = crate::live::record(tx, moved, now).await?;
-    load_bookings(tx, &[booking_id])
-        .await?
-        .pop()
-        .map(|b| (CommandOutcome::Cancelled(b), live))
-        .ok_or_else(|| Retry::Fail(StoreError::Backend("booking vanished after cancel".into())))
-}
-
 /// Frees the units these bookings still hold. A unit already re-taken by the next buyer
 /// names the new booking and is left alone. Returns `(performance id, unit id)` of each
 /// unit freed.
@@ -735,19 +532,6 @@ async fn release_units(
         .into_iter()
         .map(|r| (r.performance_id, r.id))
         .collect())
-}
-
-/// What a booking reads as at `now`, for saying why a conditional update changed
-/// nothing; `None` when there is no such booking.
-pub(crate) async fn status_at(
-    conn: &mut PgConnection,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Option<BookingStatus>, Retry> {
-    Ok(load_bookings(conn, &[id])
-        .await?
-        .pop()
-        .map(|b| b.status_at(now)))
 }
 
 /// Bookings with their units, in the order of `ids`.
@@ -828,5 +612,74 @@ impl UnitColumns {
         self.row_labels.push(unit.row_label.map(str::to_owned));
         self.seat_labels.push(unit.seat_label.map(str::to_owned));
         self.prices.push(unit.price.amount);
+    }
+}
+
+#[async_trait]
+impl InventoryTx for PgTx {
+    async fn cancel_held(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+        let cancelled = sqlx::query!(
+            "UPDATE bookings SET status = 'cancelled', updated_at = $2
+             WHERE id = $1 AND status = 'held' AND held_until > $2",
+            booking_id,
+            now
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(cancelled.rows_affected() == 1)
+    }
+
+    /// SKIP LOCKED: sweepers in several instances share the work instead of waiting
+    /// for each other; a booking being cancelled right now is skipped too.
+    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Uuid>> {
+        sqlx::query_scalar!(
+            "UPDATE bookings SET status = 'expired', updated_at = $1
+             WHERE id IN (SELECT id FROM bookings
+                          WHERE status = 'held' AND held_until <= $1
+                          ORDER BY held_until LIMIT $2
+                          FOR UPDATE SKIP LOCKED)
+               AND status = 'held' AND held_until <= $1
+             RETURNING id",
+            now,
+            i64::from(limit)
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)
+    }
+
+    async fn release_held(&mut self, bookings: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        Ok(release_units(&mut self.tx, bookings).await?)
+    }
+
+    async fn booking(&mut self, id: Uuid) -> StoreResult<Option<Booking>> {
+        Ok(load_bookings(&mut self.tx, &[id]).await?.pop())
+    }
+
+    async fn block_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        sqlx::query_scalar!(
+            "UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
+             WHERE id = ANY($1) AND state <> 'blocked' RETURNING id",
+            ids
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)
+    }
+
+    async fn unblock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        sqlx::query_scalar!(
+            "UPDATE units SET state = 'available' WHERE id = ANY($1) AND state = 'blocked'
+             RETURNING id",
+            ids
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)
+    }
+
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
+        crate::box_office::insert_audit(&mut self.tx, entry).await
     }
 }

@@ -14,10 +14,10 @@ use uuid::Uuid;
 
 use usher_core::{Cursor, PageLimit};
 use usher_store::payments::job_kind;
-use usher_store::waiting::{QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
+use usher_store::waiting::{JoinTx, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
 use usher_store::{
     AdmissionPolicy, Page, QueueJoin, QueueJoined, QueueRoom, QueueTicket, StoreResult,
-    WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
+    WaitlistEntry, WaitlistJoin, paginate,
 };
 
 use crate::hold::PgTx;
@@ -50,22 +50,19 @@ macro_rules! entry_rows {
 }
 
 impl PostgresStore {
-    pub(crate) async fn join_waitlist(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
+    /// The join's transaction, with the performance's row locked (as serving locks it):
+    /// each join is numbered and told its place after every join before it has
+    /// committed.
+    pub(crate) async fn joining(&self, performance_id: Uuid) -> StoreResult<Box<dyn JoinTx>> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        match join_in(&mut tx, &join).await {
-            Ok(joined @ WaitlistJoined::Joined(_)) => {
-                tx.commit().await.map_err(backend)?;
-                Ok(joined)
-            }
-            Ok(other) => {
-                tx.rollback().await.map_err(backend)?;
-                Ok(other)
-            }
-            Err(error) => {
-                let _ = tx.rollback().await;
-                Err(error)
-            }
-        }
+        sqlx::query!(
+            "SELECT id FROM performances WHERE id = $1 FOR NO KEY UPDATE",
+            performance_id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        Ok(Box::new(PgTx { tx }))
     }
 
     pub(crate) async fn waitlist_entry_at(
@@ -313,110 +310,6 @@ impl ServeTx for PgTx {
         .map_err(backend)?;
         Ok(())
     }
-}
-
-async fn join_in(tx: &mut PgConnection, join: &WaitlistJoin) -> StoreResult<WaitlistJoined> {
-    let now = join.now;
-    // Joins of one performance take its row lock (as serving does) before they look:
-    // each is numbered and told its place after every join before it has committed.
-    sqlx::query!(
-        "SELECT id FROM performances WHERE id = $1 FOR NO KEY UPDATE",
-        join.performance_id
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(backend)?;
-    let Some(performance) = sqlx::query!(
-        r#"SELECT p.kind,
-                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2
-                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= $2)) AS "on_sale!"
-           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
-        join.performance_id,
-        now
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(backend)?
-    else {
-        return Ok(WaitlistJoined::NoSuchPerformance);
-    };
-    if !performance.on_sale {
-        return Ok(WaitlistJoined::NotOnSale);
-    }
-    let scope_ok = match (performance.kind.as_str(), join.ticket_type_id) {
-        ("reserved", None) => true,
-        ("general", Some(ticket_type_id)) => sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM price_groups WHERE id = $1 AND performance_id = $2)
-               AS "known!""#,
-            ticket_type_id,
-            join.performance_id
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?,
-        _ => false,
-    };
-    if !scope_ok {
-        return Ok(WaitlistJoined::WrongTicketType);
-    }
-    let existing = entry_rows!(
-        &mut *tx,
-        "w.performance_id = $1 AND w.user_id = $2 AND w.status = 'waiting'",
-        join.performance_id,
-        join.user_id
-    )?;
-    if let Some(row) = existing.into_iter().next() {
-        return Ok(WaitlistJoined::AlreadyWaiting(row.into_entry(now)?));
-    }
-    let free = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "n!" FROM units
-           WHERE performance_id = $1 AND ($2::uuid IS NULL OR group_id = $2)
-             AND (state = 'available' OR (state = 'held' AND held_until <= $3))"#,
-        join.performance_id,
-        join.ticket_type_id,
-        now
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(backend)? as u64;
-    let others_waiting = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM waitlist_entries
-                          WHERE performance_id = $1 AND status = 'waiting'
-                            AND (ticket_type_id IS NULL OR ticket_type_id = $2)) AS "any!""#,
-        join.performance_id,
-        join.ticket_type_id
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(backend)?;
-    if free >= u64::from(join.quantity) && !others_waiting {
-        return Ok(WaitlistJoined::NotSoldOut { free });
-    }
-    sqlx::query!(
-        "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
-                                       status, created_at, updated_at, line)
-         VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $6,
-                 (SELECT COALESCE(MAX(line), 0) + 1 FROM waitlist_entries WHERE performance_id = $2))
-         ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
-        join.id,
-        join.performance_id,
-        join.user_id,
-        join.ticket_type_id,
-        join.quantity as i32,
-        now
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
-    // Another join of the same user may have committed since the look above: theirs
-    // stands (read again in a fresh snapshot), this one wrote nothing.
-    let rows = entry_rows!(
-        &mut *tx,
-        "w.performance_id = $1 AND w.user_id = $2 AND w.status = 'waiting'",
-        join.performance_id,
-        join.user_id
-    )?;
-    usher_store::waiting::joined(rows, join)
 }
 
 /// A performance's queue, its row locked when `lock` (for a step or a batch of joins).
@@ -708,4 +601,61 @@ async fn advance_in(
     .await
     .map_err(backend)?;
     Ok(Some(current))
+}
+
+#[async_trait]
+impl JoinTx for PgTx {
+    async fn waiting_entry(
+        &mut self,
+        performance_id: Uuid,
+        user_id: Uuid,
+    ) -> StoreResult<Option<WaitlistRow>> {
+        let rows = entry_rows!(
+            &mut *self.tx,
+            "w.performance_id = $1 AND w.user_id = $2 AND w.status = 'waiting'",
+            performance_id,
+            user_id
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn count_free_in(
+        &mut self,
+        performance_id: Uuid,
+        ticket_type_id: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let free = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!" FROM units
+               WHERE performance_id = $1 AND ($2::uuid IS NULL OR group_id = $2)
+                 AND (state = 'available' OR (state = 'held' AND held_until <= $3))"#,
+            performance_id,
+            ticket_type_id,
+            now
+        )
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(free as u64)
+    }
+
+    async fn insert_entry(&mut self, join: &WaitlistJoin) -> StoreResult<()> {
+        sqlx::query!(
+            "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
+                                           status, created_at, updated_at, line)
+             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $6,
+                     (SELECT COALESCE(MAX(line), 0) + 1 FROM waitlist_entries WHERE performance_id = $2))
+             ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
+            join.id,
+            join.performance_id,
+            join.user_id,
+            join.ticket_type_id,
+            join.quantity as i32,
+            join.now
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
 }

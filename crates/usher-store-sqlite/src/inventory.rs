@@ -5,25 +5,26 @@
 //! writer. The conditional write still checks that each unit is free: it is the arbiter,
 //! whatever the caller read before.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use usher_core::{
-    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, UnitState,
-    User,
+    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, User,
 };
 use usher_store::box_office::action;
 use usher_store::inventory::stored_currency;
 use usher_store::payments::job_kind;
 use usher_store::{
-    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CommandOutcome, CountRow,
-    InventoryCommand, NewPerformance, Page, PerformanceInventory, PerformancePatch, PerformanceRow,
-    PerformanceSales, PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, StoreError,
-    StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group, taken_units,
+    Attendee, BookedUnitRow, BookingCountRow, BookingRow, CountRow, InventoryTx, NewPerformance,
+    Page, PerformanceInventory, PerformancePatch, PerformanceRow, PerformanceSales,
+    PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, StoreResult, UnitRow, UserRow,
+    assemble_performances, paginate, push_group,
 };
-use usher_store::{Audit, ChangeSet, LiveChange};
+use usher_store::{Audit, AuditEntry};
 
+use crate::hold::SqliteTx;
 use crate::payments::enqueue;
 use crate::{SqliteStore, backend, commit_or_rollback};
 
@@ -261,113 +262,6 @@ impl SqliteStore {
         rows.into_iter()
             .map(|r| r.into_unit(currency, now))
             .collect()
-    }
-
-    pub(crate) async fn run_command(
-        &self,
-        command: InventoryCommand,
-    ) -> StoreResult<CommandOutcome> {
-        match command {
-            InventoryCommand::Cancel { booking_id, now } => self.cancel(booking_id, now).await,
-            InventoryCommand::Sweep { now, limit } => self.sweep(now, limit).await,
-            InventoryCommand::SetBlocked {
-                performance_id,
-                unit_ids,
-                blocked,
-                now,
-                audit,
-            } => {
-                let mut tx = self.writer.begin().await.map_err(backend)?;
-                let outcome =
-                    set_blocked_in(&mut tx, performance_id, &unit_ids, blocked, now).await;
-                let outcome = match outcome {
-                    Ok((CommandOutcome::BlockingChanged { changed }, live)) => {
-                        let action = if blocked {
-                            action::UNITS_BLOCKED
-                        } else {
-                            action::UNITS_UNBLOCKED
-                        };
-                        let audit = audit
-                            .note(
-                                "unit_ids",
-                                unit_ids.iter().map(Uuid::to_string).collect::<Vec<_>>(),
-                            )
-                            .note("changed", changed);
-                        crate::box_office::insert_audit(
-                            &mut tx,
-                            &audit.entry(action, ("performance", performance_id), None, now),
-                        )
-                        .await
-                        .map(|()| (CommandOutcome::BlockingChanged { changed }, live))
-                    }
-                    other => other,
-                };
-                let outcome = outcome.map(|(o, live)| {
-                    let changed = matches!(o, CommandOutcome::BlockingChanged { .. });
-                    ((o, live), changed)
-                });
-                let (outcome, live) = commit_or_rollback(tx, outcome).await?;
-                self.live.publish(live);
-                Ok(outcome)
-            }
-        }
-    }
-
-    async fn cancel(&self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<CommandOutcome> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let outcome = cancel_in(&mut tx, booking_id, now).await.map(|(o, live)| {
-            let changed = matches!(o, CommandOutcome::Cancelled(_));
-            ((o, live), changed)
-        });
-        let (outcome, live) = commit_or_rollback(tx, outcome).await?;
-        self.live.publish(live);
-        Ok(outcome)
-    }
-
-    async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<CommandOutcome> {
-        let limit = i64::from(limit);
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let expired = sqlx::query_scalar!(
-            r#"UPDATE bookings SET status = 'expired', updated_at = ?1
-               WHERE id IN (SELECT id FROM bookings
-                            WHERE status = 'held' AND held_until <= ?1
-                            ORDER BY held_until LIMIT ?2)
-               RETURNING id AS "id!: Uuid""#,
-            now,
-            limit
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let released = if expired.is_empty() {
-            Vec::new()
-        } else {
-            let list = id_list(&expired);
-            // Only units still held by these bookings: a unit already re-taken by the
-            // next buyer names the new booking and is left alone.
-            sqlx::query!(
-                r#"UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-                   WHERE state = 'held' AND booking_id IN (SELECT unhex(value) FROM json_each(?1))
-                   RETURNING performance_id AS "performance_id!: Uuid", id AS "id!: Uuid""#,
-                list
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?
-        };
-        let released_units = released.len() as u64;
-        let mut moved = ChangeSet::new();
-        moved.extend(
-            UnitState::Available,
-            released.into_iter().map(|r| (r.performance_id, r.id)),
-        );
-        let live = crate::live::record(&mut tx, moved, now).await?;
-        tx.commit().await.map_err(backend)?;
-        self.live.publish(live);
-        Ok(CommandOutcome::Swept {
-            expired,
-            released_units,
-        })
     }
 
     pub(crate) async fn get_booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {
@@ -609,132 +503,6 @@ impl SqliteStore {
     }
 }
 
-/// Blocks (house seats, broken seats) or unblocks units, all or nothing.
-async fn set_blocked_in(
-    tx: &mut SqliteConnection,
-    performance_id: Uuid,
-    unit_ids: &[Uuid],
-    blocked: bool,
-    now: DateTime<Utc>,
-) -> StoreResult<(CommandOutcome, Vec<LiveChange>)> {
-    let list = id_list(unit_ids);
-    let rows = sqlx::query!(
-        r#"SELECT id AS "id!: Uuid", state, held_until AS "held_until?: DateTime<Utc>"
-           FROM units
-           WHERE +performance_id = ?1 AND id IN (SELECT unhex(value) FROM json_each(?2))"#,
-        performance_id,
-        list
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(backend)?;
-    if rows.len() != unit_ids.len() {
-        let unknown = CommandOutcome::UnknownUnits {
-            unit_ids: unit_ids
-                .iter()
-                .filter(|id| !rows.iter().any(|r| r.id == **id))
-                .copied()
-                .collect(),
-        };
-        return Ok((unknown, Vec::new()));
-    }
-    let taken = taken_units(
-        rows.iter().map(|r| (r.id, r.state.as_str(), r.held_until)),
-        now,
-    )?;
-    if !taken.is_empty() {
-        return Ok((CommandOutcome::Unavailable { unit_ids: taken }, Vec::new()));
-    }
-    // An expired hold's unit is free: blocking it detaches it from that hold.
-    let (changed, state) = if blocked {
-        let ids = sqlx::query_scalar!(
-            r#"UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
-               WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state <> 'blocked'
-               RETURNING id AS "id!: Uuid""#,
-            list
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        (ids, UnitState::Blocked)
-    } else {
-        let ids = sqlx::query_scalar!(
-            r#"UPDATE units SET state = 'available'
-               WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state = 'blocked'
-               RETURNING id AS "id!: Uuid""#,
-            list
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        (ids, UnitState::Available)
-    };
-    let mut moved = ChangeSet::new();
-    moved.extend(state, changed.iter().map(|id| (performance_id, *id)));
-    let live = crate::live::record(tx, moved, now).await?;
-    let outcome = CommandOutcome::BlockingChanged {
-        changed: changed.len() as u64,
-    };
-    Ok((outcome, live))
-}
-
-/// A cancellation inside the caller's transaction.
-async fn cancel_in(
-    tx: &mut SqliteConnection,
-    booking_id: Uuid,
-    now: DateTime<Utc>,
-) -> StoreResult<(CommandOutcome, Vec<LiveChange>)> {
-    let cancelled = sqlx::query!(
-        "UPDATE bookings SET status = 'cancelled', updated_at = ?2
-             WHERE id = ?1 AND status = 'held' AND held_until > ?2",
-        booking_id,
-        now
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?
-    .rows_affected();
-    if cancelled == 0 {
-        let outcome = match status_at(tx, booking_id, now).await? {
-            Some(status) => CommandOutcome::NotCancellable { status },
-            None => CommandOutcome::NoSuchBooking,
-        };
-        return Ok((outcome, Vec::new()));
-    }
-    let freed = sqlx::query!(
-        r#"UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
-           WHERE booking_id = ?1 AND state = 'held'
-           RETURNING performance_id AS "performance_id!: Uuid", id AS "id!: Uuid""#,
-        booking_id
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(backend)?;
-    let mut moved = ChangeSet::new();
-    moved.extend(
-        UnitState::Available,
-        freed.into_iter().map(|r| (r.performance_id, r.id)),
-    );
-    let live = crate::live::record(tx, moved, now).await?;
-    let booking = load_bookings(tx, &[booking_id]).await?.pop();
-    booking
-        .map(|b| (CommandOutcome::Cancelled(b), live))
-        .ok_or_else(|| StoreError::Backend("booking vanished after cancel".into()))
-}
-
-/// What a booking reads as at `now`, for saying why a conditional update changed
-/// nothing; `None` when there is no such booking.
-pub(crate) async fn status_at(
-    conn: &mut SqliteConnection,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> StoreResult<Option<BookingStatus>> {
-    Ok(load_bookings(conn, &[id])
-        .await?
-        .pop()
-        .map(|b| b.status_at(now)))
-}
-
 /// Bookings with their units, in the order of `ids`.
 pub(crate) async fn load_bookings(
     conn: &mut SqliteConnection,
@@ -782,4 +550,87 @@ pub(crate) async fn load_bookings(
         .collect::<StoreResult<Vec<_>>>()?;
     bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id));
     Ok(bookings)
+}
+
+#[async_trait]
+impl InventoryTx for SqliteTx {
+    async fn cancel_held(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+        let cancelled = sqlx::query!(
+            "UPDATE bookings SET status = 'cancelled', updated_at = ?2
+             WHERE id = ?1 AND status = 'held' AND held_until > ?2",
+            booking_id,
+            now
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(cancelled.rows_affected() == 1)
+    }
+
+    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Uuid>> {
+        let limit = i64::from(limit);
+        sqlx::query_scalar!(
+            r#"UPDATE bookings SET status = 'expired', updated_at = ?1
+               WHERE id IN (SELECT id FROM bookings
+                            WHERE status = 'held' AND held_until <= ?1
+                            ORDER BY held_until LIMIT ?2)
+               RETURNING id AS "id!: Uuid""#,
+            now,
+            limit
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)
+    }
+
+    async fn release_held(&mut self, bookings: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let list = id_list(bookings);
+        let released = sqlx::query!(
+            r#"UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
+               WHERE state = 'held' AND booking_id IN (SELECT unhex(value) FROM json_each(?1))
+               RETURNING performance_id AS "performance_id!: Uuid", id AS "id!: Uuid""#,
+            list
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(released
+            .into_iter()
+            .map(|r| (r.performance_id, r.id))
+            .collect())
+    }
+
+    async fn booking(&mut self, id: Uuid) -> StoreResult<Option<Booking>> {
+        Ok(load_bookings(&mut self.tx, &[id]).await?.pop())
+    }
+
+    async fn block_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        let list = id_list(ids);
+        sqlx::query_scalar!(
+            r#"UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
+               WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state <> 'blocked'
+               RETURNING id AS "id!: Uuid""#,
+            list
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)
+    }
+
+    async fn unblock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        let list = id_list(ids);
+        sqlx::query_scalar!(
+            r#"UPDATE units SET state = 'available'
+               WHERE id IN (SELECT unhex(value) FROM json_each(?1)) AND state = 'blocked'
+               RETURNING id AS "id!: Uuid""#,
+            list
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)
+    }
+
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
+        crate::box_office::insert_audit(&mut self.tx, entry).await
+    }
 }

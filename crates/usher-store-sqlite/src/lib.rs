@@ -28,17 +28,14 @@ use usher_core::{
 };
 use usher_store::box_office::action;
 use usher_store::payments::job_kind;
+use usher_store::{AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry};
 use usher_store::{
-    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry, WaitlistJoin,
-    WaitlistJoined,
-};
-use usher_store::{
-    Attendee, CommandOutcome, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart,
-    InventoryCommand, Job, JobState, LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent,
-    NewPerformance, NewRefreshToken, NewUser, Page, Payment, PerformanceInventory,
-    PerformancePatch, PerformanceSales, PerformanceUpdate, Readiness, Rotation, SaleScope, Store,
-    StoreError, StoreResult, UserChange, UserCredentials, UserQuery, UserRow, contains_pattern,
-    page_from_rows, paginate, search_key, user_search_key,
+    Attendee, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart, Job, JobState,
+    LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken,
+    NewUser, Page, Payment, PerformanceInventory, PerformancePatch, PerformanceSales,
+    PerformanceUpdate, Readiness, Rotation, SaleScope, Store, StoreError, StoreResult, UserChange,
+    UserCredentials, UserQuery, UserRow, contains_pattern, page_from_rows, paginate, search_key,
+    user_search_key,
 };
 use usher_store::{
     Audit, AuditEntry, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit, WalletEntry,
@@ -782,8 +779,8 @@ impl Store for SqliteStore {
         self.list_units(performance_id, now).await
     }
 
-    async fn waitlist_join(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
-        self.join_waitlist(join).await
+    async fn begin_join(&self, performance_id: Uuid) -> StoreResult<Box<dyn usher_store::JoinTx>> {
+        self.joining(performance_id).await
     }
 
     async fn waitlist_entry(
@@ -861,8 +858,9 @@ impl Store for SqliteStore {
         Ok(Box::new(hold::SqliteTx { tx }))
     }
 
-    async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome> {
-        self.run_command(command).await
+    async fn begin_inventory(&self) -> StoreResult<Box<dyn usher_store::InventoryTx>> {
+        let tx = self.writer.begin().await.map_err(backend)?;
+        Ok(Box::new(hold::SqliteTx { tx }))
     }
 
     async fn booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {

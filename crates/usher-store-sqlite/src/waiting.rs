@@ -10,10 +10,10 @@ use uuid::Uuid;
 
 use usher_core::{Cursor, PageLimit};
 use usher_store::payments::job_kind;
-use usher_store::waiting::{self, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
+use usher_store::waiting::{JoinTx, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
 use usher_store::{
     AdmissionPolicy, Page, QueueJoin, QueueJoined, QueueRoom, QueueTicket, StoreResult,
-    WaitlistEntry, WaitlistJoin, WaitlistJoined, paginate,
+    WaitlistEntry, WaitlistJoin, paginate,
 };
 
 use crate::hold::SqliteTx;
@@ -48,18 +48,10 @@ macro_rules! entry_rows {
 }
 
 impl SqliteStore {
-    pub(crate) async fn join_waitlist(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let result = join_in(&mut tx, &join).await;
-        let joined = commit_or_rollback(
-            tx,
-            result.map(|j| {
-                let changed = matches!(j, WaitlistJoined::Joined(_));
-                (j, changed)
-            }),
-        )
-        .await?;
-        Ok(joined)
+    /// The join's transaction, on the writer: one join at a time.
+    pub(crate) async fn joining(&self, _performance_id: Uuid) -> StoreResult<Box<dyn JoinTx>> {
+        let tx = self.writer.begin().await.map_err(backend)?;
+        Ok(Box::new(SqliteTx { tx }))
     }
 
     pub(crate) async fn waitlist_entry_at(
@@ -286,100 +278,6 @@ impl ServeTx for SqliteTx {
         .map_err(backend)?;
         Ok(())
     }
-}
-
-async fn join_in(tx: &mut SqliteConnection, join: &WaitlistJoin) -> StoreResult<WaitlistJoined> {
-    let now = join.now;
-    let Some(performance) = sqlx::query!(
-        r#"SELECT p.kind,
-                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > ?2
-                   AND (p.on_sale_at IS NULL OR p.on_sale_at <= ?2)) AS "on_sale!: bool"
-           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = ?1"#,
-        join.performance_id,
-        now
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(backend)?
-    else {
-        return Ok(WaitlistJoined::NoSuchPerformance);
-    };
-    if !performance.on_sale {
-        return Ok(WaitlistJoined::NotOnSale);
-    }
-    let scope_ok = match (performance.kind.as_str(), join.ticket_type_id) {
-        ("reserved", None) => true,
-        ("general", Some(ticket_type_id)) => sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM price_groups WHERE id = ?1 AND performance_id = ?2)
-               AS "known!: bool""#,
-            ticket_type_id,
-            join.performance_id
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?,
-        _ => false,
-    };
-    if !scope_ok {
-        return Ok(WaitlistJoined::WrongTicketType);
-    }
-    let existing = entry_rows!(
-        &mut *tx,
-        "w.performance_id = ?1 AND w.user_id = ?2 AND w.status = 'waiting'",
-        join.performance_id,
-        join.user_id
-    )?;
-    if let Some(row) = existing.into_iter().next() {
-        return Ok(WaitlistJoined::AlreadyWaiting(row.into_entry(now)?));
-    }
-    let free = sqlx::query_scalar!(
-        "SELECT COUNT(*) FROM units
-         WHERE performance_id = ?1 AND (?2 IS NULL OR group_id = ?2)
-           AND (state = 'available' OR (state = 'held' AND held_until <= ?3))",
-        join.performance_id,
-        join.ticket_type_id,
-        now
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(backend)? as u64;
-    let others_waiting = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM waitlist_entries
-                          WHERE performance_id = ?1 AND status = 'waiting'
-                            AND (ticket_type_id IS NULL OR ticket_type_id IS ?2)) AS "any!: bool""#,
-        join.performance_id,
-        join.ticket_type_id
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(backend)?;
-    if free >= u64::from(join.quantity) && !others_waiting {
-        return Ok(WaitlistJoined::NotSoldOut { free });
-    }
-    let quantity = i64::from(join.quantity);
-    sqlx::query!(
-        "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
-                                       status, created_at, updated_at, line)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?6,
-                 (SELECT COALESCE(MAX(line), 0) + 1 FROM waitlist_entries WHERE performance_id = ?2))
-         ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
-        join.id,
-        join.performance_id,
-        join.user_id,
-        join.ticket_type_id,
-        quantity,
-        now
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
-    let rows = entry_rows!(
-        &mut *tx,
-        "w.performance_id = ?1 AND w.user_id = ?2 AND w.status = 'waiting'",
-        join.performance_id,
-        join.user_id
-    )?;
-    waiting::joined(rows, join)
 }
 
 async fn room(conn: &mut SqliteConnection, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
@@ -643,4 +541,62 @@ async fn advance_in(
     .await
     .map_err(backend)?;
     Ok(Some(current))
+}
+
+#[async_trait]
+impl JoinTx for SqliteTx {
+    async fn waiting_entry(
+        &mut self,
+        performance_id: Uuid,
+        user_id: Uuid,
+    ) -> StoreResult<Option<WaitlistRow>> {
+        let rows = entry_rows!(
+            &mut *self.tx,
+            "w.performance_id = ?1 AND w.user_id = ?2 AND w.status = 'waiting'",
+            performance_id,
+            user_id
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn count_free_in(
+        &mut self,
+        performance_id: Uuid,
+        ticket_type_id: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let free = sqlx::query_scalar!(
+            "SELECT COUNT(*) FROM units
+             WHERE performance_id = ?1 AND (?2 IS NULL OR group_id = ?2)
+               AND (state = 'available' OR (state = 'held' AND held_until <= ?3))",
+            performance_id,
+            ticket_type_id,
+            now
+        )
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(free as u64)
+    }
+
+    async fn insert_entry(&mut self, join: &WaitlistJoin) -> StoreResult<()> {
+        let quantity = i64::from(join.quantity);
+        sqlx::query!(
+            "INSERT INTO waitlist_entries (id, performance_id, user_id, ticket_type_id, quantity,
+                                           status, created_at, updated_at, line)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?6,
+                     (SELECT COALESCE(MAX(line), 0) + 1 FROM waitlist_entries WHERE performance_id = ?2))
+             ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
+            join.id,
+            join.performance_id,
+            join.user_id,
+            join.ticket_type_id,
+            quantity,
+            join.now
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
 }

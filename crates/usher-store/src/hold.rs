@@ -79,3 +79,26 @@ pub trait HoldTx: Send {
     async fn commit(self: Box<Self>) -> StoreResult<()>;
     async fn rollback(self: Box<Self>) -> StoreResult<()>;
 }
+
+/// One open transaction of the other inventory changes: cancellations, expiry and
+/// blocking (`usher_app::inventory`). Its hold-path methods lock and read units the same
+/// way.
+#[async_trait]
+pub trait InventoryTx: HoldTx {
+    /// Cancels the booking if it is held and its hold has not run out at `now` (one
+    /// conditional write); false when it changed nothing.
+    async fn cancel_held(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Expires up to `limit` held bookings past their time, skipping any another
+    /// transaction is working on (sweepers of several instances share the work). Their ids.
+    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Uuid>>;
+    /// Frees the units these bookings still hold (a unit re-taken by the next buyer
+    /// names the new booking and is left alone), locked in id order. Each as
+    /// `(performance id, unit id)`.
+    async fn release_held(&mut self, bookings: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid)>>;
+    async fn booking(&mut self, id: Uuid) -> StoreResult<Option<usher_core::Booking>>;
+    /// Blocks these units, detaching any (expired) hold; those whose state changed.
+    async fn block_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    /// Makes these blocked units available; those whose state changed.
+    async fn unblock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    async fn insert_audit(&mut self, entry: &crate::AuditEntry) -> StoreResult<()>;
+}

@@ -25,7 +25,7 @@ pub use box_office::{
     Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit,
     WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved,
 };
-pub use hold::{HoldEngine, HoldTx, NewHold};
+pub use hold::{HoldEngine, HoldTx, InventoryTx, NewHold};
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
     HeldUnit, HoldCommand, HoldFacts, InventoryCommand, NewPerformance, PerformanceInventory,
@@ -39,7 +39,7 @@ pub use payments::{
     IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
 };
 pub use waiting::{
-    AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueState, QueueTicket, ServeTx,
+    AdmissionPolicy, JoinTx, QueueJoin, QueueJoined, QueueRoom, QueueState, QueueTicket, ServeTx,
     WaitingRow, WaitlistEntry, WaitlistJoin, WaitlistJoined, WaitlistStatus,
 };
 
@@ -375,9 +375,9 @@ pub trait Store: Send + Sync + 'static {
     fn hold_engine(&self) -> HoldEngine;
     /// Opens a transaction for holds (the hold use case runs in it).
     async fn begin_holds(&self) -> StoreResult<Box<dyn HoldTx>>;
-    /// Cancellations, expiry and blocking, each in one transaction. Holds go through
-    /// the hold use case (`usher_app::hold`) on [`Store::begin_holds`].
-    async fn execute(&self, command: InventoryCommand) -> StoreResult<CommandOutcome>;
+    /// Opens a transaction for cancellations, expiry and blocking
+    /// (`usher_app::inventory`).
+    async fn begin_inventory(&self) -> StoreResult<Box<dyn InventoryTx>>;
     async fn booking(&self, id: Uuid) -> StoreResult<Option<Booking>>;
     /// The user's bookings, newest first.
     async fn bookings_of_user(
@@ -404,9 +404,9 @@ pub trait Store: Send + Sync + 'static {
 
     // --- the waiting list ([`waiting`]) ----------------------------------------------
 
-    /// Puts the user on the performance's waiting list, if what they ask cannot be had
-    /// now (not enough units free, or others already waiting for them).
-    async fn waitlist_join(&self, join: WaitlistJoin) -> StoreResult<WaitlistJoined>;
+    /// Opens the transaction a waiting-list join of this performance runs in, with the
+    /// performance held against other joins and servings (`usher_app::waiting_list::join`).
+    async fn begin_join(&self, performance_id: Uuid) -> StoreResult<Box<dyn JoinTx>>;
     async fn waitlist_entry(
         &self,
         id: Uuid,

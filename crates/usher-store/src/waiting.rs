@@ -151,6 +151,28 @@ pub fn joined(rows: Vec<WaitlistRow>, join: &WaitlistJoin) -> StoreResult<Waitli
     })
 }
 
+/// What a join needs of the engine, inside one transaction that no other join or
+/// serving of the same performance runs beside (`usher_app::waiting_list::join`).
+#[async_trait]
+pub trait JoinTx: crate::HoldTx {
+    /// The user's waiting entry for the performance, if they wait already.
+    async fn waiting_entry(
+        &mut self,
+        performance_id: Uuid,
+        user_id: Uuid,
+    ) -> StoreResult<Option<WaitlistRow>>;
+    /// Units of the performance (of the ticket type, when one is given) free at `now`.
+    async fn count_free_in(
+        &mut self,
+        performance_id: Uuid,
+        ticket_type_id: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// Puts the entry at the end of the line (numbered max + 1), unless the user waits
+    /// already: then nothing is written.
+    async fn insert_entry(&mut self, join: &WaitlistJoin) -> StoreResult<()>;
+}
+
 /// A waiting entry as serving reads it, in line order.
 #[derive(Debug, Clone)]
 pub struct WaitingRow {

@@ -209,13 +209,15 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         continue;
                     }
                     let b = pick % model.bookings.len();
-                    let outcome = store
-                        .execute(InventoryCommand::Cancel {
+                    let outcome = usher_app::inventory::execute(
+                        store.as_ref(),
+                        InventoryCommand::Cancel {
                             booking_id: model.bookings[b].id,
                             now,
-                        })
-                        .await
-                        .unwrap();
+                        },
+                    )
+                    .await
+                    .unwrap();
                     let status = model.bookings[b].status_at(now);
                     if status == BookingStatus::Held {
                         prop_assert!(
@@ -231,10 +233,12 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 Op::Advance(seconds) => clock.advance(Duration::seconds(seconds)),
                 Op::Sweep => {
-                    let outcome = store
-                        .execute(InventoryCommand::Sweep { now, limit: 1000 })
-                        .await
-                        .unwrap();
+                    let outcome = usher_app::inventory::execute(
+                        store.as_ref(),
+                        InventoryCommand::Sweep { now, limit: 1000 },
+                    )
+                    .await
+                    .unwrap();
                     let CommandOutcome::Swept { mut expired, .. } = outcome else {
                         return Err(TestCaseError::fail(format!("{outcome:?}")));
                     };

@@ -215,14 +215,14 @@ on_each_engine! {
         let buyer = user(&store, "buyer@example.com").await;
         let ids = unit_ids(&store, perf.id, now).await;
         let booking = held(&holds, hold(buyer, perf.id, Selection::Units(ids.clone()), now)).await;
-        let cancelled = store.execute(InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
+        let cancelled = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
         let CommandOutcome::Cancelled(cancelled) = cancelled else { panic!("{cancelled:?}") };
         assert_eq!(cancelled.status, BookingStatus::Cancelled);
         assert_eq!(cancelled.units.len(), 4, "a cancelled booking still shows what it had");
         assert_eq!(store.inventory(perf.id, now).await.unwrap().total.available, 4);
-        let again = store.execute(InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
+        let again = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
         assert_eq!(again, CommandOutcome::NotCancellable { status: BookingStatus::Cancelled });
-        let missing = store.execute(InventoryCommand::Cancel { booking_id: Uuid::now_v7(), now }).await.unwrap();
+        let missing = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: Uuid::now_v7(), now }).await.unwrap();
         assert_eq!(missing, CommandOutcome::NoSuchBooking);
         // The seats can be held again.
         held(&holds, hold(buyer, perf.id, Selection::Units(ids), now)).await;
@@ -252,15 +252,15 @@ on_each_engine! {
         assert!(units.iter().all(|u| u.state == UnitState::Available));
         let bobs = held(&holds, hold(bob, perf.id, Selection::Units(vec![ids[0]]), now)).await;
         // Ann cannot cancel what has expired.
-        let cancel = store.execute(InventoryCommand::Cancel { booking_id: anns.id, now }).await.unwrap();
+        let cancel = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: anns.id, now }).await.unwrap();
         assert_eq!(cancel, CommandOutcome::NotCancellable { status: BookingStatus::Expired });
 
         // The sweep expires Ann's booking and frees only the unit she still holds.
-        let swept = store.execute(InventoryCommand::Sweep { now, limit: 100 }).await.unwrap();
+        let swept = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Sweep { now, limit: 100 }).await.unwrap();
         assert_eq!(swept, CommandOutcome::Swept { expired: vec![anns.id], released_units: 1 });
         assert_eq!(store.booking(anns.id).await.unwrap().unwrap().status, BookingStatus::Expired);
         assert_eq!(store.booking(bobs.id).await.unwrap().unwrap().status, BookingStatus::Held);
-        let again = store.execute(InventoryCommand::Sweep { now, limit: 100 }).await.unwrap();
+        let again = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Sweep { now, limit: 100 }).await.unwrap();
         assert_eq!(again, CommandOutcome::Swept { expired: vec![], released_units: 0 });
         // After the sweep the free unit is still available to the next buyer.
         let cys = held(&holds, hold(cy, perf.id, Selection::Units(vec![ids[1]]), now)).await;
@@ -288,7 +288,7 @@ on_each_engine! {
                     let mut expired = Vec::new();
                     let mut released = 0;
                     loop {
-                        match store.execute(InventoryCommand::Sweep { now, limit: 7 }).await.unwrap() {
+                        match usher_app::inventory::execute(store.as_ref(), InventoryCommand::Sweep { now, limit: 7 }).await.unwrap() {
                             CommandOutcome::Swept { expired: e, released_units } if !e.is_empty() => {
                                 expired.extend(e);
                                 released += released_units;
@@ -685,7 +685,7 @@ on_each_engine! {
         // A refused hold (a taken seat) writes nothing and numbers nothing.
         let refused = holds.hold(hold(buyer, perf.id, Selection::Units(vec![ids[1]]), now)).await.unwrap();
         assert!(matches!(refused, CommandOutcome::Unavailable { .. }));
-        store.execute(InventoryCommand::Cancel { booking_id: first.id, now }).await.unwrap();
+        usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: first.id, now }).await.unwrap();
 
         let logged = store.live_changes(perf.id, 0, 100).await.unwrap();
         assert_eq!(logged.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);

@@ -498,10 +498,12 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 Op::Advance(seconds) => clock.advance(Duration::seconds(seconds)),
                 Op::Sweep => {
-                    store
-                        .execute(InventoryCommand::Sweep { now, limit: 1000 })
-                        .await
-                        .unwrap();
+                    usher_app::inventory::execute(
+                        store,
+                        InventoryCommand::Sweep { now, limit: 1000 },
+                    )
+                    .await
+                    .unwrap();
                     for b in 0..m.bookings.len() {
                         if m.bookings[b].status_at(now) == BookingStatus::Expired
                             && m.bookings[b].status == BookingStatus::Held

@@ -151,7 +151,7 @@ on_each_engine! {
         s.clock.advance(Duration::hours(2));
         let later = s.clock.now();
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().status_at(later), BookingStatus::Confirmed);
-        assert!(matches!(s.store.execute(InventoryCommand::Sweep { now: later, limit: 10 }).await.unwrap(), CommandOutcome::Swept { released_units: 0, .. }));
+        assert!(matches!(usher_app::inventory::execute(s.store.as_ref(), InventoryCommand::Sweep { now: later, limit: 10 }).await.unwrap(), CommandOutcome::Swept { released_units: 0, .. }));
         check_performance(s.store.as_ref(), s.performance_id, &[booking.id], later).await.unwrap();
         check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
     }
@@ -458,7 +458,7 @@ on_each_engine! {
         for _ in 0..4 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                store.execute(InventoryCommand::Sweep { now, limit: 5 }).await.map(|_| None)
+                usher_app::inventory::execute(store.as_ref(), InventoryCommand::Sweep { now, limit: 5 }).await.map(|_| None)
             }));
         }
         let holds = usher_testkit::holds(&store);

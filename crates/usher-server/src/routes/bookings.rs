@@ -462,13 +462,14 @@ async fn cancel_booking(
     if booking.status_at(now) == BookingStatus::Confirmed {
         return refund(state).await;
     }
-    match state
-        .store()
-        .execute(InventoryCommand::Cancel {
+    match usher_app::inventory::execute(
+        state.store(),
+        InventoryCommand::Cancel {
             booking_id: id,
             now,
-        })
-        .await?
+        },
+    )
+    .await?
     {
         CommandOutcome::Cancelled(booking) => {
             tracing::info!(booking_id = %booking.id, "hold cancelled");

@@ -695,16 +695,17 @@ async fn set_unit_states(
     let Some(blocked) = blocked else {
         return Err(ApiError::Internal("validated state missing".into()));
     };
-    let outcome = state
-        .store()
-        .execute(InventoryCommand::SetBlocked {
+    let outcome = usher_app::inventory::execute(
+        state.store(),
+        InventoryCommand::SetBlocked {
             performance_id: performance.id,
             unit_ids,
             blocked,
             now: state.clock().now(),
             audit: caller.audit(&request),
-        })
-        .await?;
+        },
+    )
+    .await?;
     match outcome {
         CommandOutcome::BlockingChanged { changed } => {
             tracing::info!(performance_id = %performance.id, blocked, changed, "unit states changed");

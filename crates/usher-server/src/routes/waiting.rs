@@ -147,17 +147,15 @@ async fn join_waitlist(
         (SeatingKind::Reserved, None) => None,
     };
     fields.finish()?;
-    let joined = state
-        .store()
-        .waitlist_join(WaitlistJoin {
-            id: Uuid::now_v7(),
-            user_id: caller.id,
-            performance_id: performance.id,
-            ticket_type_id,
-            quantity: body.quantity as u32,
-            now: state.clock().now(),
-        })
-        .await?;
+    let join = WaitlistJoin {
+        id: Uuid::now_v7(),
+        user_id: caller.id,
+        performance_id: performance.id,
+        ticket_type_id,
+        quantity: body.quantity as u32,
+        now: state.clock().now(),
+    };
+    let joined = usher_app::waiting_list::join(state.store(), join).await?;
     match joined {
         WaitlistJoined::Joined(entry) => {
             metrics::counter!("usher_waitlist_joins_total").increment(1);
@@ -242,9 +240,7 @@ async fn leave_waitlist(
         && let Some(booking_id) = entry.booking_id
     {
         // Turned down: the units go back, and the next in line is served.
-        store
-            .execute(InventoryCommand::Cancel { booking_id, now })
-            .await?;
+        usher_app::inventory::execute(store, InventoryCommand::Cancel { booking_id, now }).await?;
     }
     let entry = store
         .waitlist_entry(entry.id, now)

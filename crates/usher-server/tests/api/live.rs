@@ -325,14 +325,14 @@ async fn a_watcher_too_slow_to_read_is_disconnected() {
         let (store, now) = (app.store.clone(), app.clock_now());
         tokio::spawn(async move {
             for i in 0..changes {
-                let outcome = store
-                    .execute(usher_store::InventoryCommand::SetBlocked {
-                        performance_id: id,
-                        unit_ids: all.clone(),
-                        blocked: i % 2 == 0,
-                        now,
-                        audit: usher_store::Audit::system(),
-                    })
+                let block = usher_store::InventoryCommand::SetBlocked {
+                    performance_id: id,
+                    unit_ids: all.clone(),
+                    blocked: i % 2 == 0,
+                    now,
+                    audit: usher_store::Audit::system(),
+                };
+                let outcome = usher_app::inventory::execute(store.as_ref(), block)
                     .await
                     .unwrap();
                 assert!(matches!(
