@@ -3,9 +3,12 @@
 //! applies the decision through the ports in one transaction. Engines implement the
 //! ports and decide nothing; the HTTP routes and the pages call these use cases.
 
+pub mod accounts;
+pub mod catalog;
 pub mod hold;
 pub mod inventory;
 pub mod payments;
 pub mod waiting_list;
+pub mod waiting_room;
 
 pub use hold::Holds;

@@ -99,7 +99,7 @@ async fn write_joins(store: Arc<dyn Store>, mut queue: mpsc::Receiver<(QueueJoin
     let mut batch = Vec::with_capacity(JOIN_BATCH);
     while queue.recv_many(&mut batch, JOIN_BATCH).await > 0 {
         let (joins, replies): (Vec<QueueJoin>, Vec<JoinReply>) = batch.drain(..).unzip();
-        match store.queue_join(&joins).await {
+        match usher_app::waiting_room::join(store.as_ref(), &joins).await {
             Ok(answers) => {
                 metrics::counter!("usher_queue_joins_total").increment(joins.len() as u64);
                 for (reply, answer) in replies.into_iter().zip(answers) {
@@ -207,7 +207,7 @@ pub async fn step_rooms(state: &AppState) {
         }
     };
     for performance_id in &due {
-        match store.queue_advance(*performance_id, now, policy).await {
+        match usher_app::waiting_room::advance(store, *performance_id, now, policy).await {
             Ok(Some(room)) => state.waiting_room().publish(room),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, %performance_id, "stepping a waiting room failed"),

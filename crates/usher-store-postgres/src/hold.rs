@@ -11,13 +11,24 @@ use usher_core::best_available::Seat;
 use usher_core::hold::{HeldUnit, HoldFacts, LockedUnit, UnitTake};
 use usher_core::{SeatingKind, UnitState};
 use usher_store::inventory::stored_currency;
-use usher_store::{ChangeSet, HoldTx, LiveChange, NewHold, StoreResult, corrupt_value};
+use usher_store::{ChangeSet, HoldTx, LiveChange, NewHold, StoreResult, Tx, corrupt_value};
 
 use crate::backend;
 
 /// An open transaction of the hold path (and of waiting-list serving).
 pub(crate) struct PgTx {
     pub(crate) tx: Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await.map_err(backend)
+    }
+
+    async fn rollback(self: Box<Self>) -> StoreResult<()> {
+        self.tx.rollback().await.map_err(backend)
+    }
 }
 
 #[async_trait]
@@ -264,13 +275,5 @@ impl HoldTx for PgTx {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<LiveChange>> {
         crate::live::record(&mut self.tx, moved, now).await
-    }
-
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit().await.map_err(backend)
-    }
-
-    async fn rollback(self: Box<Self>) -> StoreResult<()> {
-        self.tx.rollback().await.map_err(backend)
     }
 }

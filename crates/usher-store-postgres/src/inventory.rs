@@ -13,21 +13,19 @@ use uuid::Uuid;
 
 use usher_core::inventory::UnitPlan;
 use usher_core::{
-    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, User,
+    Booking, BookingStatus, Cursor, PageLimit, Performance, SeatingPlan, Section, TicketType, Unit,
+    User,
 };
-use usher_store::box_office::action;
 use usher_store::inventory::stored_currency;
-use usher_store::payments::job_kind;
 use usher_store::{
     Attendee, BookedUnitRow, BookingCountRow, BookingRow, CountRow, InventoryTx, NewPerformance,
-    Page, PerformanceInventory, PerformancePatch, PerformanceRow, PerformanceSales,
-    PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, StoreError, StoreResult, UnitRow,
-    UserRow, assemble_performances, paginate, push_group,
+    Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow, SaleScope,
+    SalesRow, StoreError, StoreResult, UnitRow, UserRow, assemble_performances, paginate,
+    push_group,
 };
 use usher_store::{Audit, AuditEntry};
 
 use crate::hold::PgTx;
-use crate::payments::enqueue;
 use crate::{PostgresStore, backend};
 
 /// Units are inserted in batches of this many rows per statement.
@@ -42,7 +40,6 @@ impl PostgresStore {
         let id = Uuid::now_v7();
         let now = usher_store::now();
         let kind = new.seating.kind();
-        let currency = new.seating.currency;
         let ttl = new.hold_ttl.seconds() as i32;
         let max = new.max_per_booking.get() as i32;
         let mut tx = self.pool.begin().await.map_err(backend)?;
@@ -56,7 +53,7 @@ impl PostgresStore {
             ttl,
             max,
             kind.as_str(),
-            currency.as_str(),
+            new.seating.currency.as_str(),
             new.on_sale_at,
             now,
             new.waiting_room
@@ -64,88 +61,14 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-
-        let mut sections = Vec::new();
-        let mut ticket_types = Vec::new();
-        let mut group_ids = Vec::new();
-        for (position, group) in new.seating.price_groups().into_iter().enumerate() {
-            let group_id = Uuid::now_v7();
-            sqlx::query!(
-                "INSERT INTO price_groups (id, performance_id, position, name, price_amount, capacity)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                group_id,
-                id,
-                position as i32,
-                group.name,
-                group.price.amount,
-                group.capacity as i32
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            push_group(&mut sections, &mut ticket_types, kind, group_id, &group);
-            group_ids.push(group_id);
-        }
-        let mut units = UnitColumns::with_capacity(new.seating.capacity());
-        for u in new.seating.units() {
-            units.push(group_ids[u.group], &u);
-        }
-        for start in (0..units.ids.len()).step_by(INSERT_BATCH) {
-            let end = (start + INSERT_BATCH).min(units.ids.len());
-            sqlx::query!(
-                "INSERT INTO units (id, performance_id, group_id, group_position, row_position,
-                                    seat_position, row_label, seat_label, price_amount, state)
-                 SELECT u.id, $1, u.group_id, u.group_position, u.row_position, u.seat_position,
-                        u.row_label, u.seat_label, u.price_amount, 'available'
-                 FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::int[], $6::int[],
-                             $7::text[], $8::text[], $9::bigint[])
-                      AS u(id, group_id, group_position, row_position, seat_position,
-                           row_label, seat_label, price_amount)",
-                id,
-                &units.ids[start..end],
-                &units.groups[start..end],
-                &units.group_positions[start..end],
-                &units.row_positions[start..end],
-                &units.seat_positions[start..end],
-                &units.row_labels[start..end] as &[Option<String>],
-                &units.seat_labels[start..end] as &[Option<String>],
-                &units.prices[start..end]
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        let audit = audit
-            .clone()
-            .note("starts_at", new.starts_at.to_rfc3339())
-            .note("kind", kind.as_str())
-            .note("capacity", new.seating.units().len());
-        crate::box_office::insert_audit(
-            &mut tx,
-            &audit.entry(
-                action::PERFORMANCE_CREATED,
-                ("performance", id),
-                Some(new.event_id),
-                now,
-            ),
-        )
-        .await?;
+        let (groups, group_ids) = insert_groups(&mut tx, id, &new.seating).await?;
+        insert_units(&mut tx, id, &new.seating, &group_ids).await?;
+        let entry = usher_store::inventory::performance_created(audit, &new, id, now);
+        crate::box_office::insert_audit(&mut tx, &entry).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(Performance {
-            id,
-            event_id: new.event_id,
-            starts_at: new.starts_at,
-            status: PerformanceStatus::Scheduled,
-            on_sale_at: new.on_sale_at,
-            waiting_room: new.waiting_room,
-            hold_ttl: new.hold_ttl,
-            max_per_booking: new.max_per_booking,
-            kind,
-            currency,
-            sections,
-            ticket_types,
-            created_at: now,
-        })
+        Ok(usher_store::inventory::created_performance(
+            id, &new, groups, now,
+        ))
     }
 
     pub(crate) async fn load_performances(
@@ -328,75 +251,6 @@ impl PostgresStore {
                 row.into_sales(counts)
             })
             .collect()
-    }
-
-    pub(crate) async fn patch_performance(
-        &self,
-        id: Uuid,
-        patch: PerformancePatch,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<PerformanceUpdate> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let status = sqlx::query_scalar!(
-            "SELECT status FROM performances WHERE id = $1 FOR UPDATE",
-            id
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        match status.as_deref() {
-            None => return Ok(PerformanceUpdate::NoSuchPerformance),
-            Some("cancelled") => return Ok(PerformanceUpdate::AlreadyCancelled),
-            Some(_) => {}
-        }
-        let cancel = patch.status == Some(PerformanceStatus::Cancelled);
-        sqlx::query!(
-            "UPDATE performances
-             SET starts_at = coalesce($2, starts_at),
-                 hold_ttl_seconds = coalesce($3, hold_ttl_seconds),
-                 max_per_booking = coalesce($4, max_per_booking),
-                 on_sale_at = CASE WHEN $5 THEN $6 ELSE on_sale_at END,
-                 status = CASE WHEN $7 THEN 'cancelled' ELSE status END,
-                 waiting_room = coalesce($8, waiting_room)
-             WHERE id = $1",
-            id,
-            patch.starts_at,
-            patch.hold_ttl.map(|t| t.seconds() as i32),
-            patch.max_per_booking.map(|m| m.get() as i32),
-            patch.on_sale_at.is_some(),
-            patch.on_sale_at.flatten(),
-            cancel,
-            patch.waiting_room
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if cancel {
-            // In the same transaction: a crash after the commit still has the job.
-            enqueue(
-                &mut tx,
-                job_kind::CANCEL_SALE,
-                serde_json::json!({ "performance_id": id }),
-                now,
-            )
-            .await?;
-        }
-        let action = if cancel {
-            action::PERFORMANCE_CANCELLED
-        } else {
-            action::PERFORMANCE_UPDATED
-        };
-        crate::box_office::insert_audit(
-            &mut tx,
-            &audit.entry(action, ("performance", id), None, now),
-        )
-        .await?;
-        tx.commit().await.map_err(backend)?;
-        match self.load_performances(None, Some(id)).await?.pop() {
-            Some(performance) => Ok(PerformanceUpdate::Updated(performance)),
-            None => Ok(PerformanceUpdate::NoSuchPerformance),
-        }
     }
 
     pub(crate) async fn list_attendees(
@@ -682,4 +536,77 @@ impl InventoryTx for PgTx {
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
         crate::box_office::insert_audit(&mut self.tx, entry).await
     }
+}
+
+/// The seating plan's sections or ticket types, in plan order; with their ids.
+async fn insert_groups(
+    tx: &mut PgConnection,
+    performance_id: Uuid,
+    seating: &SeatingPlan,
+) -> StoreResult<((Vec<Section>, Vec<TicketType>), Vec<Uuid>)> {
+    let (mut sections, mut ticket_types, mut group_ids) = (Vec::new(), Vec::new(), Vec::new());
+    for (position, group) in seating.price_groups().into_iter().enumerate() {
+        let group_id = Uuid::now_v7();
+        sqlx::query!(
+            "INSERT INTO price_groups (id, performance_id, position, name, price_amount, capacity)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            group_id,
+            performance_id,
+            position as i32,
+            group.name,
+            group.price.amount,
+            group.capacity as i32
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        push_group(
+            &mut sections,
+            &mut ticket_types,
+            seating.kind(),
+            group_id,
+            &group,
+        );
+        group_ids.push(group_id);
+    }
+    Ok(((sections, ticket_types), group_ids))
+}
+
+/// One unit per sellable place, [`INSERT_BATCH`] rows a statement.
+async fn insert_units(
+    tx: &mut PgConnection,
+    performance_id: Uuid,
+    seating: &SeatingPlan,
+    group_ids: &[Uuid],
+) -> StoreResult<()> {
+    let mut units = UnitColumns::with_capacity(seating.capacity());
+    for u in seating.units() {
+        units.push(group_ids[u.group], &u);
+    }
+    for start in (0..units.ids.len()).step_by(INSERT_BATCH) {
+        let end = (start + INSERT_BATCH).min(units.ids.len());
+        sqlx::query!(
+            "INSERT INTO units (id, performance_id, group_id, group_position, row_position,
+                                seat_position, row_label, seat_label, price_amount, state)
+             SELECT u.id, $1, u.group_id, u.group_position, u.row_position, u.seat_position,
+                    u.row_label, u.seat_label, u.price_amount, 'available'
+             FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::int[], $6::int[],
+                         $7::text[], $8::text[], $9::bigint[])
+                  AS u(id, group_id, group_position, row_position, seat_position,
+                       row_label, seat_label, price_amount)",
+            performance_id,
+            &units.ids[start..end],
+            &units.groups[start..end],
+            &units.group_positions[start..end],
+            &units.row_positions[start..end],
+            &units.seat_positions[start..end],
+            &units.row_labels[start..end] as &[Option<String>],
+            &units.seat_labels[start..end] as &[Option<String>],
+            &units.prices[start..end]
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
 }

@@ -68,6 +68,17 @@ async fn load_payment(conn: &mut PgConnection, id: Uuid) -> StoreResult<Option<P
 pub(crate) struct PgLifecycle(pub(crate) sqlx::Transaction<'static, sqlx::Postgres>);
 
 #[async_trait]
+impl usher_store::Tx for PgLifecycle {
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.0.commit().await.map_err(backend)
+    }
+
+    async fn rollback(self: Box<Self>) -> StoreResult<()> {
+        self.0.rollback().await.map_err(backend)
+    }
+}
+
+#[async_trait]
 impl LifecycleTx for PgLifecycle {
     async fn record_event(
         &mut self,
@@ -343,14 +354,6 @@ impl LifecycleTx for PgLifecycle {
 
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
         crate::box_office::insert_audit(&mut self.0, entry).await
-    }
-
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.0.commit().await.map_err(backend)
-    }
-
-    async fn rollback(self: Box<Self>) -> StoreResult<()> {
-        self.0.rollback().await.map_err(backend)
     }
 }
 

@@ -5,8 +5,6 @@
 //! gatekeeper step and each batch of joins locks the queue's room row. Offers are made
 //! by the hold path itself, so the conditional writes stay the arbiter.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -14,10 +12,11 @@ use uuid::Uuid;
 
 use usher_core::{Cursor, PageLimit};
 use usher_store::payments::job_kind;
-use usher_store::waiting::{JoinTx, QueueTicketRow, SaleState, ServeTx, WaitingRow, WaitlistRow};
+use usher_store::waiting::{
+    JoinTx, QueueTicketRow, QueueTx, SaleState, ServeTx, WaitingRow, WaitlistRow,
+};
 use usher_store::{
-    AdmissionPolicy, Page, QueueJoin, QueueJoined, QueueRoom, QueueTicket, StoreResult,
-    WaitlistEntry, WaitlistJoin, paginate,
+    Page, QueueJoin, QueueRoom, QueueTicket, StoreResult, WaitlistEntry, WaitlistJoin, paginate,
 };
 
 use crate::hold::PgTx;
@@ -167,20 +166,6 @@ impl PostgresStore {
 
     // --- the waiting room -----------------------------------------------------------
 
-    pub(crate) async fn join_queues(&self, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        match join_queues_in(&mut tx, joins).await {
-            Ok(answers) => {
-                tx.commit().await.map_err(backend)?;
-                Ok(answers)
-            }
-            Err(error) => {
-                let _ = tx.rollback().await;
-                Err(error)
-            }
-        }
-    }
-
     pub(crate) async fn ticket(&self, id: Uuid) -> StoreResult<Option<QueueTicket>> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         let Some(row) = sqlx::query_as!(
@@ -195,7 +180,7 @@ impl PostgresStore {
         else {
             return Ok(None);
         };
-        let Some(room) = room(&mut conn, row.performance_id, false).await? else {
+        let Some(room) = room(&mut conn, row.performance_id).await? else {
             return Ok(None);
         };
         let ahead = if row.seq.is_none() {
@@ -220,7 +205,7 @@ impl PostgresStore {
         performance_id: Uuid,
     ) -> StoreResult<Option<QueueRoom>> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
-        room(&mut conn, performance_id, false).await
+        room(&mut conn, performance_id).await
     }
 
     pub(crate) async fn rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
@@ -234,25 +219,6 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)
-    }
-
-    pub(crate) async fn advance_queue(
-        &self,
-        performance_id: Uuid,
-        now: DateTime<Utc>,
-        policy: AdmissionPolicy,
-    ) -> StoreResult<Option<QueueRoom>> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        match advance_in(&mut tx, performance_id, now, policy).await {
-            Ok(room) => {
-                tx.commit().await.map_err(backend)?;
-                Ok(room)
-            }
-            Err(error) => {
-                let _ = tx.rollback().await;
-                Err(error)
-            }
-        }
     }
 }
 
@@ -312,295 +278,25 @@ impl ServeTx for PgTx {
     }
 }
 
-/// A performance's queue, its row locked when `lock` (for a step or a batch of joins).
-async fn room(
-    conn: &mut PgConnection,
-    performance_id: Uuid,
-    lock: bool,
-) -> StoreResult<Option<QueueRoom>> {
-    let row = if lock {
-        sqlx::query!(
-            r#"SELECT p.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed
-               FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
-               WHERE r.performance_id = $1
-               FOR UPDATE OF r"#,
-            performance_id
-        )
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?
-        .map(|r| {
-            (
-                r.on_sale_at,
-                r.opened_at,
-                r.admitted_through,
-                r.next_seq,
-                r.closed,
-            )
-        })
-    } else {
-        sqlx::query!(
-            r#"SELECT p.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed
-               FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
-               WHERE r.performance_id = $1"#,
-            performance_id
-        )
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?
-        .map(|r| {
-            (
-                r.on_sale_at,
-                r.opened_at,
-                r.admitted_through,
-                r.next_seq,
-                r.closed,
-            )
-        })
-    };
-    Ok(row.map(
-        |(on_sale_at, opened_at, admitted_through, next_seq, closed)| QueueRoom {
-            performance_id,
-            on_sale_at,
-            opened_at,
-            admitted_through,
-            numbered: next_seq - 1,
-            closed,
-        },
-    ))
-}
-
-async fn join_queues_in(
-    tx: &mut PgConnection,
-    joins: &[QueueJoin],
-) -> StoreResult<Vec<QueueJoined>> {
-    let mut rooms: HashMap<Uuid, Option<QueueRoom>> = HashMap::new();
-    let mut answers: Vec<Result<QueueTicketRow, QueueJoined>> = Vec::with_capacity(joins.len());
-    for join in joins {
-        if let std::collections::hash_map::Entry::Vacant(slot) = rooms.entry(join.performance_id) {
-            let open = sqlx::query!(
-                r#"SELECT p.waiting_room,
-                          (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2)
-                              AS "selling!"
-                   FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
-                join.performance_id,
-                join.now
-            )
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-            let Some(open) = open else {
-                answers.push(Err(QueueJoined::NoSuchPerformance));
-                continue;
-            };
-            let room_now = if open.waiting_room && open.selling {
-                sqlx::query!(
-                    "INSERT INTO queue_rooms (performance_id, updated_at) VALUES ($1, $2)
-                     ON CONFLICT (performance_id) DO NOTHING",
-                    join.performance_id,
-                    join.now
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                room(tx, join.performance_id, true).await?
-            } else {
-                None
-            };
-            slot.insert(room_now);
-        }
-        let Some(Some(room)) = rooms.get_mut(&join.performance_id) else {
-            answers.push(Err(QueueJoined::NoWaitingRoom));
-            continue;
-        };
-        let seq = room.opened_at.map(|_| room.numbered + 1);
-        let inserted = sqlx::query!(
-            "INSERT INTO queue_tickets (id, performance_id, user_id, draw, seq, joined_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (performance_id, user_id) DO NOTHING",
-            join.ticket_id,
-            join.performance_id,
-            join.user_id,
-            join.draw,
-            seq,
-            join.now
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected();
-        if inserted == 1 && seq.is_some() {
-            room.numbered += 1;
-            sqlx::query!(
-                "UPDATE queue_rooms SET next_seq = $2, updated_at = $3 WHERE performance_id = $1",
-                join.performance_id,
-                room.numbered + 1,
-                join.now
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        let row = sqlx::query_as!(
-            QueueTicketRow,
-            "SELECT id, user_id, performance_id, seq, admitted_at, joined_at
-             FROM queue_tickets WHERE performance_id = $1 AND user_id = $2",
-            join.performance_id,
-            join.user_id
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        answers.push(Ok(row));
-    }
-    // Places in the draw: each performance's draws read once for the whole batch.
-    let mut draws: HashMap<Uuid, Vec<(i64, Uuid)>> = HashMap::new();
-    for (join, answer) in joins.iter().zip(&answers) {
-        if let Ok(row) = answer
-            && row.seq.is_none()
-            && !draws.contains_key(&join.performance_id)
-        {
-            let all = sqlx::query!(
-                "SELECT draw, id FROM queue_tickets
-                 WHERE performance_id = $1 AND seq IS NULL ORDER BY draw",
-                join.performance_id
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-            draws.insert(
-                join.performance_id,
-                all.into_iter().map(|r| (r.draw, r.id)).collect(),
-            );
-        }
-    }
-    Ok(answers
-        .into_iter()
-        .zip(joins)
-        .map(|(answer, join)| match answer {
-            Err(refused) => refused,
-            Ok(row) => {
-                let Some(Some(room)) = rooms.get(&join.performance_id).cloned() else {
-                    return QueueJoined::NoWaitingRoom;
-                };
-                let ahead = draws
-                    .get(&join.performance_id)
-                    .and_then(|all| {
-                        let mine = all.iter().find(|(_, id)| *id == row.id)?.0;
-                        Some(all.partition_point(|(draw, _)| *draw < mine) as u64)
-                    })
-                    .unwrap_or(0);
-                let fresh = row.id == join.ticket_id;
-                let ticket = row.into_ticket(room, ahead);
-                if fresh {
-                    QueueJoined::Joined(ticket)
-                } else {
-                    QueueJoined::Again(ticket)
-                }
-            }
-        })
-        .collect())
-}
-
-async fn advance_in(
-    tx: &mut PgConnection,
-    performance_id: Uuid,
-    now: DateTime<Utc>,
-    policy: AdmissionPolicy,
-) -> StoreResult<Option<QueueRoom>> {
-    let Some(mut current) = room(tx, performance_id, true).await? else {
-        return Ok(None);
-    };
-    if current.opened_at.is_none() {
-        if current.on_sale_at.is_some_and(|at| at > now) {
-            return Ok(Some(current));
-        }
-        // The opening: everyone here is numbered in the order of their draws.
-        let base = current.numbered;
-        let numbered = sqlx::query!(
-            "UPDATE queue_tickets t SET seq = $2 + r.rn
-             FROM (SELECT id, row_number() OVER (ORDER BY draw, id) AS rn
-                   FROM queue_tickets WHERE performance_id = $1 AND seq IS NULL) AS r
-             WHERE t.id = r.id",
-            performance_id,
-            base
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected() as i64;
-        current.numbered = base + numbered;
-        current.opened_at = Some(now);
-    }
-    let opened_at = current.opened_at.unwrap_or(now);
-    let cutoff = now - policy.ttl;
-    let sale = sqlx::query!(
-        r#"SELECT
-             (SELECT COUNT(*) FROM units WHERE performance_id = $1
-                AND (state = 'available' OR (state = 'held' AND held_until <= $2))) AS "free!",
-             (SELECT COUNT(*) FROM units WHERE performance_id = $1
-                AND state = 'held' AND held_until > $2) AS "held!",
-             (SELECT COUNT(*) FROM queue_tickets t
-              WHERE t.performance_id = $1 AND t.admitted_at > $3
-                AND NOT EXISTS (SELECT 1 FROM bookings b
-                                WHERE b.user_id = t.user_id AND b.performance_id = t.performance_id
-                                  AND b.created_at >= t.admitted_at)) AS "waiting_to_buy!",
-             (SELECT COUNT(*) FROM bookings
-              WHERE performance_id = $1 AND created_at >= $4 AND NOT offer) AS "bookings!",
-             (SELECT COUNT(*) FROM booking_units bu JOIN bookings b ON b.id = bu.booking_id
-              WHERE b.performance_id = $1 AND b.created_at >= $4 AND NOT b.offer) AS "units!",
-             p.max_per_booking,
-             (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2) AS "selling!"
-           FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
-        performance_id,
-        now,
-        cutoff,
-        opened_at
+/// A performance's queue as it reads now.
+async fn room(conn: &mut PgConnection, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+    let row = sqlx::query!(
+        r#"SELECT p.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed
+           FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
+           WHERE r.performance_id = $1"#,
+        performance_id
     )
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(backend)?;
-    let state = SaleState {
-        free: sale.free as u64,
-        held: sale.held as u64,
-        admitted_not_buying: sale.waiting_to_buy as u64,
-        bookings: sale.bookings as u64,
-        booked_units: sale.units as u64,
-        max_per_booking: sale.max_per_booking as u32,
-        selling: sale.selling,
-    };
-    let admit = state.to_admit(policy.max_per_step) as i64;
-    let through = (current.admitted_through + admit).min(current.numbered);
-    if through > current.admitted_through {
-        sqlx::query!(
-            "UPDATE queue_tickets SET admitted_at = $4
-             WHERE performance_id = $1 AND seq > $2 AND seq <= $3",
-            performance_id,
-            current.admitted_through,
-            through,
-            now
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        current.admitted_through = through;
-    }
-    current.closed = state.sold_out();
-    sqlx::query!(
-        "UPDATE queue_rooms SET opened_at = $2, next_seq = $3, admitted_through = $4, closed = $5,
-                                updated_at = $6
-         WHERE performance_id = $1",
+    Ok(row.map(|r| QueueRoom {
         performance_id,
-        current.opened_at,
-        current.numbered + 1,
-        current.admitted_through,
-        current.closed,
-        now
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
-    Ok(Some(current))
+        on_sale_at: r.on_sale_at,
+        opened_at: r.opened_at,
+        admitted_through: r.admitted_through,
+        numbered: r.next_seq - 1,
+        closed: r.closed,
+    }))
 }
 
 #[async_trait]
@@ -652,6 +348,209 @@ impl JoinTx for PgTx {
             join.ticket_type_id,
             join.quantity as i32,
             join.now
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// Joins and gatekeeper steps lock the room's row (several instances step the same
+/// queue; each batch of joins numbers late arrivals under the lock).
+#[async_trait]
+impl QueueTx for PgTx {
+    async fn door(
+        &mut self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(bool, bool)>> {
+        let door = sqlx::query!(
+            r#"SELECT p.waiting_room,
+                      (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2)
+                          AS "selling!"
+               FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
+            performance_id,
+            now
+        )
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(door.map(|d| (d.waiting_room, d.selling)))
+    }
+
+    async fn open_room(&mut self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query!(
+            "INSERT INTO queue_rooms (performance_id, updated_at) VALUES ($1, $2)
+             ON CONFLICT (performance_id) DO NOTHING",
+            performance_id,
+            now
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn lock_room(&mut self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+        let row = sqlx::query!(
+            r#"SELECT p.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed
+               FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
+               WHERE r.performance_id = $1
+               FOR UPDATE OF r"#,
+            performance_id
+        )
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(row.map(|r| QueueRoom {
+            performance_id,
+            on_sale_at: r.on_sale_at,
+            opened_at: r.opened_at,
+            admitted_through: r.admitted_through,
+            numbered: r.next_seq - 1,
+            closed: r.closed,
+        }))
+    }
+
+    async fn insert_ticket(&mut self, join: &QueueJoin, seq: Option<i64>) -> StoreResult<bool> {
+        let inserted = sqlx::query!(
+            "INSERT INTO queue_tickets (id, performance_id, user_id, draw, seq, joined_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (performance_id, user_id) DO NOTHING",
+            join.ticket_id,
+            join.performance_id,
+            join.user_id,
+            join.draw,
+            seq,
+            join.now
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn ticket_of(
+        &mut self,
+        performance_id: Uuid,
+        user_id: Uuid,
+    ) -> StoreResult<QueueTicketRow> {
+        sqlx::query_as!(
+            QueueTicketRow,
+            "SELECT id, user_id, performance_id, seq, admitted_at, joined_at
+             FROM queue_tickets WHERE performance_id = $1 AND user_id = $2",
+            performance_id,
+            user_id
+        )
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(backend)
+    }
+
+    async fn draws(&mut self, performance_id: Uuid) -> StoreResult<Vec<(i64, Uuid)>> {
+        let all = sqlx::query!(
+            "SELECT draw, id FROM queue_tickets
+             WHERE performance_id = $1 AND seq IS NULL ORDER BY draw",
+            performance_id
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(all.into_iter().map(|r| (r.draw, r.id)).collect())
+    }
+
+    async fn number_by_draw(&mut self, performance_id: Uuid, base: i64) -> StoreResult<i64> {
+        let numbered = sqlx::query!(
+            "UPDATE queue_tickets t SET seq = $2 + r.rn
+             FROM (SELECT id, row_number() OVER (ORDER BY draw, id) AS rn
+                   FROM queue_tickets WHERE performance_id = $1 AND seq IS NULL) AS r
+             WHERE t.id = r.id",
+            performance_id,
+            base
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(numbered.rows_affected() as i64)
+    }
+
+    async fn sale_state(
+        &mut self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        admitted_since: DateTime<Utc>,
+        opened_at: DateTime<Utc>,
+    ) -> StoreResult<SaleState> {
+        let sale = sqlx::query!(
+            r#"SELECT
+                 (SELECT COUNT(*) FROM units WHERE performance_id = $1
+                    AND (state = 'available' OR (state = 'held' AND held_until <= $2))) AS "free!",
+                 (SELECT COUNT(*) FROM units WHERE performance_id = $1
+                    AND state = 'held' AND held_until > $2) AS "held!",
+                 (SELECT COUNT(*) FROM queue_tickets t
+                  WHERE t.performance_id = $1 AND t.admitted_at > $3
+                    AND NOT EXISTS (SELECT 1 FROM bookings b
+                                    WHERE b.user_id = t.user_id AND b.performance_id = t.performance_id
+                                      AND b.created_at >= t.admitted_at)) AS "waiting_to_buy!",
+                 (SELECT COUNT(*) FROM bookings
+                  WHERE performance_id = $1 AND created_at >= $4 AND NOT offer) AS "bookings!",
+                 (SELECT COUNT(*) FROM booking_units bu JOIN bookings b ON b.id = bu.booking_id
+                  WHERE b.performance_id = $1 AND b.created_at >= $4 AND NOT b.offer) AS "units!",
+                 p.max_per_booking,
+                 (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2) AS "selling!"
+               FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
+            performance_id,
+            now,
+            admitted_since,
+            opened_at
+        )
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(SaleState {
+            free: sale.free as u64,
+            held: sale.held as u64,
+            admitted_not_buying: sale.waiting_to_buy as u64,
+            bookings: sale.bookings as u64,
+            booked_units: sale.units as u64,
+            max_per_booking: sale.max_per_booking as u32,
+            selling: sale.selling,
+        })
+    }
+
+    async fn admit(
+        &mut self,
+        performance_id: Uuid,
+        after: i64,
+        through: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE queue_tickets SET admitted_at = $4
+             WHERE performance_id = $1 AND seq > $2 AND seq <= $3",
+            performance_id,
+            after,
+            through,
+            now
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn save_room(&mut self, room: &QueueRoom, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE queue_rooms SET opened_at = $2, next_seq = $3, admitted_through = $4,
+                                    closed = $5, updated_at = $6
+             WHERE performance_id = $1",
+            room.performance_id,
+            room.opened_at,
+            room.numbered + 1,
+            room.admitted_through,
+            room.closed,
+            now
         )
         .execute(&mut *self.tx)
         .await

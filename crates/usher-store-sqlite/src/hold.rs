@@ -11,7 +11,7 @@ use usher_core::best_available::Seat;
 use usher_core::hold::{HeldUnit, HoldFacts, LockedUnit, UnitTake};
 use usher_core::{SeatingKind, UnitState};
 use usher_store::inventory::stored_currency;
-use usher_store::{ChangeSet, HoldTx, LiveChange, NewHold, StoreResult, corrupt_value};
+use usher_store::{ChangeSet, HoldTx, LiveChange, NewHold, StoreResult, Tx, corrupt_value};
 
 use crate::backend;
 use crate::inventory::id_list;
@@ -24,6 +24,17 @@ pub(crate) struct SqliteTx {
 /// A time as sqlx writes it into a text column, for values passed inside JSON.
 fn stored_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await.map_err(backend)
+    }
+
+    async fn rollback(self: Box<Self>) -> StoreResult<()> {
+        self.tx.rollback().await.map_err(backend)
+    }
 }
 
 #[async_trait]
@@ -281,13 +292,5 @@ impl HoldTx for SqliteTx {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<LiveChange>> {
         crate::live::record(&mut self.tx, moved, now).await
-    }
-
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit().await.map_err(backend)
-    }
-
-    async fn rollback(self: Box<Self>) -> StoreResult<()> {
-        self.tx.rollback().await.map_err(backend)
     }
 }

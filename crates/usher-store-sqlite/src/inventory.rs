@@ -11,22 +11,19 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use usher_core::{
-    Booking, BookingStatus, Cursor, PageLimit, Performance, PerformanceStatus, Unit, User,
+    Booking, BookingStatus, Cursor, PageLimit, Performance, SeatingPlan, Section, TicketType, Unit,
+    User,
 };
-use usher_store::box_office::action;
 use usher_store::inventory::stored_currency;
-use usher_store::payments::job_kind;
 use usher_store::{
     Attendee, BookedUnitRow, BookingCountRow, BookingRow, CountRow, InventoryTx, NewPerformance,
-    Page, PerformanceInventory, PerformancePatch, PerformanceRow, PerformanceSales,
-    PerformanceUpdate, PriceGroupRow, SaleScope, SalesRow, StoreResult, UnitRow, UserRow,
-    assemble_performances, paginate, push_group,
+    Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow, SaleScope,
+    SalesRow, StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group,
 };
 use usher_store::{Audit, AuditEntry};
 
 use crate::hold::SqliteTx;
-use crate::payments::enqueue;
-use crate::{SqliteStore, backend, commit_or_rollback};
+use crate::{SqliteStore, backend};
 
 /// Units are inserted in batches of this many rows per statement.
 const INSERT_BATCH: usize = 5_000;
@@ -48,9 +45,8 @@ impl SqliteStore {
     ) -> StoreResult<Performance> {
         let id = Uuid::now_v7();
         let now = usher_store::now();
-        let kind = new.seating.kind();
-        let currency = new.seating.currency;
-        let (kind_name, currency_name) = (kind.as_str(), currency.as_str());
+        let (kind_name, currency_name) =
+            (new.seating.kind().as_str(), new.seating.currency.as_str());
         let ttl = i64::from(new.hold_ttl.seconds());
         let max = i64::from(new.max_per_booking.get());
         let mut tx = self.writer.begin().await.map_err(backend)?;
@@ -72,95 +68,14 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-
-        let mut sections = Vec::new();
-        let mut ticket_types = Vec::new();
-        let mut group_ids = Vec::new();
-        for (position, group) in new.seating.price_groups().into_iter().enumerate() {
-            let group_id = Uuid::now_v7();
-            let (position_i, capacity_i) = (position as i64, i64::from(group.capacity));
-            sqlx::query!(
-                "INSERT INTO price_groups (id, performance_id, position, name, price_amount, capacity)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                group_id,
-                id,
-                position_i,
-                group.name,
-                group.price.amount,
-                capacity_i
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            push_group(&mut sections, &mut ticket_types, kind, group_id, &group);
-            group_ids.push(group_id.simple().to_string());
-        }
-        // Each unit as [id, group, group position, row position, seat position, row label,
-        // seat label, price], inserted in batches through `json_each`.
-        let units: Vec<serde_json::Value> = new
-            .seating
-            .units()
-            .into_iter()
-            .map(|u| {
-                serde_json::json!([
-                    Uuid::now_v7().simple().to_string(),
-                    group_ids[u.group],
-                    u.group,
-                    u.row,
-                    u.seat,
-                    u.row_label,
-                    u.seat_label,
-                    u.price.amount
-                ])
-            })
-            .collect();
-        for batch in units.chunks(INSERT_BATCH) {
-            let batch = serde_json::Value::from(batch.to_vec()).to_string();
-            sqlx::query!(
-                "INSERT INTO units (id, performance_id, group_id, group_position, row_position,
-                                    seat_position, row_label, seat_label, price_amount, state)
-                 SELECT unhex(j.value ->> 0), ?1, unhex(j.value ->> 1), j.value ->> 2,
-                        j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6,
-                        j.value ->> 7, 'available'
-                 FROM json_each(?2) AS j",
-                id,
-                batch
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        let audit = audit
-            .clone()
-            .note("starts_at", new.starts_at.to_rfc3339())
-            .note("kind", kind_name)
-            .note("capacity", new.seating.units().len());
-        crate::box_office::insert_audit(
-            &mut tx,
-            &audit.entry(
-                action::PERFORMANCE_CREATED,
-                ("performance", id),
-                Some(new.event_id),
-                now,
-            ),
-        )
-        .await?;
+        let (groups, group_ids) = insert_groups(&mut tx, id, &new.seating).await?;
+        insert_units(&mut tx, id, &new.seating, &group_ids).await?;
+        let entry = usher_store::inventory::performance_created(audit, &new, id, now);
+        crate::box_office::insert_audit(&mut tx, &entry).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(Performance {
-            id,
-            event_id: new.event_id,
-            starts_at: new.starts_at,
-            status: PerformanceStatus::Scheduled,
-            on_sale_at: new.on_sale_at,
-            waiting_room: new.waiting_room,
-            hold_ttl: new.hold_ttl,
-            max_per_booking: new.max_per_booking,
-            kind,
-            currency,
-            sections,
-            ticket_types,
-            created_at: now,
-        })
+        Ok(usher_store::inventory::created_performance(
+            id, &new, groups, now,
+        ))
     }
 
     pub(crate) async fn load_performances(
@@ -344,88 +259,6 @@ impl SqliteStore {
                 row.into_sales(counts)
             })
             .collect()
-    }
-
-    pub(crate) async fn patch_performance(
-        &self,
-        id: Uuid,
-        patch: PerformancePatch,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<PerformanceUpdate> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let status = sqlx::query_scalar!("SELECT status FROM performances WHERE id = ?1", id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        // `None`: updated; read it back after the commit.
-        let result = match status.as_deref() {
-            None => Ok((Some(PerformanceUpdate::NoSuchPerformance), false)),
-            Some("cancelled") => Ok((Some(PerformanceUpdate::AlreadyCancelled), false)),
-            Some(_) => {
-                let cancel = patch.status == Some(PerformanceStatus::Cancelled);
-                let ttl = patch.hold_ttl.map(|t| i64::from(t.seconds()));
-                let max = patch.max_per_booking.map(|m| i64::from(m.get()));
-                let set_on_sale = patch.on_sale_at.is_some();
-                let on_sale_at = patch.on_sale_at.flatten();
-                let updated = sqlx::query!(
-                    "UPDATE performances
-                     SET starts_at = coalesce(?2, starts_at),
-                         hold_ttl_seconds = coalesce(?3, hold_ttl_seconds),
-                         max_per_booking = coalesce(?4, max_per_booking),
-                         on_sale_at = CASE WHEN ?5 THEN ?6 ELSE on_sale_at END,
-                         status = CASE WHEN ?7 THEN 'cancelled' ELSE status END,
-                         waiting_room = coalesce(?8, waiting_room)
-                     WHERE id = ?1",
-                    id,
-                    patch.starts_at,
-                    ttl,
-                    max,
-                    set_on_sale,
-                    on_sale_at,
-                    cancel,
-                    patch.waiting_room
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(backend);
-                let action = if cancel {
-                    action::PERFORMANCE_CANCELLED
-                } else {
-                    action::PERFORMANCE_UPDATED
-                };
-                let updated = match updated {
-                    Ok(_) => {
-                        crate::box_office::insert_audit(
-                            &mut tx,
-                            &audit.entry(action, ("performance", id), None, now),
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                match updated {
-                    Err(e) => Err(e),
-                    // In the same transaction: a crash after the commit still has the job.
-                    Ok(_) if cancel => enqueue(
-                        &mut tx,
-                        job_kind::CANCEL_SALE,
-                        serde_json::json!({ "performance_id": id }),
-                        now,
-                    )
-                    .await
-                    .map(|()| (None, true)),
-                    Ok(_) => Ok((None, true)),
-                }
-            }
-        };
-        if let Some(refused) = commit_or_rollback(tx, result).await? {
-            return Ok(refused);
-        }
-        match self.load_performances(None, Some(id)).await?.pop() {
-            Some(performance) => Ok(PerformanceUpdate::Updated(performance)),
-            None => Ok(PerformanceUpdate::NoSuchPerformance),
-        }
     }
 
     pub(crate) async fn list_attendees(
@@ -633,4 +466,83 @@ impl InventoryTx for SqliteTx {
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
         crate::box_office::insert_audit(&mut self.tx, entry).await
     }
+}
+
+/// The seating plan's sections or ticket types, in plan order; with their ids (hex).
+async fn insert_groups(
+    tx: &mut SqliteConnection,
+    performance_id: Uuid,
+    seating: &SeatingPlan,
+) -> StoreResult<((Vec<Section>, Vec<TicketType>), Vec<String>)> {
+    let (mut sections, mut ticket_types, mut group_ids) = (Vec::new(), Vec::new(), Vec::new());
+    for (position, group) in seating.price_groups().into_iter().enumerate() {
+        let group_id = Uuid::now_v7();
+        let (position_i, capacity_i) = (position as i64, i64::from(group.capacity));
+        sqlx::query!(
+            "INSERT INTO price_groups (id, performance_id, position, name, price_amount, capacity)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            group_id,
+            performance_id,
+            position_i,
+            group.name,
+            group.price.amount,
+            capacity_i
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        push_group(
+            &mut sections,
+            &mut ticket_types,
+            seating.kind(),
+            group_id,
+            &group,
+        );
+        group_ids.push(group_id.simple().to_string());
+    }
+    Ok(((sections, ticket_types), group_ids))
+}
+
+/// One unit per sellable place, inserted in batches through `json_each`.
+async fn insert_units(
+    tx: &mut SqliteConnection,
+    id: Uuid,
+    seating: &SeatingPlan,
+    group_ids: &[String],
+) -> StoreResult<()> {
+    // Each unit as [id, group, group position, row position, seat position, row label,
+    // seat label, price], inserted in batches through `json_each`.
+    let units: Vec<serde_json::Value> = seating
+        .units()
+        .into_iter()
+        .map(|u| {
+            serde_json::json!([
+                Uuid::now_v7().simple().to_string(),
+                group_ids[u.group],
+                u.group,
+                u.row,
+                u.seat,
+                u.row_label,
+                u.seat_label,
+                u.price.amount
+            ])
+        })
+        .collect();
+    for batch in units.chunks(INSERT_BATCH) {
+        let batch = serde_json::Value::from(batch.to_vec()).to_string();
+        sqlx::query!(
+            "INSERT INTO units (id, performance_id, group_id, group_position, row_position,
+                        seat_position, row_label, seat_label, price_amount, state)
+             SELECT unhex(j.value ->> 0), ?1, unhex(j.value ->> 1), j.value ->> 2,
+                j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6,
+                j.value ->> 7, 'available'
+             FROM json_each(?2) AS j",
+            id,
+            batch
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
 }

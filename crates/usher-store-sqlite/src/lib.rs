@@ -6,6 +6,7 @@
 //! Commits are durable (`synchronous = FULL`): a confirmed booking survives power loss.
 
 mod box_office;
+mod catalog;
 mod hold;
 mod inventory;
 mod live;
@@ -23,23 +24,21 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use usher_core::{
-    Booking, BookingStatus, Cursor, Email, Event, EventStatus, PageLimit, Performance, Role,
-    Standing, Unit, User,
+    Booking, BookingStatus, Cursor, Email, Event, PageLimit, Performance, Role, Standing, Unit,
+    User,
 };
 use usher_store::box_office::action;
-use usher_store::payments::job_kind;
-use usher_store::{AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, QueueTicket, WaitlistEntry};
 use usher_store::{
-    Attendee, EventPatch, EventQuery, EventRow, EventScope, IdempotencyStart, Job, JobState,
-    LiveBus, LiveChange, LiveNotices, LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken,
-    NewUser, Page, Payment, PerformanceInventory, PerformancePatch, PerformanceSales,
-    PerformanceUpdate, Readiness, Rotation, SaleScope, Store, StoreError, StoreResult, UserChange,
-    UserCredentials, UserQuery, UserRow, contains_pattern, page_from_rows, paginate, search_key,
-    user_search_key,
+    Attendee, EventQuery, EventRow, EventScope, IdempotencyStart, Job, JobState, LiveBus,
+    LiveChange, LiveNotices, LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken, NewUser,
+    Page, Payment, PerformanceInventory, PerformanceSales, Readiness, Rotation, SaleScope, Store,
+    StoreError, StoreResult, UserChange, UserCredentials, UserQuery, UserRow, contains_pattern,
+    page_from_rows, paginate, search_key, user_search_key,
 };
 use usher_store::{
     Audit, AuditEntry, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit, WalletEntry,
 };
+use usher_store::{QueueRoom, QueueTicket, WaitlistEntry};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -101,28 +100,6 @@ impl SqliteStore {
             readers,
             live,
         })
-    }
-}
-
-/// Ends a transaction: commits when the step says it changed something, rolls back
-/// otherwise (explicitly, not by dropping it) and on error.
-pub(crate) async fn commit_or_rollback<T>(
-    tx: sqlx::Transaction<'_, sqlx::Sqlite>,
-    result: StoreResult<(T, bool)>,
-) -> StoreResult<T> {
-    match result {
-        Ok((value, true)) => {
-            tx.commit().await.map_err(backend)?;
-            Ok(value)
-        }
-        Ok((value, false)) => {
-            tx.rollback().await.map_err(backend)?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
     }
 }
 
@@ -540,54 +517,9 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn update_user(
-        &self,
-        id: Uuid,
-        change: UserChange,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<Option<User>> {
-        let role = change.role.map(Role::as_str);
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        // A second "disable" keeps the first one's time.
-        let user = sqlx::query_as!(
-            UserRow,
-            r#"UPDATE users
-               SET role = COALESCE(?1, role),
-                   disabled_at = CASE WHEN ?2 IS NULL THEN disabled_at
-                                      WHEN ?2 THEN COALESCE(disabled_at, ?3)
-                                      ELSE NULL END
-               WHERE id = ?4
-               RETURNING id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!: bool",
-                         created_at AS "created_at!: DateTime<Utc>""#,
-            role,
-            change.disabled,
-            now,
-            id
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?
-        .map(UserRow::into_user)
-        .transpose()?;
-        if user.is_none() {
-            return Ok(None);
-        }
-        if change.disabled == Some(true) {
-            sqlx::query!(
-                "UPDATE refresh_tokens SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
-                now,
-                id
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        for entry in usher_store::user_change_audit(audit, id, change, now) {
-            box_office::insert_audit(&mut tx, &entry).await?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(user)
+    async fn begin_accounts(&self) -> StoreResult<Box<dyn usher_store::AccountTx>> {
+        let tx = self.writer.begin().await.map_err(backend)?;
+        Ok(Box::new(hold::SqliteTx { tx }))
     }
 
     async fn create_event(&self, new: NewEvent, audit: &Audit) -> StoreResult<Event> {
@@ -648,71 +580,9 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn update_event(
-        &self,
-        id: Uuid,
-        patch: EventPatch,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<Option<Event>> {
-        // The single writer connection serialises this read-modify-write.
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let current = sqlx::query_as!(
-            EventRow,
-            r#"SELECT id AS "id!: Uuid", organizer_id AS "organizer_id!: Uuid", title,
-                      description, venue, attributes, status,
-                      created_at AS "created_at!: DateTime<Utc>",
-                      updated_at AS "updated_at!: DateTime<Utc>"
-               FROM events WHERE id = ?1"#,
-            id
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let Some(current) = current else {
-            return Ok(None);
-        };
-        let current = current.into_event()?;
-        let was = current.status;
-        let event = patch.apply(current, now)?;
-        let title = event.title.as_str();
-        let title_search = search_key(title);
-        let description = event.description.as_str();
-        let venue = event.venue.as_str();
-        let attributes = event.attributes.as_value().to_string();
-        let status = event.status.as_str();
-        sqlx::query!(
-            "UPDATE events SET title = ?1, title_search = ?2, description = ?3, venue = ?4,
-                               attributes = ?5, status = ?6, updated_at = ?7
-             WHERE id = ?8",
-            title,
-            title_search,
-            description,
-            venue,
-            attributes,
-            status,
-            event.updated_at,
-            id
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if was != EventStatus::Cancelled && event.status == EventStatus::Cancelled {
-            // In the same transaction: a crash after the commit still has the job.
-            payments::enqueue(
-                &mut tx,
-                job_kind::CANCEL_SALE,
-                serde_json::json!({ "event_id": id }),
-                now,
-            )
-            .await?;
-        }
-        let action = usher_store::box_office::event_action(was, event.status);
-        let audit = audit.clone().note("status", event.status.as_str());
-        box_office::insert_audit(&mut tx, &audit.entry(action, ("event", id), Some(id), now))
-            .await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Some(event))
+    async fn begin_catalog(&self) -> StoreResult<Box<dyn usher_store::CatalogTx>> {
+        let tx = self.writer.begin().await.map_err(backend)?;
+        Ok(Box::new(hold::SqliteTx { tx }))
     }
 
     async fn list_events(&self, query: EventQuery) -> StoreResult<Page<Event>> {
@@ -820,8 +690,9 @@ impl Store for SqliteStore {
         self.waitlists_due(now).await
     }
 
-    async fn queue_join(&self, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>> {
-        self.join_queues(joins).await
+    async fn begin_queue(&self) -> StoreResult<Box<dyn usher_store::QueueTx>> {
+        let tx = self.writer.begin().await.map_err(backend)?;
+        Ok(Box::new(hold::SqliteTx { tx }))
     }
 
     async fn queue_ticket(&self, id: Uuid) -> StoreResult<Option<QueueTicket>> {
@@ -834,15 +705,6 @@ impl Store for SqliteStore {
 
     async fn queue_rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
         self.rooms_due(now).await
-    }
-
-    async fn queue_advance(
-        &self,
-        performance_id: Uuid,
-        now: DateTime<Utc>,
-        policy: AdmissionPolicy,
-    ) -> StoreResult<Option<QueueRoom>> {
-        self.advance_queue(performance_id, now, policy).await
     }
 
     /// One writer connection: every hold transaction runs alone.
@@ -882,16 +744,6 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PerformanceSales>> {
         self.event_sales(event_id, now).await
-    }
-
-    async fn update_performance(
-        &self,
-        id: Uuid,
-        patch: PerformancePatch,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<PerformanceUpdate> {
-        self.patch_performance(id, patch, now, audit).await
     }
 
     async fn attendees(
@@ -1094,5 +946,55 @@ impl Store for SqliteStore {
 
     async fn live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.do_live_purge(before).await
+    }
+}
+
+#[async_trait]
+impl usher_store::AccountTx for hold::SqliteTx {
+    async fn change_user(
+        &mut self,
+        id: Uuid,
+        change: UserChange,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>> {
+        let role = change.role.map(Role::as_str);
+        let user = sqlx::query_as!(
+            UserRow,
+            r#"UPDATE users
+               SET role = COALESCE(?1, role),
+                   disabled_at = CASE WHEN ?2 IS NULL THEN disabled_at
+                                      WHEN ?2 THEN COALESCE(disabled_at, ?3)
+                                      ELSE NULL END
+               WHERE id = ?4
+               RETURNING id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!: bool",
+                         created_at AS "created_at!: DateTime<Utc>""#,
+            role,
+            change.disabled,
+            now,
+            id
+        )
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(backend)?
+        .map(UserRow::into_user)
+        .transpose()?;
+        Ok(user)
+    }
+
+    async fn revoke_sessions(&mut self, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        let id = user_id;
+        sqlx::query!(
+            "UPDATE refresh_tokens SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
+            now,
+            id
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
+        box_office::insert_audit(&mut self.tx, entry).await
     }
 }

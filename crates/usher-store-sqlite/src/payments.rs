@@ -67,6 +67,17 @@ async fn load_payment(conn: &mut SqliteConnection, id: Uuid) -> StoreResult<Opti
 pub(crate) struct SqliteLifecycle(pub(crate) sqlx::Transaction<'static, sqlx::Sqlite>);
 
 #[async_trait]
+impl usher_store::Tx for SqliteLifecycle {
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.0.commit().await.map_err(backend)
+    }
+
+    async fn rollback(self: Box<Self>) -> StoreResult<()> {
+        self.0.rollback().await.map_err(backend)
+    }
+}
+
+#[async_trait]
 impl LifecycleTx for SqliteLifecycle {
     async fn record_event(
         &mut self,
@@ -337,14 +348,6 @@ impl LifecycleTx for SqliteLifecycle {
 
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
         crate::box_office::insert_audit(&mut self.0, entry).await
-    }
-
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.0.commit().await.map_err(backend)
-    }
-
-    async fn rollback(self: Box<Self>) -> StoreResult<()> {
-        self.0.rollback().await.map_err(backend)
     }
 }
 

@@ -36,10 +36,18 @@ pub struct NewHold {
     pub units: Vec<(Uuid, i64)>,
 }
 
+/// An open transaction of a port: what it wrote stands once committed.
+#[async_trait]
+pub trait Tx: Send {
+    /// A lost race (deadlock, serialisation) is [`crate::StoreError::Conflict`].
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+    async fn rollback(self: Box<Self>) -> StoreResult<()>;
+}
+
 /// One open transaction of the hold path. Every statement that locks units locks them
 /// in id order, so holds, sweeps and payments never deadlock on each other.
 #[async_trait]
-pub trait HoldTx: Send {
+pub trait HoldTx: Tx {
     /// What holds need to know of these performances (those that exist).
     async fn hold_facts(&mut self, performances: &[Uuid]) -> StoreResult<Vec<(Uuid, HoldFacts)>>;
     /// The performance's seats as best available chooses among them, free meaning free
@@ -75,9 +83,6 @@ pub trait HoldTx: Send {
         moved: ChangeSet,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<LiveChange>>;
-    /// A lost race (deadlock, serialisation) is [`crate::StoreError::Conflict`].
-    async fn commit(self: Box<Self>) -> StoreResult<()>;
-    async fn rollback(self: Box<Self>) -> StoreResult<()>;
 }
 
 /// One open transaction of the other inventory changes: cancellations, expiry and

@@ -435,6 +435,51 @@ fn stored_state(raw: &str) -> StoreResult<UnitState> {
     UnitState::parse(raw).map_err(crate::corrupt_value("units.state"))
 }
 
+/// The performance as created: scheduled, with its sections or ticket types.
+pub fn created_performance(
+    id: Uuid,
+    new: &NewPerformance,
+    groups: (Vec<Section>, Vec<TicketType>),
+    now: DateTime<Utc>,
+) -> Performance {
+    let (sections, ticket_types) = groups;
+    Performance {
+        id,
+        event_id: new.event_id,
+        starts_at: new.starts_at,
+        status: PerformanceStatus::Scheduled,
+        on_sale_at: new.on_sale_at,
+        waiting_room: new.waiting_room,
+        hold_ttl: new.hold_ttl,
+        max_per_booking: new.max_per_booking,
+        kind: new.seating.kind(),
+        currency: new.seating.currency,
+        sections,
+        ticket_types,
+        created_at: now,
+    }
+}
+
+/// The audit row of a created performance.
+pub fn performance_created(
+    audit: &crate::Audit,
+    new: &NewPerformance,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> crate::AuditEntry {
+    audit
+        .clone()
+        .note("starts_at", new.starts_at.to_rfc3339())
+        .note("kind", new.seating.kind().as_str())
+        .note("capacity", new.seating.units().len())
+        .entry(
+            crate::box_office::action::PERFORMANCE_CREATED,
+            ("performance", id),
+            Some(new.event_id),
+            now,
+        )
+}
+
 /// Records a created price group as the section or ticket type it is.
 pub fn push_group(
     sections: &mut Vec<Section>,

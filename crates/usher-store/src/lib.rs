@@ -25,7 +25,7 @@ pub use box_office::{
     Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit,
     WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved,
 };
-pub use hold::{HoldEngine, HoldTx, InventoryTx, NewHold};
+pub use hold::{HoldEngine, HoldTx, InventoryTx, NewHold, Tx};
 pub use inventory::{
     Attendee, BookedUnitRow, BookingCountRow, BookingCounts, BookingRow, CommandOutcome, CountRow,
     HeldUnit, HoldCommand, HoldFacts, InventoryCommand, NewPerformance, PerformanceInventory,
@@ -39,8 +39,8 @@ pub use payments::{
     IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
 };
 pub use waiting::{
-    AdmissionPolicy, JoinTx, QueueJoin, QueueJoined, QueueRoom, QueueState, QueueTicket, ServeTx,
-    WaitingRow, WaitlistEntry, WaitlistJoin, WaitlistJoined, WaitlistStatus,
+    AdmissionPolicy, JoinTx, QueueJoin, QueueJoined, QueueRoom, QueueState, QueueTicket, QueueTx,
+    ServeTx, WaitingRow, WaitlistEntry, WaitlistJoin, WaitlistJoined, WaitlistStatus,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -103,6 +103,48 @@ pub struct UserChange {
     pub role: Option<Role>,
     /// `Some(true)` disables (every session ends), `Some(false)` enables again.
     pub disabled: Option<bool>,
+}
+
+/// What an admin's change to an account needs of the engine, in one transaction.
+#[async_trait]
+pub trait AccountTx: Tx {
+    /// Applies the change (a second "disable" keeps the first one's time); the account
+    /// afterwards, `None` when there is no such account.
+    async fn change_user(
+        &mut self,
+        id: Uuid,
+        change: UserChange,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>>;
+    /// Revokes every live session (refresh-token family) of the account.
+    async fn revoke_sessions(&mut self, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
+}
+
+/// What changing an event or a performance needs of the engine, in one transaction
+/// (`usher_app::catalog`). Rows are locked when read: two instances patching one event
+/// must not lose an update, and a cancel must not be overtaken by a publish.
+#[async_trait]
+pub trait CatalogTx: Tx {
+    /// The event, locked; `None` when there is no such event.
+    async fn lock_event(&mut self, id: Uuid) -> StoreResult<Option<Event>>;
+    /// Writes every field of the event as it is now.
+    async fn save_event(&mut self, event: &Event) -> StoreResult<()>;
+    /// The performance's status, locked; `None` when there is no such performance.
+    async fn lock_performance(
+        &mut self,
+        id: Uuid,
+    ) -> StoreResult<Option<usher_core::PerformanceStatus>>;
+    /// Applies the patch's fields that are set.
+    async fn patch_performance(&mut self, id: Uuid, patch: &PerformancePatch) -> StoreResult<()>;
+    /// Queues a job in this transaction (the outbox).
+    async fn enqueue(
+        &mut self,
+        kind: &str,
+        payload: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
 }
 
 /// What happened when a refresh token was presented for rotation. A session is a
@@ -277,16 +319,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, new: NewUser) -> StoreResult<User>;
     async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn credentials_by_email(&self, email: &Email) -> StoreResult<Option<UserCredentials>>;
-    /// Changes an account's role, disables or enables it, or both, in one transaction
-    /// with an audit row per change; disabling revokes every session of it there too.
-    /// `None` when there is no such account.
-    async fn update_user(
-        &self,
-        id: Uuid,
-        change: UserChange,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<Option<User>>;
+    /// Opens the transaction an admin's change to an account runs in
+    /// (`usher_app::accounts::update_user`).
+    async fn begin_accounts(&self) -> StoreResult<Box<dyn AccountTx>>;
     /// Users, newest first; `query.q` matches email or name, case-insensitively.
     async fn list_users(&self, query: UserQuery) -> StoreResult<Page<User>>;
 
@@ -328,15 +363,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_event(&self, new: NewEvent, audit: &Audit) -> StoreResult<Event>;
     async fn event(&self, id: Uuid) -> StoreResult<Option<Event>>;
-    /// Cancelling an event queues, in the same transaction, the job that releases its
-    /// holds and refunds its bookings.
-    async fn update_event(
-        &self,
-        id: Uuid,
-        patch: EventPatch,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<Option<Event>>;
+    /// Opens the transaction an event or a performance changes in
+    /// (`usher_app::catalog`).
+    async fn begin_catalog(&self) -> StoreResult<Box<dyn CatalogTx>>;
     /// Newest first.
     async fn list_events(&self, query: EventQuery) -> StoreResult<Page<Event>>;
 
@@ -349,15 +378,6 @@ pub trait Store: Send + Sync + 'static {
         audit: &Audit,
     ) -> StoreResult<Performance>;
     async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>>;
-    /// Cancelling queues, in the same transaction, the job that releases the
-    /// performance's holds and refunds its bookings.
-    async fn update_performance(
-        &self,
-        id: Uuid,
-        patch: PerformancePatch,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<PerformanceUpdate>;
     /// The event's performances, soonest first.
     async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>>;
     /// Counts as a buyer sees them at `now` (expired holds count as available).
@@ -436,22 +456,13 @@ pub trait Store: Send + Sync + 'static {
 
     // --- the waiting room ([`waiting`]) ----------------------------------------------
 
-    /// Joins queues, many at once (one transaction for them all). Each join's answer, in
-    /// order.
-    async fn queue_join(&self, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>>;
+    /// Opens the transaction waiting-room joins and gatekeeper steps run in
+    /// (`usher_app::waiting_room`).
+    async fn begin_queue(&self) -> StoreResult<Box<dyn QueueTx>>;
     async fn queue_ticket(&self, id: Uuid) -> StoreResult<Option<QueueTicket>>;
     async fn queue_room(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>>;
     /// Waiting rooms whose sale has opened (or opens now) with someone still waiting.
     async fn queue_rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
-    /// The gatekeeper's step for one performance, one at a time: makes the draw at the
-    /// opening, admits as many as what is left to sell calls for, closes the queue when
-    /// everything is sold. The room afterwards.
-    async fn queue_advance(
-        &self,
-        performance_id: Uuid,
-        now: DateTime<Utc>,
-        policy: AdmissionPolicy,
-    ) -> StoreResult<Option<QueueRoom>>;
 
     // --- payments ------------------------------------------------------------------
 
@@ -597,34 +608,6 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets logged changes older than `before` (watchers that far behind take a new
     /// snapshot).
     async fn live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
-}
-
-/// The audit rows of an admin's change to an account: one per thing changed.
-pub fn user_change_audit(
-    audit: &Audit,
-    user_id: Uuid,
-    change: UserChange,
-    now: DateTime<Utc>,
-) -> Vec<AuditEntry> {
-    let mut entries = Vec::new();
-    if let Some(role) = change.role {
-        let audit = audit.clone().note("role", role.as_str());
-        entries.push(audit.entry(
-            box_office::action::USER_ROLE_CHANGED,
-            ("user", user_id),
-            None,
-            now,
-        ));
-    }
-    if let Some(disabled) = change.disabled {
-        let kind = if disabled {
-            box_office::action::USER_DISABLED
-        } else {
-            box_office::action::USER_ENABLED
-        };
-        entries.push(audit.entry(kind, ("user", user_id), None, now));
-    }
-    entries
 }
 
 /// A `users` row as both engines read it; turned into a [`User`] by [`UserRow::into_user`].

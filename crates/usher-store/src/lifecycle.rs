@@ -80,7 +80,7 @@ pub struct BookingChange {
 
 /// The steps of a transition in one engine's SQL, all inside one open transaction.
 #[async_trait]
-pub trait LifecycleTx: Send {
+pub trait LifecycleTx: crate::Tx {
     /// Records a provider event; false when it was recorded before (a replay).
     async fn record_event(
         &mut self,
@@ -147,6 +147,4 @@ pub trait LifecycleTx: Send {
     /// Appends an audit row; a `booking` target without an event is filed under the
     /// booking's event.
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
-    async fn commit(self: Box<Self>) -> StoreResult<()>;
-    async fn rollback(self: Box<Self>) -> StoreResult<()>;
 }

@@ -349,6 +349,55 @@ impl QueueTicketRow {
     }
 }
 
+/// What joining a waiting room and stepping its gatekeeper need of the engine, in one
+/// transaction (`usher_app::waiting_room`). The room's row is locked when read.
+#[async_trait]
+pub trait QueueTx: crate::Tx {
+    /// Whether the performance exists: `(has a waiting room, selling at now: scheduled,
+    /// published and not started)`.
+    async fn door(
+        &mut self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(bool, bool)>>;
+    /// Opens the performance's room if it has none yet.
+    async fn open_room(&mut self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    /// The room, locked until the transaction ends.
+    async fn lock_room(&mut self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>>;
+    /// A ticket for the join, numbered `seq`, unless the buyer has one for the
+    /// performance (then nothing is written); whether it was written.
+    async fn insert_ticket(&mut self, join: &QueueJoin, seq: Option<i64>) -> StoreResult<bool>;
+    async fn ticket_of(
+        &mut self,
+        performance_id: Uuid,
+        user_id: Uuid,
+    ) -> StoreResult<QueueTicketRow>;
+    /// `(draw, ticket id)` of everyone not numbered yet, by draw.
+    async fn draws(&mut self, performance_id: Uuid) -> StoreResult<Vec<(i64, Uuid)>>;
+    /// Numbers everyone not numbered yet after `base`, in the order of their draws; how
+    /// many were numbered.
+    async fn number_by_draw(&mut self, performance_id: Uuid, base: i64) -> StoreResult<i64>;
+    /// What the gatekeeper weighs: units free and held at `now`, buyers admitted since
+    /// `admitted_since` who have not held, bookings since `opened_at`.
+    async fn sale_state(
+        &mut self,
+        performance_id: Uuid,
+        now: DateTime<Utc>,
+        admitted_since: DateTime<Utc>,
+        opened_at: DateTime<Utc>,
+    ) -> StoreResult<SaleState>;
+    /// Admits the tickets numbered after `after` up to `through`.
+    async fn admit(
+        &mut self,
+        performance_id: Uuid,
+        after: i64,
+        through: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Writes the room as it is now.
+    async fn save_room(&mut self, room: &QueueRoom, now: DateTime<Utc>) -> StoreResult<()>;
+}
+
 /// How the gatekeeper admits.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionPolicy {

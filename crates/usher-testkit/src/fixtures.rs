@@ -105,18 +105,18 @@ pub async fn performance(
     max_per_booking: u32,
 ) -> Performance {
     let event_id = event(store).await;
-    store
-        .update_event(
-            event_id,
-            EventPatch {
-                status: Some(EventStatus::Published),
-                ..EventPatch::default()
-            },
-            now,
-            &Audit::system(),
-        )
-        .await
-        .expect("publish event");
+    usher_app::catalog::update_event(
+        store.as_ref(),
+        event_id,
+        EventPatch {
+            status: Some(EventStatus::Published),
+            ..EventPatch::default()
+        },
+        now,
+        &Audit::system(),
+    )
+    .await
+    .expect("publish event");
     store
         .create_performance(
             NewPerformance {

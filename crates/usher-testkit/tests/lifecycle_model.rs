@@ -515,18 +515,18 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 Op::CancelSale => {
                     if !m.sale_cancelled {
-                        store
-                            .update_performance(
-                                perf,
-                                usher_store::PerformancePatch {
-                                    status: Some(usher_core::PerformanceStatus::Cancelled),
-                                    ..Default::default()
-                                },
-                                now,
-                                &usher_store::Audit::system(),
-                            )
-                            .await
-                            .unwrap();
+                        usher_app::catalog::update_performance(
+                            store,
+                            perf,
+                            usher_store::PerformancePatch {
+                                status: Some(usher_core::PerformanceStatus::Cancelled),
+                                ..Default::default()
+                            },
+                            now,
+                            &usher_store::Audit::system(),
+                        )
+                        .await
+                        .unwrap();
                         m.sale_cancelled = true;
                     }
                     // What the cancellation job does, booking by booking.

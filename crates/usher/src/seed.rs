@@ -132,18 +132,18 @@ async fn ensure_user(
     if user.role == role {
         return Ok(user);
     }
-    store
-        .update_user(
-            user.id,
-            usher_store::UserChange {
-                role: Some(role),
-                disabled: None,
-            },
-            usher_store::now(),
-            &usher_store::Audit::system().note("by", "usher seed"),
-        )
-        .await?
-        .context("demo account vanished")
+    usher_app::accounts::update_user(
+        store,
+        user.id,
+        usher_store::UserChange {
+            role: Some(role),
+            disabled: None,
+        },
+        usher_store::now(),
+        &usher_store::Audit::system().note("by", "usher seed"),
+    )
+    .await?
+    .context("demo account vanished")
 }
 
 /// Two sections: 10 stalls rows of 20 seats, 4 balcony rows of 12.
@@ -220,16 +220,16 @@ async fn ensure_event(
             &usher_store::Audit::system().note("by", "usher seed"),
         )
         .await?;
-    store
-        .update_event(
-            event.id,
-            EventPatch {
-                status: Some(EventStatus::Published),
-                ..Default::default()
-            },
-            usher_store::now(),
-            &usher_store::Audit::system().note("by", "usher seed"),
-        )
-        .await?;
+    usher_app::catalog::update_event(
+        store,
+        event.id,
+        EventPatch {
+            status: Some(EventStatus::Published),
+            ..Default::default()
+        },
+        usher_store::now(),
+        &usher_store::Audit::system().note("by", "usher seed"),
+    )
+    .await?;
     Ok(event.id)
 }

@@ -370,11 +370,11 @@ async fn set_role(
         disabled: body.disabled,
     };
     // Role and state change together or not at all.
-    let user = state
-        .store()
-        .update_user(id, change, state.clock().now(), &caller.audit(&request))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let audit = caller.audit(&request);
+    let user =
+        usher_app::accounts::update_user(state.store(), id, change, state.clock().now(), &audit)
+            .await?
+            .ok_or(ApiError::NotFound)?;
     tracing::info!(user_id = %id, ?change, "account changed");
     state.account_changed(AccountNotice::Account(id)).await;
     Ok(axum::Json(user.into()))

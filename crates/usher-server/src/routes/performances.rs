@@ -610,22 +610,21 @@ async fn update_performance(
     if status.is_some() {
         audit = audit.note("status", "cancelled");
     }
-    let updated = state
-        .store()
-        .update_performance(
-            performance.id,
-            PerformancePatch {
-                starts_at,
-                hold_ttl,
-                max_per_booking,
-                on_sale_at,
-                waiting_room: body.waiting_room.map(|w| w.enabled),
-                status,
-            },
-            now,
-            &audit,
-        )
-        .await?;
+    let updated = usher_app::catalog::update_performance(
+        state.store(),
+        performance.id,
+        PerformancePatch {
+            starts_at,
+            hold_ttl,
+            max_per_booking,
+            on_sale_at,
+            waiting_room: body.waiting_room.map(|w| w.enabled),
+            status,
+        },
+        now,
+        &audit,
+    )
+    .await?;
     state.performances().forget_event(event.id);
     let performance = match updated {
         PerformanceUpdate::Updated(performance) => performance,

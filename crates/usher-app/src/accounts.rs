@@ -1,0 +1,77 @@
+//! Accounts: an admin changes someone's role, or disables or enables the account.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use usher_core::User;
+use usher_store::box_office::action;
+use usher_store::{AccountTx, Audit, AuditEntry, Store, StoreResult, UserChange};
+
+/// Changes an account's role, disables or enables it, or both, in one transaction with
+/// an audit row per change; disabling revokes every session of it there too. `None`
+/// when there is no such account.
+pub async fn update_user(
+    store: &dyn Store,
+    id: Uuid,
+    change: UserChange,
+    now: DateTime<Utc>,
+    audit: &Audit,
+) -> StoreResult<Option<User>> {
+    let mut tx = store.begin_accounts().await?;
+    match change_in(tx.as_mut(), id, change, now, audit).await {
+        Ok(Some(user)) => {
+            tx.commit().await?;
+            Ok(Some(user))
+        }
+        Ok(None) => {
+            tx.rollback().await?;
+            Ok(None)
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn change_in(
+    tx: &mut dyn AccountTx,
+    id: Uuid,
+    change: UserChange,
+    now: DateTime<Utc>,
+    audit: &Audit,
+) -> StoreResult<Option<User>> {
+    let Some(user) = tx.change_user(id, change, now).await? else {
+        return Ok(None);
+    };
+    if change.disabled == Some(true) {
+        tx.revoke_sessions(id, now).await?;
+    }
+    for entry in user_change_audit(audit, id, change, now) {
+        tx.insert_audit(&entry).await?;
+    }
+    Ok(Some(user))
+}
+
+/// The audit rows of an admin's change to an account: one per thing changed.
+pub fn user_change_audit(
+    audit: &Audit,
+    user_id: Uuid,
+    change: UserChange,
+    now: DateTime<Utc>,
+) -> Vec<AuditEntry> {
+    let mut entries = Vec::new();
+    if let Some(role) = change.role {
+        let audit = audit.clone().note("role", role.as_str());
+        entries.push(audit.entry(action::USER_ROLE_CHANGED, ("user", user_id), None, now));
+    }
+    if let Some(disabled) = change.disabled {
+        let kind = if disabled {
+            action::USER_DISABLED
+        } else {
+            action::USER_ENABLED
+        };
+        entries.push(audit.entry(kind, ("user", user_id), None, now));
+    }
+    entries
+}

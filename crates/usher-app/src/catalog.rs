@@ -1,0 +1,123 @@
+//! The catalogue's changes: an organizer edits, publishes or cancels an event, or
+//! changes or cancels a performance. Cancelling queues, in the same transaction, the job
+//! that releases the sale's holds and refunds its bookings, so a crash after the commit
+//! still has the job.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use usher_core::{Event, EventStatus, PerformanceStatus};
+use usher_store::box_office::{action, event_action};
+use usher_store::payments::job_kind;
+use usher_store::{
+    Audit, CatalogTx, EventPatch, PerformancePatch, PerformanceUpdate, Store, StoreResult,
+};
+
+/// Applies the patch to the event (its status only along the allowed transitions).
+/// `None` when there is no such event.
+pub async fn update_event(
+    store: &dyn Store,
+    id: Uuid,
+    patch: EventPatch,
+    now: DateTime<Utc>,
+    audit: &Audit,
+) -> StoreResult<Option<Event>> {
+    let mut tx = store.begin_catalog().await?;
+    match event_in(tx.as_mut(), id, patch, now, audit).await {
+        Ok(Some(event)) => {
+            tx.commit().await?;
+            Ok(Some(event))
+        }
+        Ok(None) => {
+            tx.rollback().await?;
+            Ok(None)
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn event_in(
+    tx: &mut dyn CatalogTx,
+    id: Uuid,
+    patch: EventPatch,
+    now: DateTime<Utc>,
+    audit: &Audit,
+) -> StoreResult<Option<Event>> {
+    let Some(current) = tx.lock_event(id).await? else {
+        return Ok(None);
+    };
+    let was = current.status;
+    let event = patch.apply(current, now)?;
+    tx.save_event(&event).await?;
+    if was != EventStatus::Cancelled && event.status == EventStatus::Cancelled {
+        let job = serde_json::json!({ "event_id": id });
+        tx.enqueue(job_kind::CANCEL_SALE, job, now).await?;
+    }
+    let audit = audit.clone().note("status", event.status.as_str());
+    let entry = audit.entry(
+        event_action(was, event.status),
+        ("event", id),
+        Some(id),
+        now,
+    );
+    tx.insert_audit(&entry).await?;
+    Ok(Some(event))
+}
+
+/// Changes the performance; cancelling it (for good) queues the release of its holds
+/// and the refund of its bookings. A cancelled performance stays as it is.
+pub async fn update_performance(
+    store: &dyn Store,
+    id: Uuid,
+    patch: PerformancePatch,
+    now: DateTime<Utc>,
+    audit: &Audit,
+) -> StoreResult<PerformanceUpdate> {
+    let mut tx = store.begin_catalog().await?;
+    let refused = match tx.lock_performance(id).await {
+        Ok(None) => Some(PerformanceUpdate::NoSuchPerformance),
+        Ok(Some(PerformanceStatus::Cancelled)) => Some(PerformanceUpdate::AlreadyCancelled),
+        Ok(Some(_)) => None,
+        Err(error) => {
+            let _ = tx.rollback().await;
+            return Err(error);
+        }
+    };
+    if let Some(refused) = refused {
+        tx.rollback().await?;
+        return Ok(refused);
+    }
+    if let Err(error) = performance_in(tx.as_mut(), id, &patch, now, audit).await {
+        let _ = tx.rollback().await;
+        return Err(error);
+    }
+    tx.commit().await?;
+    Ok(match store.performance(id).await? {
+        Some(performance) => PerformanceUpdate::Updated(performance),
+        None => PerformanceUpdate::NoSuchPerformance,
+    })
+}
+
+async fn performance_in(
+    tx: &mut dyn CatalogTx,
+    id: Uuid,
+    patch: &PerformancePatch,
+    now: DateTime<Utc>,
+    audit: &Audit,
+) -> StoreResult<()> {
+    tx.patch_performance(id, patch).await?;
+    let cancel = patch.status == Some(PerformanceStatus::Cancelled);
+    if cancel {
+        let job = serde_json::json!({ "performance_id": id });
+        tx.enqueue(job_kind::CANCEL_SALE, job, now).await?;
+    }
+    let kind = match cancel {
+        true => action::PERFORMANCE_CANCELLED,
+        false => action::PERFORMANCE_UPDATED,
+    };
+    tx.insert_audit(&audit.entry(kind, ("performance", id), None, now))
+        .await
+}
