@@ -5,7 +5,9 @@ use uuid::Uuid;
 
 use usher_core::User;
 use usher_store::box_office::action;
-use usher_store::{AccountTx, Audit, AuditEntry, Store, StoreResult, UserChange};
+use usher_store::{
+    AccountTx, Audit, AuditEntry, NewRefreshToken, Rotation, Store, StoreResult, UserChange,
+};
 
 /// Changes an account's role, disables or enables it, or both, in one transaction with
 /// an audit row per change; disabling revokes every session of it there too. `None`
@@ -74,4 +76,59 @@ pub fn user_change_audit(
         entries.push(audit.entry(kind, ("user", user_id), None, now));
     }
     entries
+}
+
+/// Rotates a refresh token: the live token with `presented_hash` is used up and
+/// `replacement` joins its family (its `family_id` and `user_id` are taken from the
+/// presented token, whatever the caller put there). A token presented again after it
+/// was used or revoked is a replay: its whole family is revoked, and with it the
+/// session. Anything else changes nothing.
+pub async fn rotate_refresh_token(
+    store: &dyn Store,
+    presented_hash: &[u8],
+    replacement: NewRefreshToken,
+    now: DateTime<Utc>,
+) -> StoreResult<Rotation> {
+    let mut tx = store.begin_accounts().await?;
+    match rotate_in(tx.as_mut(), presented_hash, replacement, now).await {
+        Ok(Rotation::Invalid) => {
+            tx.rollback().await?;
+            Ok(Rotation::Invalid)
+        }
+        Ok(rotation) => {
+            tx.commit().await?;
+            Ok(rotation)
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn rotate_in(
+    tx: &mut dyn AccountTx,
+    presented_hash: &[u8],
+    replacement: NewRefreshToken,
+    now: DateTime<Utc>,
+) -> StoreResult<Rotation> {
+    if let Some((family_id, user_id)) = tx.use_refresh_token(presented_hash, now).await? {
+        let replacement = NewRefreshToken {
+            family_id,
+            user_id,
+            ..replacement
+        };
+        tx.insert_refresh_token(&replacement, now).await?;
+        return Ok(Rotation::Rotated {
+            user_id,
+            session_id: family_id,
+        });
+    }
+    let Some(family_id) = tx.spent_token_family(presented_hash).await? else {
+        return Ok(Rotation::Invalid);
+    };
+    tx.revoke_family(family_id, now).await?;
+    Ok(Rotation::Reused {
+        session_id: family_id,
+    })
 }

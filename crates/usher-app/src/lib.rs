@@ -4,6 +4,7 @@
 //! ports and decide nothing; the HTTP routes and the pages call these use cases.
 
 pub mod accounts;
+pub mod box_office;
 pub mod catalog;
 pub mod hold;
 pub mod inventory;

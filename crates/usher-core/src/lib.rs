@@ -7,6 +7,7 @@
 pub mod account;
 pub mod best_available;
 pub mod clock;
+pub mod door;
 pub mod event;
 pub mod hold;
 pub mod inventory;

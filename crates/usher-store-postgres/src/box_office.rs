@@ -11,9 +11,8 @@ use uuid::Uuid;
 use usher_core::{BookingStatus, Cursor, Money, PageLimit};
 use usher_store::box_office::{self, action};
 use usher_store::{
-    Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, Page, StoreError, StoreResult,
-    TicketRecord, WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove,
-    WalletMoved, paginate,
+    AuditEntry, AuditRow, AuditScope, CheckInCount, Page, StoreError, StoreResult, TicketRecord,
+    WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved, paginate,
 };
 
 use crate::{PostgresStore, backend};
@@ -56,41 +55,61 @@ pub(crate) async fn wallet_move(
     conn: &mut PgConnection,
     entry: &WalletMove,
 ) -> StoreResult<Option<WalletMoved>> {
-    let currency = entry.amount.currency.as_str();
-    let amount = entry.amount.amount;
-    let balance = if amount >= 0 {
-        sqlx::query_scalar!(
-            "INSERT INTO wallets (user_id, currency, balance, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, currency)
-             DO UPDATE SET balance = wallets.balance + excluded.balance, updated_at = excluded.updated_at
-             RETURNING balance",
-            entry.user_id,
-            currency,
-            amount,
-            entry.at
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(backend)?
+    let balance = if entry.amount.amount >= 0 {
+        Some(credit(conn, entry).await?)
     } else {
-        // One conditional write: the balance is read and moved by the same statement.
-        match sqlx::query_scalar!(
-            "UPDATE wallets SET balance = balance + $3, updated_at = $4
-             WHERE user_id = $1 AND currency = $2 AND balance + $3::bigint >= 0
-             RETURNING balance",
-            entry.user_id,
-            currency,
-            amount,
-            entry.at
-        )
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?
-        {
-            Some(balance) => balance,
-            None => return Ok(None),
-        }
+        debit(conn, entry).await?
     };
+    let Some(balance) = balance else {
+        return Ok(None);
+    };
+    let entry_id = append_entry(conn, entry, balance).await?;
+    Ok(Some(WalletMoved { entry_id, balance }))
+}
+
+/// Adds to the balance, opening the wallet if need be; the balance afterwards.
+async fn credit(conn: &mut PgConnection, entry: &WalletMove) -> StoreResult<i64> {
+    let (currency, amount) = (entry.amount.currency.as_str(), entry.amount.amount);
+    sqlx::query_scalar!(
+        "INSERT INTO wallets (user_id, currency, balance, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id, currency)
+         DO UPDATE SET balance = wallets.balance + excluded.balance, updated_at = excluded.updated_at
+         RETURNING balance",
+        entry.user_id,
+        currency,
+        amount,
+        entry.at
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)
+}
+
+/// One conditional write: the balance is read and moved by the same statement; `None`
+/// (nothing written) when it would go below zero.
+async fn debit(conn: &mut PgConnection, entry: &WalletMove) -> StoreResult<Option<i64>> {
+    let (currency, amount) = (entry.amount.currency.as_str(), entry.amount.amount);
+    sqlx::query_scalar!(
+        "UPDATE wallets SET balance = balance + $3, updated_at = $4
+         WHERE user_id = $1 AND currency = $2 AND balance + $3::bigint >= 0
+         RETURNING balance",
+        entry.user_id,
+        currency,
+        amount,
+        entry.at
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)
+}
+
+/// Appends the ledger entry of a move; its id.
+async fn append_entry(
+    conn: &mut PgConnection,
+    entry: &WalletMove,
+    balance: i64,
+) -> StoreResult<Uuid> {
+    let (currency, amount) = (entry.amount.currency.as_str(), entry.amount.amount);
     let kind = entry.kind.as_str();
     let entry_id = Uuid::now_v7();
     sqlx::query!(
@@ -112,7 +131,7 @@ pub(crate) async fn wallet_move(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    Ok(Some(WalletMoved { entry_id, balance }))
+    Ok(entry_id)
 }
 
 /// Numbers a ticket for each unit of the booking not numbered yet.
@@ -171,72 +190,6 @@ impl PostgresStore {
     pub(crate) async fn do_ticket(&self, serial: i64) -> StoreResult<Option<TicketRecord>> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         load_ticket(&mut conn, serial).await
-    }
-
-    pub(crate) async fn do_check_in(
-        &self,
-        serial: i64,
-        by: Uuid,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<CheckIn> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Holds off a refund of the booking until this scan is decided.
-        sqlx::query!(
-            "SELECT b.id FROM tickets t JOIN bookings b ON b.id = t.booking_id
-             WHERE t.serial = $1 FOR SHARE OF b",
-            serial
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let admitted = sqlx::query!(
-            r#"UPDATE tickets SET checked_in_at = $2, checked_in_by = $3
-               WHERE serial = $1 AND checked_in_at IS NULL
-                 AND (SELECT status FROM bookings WHERE id = tickets.booking_id) = 'confirmed'
-               RETURNING booking_id, unit_id"#,
-            serial,
-            now,
-            by
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if let Some(admitted) = admitted {
-            let audit = audit
-                .clone()
-                .note("unit_id", admitted.unit_id.to_string())
-                .note("serial", serial);
-            insert_audit(
-                &mut tx,
-                &audit.entry(
-                    action::TICKET_CHECKED_IN,
-                    ("booking", admitted.booking_id),
-                    None,
-                    now,
-                ),
-            )
-            .await?;
-            tx.commit().await.map_err(backend)?;
-            return Ok(CheckIn::Admitted { at: now });
-        }
-        let ticket = load_ticket(&mut tx, serial).await?;
-        tx.rollback().await.map_err(backend)?;
-        Ok(match ticket {
-            None => CheckIn::Unknown,
-            Some(t) if t.booking_status != BookingStatus::Confirmed => CheckIn::Void,
-            Some(TicketRecord {
-                checked_in_at: Some(at),
-                ..
-            }) => CheckIn::Already { at },
-            // Confirmed and not checked in, yet the update found nothing: cannot happen
-            // with the booking share-locked and the ticket row re-read by the update.
-            Some(_) => {
-                return Err(StoreError::Backend(format!(
-                    "ticket {serial} neither checked in nor checkable"
-                )));
-            }
-        })
     }
 
     pub(crate) async fn do_checkin_counts(&self, event_id: Uuid) -> StoreResult<Vec<CheckInCount>> {
@@ -382,5 +335,49 @@ impl PostgresStore {
         .map(AuditRow::into_entry)
         .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(entries, limit, |e| e.id))
+    }
+}
+
+#[async_trait::async_trait]
+impl usher_store::CheckInTx for crate::hold::PgTx {
+    async fn hold_booking(&mut self, serial: i64) -> StoreResult<()> {
+        sqlx::query!(
+            "SELECT b.id FROM tickets t JOIN bookings b ON b.id = t.booking_id
+             WHERE t.serial = $1 FOR SHARE OF b",
+            serial
+        )
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn admit(
+        &mut self,
+        serial: i64,
+        by: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Uuid, Uuid)>> {
+        let admitted = sqlx::query!(
+            r#"UPDATE tickets SET checked_in_at = $2, checked_in_by = $3
+               WHERE serial = $1 AND checked_in_at IS NULL
+                 AND (SELECT status FROM bookings WHERE id = tickets.booking_id) = 'confirmed'
+               RETURNING booking_id, unit_id"#,
+            serial,
+            now,
+            by
+        )
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(admitted.map(|a| (a.booking_id, a.unit_id)))
+    }
+
+    async fn ticket(&mut self, serial: i64) -> StoreResult<Option<TicketRecord>> {
+        load_ticket(&mut self.tx, serial).await
+    }
+
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
+        insert_audit(&mut self.tx, entry).await
     }
 }

@@ -2,14 +2,14 @@
 //! in each changing transaction, announced with `pg_notify` when it commits, and
 //! followed by every instance through one `LISTEN` connection.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-use usher_store::live::{LiveNotices, LiveSnapshot, NOTIFY_CHANNEL, parse_notice};
+use usher_store::live::{
+    LiveNotices, LiveSnapshot, NOTIFY_CHANNEL, NoticeSource, forward_accounts, forward_live,
+};
 use usher_store::{AccountNotice, ChangeSet, LiveChange, StoreResult};
 
 use crate::{PostgresStore, backend};
@@ -60,87 +60,20 @@ impl PostgresStore {
     /// Follows the notices on a connection of its own, reconnecting when it drops (the
     /// hub's look at the heads covers what was missed meanwhile).
     pub(crate) async fn listen(&self) -> StoreResult<LiveNotices> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .map_err(backend)?;
-        listener.listen(NOTIFY_CHANNEL).await.map_err(backend)?;
+        let source = Listening::on(&self.pool, NOTIFY_CHANNEL).await?;
         let (send, receive) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
-        tokio::spawn(async move {
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(notification)) => {
-                        if let Some(notice) = parse_notice(notification.payload())
-                            && let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
-                                send.try_send(notice)
-                        {
-                            return;
-                        }
-                    }
-                    // The connection dropped; the next call reconnects and listens again.
-                    Ok(None) => {
-                        tracing::warn!("the live feed's LISTEN connection dropped; reconnecting")
-                    }
-                    Err(error) => {
-                        if send.is_closed() {
-                            return;
-                        }
-                        tracing::warn!(%error, "the live feed's LISTEN connection failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        });
+        tokio::spawn(forward_live(source, send));
         Ok(receive)
     }
 
     /// Follows account notices ([`AccountNotice`]) from every instance on a connection
-    /// of its own. When that connection drops, notices sent meanwhile are lost, so the
-    /// receiver is told to forget everything it remembered.
+    /// of its own ([`forward_accounts`]: a drop makes the receiver forget everything).
     pub(crate) async fn listen_accounts(
         &self,
     ) -> StoreResult<tokio::sync::mpsc::Receiver<AccountNotice>> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .map_err(backend)?;
-        listener
-            .listen(AccountNotice::CHANNEL)
-            .await
-            .map_err(backend)?;
+        let source = Listening::on(&self.pool, AccountNotice::CHANNEL).await?;
         let (send, receive) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
-        tokio::spawn(async move {
-            loop {
-                let notice = match listener.try_recv().await {
-                    Ok(Some(notification)) => {
-                        match AccountNotice::from_payload(notification.payload()) {
-                            Some(notice) => notice,
-                            None => continue,
-                        }
-                    }
-                    Ok(None) => {
-                        tracing::warn!(
-                            "the account notices' LISTEN connection dropped; reconnecting"
-                        );
-                        AccountNotice::Everything
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "the account notices' LISTEN connection failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        AccountNotice::Everything
-                    }
-                };
-                // A full queue: the receiver is behind, so it forgets everything instead.
-                let sent = match send.try_send(notice) {
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                        send.send(AccountNotice::Everything).await.map_err(|_| ())
-                    }
-                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(()),
-                    Ok(()) => Ok(()),
-                };
-                if sent.is_err() {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(forward_accounts(source, send));
         Ok(receive)
     }
 
@@ -231,5 +164,24 @@ impl PostgresStore {
                 .map_err(backend)?
                 .rows_affected(),
         )
+    }
+}
+
+/// A `LISTEN` connection of its own; sqlx reconnects it on the next call after a drop.
+struct Listening(PgListener);
+
+impl Listening {
+    async fn on(pool: &sqlx::PgPool, channel: &str) -> StoreResult<Self> {
+        let mut listener = PgListener::connect_with(pool).await.map_err(backend)?;
+        listener.listen(channel).await.map_err(backend)?;
+        Ok(Self(listener))
+    }
+}
+
+#[async_trait::async_trait]
+impl NoticeSource for Listening {
+    async fn next(&mut self) -> Result<Option<String>, String> {
+        let received = self.0.try_recv().await.map_err(|e| e.to_string())?;
+        Ok(received.map(|notification| notification.payload().to_owned()))
     }
 }

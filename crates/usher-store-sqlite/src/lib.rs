@@ -31,12 +31,12 @@ use usher_store::box_office::action;
 use usher_store::{
     Attendee, EventQuery, EventRow, EventScope, IdempotencyStart, Job, JobState, LiveBus,
     LiveChange, LiveNotices, LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken, NewUser,
-    Page, Payment, PerformanceInventory, PerformanceSales, Readiness, Rotation, SaleScope, Store,
-    StoreError, StoreResult, UserChange, UserCredentials, UserQuery, UserRow, contains_pattern,
-    page_from_rows, paginate, search_key, user_search_key,
+    Page, Payment, PerformanceInventory, PerformanceSales, Readiness, SaleScope, Store, StoreError,
+    StoreResult, UserChange, UserCredentials, UserQuery, UserRow, contains_pattern, page_from_rows,
+    paginate, search_key, user_search_key,
 };
 use usher_store::{
-    Audit, AuditEntry, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit, WalletEntry,
+    Audit, AuditEntry, AuditScope, CheckInCount, TicketRecord, WalletCredit, WalletEntry,
 };
 use usher_store::{QueueRoom, QueueTicket, WaitlistEntry};
 
@@ -398,68 +398,6 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         Ok(())
-    }
-
-    async fn rotate_refresh_token(
-        &self,
-        presented_hash: &[u8],
-        replacement: NewRefreshToken,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Rotation> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let live = sqlx::query!(
-            r#"UPDATE refresh_tokens SET used_at = ?1
-               WHERE token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?1
-               RETURNING family_id AS "family_id!: Uuid", user_id AS "user_id!: Uuid""#,
-            now,
-            presented_hash
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if let Some(live) = live {
-            sqlx::query!(
-                "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                replacement.id,
-                live.family_id,
-                live.user_id,
-                replacement.token_hash,
-                now,
-                replacement.expires_at
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
-            return Ok(Rotation::Rotated {
-                user_id: live.user_id,
-                session_id: live.family_id,
-            });
-        }
-        let dead = sqlx::query!(
-            r#"SELECT family_id AS "family_id!: Uuid" FROM refresh_tokens
-               WHERE token_hash = ?1 AND (used_at IS NOT NULL OR revoked_at IS NOT NULL)"#,
-            presented_hash
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let Some(dead) = dead else {
-            return Ok(Rotation::Invalid);
-        };
-        sqlx::query!(
-            "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
-            now,
-            dead.family_id
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Rotation::Reused {
-            session_id: dead.family_id,
-        })
     }
 
     async fn revoke_refresh_family(
@@ -829,14 +767,9 @@ impl Store for SqliteStore {
         self.do_ticket(serial).await
     }
 
-    async fn check_in(
-        &self,
-        serial: i64,
-        by: Uuid,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<CheckIn> {
-        self.do_check_in(serial, by, now, audit).await
+    async fn begin_check_in(&self) -> StoreResult<Box<dyn usher_store::CheckInTx>> {
+        let tx = self.writer.begin().await.map_err(backend)?;
+        Ok(Box::new(hold::SqliteTx { tx }))
     }
 
     async fn checkin_counts(&self, event_id: Uuid) -> StoreResult<Vec<CheckInCount>> {
@@ -996,5 +929,70 @@ impl usher_store::AccountTx for hold::SqliteTx {
 
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {
         box_office::insert_audit(&mut self.tx, entry).await
+    }
+
+    async fn use_refresh_token(
+        &mut self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Uuid, Uuid)>> {
+        let presented_hash = token_hash;
+        let live = sqlx::query!(
+            r#"UPDATE refresh_tokens SET used_at = ?1
+               WHERE token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?1
+               RETURNING family_id AS "family_id!: Uuid", user_id AS "user_id!: Uuid""#,
+            now,
+            presented_hash
+        )
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(live.map(|l| (l.family_id, l.user_id)))
+    }
+
+    async fn insert_refresh_token(
+        &mut self,
+        token: &NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query!(
+                "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                token.id,
+                token.family_id,
+                token.user_id,
+                token.token_hash,
+                now,
+                token.expires_at
+            )
+            .execute(&mut *self.tx)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn spent_token_family(&mut self, token_hash: &[u8]) -> StoreResult<Option<Uuid>> {
+        let presented_hash = token_hash;
+        let dead = sqlx::query!(
+            r#"SELECT family_id AS "family_id!: Uuid" FROM refresh_tokens
+               WHERE token_hash = ?1 AND (used_at IS NOT NULL OR revoked_at IS NOT NULL)"#,
+            presented_hash
+        )
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(dead.map(|d| d.family_id))
+    }
+
+    async fn revoke_family(&mut self, family_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+            now,
+            family_id
+        )
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! - The **audit log** is append-only too; each row is written in the transaction of the
 //!   change it records.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -176,6 +177,25 @@ pub struct TicketRecord {
     /// As stored (a confirmed booking never expires, so this is what a reader sees).
     pub booking_status: BookingStatus,
     pub checked_in_at: Option<DateTime<Utc>>,
+}
+
+/// What checking a ticket in needs of the engine, in one transaction
+/// (`usher_app::box_office::check_in`).
+#[async_trait]
+pub trait CheckInTx: crate::Tx {
+    /// Holds off a refund of the ticket's booking until this scan is decided.
+    async fn hold_booking(&mut self, serial: i64) -> StoreResult<()>;
+    /// Checks the ticket in if its booking is confirmed and nobody did before (one
+    /// conditional write); `(booking id, unit id)` when it did.
+    async fn admit(
+        &mut self,
+        serial: i64,
+        by: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Uuid, Uuid)>>;
+    /// The ticket with what the door needs to judge it.
+    async fn ticket(&mut self, serial: i64) -> StoreResult<Option<TicketRecord>>;
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
 }
 
 /// What a scan at the door did.

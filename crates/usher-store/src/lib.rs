@@ -22,8 +22,8 @@ pub mod live;
 pub mod payments;
 pub mod waiting;
 pub use box_office::{
-    Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, TicketRecord, WalletCredit,
-    WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved,
+    Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, CheckInTx, TicketRecord,
+    WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved,
 };
 pub use hold::{HoldEngine, HoldTx, InventoryTx, NewHold, Tx};
 pub use inventory::{
@@ -119,6 +119,23 @@ pub trait AccountTx: Tx {
     /// Revokes every live session (refresh-token family) of the account.
     async fn revoke_sessions(&mut self, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Marks the live (unused, unrevoked, unexpired) token with this hash used, in one
+    /// conditional write; its `(family id, user id)` when there was one.
+    async fn use_refresh_token(
+        &mut self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Uuid, Uuid)>>;
+    /// Stores a refresh token as given, created at `now`.
+    async fn insert_refresh_token(
+        &mut self,
+        token: &NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// The family of the token with this hash if it was already used or revoked.
+    async fn spent_token_family(&mut self, token_hash: &[u8]) -> StoreResult<Option<Uuid>>;
+    /// Revokes every token of the family not revoked yet.
+    async fn revoke_family(&mut self, family_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
 }
 
 /// What changing an event or a performance needs of the engine, in one transaction
@@ -326,15 +343,6 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self, query: UserQuery) -> StoreResult<Page<User>>;
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()>;
-    /// Marks the token with `presented_hash` used and stores `replacement` in its family,
-    /// atomically. `replacement.family_id` and `user_id` are taken from the presented
-    /// token, whatever the caller put there.
-    async fn rotate_refresh_token(
-        &self,
-        presented_hash: &[u8],
-        replacement: NewRefreshToken,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Rotation>;
     /// Revokes the family of the token with this hash (logout). Returns the session it
     /// ended, if such a token existed.
     async fn revoke_refresh_family(
@@ -490,16 +498,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The ticket with this serial, with what the door needs to judge it.
     async fn ticket(&self, serial: i64) -> StoreResult<Option<TicketRecord>>;
-    /// Checks the ticket in if its booking is confirmed and nobody checked it in before,
-    /// in one conditional write (of many scanners racing, one is admitted), with its
-    /// audit row.
-    async fn check_in(
-        &self,
-        serial: i64,
-        by: Uuid,
-        now: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<CheckIn>;
+    /// Opens the transaction a scan at the door runs in
+    /// (`usher_app::box_office::check_in`).
+    async fn begin_check_in(&self) -> StoreResult<Box<dyn CheckInTx>>;
     /// Valid and checked-in tickets per performance of the event.
     async fn checkin_counts(&self, event_id: Uuid) -> StoreResult<Vec<CheckInCount>>;
     /// The user's balances, one per currency they ever had, by currency.

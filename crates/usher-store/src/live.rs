@@ -208,6 +208,80 @@ pub fn parse_notice(payload: &str) -> Option<(Uuid, i64)> {
     Some((id.parse().ok()?, seq.parse().ok()?))
 }
 
+/// Where notices come from: a `LISTEN` connection of an engine, which may drop.
+#[async_trait::async_trait]
+pub trait NoticeSource: Send + 'static {
+    /// The next payload; `Ok(None)` when the connection dropped (the next call
+    /// reconnects), `Err` when it failed.
+    async fn next(&mut self) -> Result<Option<String>, String>;
+}
+
+/// Forwards live notices (`(performance id, seq)`) until nobody receives them. A
+/// dropped connection loses nothing the hub's regular look at the heads does not
+/// cover; when the hub falls behind, notices are dropped for the same reason.
+pub async fn forward_live(
+    mut source: impl NoticeSource,
+    send: tokio::sync::mpsc::Sender<(Uuid, i64)>,
+) {
+    use tokio::sync::mpsc::error::TrySendError;
+    loop {
+        match source.next().await {
+            Ok(Some(payload)) => {
+                let notice = parse_notice(&payload);
+                if let Some(Err(TrySendError::Closed(_))) = notice.map(|n| send.try_send(n)) {
+                    return;
+                }
+            }
+            Ok(None) => tracing::warn!("the live feed's LISTEN connection dropped; reconnecting"),
+            Err(error) => {
+                if send.is_closed() {
+                    return;
+                }
+                tracing::warn!(%error, "the live feed's LISTEN connection failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Forwards account notices until nobody receives them. When the connection drops,
+/// notices sent meanwhile are lost, and when the receiver falls behind it cannot catch
+/// up: either way it is told to forget everything it remembered.
+pub async fn forward_accounts(
+    mut source: impl NoticeSource,
+    send: tokio::sync::mpsc::Sender<crate::AccountNotice>,
+) {
+    use crate::AccountNotice;
+    use tokio::sync::mpsc::error::TrySendError;
+    loop {
+        let notice = match source.next().await {
+            Ok(Some(payload)) => match AccountNotice::from_payload(&payload) {
+                Some(notice) => notice,
+                None => continue,
+            },
+            Ok(None) => {
+                tracing::warn!("the account notices' LISTEN connection dropped; reconnecting");
+                AccountNotice::Everything
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the account notices' LISTEN connection failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                AccountNotice::Everything
+            }
+        };
+        let sent = match send.try_send(notice) {
+            Err(TrySendError::Full(_)) => {
+                send.send(AccountNotice::Everything).await.map_err(|_| ())
+            }
+            Err(TrySendError::Closed(_)) => Err(()),
+            Ok(()) => Ok(()),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

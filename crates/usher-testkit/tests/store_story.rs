@@ -160,31 +160,26 @@ on_each_engine! {
         let now = Utc::now();
 
         // The caller's family/user are ignored; the presented token's are kept.
-        let rotated = store
-            .rotate_refresh_token(b"t1", token(Uuid::nil(), Uuid::nil(), b"t2", Duration::days(1)), now)
+        let rotated = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"t1", token(Uuid::nil(), Uuid::nil(), b"t2", Duration::days(1)), now)
             .await
             .unwrap();
         assert_eq!(rotated, Rotation::Rotated { user_id: ann.id, session_id: family });
-        let rotated = store
-            .rotate_refresh_token(b"t2", token(ann.id, family, b"t3", Duration::days(1)), now)
+        let rotated = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"t2", token(ann.id, family, b"t3", Duration::days(1)), now)
             .await
             .unwrap();
         assert_eq!(rotated, Rotation::Rotated { user_id: ann.id, session_id: family });
 
         // t1 was already used: replaying it revokes t3 too.
-        let replay = store
-            .rotate_refresh_token(b"t1", token(ann.id, family, b"t4", Duration::days(1)), now)
+        let replay = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"t1", token(ann.id, family, b"t4", Duration::days(1)), now)
             .await
             .unwrap();
         assert_eq!(replay, Rotation::Reused { session_id: family });
-        let after = store
-            .rotate_refresh_token(b"t3", token(ann.id, family, b"t5", Duration::days(1)), now)
+        let after = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"t3", token(ann.id, family, b"t5", Duration::days(1)), now)
             .await
             .unwrap();
         assert_eq!(after, Rotation::Reused { session_id: family });
         // The replacement of the refused rotation was never stored.
-        let t4 = store
-            .rotate_refresh_token(b"t4", token(ann.id, family, b"t6", Duration::days(1)), now)
+        let t4 = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"t4", token(ann.id, family, b"t6", Duration::days(1)), now)
             .await
             .unwrap();
         assert_eq!(t4, Rotation::Invalid);
@@ -197,8 +192,7 @@ on_each_engine! {
         store.insert_refresh_token(token(ann.id, phone, b"phone", Duration::days(1))).await.unwrap();
         store.insert_refresh_token(token(ann.id, laptop_family, b"laptop", Duration::days(1))).await.unwrap();
         assert_eq!(store.revoke_refresh_family(b"phone", Utc::now()).await.unwrap(), Some(phone));
-        let laptop = store
-            .rotate_refresh_token(b"laptop", token(ann.id, Uuid::nil(), b"laptop2", Duration::days(1)), Utc::now())
+        let laptop = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"laptop", token(ann.id, Uuid::nil(), b"laptop2", Duration::days(1)), Utc::now())
             .await
             .unwrap();
         assert_eq!(laptop, Rotation::Rotated { user_id: ann.id, session_id: laptop_family });
@@ -226,8 +220,7 @@ on_each_engine! {
         assert_eq!(standing(Uuid::now_v7(), phone).await, None);
 
         // A rotation keeps the session live; a role change shows at once.
-        store
-            .rotate_refresh_token(b"phone", token(ann.id, Uuid::nil(), b"phone2", Duration::days(1)), Utc::now())
+        usher_app::accounts::rotate_refresh_token(store.as_ref(), b"phone", token(ann.id, Uuid::nil(), b"phone2", Duration::days(1)), Utc::now())
             .await
             .unwrap();
         usher_app::accounts::update_user(store.as_ref(), ann.id, role(Role::Customer), usher_store::now(), &Audit::system()).await.unwrap();
@@ -259,13 +252,11 @@ on_each_engine! {
         let ann = store.create_user(new_user("ann@example.com", true)).await.unwrap();
         store.insert_refresh_token(token(ann.id, Uuid::now_v7(), b"old", Duration::seconds(-1))).await.unwrap();
         let now = Utc::now();
-        let expired = store
-            .rotate_refresh_token(b"old", token(ann.id, Uuid::nil(), b"new", Duration::days(1)), now)
+        let expired = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"old", token(ann.id, Uuid::nil(), b"new", Duration::days(1)), now)
             .await
             .unwrap();
         assert_eq!(expired, Rotation::Invalid);
-        let unknown = store
-            .rotate_refresh_token(b"nope", token(ann.id, Uuid::nil(), b"new2", Duration::days(1)), now)
+        let unknown = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"nope", token(ann.id, Uuid::nil(), b"new2", Duration::days(1)), now)
             .await
             .unwrap();
         assert_eq!(unknown, Rotation::Invalid);
@@ -279,8 +270,7 @@ on_each_engine! {
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    store
-                        .rotate_refresh_token(b"shared", token(ann.id, Uuid::nil(), &[b'n', i], Duration::days(1)), Utc::now())
+                    usher_app::accounts::rotate_refresh_token(store.as_ref(), b"shared", token(ann.id, Uuid::nil(), &[b'n', i], Duration::days(1)), Utc::now())
                         .await
                         .unwrap()
                 })

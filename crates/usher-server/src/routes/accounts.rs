@@ -225,20 +225,19 @@ pub(crate) async fn rotate_session(
 ) -> Result<Session, ApiError> {
     let now = Utc::now();
     let replacement = RefreshToken::generate()?;
-    let rotation = state
-        .store()
-        .rotate_refresh_token(
-            &auth::hash_refresh_token(refresh_token),
-            NewRefreshToken {
-                id: Uuid::now_v7(),
-                family_id: Uuid::nil(),
-                user_id: Uuid::nil(),
-                token_hash: replacement.hash,
-                expires_at: now + REFRESH_TOKEN_TTL,
-            },
-            now,
-        )
-        .await?;
+    let rotation = usher_app::accounts::rotate_refresh_token(
+        state.store(),
+        &auth::hash_refresh_token(refresh_token),
+        NewRefreshToken {
+            id: Uuid::now_v7(),
+            family_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            token_hash: replacement.hash,
+            expires_at: now + REFRESH_TOKEN_TTL,
+        },
+        now,
+    )
+    .await?;
     match rotation {
         Rotation::Rotated {
             user_id,

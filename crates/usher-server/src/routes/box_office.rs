@@ -218,10 +218,10 @@ async fn check_in(
         });
     }
     let now = state.clock().now();
-    let outcome = state
-        .store()
-        .check_in(presented.serial, caller.id, now, &caller.audit(&request))
-        .await?;
+    let audit = caller.audit(&request);
+    let outcome =
+        usher_app::box_office::check_in(state.store(), presented.serial, caller.id, now, &audit)
+            .await?;
     let at = match outcome {
         CheckIn::Admitted { at } => at,
         CheckIn::Already { at } => {

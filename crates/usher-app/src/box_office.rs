@@ -1,0 +1,70 @@
+//! The door: a scanner checks a ticket in. Of many scanners racing for one ticket, one
+//! conditional write admits; the others are told when it was let in.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use usher_core::door::{Verdict, judge};
+use usher_store::box_office::action;
+use usher_store::{Audit, CheckIn, CheckInTx, Store, StoreError, StoreResult};
+
+/// Checks the ticket in if its booking is confirmed and nobody checked it in before,
+/// with its audit row.
+pub async fn check_in(
+    store: &dyn Store,
+    serial: i64,
+    by: Uuid,
+    now: DateTime<Utc>,
+    audit: &Audit,
+) -> StoreResult<CheckIn> {
+    let mut tx = store.begin_check_in().await?;
+    match check_in_at(tx.as_mut(), serial, by, now, audit).await {
+        Ok(admitted @ CheckIn::Admitted { .. }) => {
+            tx.commit().await?;
+            Ok(admitted)
+        }
+        Ok(refused) => {
+            tx.rollback().await?;
+            Ok(refused)
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn check_in_at(
+    tx: &mut dyn CheckInTx,
+    serial: i64,
+    by: Uuid,
+    now: DateTime<Utc>,
+    audit: &Audit,
+) -> StoreResult<CheckIn> {
+    tx.hold_booking(serial).await?;
+    if let Some((booking_id, unit_id)) = tx.admit(serial, by, now).await? {
+        let audit = audit
+            .clone()
+            .note("unit_id", unit_id.to_string())
+            .note("serial", serial);
+        let entry = audit.entry(
+            action::TICKET_CHECKED_IN,
+            ("booking", booking_id),
+            None,
+            now,
+        );
+        tx.insert_audit(&entry).await?;
+        return Ok(CheckIn::Admitted { at: now });
+    }
+    let ticket = tx.ticket(serial).await?;
+    match judge(ticket.map(|t| (t.booking_status, t.checked_in_at))) {
+        Verdict::Unknown => Ok(CheckIn::Unknown),
+        Verdict::Void => Ok(CheckIn::Void),
+        Verdict::Already { at } => Ok(CheckIn::Already { at }),
+        // Confirmed and not checked in, yet the conditional write found nothing: cannot
+        // happen with the booking held and the ticket row re-read by the write.
+        Verdict::Admit => Err(StoreError::Backend(format!(
+            "ticket {serial} neither checked in nor checkable"
+        ))),
+    }
+}
