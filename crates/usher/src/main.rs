@@ -1,7 +1,6 @@
 //! The `usher` binary: parses flags and environment, sets up logging, opens the store
 //! and hands over to the library. Everything else lives in the library crates.
 
-mod bench;
 mod seed;
 
 use std::net::SocketAddr;
@@ -46,7 +45,7 @@ enum Command {
     Seed(DatabaseArgs),
     /// Drive load at a server on this machine and summarise throughput, latency,
     /// invariants and the server's memory (see BENCHMARKS.md).
-    Bench(Box<bench::BenchArgs>),
+    Bench(Box<usher_bench::BenchArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -251,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench(args) => bench::run(*args).await,
+        Command::Bench(args) => usher_bench::run(*args, open_for_bench).await,
         Command::Seed(args) => {
             let store = open_store(&args.database_url).await?;
             store.migrate().await.context("applying migrations")?;
@@ -388,6 +387,11 @@ pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
         bail!("DATABASE_URL must start with sqlite:// or postgres://");
     };
     Ok(store)
+}
+
+/// How `usher bench` opens its throwaway server's database (to write buyers into it).
+fn open_for_bench(url: &str) -> usher_bench::Opening<'_> {
+    Box::pin(open_store(url))
 }
 
 /// The URL without its password, for logs and error messages.
