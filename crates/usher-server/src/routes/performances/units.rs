@@ -1,0 +1,145 @@
+//! A performance's units: house seats blocked and unblocked, and the seat map.
+
+use super::*;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_seats))
+        .routes(routes!(set_unit_states))
+}
+
+/// Blocks units (house seats, broken seats) or makes blocked units available again
+/// (the organizer or an admin). All or nothing: if any named unit is held or sold,
+/// nothing changes and the answer is 409 with `unavailable_unit_ids`.
+#[utoipa::path(patch, path = "/v1/performances/{id}/units", tag = "performances",
+    params(("id" = Uuid, Path, description = "Performance id")),
+    request_body = UnitStatesRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed", body = UnitStatesChanged),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organizer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such performance among the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Some units are held or sold (listed in `unavailable_unit_ids`); nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad ids, unknown units or state", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn set_unit_states(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    Path(id): Path<String>,
+    // Judged after the caller: no verdict on the body for those without the right.
+    body: Result<Json<UnitStatesRequest>, ApiError>,
+) -> Result<axum::Json<UnitStatesChanged>, ApiError> {
+    let caller = caller.require_organizer()?;
+    let (performance, _) = managed_performance(&state, caller, &id).await?;
+    let Json(body) = body?;
+    let mut fields = Fields::new();
+    let blocked = match body.state.as_str() {
+        "blocked" => Some(true),
+        "available" => Some(false),
+        _ => {
+            fields.reject("state", "state is \"blocked\" or \"available\"");
+            None
+        }
+    };
+    if body.unit_ids.is_empty() || body.unit_ids.len() > MAX_UNITS_PER_CHANGE {
+        fields.reject(
+            "unit_ids",
+            format!("name between 1 and {MAX_UNITS_PER_CHANGE} units"),
+        );
+    }
+    let unit_ids = fields.ids("unit_ids", &body.unit_ids);
+    fields.finish()?;
+    let Some(blocked) = blocked else {
+        return Err(ApiError::Internal("validated state missing".into()));
+    };
+    let outcome = usher_app::inventory::execute(
+        state.store(),
+        InventoryCommand::SetBlocked {
+            performance_id: performance.id,
+            unit_ids,
+            blocked,
+            now: state.clock().now(),
+            audit: caller.audit(&request),
+        },
+    )
+    .await?;
+    match outcome {
+        CommandOutcome::BlockingChanged { changed } => {
+            tracing::info!(performance_id = %performance.id, blocked, changed, "unit states changed");
+            Ok(axum::Json(UnitStatesChanged { changed }))
+        }
+        CommandOutcome::Unavailable { unit_ids } => Err(ApiError::UnitsTaken {
+            detail: format!(
+                "{} of the named units are held or sold; nothing changed",
+                unit_ids.len()
+            ),
+            unit_ids,
+        }),
+        CommandOutcome::UnknownUnits { unit_ids } => Err(unknown_units(&unit_ids)),
+        other => Err(ApiError::Internal(format!(
+            "unexpected blocking outcome {other:?}"
+        ))),
+    }
+}
+
+/// Every unit of a performance with its state, in seat-map order.
+#[utoipa::path(get, path = "/v1/performances/{id}/seats", tag = "performances",
+    params(("id" = Uuid, Path, description = "Performance id")),
+    responses(
+        (status = 200, description = "The seat map (with a strong `ETag`; rebuilt at most every `USHER_SEAT_MAP_MAX_AGE_MS`)", body = SeatMap),
+        (status = 304, description = "Not modified since the `ETag` in `If-None-Match`"),
+        (status = 404, description = "No such performance, or its event is not visible", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_seats(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (performance, _) = hot_performance(&state, caller, path_id(&id)?).await?;
+    let built = state
+        .seat_maps()
+        .get_or_build(performance.id, state.config().seat_map_max_age, || async {
+            let units = state
+                .store()
+                .units(performance.id, state.clock().now())
+                .await?;
+            let map = SeatMap {
+                performance_id: performance.id,
+                units: units.into_iter().map(UnitView::from).collect(),
+            };
+            serde_json::to_vec(&map)
+                .map(Bytes::from)
+                .map_err(|e| ApiError::Internal(format!("seat map: {e}")))
+        })
+        .await?;
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let status = if seat_maps::matches(if_none_match, &built.etag) {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let etag = HeaderValue::from_str(&built.etag)
+        .map_err(|_| ApiError::Internal("seat map etag".into()))?;
+    let mut response = if status == StatusCode::NOT_MODIFIED {
+        status.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            built.body,
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    // Always ask again; the ETag makes asking again cheap.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}

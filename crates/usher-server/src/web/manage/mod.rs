@@ -1,0 +1,89 @@
+//! Organizers' and admins' pages: the sales dashboard, events and their performances
+//! (with a seating-plan builder), attendee lists, house seats, users and dead jobs.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use usher_core::Role;
+
+use crate::problem::FieldError;
+use crate::routes::accounts::UserView;
+use crate::routes::admin::{JobList, JobView, UserPage};
+use crate::routes::box_office::{AuditEntryView, AuditPage, WalletEntryView};
+use crate::routes::events::{EventDetail, EventPage, EventView};
+use crate::routes::performances::{
+    AttendeePage, EventSales, PerformanceSalesView, PerformanceView, SeatMap, UnitStatesChanged,
+};
+use crate::web::api::{Refusal, Visit};
+use crate::web::chart::{Bar, BarChart, SalesLine};
+use crate::web::seat_map::SeatMapLayout;
+use crate::web::{Chrome, CursorQuery, Form, PageError, PageResult, WebState, format, id, page};
+
+mod admin;
+mod dashboard;
+mod events;
+mod performances;
+
+use admin::*;
+use dashboard::*;
+use events::*;
+use performances::*;
+
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/organizer", get(dashboard))
+        .route("/organizer/events", post(create_event))
+        .route("/organizer/events/new", get(new_event))
+        .route("/organizer/events/{id}", get(edit_event).post(update_event))
+        .route("/organizer/events/{id}/status", post(set_status))
+        .route(
+            "/organizer/events/{id}/performances",
+            get(new_performance).post(create_performance),
+        )
+        .route("/organizer/performances/{id}", get(performance))
+        .route("/organizer/performances/{id}/units", post(set_units))
+        .route("/admin", get(admin))
+        .route("/admin/users/{id}/role", post(set_role))
+        .route("/admin/users/{id}/access", post(set_access))
+        .route("/admin/jobs/{id}/retry", post(retry_job))
+        .route("/admin/users/{id}/credit", post(credit))
+        .route("/admin/audit", get(admin_audit))
+        .route("/organizer/events/{id}/audit", get(event_audit))
+}
+
+/// Organizers and admins only; others are sent to sign in or told they may not.
+fn organizer(visit: &Visit) -> Result<(), PageError> {
+    match visit.caller {
+        None => Err(PageError::sign_in(visit)),
+        Some(caller) if caller.role.can_organize() => Ok(()),
+        Some(_) => Err(forbidden(
+            visit,
+            "these pages are for organizers; ask an admin to make your account one",
+        )),
+    }
+}
+
+fn admin_only(visit: &Visit) -> Result<(), PageError> {
+    match visit.caller {
+        None => Err(PageError::sign_in(visit)),
+        Some(caller) if caller.role == Role::Admin => Ok(()),
+        Some(_) => Err(forbidden(visit, "this page is for admins")),
+    }
+}
+
+fn forbidden(visit: &Visit, detail: &str) -> PageError {
+    PageError::refused(visit, Refusal::from_status(StatusCode::FORBIDDEN, detail))
+}
+
+fn refused(visit: &Visit) -> impl Fn(Refusal) -> PageError + '_ {
+    move |r| PageError::refused(visit, r)
+}
+
+// ---------------------------------------------------------------- dashboard
