@@ -8,6 +8,7 @@
 //! its SQL ([`LifecycleTx`]). The lock order is the one every PostgreSQL statement
 //! follows: the booking, then its payments, then its units in id order.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use usher_core::lifecycle::{
@@ -78,14 +79,8 @@ async fn run(tx: &mut dyn LifecycleTx, request: &TransitionRequest) -> StoreResu
     // From here on, a recorded provider event must be committed even if nothing else
     // changes, so that its replay is recognised.
     let recorded = request.provider_event.is_some();
-    let booking_id = match request.booking {
-        BookingRef::Booking(id) => id,
-        BookingRef::Payment(payment_id) => match tx.booking_of_payment(payment_id).await? {
-            Some(id) => id,
-            None => {
-                return Ok(nothing(Outcome::Refused(Refusal::UnknownPayment), recorded));
-            }
-        },
+    let Some(booking_id) = booking_of(tx, request.booking).await? else {
+        return Ok(nothing(Outcome::Refused(Refusal::UnknownPayment), recorded));
     };
     let Some((mut facts, total)) = tx.lock_facts(booking_id).await? else {
         return Ok(nothing(Outcome::Refused(Refusal::NoSuchBooking), recorded));
@@ -98,26 +93,11 @@ async fn run(tx: &mut dyn LifecycleTx, request: &TransitionRequest) -> StoreResu
     }
     let decision = decide(&facts, &request.trigger, now);
     // The wallet pays first: when it cannot, nothing else is written.
-    if decision.wallet_debit
-        && let Some(payment) = decision.new_payment
-    {
-        let buyer = tx.load_booking(booking_id).await?.user_id;
-        let debit = WalletMove {
-            user_id: buyer,
-            amount: Money::new(-total.amount, total.currency),
-            kind: WalletEntryKind::Payment,
-            reason: "Paid for a booking".into(),
-            booking_id: Some(booking_id),
-            payment_id: Some(payment.id),
-            actor_id: Some(buyer),
-            at: now,
-        };
-        if tx.wallet_move(&debit).await?.is_none() {
-            return Ok(nothing(
-                Outcome::Refused(Refusal::InsufficientFunds),
-                recorded,
-            ));
-        }
+    if !wallet_pays(tx, booking_id, &decision, total, now).await? {
+        return Ok(nothing(
+            Outcome::Refused(Refusal::InsufficientFunds),
+            recorded,
+        ));
     }
     let moved = apply(tx, booking_id, &facts, &decision, total, request).await?;
     let live = if moved.is_empty() {
@@ -131,26 +111,7 @@ async fn run(tx: &mut dyn LifecycleTx, request: &TransitionRequest) -> StoreResu
         _ => None,
     };
     let commit = recorded || decision.changes_anything();
-    if let Some(audit) = &request.audit
-        && decision.changes_anything()
-    {
-        let action = match decision.outcome {
-            Outcome::Refunded | Outcome::PaymentRefunded | Outcome::MoneyReturned { .. } => {
-                Some(action::BOOKING_REFUNDED)
-            }
-            Outcome::Released => Some(action::BOOKING_CANCELLED),
-            _ => None,
-        };
-        if let Some(action) = action {
-            let audit = audit
-                .clone()
-                .note("from", facts.status.as_str())
-                .note("to", booking.status.as_str())
-                .note("refunded_to_wallet", !decision.wallet_refunds.is_empty());
-            tx.insert_audit(&audit.entry(action, ("booking", booking_id), None, now))
-                .await?;
-        }
-    }
+    audit_transition(tx, request, &facts, &decision, &booking).await?;
     Ok(Ran {
         transitioned: Transitioned {
             outcome: decision.outcome,
@@ -162,6 +123,69 @@ async fn run(tx: &mut dyn LifecycleTx, request: &TransitionRequest) -> StoreResu
     })
 }
 
+/// The booking a request is about; `None` for a payment nobody knows.
+async fn booking_of(tx: &mut dyn LifecycleTx, reference: BookingRef) -> StoreResult<Option<Uuid>> {
+    match reference {
+        BookingRef::Booking(id) => Ok(Some(id)),
+        BookingRef::Payment(payment_id) => tx.booking_of_payment(payment_id).await,
+    }
+}
+
+/// When the decision has the wallet pay, debits it (one conditional write); false when
+/// the balance cannot cover the booking (nothing written).
+async fn wallet_pays(
+    tx: &mut dyn LifecycleTx,
+    booking_id: Uuid,
+    decision: &Decision,
+    total: Money,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let (true, Some(payment)) = (decision.wallet_debit, decision.new_payment) else {
+        return Ok(true);
+    };
+    let buyer = tx.load_booking(booking_id).await?.user_id;
+    let debit = WalletMove {
+        user_id: buyer,
+        amount: Money::new(-total.amount, total.currency),
+        kind: WalletEntryKind::Payment,
+        reason: "Paid for a booking".into(),
+        booking_id: Some(booking_id),
+        payment_id: Some(payment.id),
+        actor_id: Some(buyer),
+        at: now,
+    };
+    Ok(tx.wallet_move(&debit).await?.is_some())
+}
+
+/// The audit row of a refund or a cancellation someone asked for.
+async fn audit_transition(
+    tx: &mut dyn LifecycleTx,
+    request: &TransitionRequest,
+    facts: &Facts,
+    decision: &Decision,
+    booking: &usher_core::Booking,
+) -> StoreResult<()> {
+    let action = match decision.outcome {
+        Outcome::Refunded | Outcome::PaymentRefunded | Outcome::MoneyReturned { .. } => {
+            action::BOOKING_REFUNDED
+        }
+        Outcome::Released => action::BOOKING_CANCELLED,
+        _ => return Ok(()),
+    };
+    let (Some(audit), true) = (&request.audit, decision.changes_anything()) else {
+        return Ok(());
+    };
+    let audit = audit
+        .clone()
+        .note("from", facts.status.as_str())
+        .note("to", booking.status.as_str())
+        .note("refunded_to_wallet", !decision.wallet_refunds.is_empty());
+    let entry = audit.entry(action, ("booking", booking.id), None, request.now);
+    tx.insert_audit(&entry).await
+}
+
+/// Applies the decision: the booking, its units, its payments, the wallet's refunds
+/// and the outbox's jobs. The units moved, for the live seat maps.
 async fn apply(
     tx: &mut dyn LifecycleTx,
     booking_id: Uuid,
@@ -170,7 +194,23 @@ async fn apply(
     total: Money,
     request: &TransitionRequest,
 ) -> StoreResult<ChangeSet> {
-    let now = request.now;
+    change_booking(tx, booking_id, facts, decision, request.now).await?;
+    let moved = move_units(tx, booking_id, decision, request.now).await?;
+    record_payments(tx, booking_id, decision, total, request).await?;
+    refund_to_wallet(tx, booking_id, decision, request).await?;
+    queue_jobs(tx, booking_id, decision, request.now).await?;
+    Ok(moved)
+}
+
+/// The booking's new status, payer, hold time or checkout mark (the row is locked, so
+/// the conditional write must take).
+async fn change_booking(
+    tx: &mut dyn LifecycleTx,
+    booking_id: Uuid,
+    facts: &Facts,
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     let change = BookingChange {
         from: facts.status,
         to: decision.status.unwrap_or(facts.status),
@@ -178,12 +218,11 @@ async fn apply(
         held_until: decision.held_until,
         checkout_started: decision.checkout_started,
     };
-    if (change.to != change.from
+    let changes = change.to != change.from
         || change.paid_by.is_some()
         || change.held_until.is_some()
-        || change.checkout_started)
-        && !tx.update_booking(booking_id, &change, now).await?
-    {
+        || change.checkout_started;
+    if changes && !tx.update_booking(booking_id, &change, now).await? {
         // The booking row is locked: this cannot happen unless the lock order is broken.
         return Err(StoreError::Backend(format!(
             "booking {booking_id} left {} underneath a locked transition",
@@ -193,6 +232,16 @@ async fn apply(
     if let Some(until) = decision.held_until {
         tx.extend_units(booking_id, until).await?;
     }
+    Ok(())
+}
+
+/// Sells the booking's units (and numbers their tickets) or releases them.
+async fn move_units(
+    tx: &mut dyn LifecycleTx,
+    booking_id: Uuid,
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> StoreResult<ChangeSet> {
     let mut moved = ChangeSet::new();
     match decision.units {
         UnitChange::Keep => {}
@@ -204,16 +253,26 @@ async fn apply(
             moved.extend(UnitState::Available, tx.release_units(booking_id).await?);
         }
     }
-    match (decision.new_payment, &request.trigger) {
-        (Some(payment), Trigger::Checkout { provider, .. }) => {
-            tx.insert_payment(booking_id, payment, provider, total, now)
-                .await?;
-        }
-        (Some(payment), Trigger::PayFromWallet { .. }) => {
-            tx.insert_payment(booking_id, payment, WALLET, total, now)
-                .await?;
-        }
-        _ => {}
+    Ok(moved)
+}
+
+/// A new payment (a checkout, or the wallet's), and every payment's new status.
+async fn record_payments(
+    tx: &mut dyn LifecycleTx,
+    booking_id: Uuid,
+    decision: &Decision,
+    total: Money,
+    request: &TransitionRequest,
+) -> StoreResult<()> {
+    let now = request.now;
+    let provider = match &request.trigger {
+        Trigger::Checkout { provider, .. } => Some(provider.as_str()),
+        Trigger::PayFromWallet { .. } => Some(WALLET),
+        _ => None,
+    };
+    if let (Some(payment), Some(provider)) = (decision.new_payment, provider) {
+        tx.insert_payment(booking_id, payment, provider, total, now)
+            .await?;
     }
     for &(payment_id, from, to) in &decision.payments {
         // The provider's id of the capture is kept from the moment money arrives.
@@ -230,34 +289,51 @@ async fn apply(
             )));
         }
     }
-    if !decision.wallet_refunds.is_empty() {
-        let buyer = tx.load_booking(booking_id).await?.user_id;
-        for &payment_id in &decision.wallet_refunds {
-            let payment = tx.load_payment(payment_id).await?;
-            let credit = WalletMove {
-                user_id: buyer,
-                amount: payment.amount,
-                kind: WalletEntryKind::Refund,
-                reason: "Refund of a booking".into(),
-                booking_id: Some(booking_id),
-                payment_id: Some(payment_id),
-                actor_id: request.audit.as_ref().and_then(|a| a.actor_id),
-                at: now,
-            };
-            if tx.wallet_move(&credit).await?.is_none() {
-                return Err(StoreError::Backend(format!(
-                    "a refund of {payment_id} to the wallet was refused"
-                )));
-            }
+    Ok(())
+}
+
+/// Payments the decision refunds to the buyer's wallet, credited at once.
+async fn refund_to_wallet(
+    tx: &mut dyn LifecycleTx,
+    booking_id: Uuid,
+    decision: &Decision,
+    request: &TransitionRequest,
+) -> StoreResult<()> {
+    if decision.wallet_refunds.is_empty() {
+        return Ok(());
+    }
+    let buyer = tx.load_booking(booking_id).await?.user_id;
+    for &payment_id in &decision.wallet_refunds {
+        let payment = tx.load_payment(payment_id).await?;
+        let credit = WalletMove {
+            user_id: buyer,
+            amount: payment.amount,
+            kind: WalletEntryKind::Refund,
+            reason: "Refund of a booking".into(),
+            booking_id: Some(booking_id),
+            payment_id: Some(payment_id),
+            actor_id: request.audit.as_ref().and_then(|a| a.actor_id),
+            at: request.now,
+        };
+        if tx.wallet_move(&credit).await?.is_none() {
+            return Err(StoreError::Backend(format!(
+                "a refund of {payment_id} to the wallet was refused"
+            )));
         }
     }
+    Ok(())
+}
+
+/// The outbox's jobs: refunds at the provider, and the buyer's emails.
+async fn queue_jobs(
+    tx: &mut dyn LifecycleTx,
+    booking_id: Uuid,
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     for payment_id in &decision.refunds {
-        tx.enqueue(
-            job_kind::REFUND,
-            serde_json::json!({ "payment_id": payment_id }),
-            now,
-        )
-        .await?;
+        let job = serde_json::json!({ "payment_id": payment_id });
+        tx.enqueue(job_kind::REFUND, job, now).await?;
     }
     for email in &decision.emails {
         let kind = match email {
@@ -267,5 +343,5 @@ async fn apply(
         tx.enqueue(kind, serde_json::json!({ "booking_id": booking_id }), now)
             .await?;
     }
-    Ok(moved)
+    Ok(())
 }

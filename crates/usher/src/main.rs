@@ -260,6 +260,25 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (addr, database_url) = (args.addr, args.database.database_url.clone());
+    let config = server_config(args)?;
+    let store = open_store(&database_url).await?;
+    store.migrate().await.context("applying migrations")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let app = Application::build(config, store.clone(), Arc::new(SystemClock), listener).await?;
+    let addr = app.local_addr()?;
+    tracing::info!(%addr, database = store.engine(), "usher is serving");
+    // The one line on stdout that scripts and tests wait for.
+    println!("listening on http://{addr}");
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The server's configuration from the command line and the environment.
+fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     let admin_email = args
         .admin_email
         .as_deref()
@@ -273,25 +292,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("USHER_TRUSTED_PROXIES: {e}"))?;
-    let store = open_store(&args.database.database_url).await?;
-    store.migrate().await.context("applying migrations")?;
-    let payments = match args.payment_provider {
-        PaymentProvider::Mock => PaymentsConfig::Mock,
-        PaymentProvider::Stripe => {
-            let (Some(secret_key), Some(webhook_secret)) =
-                (args.stripe_secret_key, args.stripe_webhook_secret)
-            else {
-                bail!(
-                    "USHER_PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET"
-                );
-            };
-            PaymentsConfig::Stripe {
-                secret_key: SecretString::from(secret_key),
-                webhook_secret: SecretString::from(webhook_secret),
-                api_base: args.stripe_api_base,
-            }
-        }
-    };
+    let payments = payments_config(&args)?;
     let master_key = match (args.master_key, args.master_key_file) {
         (Some(key), _) => MasterKeySource::Key(SecretString::from(key)),
         (None, Some(path)) => MasterKeySource::File(path),
@@ -303,7 +304,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max_connections
         .unwrap_or_else(usher_server::connections::default_max_connections)
         .max(1);
-    let config = ServerConfig {
+    Ok(ServerConfig {
         jwt_secret: args.jwt_secret.map(SecretString::from),
         master_key,
         admin_email,
@@ -355,18 +356,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rate_limits: matches!(args.rate_limits, Switch::On),
         trusted_proxies,
         group_commit: matches!(args.group_commit, Switch::On),
-    };
-    let listener = TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("binding {}", args.addr))?;
-    let app = Application::build(config, store.clone(), Arc::new(SystemClock), listener).await?;
-    let addr = app.local_addr()?;
-    tracing::info!(%addr, database = store.engine(), "usher is serving");
-    // The one line on stdout that scripts and tests wait for.
-    println!("listening on http://{addr}");
-    app.run_until(shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
+    })
+}
+
+/// The payment provider the flags name, with its keys.
+fn payments_config(args: &ServeArgs) -> anyhow::Result<PaymentsConfig> {
+    Ok(match args.payment_provider {
+        PaymentProvider::Mock => PaymentsConfig::Mock,
+        PaymentProvider::Stripe => {
+            let (Some(secret_key), Some(webhook_secret)) = (
+                args.stripe_secret_key.clone(),
+                args.stripe_webhook_secret.clone(),
+            ) else {
+                bail!(
+                    "USHER_PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET"
+                );
+            };
+            PaymentsConfig::Stripe {
+                secret_key: SecretString::from(secret_key),
+                webhook_secret: SecretString::from(webhook_secret),
+                api_base: args.stripe_api_base.clone(),
+            }
+        }
+    })
 }
 
 pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use usher_core::lifecycle::{Actor, RefundTo};
 use usher_core::{
-    Booking, BookingStatus, Cursor, EventStatus, PageLimit, PerformanceStatus, Role, SeatingKind,
+    Booking, BookingStatus, Cursor, Event, EventStatus, PageLimit, Performance, PerformanceStatus,
+    Role, SeatingKind,
 };
 use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection};
 
@@ -184,6 +185,28 @@ async fn create_booking(
             other => other,
         })?;
 
+    let asked_ticket_type = body.ticket_type_id.clone();
+    let selection = selection(&performance, body)?;
+    on_sale(&event, &performance, now)?;
+    admitted(&state, &headers, caller.id, &performance, now)?;
+    let outcome = state
+        .holds()
+        .hold(HoldCommand {
+            booking_id: Uuid::now_v7(),
+            user_id: caller.id,
+            performance_id: performance.id,
+            selection,
+            now,
+            held_until: now + performance.hold_ttl.duration(),
+            offer: false,
+        })
+        .await?;
+    hold_answer(&state, outcome, asked_ticket_type.as_deref(), now)
+}
+
+/// What the body asks to hold, checked against the performance; every field's
+/// problem at once.
+fn selection(performance: &Performance, body: HoldRequest) -> Result<Selection, ApiError> {
     let mut fields = Fields::new();
     let max = performance.max_per_booking.get();
     let quantity = body.quantity.map(|q| {
@@ -197,7 +220,6 @@ async fn create_booking(
             q as u32
         }
     });
-    let asked_ticket_type = body.ticket_type_id.clone();
     let selection = match (
         body.unit_ids,
         body.ticket_type_id,
@@ -257,9 +279,12 @@ async fn create_booking(
         }
     };
     fields.finish()?;
-    let Some(selection) = selection else {
-        return Err(ApiError::Internal("validated selection missing".into()));
-    };
+    selection.ok_or_else(|| ApiError::Internal("validated selection missing".into()))
+}
+
+/// Holds are taken only while the event is published, the performance scheduled, not
+/// started, and past its on-sale time.
+fn on_sale(event: &Event, performance: &Performance, now: DateTime<Utc>) -> Result<(), ApiError> {
     if event.status != EventStatus::Published {
         return Err(not_on_sale(format!(
             "this event is {}; it is not on sale",
@@ -281,6 +306,17 @@ async fn create_booking(
         )));
     }
 
+    Ok(())
+}
+
+/// A performance behind a waiting room takes holds only with an admission of its own.
+fn admitted(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    caller: Uuid,
+    performance: &Performance,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
     if performance.waiting_room {
         let token = headers
             .get(ADMISSION_HEADER)
@@ -295,29 +331,27 @@ async fn create_booking(
             })?;
         state
             .tokens()
-            .verify_admission(token, caller.id, performance.id, now)
+            .verify_admission(token, caller, performance.id, now)
             .map_err(|why| ApiError::AdmissionRequired(why.into()))?;
     }
 
-    let outcome = state
-        .holds()
-        .hold(HoldCommand {
-            booking_id: Uuid::now_v7(),
-            user_id: caller.id,
-            performance_id: performance.id,
-            selection,
-            now,
-            held_until: now + performance.hold_ttl.duration(),
-            offer: false,
-        })
-        .await?;
+    Ok(())
+}
+
+/// The hold's answer: 201 with the booking, or why nothing was held.
+fn hold_answer(
+    state: &AppState,
+    outcome: CommandOutcome,
+    asked_ticket_type: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(StatusCode, axum::Json<BookingView>), ApiError> {
     match outcome {
         CommandOutcome::Held(booking) => {
             metrics::counter!("usher_holds_total", "outcome" => "held").increment(1);
             tracing::info!(booking_id = %booking.id, units = booking.units.len(), "units held");
             Ok((
                 StatusCode::CREATED,
-                axum::Json(BookingView::new(&state, booking, now)),
+                axum::Json(BookingView::new(state, booking, now)),
             ))
         }
         CommandOutcome::Unavailable { unit_ids } => {
@@ -341,10 +375,12 @@ async fn create_booking(
         CommandOutcome::UnknownUnits { unit_ids } => {
             metrics::counter!("usher_holds_total", "outcome" => "invalid").increment(1);
             match unit_ids.as_slice() {
-                [one] if Some(one.to_string()) == asked_ticket_type => Err(ApiError::validation(
-                    "ticket_type_id",
-                    "this performance has no such ticket type",
-                )),
+                [one] if Some(one.to_string().as_str()) == asked_ticket_type => {
+                    Err(ApiError::validation(
+                        "ticket_type_id",
+                        "this performance has no such ticket type",
+                    ))
+                }
                 _ => Err(unknown_units(&unit_ids)),
             }
         }
