@@ -48,70 +48,31 @@ const MAX_KEY_LEN: usize = 255;
 pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    let Some(key) = request.headers().get(&HEADER).cloned() else {
-        return next.run(request).await;
-    };
     // Webhooks carry their own event ids; the provider knows nothing of our keys.
-    if request.uri().path().starts_with("/v1/webhooks/") {
+    let keyed =
+        request.method() == Method::POST && !request.uri().path().starts_with("/v1/webhooks/");
+    let Some(key) = request.headers().get(&HEADER).cloned().filter(|_| keyed) else {
         return next.run(request).await;
-    }
-    let key = match key.to_str() {
-        Ok(k)
-            if !k.is_empty()
-                && k.len() <= MAX_KEY_LEN
-                && k.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            k.to_owned()
-        }
-        _ => {
-            return ApiError::validation(
-                "Idempotency-Key",
-                format!("an idempotency key is 1 to {MAX_KEY_LEN} visible ASCII characters"),
-            )
-            .into_response();
-        }
     };
-    let caller = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        // Only the scope of the key: the handler authorizes the caller.
-        .and_then(|token| state.tokens().verify_access(token.trim()).ok());
-
+    let Some(key) = valid_key(&key) else {
+        return ApiError::validation(
+            "Idempotency-Key",
+            format!("an idempotency key is 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        )
+        .into_response();
+    };
     let (parts, body) = request.into_parts();
     let bytes = match to_bytes(body, state.config().max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => return ApiError::PayloadTooLarge.into_response(),
     };
-    let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str().as_bytes());
-    hasher.update(b" ");
-    hasher.update(parts.uri.to_string().as_bytes());
-    hasher.update(b"\n");
-    hasher.update(&bytes);
-    let fingerprint = hex::encode(hasher.finalize());
-    // Keys are per caller: the same key from two people are two keys (see the module
-    // comment for callers without a token).
-    let scope = match caller {
-        Some(caller) => caller.user_id.to_string(),
-        None => format!("anonymous:{fingerprint}"),
-    };
-
-    let store = state.store();
+    let keyed = Keyed::new(&state, &parts, &bytes, key);
     let now = state.clock().now();
-    // Binds a stored answer to its caller and key.
-    let context = format!("{scope}\0{key}");
-    match store
-        .idempotency_start(&scope, &key, &fingerprint, now)
-        .await
-    {
+    let started = state
+        .store()
+        .idempotency_start(&keyed.scope, &keyed.key, &keyed.fingerprint, now)
+        .await;
+    match started {
         Err(error) => {
             ApiError::ServiceUnavailable(format!("idempotency key: {error}")).into_response()
         }
@@ -142,66 +103,140 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             status,
             content_type,
             body,
-        }) => {
-            let body = match state.sealer().open(&body, context.as_bytes()) {
-                Ok(body) => body,
-                Err(error) => {
-                    return ApiError::Internal(format!("stored answer unreadable: {error}"))
-                        .into_response();
-                }
-            };
-            let mut response = Response::new(Body::from(body));
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            if let Some(content_type) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, content_type);
-            }
-            response
-                .headers_mut()
-                .insert(REPLAYED, HeaderValue::from_static("true"));
-            response
-        }
+        }) => keyed.replay(&state, status, content_type, &body),
         Ok(IdempotencyStart::Started) => {
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
-            let (parts, body) = response.into_parts();
-            let bytes = match to_bytes(body, usize::MAX).await {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    let _ = store.idempotency_abandon(&scope, &key).await;
-                    return ApiError::Internal(format!("reading the response: {error}"))
-                        .into_response();
-                }
-            };
-            let status = parts.status;
-            let outcome = if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                store.idempotency_abandon(&scope, &key).await
-            } else {
-                let content_type = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok());
-                match state.sealer().seal(&bytes, context.as_bytes()) {
-                    Ok(sealed) => {
-                        store
-                            .idempotency_complete(
-                                &scope,
-                                &key,
-                                status.as_u16(),
-                                content_type,
-                                &sealed,
-                            )
-                            .await
-                    }
-                    Err(error) => Err(usher_store::StoreError::Backend(error)),
-                }
-            };
-            if let Err(error) = outcome {
-                tracing::error!(%error, "storing the idempotent response failed; the key stays in flight");
-            }
-            Response::from_parts(parts, Body::from(bytes))
+            keyed.keep(&state, response).await
         }
+    }
+}
+
+/// The key as sent, if it is 1 to [`MAX_KEY_LEN`] visible ASCII characters.
+fn valid_key(key: &HeaderValue) -> Option<String> {
+    let key = key.to_str().ok()?;
+    let valid =
+        !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic());
+    valid.then(|| key.to_owned())
+}
+
+/// A request's key, scoped to its caller, with the fingerprint of what it asks.
+struct Keyed {
+    key: String,
+    /// Keys are per caller: the same key from two people are two keys (see the module
+    /// comment for callers without a token).
+    scope: String,
+    fingerprint: String,
+}
+
+impl Keyed {
+    fn new(
+        state: &AppState,
+        parts: &axum::http::request::Parts,
+        bytes: &[u8],
+        key: String,
+    ) -> Self {
+        let caller = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            // Only the scope of the key: the handler authorizes the caller.
+            .and_then(|token| state.tokens().verify_access(token.trim()).ok());
+        let mut hasher = Sha256::new();
+        hasher.update(parts.method.as_str().as_bytes());
+        hasher.update(b" ");
+        hasher.update(parts.uri.to_string().as_bytes());
+        hasher.update(b"\n");
+        hasher.update(bytes);
+        let fingerprint = hex::encode(hasher.finalize());
+        let scope = match caller {
+            Some(caller) => caller.user_id.to_string(),
+            None => format!("anonymous:{fingerprint}"),
+        };
+        Self {
+            key,
+            scope,
+            fingerprint,
+        }
+    }
+
+    /// Binds a stored answer to its caller and key.
+    fn context(&self) -> String {
+        format!("{}\0{}", self.scope, self.key)
+    }
+
+    /// The answer stored for this key, again.
+    fn replay(
+        &self,
+        state: &AppState,
+        status: u16,
+        content_type: Option<String>,
+        sealed: &[u8],
+    ) -> Response {
+        let body = match state.sealer().open(sealed, self.context().as_bytes()) {
+            Ok(body) => body,
+            Err(error) => {
+                return ApiError::Internal(format!("stored answer unreadable: {error}"))
+                    .into_response();
+            }
+        };
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        if let Some(content_type) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+        }
+        response
+            .headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+        response
+    }
+
+    /// Keeps the handler's answer for replays (sealed), or forgets the key when the
+    /// answer is not one to keep (429, 5xx): a retry then runs again.
+    async fn keep(&self, state: &AppState, response: Response) -> Response {
+        let store = state.store();
+        let (parts, body) = response.into_parts();
+        let bytes = match to_bytes(body, usize::MAX).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let _ = store.idempotency_abandon(&self.scope, &self.key).await;
+                return ApiError::Internal(format!("reading the response: {error}"))
+                    .into_response();
+            }
+        };
+        let status = parts.status;
+        let outcome = if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            store.idempotency_abandon(&self.scope, &self.key).await
+        } else {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            match state.sealer().seal(&bytes, self.context().as_bytes()) {
+                Ok(sealed) => {
+                    store
+                        .idempotency_complete(
+                            &self.scope,
+                            &self.key,
+                            status.as_u16(),
+                            content_type,
+                            &sealed,
+                        )
+                        .await
+                }
+                Err(error) => Err(usher_store::StoreError::Backend(error)),
+            }
+        };
+        if let Err(error) = outcome {
+            tracing::error!(%error, "storing the idempotent response failed; the key stays in flight");
+        }
+        Response::from_parts(parts, Body::from(bytes))
     }
 }
