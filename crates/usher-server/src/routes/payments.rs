@@ -15,9 +15,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use usher_core::lifecycle::{Actor, Outcome, RefundTo, Refusal, Trigger, WALLET};
-use usher_core::{BookingStatus, Role};
-use usher_payments::{CheckoutRequest, webhook};
-use usher_store::{Audit, BookingRef, ProviderEvent, TransitionRequest, Transitioned};
+use usher_core::{Booking, BookingStatus, Role};
+use usher_payments::{CheckoutRequest, CheckoutSession, webhook};
+use usher_store::{Audit, BookingRef, Payment, ProviderEvent, TransitionRequest, Transitioned};
 
 use crate::config::PaymentsConfig;
 use crate::extract::{Caller, Json, RequestId, parse_json, path_id};
@@ -147,9 +147,38 @@ async fn checkout(
             booking: None,
         }));
     }
+    let session = open_session(&state, caller.id, &booking, &payment, now).await?;
+    state
+        .store()
+        .attach_checkout(payment_id, &session.provider_ref, &session.url)
+        .await?;
+    tracing::info!(booking_id = %booking.id, %payment_id, reused, "checkout open");
+    Ok(axum::Json(CheckoutView {
+        payment_id,
+        provider: payment.provider.clone(),
+        checkout_url: session.url,
+        expires_at: payment.expires_at,
+        booking: None,
+    }))
+}
+
+/// Asks the provider for a checkout session of the payment. No lock is held here: the
+/// hold is already extended, and the provider call may take its time. A payment opened
+/// by a request that has not reached the provider yet is asked for again under the same
+/// id: the provider's idempotency key makes both calls one session. A payment nobody can
+/// pay would block the next checkout until it expires, so a refused one is failed.
+async fn open_session(
+    state: &AppState,
+    caller: Uuid,
+    booking: &Booking,
+    payment: &Payment,
+    now: DateTime<Utc>,
+) -> Result<CheckoutSession, ApiError> {
+    let payment_id = payment.id;
+    let provider = state.payments();
     let user = state
         .store()
-        .user(caller.id)
+        .user(caller)
         .await?
         .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
     let performance = state.store().performance(booking.performance_id).await?;
@@ -159,10 +188,6 @@ async fn checkout(
     };
     let title = event.map_or_else(|| "Tickets".to_owned(), |e| e.title.as_str().to_owned());
     let base = state.public_url();
-    // No lock is held here: the hold is already extended, and the provider call may take
-    // its time. A payment opened by a request that has not reached the provider yet is
-    // asked for again under the same id: the provider's idempotency key makes both
-    // calls one session.
     let session = provider
         .create_checkout(CheckoutRequest {
             payment_id,
@@ -193,18 +218,7 @@ async fn checkout(
             return Err(ApiError::ServiceUnavailable(format!("checkout: {error}")));
         }
     };
-    state
-        .store()
-        .attach_checkout(payment_id, &session.provider_ref, &session.url)
-        .await?;
-    tracing::info!(booking_id = %booking.id, %payment_id, reused, "checkout open");
-    Ok(axum::Json(CheckoutView {
-        payment_id,
-        provider: payment.provider.clone(),
-        checkout_url: session.url,
-        expires_at: payment.expires_at,
-        booking: None,
-    }))
+    Ok(session)
 }
 
 /// Pays a held booking from the buyer's wallet: debit, payment and confirmation in one
