@@ -327,36 +327,42 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         // The span opens after the id is known, so every log line of the request has it.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get(REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!(
-                        "request",
-                        request_id,
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                    )
-                })
+                .make_span_with(request_span)
                 .on_request(())
-                .on_response(|response: &Response, latency: Duration, _span: &Span| {
-                    let status = response.status().as_u16();
-                    let latency_ms = latency.as_secs_f64() * 1000.0;
-                    match response.extensions().get::<InternalError>() {
-                        Some(InternalError(cause)) => {
-                            tracing::error!(status, latency_ms, cause = %cause, "request failed")
-                        }
-                        None => tracing::info!(status, latency_ms, "request finished"),
-                    }
-                })
+                .on_response(request_finished)
                 .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         // Only well-formed incoming request ids are kept; others are replaced, so a
         // client cannot inject odd bytes into our logs.
         .layer(middleware::map_request(drop_invalid_request_id))
+}
+
+/// A span per request with its id, method and path.
+fn request_span(request: &Request) -> Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
+
+/// One line when a request ends, with the cause when it failed inside.
+fn request_finished(response: &Response, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    match response.extensions().get::<InternalError>() {
+        Some(InternalError(cause)) => {
+            tracing::error!(status, latency_ms, cause = %cause, "request failed")
+        }
+        None => tracing::info!(status, latency_ms, "request finished"),
+    }
 }
 
 async fn drop_invalid_request_id(mut request: Request) -> Request {

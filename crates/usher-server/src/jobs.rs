@@ -251,45 +251,14 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
             format!("booking-{}-{}@usher", booking.id, letter.kind())
         }
     };
-    let mut attachments = Vec::new();
-    let (subject, text) = match letter {
-        Letter::Confirmation => {
-            let codes = ticket_codes(state, &booking);
-            for (n, code) in codes.iter().enumerate() {
-                if let Some(code) = code {
-                    attachments.push(usher_mail::Attachment {
-                        filename: format!("ticket-{}-{code}.svg", n + 1),
-                        content_type: "image/svg+xml".into(),
-                        body: tickets::qr_svg(code).into_bytes(),
-                    });
-                }
-            }
-            (
-                format!("Your tickets for {}", event.title.as_str()),
-                confirmation_text(
-                    &booking,
-                    &codes,
-                    &event,
-                    performance.starts_at,
-                    user.name.as_str(),
-                ),
-            )
-        }
-        Letter::Cancellation => (
-            format!("Cancelled: {}", event.title.as_str()),
-            cancellation_text(&booking, &event, performance.starts_at, user.name.as_str()),
-        ),
-        Letter::Offer => (
-            format!("Tickets are held for you: {}", event.title.as_str()),
-            offer_text(
-                state,
-                &booking,
-                &event,
-                performance.starts_at,
-                user.name.as_str(),
-            ),
-        ),
-    };
+    let (subject, text, attachments) = compose(
+        state,
+        letter,
+        &booking,
+        &event,
+        performance.starts_at,
+        &user,
+    );
     let email = Email {
         to: user.email.as_str().to_owned(),
         to_name: user.name.as_str().to_owned(),
@@ -309,6 +278,45 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The letter's subject, text and attachments (a confirmation's QR codes).
+fn compose(
+    state: &AppState,
+    letter: Letter,
+    booking: &usher_core::Booking,
+    event: &usher_core::Event,
+    starts_at: chrono::DateTime<chrono::Utc>,
+    user: &usher_core::User,
+) -> (String, String, Vec<usher_mail::Attachment>) {
+    let mut attachments = Vec::new();
+    let (subject, text) = match letter {
+        Letter::Confirmation => {
+            let codes = ticket_codes(state, booking);
+            for (n, code) in codes.iter().enumerate() {
+                if let Some(code) = code {
+                    attachments.push(usher_mail::Attachment {
+                        filename: format!("ticket-{}-{code}.svg", n + 1),
+                        content_type: "image/svg+xml".into(),
+                        body: tickets::qr_svg(code).into_bytes(),
+                    });
+                }
+            }
+            (
+                format!("Your tickets for {}", event.title.as_str()),
+                confirmation_text(booking, &codes, event, starts_at, user.name.as_str()),
+            )
+        }
+        Letter::Cancellation => (
+            format!("Cancelled: {}", event.title.as_str()),
+            cancellation_text(booking, event, starts_at, user.name.as_str()),
+        ),
+        Letter::Offer => (
+            format!("Tickets are held for you: {}", event.title.as_str()),
+            offer_text(state, booking, event, starts_at, user.name.as_str()),
+        ),
+    };
+    (subject, text, attachments)
 }
 
 /// Each unit's ticket code, in the booking's order (`None` for a unit not numbered).

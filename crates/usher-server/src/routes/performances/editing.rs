@@ -180,40 +180,18 @@ async fn update_performance(
     if event.status == EventStatus::Cancelled {
         return Err(sale_cancelled("its event is cancelled"));
     }
-    let mut audit = caller.audit(&request);
-    if let Some(starts_at) = starts_at {
-        audit = audit.note("starts_at", starts_at.to_rfc3339());
-    }
-    if let Some(ttl) = hold_ttl {
-        audit = audit.note("hold_ttl_seconds", ttl.seconds());
-    }
-    if let Some(max) = max_per_booking {
-        audit = audit.note("max_per_booking", max.get());
-    }
-    if let Some(on_sale_at) = on_sale_at {
-        audit = audit.note("on_sale_at", on_sale_at.map(|t| t.to_rfc3339()));
-    }
-    if let Some(room) = &body.waiting_room {
-        audit = audit.note("waiting_room", room.enabled);
-    }
-    if status.is_some() {
-        audit = audit.note("status", "cancelled");
-    }
-    let updated = usher_app::catalog::update_performance(
-        state.store(),
-        performance.id,
-        PerformancePatch {
-            starts_at,
-            hold_ttl,
-            max_per_booking,
-            on_sale_at,
-            waiting_room: body.waiting_room.map(|w| w.enabled),
-            status,
-        },
-        now,
-        &audit,
-    )
-    .await?;
+    let patch = PerformancePatch {
+        starts_at,
+        hold_ttl,
+        max_per_booking,
+        on_sale_at,
+        waiting_room: body.waiting_room.map(|w| w.enabled),
+        status,
+    };
+    let audit = patch_audit(caller.audit(&request), &patch);
+    let updated =
+        usher_app::catalog::update_performance(state.store(), performance.id, patch, now, &audit)
+            .await?;
     state.performances().forget_event(event.id);
     let performance = match updated {
         PerformanceUpdate::Updated(performance) => performance,
@@ -228,6 +206,29 @@ async fn update_performance(
     Ok(axum::Json(
         performance_view(&state, performance, event.status).await?,
     ))
+}
+
+/// The audit row's notes: every field the patch changes.
+fn patch_audit(mut audit: usher_store::Audit, patch: &PerformancePatch) -> usher_store::Audit {
+    if let Some(starts_at) = patch.starts_at {
+        audit = audit.note("starts_at", starts_at.to_rfc3339());
+    }
+    if let Some(ttl) = patch.hold_ttl {
+        audit = audit.note("hold_ttl_seconds", ttl.seconds());
+    }
+    if let Some(max) = patch.max_per_booking {
+        audit = audit.note("max_per_booking", max.get());
+    }
+    if let Some(on_sale_at) = patch.on_sale_at {
+        audit = audit.note("on_sale_at", on_sale_at.map(|t| t.to_rfc3339()));
+    }
+    if let Some(enabled) = patch.waiting_room {
+        audit = audit.note("waiting_room", enabled);
+    }
+    if patch.status.is_some() {
+        audit = audit.note("status", "cancelled");
+    }
+    audit
 }
 
 fn sale_cancelled(why: &str) -> ApiError {
