@@ -197,111 +197,17 @@ impl SeatingPlan {
         let mut issues = Vec::new();
         let mut currency: Option<Currency> = None;
         let mut total: usize = 0;
+        let mut check = Checking {
+            issues: &mut issues,
+            currency: &mut currency,
+            total: &mut total,
+        };
         let layout = match input {
             SeatingInput::Reserved { sections } => {
-                let path = format!("{field_prefix}.sections");
-                if sections.is_empty() {
-                    issues.push(FieldIssue::new(&path, "at least one section is required"));
-                }
-                let mut names = HashSet::new();
-                let mut plans = Vec::with_capacity(sections.len());
-                for (i, section) in sections.into_iter().enumerate() {
-                    let at = format!("{path}[{i}]");
-                    let name = check_name(&section.name, &format!("{at}.name"), &mut issues);
-                    if let Some(name) = &name
-                        && !names.insert(name.to_lowercase())
-                    {
-                        issues.push(FieldIssue::new(
-                            format!("{at}.name"),
-                            "another section already has this name",
-                        ));
-                    }
-                    let price = check_price(
-                        &section.price,
-                        &format!("{at}.price"),
-                        &mut currency,
-                        &mut issues,
-                    );
-                    if section.rows.is_empty() {
-                        issues.push(FieldIssue::new(
-                            format!("{at}.rows"),
-                            "a section needs at least one row",
-                        ));
-                    }
-                    let mut row_labels = HashSet::new();
-                    let mut rows = Vec::with_capacity(section.rows.len());
-                    for (j, row) in section.rows.into_iter().enumerate() {
-                        let row_at = format!("{at}.rows[{j}]");
-                        let label =
-                            check_label(&row.label, &format!("{row_at}.label"), &mut issues);
-                        if let Some(label) = &label
-                            && !row_labels.insert(label.clone())
-                        {
-                            issues.push(FieldIssue::new(
-                                format!("{row_at}.label"),
-                                "another row of this section already has this label",
-                            ));
-                        }
-                        let seats = check_seats(row.seats, &format!("{row_at}.seats"), &mut issues);
-                        total = total.saturating_add(seats.as_ref().map_or(0, Vec::len));
-                        if let (Some(label), Some(seats)) = (label, seats) {
-                            rows.push(RowPlan { label, seats });
-                        }
-                    }
-                    if let (Some(name), Some(price)) = (name, price) {
-                        plans.push(SectionPlan { name, price, rows });
-                    }
-                }
-                SeatingLayout::Reserved(plans)
+                SeatingLayout::Reserved(parse_sections(sections, field_prefix, &mut check))
             }
             SeatingInput::General { ticket_types } => {
-                let path = format!("{field_prefix}.ticket_types");
-                if ticket_types.is_empty() {
-                    issues.push(FieldIssue::new(
-                        &path,
-                        "at least one ticket type is required",
-                    ));
-                }
-                let mut names = HashSet::new();
-                let mut plans = Vec::with_capacity(ticket_types.len());
-                for (i, ticket_type) in ticket_types.into_iter().enumerate() {
-                    let at = format!("{path}[{i}]");
-                    let name = check_name(&ticket_type.name, &format!("{at}.name"), &mut issues);
-                    if let Some(name) = &name
-                        && !names.insert(name.to_lowercase())
-                    {
-                        issues.push(FieldIssue::new(
-                            format!("{at}.name"),
-                            "another ticket type already has this name",
-                        ));
-                    }
-                    let price = check_price(
-                        &ticket_type.price,
-                        &format!("{at}.price"),
-                        &mut currency,
-                        &mut issues,
-                    );
-                    let capacity = if !(1..=MAX_UNITS_PER_PERFORMANCE as i64)
-                        .contains(&ticket_type.capacity)
-                    {
-                        issues.push(FieldIssue::new(
-                            format!("{at}.capacity"),
-                            format!("capacity is between 1 and {MAX_UNITS_PER_PERFORMANCE}"),
-                        ));
-                        None
-                    } else {
-                        Some(ticket_type.capacity as u32)
-                    };
-                    total = total.saturating_add(capacity.unwrap_or(0) as usize);
-                    if let (Some(name), Some(price), Some(capacity)) = (name, price, capacity) {
-                        plans.push(TicketTypePlan {
-                            name,
-                            price,
-                            capacity,
-                        });
-                    }
-                }
-                SeatingLayout::General(plans)
+                SeatingLayout::General(parse_ticket_types(ticket_types, field_prefix, &mut check))
             }
         };
         if total > MAX_UNITS_PER_PERFORMANCE {
@@ -395,6 +301,121 @@ impl SeatingPlan {
             SeatingLayout::General(types) => types.iter().map(|t| t.capacity as usize).sum(),
         }
     }
+}
+
+/// What checking a plan gathers as it goes: every problem, the one currency of its
+/// prices, and how many places it has.
+struct Checking<'a> {
+    issues: &'a mut Vec<FieldIssue>,
+    currency: &'a mut Option<Currency>,
+    total: &'a mut usize,
+}
+
+/// Reserved seating: sections of rows of seats, names and labels unique where they
+/// must be.
+fn parse_sections(
+    sections: Vec<SectionInput>,
+    field_prefix: &str,
+    check: &mut Checking<'_>,
+) -> Vec<SectionPlan> {
+    let (issues, currency, total) = (&mut *check.issues, &mut *check.currency, &mut *check.total);
+    let path = format!("{field_prefix}.sections");
+    if sections.is_empty() {
+        issues.push(FieldIssue::new(&path, "at least one section is required"));
+    }
+    let mut names = HashSet::new();
+    let mut plans = Vec::with_capacity(sections.len());
+    for (i, section) in sections.into_iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let name = check_name(&section.name, &format!("{at}.name"), issues);
+        if let Some(name) = &name
+            && !names.insert(name.to_lowercase())
+        {
+            issues.push(FieldIssue::new(
+                format!("{at}.name"),
+                "another section already has this name",
+            ));
+        }
+        let price = check_price(&section.price, &format!("{at}.price"), currency, issues);
+        if section.rows.is_empty() {
+            issues.push(FieldIssue::new(
+                format!("{at}.rows"),
+                "a section needs at least one row",
+            ));
+        }
+        let mut row_labels = HashSet::new();
+        let mut rows = Vec::with_capacity(section.rows.len());
+        for (j, row) in section.rows.into_iter().enumerate() {
+            let row_at = format!("{at}.rows[{j}]");
+            let label = check_label(&row.label, &format!("{row_at}.label"), issues);
+            if let Some(label) = &label
+                && !row_labels.insert(label.clone())
+            {
+                issues.push(FieldIssue::new(
+                    format!("{row_at}.label"),
+                    "another row of this section already has this label",
+                ));
+            }
+            let seats = check_seats(row.seats, &format!("{row_at}.seats"), issues);
+            *total = total.saturating_add(seats.as_ref().map_or(0, Vec::len));
+            if let (Some(label), Some(seats)) = (label, seats) {
+                rows.push(RowPlan { label, seats });
+            }
+        }
+        if let (Some(name), Some(price)) = (name, price) {
+            plans.push(SectionPlan { name, price, rows });
+        }
+    }
+    plans
+}
+
+/// General admission: ticket types with their capacities, names unique.
+fn parse_ticket_types(
+    ticket_types: Vec<TicketTypeInput>,
+    field_prefix: &str,
+    check: &mut Checking<'_>,
+) -> Vec<TicketTypePlan> {
+    let (issues, currency, total) = (&mut *check.issues, &mut *check.currency, &mut *check.total);
+    let path = format!("{field_prefix}.ticket_types");
+    if ticket_types.is_empty() {
+        issues.push(FieldIssue::new(
+            &path,
+            "at least one ticket type is required",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut plans = Vec::with_capacity(ticket_types.len());
+    for (i, ticket_type) in ticket_types.into_iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let name = check_name(&ticket_type.name, &format!("{at}.name"), issues);
+        if let Some(name) = &name
+            && !names.insert(name.to_lowercase())
+        {
+            issues.push(FieldIssue::new(
+                format!("{at}.name"),
+                "another ticket type already has this name",
+            ));
+        }
+        let price = check_price(&ticket_type.price, &format!("{at}.price"), currency, issues);
+        let capacity = if !(1..=MAX_UNITS_PER_PERFORMANCE as i64).contains(&ticket_type.capacity) {
+            issues.push(FieldIssue::new(
+                format!("{at}.capacity"),
+                format!("capacity is between 1 and {MAX_UNITS_PER_PERFORMANCE}"),
+            ));
+            None
+        } else {
+            Some(ticket_type.capacity as u32)
+        };
+        *total = total.saturating_add(capacity.unwrap_or(0) as usize);
+        if let (Some(name), Some(price), Some(capacity)) = (name, price, capacity) {
+            plans.push(TicketTypePlan {
+                name,
+                price,
+                capacity,
+            });
+        }
+    }
+    plans
 }
 
 /// A section or ticket type as stored: a priced group of units.

@@ -203,48 +203,8 @@ pub(super) async fn create_performance(
     } else {
         "reserved"
     };
-    let currency = form.text("currency").to_uppercase();
-    let mut view = PerformanceForm {
-        chrome: Chrome::of(&visit),
-        event_id: id,
-        event_title: event.title,
-        starts_at: form.text("starts_at"),
-        on_sale_at: form.text("on_sale_at"),
-        hold_minutes: form.text("hold_minutes"),
-        max_per_booking: form.text("max_per_booking"),
-        kind: kind.into(),
-        currency: currency.clone(),
-        sections: lines4(
-            &form,
-            "section_name",
-            "section_price",
-            "section_rows",
-            "section_seats",
-        )
-        .into_iter()
-        .map(|[name, price, rows, seats]| SectionLine {
-            name,
-            price,
-            rows,
-            seats,
-        })
-        .collect(),
-        ticket_types: lines4(&form, "tt_name", "tt_price", "tt_capacity", "")
-            .into_iter()
-            .map(|[name, price, capacity, _]| TicketLine {
-                name,
-                price,
-                capacity,
-            })
-            .collect(),
-        problems: vec![],
-    };
-    if view.sections.is_empty() {
-        view.sections.push(blank_section());
-    }
-    if view.ticket_types.is_empty() {
-        view.ticket_types.push(blank_ticket_type());
-    }
+    let mut view = performance_form(&visit, &form, id, event.title, kind);
+    let currency = view.currency.clone();
     let mut problems = Vec::new();
     let starts_at = format::parse_datetime_local(&view.starts_at);
     if starts_at.is_none() {
@@ -282,16 +242,13 @@ pub(super) async fn create_performance(
             web.form_targets,
         ));
     };
-    let mut body = json!({ "starts_at": starts_at, "seating": seating });
-    if let Some(minutes) = hold_minutes {
-        body["hold_ttl_seconds"] = json!(minutes.saturating_mul(60));
-    }
-    if let Some(max) = max_per_booking {
-        body["max_per_booking"] = json!(max);
-    }
-    if let Some(at) = on_sale_at {
-        body["on_sale_at"] = json!(at);
-    }
+    let body = performance_body(
+        starts_at,
+        seating,
+        hold_minutes,
+        max_per_booking,
+        on_sale_at,
+    );
     match visit
         .post::<PerformanceView>(&format!("/v1/events/{id}/performances"), &body)
         .await
@@ -318,6 +275,86 @@ pub(super) async fn create_performance(
             ))
         }
     }
+}
+
+/// The form as sent, with one blank line of each kind to fill in when there is none.
+fn performance_form(
+    visit: &Visit,
+    form: &Form,
+    event_id: Uuid,
+    event_title: String,
+    kind: &str,
+) -> PerformanceForm {
+    let currency = form.text("currency").to_uppercase();
+    let mut view = PerformanceForm {
+        chrome: Chrome::of(visit),
+        event_id,
+        event_title,
+        starts_at: form.text("starts_at"),
+        on_sale_at: form.text("on_sale_at"),
+        hold_minutes: form.text("hold_minutes"),
+        max_per_booking: form.text("max_per_booking"),
+        kind: kind.into(),
+        currency: currency.clone(),
+        sections: lines4(
+            form,
+            "section_name",
+            "section_price",
+            "section_rows",
+            "section_seats",
+        )
+        .into_iter()
+        .map(|[name, price, rows, seats]| SectionLine {
+            name,
+            price,
+            rows,
+            seats,
+        })
+        .collect(),
+        ticket_types: lines4(form, "tt_name", "tt_price", "tt_capacity", "")
+            .into_iter()
+            .map(|[name, price, capacity, _]| TicketLine {
+                name,
+                price,
+                capacity,
+            })
+            .collect(),
+        problems: vec![],
+    };
+    if view.sections.is_empty() {
+        view.sections.push(blank_section());
+    }
+    if view.ticket_types.is_empty() {
+        view.ticket_types.push(blank_ticket_type());
+    }
+    if view.sections.is_empty() {
+        view.sections.push(blank_section());
+    }
+    if view.ticket_types.is_empty() {
+        view.ticket_types.push(blank_ticket_type());
+    }
+    view
+}
+
+/// The API request the form makes.
+fn performance_body(
+    starts_at: chrono::DateTime<chrono::Utc>,
+    seating: Value,
+    hold_minutes: Option<i64>,
+    max_per_booking: Option<i64>,
+    on_sale_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Value {
+    let mut body = json!({ "starts_at": starts_at, "seating": seating });
+    if let Some(minutes) = hold_minutes {
+        body["hold_ttl_seconds"] = json!(minutes.saturating_mul(60));
+    }
+    if let Some(max) = max_per_booking {
+        body["max_per_booking"] = json!(max);
+    }
+    if let Some(at) = on_sale_at {
+        body["on_sale_at"] = json!(at);
+    }
+    body
 }
 
 /// `seating.sections[1].rows[0].label` → `Section 2, row 1, label`.
