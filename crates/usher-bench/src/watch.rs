@@ -28,32 +28,7 @@ pub(super) async fn watch(
         "{}/v1/performances/{performance_id}/live",
         bench.base.replacen("http://", "ws://", 1)
     );
-    let mut connected = Vec::new();
-    let mut connecting = tokio::task::JoinSet::new();
-    for _ in 0..args.watchers {
-        if connecting.len() >= 200
-            && let Some(socket) = connecting.join_next().await
-        {
-            connected.push(socket??);
-        }
-        let live = live.clone();
-        connecting.spawn(async move {
-            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                .read_buffer_size(16 * 1024)
-                .write_buffer_size(0);
-            let (mut socket, _) =
-                tokio_tungstenite::connect_async_with_config(live, Some(config), true).await?;
-            // The snapshot.
-            socket
-                .next()
-                .await
-                .ok_or_else(|| anyhow!("closed before the snapshot"))??;
-            anyhow::Ok(socket)
-        });
-    }
-    while let Some(socket) = connecting.join_next().await {
-        connected.push(socket??);
-    }
+    let connected = connect_watchers(&live, args.watchers).await?;
     let mut watchers = tokio::task::JoinSet::new();
     for socket in connected {
         let (answered, rush_over) = (answered.clone(), rush_over.clone());
@@ -102,24 +77,76 @@ pub(super) async fn watch(
         measured,
         holds,
     );
+    watch_report(&mut report, args.watchers, holds, &delays, connected_at_end);
+    Ok(report)
+}
+
+/// `watchers` live connections, each past its snapshot, a few hundred connecting at a
+/// time.
+async fn connect_watchers(
+    live: &str,
+    watchers: usize,
+) -> anyhow::Result<
+    Vec<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+> {
+    let mut connected = Vec::new();
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..watchers {
+        if connecting.len() >= 200
+            && let Some(socket) = connecting.join_next().await
+        {
+            connected.push(socket??);
+        }
+        let live = live.to_owned();
+        connecting.spawn(async move {
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(16 * 1024)
+                .write_buffer_size(0);
+            let (mut socket, _) =
+                tokio_tungstenite::connect_async_with_config(live, Some(config), true).await?;
+            // The snapshot.
+            socket
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("closed before the snapshot"))??;
+            anyhow::Ok(socket)
+        });
+    }
+    while let Some(socket) = connecting.join_next().await {
+        connected.push(socket??);
+    }
+    Ok(connected)
+}
+
+/// The deliveries' figures, and whether every hold reached every watcher still there.
+fn watch_report(
+    report: &mut Report,
+    watchers: usize,
+    holds: u64,
+    delays: &Histogram<u64>,
+    connected_at_end: usize,
+) {
     let ms = |q: f64| delays.value_at_quantile(q) as f64 / 1000.0;
     report.watch = Some(WatchReport {
-        watchers: args.watchers,
+        watchers,
         connected_at_end,
         deliveries: delays.len(),
         delivery_p50_ms: ms(0.50),
         delivery_p99_ms: ms(0.99),
         delivery_max_ms: delays.max() as f64 / 1000.0,
     });
-    let expected = holds * args.watchers as u64;
-    report.invariants_ok = Some(delays.len() == expected && connected_at_end == args.watchers);
+    let expected = holds * watchers as u64;
+    report.invariants_ok = Some(delays.len() == expected && connected_at_end == watchers);
     if delays.len() != expected {
         report.invariant_problems.push(format!(
             "{} of {expected} deliveries (holds x watchers) arrived",
             delays.len()
         ));
     }
-    Ok(report)
 }
 
 /// One watcher: the delay from each hold's answer to its change arriving here. Runs
