@@ -3,11 +3,21 @@
 use super::*;
 
 pub(super) fn print_table(report: &Report) {
+    let rows = rows(report);
+    let rows: Vec<_> = rows.into_iter().filter(|(k, _)| !k.is_empty()).collect();
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in rows {
+        println!("{key:<width$}  {value}");
+    }
+}
+
+/// The table's rows: what each figure is, and the figure (an empty name: no row).
+fn rows(report: &Report) -> Vec<(&'static str, String)> {
     let name = match report.kind {
         Some(kind) => format!("{:?} --kind {:?}", report.scenario, kind).to_lowercase(),
         None => format!("{:?}", report.scenario).to_lowercase(),
     };
-    let rows: Vec<(&str, String)> = vec![
+    vec![
         ("scenario", name),
         ("engine", report.engine.clone()),
         ("requests", report.requests.to_string()),
@@ -76,10 +86,5 @@ pub(super) fn print_table(report: &Report) {
                 _ => "unknown (external server)".into(),
             },
         ),
-    ];
-    let rows: Vec<_> = rows.into_iter().filter(|(k, _)| !k.is_empty()).collect();
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    for (key, value) in rows {
-        println!("{key:<width$}  {value}");
-    }
+    ]
 }

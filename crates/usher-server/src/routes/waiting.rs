@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use usher_core::{Cursor, SeatingKind};
+use usher_core::{Cursor, Performance, SeatingKind};
 use usher_store::{
     InventoryCommand, QueueJoin, QueueJoined, QueueState, QueueTicket, WaitlistEntry, WaitlistJoin,
     WaitlistJoined, WaitlistStatus,
@@ -87,29 +87,9 @@ pub struct WaitlistPage {
     pub next_cursor: Option<String>,
 }
 
-/// Joins the performance's waiting list, when what you ask cannot be had now. When
-/// units come back they are offered in line order, a whole group at once, as a hold
-/// made for you (`offer: true`) with an email. Joining again while waiting returns the
-/// same entry (200).
-#[utoipa::path(post, path = "/v1/performances/{id}/waitlist", tag = "waiting list",
-    params(("id" = Uuid, Path, description = "Performance id")),
-    request_body = WaitlistRequest,
-    security(("bearer" = [])),
-    responses(
-        (status = 201, description = "On the list", body = WaitlistEntryView),
-        (status = 200, description = "Already on the list: that entry", body = WaitlistEntryView),
-        (status = 404, description = "No such performance", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`/problems/not-sold-out`: enough units are free, hold them; `/problems/not-on-sale`: not on sale", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad quantity or ticket type", body = Problem, content_type = "application/problem+json"),
-    ))]
-async fn join_waitlist(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Json<WaitlistRequest>, ApiError>,
-) -> Result<Response, ApiError> {
-    let (performance, _) = visible_performance(&state, Some(caller), path_id(&id)?).await?;
-    let Json(body) = body?;
+/// What the body asks to wait for, checked against the performance: the ticket type
+/// (general admission) or the seats (`None`); every field's problem at once.
+fn waited_for(performance: &Performance, body: &WaitlistRequest) -> Result<Option<Uuid>, ApiError> {
     let mut fields = Fields::new();
     let max = performance.max_per_booking.get();
     if body.quantity < 1 || body.quantity > i64::from(max) {
@@ -147,6 +127,33 @@ async fn join_waitlist(
         (SeatingKind::Reserved, None) => None,
     };
     fields.finish()?;
+    Ok(ticket_type_id)
+}
+
+/// Joins the performance's waiting list, when what you ask cannot be had now. When
+/// units come back they are offered in line order, a whole group at once, as a hold
+/// made for you (`offer: true`) with an email. Joining again while waiting returns the
+/// same entry (200).
+#[utoipa::path(post, path = "/v1/performances/{id}/waitlist", tag = "waiting list",
+    params(("id" = Uuid, Path, description = "Performance id")),
+    request_body = WaitlistRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "On the list", body = WaitlistEntryView),
+        (status = 200, description = "Already on the list: that entry", body = WaitlistEntryView),
+        (status = 404, description = "No such performance", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`/problems/not-sold-out`: enough units are free, hold them; `/problems/not-on-sale`: not on sale", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad quantity or ticket type", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn join_waitlist(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<WaitlistRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let (performance, _) = visible_performance(&state, Some(caller), path_id(&id)?).await?;
+    let Json(body) = body?;
+    let ticket_type_id = waited_for(&performance, &body)?;
     let join = WaitlistJoin {
         id: Uuid::now_v7(),
         user_id: caller.id,

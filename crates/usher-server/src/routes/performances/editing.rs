@@ -135,6 +135,38 @@ async fn update_performance(
     let (performance, event) = managed_performance(&state, caller, &id).await?;
     let Json(body) = body?;
     let now = state.clock().now();
+    let patch = patch_of(body, &performance, now)?;
+    if event.status == EventStatus::Cancelled {
+        return Err(sale_cancelled("its event is cancelled"));
+    }
+    let audit = patch_audit(caller.audit(&request), &patch);
+    let cancelling = patch.status.is_some();
+    let updated =
+        usher_app::catalog::update_performance(state.store(), performance.id, patch, now, &audit)
+            .await?;
+    state.performances().forget_event(event.id);
+    let performance = match updated {
+        PerformanceUpdate::Updated(performance) => performance,
+        PerformanceUpdate::AlreadyCancelled => {
+            return Err(sale_cancelled("this performance is cancelled"));
+        }
+        PerformanceUpdate::NoSuchPerformance => return Err(ApiError::NotFound),
+    };
+    if cancelling {
+        tracing::info!(performance_id = %performance.id, "performance cancelled; refunds queued");
+    }
+    Ok(axum::Json(
+        performance_view(&state, performance, event.status).await?,
+    ))
+}
+
+/// The patch the body asks for, checked against the performance as it is; every
+/// field's problem at once.
+fn patch_of(
+    body: UpdatePerformanceRequest,
+    performance: &Performance,
+    now: DateTime<Utc>,
+) -> Result<PerformancePatch, ApiError> {
     let mut fields = Fields::new();
     let starts_at = body.starts_at.map(|t| t.trunc_subsecs(6));
     if starts_at.is_some_and(|t| t <= now) {
@@ -177,35 +209,14 @@ async fn update_performance(
     let (Some(hold_ttl), Some(max_per_booking)) = (hold_ttl, max_per_booking) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    if event.status == EventStatus::Cancelled {
-        return Err(sale_cancelled("its event is cancelled"));
-    }
-    let patch = PerformancePatch {
+    Ok(PerformancePatch {
         starts_at,
         hold_ttl,
         max_per_booking,
         on_sale_at,
         waiting_room: body.waiting_room.map(|w| w.enabled),
         status,
-    };
-    let audit = patch_audit(caller.audit(&request), &patch);
-    let updated =
-        usher_app::catalog::update_performance(state.store(), performance.id, patch, now, &audit)
-            .await?;
-    state.performances().forget_event(event.id);
-    let performance = match updated {
-        PerformanceUpdate::Updated(performance) => performance,
-        PerformanceUpdate::AlreadyCancelled => {
-            return Err(sale_cancelled("this performance is cancelled"));
-        }
-        PerformanceUpdate::NoSuchPerformance => return Err(ApiError::NotFound),
-    };
-    if status.is_some() {
-        tracing::info!(performance_id = %performance.id, "performance cancelled; refunds queued");
-    }
-    Ok(axum::Json(
-        performance_view(&state, performance, event.status).await?,
-    ))
+    })
 }
 
 /// The audit row's notes: every field the patch changes.

@@ -204,51 +204,17 @@ pub(super) async fn create_performance(
         "reserved"
     };
     let mut view = performance_form(&visit, &form, id, event.title, kind);
-    let currency = view.currency.clone();
-    let mut problems = Vec::new();
-    let starts_at = format::parse_datetime_local(&view.starts_at);
-    if starts_at.is_none() {
-        problems.push("Give the date and time the performance starts.".to_owned());
-    }
-    let on_sale_at = if view.on_sale_at.is_empty() {
-        None
-    } else {
-        let parsed = format::parse_datetime_local(&view.on_sale_at);
-        if parsed.is_none() {
-            problems.push("The on-sale time is not a date and time.".to_owned());
+    let body = match request_of(&view, &form, kind) {
+        Ok(body) => body,
+        Err(problems) => {
+            view.problems = problems;
+            return Ok(page(
+                &view,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                web.form_targets,
+            ));
         }
-        parsed
     };
-    let mut optional_number = |text: &str, what: &str| -> Option<i64> {
-        if text.is_empty() {
-            return None;
-        }
-        let n = text.parse::<i64>().ok();
-        if n.is_none() {
-            problems.push(format!("{what} should be a whole number."));
-        }
-        n
-    };
-    let hold_minutes = optional_number(&view.hold_minutes, "The hold time");
-    let max_per_booking = optional_number(&view.max_per_booking, "The most tickets per booking");
-    let seating = seating(&form, kind, &currency)
-        .map_err(|p| problems.extend(p))
-        .ok();
-    let (Some(starts_at), Some(seating), true) = (starts_at, seating, problems.is_empty()) else {
-        view.problems = problems;
-        return Ok(page(
-            &view,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            web.form_targets,
-        ));
-    };
-    let body = performance_body(
-        starts_at,
-        seating,
-        hold_minutes,
-        max_per_booking,
-        on_sale_at,
-    );
     match visit
         .post::<PerformanceView>(&format!("/v1/events/{id}/performances"), &body)
         .await
@@ -334,6 +300,50 @@ fn performance_form(
         view.ticket_types.push(blank_ticket_type());
     }
     view
+}
+
+/// The API request the form asks for, or every problem with it, in words.
+fn request_of(view: &PerformanceForm, form: &Form, kind: &str) -> Result<Value, Vec<String>> {
+    let currency = view.currency.clone();
+    let mut problems = Vec::new();
+    let starts_at = format::parse_datetime_local(&view.starts_at);
+    if starts_at.is_none() {
+        problems.push("Give the date and time the performance starts.".to_owned());
+    }
+    let on_sale_at = if view.on_sale_at.is_empty() {
+        None
+    } else {
+        let parsed = format::parse_datetime_local(&view.on_sale_at);
+        if parsed.is_none() {
+            problems.push("The on-sale time is not a date and time.".to_owned());
+        }
+        parsed
+    };
+    let mut optional_number = |text: &str, what: &str| -> Option<i64> {
+        if text.is_empty() {
+            return None;
+        }
+        let n = text.parse::<i64>().ok();
+        if n.is_none() {
+            problems.push(format!("{what} should be a whole number."));
+        }
+        n
+    };
+    let hold_minutes = optional_number(&view.hold_minutes, "The hold time");
+    let max_per_booking = optional_number(&view.max_per_booking, "The most tickets per booking");
+    let seating = seating(form, kind, &currency)
+        .map_err(|p| problems.extend(p))
+        .ok();
+    let (Some(starts_at), Some(seating), true) = (starts_at, seating, problems.is_empty()) else {
+        return Err(problems);
+    };
+    Ok(performance_body(
+        starts_at,
+        seating,
+        hold_minutes,
+        max_per_booking,
+        on_sale_at,
+    ))
 }
 
 /// The API request the form makes.
