@@ -582,6 +582,30 @@ struct Measured {
     rss_mb: Option<f64>,
 }
 
+/// The server's peak memory (MB) while the scenario runs: sampled every 100 ms until
+/// `done` turns true; `None` for a server this process did not start.
+fn peak_rss(pid: Option<u32>, done: Arc<AtomicBool>) -> tokio::task::JoinHandle<Option<f64>> {
+    tokio::spawn(async move {
+        let mut max: Option<f64> = None;
+        while let Some(pid) = pid {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                && let Some(kb) = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            {
+                max = Some(max.map_or(kb / 1024.0, |m: f64| m.max(kb / 1024.0)));
+            }
+            if done.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        max
+    })
+}
+
 /// Sends `requests` requests, `concurrency` at a time; `request(i)` makes the i-th.
 /// Stops early at `deadline`, or once `finished` turns true.
 async fn drive<F, Fut>(
@@ -609,30 +633,7 @@ where
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    // The server's memory while the scenario runs.
-    let sampling = {
-        let done = done.clone();
-        let pid = server.child.as_ref().map(Child::id);
-        tokio::spawn(async move {
-            let mut max: Option<f64> = None;
-            while let Some(pid) = pid {
-                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    && let Some(kb) = status
-                        .lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|kb| kb.parse::<f64>().ok())
-                {
-                    max = Some(max.map_or(kb / 1024.0, |m: f64| m.max(kb / 1024.0)));
-                }
-                if done.load(Ordering::Relaxed) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            max
-        })
-    };
+    let sampling = peak_rss(server.child.as_ref().map(Child::id), done.clone());
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
         let (request, next, progress, finished) = (

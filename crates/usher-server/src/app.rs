@@ -59,6 +59,50 @@ pub enum BuildError {
     Setup(String),
 }
 
+/// The secret access tokens are signed with: the configured one (at least 32 bytes),
+/// or the one stored for the deployment (racing instances agree on whichever was
+/// stored first).
+async fn jwt_secret(
+    config: &ServerConfig,
+    keyring: &Keyring,
+    store: &dyn Store,
+) -> Result<SecretString, BuildError> {
+    match &config.jwt_secret {
+        Some(secret) if secrecy::ExposeSecret::expose_secret(secret).len() < 32 => {
+            Err(BuildError::WeakJwtSecret)
+        }
+        Some(secret) => Ok(secret.clone()),
+        None => Ok(SecretString::from(
+            keyring
+                .secret(store, JWT_SECRET_SETTING)
+                .await
+                .map_err(BuildError::Setup)?,
+        )),
+    }
+}
+
+/// The payment provider the configuration names.
+fn payment_provider(
+    config: &ServerConfig,
+    public_url: &str,
+) -> Result<Arc<dyn PaymentProvider>, BuildError> {
+    Ok(match &config.payments {
+        PaymentsConfig::Mock => Arc::new(MockProvider::new(public_url.to_owned())),
+        PaymentsConfig::Stripe {
+            secret_key,
+            api_base,
+            ..
+        } => Arc::new(
+            StripeProvider::new(
+                api_base.clone(),
+                secret_key.clone(),
+                config.outbound_timeout,
+            )
+            .map_err(|e| BuildError::Setup(e.to_string()))?,
+        ),
+    })
+}
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -73,21 +117,7 @@ impl Application {
         listener: TcpListener,
     ) -> Result<Self, BuildError> {
         let keyring = Keyring::new(config.master_key.load().map_err(BuildError::Setup)?);
-        let secret = match &config.jwt_secret {
-            Some(secret) => {
-                if secrecy::ExposeSecret::expose_secret(secret).len() < 32 {
-                    return Err(BuildError::WeakJwtSecret);
-                }
-                secret.clone()
-            }
-            // Racing instances agree on whichever secret was stored first.
-            None => SecretString::from(
-                keyring
-                    .secret(store.as_ref(), JWT_SECRET_SETTING)
-                    .await
-                    .map_err(BuildError::Setup)?,
-            ),
-        };
+        let secret = jwt_secret(&config, &keyring, store.as_ref()).await?;
         let cors = cors_layer(&config.cors_origins)?;
         let local = listener.local_addr().map_err(BuildError::Listener)?;
         let public_url = config
@@ -96,21 +126,7 @@ impl Application {
             .unwrap_or_else(|| format!("http://{local}"))
             .trim_end_matches('/')
             .to_owned();
-        let payments: Arc<dyn PaymentProvider> = match &config.payments {
-            PaymentsConfig::Mock => Arc::new(MockProvider::new(public_url.clone())),
-            PaymentsConfig::Stripe {
-                secret_key,
-                api_base,
-                ..
-            } => Arc::new(
-                StripeProvider::new(
-                    api_base.clone(),
-                    secret_key.clone(),
-                    config.outbound_timeout,
-                )
-                .map_err(|e| BuildError::Setup(e.to_string()))?,
-            ),
-        };
+        let payments = payment_provider(&config, &public_url)?;
         let mailer = usher_mail::from_config(
             config.mail.smtp_url.as_deref(),
             &config.mail.dir,

@@ -377,9 +377,32 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
 
+    let (tightest, policies) = match enforce(limits, &checks).await {
+        Ok(passed) => passed,
+        Err(refused) => return refused,
+    };
+    let mut response = next.run(request).await;
+    if let Some((policy, remaining, reset)) = tightest {
+        let headers = response.headers_mut();
+        set_policy(headers, &policies);
+        set_header(
+            headers,
+            "ratelimit",
+            format!("\"{}\";r={remaining};t={reset}", policy.name),
+        );
+    }
+    response
+}
+
+/// The tightest limit this request passes (policy, what remains, seconds to reset) and
+/// every policy it passed; or the 429 of the first it does not.
+async fn enforce(
+    limits: &RateLimits,
+    checks: &[(Tier, String)],
+) -> Result<(Option<(Policy, u32, u64)>, Vec<Policy>), Response> {
     let mut tightest: Option<(Policy, u32, u64)> = None;
     let mut policies = Vec::new();
-    for (tier, key) in &checks {
+    for (tier, key) in checks {
         match limits.check(*tier, key).await {
             Verdict::Allowed {
                 policy,
@@ -409,21 +432,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                     "ratelimit",
                     format!("\"{}\";r=0;t={retry_after_seconds}", policy.name),
                 );
-                return response;
+                return Err(response);
             }
         }
     }
-    let mut response = next.run(request).await;
-    if let Some((policy, remaining, reset)) = tightest {
-        let headers = response.headers_mut();
-        set_policy(headers, &policies);
-        set_header(
-            headers,
-            "ratelimit",
-            format!("\"{}\";r={remaining};t={reset}", policy.name),
-        );
-    }
-    response
+    Ok((tightest, policies))
 }
 
 fn set_policy(headers: &mut HeaderMap, policies: &[Policy]) {

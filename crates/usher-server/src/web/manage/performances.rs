@@ -498,12 +498,6 @@ pub(super) async fn performance_page(
     } else {
         None
     };
-    let names: std::collections::HashMap<Uuid, String> = performance
-        .ticket_types
-        .iter()
-        .flatten()
-        .map(|t| (t.id, t.name.clone()))
-        .collect();
     let line = SalesLine::new(
         attendees
             .items
@@ -511,7 +505,33 @@ pub(super) async fn performance_page(
             .map(|a| (a.booking.updated_at, a.booking.units.len() as u64))
             .collect(),
     );
-    let attendee_lines = attendees
+    let attendee_lines = attendee_lines(&performance, &attendees);
+    Ok(PerformancePage {
+        chrome: Chrome::of(visit),
+        event_id: event.id,
+        event_title: event.title,
+        when: format::when(&performance.starts_at),
+        performance,
+        revenue,
+        map,
+        line,
+        attendees: attendee_lines,
+        more_attendees: attendees.next_cursor.is_some(),
+        problem: None,
+        notice: None,
+    })
+}
+
+/// The attendee list: who, what they hold (seats, or the ticket type's name), what
+/// they paid and when.
+fn attendee_lines(performance: &PerformanceView, attendees: &AttendeePage) -> Vec<AttendeeLine> {
+    let names: std::collections::HashMap<Uuid, String> = performance
+        .ticket_types
+        .iter()
+        .flatten()
+        .map(|t| (t.id, t.name.clone()))
+        .collect();
+    attendees
         .items
         .iter()
         .map(|a| AttendeeLine {
@@ -533,21 +553,7 @@ pub(super) async fn performance_page(
             total: format::price(&a.booking.total),
             paid_at: format::when(&a.booking.updated_at),
         })
-        .collect();
-    Ok(PerformancePage {
-        chrome: Chrome::of(visit),
-        event_id: event.id,
-        event_title: event.title,
-        when: format::when(&performance.starts_at),
-        performance,
-        revenue,
-        map,
-        line,
-        attendees: attendee_lines,
-        more_attendees: attendees.next_cursor.is_some(),
-        problem: None,
-        notice: None,
-    })
+        .collect()
 }
 
 /// House seats: block or free the picked seats.
