@@ -1,6 +1,7 @@
 //! Accounts: an admin changes someone's role, or disables or enables the account.
 
 use chrono::{DateTime, Utc};
+use usher_core::ids::UserId;
 use uuid::Uuid;
 
 use usher_core::User;
@@ -47,9 +48,9 @@ async fn change_in(
         return Ok(None);
     };
     if change.disabled == Some(true) {
-        tx.revoke_sessions(id, now).await?;
+        tx.revoke_sessions(id.into(), now).await?;
     }
-    for entry in user_change_audit(audit, id, change, now) {
+    for entry in user_change_audit(audit, id.into(), change, now) {
         tx.insert_audit(&entry).await?;
     }
     Ok(Some(user))
@@ -58,14 +59,19 @@ async fn change_in(
 /// The audit rows of an admin's change to an account: one per thing changed.
 pub fn user_change_audit(
     audit: &Audit,
-    user_id: Uuid,
+    user_id: UserId,
     change: UserChange,
     now: DateTime<Utc>,
 ) -> Vec<AuditEntry> {
     let mut entries = Vec::new();
     if let Some(role) = change.role {
         let audit = audit.clone().note("role", role.as_str());
-        entries.push(audit.entry(action::USER_ROLE_CHANGED, ("user", user_id), None, now));
+        entries.push(audit.entry(
+            action::USER_ROLE_CHANGED,
+            ("user", user_id.uuid()),
+            None,
+            now,
+        ));
     }
     if let Some(disabled) = change.disabled {
         let kind = if disabled {
@@ -73,7 +79,7 @@ pub fn user_change_audit(
         } else {
             action::USER_ENABLED
         };
-        entries.push(audit.entry(kind, ("user", user_id), None, now));
+        entries.push(audit.entry(kind, ("user", user_id.uuid()), None, now));
     }
     entries
 }
@@ -115,12 +121,12 @@ async fn rotate_in(
     if let Some((family_id, user_id)) = tx.use_refresh_token(presented_hash, now).await? {
         let replacement = NewRefreshToken {
             family_id,
-            user_id,
+            user_id: user_id.into(),
             ..replacement
         };
         tx.insert_refresh_token(&replacement, now).await?;
         return Ok(Rotation::Rotated {
-            user_id,
+            user_id: user_id.into(),
             session_id: family_id,
         });
     }

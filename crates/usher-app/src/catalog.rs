@@ -46,7 +46,7 @@ async fn event_in(
     now: DateTime<Utc>,
     audit: &Audit,
 ) -> StoreResult<Option<Event>> {
-    let Some(current) = tx.lock_event(id).await? else {
+    let Some(current) = tx.lock_event(id.into()).await? else {
         return Ok(None);
     };
     let was = current.status;
@@ -60,7 +60,7 @@ async fn event_in(
     let entry = audit.entry(
         event_action(was, event.status),
         ("event", id),
-        Some(id),
+        Some(id.into()),
         now,
     );
     tx.insert_audit(&entry).await?;
@@ -95,7 +95,7 @@ pub async fn update_performance(
         return Err(error);
     }
     tx.commit().await?;
-    Ok(match store.performance(id).await? {
+    Ok(match store.performance(id.into()).await? {
         Some(performance) => PerformanceUpdate::Updated(performance),
         None => PerformanceUpdate::NoSuchPerformance,
     })
@@ -108,7 +108,7 @@ async fn performance_in(
     now: DateTime<Utc>,
     audit: &Audit,
 ) -> StoreResult<()> {
-    tx.patch_performance(id, patch).await?;
+    tx.patch_performance(id.into(), patch).await?;
     let cancel = patch.status == Some(PerformanceStatus::Cancelled);
     if cancel {
         let job = serde_json::json!({ "performance_id": id });

@@ -4,7 +4,7 @@
 //! again.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use usher_core::ids::{BookingId, PerformanceId, UnitId};
 
 use usher_core::UnitState;
 use usher_core::hold::LockedUnit;
@@ -96,7 +96,7 @@ async fn finish(
 /// A buyer lets a live hold go: its units are free at once.
 async fn cancel(
     tx: &mut dyn InventoryTx,
-    booking_id: Uuid,
+    booking_id: BookingId,
     now: DateTime<Utc>,
 ) -> StoreResult<Ran> {
     if !tx.cancel_held(booking_id, now).await? {
@@ -129,7 +129,7 @@ async fn sweep(tx: &mut dyn InventoryTx, now: DateTime<Utc>, limit: u32) -> Stor
     let mut moved = ChangeSet::new();
     moved.extend(UnitState::Available, released);
     let outcome = CommandOutcome::Swept {
-        expired,
+        expired: expired.into_iter().collect(),
         released_units,
     };
     Ok((outcome, Some(moved), now))
@@ -137,8 +137,8 @@ async fn sweep(tx: &mut dyn InventoryTx, now: DateTime<Utc>, limit: u32) -> Stor
 
 /// House seats and broken seats, as an organizer asks.
 struct Blocking<'a> {
-    performance_id: Uuid,
-    unit_ids: &'a [Uuid],
+    performance_id: PerformanceId,
+    unit_ids: &'a [UnitId],
     blocked: bool,
     now: DateTime<Utc>,
     audit: &'a Audit,
@@ -172,11 +172,16 @@ async fn set_blocked(tx: &mut dyn InventoryTx, asked: Blocking<'_>) -> StoreResu
             asked
                 .unit_ids
                 .iter()
-                .map(Uuid::to_string)
+                .map(UnitId::to_string)
                 .collect::<Vec<_>>(),
         )
         .note("changed", changed.len());
-    let entry = audit.entry(kind, ("performance", asked.performance_id), None, now);
+    let entry = audit.entry(
+        kind,
+        ("performance", asked.performance_id.uuid()),
+        None,
+        now,
+    );
     tx.insert_audit(&entry).await?;
     let mut moved = ChangeSet::new();
     moved.extend(state, changed.iter().map(|id| (asked.performance_id, *id)));
@@ -189,25 +194,29 @@ async fn set_blocked(tx: &mut dyn InventoryTx, asked: Blocking<'_>) -> StoreResu
 /// Why a blocking may not go ahead: units that are not the performance's, or units
 /// someone holds or bought (an expired hold's unit is free: blocking detaches it).
 fn refuse_blocking(asked: &Blocking<'_>, locked: &[LockedUnit]) -> Option<CommandOutcome> {
-    let find = |id: &Uuid| {
+    let find = |id: &UnitId| {
         locked
             .iter()
-            .find(|u| u.id == *id && u.performance_id == asked.performance_id)
+            .find(|u| u.id == (*id) && u.performance_id == asked.performance_id)
     };
-    let unknown: Vec<Uuid> = asked
+    let unknown: Vec<UnitId> = asked
         .unit_ids
         .iter()
         .filter(|id| find(id).is_none())
         .copied()
         .collect();
     if !unknown.is_empty() {
-        return Some(CommandOutcome::UnknownUnits { unit_ids: unknown });
+        return Some(CommandOutcome::UnknownUnits {
+            unit_ids: unknown.into_iter().collect(),
+        });
     }
-    let taken: Vec<Uuid> = asked
+    let taken: Vec<UnitId> = asked
         .unit_ids
         .iter()
         .filter(|id| find(id).is_some_and(|u| u.state.taken(u.held_until, asked.now)))
         .copied()
         .collect();
-    (!taken.is_empty()).then_some(CommandOutcome::Unavailable { unit_ids: taken })
+    (!taken.is_empty()).then_some(CommandOutcome::Unavailable {
+        unit_ids: taken.into_iter().collect(),
+    })
 }

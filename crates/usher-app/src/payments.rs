@@ -9,7 +9,7 @@
 //! follows: the booking, then its payments, then its units in id order.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use usher_core::ids::BookingId;
 
 use usher_core::lifecycle::{
     Decision, Email, Facts, Outcome, Refusal, Trigger, UnitChange, WALLET, decide,
@@ -124,7 +124,10 @@ async fn run(tx: &mut dyn LifecycleTx, request: &TransitionRequest) -> StoreResu
 }
 
 /// The booking a request is about; `None` for a payment nobody knows.
-async fn booking_of(tx: &mut dyn LifecycleTx, reference: BookingRef) -> StoreResult<Option<Uuid>> {
+async fn booking_of(
+    tx: &mut dyn LifecycleTx,
+    reference: BookingRef,
+) -> StoreResult<Option<BookingId>> {
     match reference {
         BookingRef::Booking(id) => Ok(Some(id)),
         BookingRef::Payment(payment_id) => tx.booking_of_payment(payment_id).await,
@@ -135,7 +138,7 @@ async fn booking_of(tx: &mut dyn LifecycleTx, reference: BookingRef) -> StoreRes
 /// the balance cannot cover the booking (nothing written).
 async fn wallet_pays(
     tx: &mut dyn LifecycleTx,
-    booking_id: Uuid,
+    booking_id: BookingId,
     decision: &Decision,
     total: Money,
     now: DateTime<Utc>,
@@ -180,7 +183,7 @@ async fn audit_transition(
         .note("from", facts.status.as_str())
         .note("to", booking.status.as_str())
         .note("refunded_to_wallet", !decision.wallet_refunds.is_empty());
-    let entry = audit.entry(action, ("booking", booking.id), None, request.now);
+    let entry = audit.entry(action, ("booking", booking.id.uuid()), None, request.now);
     tx.insert_audit(&entry).await
 }
 
@@ -188,7 +191,7 @@ async fn audit_transition(
 /// and the outbox's jobs. The units moved, for the live seat maps.
 async fn apply(
     tx: &mut dyn LifecycleTx,
-    booking_id: Uuid,
+    booking_id: BookingId,
     facts: &Facts,
     decision: &Decision,
     total: Money,
@@ -206,7 +209,7 @@ async fn apply(
 /// the conditional write must take).
 async fn change_booking(
     tx: &mut dyn LifecycleTx,
-    booking_id: Uuid,
+    booking_id: BookingId,
     facts: &Facts,
     decision: &Decision,
     now: DateTime<Utc>,
@@ -238,7 +241,7 @@ async fn change_booking(
 /// Sells the booking's units (and numbers their tickets) or releases them.
 async fn move_units(
     tx: &mut dyn LifecycleTx,
-    booking_id: Uuid,
+    booking_id: BookingId,
     decision: &Decision,
     now: DateTime<Utc>,
 ) -> StoreResult<ChangeSet> {
@@ -259,7 +262,7 @@ async fn move_units(
 /// A new payment (a checkout, or the wallet's), and every payment's new status.
 async fn record_payments(
     tx: &mut dyn LifecycleTx,
-    booking_id: Uuid,
+    booking_id: BookingId,
     decision: &Decision,
     total: Money,
     request: &TransitionRequest,
@@ -295,7 +298,7 @@ async fn record_payments(
 /// Payments the decision refunds to the buyer's wallet, credited at once.
 async fn refund_to_wallet(
     tx: &mut dyn LifecycleTx,
-    booking_id: Uuid,
+    booking_id: BookingId,
     decision: &Decision,
     request: &TransitionRequest,
 ) -> StoreResult<()> {
@@ -327,7 +330,7 @@ async fn refund_to_wallet(
 /// The outbox's jobs: refunds at the provider, and the buyer's emails.
 async fn queue_jobs(
     tx: &mut dyn LifecycleTx,
-    booking_id: Uuid,
+    booking_id: BookingId,
     decision: &Decision,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {

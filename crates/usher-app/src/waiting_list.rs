@@ -4,6 +4,7 @@
 //! of the store ([`usher_store::waiting`]).
 
 use chrono::{DateTime, Duration, Utc};
+use usher_core::ids::{BookingId, PerformanceId};
 use uuid::Uuid;
 
 use usher_core::Booking;
@@ -25,7 +26,7 @@ use crate::hold;
 /// Returns the offers made.
 pub async fn serve(
     store: &dyn Store,
-    performance_id: Uuid,
+    performance_id: PerformanceId,
     now: DateTime<Utc>,
     offer_ttl: Duration,
 ) -> StoreResult<Vec<(Uuid, Booking)>> {
@@ -67,7 +68,7 @@ pub async fn serve(
 /// The walk down the line, inside the serving transaction.
 async fn serve_in(
     tx: &mut dyn ServeTx,
-    performance_id: Uuid,
+    performance_id: PerformanceId,
     now: DateTime<Utc>,
     offer_ttl: Duration,
     serialised: bool,
@@ -92,12 +93,12 @@ async fn serve_in(
             StoreError::Backend(format!("entry {} wants {}", entry.id, entry.quantity))
         })?;
         let hold = HoldCommand {
-            booking_id: Uuid::now_v7(),
-            user_id: entry.user_id,
+            booking_id: BookingId::generate(),
+            user_id: entry.user_id.into(),
             performance_id,
             selection: match scope {
                 Some(ticket_type_id) => Selection::General {
-                    ticket_type_id,
+                    ticket_type_id: ticket_type_id.into(),
                     quantity,
                 },
                 None => Selection::BestAvailable { quantity },

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use chrono::{DateTime, Utc};
+use usher_core::ids::PerformanceId;
 use uuid::Uuid;
 
 use usher_store::waiting::{QueueTicketRow, QueueTx, SaleState};
@@ -33,7 +34,7 @@ async fn join_in(tx: &mut dyn QueueTx, joins: &[QueueJoin]) -> StoreResult<Vec<Q
     let mut rooms: HashMap<Uuid, Result<QueueRoom, QueueJoined>> = HashMap::new();
     let mut answers: Vec<Result<QueueTicketRow, QueueJoined>> = Vec::with_capacity(joins.len());
     for join in joins {
-        let room = match rooms.entry(join.performance_id) {
+        let room = match rooms.entry(join.performance_id.uuid()) {
             Entry::Occupied(known) => known.into_mut(),
             Entry::Vacant(slot) => {
                 slot.insert(room_for_joins(tx, join.performance_id, join.now).await?)
@@ -58,19 +59,22 @@ async fn join_in(tx: &mut dyn QueueTx, joins: &[QueueJoin]) -> StoreResult<Vec<Q
     let mut draws: HashMap<Uuid, Vec<(i64, Uuid)>> = HashMap::new();
     for (join, answer) in joins.iter().zip(&answers) {
         let unnumbered = answer.as_ref().is_ok_and(|row| row.seq.is_none());
-        if unnumbered && !draws.contains_key(&join.performance_id) {
-            draws.insert(join.performance_id, tx.draws(join.performance_id).await?);
+        if unnumbered && !draws.contains_key(&join.performance_id.uuid()) {
+            draws.insert(
+                join.performance_id.uuid(),
+                tx.draws(join.performance_id).await?,
+            );
         }
     }
     Ok(answers
         .into_iter()
         .zip(joins)
         .map(
-            |(answer, join)| match (answer, rooms.get(&join.performance_id)) {
+            |(answer, join)| match (answer, rooms.get(&join.performance_id.uuid())) {
                 (Err(refused), _) => refused,
                 (Ok(row), Some(Ok(room))) => {
                     let ahead = draws
-                        .get(&join.performance_id)
+                        .get(&join.performance_id.uuid())
                         .map_or(0, |all| place_in_draw(all, row.id));
                     let fresh = row.id == join.ticket_id;
                     let ticket = row.into_ticket(room.clone(), ahead);
@@ -88,7 +92,7 @@ async fn join_in(tx: &mut dyn QueueTx, joins: &[QueueJoin]) -> StoreResult<Vec<Q
 /// The performance's room, opened if need be, when it takes joins now; why not otherwise.
 async fn room_for_joins(
     tx: &mut dyn QueueTx,
-    performance_id: Uuid,
+    performance_id: PerformanceId,
     now: DateTime<Utc>,
 ) -> StoreResult<Result<QueueRoom, QueueJoined>> {
     let Some((waiting_room, selling)) = tx.door(performance_id, now).await? else {
@@ -118,7 +122,7 @@ fn place_in_draw(all: &[(i64, Uuid)], ticket: Uuid) -> u64 {
 /// The room afterwards.
 pub async fn advance(
     store: &dyn Store,
-    performance_id: Uuid,
+    performance_id: PerformanceId,
     now: DateTime<Utc>,
     policy: AdmissionPolicy,
 ) -> StoreResult<Option<QueueRoom>> {
@@ -137,7 +141,7 @@ pub async fn advance(
 
 async fn advance_in(
     tx: &mut dyn QueueTx,
-    performance_id: Uuid,
+    performance_id: PerformanceId,
     now: DateTime<Utc>,
     policy: AdmissionPolicy,
 ) -> StoreResult<Option<QueueRoom>> {

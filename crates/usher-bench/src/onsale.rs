@@ -439,7 +439,7 @@ async fn fans(
     for writer in writers {
         for (i, id, session_id) in writer.await?? {
             tokens[i] = keys
-                .issue_access(id, session_id, chrono::Utc::now())
+                .issue_access(id.uuid(), session_id, chrono::Utc::now())
                 .map_err(|e| anyhow!("{e}"))?;
         }
     }

@@ -3,9 +3,9 @@
 
 use std::fmt;
 
+use crate::UserId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -186,7 +186,7 @@ impl fmt::Display for Role {
 /// A stored account. The password hash stays in the store record, not here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: Email,
     pub name: UserName,
     pub role: Role,

@@ -12,13 +12,13 @@
 
 use std::collections::BTreeMap;
 
-use uuid::Uuid;
+use crate::UnitId;
 
 /// One seat as the chooser sees it. `seat` is the seat's position in its row; seats
 /// whose positions differ by one are neighbours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seat {
-    pub unit_id: Uuid,
+    pub unit_id: UnitId,
     pub section: u32,
     pub row: u32,
     pub seat: u32,
@@ -30,7 +30,7 @@ pub struct Seat {
 type Rank = (bool, u32, u32, u64, u32);
 
 /// Picks `quantity` seats, or `None` when fewer than that are free.
-pub fn choose(seats: &[Seat], quantity: usize) -> Option<Vec<Uuid>> {
+pub fn choose(seats: &[Seat], quantity: usize) -> Option<Vec<UnitId>> {
     if quantity == 0 || seats.iter().filter(|s| s.free).count() < quantity {
         return None;
     }
@@ -40,7 +40,7 @@ pub fn choose(seats: &[Seat], quantity: usize) -> Option<Vec<Uuid>> {
             .or_default()
             .push(*seat);
     }
-    let mut best: Option<(Rank, Vec<Uuid>)> = None;
+    let mut best: Option<(Rank, Vec<UnitId>)> = None;
     for ((section, row), mut row_seats) in rows {
         row_seats.sort_by_key(|s| s.seat);
         let (Some(first), Some(last)) = (row_seats.first(), row_seats.last()) else {
@@ -133,13 +133,13 @@ mod tests {
 
     /// A house from a picture: one string per row, `.` free, `x` taken; rows of one
     /// section, in order. Returns the seats and a function naming a unit "row:seat".
-    fn house(sections: &[&[&str]]) -> (Vec<Seat>, impl Fn(&Uuid) -> String) {
+    fn house(sections: &[&[&str]]) -> (Vec<Seat>, impl Fn(&UnitId) -> String) {
         let mut seats = Vec::new();
         let mut names = std::collections::HashMap::new();
         for (si, rows) in sections.iter().enumerate() {
             for (ri, row) in rows.iter().enumerate() {
                 for (k, c) in row.chars().enumerate() {
-                    let id = Uuid::new_v4();
+                    let id = UnitId::generate();
                     names.insert(id, format!("{si}{}{k}", (b'A' + ri as u8) as char));
                     seats.push(Seat {
                         unit_id: id,
@@ -151,7 +151,7 @@ mod tests {
                 }
             }
         }
-        (seats, move |id: &Uuid| names[id].clone())
+        (seats, move |id: &UnitId| names[id].clone())
     }
 
     fn pick(sections: &[&[&str]], quantity: usize) -> Option<Vec<String>> {

@@ -3,9 +3,9 @@
 
 use std::fmt;
 
+use crate::{EventId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::ParseError;
 use crate::text::{self, Lines};
@@ -159,8 +159,8 @@ fn has_nul(value: &serde_json::Value) -> bool {
 /// A stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub id: Uuid,
-    pub organizer_id: Uuid,
+    pub id: EventId,
+    pub organizer_id: UserId,
     pub title: EventTitle,
     pub description: EventText,
     pub venue: EventText,
@@ -174,13 +174,13 @@ pub struct Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Viewer {
     Anonymous,
-    Customer(Uuid),
-    Organizer(Uuid),
-    Admin(Uuid),
+    Customer(UserId),
+    Organizer(UserId),
+    Admin(UserId),
 }
 
 impl Viewer {
-    pub fn new(user_id: Uuid, role: crate::Role) -> Self {
+    pub fn new(user_id: UserId, role: crate::Role) -> Self {
         match role {
             crate::Role::Admin => Viewer::Admin(user_id),
             crate::Role::Organizer => Viewer::Organizer(user_id),
@@ -207,9 +207,9 @@ impl Viewer {
 mod tests {
     use super::*;
 
-    fn event(owner: Uuid, status: EventStatus) -> Event {
+    fn event(owner: UserId, status: EventStatus) -> Event {
         Event {
-            id: Uuid::now_v7(),
+            id: EventId::generate(),
             organizer_id: owner,
             title: EventTitle::parse("Night").unwrap(),
             description: EventText::default(),
@@ -233,22 +233,22 @@ mod tests {
 
     #[test]
     fn drafts_are_seen_only_by_their_owner_and_admins() {
-        let owner = Uuid::now_v7();
+        let owner = UserId::generate();
         let draft = event(owner, EventStatus::Draft);
         assert!(Viewer::Organizer(owner).sees(&draft));
-        assert!(Viewer::Admin(Uuid::now_v7()).sees(&draft));
-        assert!(!Viewer::Organizer(Uuid::now_v7()).sees(&draft));
-        assert!(!Viewer::Customer(Uuid::now_v7()).sees(&draft));
+        assert!(Viewer::Admin(UserId::generate()).sees(&draft));
+        assert!(!Viewer::Organizer(UserId::generate()).sees(&draft));
+        assert!(!Viewer::Customer(UserId::generate()).sees(&draft));
         assert!(!Viewer::Anonymous.sees(&draft));
         assert!(Viewer::Anonymous.sees(&event(owner, EventStatus::Published)));
     }
 
     #[test]
     fn only_owner_and_admin_manage() {
-        let owner = Uuid::now_v7();
+        let owner = UserId::generate();
         let published = event(owner, EventStatus::Published);
         assert!(Viewer::Organizer(owner).manages(&published));
-        assert!(!Viewer::Organizer(Uuid::now_v7()).manages(&published));
+        assert!(!Viewer::Organizer(UserId::generate()).manages(&published));
         assert!(!Viewer::Customer(owner).manages(&published));
     }
 

@@ -15,15 +15,21 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::best_available::{self, Seat};
-use crate::{BookedUnit, Booking, BookingStatus, Currency, Money, SeatingKind, UnitState};
+use crate::{
+    BookedUnit, Booking, BookingId, BookingStatus, Currency, Money, PerformanceId, SeatingKind,
+    TicketTypeId, UnitId, UnitState, UserId,
+};
 
 /// Which units a hold asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     /// Exactly these units (reserved seating).
-    Units(Vec<Uuid>),
+    Units(Vec<UnitId>),
     /// Any `quantity` free units of one ticket type (general admission).
-    General { ticket_type_id: Uuid, quantity: u32 },
+    General {
+        ticket_type_id: TicketTypeId,
+        quantity: u32,
+    },
     /// The best `quantity` free seats, adjacent when possible (reserved seating).
     BestAvailable { quantity: u32 },
 }
@@ -31,9 +37,9 @@ pub enum Selection {
 #[derive(Debug, Clone)]
 pub struct HoldCommand {
     /// Chosen by the caller, so a retried command is recognisable.
-    pub booking_id: Uuid,
-    pub user_id: Uuid,
-    pub performance_id: Uuid,
+    pub booking_id: BookingId,
+    pub user_id: UserId,
+    pub performance_id: PerformanceId,
     pub selection: Selection,
     pub now: DateTime<Utc>,
     pub held_until: DateTime<Utc>,
@@ -58,11 +64,16 @@ pub enum CommandOutcome {
     Held(Booking),
     /// Some asked units are taken (or not enough are free); nothing was held.
     Unavailable {
-        unit_ids: Vec<Uuid>,
+        unit_ids: Vec<UnitId>,
     },
-    /// Some asked units do not exist in this performance (or the ticket type does not).
+    /// Some asked units do not exist in this performance (none named: the performance
+    /// does not exist).
     UnknownUnits {
-        unit_ids: Vec<Uuid>,
+        unit_ids: Vec<UnitId>,
+    },
+    /// The performance sells no such ticket type (or sells seats).
+    UnknownTicketType {
+        ticket_type_id: TicketTypeId,
     },
     Cancelled(Booking),
     /// The booking is not (or no longer) held; it is in this state.
@@ -71,7 +82,7 @@ pub enum CommandOutcome {
     },
     NoSuchBooking,
     Swept {
-        expired: Vec<Uuid>,
+        expired: Vec<BookingId>,
         released_units: u64,
     },
     /// Units blocked or unblocked; `changed` counts those whose state changed.
@@ -94,7 +105,7 @@ pub struct HoldFacts {
     /// Sections or ticket types: (id, name).
     pub groups: Vec<(Uuid, String)>,
     /// What people wait for on the waiting list: a ticket type, or (`None`) any seat.
-    pub waited_for: Vec<Option<Uuid>>,
+    pub waited_for: Vec<Option<TicketTypeId>>,
 }
 
 impl HoldFacts {
@@ -113,15 +124,19 @@ impl HoldFacts {
 
     /// Whether anyone on the waiting list waits for this ticket type (`None`: the seats),
     /// or for anything at all.
-    pub fn anyone_waits_for(&self, asked: Option<Uuid>) -> bool {
+    pub fn anyone_waits_for(&self, asked: Option<TicketTypeId>) -> bool {
         self.waited_for
             .iter()
             .any(|scope| scope.is_none() || *scope == asked)
     }
 
     /// Whether this is a general-admission performance with this ticket type.
-    pub fn sells(&self, ticket_type_id: Uuid) -> bool {
-        self.kind == SeatingKind::General && self.groups.iter().any(|(id, _)| *id == ticket_type_id)
+    pub fn sells(&self, ticket_type_id: TicketTypeId) -> bool {
+        self.kind == SeatingKind::General
+            && self
+                .groups
+                .iter()
+                .any(|(id, _)| *id == ticket_type_id.uuid())
     }
 
     /// Whether holds are taken at `now`: open, not started, past its on-sale time.
@@ -134,8 +149,8 @@ impl HoldFacts {
 #[derive(Debug, Clone)]
 pub struct HeldUnit {
     /// The booking that took it.
-    pub booking_id: Uuid,
-    pub id: Uuid,
+    pub booking_id: BookingId,
+    pub id: UnitId,
     pub price_amount: i64,
     pub group_id: Uuid,
     pub group_position: i64,
@@ -173,7 +188,7 @@ pub fn held_booking(hold: &HoldCommand, facts: &HoldFacts, mut units: Vec<HeldUn
                 section: if reserved { section(u.group_id) } else { None },
                 row: u.row_label,
                 label: u.seat_label,
-                ticket_type_id: (!reserved).then_some(u.group_id),
+                ticket_type_id: (!reserved).then_some(TicketTypeId::from_uuid(u.group_id)),
                 price: Money::new(u.price_amount, currency),
                 ticket: None,
             })
@@ -194,14 +209,14 @@ pub enum Plan {
     Alone,
     /// Still in the running (empty: its units are not chosen yet), or, once every step
     /// ran, the units it takes.
-    Take(Vec<Uuid>),
+    Take(Vec<UnitId>),
 }
 
 /// A unit as the hold's transaction read it, locked where the engine locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockedUnit {
-    pub id: Uuid,
-    pub performance_id: Uuid,
+    pub id: UnitId,
+    pub performance_id: PerformanceId,
     pub state: UnitState,
     pub held_until: Option<DateTime<Utc>>,
 }
@@ -209,8 +224,8 @@ pub struct LockedUnit {
 /// A unit to take for a booking, if it is still free at `now` (the arbiter's terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitTake {
-    pub unit_id: Uuid,
-    pub booking_id: Uuid,
+    pub unit_id: UnitId,
+    pub booking_id: BookingId,
     pub held_until: DateTime<Utc>,
     pub now: DateTime<Utc>,
 }
@@ -231,8 +246,8 @@ pub fn screen(hold: &HoldCommand, facts: Option<&HoldFacts>) -> Plan {
     }
     match &hold.selection {
         Selection::General { ticket_type_id, .. } if !facts.sells(*ticket_type_id) => {
-            Plan::Decided(CommandOutcome::UnknownUnits {
-                unit_ids: vec![*ticket_type_id],
+            Plan::Decided(CommandOutcome::UnknownTicketType {
+                ticket_type_id: *ticket_type_id,
             })
         }
         Selection::Units(ids) => Plan::Take(ids.clone()),
@@ -248,7 +263,7 @@ pub fn choose_best(quantity: u32, seats: &mut [Seat]) -> Plan {
             unit_ids: Vec::new(),
         }),
         Some(chosen) => {
-            let picked: HashSet<&Uuid> = chosen.iter().collect();
+            let picked: HashSet<&UnitId> = chosen.iter().collect();
             for seat in seats.iter_mut().filter(|s| picked.contains(&s.unit_id)) {
                 seat.free = false;
             }
@@ -259,8 +274,8 @@ pub fn choose_best(quantity: u32, seats: &mut [Seat]) -> Plan {
 
 /// Every seat the batch names or chose, once: what is locked and read before
 /// [`settle_seats`].
-pub fn seats_to_lock(holds: &[HoldCommand], plans: &[Plan]) -> Vec<Uuid> {
-    let mut ids: Vec<Uuid> = holds
+pub fn seats_to_lock(holds: &[HoldCommand], plans: &[Plan]) -> Vec<UnitId> {
+    let mut ids: Vec<UnitId> = holds
         .iter()
         .zip(plans)
         .filter(|(hold, _)| !matches!(hold.selection, Selection::General { .. }))
@@ -278,8 +293,8 @@ pub fn seats_to_lock(holds: &[HoldCommand], plans: &[Plan]) -> Vec<Uuid> {
 /// performance, is free as read, and no earlier hold of the batch took it. A
 /// best-available choice taken since the seat map was read chooses again, alone.
 pub fn settle_seats(holds: &[HoldCommand], plans: &mut [Plan], locked: &[LockedUnit]) {
-    let locked: HashMap<Uuid, &LockedUnit> = locked.iter().map(|u| (u.id, u)).collect();
-    let mut claimed: HashSet<Uuid> = HashSet::new();
+    let locked: HashMap<UnitId, &LockedUnit> = locked.iter().map(|u| (u.id, u)).collect();
+    let mut claimed: HashSet<UnitId> = HashSet::new();
     for (hold, plan) in holds.iter().zip(plans.iter_mut()) {
         let best = match (&*plan, &hold.selection) {
             (Plan::Take(_), Selection::Units(_)) => false,
@@ -288,7 +303,7 @@ pub fn settle_seats(holds: &[HoldCommand], plans: &mut [Plan], locked: &[LockedU
         };
         let Plan::Take(ids) = &*plan else { continue };
         let ids = ids.clone();
-        let unknown: Vec<Uuid> = ids
+        let unknown: Vec<UnitId> = ids
             .iter()
             .filter(|id| {
                 locked
@@ -297,7 +312,7 @@ pub fn settle_seats(holds: &[HoldCommand], plans: &mut [Plan], locked: &[LockedU
             })
             .copied()
             .collect();
-        let taken: Vec<Uuid> = ids
+        let taken: Vec<UnitId> = ids
             .iter()
             .filter(|id| {
                 claimed.contains(*id)
@@ -321,8 +336,11 @@ pub fn settle_seats(holds: &[HoldCommand], plans: &mut [Plan], locked: &[LockedU
 
 /// General admission: per ticket type, how many units the batch asks for and the
 /// earliest `now` among those asking (units free at that moment are free for all).
-pub fn general_demand(holds: &[HoldCommand], plans: &[Plan]) -> Vec<(Uuid, u32, DateTime<Utc>)> {
-    let mut demand: Vec<(Uuid, u32, DateTime<Utc>)> = Vec::new();
+pub fn general_demand(
+    holds: &[HoldCommand],
+    plans: &[Plan],
+) -> Vec<(TicketTypeId, u32, DateTime<Utc>)> {
+    let mut demand: Vec<(TicketTypeId, u32, DateTime<Utc>)> = Vec::new();
     for (hold, plan) in holds.iter().zip(plans) {
         let (
             Plan::Take(_),
@@ -353,7 +371,7 @@ pub fn general_demand(holds: &[HoldCommand], plans: &[Plan]) -> Vec<(Uuid, u32, 
 pub fn share_general(
     holds: &[HoldCommand],
     plans: &mut [Plan],
-    mut free: HashMap<Uuid, Vec<Uuid>>,
+    mut free: HashMap<TicketTypeId, Vec<UnitId>>,
     complete: bool,
 ) {
     for list in free.values_mut() {

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::money::{Currency, Money};
-use crate::{FieldIssue, ParseError};
+use crate::{
+    BookingId, EventId, FieldIssue, ParseError, PaymentId, PerformanceId, TicketTypeId, UnitId,
+    UserId,
+};
 
 /// The most units one performance may have.
 pub const MAX_UNITS_PER_PERFORMANCE: usize = 200_000;
@@ -580,9 +583,9 @@ impl UnitState {
     /// booking holds it still, even past its time, or the unit is free.
     pub fn takeable_by(
         self,
-        holder: Option<Uuid>,
+        holder: Option<BookingId>,
         held_until: Option<DateTime<Utc>>,
-        booking: Uuid,
+        booking: BookingId,
         now: DateTime<Utc>,
     ) -> bool {
         (self == UnitState::Held && holder == Some(booking)) || self.free(held_until, now)
@@ -597,7 +600,7 @@ impl fmt::Display for UnitState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketType {
-    pub id: Uuid,
+    pub id: TicketTypeId,
     pub name: String,
     pub price: Money,
     pub capacity: u32,
@@ -647,8 +650,8 @@ impl fmt::Display for PerformanceStatus {
 /// A dated showing of an event with its own inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Performance {
-    pub id: Uuid,
-    pub event_id: Uuid,
+    pub id: PerformanceId,
+    pub event_id: EventId,
     pub starts_at: DateTime<Utc>,
     pub status: PerformanceStatus,
     /// Holds are refused before this moment (none: on sale once the event is published).
@@ -667,11 +670,11 @@ pub struct Performance {
 /// One sellable place as the seat map shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
-    pub id: Uuid,
+    pub id: UnitId,
     pub section: Option<String>,
     pub row: Option<String>,
     pub label: Option<String>,
-    pub ticket_type_id: Option<Uuid>,
+    pub ticket_type_id: Option<TicketTypeId>,
     pub price: Money,
     /// Effective at the time of reading.
     pub state: UnitState,
@@ -738,11 +741,11 @@ impl fmt::Display for BookingStatus {
 /// A unit as a booking took it (its price is the price at the time of the hold).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookedUnit {
-    pub unit_id: Uuid,
+    pub unit_id: UnitId,
     pub section: Option<String>,
     pub row: Option<String>,
     pub label: Option<String>,
-    pub ticket_type_id: Option<Uuid>,
+    pub ticket_type_id: Option<TicketTypeId>,
     pub price: Money,
     /// The ticket's serial, numbered when the booking was confirmed.
     pub ticket: Option<i64>,
@@ -750,16 +753,16 @@ pub struct BookedUnit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booking {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub performance_id: Uuid,
+    pub id: BookingId,
+    pub user_id: UserId,
+    pub performance_id: PerformanceId,
     /// As stored; see [`Booking::status_at`] for what a reader sees.
     pub status: BookingStatus,
     pub held_until: DateTime<Utc>,
     pub total: Money,
     pub units: Vec<BookedUnit>,
     /// The one payment that confirmed the booking.
-    pub paid_by: Option<Uuid>,
+    pub paid_by: Option<PaymentId>,
     /// Made by the waiting list for its buyer (an offer), not taken by them.
     pub offer: bool,
     pub created_at: DateTime<Utc>,
@@ -789,7 +792,10 @@ mod tests {
             Some(now - chrono::Duration::seconds(1)),
             Some(now + chrono::Duration::seconds(1)),
         );
-        let (mine, theirs) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (mine, theirs) = (
+            BookingId::from_uuid(Uuid::from_u128(1)),
+            BookingId::from_uuid(Uuid::from_u128(2)),
+        );
         use UnitState::*;
         assert!(Available.free(None, now) && !Available.taken(None, now));
         assert!(

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod door;
 pub mod event;
 pub mod hold;
+pub mod ids;
 pub mod inventory;
 pub mod lifecycle;
 pub mod money;
@@ -20,6 +21,7 @@ pub mod waiting_list;
 pub use account::{AccessRefusal, Email, Password, Role, Standing, User, UserName};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::{Event, EventAttributes, EventStatus, EventText, EventTitle, Viewer};
+pub use ids::{BookingId, EventId, PaymentId, PerformanceId, TicketTypeId, UnitId, UserId};
 pub use inventory::{
     BookedUnit, Booking, BookingStatus, Counts, HoldTtl, MaxPerBooking, Performance,
     PerformanceStatus, SeatingKind, SeatingPlan, Section, TicketType, Unit, UnitState,

@@ -20,9 +20,9 @@
 //!   the whole transition when the balance does not cover it); money paid from the
 //!   wallet, or asked back to it, returns to the wallet at once, never to a provider.
 
+use crate::PaymentId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::ParseError;
 use crate::inventory::BookingStatus;
@@ -90,7 +90,7 @@ pub enum RefundTo {
 /// One payment of the booking, as the lifecycle needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentFacts {
-    pub id: Uuid,
+    pub id: PaymentId,
     pub status: PaymentStatus,
     pub provider: String,
     /// When its checkout closes.
@@ -126,7 +126,7 @@ pub struct Facts {
     pub status: BookingStatus,
     pub held_until: DateTime<Utc>,
     /// The payment that confirmed the booking, if one did.
-    pub paid_by: Option<Uuid>,
+    pub paid_by: Option<PaymentId>,
     /// Whether checkout has already extended the hold.
     pub checkout_started: bool,
     pub sale: Sale,
@@ -147,7 +147,7 @@ impl Facts {
         }
     }
 
-    fn payment(&self, id: Uuid) -> Option<&PaymentFacts> {
+    fn payment(&self, id: PaymentId) -> Option<&PaymentFacts> {
         self.payments.iter().find(|p| p.id == id)
     }
 }
@@ -169,23 +169,23 @@ pub enum Trigger {
     Checkout {
         provider: String,
         hold_until: DateTime<Utc>,
-        new_payment_id: Uuid,
+        new_payment_id: PaymentId,
     },
     PaymentSucceeded {
-        payment_id: Uuid,
+        payment_id: PaymentId,
     },
     /// The buyer pays the whole booking from their wallet: a payment is opened, taken and
     /// confirms the booking at once (`new_payment_id`).
     PayFromWallet {
-        new_payment_id: Uuid,
+        new_payment_id: PaymentId,
     },
     /// The payment failed or its checkout expired.
     PaymentFailed {
-        payment_id: Uuid,
+        payment_id: PaymentId,
     },
     /// The provider says the money went back (our refund, or one made elsewhere).
     PaymentRefunded {
-        payment_id: Uuid,
+        payment_id: PaymentId,
     },
     /// `DELETE /v1/bookings/{id}` (buyer) or a refund asked by an organizer or admin.
     Cancel {
@@ -244,7 +244,7 @@ pub enum Refusal {
 pub enum Outcome {
     /// Checkout: this payment is open (new, or the one already open: `reused`).
     CheckoutOpen {
-        payment_id: Uuid,
+        payment_id: PaymentId,
         reused: bool,
     },
     /// The payment confirmed the booking: units sold, email queued.
@@ -276,7 +276,7 @@ pub enum Outcome {
 /// A payment to open at checkout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewPayment {
-    pub id: Uuid,
+    pub id: PaymentId,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -287,7 +287,7 @@ pub struct Decision {
     /// The booking's new stored status, if it changes.
     pub status: Option<BookingStatus>,
     /// Set when this payment confirms the booking.
-    pub paid_by: Option<Uuid>,
+    pub paid_by: Option<PaymentId>,
     /// The hold's new end (checkout's extension).
     pub held_until: Option<DateTime<Utc>>,
     /// Checkout extended the hold; it will not extend it again.
@@ -295,13 +295,13 @@ pub struct Decision {
     pub units: UnitChange,
     /// Payments whose status changes: (id, from, to). Engines apply each as a
     /// conditional update on `from`.
-    pub payments: Vec<(Uuid, PaymentStatus, PaymentStatus)>,
+    pub payments: Vec<(PaymentId, PaymentStatus, PaymentStatus)>,
     pub new_payment: Option<NewPayment>,
     /// Payments whose refund is queued (each is also moved to `RefundPending`).
-    pub refunds: Vec<Uuid>,
+    pub refunds: Vec<PaymentId>,
     /// Payments whose money goes back to the buyer's wallet now (each is also moved to
     /// `Refunded`).
-    pub wallet_refunds: Vec<Uuid>,
+    pub wallet_refunds: Vec<PaymentId>,
     /// The new payment ([`Decision::new_payment`]) is taken from the buyer's wallet.
     pub wallet_debit: bool,
     pub emails: Vec<Email>,
@@ -430,7 +430,7 @@ fn checkout(
     facts: &Facts,
     provider: &str,
     hold_until: DateTime<Utc>,
-    new_payment_id: Uuid,
+    new_payment_id: PaymentId,
     now: DateTime<Utc>,
 ) -> Decision {
     if let Some(refusal) = facts.sale.refusal() {
@@ -473,7 +473,7 @@ fn checkout(
     }
 }
 
-fn pay_from_wallet(facts: &Facts, new_payment_id: Uuid, now: DateTime<Utc>) -> Decision {
+fn pay_from_wallet(facts: &Facts, new_payment_id: PaymentId, now: DateTime<Utc>) -> Decision {
     if let Some(refusal) = facts.sale.refusal() {
         return Decision::refused(refusal);
     }
@@ -507,7 +507,7 @@ fn pay_from_wallet(facts: &Facts, new_payment_id: Uuid, now: DateTime<Utc>) -> D
     }
 }
 
-fn payment_succeeded(facts: &Facts, payment_id: Uuid, now: DateTime<Utc>) -> Decision {
+fn payment_succeeded(facts: &Facts, payment_id: PaymentId, now: DateTime<Utc>) -> Decision {
     let Some(payment) = facts.payment(payment_id) else {
         return Decision::refused(Refusal::UnknownPayment);
     };
@@ -590,13 +590,17 @@ fn refund_booking(facts: &Facts, to: RefundTo) -> Decision {
 mod tests {
     use super::*;
 
+    fn pid(n: u128) -> PaymentId {
+        PaymentId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
     fn at(minutes: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_900_000_000, 0).unwrap() + Duration::minutes(minutes)
     }
 
     fn pay(id: u128, status: PaymentStatus) -> PaymentFacts {
         PaymentFacts {
-            id: Uuid::from_u128(id),
+            id: pid(id),
             status,
             provider: "mock".into(),
             expires_at: at(30),
@@ -620,13 +624,13 @@ mod tests {
         Trigger::Checkout {
             provider: "mock".into(),
             hold_until: at(15),
-            new_payment_id: Uuid::from_u128(id),
+            new_payment_id: pid(id),
         }
     }
 
     fn succeeded(id: u128) -> Trigger {
         Trigger::PaymentSucceeded {
-            payment_id: Uuid::from_u128(id),
+            payment_id: pid(id),
         }
     }
 
@@ -638,7 +642,7 @@ mod tests {
         assert_eq!(
             first.new_payment,
             Some(NewPayment {
-                id: Uuid::from_u128(1),
+                id: pid(1),
                 expires_at: at(15)
             })
         );
@@ -653,7 +657,7 @@ mod tests {
         assert_eq!(
             again.outcome,
             Outcome::CheckoutOpen {
-                payment_id: Uuid::from_u128(1),
+                payment_id: pid(1),
                 reused: true
             }
         );
@@ -677,7 +681,7 @@ mod tests {
             decide(
                 &facts,
                 &Trigger::PayFromWallet {
-                    new_payment_id: Uuid::from_u128(3)
+                    new_payment_id: pid(3)
                 },
                 at(1)
             )
@@ -717,26 +721,24 @@ mod tests {
         ];
         let first = decide(&facts, &succeeded(1), at(1));
         assert_eq!(first.outcome, Outcome::Confirmed);
-        assert_eq!(first.paid_by, Some(Uuid::from_u128(1)));
+        assert_eq!(first.paid_by, Some(pid(1)));
         assert_eq!(first.units, UnitChange::Sell);
         assert_eq!(first.emails, [Email::Confirmation]);
 
         facts.status = BookingStatus::Confirmed;
-        facts.paid_by = Some(Uuid::from_u128(1));
+        facts.paid_by = Some(pid(1));
         facts.payments[0].status = PaymentStatus::Succeeded;
         let second = decide(&facts, &succeeded(2), at(2));
         assert_eq!(second.outcome, Outcome::ExtraPaymentRefunded);
         assert_eq!(second.status, None);
         assert_eq!(second.units, UnitChange::Keep);
-        assert_eq!(second.refunds, [Uuid::from_u128(2)]);
+        assert_eq!(second.refunds, [pid(2)]);
 
         // The extra payment's refund arriving leaves the booking confirmed.
         facts.payments[1].status = PaymentStatus::RefundPending;
         let returned = decide(
             &facts,
-            &Trigger::PaymentRefunded {
-                payment_id: Uuid::from_u128(2),
-            },
+            &Trigger::PaymentRefunded { payment_id: pid(2) },
             at(3),
         );
         assert_eq!(
@@ -767,7 +769,7 @@ mod tests {
         let refunded = decide(&facts, &succeeded(1), at(20));
         assert_eq!(refunded.outcome, Outcome::PaymentRefunded);
         assert_eq!(refunded.status, Some(BookingStatus::Refunded));
-        assert_eq!(refunded.refunds, [Uuid::from_u128(1)]);
+        assert_eq!(refunded.refunds, [pid(1)]);
         facts.units_takeable = true;
         facts.sale = Sale::Cancelled;
         assert_eq!(
@@ -780,7 +782,7 @@ mod tests {
     fn buyers_refund_until_the_cutoff_organizers_always() {
         let mut facts = held();
         facts.status = BookingStatus::Confirmed;
-        facts.paid_by = Some(Uuid::from_u128(1));
+        facts.paid_by = Some(pid(1));
         facts.payments = vec![pay(1, PaymentStatus::Succeeded)];
         facts.starts_at = at(60 * 30);
         let cutoff = Duration::hours(24);
@@ -796,7 +798,7 @@ mod tests {
         };
         let early = decide(&facts, &buyer, at(0));
         assert_eq!(early.outcome, Outcome::Refunded);
-        assert_eq!(early.refunds, [Uuid::from_u128(1)]);
+        assert_eq!(early.refunds, [pid(1)]);
         assert_eq!(
             decide(&facts, &buyer, at(60 * 7)).outcome,
             Outcome::Refused(Refusal::RefundClosed)
@@ -834,7 +836,7 @@ mod tests {
         assert_eq!(released.units, UnitChange::Release);
         let mut confirmed = held();
         confirmed.status = BookingStatus::Confirmed;
-        confirmed.paid_by = Some(Uuid::from_u128(1));
+        confirmed.paid_by = Some(pid(1));
         confirmed.payments = vec![pay(1, PaymentStatus::Succeeded)];
         let refunded = decide(&confirmed, &Trigger::SaleCancelled, at(0));
         assert_eq!(refunded.outcome, Outcome::Refunded);
@@ -851,25 +853,21 @@ mod tests {
         let paid = decide(
             &held(),
             &Trigger::PayFromWallet {
-                new_payment_id: Uuid::from_u128(7),
+                new_payment_id: pid(7),
             },
             at(1),
         );
         assert_eq!(paid.outcome, Outcome::Confirmed);
         assert!(paid.wallet_debit);
-        assert_eq!(paid.paid_by, Some(Uuid::from_u128(7)));
+        assert_eq!(paid.paid_by, Some(pid(7)));
         assert_eq!(paid.units, UnitChange::Sell);
         assert_eq!(
             paid.payments,
-            [(
-                Uuid::from_u128(7),
-                PaymentStatus::Pending,
-                PaymentStatus::Succeeded
-            )]
+            [(pid(7), PaymentStatus::Pending, PaymentStatus::Succeeded)]
         );
         // Not on a hold that ran out, nor twice.
         let wallet = Trigger::PayFromWallet {
-            new_payment_id: Uuid::from_u128(8),
+            new_payment_id: pid(8),
         };
         assert_eq!(
             decide(&held(), &wallet, at(10)).outcome,
@@ -877,7 +875,7 @@ mod tests {
         );
         let mut confirmed = held();
         confirmed.status = BookingStatus::Confirmed;
-        confirmed.paid_by = Some(Uuid::from_u128(7));
+        confirmed.paid_by = Some(pid(7));
         confirmed.payments = vec![PaymentFacts {
             provider: WALLET.into(),
             ..pay(7, PaymentStatus::Succeeded)
@@ -888,15 +886,11 @@ mod tests {
         );
         // A wallet payment goes back to the wallet, at once, even when the sale is called off.
         let cancelled = decide(&confirmed, &Trigger::SaleCancelled, at(3));
-        assert_eq!(cancelled.wallet_refunds, [Uuid::from_u128(7)]);
+        assert_eq!(cancelled.wallet_refunds, [pid(7)]);
         assert!(cancelled.refunds.is_empty());
         assert_eq!(
             cancelled.payments,
-            [(
-                Uuid::from_u128(7),
-                PaymentStatus::Succeeded,
-                PaymentStatus::Refunded
-            )]
+            [(pid(7), PaymentStatus::Succeeded, PaymentStatus::Refunded)]
         );
         // A card payment asked back to the wallet does not go to the provider.
         confirmed.payments = vec![pay(7, PaymentStatus::Succeeded)];
@@ -910,7 +904,7 @@ mod tests {
             at(3),
         );
         assert_eq!(to_wallet.outcome, Outcome::Refunded);
-        assert_eq!(to_wallet.wallet_refunds, [Uuid::from_u128(7)]);
+        assert_eq!(to_wallet.wallet_refunds, [pid(7)]);
         assert!(to_wallet.refunds.is_empty());
     }
 }

@@ -1,8 +1,8 @@
 //! The waiting list's rules for joining: who may join, and who must wait rather than
 //! hold. (Who is served next is `usher_app::waiting_list::serve`'s walk down the line.)
 
+use crate::TicketTypeId;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::SeatingKind;
 use crate::hold::HoldFacts;
@@ -20,7 +20,7 @@ pub enum JoinRefusal {
 /// Whether a join for `ticket_type_id` (`None`: seats) may go on at `now`.
 pub fn join_refusal(
     facts: Option<&HoldFacts>,
-    ticket_type_id: Option<Uuid>,
+    ticket_type_id: Option<TicketTypeId>,
     now: DateTime<Utc>,
 ) -> Option<JoinRefusal> {
     let Some(facts) = facts else {
@@ -41,7 +41,7 @@ pub fn join_refusal(
 /// nobody else waits for them (then they hold instead).
 pub fn must_wait(
     facts: &HoldFacts,
-    ticket_type_id: Option<Uuid>,
+    ticket_type_id: Option<TicketTypeId>,
     quantity: u32,
     free: u64,
 ) -> bool {
@@ -56,16 +56,19 @@ mod tests {
 
     use crate::Currency;
 
-    fn facts(kind: SeatingKind, waited_for: Vec<Option<Uuid>>) -> (HoldFacts, Uuid) {
+    fn facts(
+        kind: SeatingKind,
+        waited_for: Vec<Option<TicketTypeId>>,
+    ) -> (HoldFacts, TicketTypeId) {
         let now = Utc::now();
-        let ticket_type = Uuid::now_v7();
+        let ticket_type = TicketTypeId::generate();
         let facts = HoldFacts {
             currency: Currency::parse("EUR").unwrap(),
             kind,
             open: true,
             starts_at: now + Duration::days(1),
             on_sale_at: None,
-            groups: vec![(ticket_type, "Floor".into())],
+            groups: vec![(ticket_type.uuid(), "Floor".into())],
             waited_for,
         };
         (facts, ticket_type)
@@ -81,7 +84,7 @@ mod tests {
             Some(JoinRefusal::WrongTicketType)
         );
         assert_eq!(
-            join_refusal(Some(&general), Some(Uuid::now_v7()), now),
+            join_refusal(Some(&general), Some(TicketTypeId::generate()), now),
             Some(JoinRefusal::WrongTicketType)
         );
         let (reserved, section) = facts(SeatingKind::Reserved, vec![]);

@@ -62,7 +62,9 @@ impl Access {
             Some(verdict) => verdict,
             None => {
                 let generation = self.generation();
-                let standing = store.standing(claims.user_id, claims.session_id).await?;
+                let standing = store
+                    .standing(claims.user_id.into(), claims.session_id)
+                    .await?;
                 let verdict = Standing::admit(standing);
                 self.remember(claims, verdict, generation);
                 verdict

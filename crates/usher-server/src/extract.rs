@@ -234,10 +234,10 @@ impl Fields {
 }
 
 /// The answer when some named units are not units of the performance.
-pub fn unknown_units(unit_ids: &[Uuid]) -> ApiError {
+pub fn unknown_units(unit_ids: &[usher_core::UnitId]) -> ApiError {
     let list = unit_ids
         .iter()
-        .map(Uuid::to_string)
+        .map(usher_core::UnitId::to_string)
         .collect::<Vec<_>>()
         .join(", ");
     ApiError::validation("unit_ids", format!("not units of this performance: {list}"))
@@ -278,7 +278,7 @@ pub struct Caller {
 
 impl Caller {
     pub fn viewer(self) -> Viewer {
-        Viewer::new(self.id, self.role)
+        Viewer::new(self.id.into(), self.role)
     }
 
     pub fn require_organizer(self) -> Result<Self, ApiError> {
@@ -293,7 +293,7 @@ impl Caller {
 
     /// The audit log's record of this caller making a change in this request.
     pub fn audit(self, request: &RequestId) -> usher_store::Audit {
-        usher_store::Audit::by(self.id, request.0.clone())
+        usher_store::Audit::by(self.id.into(), request.0.clone())
     }
 
     pub fn require_admin(self) -> Result<Self, ApiError> {

@@ -214,14 +214,14 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
     let store = state.store();
     // Sent before (and recorded): a retry after a crash must not send a second copy.
     if store
-        .email_sent(booking_id, letter.kind())
+        .email_sent(booking_id.into(), letter.kind())
         .await
         .map_err(|e| e.to_string())?
     {
         return Ok(());
     }
     let booking = store
-        .booking(booking_id)
+        .booking(booking_id.into())
         .await
         .map_err(|e| e.to_string())?
         .ok_or("booking vanished")?;
@@ -326,7 +326,12 @@ fn ticket_codes(state: &AppState, booking: &usher_core::Booking) -> Vec<Option<S
         .iter()
         .map(|unit| {
             unit.ticket.map(|serial| {
-                tickets::code(state.ticket_secret(), serial, booking.id, unit.unit_id)
+                tickets::code(
+                    state.ticket_secret(),
+                    serial,
+                    booking.id.uuid(),
+                    unit.unit_id.uuid(),
+                )
             })
         })
         .collect()
@@ -447,7 +452,7 @@ async fn cancel_sale(state: &AppState, job: &Job) -> Result<(), String> {
             let done = state
                 .transition(
                     TransitionRequest::new(
-                        BookingRef::Booking(*booking_id),
+                        BookingRef::Booking((*booking_id).into()),
                         Trigger::SaleCancelled,
                         state.clock().now(),
                     )
@@ -467,7 +472,7 @@ async fn refund(state: &AppState, job: &Job) -> Result<(), String> {
     let payment_id = payload_id(job, "payment_id")?;
     let payment = state
         .store()
-        .payment(payment_id)
+        .payment(payment_id.into())
         .await
         .map_err(|e| e.to_string())?
         .ok_or("payment vanished")?;
@@ -493,8 +498,10 @@ async fn refund(state: &AppState, job: &Job) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     state
         .transition(TransitionRequest::new(
-            BookingRef::Payment(payment_id),
-            Trigger::PaymentRefunded { payment_id },
+            BookingRef::Payment(payment_id.into()),
+            Trigger::PaymentRefunded {
+                payment_id: payment_id.into(),
+            },
             state.clock().now(),
         ))
         .await

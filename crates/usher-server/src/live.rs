@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use usher_core::{Clock, SeatingKind, UnitState};
+use usher_core::{Clock, PerformanceId, SeatingKind, UnitState};
 use usher_store::live::LiveUnit;
 use usher_store::{LiveChange, LiveSnapshot, Store, StoreResult, UnitMove};
 
@@ -114,7 +114,7 @@ impl View {
             {
                 view.groups.push((unit.group_id, 0));
             }
-            view.index.insert(unit.unit_id, view.units.len());
+            view.index.insert(unit.unit_id.uuid(), view.units.len());
             view.count(unit.group_id, unit.state, true);
             view.units.push(unit);
         }
@@ -140,7 +140,7 @@ impl View {
 
     fn apply(&mut self, change: &LiveChange) {
         for m in &change.changes {
-            let Some(&i) = self.index.get(&m.unit_id) else {
+            let Some(&i) = self.index.get(&m.unit_id.uuid()) else {
                 continue;
             };
             let LiveUnit {
@@ -263,7 +263,11 @@ impl LiveHub {
             let _reading = feed.first_read.lock().await;
             if feed.state.lock().map_err(poisoned)?.view.is_none() {
                 let now = self.inner.clock.now();
-                let Some(snapshot) = self.inner.store.live_snapshot(performance_id, now).await?
+                let Some(snapshot) = self
+                    .inner
+                    .store
+                    .live_snapshot(performance_id.into(), now)
+                    .await?
                 else {
                     drop(frames);
                     self.forget_if_idle(performance_id);
@@ -284,8 +288,8 @@ impl LiveHub {
 
     /// Takes a change from any source.
     pub fn offer(&self, change: LiveChange) {
-        let _ = self.inner.invalidations.send(change.performance_id);
-        let Some(feed) = self.feed(change.performance_id) else {
+        let _ = self.inner.invalidations.send(change.performance_id.uuid());
+        let Some(feed) = self.feed(change.performance_id.uuid()) else {
             return;
         };
         let Ok(mut state) = feed.state.lock() else {
@@ -353,11 +357,11 @@ impl LiveHub {
             return;
         }
         if heads {
-            let ids: Vec<Uuid> = watched.iter().map(|(id, _)| *id).collect();
+            let ids: Vec<PerformanceId> = watched.iter().map(|(id, _)| (*id).into()).collect();
             match self.inner.store.live_heads(&ids).await {
                 Ok(heads) => {
                     for (id, seq) in heads {
-                        self.announce(id, seq);
+                        self.announce(id.uuid(), seq);
                     }
                 }
                 Err(error) => tracing::warn!(%error, "reading the live feed's heads failed"),
@@ -378,7 +382,7 @@ impl LiveHub {
             match self
                 .inner
                 .store
-                .live_changes(performance_id, after, CATCH_UP_BATCH)
+                .live_changes(performance_id.into(), after, CATCH_UP_BATCH)
                 .await
             {
                 Ok(changes) => {
@@ -443,7 +447,7 @@ fn drain(feed: &Feed, state: &mut FeedState) {
         *snapshot = None;
         let message = UnitsMessage {
             kind: "units",
-            performance_id: change.performance_id,
+            performance_id: change.performance_id.uuid(),
             seq,
             changes: &change.changes,
             available: view.available,

@@ -38,14 +38,14 @@ impl PerformanceCache {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
-            entries.insert(performance.id, (Instant::now(), performance, event));
+            entries.insert(performance.id.uuid(), (Instant::now(), performance, event));
         }
     }
 
     /// Forgets every performance of this event (the event or one of them changed).
     pub fn forget_event(&self, event_id: Uuid) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|_, (_, _, event)| event.id != event_id);
+            entries.retain(|_, (_, _, event)| event.id != event_id.into());
         }
     }
 }

@@ -76,7 +76,7 @@ impl WaitingRoom {
 
     fn publish(&self, room: QueueRoom) {
         let boards = self.boards.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(board) = boards.get(&room.performance_id) {
+        if let Some(board) = boards.get(&room.performance_id.uuid()) {
             board.send_if_modified(|current| {
                 let changed = current.as_ref() != Some(&room);
                 if changed {
@@ -138,7 +138,7 @@ pub async fn run(state: AppState, interval: Duration, mut stop: watch::Receiver<
             change = freed.recv() => match change {
                 Ok(change) => {
                     if change.changes.iter().any(|m| m.state == UnitState::Available) {
-                        to_serve.insert(change.performance_id);
+                        to_serve.insert(change.performance_id.uuid());
                     }
                 }
                 // Missed some: the full look at the next tick covers them.
@@ -172,7 +172,7 @@ pub async fn serve(state: &AppState, performance_id: Uuid) {
     let now = state.clock().now();
     match usher_app::waiting_list::serve(
         state.store(),
-        performance_id,
+        performance_id.into(),
         now,
         state.config().offer_ttl,
     )
@@ -207,7 +207,7 @@ pub async fn step_rooms(state: &AppState) {
         }
     };
     for performance_id in &due {
-        match usher_app::waiting_room::advance(store, *performance_id, now, policy).await {
+        match usher_app::waiting_room::advance(store, (*performance_id).into(), now, policy).await {
             Ok(Some(room)) => state.waiting_room().publish(room),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, %performance_id, "stepping a waiting room failed"),
@@ -217,7 +217,7 @@ pub async fn step_rooms(state: &AppState) {
         if due.contains(&performance_id) {
             continue;
         }
-        match store.queue_room(performance_id).await {
+        match store.queue_room(performance_id.into()).await {
             Ok(Some(room)) => state.waiting_room().publish(room),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, %performance_id, "reading a waiting room failed"),

@@ -34,11 +34,11 @@ pub(crate) async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) ->
                  $8, $9::text::jsonb)",
         entry.id,
         entry.at,
-        entry.actor_id,
+        entry.actor_id.map(Uuid::from),
         entry.action,
         entry.target_kind,
         entry.target_id,
-        entry.event_id,
+        entry.event_id.map(Uuid::from),
         entry.request_id,
         detail
     )
@@ -75,7 +75,7 @@ async fn credit(conn: &mut PgConnection, entry: &WalletMove) -> StoreResult<i64>
          ON CONFLICT (user_id, currency)
          DO UPDATE SET balance = wallets.balance + excluded.balance, updated_at = excluded.updated_at
          RETURNING balance",
-        entry.user_id,
+        entry.user_id.uuid(),
         currency,
         amount,
         entry.at
@@ -93,7 +93,7 @@ async fn debit(conn: &mut PgConnection, entry: &WalletMove) -> StoreResult<Optio
         "UPDATE wallets SET balance = balance + $3, updated_at = $4
          WHERE user_id = $1 AND currency = $2 AND balance + $3::bigint >= 0
          RETURNING balance",
-        entry.user_id,
+        entry.user_id.uuid(),
         currency,
         amount,
         entry.at
@@ -117,15 +117,15 @@ async fn append_entry(
                                      booking_id, payment_id, actor_id, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         entry_id,
-        entry.user_id,
+        entry.user_id.uuid(),
         currency,
         amount,
         balance,
         kind,
         entry.reason,
-        entry.booking_id,
-        entry.payment_id,
-        entry.actor_id,
+        entry.booking_id.map(Uuid::from),
+        entry.payment_id.map(Uuid::from),
+        entry.actor_id.map(Uuid::from),
         entry.at
     )
     .execute(&mut *conn)
@@ -173,11 +173,11 @@ async fn load_ticket(conn: &mut PgConnection, serial: i64) -> StoreResult<Option
     row.map(|r| {
         Ok(TicketRecord {
             serial: r.serial,
-            booking_id: r.booking_id,
-            unit_id: r.unit_id,
-            performance_id: r.performance_id,
-            event_id: r.event_id,
-            organizer_id: r.organizer_id,
+            booking_id: r.booking_id.into(),
+            unit_id: r.unit_id.into(),
+            performance_id: r.performance_id.into(),
+            event_id: r.event_id.into(),
+            organizer_id: r.organizer_id.into(),
             booking_status: BookingStatus::parse(&r.status)
                 .map_err(|e| StoreError::Backend(format!("corrupt bookings.status: {e}")))?,
             checked_in_at: r.checked_in_at,
@@ -211,7 +211,7 @@ impl PostgresStore {
         Ok(rows
             .into_iter()
             .map(|r| CheckInCount {
-                performance_id: r.performance_id,
+                performance_id: r.performance_id.into(),
                 valid: r.valid as u64,
                 checked_in: r.checked_in as u64,
             })
@@ -284,7 +284,7 @@ impl PostgresStore {
             &mut tx,
             &audit.entry(
                 action::WALLET_CREDITED,
-                ("user", credit.user_id),
+                ("user", credit.user_id.uuid()),
                 None,
                 credit.now,
             ),

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use usher_core::ids::{EventId, PerformanceId};
 use uuid::Uuid;
 
 use usher_core::{Event, PerformanceStatus};
@@ -15,7 +16,7 @@ use crate::hold::PgTx;
 
 #[async_trait]
 impl CatalogTx for PgTx {
-    async fn lock_event(&mut self, id: Uuid) -> StoreResult<Option<Event>> {
+    async fn lock_event(&mut self, id: EventId) -> StoreResult<Option<Event>> {
         let row = sqlx::query_as!(
             EventRow,
             r#"SELECT id AS "id!: Uuid", organizer_id AS "organizer_id!: Uuid", title,
@@ -23,7 +24,7 @@ impl CatalogTx for PgTx {
                       created_at AS "created_at!: DateTime<Utc>",
                       updated_at AS "updated_at!: DateTime<Utc>"
                FROM events WHERE id = $1 FOR UPDATE"#,
-            id
+            id.uuid()
         )
         .fetch_optional(&mut *self.tx)
         .await
@@ -44,7 +45,7 @@ impl CatalogTx for PgTx {
             event.attributes.as_value().to_string(),
             event.status.as_str(),
             event.updated_at,
-            event.id
+            event.id.uuid()
         )
         .execute(&mut *self.tx)
         .await
@@ -65,7 +66,11 @@ impl CatalogTx for PgTx {
             .transpose()
     }
 
-    async fn patch_performance(&mut self, id: Uuid, patch: &PerformancePatch) -> StoreResult<()> {
+    async fn patch_performance(
+        &mut self,
+        id: PerformanceId,
+        patch: &PerformancePatch,
+    ) -> StoreResult<()> {
         sqlx::query!(
             "UPDATE performances
              SET starts_at = coalesce($2, starts_at),
@@ -75,7 +80,7 @@ impl CatalogTx for PgTx {
                  status = CASE WHEN $7 THEN 'cancelled' ELSE status END,
                  waiting_room = coalesce($8, waiting_room)
              WHERE id = $1",
-            id,
+            id.uuid(),
             patch.starts_at,
             patch.hold_ttl.map(|t| t.seconds() as i32),
             patch.max_per_booking.map(|m| m.get() as i32),

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
+use usher_core::ids::{PerformanceId, TicketTypeId, UnitId};
 use uuid::Uuid;
 
 use usher_core::best_available::Seat;
@@ -12,6 +13,7 @@ use usher_core::hold::{HeldUnit, HoldFacts, LockedUnit, UnitTake};
 use usher_core::{SeatingKind, UnitState};
 use usher_store::inventory::stored_currency;
 use usher_store::{ChangeSet, HoldTx, LiveChange, NewHold, StoreResult, Tx, corrupt_value};
+use usher_store::{typed, uuids};
 
 use crate::backend;
 
@@ -33,7 +35,10 @@ impl Tx for PgTx {
 
 #[async_trait]
 impl HoldTx for PgTx {
-    async fn hold_facts(&mut self, performances: &[Uuid]) -> StoreResult<Vec<(Uuid, HoldFacts)>> {
+    async fn hold_facts(
+        &mut self,
+        performances: &[PerformanceId],
+    ) -> StoreResult<Vec<(PerformanceId, HoldFacts)>> {
         let rows = sqlx::query!(
             r#"SELECT p.id, p.currency, p.kind, p.starts_at, p.on_sale_at,
                       (p.status = 'scheduled' AND e.status = 'published') AS "open!",
@@ -48,7 +53,7 @@ impl HoldTx for PgTx {
                               AND w.ticket_type_id IS NOT NULL) AS "types_waited_for!: Vec<Uuid>"
                FROM performances p JOIN events e ON e.id = p.event_id
                WHERE p.id = ANY($1)"#,
-            performances
+            &uuids(performances)
         )
         .fetch_all(&mut *self.tx)
         .await
@@ -57,7 +62,7 @@ impl HoldTx for PgTx {
             .map(|r| {
                 let seats = r.seats_waited_for.then_some(None).into_iter();
                 Ok((
-                    r.id,
+                    PerformanceId::from(r.id),
                     HoldFacts {
                         currency: stored_currency(&r.currency)?,
                         kind: SeatingKind::parse(&r.kind)
@@ -68,6 +73,7 @@ impl HoldTx for PgTx {
                         groups: r.group_ids.into_iter().zip(r.group_names).collect(),
                         waited_for: seats
                             .chain(r.types_waited_for.into_iter().map(Some))
+                            .map(|t| t.map(TicketTypeId::from))
                             .collect(),
                     },
                 ))
@@ -77,14 +83,14 @@ impl HoldTx for PgTx {
 
     async fn seat_map(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Seat>> {
         let seats = sqlx::query!(
             r#"SELECT id, group_position, row_position, seat_position,
                       (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
                FROM units WHERE performance_id = $1"#,
-            performance_id,
+            performance_id.uuid(),
             now
         )
         .fetch_all(&mut *self.tx)
@@ -93,7 +99,7 @@ impl HoldTx for PgTx {
         Ok(seats
             .into_iter()
             .map(|s| Seat {
-                unit_id: s.id,
+                unit_id: s.id.into(),
                 section: s.group_position as u32,
                 row: s.row_position as u32,
                 seat: s.seat_position as u32,
@@ -102,11 +108,11 @@ impl HoldTx for PgTx {
             .collect())
     }
 
-    async fn lock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<LockedUnit>> {
+    async fn lock_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<LockedUnit>> {
         let rows = sqlx::query!(
             "SELECT id, performance_id, state, held_until FROM units
              WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            ids
+            &uuids(ids)
         )
         .fetch_all(&mut *self.tx)
         .await
@@ -114,8 +120,8 @@ impl HoldTx for PgTx {
         rows.into_iter()
             .map(|r| {
                 Ok(LockedUnit {
-                    id: r.id,
-                    performance_id: r.performance_id,
+                    id: r.id.into(),
+                    performance_id: r.performance_id.into(),
                     state: UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?,
                     held_until: r.held_until,
                 })
@@ -127,18 +133,18 @@ impl HoldTx for PgTx {
     /// of queueing behind each other's row locks.
     async fn free_units(
         &mut self,
-        ticket_type_id: Uuid,
+        ticket_type_id: TicketTypeId,
         now: DateTime<Utc>,
         wanted: u32,
         skip_locked: bool,
-    ) -> StoreResult<Vec<Uuid>> {
+    ) -> StoreResult<Vec<UnitId>> {
         let wanted = i64::from(wanted);
         let free = if skip_locked {
             sqlx::query_scalar!(
                 "SELECT id FROM units
                  WHERE group_id = $1 AND (state = 'available' OR (state = 'held' AND held_until <= $2))
                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
-                ticket_type_id,
+                ticket_type_id.uuid(),
                 now,
                 wanted
             )
@@ -149,21 +155,25 @@ impl HoldTx for PgTx {
                 "SELECT id FROM units
                  WHERE group_id = $1 AND (state = 'available' OR (state = 'held' AND held_until <= $2))
                  ORDER BY id LIMIT $3 FOR UPDATE",
-                ticket_type_id,
+                ticket_type_id.uuid(),
                 now,
                 wanted
             )
             .fetch_all(&mut *self.tx)
             .await
         };
-        free.map_err(backend)
+        free.map_err(backend).map(typed)
     }
 
-    async fn count_free(&mut self, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
+    async fn count_free(
+        &mut self,
+        ticket_type_id: TicketTypeId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
         let free = sqlx::query_scalar!(
             r#"SELECT count(*) AS "free!" FROM units
                WHERE group_id = $1 AND (state = 'available' OR (state = 'held' AND held_until <= $2))"#,
-            ticket_type_id,
+            ticket_type_id.uuid(),
             now
         )
         .fetch_one(&mut *self.tx)
@@ -173,8 +183,8 @@ impl HoldTx for PgTx {
     }
 
     async fn take_units(&mut self, takes: &[UnitTake]) -> StoreResult<Vec<HeldUnit>> {
-        let unit_ids: Vec<Uuid> = takes.iter().map(|t| t.unit_id).collect();
-        let booking_ids: Vec<Uuid> = takes.iter().map(|t| t.booking_id).collect();
+        let unit_ids: Vec<Uuid> = takes.iter().map(|t| t.unit_id.uuid()).collect();
+        let booking_ids: Vec<Uuid> = takes.iter().map(|t| t.booking_id.uuid()).collect();
         let until: Vec<DateTime<Utc>> = takes.iter().map(|t| t.held_until).collect();
         let nows: Vec<DateTime<Utc>> = takes.iter().map(|t| t.now).collect();
         let rows = sqlx::query!(
@@ -199,8 +209,8 @@ impl HoldTx for PgTx {
         Ok(rows
             .into_iter()
             .map(|r| HeldUnit {
-                booking_id: r.booking_id,
-                id: r.id,
+                booking_id: r.booking_id.into(),
+                id: r.id.into(),
                 price_amount: r.price_amount,
                 group_id: r.group_id,
                 group_position: r.group_position,
@@ -213,9 +223,9 @@ impl HoldTx for PgTx {
     }
 
     async fn insert_holds(&mut self, holds: &[NewHold]) -> StoreResult<()> {
-        let ids: Vec<Uuid> = holds.iter().map(|h| h.booking_id).collect();
-        let users: Vec<Uuid> = holds.iter().map(|h| h.user_id).collect();
-        let perfs: Vec<Uuid> = holds.iter().map(|h| h.performance_id).collect();
+        let ids: Vec<Uuid> = holds.iter().map(|h| h.booking_id.uuid()).collect();
+        let users: Vec<Uuid> = holds.iter().map(|h| h.user_id.uuid()).collect();
+        let perfs: Vec<Uuid> = holds.iter().map(|h| h.performance_id.uuid()).collect();
         let until: Vec<DateTime<Utc>> = holds.iter().map(|h| h.held_until).collect();
         let totals: Vec<i64> = holds
             .iter()
@@ -259,8 +269,8 @@ impl HoldTx for PgTx {
         sqlx::query!(
             "INSERT INTO booking_units (booking_id, unit_id, price_amount)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[])",
-            &booking,
-            &unit,
+            &uuids(&booking),
+            &uuids(&unit),
             &price
         )
         .execute(&mut *self.tx)

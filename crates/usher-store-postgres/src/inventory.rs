@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use usher_core::ids::{BookingId, PerformanceId, UnitId};
 use uuid::Uuid;
 
 use usher_core::inventory::UnitPlan;
@@ -24,6 +25,7 @@ use usher_store::{
     push_group,
 };
 use usher_store::{Audit, AuditEntry};
+use usher_store::{typed, typed_pairs, uuids};
 
 use crate::hold::PgTx;
 use crate::{PostgresStore, backend};
@@ -48,7 +50,7 @@ impl PostgresStore {
                                        kind, currency, on_sale_at, created_at, waiting_room)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             id,
-            new.event_id,
+            new.event_id.uuid(),
             new.starts_at,
             ttl,
             max,
@@ -197,7 +199,7 @@ impl PostgresStore {
         let bookings = load_bookings(&mut conn, &ids)
             .await
             .map_err(Retry::into_error)?;
-        Ok(paginate(bookings, limit, |b| b.id))
+        Ok(paginate(bookings, limit, |b| b.id.uuid()))
     }
 
     pub(crate) async fn event_sales(
@@ -247,7 +249,7 @@ impl PostgresStore {
         .map_err(backend)?;
         rows.into_iter()
             .map(|row| {
-                let counts = BookingCountRow::counts_of(&bookings, row.id);
+                let counts = BookingCountRow::counts_of(&bookings, row.id.into());
                 row.into_sales(counts)
             })
             .collect()
@@ -286,7 +288,7 @@ impl PostgresStore {
         let bookings = load_bookings(&mut conn, &ids)
             .await
             .map_err(Retry::into_error)?;
-        let user_ids: Vec<Uuid> = bookings.iter().map(|b| b.user_id).collect();
+        let user_ids: Vec<Uuid> = bookings.iter().map(|b| b.user_id.uuid()).collect();
         let buyers = sqlx::query_as!(
             UserRow,
             r#"SELECT id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!",
@@ -301,7 +303,7 @@ impl PostgresStore {
         .map(UserRow::into_user)
         .collect::<StoreResult<Vec<User>>>()?;
         let attendees = usher_store::attendees(bookings, &buyers)?;
-        Ok(paginate(attendees, limit, |a| a.booking.id))
+        Ok(paginate(attendees, limit, |a| a.booking.id.uuid()))
     }
 
     pub(crate) async fn list_live_bookings(
@@ -427,7 +429,7 @@ pub(crate) async fn load_bookings(
         .into_iter()
         .map(|row| row.into_booking(&units))
         .collect::<StoreResult<Vec<_>>>()?;
-    bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id));
+    bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id.uuid()));
     Ok(bookings)
 }
 
@@ -471,11 +473,15 @@ impl UnitColumns {
 
 #[async_trait]
 impl InventoryTx for PgTx {
-    async fn cancel_held(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn cancel_held(
+        &mut self,
+        booking_id: BookingId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let cancelled = sqlx::query!(
             "UPDATE bookings SET status = 'cancelled', updated_at = $2
              WHERE id = $1 AND status = 'held' AND held_until > $2",
-            booking_id,
+            booking_id.uuid(),
             now
         )
         .execute(&mut *self.tx)
@@ -486,7 +492,7 @@ impl InventoryTx for PgTx {
 
     /// SKIP LOCKED: sweepers in several instances share the work instead of waiting
     /// for each other; a booking being cancelled right now is skipped too.
-    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Uuid>> {
+    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<BookingId>> {
         sqlx::query_scalar!(
             "UPDATE bookings SET status = 'expired', updated_at = $1
              WHERE id IN (SELECT id FROM bookings
@@ -501,36 +507,44 @@ impl InventoryTx for PgTx {
         .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)
+        .map(typed)
     }
 
-    async fn release_held(&mut self, bookings: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        Ok(release_units(&mut self.tx, bookings).await?)
+    async fn release_held(
+        &mut self,
+        bookings: &[BookingId],
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>> {
+        Ok(typed_pairs(
+            release_units(&mut self.tx, &uuids(bookings)).await?,
+        ))
     }
 
-    async fn booking(&mut self, id: Uuid) -> StoreResult<Option<Booking>> {
-        Ok(load_bookings(&mut self.tx, &[id]).await?.pop())
+    async fn booking(&mut self, id: BookingId) -> StoreResult<Option<Booking>> {
+        Ok(load_bookings(&mut self.tx, &[id.uuid()]).await?.pop())
     }
 
-    async fn block_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    async fn block_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<UnitId>> {
         sqlx::query_scalar!(
             "UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
              WHERE id = ANY($1) AND state <> 'blocked' RETURNING id",
-            ids
+            &uuids(ids)
         )
         .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)
+        .map(typed)
     }
 
-    async fn unblock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    async fn unblock_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<UnitId>> {
         sqlx::query_scalar!(
             "UPDATE units SET state = 'available' WHERE id = ANY($1) AND state = 'blocked'
              RETURNING id",
-            ids
+            &uuids(ids)
         )
         .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)
+        .map(typed)
     }
 
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {

@@ -39,7 +39,7 @@ pub(crate) async fn record(
                    SELECT $1, seq, $2, $3 FROM head
                )
                SELECT seq AS "seq!" FROM head, pg_notify($4, $1::text || ' ' || head.seq)"#,
-            performance_id,
+            performance_id.uuid(),
             body,
             now,
             NOTIFY_CHANNEL
@@ -118,7 +118,7 @@ impl PostgresStore {
         let rows = rows
             .into_iter()
             .map(|r| (r.id, r.group_id, r.state, r.held_until));
-        LiveSnapshot::assemble(performance_id, &kind, seq, rows, now).map(Some)
+        LiveSnapshot::assemble(performance_id.into(), &kind, seq, rows, now).map(Some)
     }
 
     pub(crate) async fn do_live_changes(
@@ -138,7 +138,7 @@ impl PostgresStore {
         .await
         .map_err(backend)?
         .iter()
-        .map(|row| LiveChange::from_log(performance_id, row.seq, &row.body))
+        .map(|row| LiveChange::from_log(performance_id.into(), row.seq, &row.body))
         .collect()
     }
 

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use usher_core::ids::{BookingId, PaymentId, PerformanceId, UnitId};
 use uuid::Uuid;
 
 use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
@@ -13,6 +14,7 @@ use usher_core::{BookingStatus, Money};
 use usher_store::box_office::action;
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JOB_MAX_ATTEMPTS;
+use usher_store::typed_pairs;
 use usher_store::{Audit, AuditEntry, WalletMove, WalletMoved};
 use usher_store::{
     ChangeSet, IdempotencyStart, Job, JobRow, JobState, LifecycleTx, LiveChange, Payment,
@@ -100,17 +102,21 @@ impl LifecycleTx for PgLifecycle {
         Ok(inserted == 1)
     }
 
-    async fn booking_of_payment(&mut self, payment_id: Uuid) -> StoreResult<Option<Uuid>> {
+    async fn booking_of_payment(
+        &mut self,
+        payment_id: PaymentId,
+    ) -> StoreResult<Option<BookingId>> {
         sqlx::query_scalar!(
             r#"SELECT booking_id AS "booking_id!: Uuid" FROM payments WHERE id = $1"#,
-            payment_id
+            payment_id.uuid()
         )
         .fetch_optional(&mut *self.0)
         .await
         .map_err(backend)
+        .map(|id| id.map(BookingId::from))
     }
 
-    async fn lock_facts(&mut self, booking_id: Uuid) -> StoreResult<Option<(Facts, Money)>> {
+    async fn lock_facts(&mut self, booking_id: BookingId) -> StoreResult<Option<(Facts, Money)>> {
         // The booking first: every transition of one booking queues here, so exactly
         // one of N concurrent confirmations sees the payment still pending.
         let Some(row) = sqlx::query!(
@@ -124,7 +130,7 @@ impl LifecycleTx for PgLifecycle {
                JOIN events e ON e.id = p.event_id
                WHERE b.id = $1
                FOR UPDATE OF b"#,
-            booking_id
+            booking_id.uuid()
         )
         .fetch_optional(&mut *self.0)
         .await
@@ -135,7 +141,7 @@ impl LifecycleTx for PgLifecycle {
         let payments = sqlx::query!(
             r#"SELECT id, status, provider, expires_at FROM payments
                WHERE booking_id = $1 ORDER BY created_at, id FOR UPDATE"#,
-            booking_id
+            booking_id.uuid()
         )
         .fetch_all(&mut *self.0)
         .await
@@ -143,7 +149,7 @@ impl LifecycleTx for PgLifecycle {
         .into_iter()
         .map(|p| {
             Ok(PaymentFacts {
-                id: p.id,
+                id: p.id.into(),
                 status: PaymentStatus::parse(&p.status).map_err(crate::corrupt)?,
                 provider: p.provider,
                 expires_at: p.expires_at,
@@ -154,7 +160,7 @@ impl LifecycleTx for PgLifecycle {
         let facts = Facts {
             status: BookingStatus::parse(&row.status).map_err(crate::corrupt)?,
             held_until: row.held_until,
-            paid_by: row.paid_by,
+            paid_by: row.paid_by.map(Into::into),
             checkout_started: row.checkout_started,
             sale: if row.sale_cancelled {
                 Sale::Cancelled
@@ -170,14 +176,18 @@ impl LifecycleTx for PgLifecycle {
         Ok(Some((facts, Money::new(row.total_amount, currency))))
     }
 
-    async fn units_takeable(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn units_takeable(
+        &mut self,
+        booking_id: BookingId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let units = sqlx::query!(
             r#"SELECT u.state, u.booking_id AS "booking_id?: Uuid",
                       u.held_until AS "held_until?: DateTime<Utc>"
                FROM booking_units bu JOIN units u ON u.id = bu.unit_id
                WHERE bu.booking_id = $1
                ORDER BY u.id FOR UPDATE OF u"#,
-            booking_id
+            booking_id.uuid()
         )
         .fetch_all(&mut *self.0)
         .await
@@ -193,7 +203,7 @@ impl LifecycleTx for PgLifecycle {
 
     async fn update_booking(
         &mut self,
-        booking_id: Uuid,
+        booking_id: BookingId,
         change: &BookingChange,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
@@ -204,9 +214,9 @@ impl LifecycleTx for PgLifecycle {
                                             ELSE checkout_started_at END,
                  updated_at = $6
              WHERE id = $1 AND status = $7",
-            booking_id,
+            booking_id.uuid(),
             change.to.as_str(),
-            change.paid_by,
+            change.paid_by.map(Uuid::from),
             change.held_until,
             change.checkout_started,
             now,
@@ -219,13 +229,17 @@ impl LifecycleTx for PgLifecycle {
         Ok(changed == 1)
     }
 
-    async fn extend_units(&mut self, booking_id: Uuid, until: DateTime<Utc>) -> StoreResult<()> {
+    async fn extend_units(
+        &mut self,
+        booking_id: BookingId,
+        until: DateTime<Utc>,
+    ) -> StoreResult<()> {
         sqlx::query!(
             "UPDATE units SET held_until = $2
              WHERE id IN (SELECT id FROM units WHERE booking_id = $1 AND state = 'held'
                           ORDER BY id FOR UPDATE)
                AND booking_id = $1 AND state = 'held'",
-            booking_id,
+            booking_id.uuid(),
             until
         )
         .execute(&mut *self.0)
@@ -234,33 +248,43 @@ impl LifecycleTx for PgLifecycle {
         Ok(())
     }
 
-    async fn sell_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    async fn sell_units(
+        &mut self,
+        booking_id: BookingId,
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>> {
         // The units were locked (in id order) when their availability was checked.
         let rows = sqlx::query!(
             "UPDATE units SET state = 'sold', booking_id = $1, held_until = NULL
              WHERE id IN (SELECT unit_id FROM booking_units WHERE booking_id = $1)
              RETURNING performance_id, id",
-            booking_id
+            booking_id.uuid()
         )
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        Ok(rows.into_iter().map(|r| (r.performance_id, r.id)).collect())
+        Ok(typed_pairs(
+            rows.into_iter().map(|r| (r.performance_id, r.id)),
+        ))
     }
 
-    async fn release_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    async fn release_units(
+        &mut self,
+        booking_id: BookingId,
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>> {
         let rows = sqlx::query!(
             "UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
              WHERE id IN (SELECT id FROM units WHERE booking_id = $1 AND state IN ('held', 'sold')
                           ORDER BY id FOR UPDATE)
                AND booking_id = $1 AND state IN ('held', 'sold')
              RETURNING performance_id, id",
-            booking_id
+            booking_id.uuid()
         )
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        Ok(rows.into_iter().map(|r| (r.performance_id, r.id)).collect())
+        Ok(typed_pairs(
+            rows.into_iter().map(|r| (r.performance_id, r.id)),
+        ))
     }
 
     async fn record_live(
@@ -273,7 +297,7 @@ impl LifecycleTx for PgLifecycle {
 
     async fn set_payment_status(
         &mut self,
-        payment_id: Uuid,
+        payment_id: PaymentId,
         from: PaymentStatus,
         to: PaymentStatus,
         provider_payment_ref: Option<&str>,
@@ -283,7 +307,7 @@ impl LifecycleTx for PgLifecycle {
             "UPDATE payments SET status = $2, provider_payment_ref = coalesce($3, provider_payment_ref),
                                  updated_at = $4
              WHERE id = $1 AND status = $5",
-            payment_id,
+            payment_id.uuid(),
             to.as_str(),
             provider_payment_ref,
             now,
@@ -298,7 +322,7 @@ impl LifecycleTx for PgLifecycle {
 
     async fn insert_payment(
         &mut self,
-        booking_id: Uuid,
+        booking_id: BookingId,
         payment: NewPayment,
         provider: &str,
         amount: Money,
@@ -308,8 +332,8 @@ impl LifecycleTx for PgLifecycle {
             "INSERT INTO payments (id, booking_id, provider, status, amount, currency, expires_at,
                                    created_at, updated_at)
              VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $7)",
-            payment.id,
-            booking_id,
+            payment.id.uuid(),
+            booking_id.uuid(),
             provider,
             amount.amount,
             amount.currency.as_str(),
@@ -331,21 +355,25 @@ impl LifecycleTx for PgLifecycle {
         enqueue(&mut self.0, kind, payload, now).await
     }
 
-    async fn load_booking(&mut self, booking_id: Uuid) -> StoreResult<usher_core::Booking> {
-        load_bookings(&mut self.0, &[booking_id])
+    async fn load_booking(&mut self, booking_id: BookingId) -> StoreResult<usher_core::Booking> {
+        load_bookings(&mut self.0, &[booking_id.uuid()])
             .await?
             .pop()
             .ok_or_else(|| StoreError::Backend(format!("booking {booking_id} vanished")))
     }
 
-    async fn load_payment(&mut self, payment_id: Uuid) -> StoreResult<Payment> {
-        load_payment(&mut self.0, payment_id)
+    async fn load_payment(&mut self, payment_id: PaymentId) -> StoreResult<Payment> {
+        load_payment(&mut self.0, payment_id.uuid())
             .await?
             .ok_or_else(|| StoreError::Backend(format!("payment {payment_id} vanished")))
     }
 
-    async fn issue_tickets(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
-        crate::box_office::issue_tickets(&mut self.0, booking_id, now).await
+    async fn issue_tickets(
+        &mut self,
+        booking_id: BookingId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        crate::box_office::issue_tickets(&mut self.0, booking_id.uuid(), now).await
     }
 
     async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<WalletMoved>> {

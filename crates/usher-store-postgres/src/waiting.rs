@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use usher_core::ids::{BookingId, PerformanceId, TicketTypeId, UserId};
 use uuid::Uuid;
 
 use usher_core::{Cursor, PageLimit};
@@ -224,7 +225,7 @@ impl PostgresStore {
 
 #[async_trait]
 impl ServeTx for PgTx {
-    async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>> {
+    async fn waiting(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<WaitingRow>> {
         sqlx::query_as!(
             WaitingRow,
             r#"SELECT id, user_id, ticket_type_id, quantity::bigint AS "quantity!",
@@ -232,7 +233,7 @@ impl ServeTx for PgTx {
                FROM waitlist_entries
                WHERE performance_id = $1 AND status = 'waiting'
                ORDER BY line"#,
-            performance_id
+            performance_id.uuid()
         )
         .fetch_all(&mut *self.tx)
         .await
@@ -242,14 +243,14 @@ impl ServeTx for PgTx {
     async fn offered(
         &mut self,
         entry_id: Uuid,
-        booking_id: Uuid,
+        booking_id: BookingId,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         sqlx::query!(
             "UPDATE waitlist_entries SET status = 'offered', booking_id = $2, updated_at = $3
              WHERE id = $1",
             entry_id,
-            booking_id,
+            booking_id.uuid(),
             now
         )
         .execute(&mut *self.tx)
@@ -290,7 +291,7 @@ async fn room(conn: &mut PgConnection, performance_id: Uuid) -> StoreResult<Opti
     .await
     .map_err(backend)?;
     Ok(row.map(|r| QueueRoom {
-        performance_id,
+        performance_id: performance_id.into(),
         on_sale_at: r.on_sale_at,
         opened_at: r.opened_at,
         admitted_through: r.admitted_through,
@@ -303,30 +304,30 @@ async fn room(conn: &mut PgConnection, performance_id: Uuid) -> StoreResult<Opti
 impl JoinTx for PgTx {
     async fn waiting_entry(
         &mut self,
-        performance_id: Uuid,
-        user_id: Uuid,
+        performance_id: PerformanceId,
+        user_id: UserId,
     ) -> StoreResult<Option<WaitlistRow>> {
         let rows = entry_rows!(
             &mut *self.tx,
             "w.performance_id = $1 AND w.user_id = $2 AND w.status = 'waiting'",
-            performance_id,
-            user_id
+            performance_id.uuid(),
+            user_id.uuid()
         )?;
         Ok(rows.into_iter().next())
     }
 
     async fn count_free_in(
         &mut self,
-        performance_id: Uuid,
-        ticket_type_id: Option<Uuid>,
+        performance_id: PerformanceId,
+        ticket_type_id: Option<TicketTypeId>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
         let free = sqlx::query_scalar!(
             r#"SELECT COUNT(*) AS "n!" FROM units
                WHERE performance_id = $1 AND ($2::uuid IS NULL OR group_id = $2)
                  AND (state = 'available' OR (state = 'held' AND held_until <= $3))"#,
-            performance_id,
-            ticket_type_id,
+            performance_id.uuid(),
+            ticket_type_id.map(Uuid::from),
             now
         )
         .fetch_one(&mut *self.tx)
@@ -343,9 +344,9 @@ impl JoinTx for PgTx {
                      (SELECT COALESCE(MAX(line), 0) + 1 FROM waitlist_entries WHERE performance_id = $2))
              ON CONFLICT (performance_id, user_id) WHERE status = 'waiting' DO NOTHING",
             join.id,
-            join.performance_id,
-            join.user_id,
-            join.ticket_type_id,
+            join.performance_id.uuid(),
+            join.user_id.uuid(),
+            join.ticket_type_id.map(Uuid::from),
             join.quantity as i32,
             join.now
         )
@@ -362,7 +363,7 @@ impl JoinTx for PgTx {
 impl QueueTx for PgTx {
     async fn door(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<(bool, bool)>> {
         let door = sqlx::query!(
@@ -370,7 +371,7 @@ impl QueueTx for PgTx {
                       (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2)
                           AS "selling!"
                FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
-            performance_id,
+            performance_id.uuid(),
             now
         )
         .fetch_optional(&mut *self.tx)
@@ -379,11 +380,15 @@ impl QueueTx for PgTx {
         Ok(door.map(|d| (d.waiting_room, d.selling)))
     }
 
-    async fn open_room(&mut self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+    async fn open_room(
+        &mut self,
+        performance_id: PerformanceId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         sqlx::query!(
             "INSERT INTO queue_rooms (performance_id, updated_at) VALUES ($1, $2)
              ON CONFLICT (performance_id) DO NOTHING",
-            performance_id,
+            performance_id.uuid(),
             now
         )
         .execute(&mut *self.tx)
@@ -392,13 +397,13 @@ impl QueueTx for PgTx {
         Ok(())
     }
 
-    async fn lock_room(&mut self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
+    async fn lock_room(&mut self, performance_id: PerformanceId) -> StoreResult<Option<QueueRoom>> {
         let row = sqlx::query!(
             r#"SELECT p.on_sale_at, r.opened_at, r.admitted_through, r.next_seq, r.closed
                FROM queue_rooms r JOIN performances p ON p.id = r.performance_id
                WHERE r.performance_id = $1
                FOR UPDATE OF r"#,
-            performance_id
+            performance_id.uuid()
         )
         .fetch_optional(&mut *self.tx)
         .await
@@ -419,8 +424,8 @@ impl QueueTx for PgTx {
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (performance_id, user_id) DO NOTHING",
             join.ticket_id,
-            join.performance_id,
-            join.user_id,
+            join.performance_id.uuid(),
+            join.user_id.uuid(),
             join.draw,
             seq,
             join.now
@@ -433,26 +438,26 @@ impl QueueTx for PgTx {
 
     async fn ticket_of(
         &mut self,
-        performance_id: Uuid,
-        user_id: Uuid,
+        performance_id: PerformanceId,
+        user_id: UserId,
     ) -> StoreResult<QueueTicketRow> {
         sqlx::query_as!(
             QueueTicketRow,
             "SELECT id, user_id, performance_id, seq, admitted_at, joined_at
              FROM queue_tickets WHERE performance_id = $1 AND user_id = $2",
-            performance_id,
-            user_id
+            performance_id.uuid(),
+            user_id.uuid()
         )
         .fetch_one(&mut *self.tx)
         .await
         .map_err(backend)
     }
 
-    async fn draws(&mut self, performance_id: Uuid) -> StoreResult<Vec<(i64, Uuid)>> {
+    async fn draws(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<(i64, Uuid)>> {
         let all = sqlx::query!(
             "SELECT draw, id FROM queue_tickets
              WHERE performance_id = $1 AND seq IS NULL ORDER BY draw",
-            performance_id
+            performance_id.uuid()
         )
         .fetch_all(&mut *self.tx)
         .await
@@ -460,13 +465,17 @@ impl QueueTx for PgTx {
         Ok(all.into_iter().map(|r| (r.draw, r.id)).collect())
     }
 
-    async fn number_by_draw(&mut self, performance_id: Uuid, base: i64) -> StoreResult<i64> {
+    async fn number_by_draw(
+        &mut self,
+        performance_id: PerformanceId,
+        base: i64,
+    ) -> StoreResult<i64> {
         let numbered = sqlx::query!(
             "UPDATE queue_tickets t SET seq = $2 + r.rn
              FROM (SELECT id, row_number() OVER (ORDER BY draw, id) AS rn
                    FROM queue_tickets WHERE performance_id = $1 AND seq IS NULL) AS r
              WHERE t.id = r.id",
-            performance_id,
+            performance_id.uuid(),
             base
         )
         .execute(&mut *self.tx)
@@ -477,7 +486,7 @@ impl QueueTx for PgTx {
 
     async fn sale_state(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
         admitted_since: DateTime<Utc>,
         opened_at: DateTime<Utc>,
@@ -500,7 +509,7 @@ impl QueueTx for PgTx {
                  p.max_per_booking,
                  (p.status = 'scheduled' AND e.status = 'published' AND p.starts_at > $2) AS "selling!"
                FROM performances p JOIN events e ON e.id = p.event_id WHERE p.id = $1"#,
-            performance_id,
+            performance_id.uuid(),
             now,
             admitted_since,
             opened_at
@@ -521,7 +530,7 @@ impl QueueTx for PgTx {
 
     async fn admit(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         after: i64,
         through: i64,
         now: DateTime<Utc>,
@@ -529,7 +538,7 @@ impl QueueTx for PgTx {
         sqlx::query!(
             "UPDATE queue_tickets SET admitted_at = $4
              WHERE performance_id = $1 AND seq > $2 AND seq <= $3",
-            performance_id,
+            performance_id.uuid(),
             after,
             through,
             now
@@ -545,7 +554,7 @@ impl QueueTx for PgTx {
             "UPDATE queue_rooms SET opened_at = $2, next_seq = $3, admitted_through = $4,
                                     closed = $5, updated_at = $6
              WHERE performance_id = $1",
-            room.performance_id,
+            room.performance_id.uuid(),
             room.opened_at,
             room.numbered + 1,
             room.admitted_through,

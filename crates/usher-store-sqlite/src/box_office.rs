@@ -180,11 +180,11 @@ async fn load_ticket(
     row.map(|r| {
         Ok(TicketRecord {
             serial: r.serial,
-            booking_id: r.booking_id,
-            unit_id: r.unit_id,
-            performance_id: r.performance_id,
-            event_id: r.event_id,
-            organizer_id: r.organizer_id,
+            booking_id: r.booking_id.into(),
+            unit_id: r.unit_id.into(),
+            performance_id: r.performance_id.into(),
+            event_id: r.event_id.into(),
+            organizer_id: r.organizer_id.into(),
             booking_status: BookingStatus::parse(&r.status)
                 .map_err(|e| StoreError::Backend(format!("corrupt bookings.status: {e}")))?,
             checked_in_at: r.checked_in_at,
@@ -218,7 +218,7 @@ impl SqliteStore {
         Ok(rows
             .into_iter()
             .map(|r| CheckInCount {
-                performance_id: r.performance_id,
+                performance_id: r.performance_id.into(),
                 valid: r.valid as u64,
                 checked_in: r.checked_in as u64,
             })
@@ -293,7 +293,7 @@ impl SqliteStore {
             &mut tx,
             &audit.entry(
                 action::WALLET_CREDITED,
-                ("user", credit.user_id),
+                ("user", credit.user_id.uuid()),
                 None,
                 credit.now,
             ),

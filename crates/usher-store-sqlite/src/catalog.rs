@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use usher_core::ids::{EventId, PerformanceId};
 use uuid::Uuid;
 
 use usher_core::{Event, PerformanceStatus};
@@ -15,7 +16,7 @@ use crate::hold::SqliteTx;
 
 #[async_trait]
 impl CatalogTx for SqliteTx {
-    async fn lock_event(&mut self, id: Uuid) -> StoreResult<Option<Event>> {
+    async fn lock_event(&mut self, id: EventId) -> StoreResult<Option<Event>> {
         let row = sqlx::query_as!(
             EventRow,
             r#"SELECT id AS "id!: Uuid", organizer_id AS "organizer_id!: Uuid", title,
@@ -66,7 +67,11 @@ impl CatalogTx for SqliteTx {
             .transpose()
     }
 
-    async fn patch_performance(&mut self, id: Uuid, patch: &PerformancePatch) -> StoreResult<()> {
+    async fn patch_performance(
+        &mut self,
+        id: PerformanceId,
+        patch: &PerformancePatch,
+    ) -> StoreResult<()> {
         let ttl = patch.hold_ttl.map(|t| i64::from(t.seconds()));
         let max = patch.max_per_booking.map(|m| i64::from(m.get()));
         let (set_on_sale, on_sale_at) = (patch.on_sale_at.is_some(), patch.on_sale_at.flatten());

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, Transaction};
+use usher_core::ids::{PerformanceId, TicketTypeId, UnitId};
 use uuid::Uuid;
 
 use usher_core::best_available::Seat;
@@ -39,7 +40,10 @@ impl Tx for SqliteTx {
 
 #[async_trait]
 impl HoldTx for SqliteTx {
-    async fn hold_facts(&mut self, performances: &[Uuid]) -> StoreResult<Vec<(Uuid, HoldFacts)>> {
+    async fn hold_facts(
+        &mut self,
+        performances: &[PerformanceId],
+    ) -> StoreResult<Vec<(PerformanceId, HoldFacts)>> {
         let mut facts = Vec::with_capacity(performances.len());
         for &performance_id in performances {
             let Some(row) = sqlx::query!(
@@ -78,7 +82,7 @@ impl HoldTx for SqliteTx {
                 starts_at: row.starts_at,
                 on_sale_at: row.on_sale_at,
                 groups: groups.into_iter().map(|g| (g.id, g.name)).collect(),
-                waited_for,
+                waited_for: waited_for.into_iter().map(|t| t.map(Into::into)).collect(),
             };
             facts.push((performance_id, hold_facts));
         }
@@ -87,7 +91,7 @@ impl HoldTx for SqliteTx {
 
     async fn seat_map(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Seat>> {
         let seats = sqlx::query!(
@@ -103,7 +107,7 @@ impl HoldTx for SqliteTx {
         Ok(seats
             .into_iter()
             .map(|s| Seat {
-                unit_id: s.id,
+                unit_id: s.id.into(),
                 section: s.group_position as u32,
                 row: s.row_position as u32,
                 seat: s.seat_position as u32,
@@ -113,7 +117,7 @@ impl HoldTx for SqliteTx {
     }
 
     /// Nothing to lock: this transaction is the only writer.
-    async fn lock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<LockedUnit>> {
+    async fn lock_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<LockedUnit>> {
         let list = id_list(ids);
         let rows = sqlx::query!(
             r#"SELECT id AS "id!: Uuid", performance_id AS "performance_id!: Uuid", state,
@@ -127,8 +131,8 @@ impl HoldTx for SqliteTx {
         rows.into_iter()
             .map(|r| {
                 Ok(LockedUnit {
-                    id: r.id,
-                    performance_id: r.performance_id,
+                    id: r.id.into(),
+                    performance_id: r.performance_id.into(),
                     state: UnitState::parse(&r.state).map_err(corrupt_value("units.state"))?,
                     held_until: r.held_until,
                 })
@@ -141,11 +145,11 @@ impl HoldTx for SqliteTx {
     /// locks anything here, so `skip_locked` changes nothing.
     async fn free_units(
         &mut self,
-        ticket_type_id: Uuid,
+        ticket_type_id: TicketTypeId,
         now: DateTime<Utc>,
         wanted: u32,
         _skip_locked: bool,
-    ) -> StoreResult<Vec<Uuid>> {
+    ) -> StoreResult<Vec<UnitId>> {
         let wanted = i64::from(wanted);
         let mut free = sqlx::query_scalar!(
             r#"SELECT id AS "id!: Uuid" FROM units
@@ -171,10 +175,14 @@ impl HoldTx for SqliteTx {
             .await
             .map_err(backend)?,
         );
-        Ok(free)
+        Ok(free.into_iter().map(Into::into).collect())
     }
 
-    async fn count_free(&mut self, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
+    async fn count_free(
+        &mut self,
+        ticket_type_id: TicketTypeId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
         let free = sqlx::query_scalar!(
             r#"SELECT count(*) AS "free!: i64" FROM units
                WHERE group_id = ?1 AND (state = 'available' OR (state = 'held' AND held_until <= ?2))"#,
@@ -192,8 +200,8 @@ impl HoldTx for SqliteTx {
             .iter()
             .map(|t| {
                 serde_json::json!([
-                    t.unit_id.simple().to_string(),
-                    t.booking_id.simple().to_string(),
+                    t.unit_id.uuid().simple().to_string(),
+                    t.booking_id.uuid().simple().to_string(),
                     stored_time(t.held_until),
                     stored_time(t.now),
                 ])
@@ -220,8 +228,8 @@ impl HoldTx for SqliteTx {
         Ok(rows
             .into_iter()
             .map(|r| HeldUnit {
-                booking_id: r.booking_id,
-                id: r.id,
+                booking_id: r.booking_id.into(),
+                id: r.id.into(),
                 price_amount: r.price_amount,
                 group_id: r.group_id,
                 group_position: r.group_position,
@@ -238,9 +246,9 @@ impl HoldTx for SqliteTx {
             .iter()
             .map(|h| {
                 serde_json::json!([
-                    h.booking_id.simple().to_string(),
-                    h.user_id.simple().to_string(),
-                    h.performance_id.simple().to_string(),
+                    h.booking_id.uuid().simple().to_string(),
+                    h.user_id.uuid().simple().to_string(),
+                    h.performance_id.uuid().simple().to_string(),
                     stored_time(h.held_until),
                     h.units.iter().map(|u| u.1).sum::<i64>(),
                     h.currency.as_str(),
@@ -254,8 +262,8 @@ impl HoldTx for SqliteTx {
             .flat_map(|h| {
                 h.units.iter().map(|(unit, price)| {
                     serde_json::json!([
-                        h.booking_id.simple().to_string(),
-                        unit.simple().to_string(),
+                        h.booking_id.uuid().simple().to_string(),
+                        unit.uuid().simple().to_string(),
                         price,
                     ])
                 })

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
+use usher_core::ids::{BookingId, PerformanceId, UnitId, UserId};
 use uuid::Uuid;
 
 use usher_core::{
@@ -20,7 +21,7 @@ use usher_store::{
     Page, PerformanceInventory, PerformanceRow, PerformanceSales, PriceGroupRow, SaleScope,
     SalesRow, StoreResult, UnitRow, UserRow, assemble_performances, paginate, push_group,
 };
-use usher_store::{Audit, AuditEntry};
+use usher_store::{Audit, AuditEntry, typed, typed_pairs};
 
 use crate::hold::SqliteTx;
 use crate::{SqliteStore, backend};
@@ -32,8 +33,11 @@ const INSERT_BATCH: usize = 5_000;
 /// Where such a list meets `performance_id = ?`, the queries write `+performance_id`:
 /// without it SQLite's planner walks the performance's whole seat-map index (every unit
 /// of a 10,000-seat house per hold) instead of looking the few ids up by key.
-pub(crate) fn id_list(ids: &[Uuid]) -> String {
-    let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
+pub(crate) fn id_list<Id: Copy + Into<Uuid>>(ids: &[Id]) -> String {
+    let hex: Vec<String> = ids
+        .iter()
+        .map(|id| (*id).into().simple().to_string())
+        .collect();
     serde_json::Value::from(hex).to_string()
 }
 
@@ -205,7 +209,7 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
         let bookings = load_bookings(&mut conn, &ids).await?;
-        Ok(paginate(bookings, limit, |b| b.id))
+        Ok(paginate(bookings, limit, |b| b.id.uuid()))
     }
 
     pub(crate) async fn event_sales(
@@ -255,7 +259,7 @@ impl SqliteStore {
         .map_err(backend)?;
         rows.into_iter()
             .map(|row| {
-                let counts = BookingCountRow::counts_of(&bookings, row.id);
+                let counts = BookingCountRow::counts_of(&bookings, row.id.into());
                 row.into_sales(counts)
             })
             .collect()
@@ -292,7 +296,7 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
         let bookings = load_bookings(&mut conn, &ids).await?;
-        let user_ids: Vec<Uuid> = bookings.iter().map(|b| b.user_id).collect();
+        let user_ids: Vec<UserId> = bookings.iter().map(|b| b.user_id).collect();
         let list = id_list(&user_ids);
         let buyers = sqlx::query_as!(
             UserRow,
@@ -308,7 +312,7 @@ impl SqliteStore {
         .map(UserRow::into_user)
         .collect::<StoreResult<Vec<User>>>()?;
         let attendees = usher_store::attendees(bookings, &buyers)?;
-        Ok(paginate(attendees, limit, |a| a.booking.id))
+        Ok(paginate(attendees, limit, |a| a.booking.id.uuid()))
     }
 
     pub(crate) async fn list_live_bookings(
@@ -381,13 +385,17 @@ pub(crate) async fn load_bookings(
         .into_iter()
         .map(|row| row.into_booking(&units))
         .collect::<StoreResult<Vec<_>>>()?;
-    bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id));
+    bookings.sort_by_key(|b| ids.iter().position(|id| *id == b.id.uuid()));
     Ok(bookings)
 }
 
 #[async_trait]
 impl InventoryTx for SqliteTx {
-    async fn cancel_held(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn cancel_held(
+        &mut self,
+        booking_id: BookingId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let cancelled = sqlx::query!(
             "UPDATE bookings SET status = 'cancelled', updated_at = ?2
              WHERE id = ?1 AND status = 'held' AND held_until > ?2",
@@ -400,7 +408,7 @@ impl InventoryTx for SqliteTx {
         Ok(cancelled.rows_affected() == 1)
     }
 
-    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Uuid>> {
+    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<BookingId>> {
         let limit = i64::from(limit);
         sqlx::query_scalar!(
             r#"UPDATE bookings SET status = 'expired', updated_at = ?1
@@ -414,9 +422,13 @@ impl InventoryTx for SqliteTx {
         .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)
+        .map(typed)
     }
 
-    async fn release_held(&mut self, bookings: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    async fn release_held(
+        &mut self,
+        bookings: &[BookingId],
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>> {
         let list = id_list(bookings);
         let released = sqlx::query!(
             r#"UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
@@ -427,17 +439,16 @@ impl InventoryTx for SqliteTx {
         .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)?;
-        Ok(released
-            .into_iter()
-            .map(|r| (r.performance_id, r.id))
-            .collect())
+        Ok(typed_pairs(
+            released.into_iter().map(|r| (r.performance_id, r.id)),
+        ))
     }
 
-    async fn booking(&mut self, id: Uuid) -> StoreResult<Option<Booking>> {
-        Ok(load_bookings(&mut self.tx, &[id]).await?.pop())
+    async fn booking(&mut self, id: BookingId) -> StoreResult<Option<Booking>> {
+        Ok(load_bookings(&mut self.tx, &[id.uuid()]).await?.pop())
     }
 
-    async fn block_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    async fn block_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<UnitId>> {
         let list = id_list(ids);
         sqlx::query_scalar!(
             r#"UPDATE units SET state = 'blocked', booking_id = NULL, held_until = NULL
@@ -448,9 +459,10 @@ impl InventoryTx for SqliteTx {
         .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)
+        .map(typed)
     }
 
-    async fn unblock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    async fn unblock_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<UnitId>> {
         let list = id_list(ids);
         sqlx::query_scalar!(
             r#"UPDATE units SET state = 'available'
@@ -461,6 +473,7 @@ impl InventoryTx for SqliteTx {
         .fetch_all(&mut *self.tx)
         .await
         .map_err(backend)
+        .map(typed)
     }
 
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()> {

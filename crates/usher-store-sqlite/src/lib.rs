@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use usher_core::ids::{BookingId, EventId, PaymentId, PerformanceId, UserId};
 use uuid::Uuid;
 
 use usher_core::{
@@ -304,7 +305,7 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(backend)?;
         Ok(User {
-            id,
+            id: id.into(),
             email: new.email,
             name: new.name,
             role,
@@ -313,7 +314,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
         sqlx::query_as!(
             UserRow,
             r#"SELECT id AS "id!: Uuid", email, name, role, disabled_at IS NOT NULL AS "disabled!: bool",
@@ -379,7 +380,7 @@ impl Store for SqliteStore {
         .into_iter()
         .map(UserRow::into_user)
         .collect::<StoreResult<Vec<_>>>()?;
-        Ok(paginate(users, query.limit, |u| u.id))
+        Ok(paginate(users, query.limit, |u| u.id.uuid()))
     }
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()> {
@@ -429,7 +430,7 @@ impl Store for SqliteStore {
         .map_err(backend)
     }
 
-    async fn standing(&self, user_id: Uuid, session_id: Uuid) -> StoreResult<Option<Standing>> {
+    async fn standing(&self, user_id: UserId, session_id: Uuid) -> StoreResult<Option<Standing>> {
         // A session is live while its current refresh token is neither used (rotated
         // away) nor revoked: rotation marks the old token used and inserts the new one
         // in one transaction, so a live session always has exactly one.
@@ -494,14 +495,14 @@ impl Store for SqliteStore {
         let audit = audit.clone().note("title", event.title.as_str());
         box_office::insert_audit(
             &mut tx,
-            &audit.entry(action::EVENT_CREATED, ("event", id), Some(id), now),
+            &audit.entry(action::EVENT_CREATED, ("event", id), Some(id.into()), now),
         )
         .await?;
         tx.commit().await.map_err(backend)?;
         Ok(event)
     }
 
-    async fn event(&self, id: Uuid) -> StoreResult<Option<Event>> {
+    async fn event(&self, id: EventId) -> StoreResult<Option<Event>> {
         sqlx::query_as!(
             EventRow,
             r#"SELECT id AS "id!: Uuid", organizer_id AS "organizer_id!: Uuid", title,
@@ -567,28 +568,35 @@ impl Store for SqliteStore {
         self.insert_performance(new, audit).await
     }
 
-    async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>> {
-        Ok(self.load_performances(None, Some(id)).await?.pop())
+    async fn performance(&self, id: PerformanceId) -> StoreResult<Option<Performance>> {
+        Ok(self.load_performances(None, Some(id.uuid())).await?.pop())
     }
 
-    async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>> {
-        self.load_performances(Some(event_id), None).await
+    async fn performances_of_event(&self, event_id: EventId) -> StoreResult<Vec<Performance>> {
+        self.load_performances(Some(event_id.uuid()), None).await
     }
 
     async fn inventory(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<PerformanceInventory> {
-        self.count_inventory(performance_id, now).await
+        self.count_inventory(performance_id.uuid(), now).await
     }
 
-    async fn units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>> {
-        self.list_units(performance_id, now).await
+    async fn units(
+        &self,
+        performance_id: PerformanceId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Unit>> {
+        self.list_units(performance_id.uuid(), now).await
     }
 
-    async fn begin_join(&self, performance_id: Uuid) -> StoreResult<Box<dyn usher_store::JoinTx>> {
-        self.joining(performance_id).await
+    async fn begin_join(
+        &self,
+        performance_id: PerformanceId,
+    ) -> StoreResult<Box<dyn usher_store::JoinTx>> {
+        self.joining(performance_id.uuid()).await
     }
 
     async fn waitlist_entry(
@@ -601,12 +609,12 @@ impl Store for SqliteStore {
 
     async fn waitlist_of_user(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         now: DateTime<Utc>,
         limit: PageLimit,
         after: Option<Cursor>,
     ) -> StoreResult<Page<WaitlistEntry>> {
-        self.user_waitlist(user_id, now, limit, after).await
+        self.user_waitlist(user_id.uuid(), now, limit, after).await
     }
 
     async fn waitlist_leave(
@@ -619,9 +627,9 @@ impl Store for SqliteStore {
 
     async fn begin_serving(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
     ) -> StoreResult<Option<Box<dyn usher_store::ServeTx>>> {
-        self.serving(performance_id).await
+        self.serving(performance_id.uuid()).await
     }
 
     async fn waitlists_to_serve(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
@@ -637,8 +645,8 @@ impl Store for SqliteStore {
         self.ticket(id).await
     }
 
-    async fn queue_room(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
-        self.queue_room_of(performance_id).await
+    async fn queue_room(&self, performance_id: PerformanceId) -> StoreResult<Option<QueueRoom>> {
+        self.queue_room_of(performance_id.uuid()).await
     }
 
     async fn queue_rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
@@ -663,36 +671,36 @@ impl Store for SqliteStore {
         Ok(Box::new(hold::SqliteTx { tx }))
     }
 
-    async fn booking(&self, id: Uuid) -> StoreResult<Option<Booking>> {
-        self.get_booking(id).await
+    async fn booking(&self, id: BookingId) -> StoreResult<Option<Booking>> {
+        self.get_booking(id.uuid()).await
     }
 
     async fn bookings_of_user(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         limit: PageLimit,
         after: Option<Cursor>,
     ) -> StoreResult<Page<Booking>> {
-        self.user_bookings(user_id, limit, after).await
+        self.user_bookings(user_id.uuid(), limit, after).await
     }
 
     async fn sales(
         &self,
-        event_id: Uuid,
+        event_id: EventId,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PerformanceSales>> {
-        self.event_sales(event_id, now).await
+        self.event_sales(event_id.uuid(), now).await
     }
 
     async fn attendees(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         status: Option<BookingStatus>,
         now: DateTime<Utc>,
         limit: PageLimit,
         after: Option<Cursor>,
     ) -> StoreResult<Page<Attendee>> {
-        self.list_attendees(performance_id, status, now, limit, after)
+        self.list_attendees(performance_id.uuid(), status, now, limit, after)
             .await
     }
 
@@ -706,20 +714,20 @@ impl Store for SqliteStore {
 
     async fn attach_checkout(
         &self,
-        payment_id: Uuid,
+        payment_id: PaymentId,
         provider_ref: &str,
         checkout_url: &str,
     ) -> StoreResult<()> {
-        self.do_attach_checkout(payment_id, provider_ref, checkout_url)
+        self.do_attach_checkout(payment_id.uuid(), provider_ref, checkout_url)
             .await
     }
 
-    async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>> {
-        self.do_payment(id).await
+    async fn payment(&self, id: PaymentId) -> StoreResult<Option<Payment>> {
+        self.do_payment(id.uuid()).await
     }
 
-    async fn payments_of_booking(&self, booking_id: Uuid) -> StoreResult<Vec<Payment>> {
-        self.do_payments_of_booking(booking_id).await
+    async fn payments_of_booking(&self, booking_id: BookingId) -> StoreResult<Vec<Payment>> {
+        self.do_payments_of_booking(booking_id.uuid()).await
     }
 
     async fn payment_by_ref(
@@ -772,21 +780,21 @@ impl Store for SqliteStore {
         Ok(Box::new(hold::SqliteTx { tx }))
     }
 
-    async fn checkin_counts(&self, event_id: Uuid) -> StoreResult<Vec<CheckInCount>> {
-        self.do_checkin_counts(event_id).await
+    async fn checkin_counts(&self, event_id: EventId) -> StoreResult<Vec<CheckInCount>> {
+        self.do_checkin_counts(event_id.uuid()).await
     }
 
-    async fn wallet_balances(&self, user_id: Uuid) -> StoreResult<Vec<usher_core::Money>> {
-        self.do_wallet_balances(user_id).await
+    async fn wallet_balances(&self, user_id: UserId) -> StoreResult<Vec<usher_core::Money>> {
+        self.do_wallet_balances(user_id.uuid()).await
     }
 
     async fn wallet_entries(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         limit: PageLimit,
         after: Option<Cursor>,
     ) -> StoreResult<Page<WalletEntry>> {
-        self.do_wallet_entries(user_id, limit, after).await
+        self.do_wallet_entries(user_id.uuid(), limit, after).await
     }
 
     async fn wallet_credit(&self, credit: WalletCredit) -> StoreResult<WalletEntry> {
@@ -802,18 +810,18 @@ impl Store for SqliteStore {
         self.do_audit_log(scope, limit, after).await
     }
 
-    async fn email_sent(&self, booking_id: Uuid, kind: &str) -> StoreResult<bool> {
-        self.do_email_sent(booking_id, kind).await
+    async fn email_sent(&self, booking_id: BookingId, kind: &str) -> StoreResult<bool> {
+        self.do_email_sent(booking_id.uuid(), kind).await
     }
 
     async fn record_email_sent(
         &self,
-        booking_id: Uuid,
+        booking_id: BookingId,
         kind: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.do_record_email_sent(booking_id, kind, message_id, now)
+        self.do_record_email_sent(booking_id.uuid(), kind, message_id, now)
             .await
     }
 
@@ -858,23 +866,32 @@ impl Store for SqliteStore {
 
     async fn live_snapshot(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<LiveSnapshot>> {
-        self.do_live_snapshot(performance_id, now).await
+        self.do_live_snapshot(performance_id.uuid(), now).await
     }
 
     async fn live_changes(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<LiveChange>> {
-        self.do_live_changes(performance_id, after, limit).await
+        self.do_live_changes(performance_id.uuid(), after, limit)
+            .await
     }
 
-    async fn live_heads(&self, performance_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
-        self.do_live_heads(performance_ids).await
+    async fn live_heads(
+        &self,
+        performance_ids: &[PerformanceId],
+    ) -> StoreResult<Vec<(PerformanceId, i64)>> {
+        Ok(self
+            .do_live_heads(performance_ids)
+            .await?
+            .into_iter()
+            .map(|(id, seq)| (id.into(), seq))
+            .collect())
     }
 
     async fn live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
@@ -914,7 +931,7 @@ impl usher_store::AccountTx for hold::SqliteTx {
         Ok(user)
     }
 
-    async fn revoke_sessions(&mut self, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+    async fn revoke_sessions(&mut self, user_id: UserId, now: DateTime<Utc>) -> StoreResult<()> {
         let id = user_id;
         sqlx::query!(
             "UPDATE refresh_tokens SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
+use usher_core::ids::PerformanceId;
 use uuid::Uuid;
 
 use usher_store::live::LiveSnapshot;
@@ -86,7 +87,7 @@ impl SqliteStore {
         let rows = rows
             .into_iter()
             .map(|r| (r.id, r.group_id, r.state, r.held_until));
-        LiveSnapshot::assemble(performance_id, &kind, seq, rows, now).map(Some)
+        LiveSnapshot::assemble(performance_id.into(), &kind, seq, rows, now).map(Some)
     }
 
     pub(crate) async fn do_live_changes(
@@ -107,11 +108,14 @@ impl SqliteStore {
         .await
         .map_err(backend)?
         .iter()
-        .map(|row| LiveChange::from_log(performance_id, row.seq, &row.body))
+        .map(|row| LiveChange::from_log(performance_id.into(), row.seq, &row.body))
         .collect()
     }
 
-    pub(crate) async fn do_live_heads(&self, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+    pub(crate) async fn do_live_heads(
+        &self,
+        ids: &[PerformanceId],
+    ) -> StoreResult<Vec<(Uuid, i64)>> {
         let list = crate::inventory::id_list(ids);
         let rows = sqlx::query!(
             r#"SELECT performance_id AS "performance_id!: Uuid", seq AS "seq!: i64"

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
+use usher_core::ids::{BookingId, PaymentId, PerformanceId, UnitId};
 use uuid::Uuid;
 
 use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
@@ -12,6 +13,7 @@ use usher_core::{BookingStatus, Money};
 use usher_store::box_office::action;
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JOB_MAX_ATTEMPTS;
+use usher_store::typed_pairs;
 use usher_store::{Audit, AuditEntry, WalletMove, WalletMoved};
 use usher_store::{
     ChangeSet, IdempotencyStart, Job, JobRow, JobState, LifecycleTx, LiveChange, Payment,
@@ -99,7 +101,10 @@ impl LifecycleTx for SqliteLifecycle {
         Ok(inserted == 1)
     }
 
-    async fn booking_of_payment(&mut self, payment_id: Uuid) -> StoreResult<Option<Uuid>> {
+    async fn booking_of_payment(
+        &mut self,
+        payment_id: PaymentId,
+    ) -> StoreResult<Option<BookingId>> {
         sqlx::query_scalar!(
             r#"SELECT booking_id AS "booking_id!: Uuid" FROM payments WHERE id = ?1"#,
             payment_id
@@ -107,9 +112,10 @@ impl LifecycleTx for SqliteLifecycle {
         .fetch_optional(&mut *self.0)
         .await
         .map_err(backend)
+        .map(|id| id.map(BookingId::from))
     }
 
-    async fn lock_facts(&mut self, booking_id: Uuid) -> StoreResult<Option<(Facts, Money)>> {
+    async fn lock_facts(&mut self, booking_id: BookingId) -> StoreResult<Option<(Facts, Money)>> {
         let Some(row) = sqlx::query!(
             r#"SELECT b.status, b.held_until AS "held_until!: DateTime<Utc>",
                       b.paid_by AS "paid_by?: Uuid",
@@ -141,7 +147,7 @@ impl LifecycleTx for SqliteLifecycle {
         .into_iter()
         .map(|p| {
             Ok(PaymentFacts {
-                id: p.id,
+                id: p.id.into(),
                 status: PaymentStatus::parse(&p.status).map_err(crate::corrupt)?,
                 provider: p.provider,
                 expires_at: p.expires_at,
@@ -152,7 +158,7 @@ impl LifecycleTx for SqliteLifecycle {
         let facts = Facts {
             status: BookingStatus::parse(&row.status).map_err(crate::corrupt)?,
             held_until: row.held_until,
-            paid_by: row.paid_by,
+            paid_by: row.paid_by.map(Into::into),
             checkout_started: row.checkout_started,
             sale: if row.sale_cancelled {
                 Sale::Cancelled
@@ -168,7 +174,11 @@ impl LifecycleTx for SqliteLifecycle {
         Ok(Some((facts, Money::new(row.total_amount, currency))))
     }
 
-    async fn units_takeable(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn units_takeable(
+        &mut self,
+        booking_id: BookingId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let units = sqlx::query!(
             r#"SELECT u.state, u.booking_id AS "booking_id?: Uuid",
                       u.held_until AS "held_until?: DateTime<Utc>"
@@ -190,7 +200,7 @@ impl LifecycleTx for SqliteLifecycle {
 
     async fn update_booking(
         &mut self,
-        booking_id: Uuid,
+        booking_id: BookingId,
         change: &BookingChange,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
@@ -217,7 +227,11 @@ impl LifecycleTx for SqliteLifecycle {
         Ok(changed == 1)
     }
 
-    async fn extend_units(&mut self, booking_id: Uuid, until: DateTime<Utc>) -> StoreResult<()> {
+    async fn extend_units(
+        &mut self,
+        booking_id: BookingId,
+        until: DateTime<Utc>,
+    ) -> StoreResult<()> {
         sqlx::query!(
             "UPDATE units SET held_until = ?2 WHERE booking_id = ?1 AND state = 'held'",
             booking_id,
@@ -229,7 +243,10 @@ impl LifecycleTx for SqliteLifecycle {
         Ok(())
     }
 
-    async fn sell_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    async fn sell_units(
+        &mut self,
+        booking_id: BookingId,
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>> {
         let rows = sqlx::query!(
             r#"UPDATE units SET state = 'sold', booking_id = ?1, held_until = NULL
                WHERE id IN (SELECT unit_id FROM booking_units WHERE booking_id = ?1)
@@ -239,10 +256,15 @@ impl LifecycleTx for SqliteLifecycle {
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        Ok(rows.into_iter().map(|r| (r.performance_id, r.id)).collect())
+        Ok(typed_pairs(
+            rows.into_iter().map(|r| (r.performance_id, r.id)),
+        ))
     }
 
-    async fn release_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    async fn release_units(
+        &mut self,
+        booking_id: BookingId,
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>> {
         let rows = sqlx::query!(
             r#"UPDATE units SET state = 'available', booking_id = NULL, held_until = NULL
                WHERE booking_id = ?1 AND state IN ('held', 'sold')
@@ -252,7 +274,9 @@ impl LifecycleTx for SqliteLifecycle {
         .fetch_all(&mut *self.0)
         .await
         .map_err(backend)?;
-        Ok(rows.into_iter().map(|r| (r.performance_id, r.id)).collect())
+        Ok(typed_pairs(
+            rows.into_iter().map(|r| (r.performance_id, r.id)),
+        ))
     }
 
     async fn record_live(
@@ -265,7 +289,7 @@ impl LifecycleTx for SqliteLifecycle {
 
     async fn set_payment_status(
         &mut self,
-        payment_id: Uuid,
+        payment_id: PaymentId,
         from: PaymentStatus,
         to: PaymentStatus,
         provider_payment_ref: Option<&str>,
@@ -291,7 +315,7 @@ impl LifecycleTx for SqliteLifecycle {
 
     async fn insert_payment(
         &mut self,
-        booking_id: Uuid,
+        booking_id: BookingId,
         payment: NewPayment,
         provider: &str,
         amount: Money,
@@ -325,21 +349,25 @@ impl LifecycleTx for SqliteLifecycle {
         enqueue(&mut self.0, kind, payload, now).await
     }
 
-    async fn load_booking(&mut self, booking_id: Uuid) -> StoreResult<usher_core::Booking> {
-        load_bookings(&mut self.0, &[booking_id])
+    async fn load_booking(&mut self, booking_id: BookingId) -> StoreResult<usher_core::Booking> {
+        load_bookings(&mut self.0, &[booking_id.uuid()])
             .await?
             .pop()
             .ok_or_else(|| StoreError::Backend(format!("booking {booking_id} vanished")))
     }
 
-    async fn load_payment(&mut self, payment_id: Uuid) -> StoreResult<Payment> {
-        load_payment(&mut self.0, payment_id)
+    async fn load_payment(&mut self, payment_id: PaymentId) -> StoreResult<Payment> {
+        load_payment(&mut self.0, payment_id.uuid())
             .await?
             .ok_or_else(|| StoreError::Backend(format!("payment {payment_id} vanished")))
     }
 
-    async fn issue_tickets(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
-        crate::box_office::issue_tickets(&mut self.0, booking_id, now).await
+    async fn issue_tickets(
+        &mut self,
+        booking_id: BookingId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        crate::box_office::issue_tickets(&mut self.0, booking_id.uuid(), now).await
     }
 
     async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<WalletMoved>> {

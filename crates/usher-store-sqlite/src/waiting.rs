@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
+use usher_core::ids::{BookingId, PerformanceId, TicketTypeId, UserId};
 use uuid::Uuid;
 
 use usher_core::{Cursor, PageLimit};
@@ -208,7 +209,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl ServeTx for SqliteTx {
-    async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>> {
+    async fn waiting(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<WaitingRow>> {
         sqlx::query_as!(
             WaitingRow,
             r#"SELECT id AS "id!: Uuid", user_id AS "user_id!: Uuid",
@@ -226,7 +227,7 @@ impl ServeTx for SqliteTx {
     async fn offered(
         &mut self,
         entry_id: Uuid,
-        booking_id: Uuid,
+        booking_id: BookingId,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         sqlx::query!(
@@ -275,7 +276,7 @@ async fn room(conn: &mut SqliteConnection, performance_id: Uuid) -> StoreResult<
     .await
     .map_err(backend)?;
     Ok(row.map(|r| QueueRoom {
-        performance_id,
+        performance_id: performance_id.into(),
         on_sale_at: r.on_sale_at,
         opened_at: r.opened_at,
         admitted_through: r.admitted_through,
@@ -288,8 +289,8 @@ async fn room(conn: &mut SqliteConnection, performance_id: Uuid) -> StoreResult<
 impl JoinTx for SqliteTx {
     async fn waiting_entry(
         &mut self,
-        performance_id: Uuid,
-        user_id: Uuid,
+        performance_id: PerformanceId,
+        user_id: UserId,
     ) -> StoreResult<Option<WaitlistRow>> {
         let rows = entry_rows!(
             &mut *self.tx,
@@ -302,8 +303,8 @@ impl JoinTx for SqliteTx {
 
     async fn count_free_in(
         &mut self,
-        performance_id: Uuid,
-        ticket_type_id: Option<Uuid>,
+        performance_id: PerformanceId,
+        ticket_type_id: Option<TicketTypeId>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
         let free = sqlx::query_scalar!(
@@ -347,7 +348,7 @@ impl JoinTx for SqliteTx {
 impl QueueTx for SqliteTx {
     async fn door(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<(bool, bool)>> {
         let door = sqlx::query!(
@@ -364,7 +365,11 @@ impl QueueTx for SqliteTx {
         Ok(door.map(|d| (d.waiting_room, d.selling)))
     }
 
-    async fn open_room(&mut self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+    async fn open_room(
+        &mut self,
+        performance_id: PerformanceId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         sqlx::query!(
             "INSERT INTO queue_rooms (performance_id, updated_at) VALUES (?1, ?2)
              ON CONFLICT (performance_id) DO NOTHING",
@@ -378,8 +383,8 @@ impl QueueTx for SqliteTx {
     }
 
     /// Nothing to lock: this transaction is the only writer.
-    async fn lock_room(&mut self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>> {
-        room(&mut self.tx, performance_id).await
+    async fn lock_room(&mut self, performance_id: PerformanceId) -> StoreResult<Option<QueueRoom>> {
+        room(&mut self.tx, performance_id.uuid()).await
     }
 
     async fn insert_ticket(&mut self, join: &QueueJoin, seq: Option<i64>) -> StoreResult<bool> {
@@ -402,8 +407,8 @@ impl QueueTx for SqliteTx {
 
     async fn ticket_of(
         &mut self,
-        performance_id: Uuid,
-        user_id: Uuid,
+        performance_id: PerformanceId,
+        user_id: UserId,
     ) -> StoreResult<QueueTicketRow> {
         sqlx::query_as!(
             QueueTicketRow,
@@ -420,7 +425,7 @@ impl QueueTx for SqliteTx {
         .map_err(backend)
     }
 
-    async fn draws(&mut self, performance_id: Uuid) -> StoreResult<Vec<(i64, Uuid)>> {
+    async fn draws(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<(i64, Uuid)>> {
         let all = sqlx::query!(
             r#"SELECT draw, id AS "id!: Uuid" FROM queue_tickets
                WHERE performance_id = ?1 AND seq IS NULL ORDER BY draw"#,
@@ -432,7 +437,11 @@ impl QueueTx for SqliteTx {
         Ok(all.into_iter().map(|r| (r.draw, r.id)).collect())
     }
 
-    async fn number_by_draw(&mut self, performance_id: Uuid, base: i64) -> StoreResult<i64> {
+    async fn number_by_draw(
+        &mut self,
+        performance_id: PerformanceId,
+        base: i64,
+    ) -> StoreResult<i64> {
         let numbered = sqlx::query!(
             "UPDATE queue_tickets SET seq = ?2 + r.rn
              FROM (SELECT id, row_number() OVER (ORDER BY draw, id) AS rn
@@ -449,7 +458,7 @@ impl QueueTx for SqliteTx {
 
     async fn sale_state(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
         admitted_since: DateTime<Utc>,
         opened_at: DateTime<Utc>,
@@ -493,7 +502,7 @@ impl QueueTx for SqliteTx {
 
     async fn admit(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         after: i64,
         through: i64,
         now: DateTime<Utc>,

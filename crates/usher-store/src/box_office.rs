@@ -12,6 +12,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use usher_core::ids::{BookingId, EventId, PaymentId, PerformanceId, UnitId, UserId};
 use uuid::Uuid;
 
 use usher_core::{BookingStatus, Money};
@@ -23,14 +24,14 @@ use crate::{StoreError, StoreResult};
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Audit {
     /// `None` for the system (a job, a sweeper).
-    pub actor_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
     /// The `x-request-id` of the request that caused it.
     pub request_id: Option<String>,
     pub detail: serde_json::Value,
 }
 
 impl Audit {
-    pub fn by(actor_id: Uuid, request_id: Option<String>) -> Self {
+    pub fn by(actor_id: UserId, request_id: Option<String>) -> Self {
         Self {
             actor_id: Some(actor_id),
             request_id,
@@ -68,7 +69,7 @@ impl Audit {
         &self,
         action: &str,
         target: (&str, Uuid),
-        event_id: Option<Uuid>,
+        event_id: Option<EventId>,
         at: DateTime<Utc>,
     ) -> AuditEntry {
         AuditEntry {
@@ -111,14 +112,14 @@ pub mod action {
 pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,
-    pub actor_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
     pub action: String,
     /// `event`, `performance`, `booking`, `user`, `job`, `wallet`.
     pub target_kind: String,
     pub target_id: Uuid,
     /// The event the change belongs to, for the organizer's view; `None` for changes
     /// outside any event (roles, credits, jobs).
-    pub event_id: Option<Uuid>,
+    pub event_id: Option<EventId>,
     pub request_id: Option<String>,
     pub detail: serde_json::Value,
 }
@@ -142,11 +143,11 @@ impl AuditRow {
         Ok(AuditEntry {
             id: self.id,
             at: self.at,
-            actor_id: self.actor_id,
+            actor_id: self.actor_id.map(Into::into),
             action: self.action,
             target_kind: self.target_kind,
             target_id: self.target_id,
-            event_id: self.event_id,
+            event_id: self.event_id.map(Into::into),
             request_id: self.request_id,
             detail: serde_json::from_str(&self.detail)
                 .map_err(|e| StoreError::Backend(format!("corrupt audit_log.detail: {e}")))?,
@@ -169,11 +170,11 @@ pub enum AuditScope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketRecord {
     pub serial: i64,
-    pub booking_id: Uuid,
-    pub unit_id: Uuid,
-    pub performance_id: Uuid,
-    pub event_id: Uuid,
-    pub organizer_id: Uuid,
+    pub booking_id: BookingId,
+    pub unit_id: UnitId,
+    pub performance_id: PerformanceId,
+    pub event_id: EventId,
+    pub organizer_id: UserId,
     /// As stored (a confirmed booking never expires, so this is what a reader sees).
     pub booking_status: BookingStatus,
     pub checked_in_at: Option<DateTime<Utc>>,
@@ -217,7 +218,7 @@ pub enum CheckIn {
 /// Tickets and check-ins of one performance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckInCount {
-    pub performance_id: Uuid,
+    pub performance_id: PerformanceId,
     /// Tickets of confirmed bookings.
     pub valid: u64,
     pub checked_in: u64,
@@ -264,14 +265,14 @@ impl WalletEntryKind {
 /// concurrency ([`WalletMoved`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletMove {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Signed: negative takes money out.
     pub amount: Money,
     pub kind: WalletEntryKind,
     pub reason: String,
-    pub booking_id: Option<Uuid>,
-    pub payment_id: Option<Uuid>,
-    pub actor_id: Option<Uuid>,
+    pub booking_id: Option<BookingId>,
+    pub payment_id: Option<PaymentId>,
+    pub actor_id: Option<UserId>,
     pub at: DateTime<Utc>,
 }
 
@@ -286,15 +287,15 @@ pub struct WalletMoved {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletEntry {
     pub id: Uuid,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub amount: Money,
     /// The balance in this currency right after the entry.
     pub balance_after: i64,
     pub kind: WalletEntryKind,
     pub reason: String,
-    pub booking_id: Option<Uuid>,
-    pub payment_id: Option<Uuid>,
-    pub actor_id: Option<Uuid>,
+    pub booking_id: Option<BookingId>,
+    pub payment_id: Option<PaymentId>,
+    pub actor_id: Option<UserId>,
     pub at: DateTime<Utc>,
 }
 
@@ -318,7 +319,7 @@ impl WalletEntryRow {
     pub fn into_entry(self) -> StoreResult<WalletEntry> {
         Ok(WalletEntry {
             id: self.id,
-            user_id: self.user_id,
+            user_id: self.user_id.into(),
             amount: Money::new(
                 self.amount,
                 crate::inventory::stored_currency(&self.currency)?,
@@ -326,9 +327,9 @@ impl WalletEntryRow {
             balance_after: self.balance_after,
             kind: WalletEntryKind::parse(&self.kind)?,
             reason: self.reason,
-            booking_id: self.booking_id,
-            payment_id: self.payment_id,
-            actor_id: self.actor_id,
+            booking_id: self.booking_id.map(Into::into),
+            payment_id: self.payment_id.map(Into::into),
+            actor_id: self.actor_id.map(Into::into),
             at: self.created_at,
         })
     }
@@ -337,7 +338,7 @@ impl WalletEntryRow {
 /// Store credit an admin gives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WalletCredit {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Positive.
     pub amount: Money,
     pub reason: String,

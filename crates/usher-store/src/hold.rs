@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use usher_core::ids::{BookingId, PerformanceId, TicketTypeId, UnitId, UserId};
 
 use usher_core::best_available::Seat;
 use usher_core::hold::{HeldUnit, HoldFacts, LockedUnit, UnitTake};
@@ -25,15 +25,15 @@ pub struct HoldEngine {
 /// A booking a hold created, as the batch writes it.
 #[derive(Debug, Clone)]
 pub struct NewHold {
-    pub booking_id: Uuid,
-    pub user_id: Uuid,
-    pub performance_id: Uuid,
+    pub booking_id: BookingId,
+    pub user_id: UserId,
+    pub performance_id: PerformanceId,
     pub held_until: DateTime<Utc>,
     pub currency: usher_core::Currency,
     pub created_at: DateTime<Utc>,
     pub offer: bool,
     /// (unit, price) of every unit it took.
-    pub units: Vec<(Uuid, i64)>,
+    pub units: Vec<(UnitId, i64)>,
 }
 
 /// An open transaction of a port: what it wrote stands once committed.
@@ -49,28 +49,35 @@ pub trait Tx: Send {
 #[async_trait]
 pub trait HoldTx: Tx {
     /// What holds need to know of these performances (those that exist).
-    async fn hold_facts(&mut self, performances: &[Uuid]) -> StoreResult<Vec<(Uuid, HoldFacts)>>;
+    async fn hold_facts(
+        &mut self,
+        performances: &[PerformanceId],
+    ) -> StoreResult<Vec<(PerformanceId, HoldFacts)>>;
     /// The performance's seats as best available chooses among them, free meaning free
     /// at `now`; not locked.
     async fn seat_map(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Seat>>;
     /// These units as they are, locked until the transaction ends. Unknown ids are
     /// left out.
-    async fn lock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<LockedUnit>>;
+    async fn lock_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<LockedUnit>>;
     /// Up to `wanted` units of the ticket type free at `now`, locked. `skip_locked`:
     /// units other transactions are locking are passed over instead of waited for.
     async fn free_units(
         &mut self,
-        ticket_type_id: Uuid,
+        ticket_type_id: TicketTypeId,
         now: DateTime<Utc>,
         wanted: u32,
         skip_locked: bool,
-    ) -> StoreResult<Vec<Uuid>>;
+    ) -> StoreResult<Vec<UnitId>>;
     /// How many units of the ticket type are free at `now`, locked by others or not.
-    async fn count_free(&mut self, ticket_type_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64>;
+    async fn count_free(
+        &mut self,
+        ticket_type_id: TicketTypeId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// The arbiter: takes each unit for its booking only if it is free at its `now`,
     /// and returns what it took.
     async fn take_units(&mut self, takes: &[UnitTake]) -> StoreResult<Vec<HeldUnit>>;
@@ -92,18 +99,22 @@ pub trait HoldTx: Tx {
 pub trait InventoryTx: HoldTx {
     /// Cancels the booking if it is held and its hold has not run out at `now` (one
     /// conditional write); false when it changed nothing.
-    async fn cancel_held(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn cancel_held(&mut self, booking_id: BookingId, now: DateTime<Utc>)
+    -> StoreResult<bool>;
     /// Expires up to `limit` held bookings past their time, skipping any another
     /// transaction is working on (sweepers of several instances share the work). Their ids.
-    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Uuid>>;
+    async fn expire_held(&mut self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<BookingId>>;
     /// Frees the units these bookings still hold (a unit re-taken by the next buyer
     /// names the new booking and is left alone), locked in id order. Each as
     /// `(performance id, unit id)`.
-    async fn release_held(&mut self, bookings: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid)>>;
-    async fn booking(&mut self, id: Uuid) -> StoreResult<Option<usher_core::Booking>>;
+    async fn release_held(
+        &mut self,
+        bookings: &[BookingId],
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>>;
+    async fn booking(&mut self, id: BookingId) -> StoreResult<Option<usher_core::Booking>>;
     /// Blocks these units, detaching any (expired) hold; those whose state changed.
-    async fn block_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    async fn block_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<UnitId>>;
     /// Makes these blocked units available; those whose state changed.
-    async fn unblock_units(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    async fn unblock_units(&mut self, ids: &[UnitId]) -> StoreResult<Vec<UnitId>>;
     async fn insert_audit(&mut self, entry: &crate::AuditEntry) -> StoreResult<()>;
 }

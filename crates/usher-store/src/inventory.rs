@@ -2,6 +2,7 @@
 //! that change who holds what.
 
 use chrono::{DateTime, Utc};
+use usher_core::ids::{BookingId, EventId, PerformanceId, UnitId};
 use uuid::Uuid;
 
 use usher_core::inventory::PriceGroupPlan;
@@ -14,7 +15,7 @@ use crate::{StoreError, StoreResult, corrupt_value};
 
 #[derive(Debug, Clone)]
 pub struct NewPerformance {
-    pub event_id: Uuid,
+    pub event_id: EventId,
     pub starts_at: DateTime<Utc>,
     /// Holds are refused before this moment.
     pub on_sale_at: Option<DateTime<Utc>>,
@@ -35,7 +36,7 @@ pub struct PerformanceInventory {
 /// What an organizer sees of one performance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PerformanceSales {
-    pub performance_id: Uuid,
+    pub performance_id: PerformanceId,
     pub starts_at: DateTime<Utc>,
     /// `Cancelled` when the performance or its event is.
     pub status: PerformanceStatus,
@@ -113,7 +114,7 @@ pub struct Attendee {
 pub enum InventoryCommand {
     /// Release a held booking's units at once.
     Cancel {
-        booking_id: Uuid,
+        booking_id: BookingId,
         now: DateTime<Utc>,
     },
     /// Move up to `limit` held bookings past their `held_until` to `expired` and free
@@ -122,8 +123,8 @@ pub enum InventoryCommand {
     /// House seats and broken seats: block free units, or make blocked ones available
     /// again. All or nothing: a held or sold unit refuses the whole command.
     SetBlocked {
-        performance_id: Uuid,
-        unit_ids: Vec<Uuid>,
+        performance_id: PerformanceId,
+        unit_ids: Vec<UnitId>,
         blocked: bool,
         now: DateTime<Utc>,
         audit: crate::Audit,
@@ -151,11 +152,11 @@ impl UnitRow {
     ) -> StoreResult<usher_core::Unit> {
         let state = UnitState::parse(&self.state).map_err(corrupt_value("units.state"))?;
         Ok(usher_core::Unit {
-            id: self.id,
+            id: self.id.into(),
             section: self.section,
             row: self.row_label,
             label: self.seat_label,
-            ticket_type_id: self.ticket_type_id,
+            ticket_type_id: self.ticket_type_id.map(Into::into),
             price: Money::new(self.price_amount, currency),
             state: state.effective(self.held_until, now),
         })
@@ -196,9 +197,9 @@ impl BookingRow {
         let currency =
             Currency::from_stored(&self.currency).map_err(corrupt_value("bookings.currency"))?;
         Ok(Booking {
-            id: self.id,
-            user_id: self.user_id,
-            performance_id: self.performance_id,
+            id: self.id.into(),
+            user_id: self.user_id.into(),
+            performance_id: self.performance_id.into(),
             status: BookingStatus::parse(&self.status).map_err(corrupt_value("bookings.status"))?,
             held_until: self.held_until,
             total: Money::new(self.total_amount, currency),
@@ -206,16 +207,16 @@ impl BookingRow {
                 .iter()
                 .filter(|u| u.booking_id == self.id)
                 .map(|u| BookedUnit {
-                    unit_id: u.unit_id,
+                    unit_id: u.unit_id.into(),
                     section: u.section.clone(),
                     row: u.row_label.clone(),
                     label: u.seat_label.clone(),
-                    ticket_type_id: u.ticket_type_id,
+                    ticket_type_id: u.ticket_type_id.map(Into::into),
                     price: Money::new(u.price_amount, currency),
                     ticket: u.ticket_serial,
                 })
                 .collect(),
-            paid_by: self.paid_by,
+            paid_by: self.paid_by.map(Into::into),
             offer: self.offer,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -274,7 +275,7 @@ pub fn assemble_performances(
                         price,
                     }),
                     SeatingKind::General => ticket_types.push(TicketType {
-                        id: g.id,
+                        id: g.id.into(),
                         name: g.name.clone(),
                         price,
                         capacity: g.capacity as u32,
@@ -282,8 +283,8 @@ pub fn assemble_performances(
                 }
             }
             Ok(Performance {
-                id: row.id,
-                event_id: row.event_id,
+                id: row.id.into(),
+                event_id: row.event_id.into(),
                 starts_at: row.starts_at,
                 status: PerformanceStatus::parse(&row.status)
                     .map_err(corrupt_value("performances.status"))?,
@@ -356,7 +357,7 @@ pub struct SalesRow {
 impl SalesRow {
     pub fn into_sales(self, bookings: BookingCounts) -> StoreResult<PerformanceSales> {
         Ok(PerformanceSales {
-            performance_id: self.id,
+            performance_id: self.id.into(),
             starts_at: self.starts_at,
             status: PerformanceStatus::parse(&self.status)
                 .map_err(corrupt_value("performances.status"))?,
@@ -386,9 +387,9 @@ pub struct BookingCountRow {
 
 impl BookingCountRow {
     /// The counts of `performance_id` among `rows` (zero when it has no bookings).
-    pub fn counts_of(rows: &[BookingCountRow], performance_id: Uuid) -> BookingCounts {
+    pub fn counts_of(rows: &[BookingCountRow], performance_id: PerformanceId) -> BookingCounts {
         rows.iter()
-            .find(|r| r.performance_id == performance_id)
+            .find(|r| r.performance_id == performance_id.uuid())
             .map_or_else(BookingCounts::default, |r| BookingCounts {
                 held: r.held as u64,
                 confirmed: r.confirmed as u64,
@@ -420,11 +421,11 @@ pub fn taken_units<'a>(
 /// it), from what an engine read back: (stored state, holder, `held_until`).
 pub fn all_takeable_by<'a>(
     units: impl IntoIterator<Item = (&'a str, Option<Uuid>, Option<DateTime<Utc>>)>,
-    booking: Uuid,
+    booking: BookingId,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     for (state, holder, held_until) in units {
-        if !stored_state(state)?.takeable_by(holder, held_until, booking, now) {
+        if !stored_state(state)?.takeable_by(holder.map(Into::into), held_until, booking, now) {
             return Ok(false);
         }
     }
@@ -444,7 +445,7 @@ pub fn created_performance(
 ) -> Performance {
     let (sections, ticket_types) = groups;
     Performance {
-        id,
+        id: id.into(),
         event_id: new.event_id,
         starts_at: new.starts_at,
         status: PerformanceStatus::Scheduled,
@@ -496,7 +497,7 @@ pub fn push_group(
             price: group.price,
         }),
         SeatingKind::General => ticket_types.push(TicketType {
-            id,
+            id: id.into(),
             name,
             price: group.price,
             capacity: group.capacity,

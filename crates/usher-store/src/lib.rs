@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use usher_core::ids::{BookingId, EventId, PaymentId, PerformanceId, UserId};
 use uuid::Uuid;
 
 use usher_core::{
@@ -92,7 +93,7 @@ pub struct NewRefreshToken {
     /// All tokens descending from one login share a family; reuse of any rotated member
     /// revokes the whole family.
     pub family_id: Uuid,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub token_hash: Vec<u8>,
     pub expires_at: DateTime<Utc>,
 }
@@ -117,7 +118,7 @@ pub trait AccountTx: Tx {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>>;
     /// Revokes every live session (refresh-token family) of the account.
-    async fn revoke_sessions(&mut self, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn revoke_sessions(&mut self, user_id: UserId, now: DateTime<Utc>) -> StoreResult<()>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
     /// Marks the live (unused, unrevoked, unexpired) token with this hash used, in one
     /// conditional write; its `(family id, user id)` when there was one.
@@ -144,7 +145,7 @@ pub trait AccountTx: Tx {
 #[async_trait]
 pub trait CatalogTx: Tx {
     /// The event, locked; `None` when there is no such event.
-    async fn lock_event(&mut self, id: Uuid) -> StoreResult<Option<Event>>;
+    async fn lock_event(&mut self, id: EventId) -> StoreResult<Option<Event>>;
     /// Writes every field of the event as it is now.
     async fn save_event(&mut self, event: &Event) -> StoreResult<()>;
     /// The performance's status, locked; `None` when there is no such performance.
@@ -153,7 +154,11 @@ pub trait CatalogTx: Tx {
         id: Uuid,
     ) -> StoreResult<Option<usher_core::PerformanceStatus>>;
     /// Applies the patch's fields that are set.
-    async fn patch_performance(&mut self, id: Uuid, patch: &PerformancePatch) -> StoreResult<()>;
+    async fn patch_performance(
+        &mut self,
+        id: PerformanceId,
+        patch: &PerformancePatch,
+    ) -> StoreResult<()>;
     /// Queues a job in this transaction (the outbox).
     async fn enqueue(
         &mut self,
@@ -169,7 +174,7 @@ pub trait CatalogTx: Tx {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
     /// The token was live; it is now used and the replacement is stored.
-    Rotated { user_id: Uuid, session_id: Uuid },
+    Rotated { user_id: UserId, session_id: Uuid },
     /// The token had already been rotated or revoked: somebody replayed it. The whole
     /// family is revoked now, and with it the session's access tokens.
     Reused { session_id: Uuid },
@@ -213,7 +218,7 @@ impl AccountNotice {
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub organizer_id: Uuid,
+    pub organizer_id: UserId,
     pub title: EventTitle,
     pub description: EventText,
     pub venue: EventText,
@@ -334,7 +339,7 @@ pub trait Store: Send + Sync + 'static {
     // --- accounts -------------------------------------------------------------------
 
     async fn create_user(&self, new: NewUser) -> StoreResult<User>;
-    async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
     async fn credentials_by_email(&self, email: &Email) -> StoreResult<Option<UserCredentials>>;
     /// Opens the transaction an admin's change to an account runs in
     /// (`usher_app::accounts::update_user`).
@@ -353,7 +358,7 @@ pub trait Store: Send + Sync + 'static {
     /// The session a refresh token belongs to (its family), live or not.
     async fn session_of_refresh_token(&self, token_hash: &[u8]) -> StoreResult<Option<Uuid>>;
     /// The account and session as they are now; `None` when the account is gone.
-    async fn standing(&self, user_id: Uuid, session_id: Uuid) -> StoreResult<Option<Standing>>;
+    async fn standing(&self, user_id: UserId, session_id: Uuid) -> StoreResult<Option<Standing>>;
     /// Tells every instance that what authorizes requests changed (after the commit
     /// that changed it). Engines with one instance need not: the server forgets locally.
     async fn announce_account(&self, notice: AccountNotice) -> StoreResult<()> {
@@ -370,7 +375,7 @@ pub trait Store: Send + Sync + 'static {
     // --- events ---------------------------------------------------------------------
 
     async fn create_event(&self, new: NewEvent, audit: &Audit) -> StoreResult<Event>;
-    async fn event(&self, id: Uuid) -> StoreResult<Option<Event>>;
+    async fn event(&self, id: EventId) -> StoreResult<Option<Event>>;
     /// Opens the transaction an event or a performance changes in
     /// (`usher_app::catalog`).
     async fn begin_catalog(&self) -> StoreResult<Box<dyn CatalogTx>>;
@@ -385,17 +390,21 @@ pub trait Store: Send + Sync + 'static {
         new: NewPerformance,
         audit: &Audit,
     ) -> StoreResult<Performance>;
-    async fn performance(&self, id: Uuid) -> StoreResult<Option<Performance>>;
+    async fn performance(&self, id: PerformanceId) -> StoreResult<Option<Performance>>;
     /// The event's performances, soonest first.
-    async fn performances_of_event(&self, event_id: Uuid) -> StoreResult<Vec<Performance>>;
+    async fn performances_of_event(&self, event_id: EventId) -> StoreResult<Vec<Performance>>;
     /// Counts as a buyer sees them at `now` (expired holds count as available).
     async fn inventory(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<PerformanceInventory>;
     /// Every unit with its state at `now`, in seat-map order.
-    async fn units(&self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Unit>>;
+    async fn units(
+        &self,
+        performance_id: PerformanceId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Unit>>;
 
     // --- bookings -------------------------------------------------------------------
 
@@ -406,22 +415,25 @@ pub trait Store: Send + Sync + 'static {
     /// Opens a transaction for cancellations, expiry and blocking
     /// (`usher_app::inventory`).
     async fn begin_inventory(&self) -> StoreResult<Box<dyn InventoryTx>>;
-    async fn booking(&self, id: Uuid) -> StoreResult<Option<Booking>>;
+    async fn booking(&self, id: BookingId) -> StoreResult<Option<Booking>>;
     /// The user's bookings, newest first.
     async fn bookings_of_user(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         limit: PageLimit,
         after: Option<Cursor>,
     ) -> StoreResult<Page<Booking>>;
     /// Sales figures per performance of an event, at `now`.
-    async fn sales(&self, event_id: Uuid, now: DateTime<Utc>)
-    -> StoreResult<Vec<PerformanceSales>>;
+    async fn sales(
+        &self,
+        event_id: EventId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PerformanceSales>>;
     /// A performance's bookings with their buyers, newest first, optionally only those
     /// reading `status` at `now`.
     async fn attendees(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         status: Option<BookingStatus>,
         now: DateTime<Utc>,
         limit: PageLimit,
@@ -434,7 +446,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Opens the transaction a waiting-list join of this performance runs in, with the
     /// performance held against other joins and servings (`usher_app::waiting_list::join`).
-    async fn begin_join(&self, performance_id: Uuid) -> StoreResult<Box<dyn JoinTx>>;
+    async fn begin_join(&self, performance_id: PerformanceId) -> StoreResult<Box<dyn JoinTx>>;
     async fn waitlist_entry(
         &self,
         id: Uuid,
@@ -443,7 +455,7 @@ pub trait Store: Send + Sync + 'static {
     /// The user's entries, newest first.
     async fn waitlist_of_user(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         now: DateTime<Utc>,
         limit: PageLimit,
         after: Option<Cursor>,
@@ -458,7 +470,10 @@ pub trait Store: Send + Sync + 'static {
     /// Opens the transaction that serves the performance's waiting list, one serving
     /// per performance at a time (`usher_app::waiting_list`). `None` when nobody waits
     /// for it (or there is no such performance): nothing to serve.
-    async fn begin_serving(&self, performance_id: Uuid) -> StoreResult<Option<Box<dyn ServeTx>>>;
+    async fn begin_serving(
+        &self,
+        performance_id: PerformanceId,
+    ) -> StoreResult<Option<Box<dyn ServeTx>>>;
     /// Performances on sale that someone waits for, with units free for them now.
     async fn waitlists_to_serve(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
 
@@ -468,7 +483,7 @@ pub trait Store: Send + Sync + 'static {
     /// (`usher_app::waiting_room`).
     async fn begin_queue(&self) -> StoreResult<Box<dyn QueueTx>>;
     async fn queue_ticket(&self, id: Uuid) -> StoreResult<Option<QueueTicket>>;
-    async fn queue_room(&self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>>;
+    async fn queue_room(&self, performance_id: PerformanceId) -> StoreResult<Option<QueueRoom>>;
     /// Waiting rooms whose sale has opened (or opens now) with someone still waiting.
     async fn queue_rooms_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
 
@@ -480,13 +495,13 @@ pub trait Store: Send + Sync + 'static {
     /// Records the provider's checkout id and URL once the provider has answered.
     async fn attach_checkout(
         &self,
-        payment_id: Uuid,
+        payment_id: PaymentId,
         provider_ref: &str,
         checkout_url: &str,
     ) -> StoreResult<()>;
-    async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>>;
+    async fn payment(&self, id: PaymentId) -> StoreResult<Option<Payment>>;
     /// Every payment of a booking, oldest first.
-    async fn payments_of_booking(&self, booking_id: Uuid) -> StoreResult<Vec<Payment>>;
+    async fn payments_of_booking(&self, booking_id: BookingId) -> StoreResult<Vec<Payment>>;
     /// The payment with this provider id: of its checkout, or of the captured payment.
     async fn payment_by_ref(
         &self,
@@ -502,13 +517,13 @@ pub trait Store: Send + Sync + 'static {
     /// (`usher_app::box_office::check_in`).
     async fn begin_check_in(&self) -> StoreResult<Box<dyn CheckInTx>>;
     /// Valid and checked-in tickets per performance of the event.
-    async fn checkin_counts(&self, event_id: Uuid) -> StoreResult<Vec<CheckInCount>>;
+    async fn checkin_counts(&self, event_id: EventId) -> StoreResult<Vec<CheckInCount>>;
     /// The user's balances, one per currency they ever had, by currency.
-    async fn wallet_balances(&self, user_id: Uuid) -> StoreResult<Vec<usher_core::Money>>;
+    async fn wallet_balances(&self, user_id: UserId) -> StoreResult<Vec<usher_core::Money>>;
     /// The user's ledger, newest first.
     async fn wallet_entries(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         limit: PageLimit,
         after: Option<Cursor>,
     ) -> StoreResult<Page<WalletEntry>>;
@@ -553,10 +568,10 @@ pub trait Store: Send + Sync + 'static {
     // --- emails ---------------------------------------------------------------------
 
     /// Whether the email of this kind ([`payments::email_kind`]) went to the booking's buyer.
-    async fn email_sent(&self, booking_id: Uuid, kind: &str) -> StoreResult<bool>;
+    async fn email_sent(&self, booking_id: BookingId, kind: &str) -> StoreResult<bool>;
     async fn record_email_sent(
         &self,
-        booking_id: Uuid,
+        booking_id: BookingId,
         kind: &str,
         message_id: &str,
         now: DateTime<Utc>,
@@ -594,18 +609,21 @@ pub trait Store: Send + Sync + 'static {
     /// The performance's units and counts at `now`, with the `seq` they are as of.
     async fn live_snapshot(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<LiveSnapshot>>;
     /// Logged changes of a performance after `after`, oldest first, at most `limit`.
     async fn live_changes(
         &self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<LiveChange>>;
     /// The latest `seq` of each of these performances that has changed at all.
-    async fn live_heads(&self, performance_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
+    async fn live_heads(
+        &self,
+        performance_ids: &[PerformanceId],
+    ) -> StoreResult<Vec<(PerformanceId, i64)>>;
     /// Forgets logged changes older than `before` (watchers that far behind take a new
     /// snapshot).
     async fn live_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
@@ -625,7 +643,7 @@ pub struct UserRow {
 impl UserRow {
     pub fn into_user(self) -> StoreResult<User> {
         Ok(User {
-            id: self.id,
+            id: self.id.into(),
             email: Email::from_stored(self.email),
             name: UserName::from_stored(self.name),
             role: Role::parse(&self.role).map_err(corrupt("users.role"))?,
@@ -654,8 +672,8 @@ impl EventRow {
         let attributes = serde_json::from_str(&self.attributes)
             .map_err(|e| StoreError::Backend(format!("corrupt events.attributes: {e}")))?;
         Ok(Event {
-            id: self.id,
-            organizer_id: self.organizer_id,
+            id: self.id.into(),
+            organizer_id: self.organizer_id.into(),
             title: EventTitle::from_stored(self.title),
             description: EventText::from_stored(self.description),
             venue: EventText::from_stored(self.venue),
@@ -678,6 +696,26 @@ fn corrupt(column: &'static str) -> impl Fn(usher_core::ParseError) -> StoreErro
 
 /// The current time at the precision every engine keeps (microseconds, PostgreSQL's), so
 /// a value read back equals the value written.
+/// Ids as a statement returned them, typed ([`usher_core::ids`]).
+pub fn typed<Id: From<Uuid>>(ids: Vec<Uuid>) -> Vec<Id> {
+    ids.into_iter().map(Id::from).collect()
+}
+
+/// Typed ids as a statement binds them (an array of UUIDs).
+pub fn uuids<Id: Copy + Into<Uuid>>(ids: &[Id]) -> Vec<Uuid> {
+    ids.iter().map(|id| (*id).into()).collect()
+}
+
+/// Pairs of ids as a statement returned them (performance, unit), typed.
+pub fn typed_pairs<A: From<Uuid>, B: From<Uuid>>(
+    pairs: impl IntoIterator<Item = (Uuid, Uuid)>,
+) -> Vec<(A, B)> {
+    pairs
+        .into_iter()
+        .map(|(a, b)| (A::from(a), B::from(b)))
+        .collect()
+}
+
 pub fn now() -> DateTime<Utc> {
     use chrono::SubsecRound;
     Utc::now().trunc_subsecs(6)
@@ -710,7 +748,7 @@ pub fn page_from_rows(rows: Vec<EventRow>, limit: PageLimit) -> StoreResult<Page
         .into_iter()
         .map(EventRow::into_event)
         .collect::<StoreResult<Vec<_>>>()?;
-    Ok(paginate(rows, limit, |e| e.id))
+    Ok(paginate(rows, limit, |e| e.id.uuid()))
 }
 
 /// Cuts `limit + 1` items down to a page, with a cursor when there was more.

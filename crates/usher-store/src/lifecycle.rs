@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use usher_core::ids::{BookingId, PaymentId, PerformanceId, UnitId};
 
 use usher_core::lifecycle::{Facts, NewPayment, Outcome, PaymentStatus, Trigger};
 use usher_core::{Booking, BookingStatus, Money};
@@ -19,9 +19,9 @@ use crate::payments::{Payment, ProviderEvent};
 /// Which booking a transition is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BookingRef {
-    Booking(Uuid),
+    Booking(BookingId),
     /// The booking this payment is for.
-    Payment(Uuid),
+    Payment(PaymentId),
 }
 
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ pub struct Transitioned {
 pub struct BookingChange {
     pub from: BookingStatus,
     pub to: BookingStatus,
-    pub paid_by: Option<Uuid>,
+    pub paid_by: Option<PaymentId>,
     pub held_until: Option<DateTime<Utc>>,
     pub checkout_started: bool,
 }
@@ -87,27 +87,42 @@ pub trait LifecycleTx: crate::Tx {
         event: &ProviderEvent,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
-    async fn booking_of_payment(&mut self, payment_id: Uuid) -> StoreResult<Option<Uuid>>;
+    async fn booking_of_payment(&mut self, payment_id: PaymentId)
+    -> StoreResult<Option<BookingId>>;
     /// Locks the booking, then its payments, and reads the facts (`units_takeable` is
     /// left false: see [`LifecycleTx::units_takeable`]).
-    async fn lock_facts(&mut self, booking_id: Uuid) -> StoreResult<Option<(Facts, Money)>>;
+    async fn lock_facts(&mut self, booking_id: BookingId) -> StoreResult<Option<(Facts, Money)>>;
     /// Locks the booking's units (in id order) and says whether each is still held by
     /// it or free to take again.
-    async fn units_takeable(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn units_takeable(
+        &mut self,
+        booking_id: BookingId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// A conditional update on `change.from`; false when the row was not in that status.
     async fn update_booking(
         &mut self,
-        booking_id: Uuid,
+        booking_id: BookingId,
         change: &BookingChange,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
     /// The booking's units follow the hold's new end.
-    async fn extend_units(&mut self, booking_id: Uuid, until: DateTime<Utc>) -> StoreResult<()>;
+    async fn extend_units(
+        &mut self,
+        booking_id: BookingId,
+        until: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Returns the units sold, as `(performance id, unit id)`.
-    async fn sell_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>>;
+    async fn sell_units(
+        &mut self,
+        booking_id: BookingId,
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>>;
     /// Frees what the booking still holds or owns (a unit re-taken by someone else is
     /// left alone). Returns the units freed, as `(performance id, unit id)`.
-    async fn release_units(&mut self, booking_id: Uuid) -> StoreResult<Vec<(Uuid, Uuid)>>;
+    async fn release_units(
+        &mut self,
+        booking_id: BookingId,
+    ) -> StoreResult<Vec<(PerformanceId, UnitId)>>;
     /// Numbers and logs the changes for the live feed (see [`crate::live`]).
     async fn record_live(
         &mut self,
@@ -117,7 +132,7 @@ pub trait LifecycleTx: crate::Tx {
     /// A conditional update on `from`; false when the payment was not in that status.
     async fn set_payment_status(
         &mut self,
-        payment_id: Uuid,
+        payment_id: PaymentId,
         from: PaymentStatus,
         to: PaymentStatus,
         provider_payment_ref: Option<&str>,
@@ -125,7 +140,7 @@ pub trait LifecycleTx: crate::Tx {
     ) -> StoreResult<bool>;
     async fn insert_payment(
         &mut self,
-        booking_id: Uuid,
+        booking_id: BookingId,
         payment: NewPayment,
         provider: &str,
         amount: Money,
@@ -137,10 +152,11 @@ pub trait LifecycleTx: crate::Tx {
         payload: serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
-    async fn load_booking(&mut self, booking_id: Uuid) -> StoreResult<Booking>;
-    async fn load_payment(&mut self, payment_id: Uuid) -> StoreResult<Payment>;
+    async fn load_booking(&mut self, booking_id: BookingId) -> StoreResult<Booking>;
+    async fn load_payment(&mut self, payment_id: PaymentId) -> StoreResult<Payment>;
     /// Numbers a ticket for each unit of the booking (those not numbered yet).
-    async fn issue_tickets(&mut self, booking_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn issue_tickets(&mut self, booking_id: BookingId, now: DateTime<Utc>)
+    -> StoreResult<()>;
     /// Moves the wallet's balance by `entry.amount` in one conditional write and appends
     /// the entry. `None` (and nothing written) when the balance would go below zero.
     async fn wallet_move(&mut self, entry: &WalletMove) -> StoreResult<Option<WalletMoved>>;

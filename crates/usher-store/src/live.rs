@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use usher_core::ids::{PerformanceId, UnitId};
 use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
@@ -28,7 +29,7 @@ const BUS_CAPACITY: usize = 1024;
 /// One unit's new state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitMove {
-    pub unit_id: Uuid,
+    pub unit_id: UnitId,
     pub state: UnitState,
 }
 
@@ -37,7 +38,7 @@ pub struct UnitMove {
 /// path never counts a performance).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveChange {
-    pub performance_id: Uuid,
+    pub performance_id: PerformanceId,
     pub seq: i64,
     pub changes: Vec<UnitMove>,
 }
@@ -49,7 +50,7 @@ impl LiveChange {
     }
 
     /// A change read back from the log.
-    pub fn from_log(performance_id: Uuid, seq: i64, body: &str) -> StoreResult<Self> {
+    pub fn from_log(performance_id: PerformanceId, seq: i64, body: &str) -> StoreResult<Self> {
         let changes = serde_json::from_str(body)
             .map_err(|e| StoreError::Backend(format!("a logged live change: {e}")))?;
         Ok(Self {
@@ -63,7 +64,7 @@ impl LiveChange {
 /// One unit as a watcher starts from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveUnit {
-    pub unit_id: Uuid,
+    pub unit_id: UnitId,
     /// Its section (reserved) or ticket type (general admission).
     pub group_id: Uuid,
     pub state: UnitState,
@@ -72,7 +73,7 @@ pub struct LiveUnit {
 /// A performance's units as of one `seq`: where a watcher starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSnapshot {
-    pub performance_id: Uuid,
+    pub performance_id: PerformanceId,
     pub kind: SeatingKind,
     pub seq: i64,
     /// In seat-map order, each with its state as a buyer sees it.
@@ -83,7 +84,7 @@ impl LiveSnapshot {
     /// Assembles a snapshot from the rows both engines read: `(unit id, group id, stored
     /// state, held until)` in seat-map order.
     pub fn assemble(
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         kind: &str,
         seq: i64,
         rows: impl IntoIterator<Item = (Uuid, Uuid, String, Option<DateTime<Utc>>)>,
@@ -94,7 +95,7 @@ impl LiveSnapshot {
             .into_iter()
             .map(|(unit_id, group_id, state, held_until)| {
                 Ok(LiveUnit {
-                    unit_id,
+                    unit_id: unit_id.into(),
                     group_id,
                     state: UnitState::parse(&state)
                         .map_err(corrupt)?
@@ -115,14 +116,14 @@ impl LiveSnapshot {
 /// a unit changed twice keeps its last state.
 #[derive(Debug, Default, Clone)]
 pub struct ChangeSet {
-    by_performance: BTreeMap<Uuid, Moves>,
+    by_performance: BTreeMap<PerformanceId, Moves>,
 }
 
 #[derive(Debug, Default, Clone)]
 struct Moves {
     moves: Vec<UnitMove>,
     /// Where each unit is in `moves` (a batch moves hundreds of units).
-    at: HashMap<Uuid, usize>,
+    at: HashMap<UnitId, usize>,
 }
 
 impl ChangeSet {
@@ -130,7 +131,7 @@ impl ChangeSet {
         Self::default()
     }
 
-    pub fn push(&mut self, performance_id: Uuid, unit_id: Uuid, state: UnitState) {
+    pub fn push(&mut self, performance_id: PerformanceId, unit_id: UnitId, state: UnitState) {
         let Moves { moves, at } = self.by_performance.entry(performance_id).or_default();
         match at.entry(unit_id) {
             Entry::Occupied(i) => moves[*i.get()].state = state,
@@ -144,7 +145,7 @@ impl ChangeSet {
     pub fn extend(
         &mut self,
         state: UnitState,
-        units: impl IntoIterator<Item = (Uuid, Uuid)>,
+        units: impl IntoIterator<Item = (PerformanceId, UnitId)>,
     ) -> &mut Self {
         for (performance_id, unit_id) in units {
             self.push(performance_id, unit_id, state);
@@ -157,7 +158,7 @@ impl ChangeSet {
     }
 
     /// Per performance, in id order: the order every engine locks the feed's heads in.
-    pub fn into_performances(self) -> impl Iterator<Item = (Uuid, Vec<UnitMove>)> {
+    pub fn into_performances(self) -> impl Iterator<Item = (PerformanceId, Vec<UnitMove>)> {
         self.by_performance
             .into_iter()
             .map(|(performance_id, m)| (performance_id, m.moves))
@@ -288,7 +289,11 @@ mod tests {
 
     #[test]
     fn a_unit_changed_twice_keeps_its_last_state() {
-        let (p, u, v) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (p, u, v) = (
+            PerformanceId::generate(),
+            UnitId::generate(),
+            UnitId::generate(),
+        );
         let mut set = ChangeSet::new();
         set.push(p, u, UnitState::Held);
         set.push(p, v, UnitState::Held);

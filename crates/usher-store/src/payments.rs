@@ -2,6 +2,7 @@
 //! part of the storage contract that makes paying safe to retry.
 
 use chrono::{DateTime, Utc};
+use usher_core::ids::{BookingId, PaymentId};
 use uuid::Uuid;
 
 use usher_core::Money;
@@ -11,8 +12,8 @@ use crate::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
-    pub id: Uuid,
-    pub booking_id: Uuid,
+    pub id: PaymentId,
+    pub booking_id: BookingId,
     /// `mock` or `stripe`.
     pub provider: String,
     /// The provider's id of the checkout (a Stripe Checkout Session id).
@@ -157,8 +158,8 @@ pub struct PaymentRow {
 impl PaymentRow {
     pub fn into_payment(self) -> Result<Payment, StoreError> {
         Ok(Payment {
-            id: self.id,
-            booking_id: self.booking_id,
+            id: self.id.into(),
+            booking_id: self.booking_id.into(),
             provider: self.provider,
             provider_ref: self.provider_ref,
             provider_payment_ref: self.provider_payment_ref,

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use usher_core::ids::{BookingId, PerformanceId, TicketTypeId, UserId};
 use uuid::Uuid;
 
 use crate::{StoreError, StoreResult};
@@ -16,10 +17,10 @@ pub const MAX_PASSES: i64 = 3;
 #[derive(Debug, Clone)]
 pub struct WaitlistJoin {
     pub id: Uuid,
-    pub user_id: Uuid,
-    pub performance_id: Uuid,
+    pub user_id: UserId,
+    pub performance_id: PerformanceId,
     /// General admission: the ticket type waited for; reserved seating: `None`.
-    pub ticket_type_id: Option<Uuid>,
+    pub ticket_type_id: Option<TicketTypeId>,
     pub quantity: u32,
     pub now: DateTime<Utc>,
 }
@@ -68,15 +69,15 @@ impl WaitlistStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitlistEntry {
     pub id: Uuid,
-    pub user_id: Uuid,
-    pub performance_id: Uuid,
-    pub ticket_type_id: Option<Uuid>,
+    pub user_id: UserId,
+    pub performance_id: PerformanceId,
+    pub ticket_type_id: Option<TicketTypeId>,
     pub quantity: u32,
     pub status: WaitlistStatus,
     /// 1 for the first in line; only while waiting.
     pub position: Option<u64>,
     /// The hold made for them, once offered.
-    pub booking_id: Option<Uuid>,
+    pub booking_id: Option<BookingId>,
     pub offer_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -118,15 +119,15 @@ impl WaitlistRow {
         };
         Ok(WaitlistEntry {
             id: self.id,
-            user_id: self.user_id,
-            performance_id: self.performance_id,
-            ticket_type_id: self.ticket_type_id,
+            user_id: self.user_id.into(),
+            performance_id: self.performance_id.into(),
+            ticket_type_id: self.ticket_type_id.map(Into::into),
             quantity: u32::try_from(self.quantity).unwrap_or(0),
             status,
             position: (status == WaitlistStatus::Waiting)
                 .then(|| self.position.map(|p| p.max(1) as u64))
                 .flatten(),
-            booking_id: self.booking_id,
+            booking_id: self.booking_id.map(Into::into),
             offer_expires_at: (status == WaitlistStatus::Offered)
                 .then_some(live_offer)
                 .flatten(),
@@ -158,14 +159,14 @@ pub trait JoinTx: crate::HoldTx {
     /// The user's waiting entry for the performance, if they wait already.
     async fn waiting_entry(
         &mut self,
-        performance_id: Uuid,
-        user_id: Uuid,
+        performance_id: PerformanceId,
+        user_id: UserId,
     ) -> StoreResult<Option<WaitlistRow>>;
     /// Units of the performance (of the ticket type, when one is given) free at `now`.
     async fn count_free_in(
         &mut self,
-        performance_id: Uuid,
-        ticket_type_id: Option<Uuid>,
+        performance_id: PerformanceId,
+        ticket_type_id: Option<TicketTypeId>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;
     /// Puts the entry at the end of the line (numbered max + 1), unless the user waits
@@ -188,12 +189,12 @@ pub struct WaitingRow {
 #[async_trait]
 pub trait ServeTx: crate::HoldTx {
     /// The performance's waiting entries in line order (arrival).
-    async fn waiting(&mut self, performance_id: Uuid) -> StoreResult<Vec<WaitingRow>>;
+    async fn waiting(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<WaitingRow>>;
     /// Marks the entry offered with its hold and queues the offer's email.
     async fn offered(
         &mut self,
         entry_id: Uuid,
-        booking_id: Uuid,
+        booking_id: BookingId,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
     /// Counts one more pass of the entry first in line.
@@ -205,8 +206,8 @@ pub trait ServeTx: crate::HoldTx {
 #[derive(Debug, Clone)]
 pub struct QueueJoin {
     pub ticket_id: Uuid,
-    pub user_id: Uuid,
-    pub performance_id: Uuid,
+    pub user_id: UserId,
+    pub performance_id: PerformanceId,
     /// Orders everyone who joins before the opening (a random number).
     pub draw: i64,
     pub now: DateTime<Utc>,
@@ -243,7 +244,7 @@ impl QueueState {
 /// The queue of one performance as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueRoom {
-    pub performance_id: Uuid,
+    pub performance_id: PerformanceId,
     pub on_sale_at: Option<DateTime<Utc>>,
     /// When the draw was made; `None` before the opening.
     pub opened_at: Option<DateTime<Utc>>,
@@ -274,8 +275,8 @@ impl QueueRoom {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueTicket {
     pub id: Uuid,
-    pub user_id: Uuid,
-    pub performance_id: Uuid,
+    pub user_id: UserId,
+    pub performance_id: PerformanceId,
     pub state: QueueState,
     /// Places from the front (1: next); 0 once admitted. Before the opening, the place
     /// in the draw among those here so far: final at the opening.
@@ -337,8 +338,8 @@ impl QueueTicketRow {
         let (state, position) = place(self.seq, ahead, &room);
         QueueTicket {
             id: self.id,
-            user_id: self.user_id,
-            performance_id: self.performance_id,
+            user_id: self.user_id.into(),
+            performance_id: self.performance_id.into(),
             state,
             position,
             admitted_at: self.admitted_at,
@@ -357,31 +358,39 @@ pub trait QueueTx: crate::Tx {
     /// published and not started)`.
     async fn door(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<(bool, bool)>>;
     /// Opens the performance's room if it has none yet.
-    async fn open_room(&mut self, performance_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn open_room(
+        &mut self,
+        performance_id: PerformanceId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// The room, locked until the transaction ends.
-    async fn lock_room(&mut self, performance_id: Uuid) -> StoreResult<Option<QueueRoom>>;
+    async fn lock_room(&mut self, performance_id: PerformanceId) -> StoreResult<Option<QueueRoom>>;
     /// A ticket for the join, numbered `seq`, unless the buyer has one for the
     /// performance (then nothing is written); whether it was written.
     async fn insert_ticket(&mut self, join: &QueueJoin, seq: Option<i64>) -> StoreResult<bool>;
     async fn ticket_of(
         &mut self,
-        performance_id: Uuid,
-        user_id: Uuid,
+        performance_id: PerformanceId,
+        user_id: UserId,
     ) -> StoreResult<QueueTicketRow>;
     /// `(draw, ticket id)` of everyone not numbered yet, by draw.
-    async fn draws(&mut self, performance_id: Uuid) -> StoreResult<Vec<(i64, Uuid)>>;
+    async fn draws(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<(i64, Uuid)>>;
     /// Numbers everyone not numbered yet after `base`, in the order of their draws; how
     /// many were numbered.
-    async fn number_by_draw(&mut self, performance_id: Uuid, base: i64) -> StoreResult<i64>;
+    async fn number_by_draw(
+        &mut self,
+        performance_id: PerformanceId,
+        base: i64,
+    ) -> StoreResult<i64>;
     /// What the gatekeeper weighs: units free and held at `now`, buyers admitted since
     /// `admitted_since` who have not held, bookings since `opened_at`.
     async fn sale_state(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         now: DateTime<Utc>,
         admitted_since: DateTime<Utc>,
         opened_at: DateTime<Utc>,
@@ -389,7 +398,7 @@ pub trait QueueTx: crate::Tx {
     /// Admits the tickets numbered after `after` up to `through`.
     async fn admit(
         &mut self,
-        performance_id: Uuid,
+        performance_id: PerformanceId,
         after: i64,
         through: i64,
         now: DateTime<Utc>,

@@ -16,7 +16,7 @@ use usher_store::{Audit, EventPatch, NewEvent, NewPerformance, NewUser, Store};
 
 /// Creates a user with this email (a customer unless it is the first account).
 pub async fn user(store: &Arc<dyn Store>, email: &str) -> Uuid {
-    store
+    (store
         .create_user(NewUser {
             email: Email::parse(email).expect("email"),
             name: UserName::parse("Test Person").expect("name"),
@@ -26,7 +26,8 @@ pub async fn user(store: &Arc<dyn Store>, email: &str) -> Uuid {
         })
         .await
         .expect("create user")
-        .id
+        .id)
+        .uuid()
 }
 
 /// An organizer and a draft event of theirs; returns the event id.
@@ -36,10 +37,10 @@ pub async fn event(store: &Arc<dyn Store>) -> Uuid {
         &format!("org-{}@example.com", Uuid::new_v4().simple()),
     )
     .await;
-    store
+    (store
         .create_event(
             NewEvent {
-                organizer_id: organizer,
+                organizer_id: organizer.into(),
                 title: EventTitle::parse("Test Night").expect("title"),
                 description: EventText::default(),
                 venue: EventText::default(),
@@ -49,7 +50,8 @@ pub async fn event(store: &Arc<dyn Store>) -> Uuid {
         )
         .await
         .expect("create event")
-        .id
+        .id)
+        .uuid()
 }
 
 /// Sections of rows, each row `seats` seats, at 1000 + 100 × section index cents.
@@ -120,7 +122,7 @@ pub async fn performance(
     store
         .create_performance(
             NewPerformance {
-                event_id,
+                event_id: event_id.into(),
                 starts_at: now + Duration::days(7),
                 on_sale_at: None,
                 waiting_room: false,

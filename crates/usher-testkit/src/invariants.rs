@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use usher_core::ids::{BookingId, PerformanceId, UnitId, UserId};
 use uuid::Uuid;
 
 use usher_core::lifecycle::PaymentStatus;
@@ -20,10 +21,11 @@ use usher_store::Store;
 /// booking whose units read otherwise.
 pub async fn check_performance(
     store: &dyn Store,
-    performance_id: Uuid,
-    acknowledged: &[Uuid],
+    performance_id: PerformanceId,
+    acknowledged: &[impl Copy + Into<BookingId>],
     now: DateTime<Utc>,
 ) -> Result<(), String> {
+    let acknowledged: Vec<BookingId> = acknowledged.iter().map(|id| (*id).into()).collect();
     let units = store
         .units(performance_id, now)
         .await
@@ -56,8 +58,8 @@ pub async fn check_performance(
     }
 
     // Nothing acknowledged is lost: every booking a buyer was told of is still there.
-    for id in acknowledged {
-        let Some(booking) = store.booking(*id).await.map_err(|e| e.to_string())? else {
+    for &id in &acknowledged {
+        let Some(booking) = store.booking(id).await.map_err(|e| e.to_string())? else {
             return Err(format!("booking {id} was acknowledged and is gone"));
         };
         if booking.performance_id != performance_id {
@@ -71,7 +73,7 @@ pub async fn check_performance(
     // Each unit belongs to at most one live booking, a live booking's units are held (or
     // sold) for it, and every held or sold unit has a live booking behind it.
     let stored = bookings_of(store, performance_id, now).await?;
-    let state_of: HashMap<Uuid, UnitState> = units.iter().map(|u| (u.id, u.state)).collect();
+    let state_of: HashMap<UnitId, UnitState> = units.iter().map(|u| (u.id, u.state)).collect();
     let mut live_units: HashSet<Uuid> = HashSet::new();
     let (mut live_held, mut live_sold) = (0u64, 0u64);
     for booking in &stored {
@@ -83,7 +85,7 @@ pub async fn check_performance(
         };
         check_total(booking)?;
         for unit in &booking.units {
-            if !live_units.insert(unit.unit_id) {
+            if !live_units.insert(unit.unit_id.uuid()) {
                 return Err(format!("unit {} is in two live bookings", unit.unit_id));
             }
             let state = state_of.get(&unit.unit_id).copied();
@@ -117,7 +119,7 @@ pub async fn check_performance(
 /// Every booking the store keeps on a performance, whatever its state.
 pub async fn bookings_of(
     store: &dyn Store,
-    performance_id: Uuid,
+    performance_id: PerformanceId,
     now: DateTime<Utc>,
 ) -> Result<Vec<Booking>, String> {
     let limit = usher_core::PageLimit::parse(Some(100)).map_err(|e| e.to_string())?;
@@ -152,13 +154,16 @@ pub fn check_total(booking: &Booking) -> Result<(), String> {
 /// succeeded payment that confirmed it; every other payment that captured money is being
 /// (or has been) refunded; a refunded booking's confirming payment is refunded too.
 /// Every booking named must exist: one acknowledged and gone is reported.
-pub async fn check_money(store: &dyn Store, bookings: &[Uuid]) -> Result<(), String> {
-    for id in bookings {
-        let Some(booking) = store.booking(*id).await.map_err(|e| e.to_string())? else {
+pub async fn check_money(
+    store: &dyn Store,
+    bookings: &[impl Copy + Into<BookingId>],
+) -> Result<(), String> {
+    for id in bookings.iter().map(|id| (*id).into()) {
+        let Some(booking) = store.booking(id).await.map_err(|e| e.to_string())? else {
             return Err(format!("booking {id} was acknowledged and is gone"));
         };
         let payments = store
-            .payments_of_booking(*id)
+            .payments_of_booking(id)
             .await
             .map_err(|e| e.to_string())?;
         for payment in &payments {
@@ -201,7 +206,11 @@ pub async fn check_money(store: &dyn Store, bookings: &[Uuid]) -> Result<(), Str
 /// total.
 pub async fn check_payments(store: &dyn Store, payments: &[Uuid]) -> Result<(), String> {
     for id in payments {
-        let Some(payment) = store.payment(*id).await.map_err(|e| e.to_string())? else {
+        let Some(payment) = store
+            .payment((*id).into())
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             return Err(format!("payment {id} was acknowledged and is gone"));
         };
         let Some(booking) = store
@@ -218,7 +227,7 @@ pub async fn check_payments(store: &dyn Store, payments: &[Uuid]) -> Result<(), 
             .payments_of_booking(booking.id)
             .await
             .map_err(|e| e.to_string())?;
-        if !listed.iter().any(|p| p.id == *id) {
+        if !listed.iter().any(|p| p.id == (*id).into()) {
             return Err(format!(
                 "booking {} does not list its payment {id}",
                 booking.id
@@ -236,7 +245,7 @@ pub async fn check_payments(store: &dyn Store, payments: &[Uuid]) -> Result<(), 
 
 /// The wallet's invariants: each balance is the sum of its ledger, every entry's running
 /// balance follows from the one before, and none is ever below zero.
-pub async fn check_wallet(store: &dyn Store, user_id: Uuid) -> Result<(), String> {
+pub async fn check_wallet(store: &dyn Store, user_id: UserId) -> Result<(), String> {
     let mut entries = Vec::new();
     let mut after = None;
     loop {

@@ -2,6 +2,7 @@
 //! server does: each is one `Store::transition`.
 
 use chrono::{DateTime, Duration, Utc};
+use usher_core::ids::{BookingId, PaymentId};
 use uuid::Uuid;
 
 use usher_core::lifecycle::{Actor, Trigger};
@@ -10,14 +11,14 @@ use usher_store::{BookingRef, ProviderEvent, Store, TransitionRequest, Transitio
 /// Checkout with the mock provider, extending the hold to `hold_until` (the first time).
 pub async fn checkout(
     store: &dyn Store,
-    booking_id: Uuid,
+    booking_id: BookingId,
     hold_until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Transitioned {
     let trigger = Trigger::Checkout {
         provider: "mock".into(),
         hold_until,
-        new_payment_id: Uuid::now_v7(),
+        new_payment_id: PaymentId::generate(),
     };
     run(store, BookingRef::Booking(booking_id), trigger, None, now).await
 }
@@ -29,8 +30,17 @@ pub async fn succeed(
     event: Option<ProviderEvent>,
     now: DateTime<Utc>,
 ) -> Transitioned {
-    let trigger = Trigger::PaymentSucceeded { payment_id };
-    run(store, BookingRef::Payment(payment_id), trigger, event, now).await
+    let trigger = Trigger::PaymentSucceeded {
+        payment_id: payment_id.into(),
+    };
+    run(
+        store,
+        BookingRef::Payment(payment_id.into()),
+        trigger,
+        event,
+        now,
+    )
+    .await
 }
 
 pub async fn fail(
@@ -39,8 +49,17 @@ pub async fn fail(
     event: Option<ProviderEvent>,
     now: DateTime<Utc>,
 ) -> Transitioned {
-    let trigger = Trigger::PaymentFailed { payment_id };
-    run(store, BookingRef::Payment(payment_id), trigger, event, now).await
+    let trigger = Trigger::PaymentFailed {
+        payment_id: payment_id.into(),
+    };
+    run(
+        store,
+        BookingRef::Payment(payment_id.into()),
+        trigger,
+        event,
+        now,
+    )
+    .await
 }
 
 /// The provider reports the money returned.
@@ -50,14 +69,23 @@ pub async fn money_returned(
     event: Option<ProviderEvent>,
     now: DateTime<Utc>,
 ) -> Transitioned {
-    let trigger = Trigger::PaymentRefunded { payment_id };
-    run(store, BookingRef::Payment(payment_id), trigger, event, now).await
+    let trigger = Trigger::PaymentRefunded {
+        payment_id: payment_id.into(),
+    };
+    run(
+        store,
+        BookingRef::Payment(payment_id.into()),
+        trigger,
+        event,
+        now,
+    )
+    .await
 }
 
 /// A buyer's cancellation or an organizer's refund, with a 24-hour refund cutoff.
 pub async fn cancel(
     store: &dyn Store,
-    booking_id: Uuid,
+    booking_id: BookingId,
     by: Actor,
     now: DateTime<Utc>,
 ) -> Transitioned {
@@ -72,11 +100,11 @@ pub async fn cancel(
 /// The buyer pays the whole booking from their wallet.
 pub async fn pay_from_wallet(
     store: &dyn Store,
-    booking_id: Uuid,
+    booking_id: BookingId,
     now: DateTime<Utc>,
 ) -> Transitioned {
     let trigger = Trigger::PayFromWallet {
-        new_payment_id: Uuid::now_v7(),
+        new_payment_id: PaymentId::generate(),
     };
     run(store, BookingRef::Booking(booking_id), trigger, None, now).await
 }
@@ -84,7 +112,7 @@ pub async fn pay_from_wallet(
 /// A buyer's refund to their wallet, whatever paid (with a 24-hour refund cutoff).
 pub async fn refund_to_wallet(
     store: &dyn Store,
-    booking_id: Uuid,
+    booking_id: BookingId,
     now: DateTime<Utc>,
 ) -> Transitioned {
     let trigger = Trigger::Cancel {
@@ -98,7 +126,7 @@ pub async fn refund_to_wallet(
 /// The booking's event or performance was cancelled.
 pub async fn sale_cancelled(
     store: &dyn Store,
-    booking_id: Uuid,
+    booking_id: BookingId,
     now: DateTime<Utc>,
 ) -> Transitioned {
     run(

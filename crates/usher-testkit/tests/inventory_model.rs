@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
+use usher_core::ids::{BookingId, UnitId};
 use uuid::Uuid;
 
 use usher_core::{BookingStatus, Clock, ManualClock, UnitState};
@@ -36,7 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone)]
 struct ModelBooking {
-    id: Uuid,
+    id: BookingId,
     /// Indexes into the model's unit list.
     units: Vec<usize>,
     status: BookingStatus,
@@ -98,7 +99,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .await;
         let floor = ga.ticket_types[0].id;
         let buyer = user(&store, "buyer@example.com").await;
-        let mut unit_ids: Vec<Uuid> = store
+        let mut unit_ids: Vec<UnitId> = store
             .units(seated.id, clock.now())
             .await
             .unwrap()
@@ -113,7 +114,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .iter()
                 .map(|u| u.id),
         );
-        let index_of = |id: Uuid| unit_ids.iter().position(|u| *u == id).unwrap();
+        let index_of = |id: Uuid| unit_ids.iter().position(|u| *u == id.into()).unwrap();
         let mut model = Model {
             holder: vec![None; SEATS + GA_UNITS],
             bookings: Vec::new(),
@@ -122,8 +123,8 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
         for op in ops {
             let now = clock.now();
             let hold = |performance_id, selection| HoldCommand {
-                booking_id: Uuid::now_v7(),
-                user_id: buyer,
+                booking_id: BookingId::generate(),
+                user_id: buyer.into(),
                 performance_id,
                 selection,
                 now,
@@ -132,9 +133,9 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
             };
             match op {
                 Op::HoldSeats(seats) => {
-                    let ids: Vec<Uuid> = seats.iter().map(|s| unit_ids[*s]).collect();
+                    let ids: Vec<UnitId> = seats.iter().map(|s| unit_ids[*s]).collect();
                     let outcome = holds
-                        .hold(hold(seated.id, Selection::Units(ids)))
+                        .hold(hold(seated.id, Selection::Units(ids.into_iter().collect())))
                         .await
                         .unwrap();
                     let taken: Vec<usize> = seats
@@ -159,10 +160,12 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             held_until: booking.held_until,
                         });
                     } else {
-                        let expected: Vec<Uuid> = taken.iter().map(|s| unit_ids[*s]).collect();
+                        let expected: Vec<UnitId> = taken.iter().map(|s| unit_ids[*s]).collect();
                         prop_assert_eq!(
                             outcome,
-                            CommandOutcome::Unavailable { unit_ids: expected }
+                            CommandOutcome::Unavailable {
+                                unit_ids: expected.into_iter().collect()
+                            }
                         );
                     }
                 }
@@ -186,8 +189,11 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 "model has {free} free, store said {outcome:?}"
                             )));
                         };
-                        let units: Vec<usize> =
-                            booking.units.iter().map(|u| index_of(u.unit_id)).collect();
+                        let units: Vec<usize> = booking
+                            .units
+                            .iter()
+                            .map(|u| index_of(u.unit_id.uuid()))
+                            .collect();
                         prop_assert_eq!(units.len(), quantity as usize);
                         let b = model.bookings.len();
                         for u in &units {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use usher_core::ids::{BookingId, PerformanceId, TicketTypeId, UnitId, UserId};
 use uuid::Uuid;
 
 use usher_app::Holds;
@@ -17,13 +18,13 @@ use usher_testkit::on_each_engine;
 const TTL: i64 = 600;
 
 fn hold(
-    user_id: Uuid,
-    performance_id: Uuid,
+    user_id: UserId,
+    performance_id: PerformanceId,
     selection: Selection,
     now: DateTime<Utc>,
 ) -> HoldCommand {
     HoldCommand {
-        booking_id: Uuid::now_v7(),
+        booking_id: BookingId::generate(),
         user_id,
         performance_id,
         selection,
@@ -41,7 +42,11 @@ async fn held(holds: &Holds, command: HoldCommand) -> usher_core::Booking {
 }
 
 /// Unit ids of a performance in seat-map order.
-async fn unit_ids(store: &Arc<dyn Store>, performance_id: Uuid, now: DateTime<Utc>) -> Vec<Uuid> {
+async fn unit_ids(
+    store: &Arc<dyn Store>,
+    performance_id: PerformanceId,
+    now: DateTime<Utc>,
+) -> Vec<UnitId> {
     store
         .units(performance_id, now)
         .await
@@ -96,9 +101,9 @@ on_each_engine! {
         let perf = performance(&store, now, reserved(&[("Stalls", &[10])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let ids = unit_ids(&store, perf.id, now).await;
-        let booking = held(&holds, hold(buyer, perf.id, Selection::Units(vec![ids[2], ids[3]]), now)).await;
+        let booking = held(&holds, hold(buyer.into(), perf.id, Selection::Units(vec![ids[2], ids[3]]), now)).await;
         assert_eq!(booking.status, BookingStatus::Held);
-        assert_eq!(booking.user_id, buyer);
+        assert_eq!(booking.user_id, buyer.into());
         assert_eq!(booking.units.iter().map(|u| u.unit_id).collect::<Vec<_>>(), [ids[2], ids[3]]);
         assert_eq!(booking.total.amount, 2000);
         assert_eq!(booking.total.currency.as_str(), "EUR");
@@ -116,8 +121,8 @@ on_each_engine! {
         let perf = performance(&store, now, reserved(&[("Stalls", &[10])]), 10).await;
         let (ann, bob) = (user(&store, "ann@example.com").await, user(&store, "bob@example.com").await);
         let ids = unit_ids(&store, perf.id, now).await;
-        let first = held(&holds, hold(ann, perf.id, Selection::Units(vec![ids[3]]), now)).await;
-        let losing = hold(bob, perf.id, Selection::Units(vec![ids[2], ids[3], ids[4]]), now);
+        let first = held(&holds, hold(ann.into(), perf.id, Selection::Units(vec![ids[3]]), now)).await;
+        let losing = hold(bob.into(), perf.id, Selection::Units(vec![ids[2], ids[3], ids[4]]), now);
         let HoldCommand { booking_id: lost_id, .. } = &losing;
         let lost_id = *lost_id;
         match holds.hold(losing).await.unwrap() {
@@ -138,13 +143,18 @@ on_each_engine! {
         let b = performance(&store, now, reserved(&[("S", &[3])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let foreign = unit_ids(&store, b.id, now).await[0];
-        let made_up = Uuid::now_v7();
-        match holds.hold(hold(buyer, a.id, Selection::Units(vec![foreign, made_up]), now)).await.unwrap() {
+        let made_up = UnitId::generate();
+        match holds.hold(hold(buyer.into(), a.id, Selection::Units(vec![foreign, made_up]), now)).await.unwrap() {
             CommandOutcome::UnknownUnits { unit_ids } => assert_eq!(unit_ids, [foreign, made_up]),
             other => panic!("{other:?}"),
         }
-        let general_on_reserved = hold(buyer, a.id, Selection::General { ticket_type_id: a.sections[0].id, quantity: 1 }, now);
-        assert!(matches!(holds.hold(general_on_reserved).await.unwrap(), CommandOutcome::UnknownUnits { .. }));
+        let general_on_reserved = hold(buyer.into(), a.id, Selection::General { ticket_type_id: a.sections[0].id.into(), quantity: 1 }, now);
+        // A section's id is no ticket type: the hold names what it did not find.
+        let section = TicketTypeId::from_uuid(a.sections[0].id);
+        assert_eq!(
+            holds.hold(general_on_reserved).await.unwrap(),
+            CommandOutcome::UnknownTicketType { ticket_type_id: section }
+        );
         assert_eq!(store.inventory(b.id, now).await.unwrap().total.held, 0);
     }
 
@@ -155,13 +165,13 @@ on_each_engine! {
         let perf = performance(&store, now, general(&[("Floor", 5), ("VIP", 2)]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let floor = perf.ticket_types[0].id;
-        let first = held(&holds, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await;
+        let first = held(&holds, hold(buyer.into(), perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await;
         assert_eq!(first.units.len(), 3);
         assert!(first.units.iter().all(|u| u.ticket_type_id == Some(floor)));
         assert_eq!(first.total.amount, 1500);
-        let too_many = holds.hold(hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await.unwrap();
+        let too_many = holds.hold(hold(buyer.into(), perf.id, Selection::General { ticket_type_id: floor, quantity: 3 }, now)).await.unwrap();
         assert_eq!(too_many, CommandOutcome::Unavailable { unit_ids: vec![] });
-        let rest = held(&holds, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, now)).await;
+        let rest = held(&holds, hold(buyer.into(), perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, now)).await;
         let inventory = store.inventory(perf.id, now).await.unwrap();
         assert_eq!(inventory.parts[0].1.available, 0);
         assert_eq!(inventory.parts[1].1.available, 2, "VIP untouched");
@@ -175,11 +185,11 @@ on_each_engine! {
         let perf = performance(&store, now, reserved(&[("Stalls", &[6, 6]), ("Balcony", &[6])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let units = store.units(perf.id, now).await.unwrap();
-        let first = held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        let first = held(&holds, hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
         let labels: Vec<_> = first.units.iter().map(|u| format!("{}{}", u.row.clone().unwrap(), u.label.clone().unwrap())).collect();
         assert_eq!(labels, ["A3", "A4"]);
         // Row A now has 1-2 and 5-6 free: four seats fit only in row B.
-        let second = held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 4 }, now)).await;
+        let second = held(&holds, hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 4 }, now)).await;
         assert!(second.units.iter().all(|u| u.row.as_deref() == Some("B")));
         let ids: HashSet<_> = second.units.iter().map(|u| u.unit_id).collect();
         let positions: Vec<usize> = units.iter().enumerate().filter(|(_, u)| ids.contains(&u.id)).map(|(i, _)| i).collect();
@@ -196,14 +206,14 @@ on_each_engine! {
         let ids = unit_ids(&store, perf.id, now).await;
         // Seats 1 and 8 taken: x......x. A centred pair at 4-5 leaves 2+2; never 3-4 or 5-6
         // (which would leave a lone seat beside a taken one at 2 or 7 only when off by one).
-        held(&holds, hold(buyer, perf.id, Selection::Units(vec![ids[0], ids[7]]), now)).await;
-        let pair = held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        held(&holds, hold(buyer.into(), perf.id, Selection::Units(vec![ids[0], ids[7]]), now)).await;
+        let pair = held(&holds, hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
         let labels: Vec<_> = pair.units.iter().map(|u| u.label.clone().unwrap()).collect();
         assert_eq!(labels, ["4", "5"]);
         // Now x..xx..x: three seats cannot be adjacent, so they are split.
-        let three = held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 3 }, now)).await;
+        let three = held(&holds, hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 3 }, now)).await;
         assert_eq!(three.units.len(), 3);
-        let none = holds.hold(hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await.unwrap();
+        let none = holds.hold(hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 2 }, now)).await.unwrap();
         assert_eq!(none, CommandOutcome::Unavailable { unit_ids: vec![] });
     }
 
@@ -214,7 +224,7 @@ on_each_engine! {
         let perf = performance(&store, now, reserved(&[("S", &[4])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
         let ids = unit_ids(&store, perf.id, now).await;
-        let booking = held(&holds, hold(buyer, perf.id, Selection::Units(ids.clone()), now)).await;
+        let booking = held(&holds, hold(buyer.into(), perf.id, Selection::Units(ids.clone()), now)).await;
         let cancelled = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
         let CommandOutcome::Cancelled(cancelled) = cancelled else { panic!("{cancelled:?}") };
         assert_eq!(cancelled.status, BookingStatus::Cancelled);
@@ -222,10 +232,10 @@ on_each_engine! {
         assert_eq!(store.inventory(perf.id, now).await.unwrap().total.available, 4);
         let again = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: booking.id, now }).await.unwrap();
         assert_eq!(again, CommandOutcome::NotCancellable { status: BookingStatus::Cancelled });
-        let missing = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: Uuid::now_v7(), now }).await.unwrap();
+        let missing = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: BookingId::generate(), now }).await.unwrap();
         assert_eq!(missing, CommandOutcome::NoSuchBooking);
         // The seats can be held again.
-        held(&holds, hold(buyer, perf.id, Selection::Units(ids), now)).await;
+        held(&holds, hold(buyer.into(), perf.id, Selection::Units(ids), now)).await;
     }
 
     async fn an_expired_hold_is_free_for_the_next_buyer_before_and_after_the_sweep(engine) {
@@ -239,8 +249,8 @@ on_each_engine! {
             user(&store, "cy@example.com").await,
         );
         let ids = unit_ids(&store, perf.id, clock.now()).await;
-        let anns = held(&holds, hold(ann, perf.id, Selection::Units(vec![ids[0], ids[1]]), clock.now())).await;
-        let taken = holds.hold(hold(bob, perf.id, Selection::Units(vec![ids[0]]), clock.now())).await.unwrap();
+        let anns = held(&holds, hold(ann.into(), perf.id, Selection::Units(vec![ids[0], ids[1]]), clock.now())).await;
+        let taken = holds.hold(hold(bob.into(), perf.id, Selection::Units(vec![ids[0]]), clock.now())).await.unwrap();
         assert!(matches!(taken, CommandOutcome::Unavailable { .. }));
 
         clock.advance(Duration::seconds(TTL));
@@ -250,7 +260,7 @@ on_each_engine! {
         assert_eq!(store.inventory(perf.id, now).await.unwrap().total.available, 4);
         let units = store.units(perf.id, now).await.unwrap();
         assert!(units.iter().all(|u| u.state == UnitState::Available));
-        let bobs = held(&holds, hold(bob, perf.id, Selection::Units(vec![ids[0]]), now)).await;
+        let bobs = held(&holds, hold(bob.into(), perf.id, Selection::Units(vec![ids[0]]), now)).await;
         // Ann cannot cancel what has expired.
         let cancel = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: anns.id, now }).await.unwrap();
         assert_eq!(cancel, CommandOutcome::NotCancellable { status: BookingStatus::Expired });
@@ -263,7 +273,7 @@ on_each_engine! {
         let again = usher_app::inventory::execute(store.as_ref(), InventoryCommand::Sweep { now, limit: 100 }).await.unwrap();
         assert_eq!(again, CommandOutcome::Swept { expired: vec![], released_units: 0 });
         // After the sweep the free unit is still available to the next buyer.
-        let cys = held(&holds, hold(cy, perf.id, Selection::Units(vec![ids[1]]), now)).await;
+        let cys = held(&holds, hold(cy.into(), perf.id, Selection::Units(vec![ids[1]]), now)).await;
         check_performance(store.as_ref(), perf.id, &[anns.id, bobs.id, cys.id], now).await.unwrap();
     }
 
@@ -276,7 +286,7 @@ on_each_engine! {
         let floor = perf.ticket_types[0].id;
         let mut bookings = Vec::new();
         for _ in 0..30 {
-            let b = held(&holds, hold(buyer, perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, clock.now())).await;
+            let b = held(&holds, hold(buyer.into(), perf.id, Selection::General { ticket_type_id: floor, quantity: 2 }, clock.now())).await;
             bookings.push(b.id);
         }
         clock.advance(Duration::seconds(TTL + 1));
@@ -324,15 +334,15 @@ on_each_engine! {
         let floor = perf.ticket_types[0].id;
         let mut anns = Vec::new();
         for _ in 0..5 {
-            anns.push(held(&holds, hold(ann, perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await.id);
+            anns.push(held(&holds, hold(ann.into(), perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await.id);
         }
-        held(&holds, hold(bob, perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await;
+        held(&holds, hold(bob.into(), perf.id, Selection::General { ticket_type_id: floor, quantity: 1 }, now)).await;
         anns.reverse();
         let limit = usher_core::PageLimit::parse(Some(2)).unwrap();
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page = store.bookings_of_user(ann, limit, after).await.unwrap();
+            let page = store.bookings_of_user(ann.into(), limit, after).await.unwrap();
             seen.extend(page.items.iter().map(|b| b.id));
             assert!(page.items.iter().all(|b| b.units.len() == 1));
             match page.next {
@@ -349,7 +359,7 @@ on_each_engine! {
         let now = SystemClock.now();
         let perf = performance(&store, now, reserved(&[("S", &[5])]), 10).await;
         let buyer = user(&store, "buyer@example.com").await;
-        held(&holds, hold(buyer, perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        held(&holds, hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
         let sales = store.sales(perf.event_id, now).await.unwrap();
         assert_eq!(sales.len(), 1);
         assert_eq!(sales[0].performance_id, perf.id);
@@ -386,7 +396,7 @@ on_each_engine! {
                 let perf_id = perf.id;
                 tokio::spawn(async move {
                     let quantity = 1 + i % 4;
-                    let command = hold(buyer, perf_id, Selection::General { ticket_type_id: floor, quantity }, now);
+                    let command = hold(buyer.into(), perf_id, Selection::General { ticket_type_id: floor, quantity }, now);
                     let HoldCommand { booking_id, .. } = &command;
                     let booking_id = *booking_id;
                     (booking_id, quantity, holds.hold(command).await.unwrap())
@@ -435,7 +445,7 @@ on_each_engine! {
                 let holds = holds.clone();
                 let perf_id = perf.id;
                 tokio::spawn(async move {
-                    let command = hold(buyer, perf_id, Selection::General { ticket_type_id: floor, quantity }, now);
+                    let command = hold(buyer.into(), perf_id, Selection::General { ticket_type_id: floor, quantity }, now);
                     let HoldCommand { booking_id, .. } = &command;
                     let booking_id = *booking_id;
                     (booking_id, holds.hold(command).await.unwrap())
@@ -481,7 +491,7 @@ async fn postgres_general_admission_waits_for_locked_units_instead_of_refusing()
         let holds = holds.clone();
         tokio::spawn(async move {
             let command = hold(
-                buyer,
+                buyer.into(),
                 perf.id,
                 Selection::General {
                     ticket_type_id: floor,
@@ -557,8 +567,8 @@ async fn race_for_reserved_seats(store: Arc<dyn Store>, holds: Arc<Holds>) {
                 let x = i.wrapping_mul(2_654_435_761) % 100;
                 let n = 1 + (i % 4);
                 let start = (x - x % 10 + (x % 10).min(10 - n)) as usize;
-                let asked: Vec<Uuid> = ids[start..start + n as usize].to_vec();
-                let command = hold(buyer, perf_id, Selection::Units(asked.clone()), now);
+                let asked: Vec<UnitId> = ids[start..start + n as usize].to_vec();
+                let command = hold(buyer.into(), perf_id, Selection::Units(asked.clone()), now);
                 let HoldCommand { booking_id, .. } = &command;
                 let booking_id = *booking_id;
                 (booking_id, asked, holds.hold(command).await.unwrap())
@@ -573,7 +583,7 @@ async fn race_for_reserved_seats(store: Arc<dyn Store>, holds: Arc<Holds>) {
             CommandOutcome::Held(booking) => {
                 winners += 1;
                 all.push(booking_id);
-                let got: Vec<Uuid> = booking.units.iter().map(|u| u.unit_id).collect();
+                let got: Vec<UnitId> = booking.units.iter().map(|u| u.unit_id).collect();
                 assert_eq!(got, asked, "a winner got exactly the seats it asked for");
             }
             CommandOutcome::Unavailable { unit_ids } => {
@@ -615,7 +625,7 @@ mod answers {
                 (ga.id, Selection::General { ticket_type_id: ga.ticket_types[1].id, quantity: 3 }),
             ];
             for (performance_id, selection) in selections {
-                let outcome = holds.hold(hold(buyer, performance_id, selection, now)).await.unwrap();
+                let outcome = holds.hold(hold(buyer.into(), performance_id, selection, now)).await.unwrap();
                 let CommandOutcome::Held(answered) = outcome else { panic!("{outcome:?}") };
                 let stored = store.booking(answered.id).await.unwrap().unwrap();
                 assert_eq!(answered, stored);
@@ -641,7 +651,7 @@ mod best_available_race {
                     let holds = holds.clone();
                     let perf_id = perf.id;
                     tokio::spawn(async move {
-                        let command = hold(buyer, perf_id, Selection::BestAvailable { quantity: 1 + i % 3 }, now);
+                        let command = hold(buyer.into(), perf_id, Selection::BestAvailable { quantity: 1 + i % 3 }, now);
                         let HoldCommand { booking_id, .. } = &command;
                         let booking_id = *booking_id;
                         (booking_id, 1 + i % 3, holds.hold(command).await.unwrap())
@@ -681,9 +691,9 @@ on_each_engine! {
         let mut bus = store.live_bus().subscribe();
         assert_eq!(store.live_snapshot(perf.id, now).await.unwrap().unwrap().seq, 0);
 
-        let first = held(&holds, hold(buyer, perf.id, Selection::Units(vec![ids[0], ids[1]]), now)).await;
+        let first = held(&holds, hold(buyer.into(), perf.id, Selection::Units(vec![ids[0], ids[1]]), now)).await;
         // A refused hold (a taken seat) writes nothing and numbers nothing.
-        let refused = holds.hold(hold(buyer, perf.id, Selection::Units(vec![ids[1]]), now)).await.unwrap();
+        let refused = holds.hold(hold(buyer.into(), perf.id, Selection::Units(vec![ids[1]]), now)).await.unwrap();
         assert!(matches!(refused, CommandOutcome::Unavailable { .. }));
         usher_app::inventory::execute(store.as_ref(), InventoryCommand::Cancel { booking_id: first.id, now }).await.unwrap();
 
@@ -695,7 +705,7 @@ on_each_engine! {
         // The bus carried the same changes, as they committed.
         assert_eq!(bus.recv().await.unwrap(), logged[0]);
         assert_eq!(bus.recv().await.unwrap(), logged[1]);
-        assert_eq!(store.live_heads(&[perf.id, Uuid::now_v7()]).await.unwrap(), [(perf.id, 2)]);
+        assert_eq!(store.live_heads(&[perf.id, Uuid::now_v7().into()]).await.unwrap(), [(perf.id, 2)]);
         assert_eq!(store.live_changes(perf.id, 1, 100).await.unwrap(), logged[1..]);
 
         // Purging forgets the log, not the numbering.
@@ -704,7 +714,7 @@ on_each_engine! {
         let snapshot = store.live_snapshot(perf.id, now).await.unwrap().unwrap();
         assert_eq!(snapshot.seq, 2);
         assert!(snapshot.units.iter().all(|u| u.state == UnitState::Available));
-        assert!(store.live_snapshot(Uuid::now_v7(), now).await.unwrap().is_none());
+        assert!(store.live_snapshot(Uuid::now_v7().into(), now).await.unwrap().is_none());
     }
 }
 
@@ -725,13 +735,13 @@ async fn the_invariant_check_fails_on_what_it_cannot_account_for() {
     let ids = unit_ids(&store, perf.id, now).await;
     let booking = held(
         &holds,
-        hold(buyer, perf.id, Selection::Units(vec![ids[0]]), now),
+        hold(buyer.into(), perf.id, Selection::Units(vec![ids[0]]), now),
     )
     .await;
     let elsewhere = held(
         &holds,
         hold(
-            buyer,
+            buyer.into(),
             other.id,
             Selection::BestAvailable { quantity: 1 },
             now,
@@ -743,7 +753,7 @@ async fn the_invariant_check_fails_on_what_it_cannot_account_for() {
         .unwrap();
 
     let lost = Uuid::now_v7();
-    let error = check_performance(store.as_ref(), perf.id, &[booking.id, lost], now)
+    let error = check_performance(store.as_ref(), perf.id, &[booking.id, lost.into()], now)
         .await
         .unwrap_err();
     assert!(

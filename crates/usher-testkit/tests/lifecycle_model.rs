@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
-use uuid::Uuid;
+use usher_core::ids::{BookingId, PaymentId, UnitId};
 
 use usher_core::lifecycle::{Actor, PaymentStatus};
 use usher_core::{BookingStatus, Clock, Currency, ManualClock, Money, UnitState};
@@ -85,7 +85,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone)]
 struct MBooking {
-    id: Uuid,
+    id: BookingId,
     units: Vec<usize>,
     status: BookingStatus,
     held_until: DateTime<Utc>,
@@ -105,7 +105,7 @@ impl MBooking {
 
 #[derive(Debug, Clone)]
 struct MPayment {
-    id: Uuid,
+    id: PaymentId,
     booking: usize,
     status: PaymentStatus,
     expires_at: DateTime<Utc>,
@@ -253,7 +253,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let buyer = user(&shared, "buyer@example.com").await;
         let store: &dyn Store = shared.as_ref();
         let holds = usher_testkit::holds(&shared);
-        let seat_ids: Vec<Uuid> = store
+        let seat_ids: Vec<UnitId> = store
             .units(perf, clock.now())
             .await
             .unwrap()
@@ -280,8 +280,8 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let ids = seats.iter().map(|s| seat_ids[*s]).collect();
                     let outcome = holds
                         .hold(HoldCommand {
-                            booking_id: Uuid::now_v7(),
-                            user_id: buyer,
+                            booking_id: BookingId::generate(),
+                            user_id: buyer.into(),
                             performance_id: perf,
                             selection: Selection::Units(ids),
                             now,
@@ -375,27 +375,27 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let provider_event = event.and_then(|n| {
                         lifecycle::provider_event(&format!("evt_{n}"), "checkout.session.completed")
                     });
-                    succeed(store, m.payments[p].id, provider_event, now).await;
+                    succeed(store, m.payments[p].id.uuid(), provider_event, now).await;
                     if event.is_none_or(|n| m.events.insert(n)) {
                         m.succeed(p, now);
                     }
                 }
                 Op::Fail(i) => {
                     let Some(p) = pick_payment(i) else { continue };
-                    fail(store, m.payments[p].id, None, now).await;
+                    fail(store, m.payments[p].id.uuid(), None, now).await;
                     if m.payments[p].status == PaymentStatus::Pending {
                         m.payments[p].status = PaymentStatus::Failed;
                     }
                 }
                 Op::MoneyReturned(i) => {
                     let Some(p) = pick_payment(i) else { continue };
-                    money_returned(store, m.payments[p].id, None, now).await;
+                    money_returned(store, m.payments[p].id.uuid(), None, now).await;
                     m.money_returned(p);
                 }
                 Op::RunRefunds => {
                     for p in 0..m.payments.len() {
                         if m.payments[p].status == PaymentStatus::RefundPending {
-                            money_returned(store, m.payments[p].id, None, now).await;
+                            money_returned(store, m.payments[p].id.uuid(), None, now).await;
                             m.money_returned(p);
                         }
                     }
@@ -424,7 +424,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 Op::Credit(amount) => {
                     store
                         .wallet_credit(WalletCredit {
-                            user_id: buyer,
+                            user_id: buyer.into(),
                             amount: Money::new(amount, Currency::parse("EUR").unwrap()),
                             reason: "Goodwill".into(),
                             audit: Audit::system(),
@@ -517,7 +517,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     if !m.sale_cancelled {
                         usher_app::catalog::update_performance(
                             store,
-                            perf,
+                            perf.uuid(),
                             usher_store::PerformancePatch {
                                 status: Some(usher_core::PerformanceStatus::Cancelled),
                                 ..Default::default()
@@ -570,7 +570,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let stored = store.payment(payment.id).await.unwrap().unwrap();
                 prop_assert_eq!(stored.status, payment.status, "payment {:?}", payment);
             }
-            let ids: Vec<Uuid> = m.bookings.iter().map(|b| b.id).collect();
+            let ids: Vec<BookingId> = m.bookings.iter().map(|b| b.id).collect();
             check_performance(store, perf, &ids, now)
                 .await
                 .map_err(TestCaseError::fail)?;
@@ -578,13 +578,13 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .await
                 .map_err(TestCaseError::fail)?;
             let balance = store
-                .wallet_balances(buyer)
+                .wallet_balances(buyer.into())
                 .await
                 .unwrap()
                 .first()
                 .map_or(0, |b| b.amount);
             prop_assert_eq!(balance, m.balance, "the wallet's balance");
-            check_wallet(store, buyer)
+            check_wallet(store, buyer.into())
                 .await
                 .map_err(TestCaseError::fail)?;
         }

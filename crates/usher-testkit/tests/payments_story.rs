@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use usher_core::ids::{BookingId, PaymentId, PerformanceId, UnitId, UserId};
 use uuid::Uuid;
 
 use usher_core::lifecycle::{Actor, Outcome, Refusal};
@@ -20,16 +21,16 @@ use usher_testkit::on_each_engine;
 
 async fn hold(
     store: &Arc<dyn Store>,
-    user_id: Uuid,
-    performance_id: Uuid,
-    units: Vec<Uuid>,
+    user_id: UserId,
+    performance_id: PerformanceId,
+    units: Vec<UnitId>,
     now: DateTime<Utc>,
 ) -> Booking {
     let hold = HoldCommand {
-        booking_id: Uuid::now_v7(),
+        booking_id: BookingId::generate(),
         user_id,
         performance_id,
-        selection: Selection::Units(units),
+        selection: Selection::Units(units.into_iter().collect()),
         now,
         held_until: now + Duration::minutes(10),
         offer: false,
@@ -47,7 +48,7 @@ async fn checkout(
     booking: &Booking,
     until: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Uuid {
+) -> PaymentId {
     let done = lifecycle::checkout(store.as_ref(), booking.id, until, now).await;
     let payment = done.payment.unwrap_or_else(|| panic!("{:?}", done.outcome));
     assert_eq!(payment.status, PaymentStatus::Pending);
@@ -75,9 +76,9 @@ async fn claim(
 struct Scene {
     store: Arc<dyn Store>,
     clock: ManualClock,
-    performance_id: Uuid,
-    units: Vec<Uuid>,
-    buyer: Uuid,
+    performance_id: PerformanceId,
+    units: Vec<UnitId>,
+    buyer: UserId,
     rival: Uuid,
 }
 
@@ -99,7 +100,7 @@ async fn scene(engine: usher_testkit::Engine) -> Scene {
         clock,
         performance_id: perf.id,
         units,
-        buyer,
+        buyer: buyer.into(),
         rival,
     }
 }
@@ -132,7 +133,7 @@ on_each_engine! {
         assert_eq!(confirmed.outcome, Outcome::Confirmed);
         let confirmed = confirmed.booking.unwrap();
         assert_eq!(confirmed.status, BookingStatus::Confirmed);
-        assert_eq!(confirmed.paid_by, Some(payment_id));
+        assert_eq!(confirmed.paid_by, Some(Into::into(payment_id)));
         let units = s.store.units(s.performance_id, now).await.unwrap();
         assert_eq!(units.iter().filter(|u| u.state == UnitState::Sold).count(), 2);
         let payment = s.store.payment(payment_id).await.unwrap().unwrap();
@@ -140,8 +141,8 @@ on_each_engine! {
         assert_eq!(payment.provider_payment_ref.as_deref(), Some("pi_1"));
 
         // The same event again, or the same payment by another event: nothing changes.
-        assert_eq!(succeed(s.store.as_ref(), payment_id, event("evt_1"), now).await.outcome, Outcome::Duplicate);
-        assert_eq!(succeed(s.store.as_ref(), payment_id, event("evt_2"), now).await.outcome, Outcome::Duplicate);
+        assert_eq!(succeed(s.store.as_ref(), payment_id.uuid(), event("evt_1"), now).await.outcome, Outcome::Duplicate);
+        assert_eq!(succeed(s.store.as_ref(), payment_id.uuid(), event("evt_2"), now).await.outcome, Outcome::Duplicate);
         let jobs = claim(&s.store, now, now + Duration::minutes(1), 10).await;
         assert_eq!(jobs.len(), 1, "exactly one email job");
         assert_eq!(jobs[0].kind, job_kind::CONFIRMATION_EMAIL);
@@ -164,7 +165,7 @@ on_each_engine! {
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let store = s.store.clone();
-                tokio::spawn(async move { succeed(store.as_ref(), payment_id, event("evt_dup"), now).await.outcome })
+                tokio::spawn(async move { succeed(store.as_ref(), payment_id.uuid(), event("evt_dup"), now).await.outcome })
             })
             .collect();
         let mut confirmed = 0;
@@ -189,7 +190,7 @@ on_each_engine! {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let store = s.store.clone();
-                tokio::spawn(async move { succeed(store.as_ref(), payment_id, None, now).await.outcome })
+                tokio::spawn(async move { succeed(store.as_ref(), payment_id.uuid(), None, now).await.outcome })
             })
             .collect();
         let mut outcomes = Vec::new();
@@ -210,19 +211,19 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..2].to_vec(), now).await;
         let first = checkout(&s.store, &booking, now + Duration::minutes(15), now).await;
-        assert_eq!(fail(s.store.as_ref(), first, None, now).await.outcome, Outcome::PaymentFailed);
+        assert_eq!(fail(s.store.as_ref(), first.uuid(), None, now).await.outcome, Outcome::PaymentFailed);
         let second = checkout(&s.store, &booking, now + Duration::minutes(30), now).await;
         assert_ne!(first, second);
         // The hold was extended once: the second checkout lives within it.
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().held_until, now + Duration::minutes(15));
-        assert_eq!(succeed(s.store.as_ref(), second, None, now).await.outcome, Outcome::Confirmed);
-        let extra = succeed(s.store.as_ref(), first, None, now).await;
+        assert_eq!(succeed(s.store.as_ref(), second.uuid(), None, now).await.outcome, Outcome::Confirmed);
+        let extra = succeed(s.store.as_ref(), first.uuid(), None, now).await;
         assert_eq!(extra.outcome, Outcome::ExtraPaymentRefunded);
         let after = extra.booking.unwrap();
         assert_eq!((after.status, after.paid_by), (BookingStatus::Confirmed, Some(second)));
         assert_eq!(s.store.payment(first).await.unwrap().unwrap().status, PaymentStatus::RefundPending);
         // The extra payment's refund goes through: the booking is untouched.
-        let returned = money_returned(s.store.as_ref(), first, None, now).await;
+        let returned = money_returned(s.store.as_ref(), first.uuid(), None, now).await;
         assert_eq!(returned.outcome, Outcome::MoneyReturned { booking_refunded: false });
         let booking_now = s.store.booking(booking.id).await.unwrap().unwrap();
         assert_eq!(booking_now.status, BookingStatus::Confirmed);
@@ -246,11 +247,11 @@ on_each_engine! {
         s.clock.advance(Duration::minutes(11));
         let later = s.clock.now();
         // The rival takes the unlucky buyer's seat after the hold expired.
-        let rivals = hold(&s.store, s.rival, s.performance_id, vec![s.units[1]], later).await;
+        let rivals = hold(&s.store, s.rival.into(), s.performance_id, vec![s.units[1]], later).await;
 
-        let ok = succeed(s.store.as_ref(), lucky_pay, event("evt_lucky"), later).await;
+        let ok = succeed(s.store.as_ref(), lucky_pay.uuid(), event("evt_lucky"), later).await;
         assert_eq!(ok.outcome, Outcome::Confirmed);
-        let refunded = succeed(s.store.as_ref(), unlucky_pay, event("evt_unlucky"), later).await;
+        let refunded = succeed(s.store.as_ref(), unlucky_pay.uuid(), event("evt_unlucky"), later).await;
         assert_eq!(refunded.outcome, Outcome::PaymentRefunded);
         assert_eq!(refunded.booking.unwrap().status, BookingStatus::Refunded);
         assert_eq!(s.store.payment(unlucky_pay).await.unwrap().unwrap().status, PaymentStatus::RefundPending);
@@ -269,7 +270,7 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..3].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now + Duration::minutes(30), now).await;
-        succeed(s.store.as_ref(), payment_id, None, now).await;
+        succeed(s.store.as_ref(), payment_id.uuid(), None, now).await;
         claim(&s.store, now, now + Duration::minutes(1), 10).await;
 
         let refunded = cancel(s.store.as_ref(), booking.id, Actor::Buyer, now).await;
@@ -284,9 +285,9 @@ on_each_engine! {
             Outcome::Refused(Refusal::NotRefundable(BookingStatus::Refunded))
         );
 
-        assert_eq!(money_returned(s.store.as_ref(), payment_id, None, now).await.outcome, Outcome::MoneyReturned { booking_refunded: false });
+        assert_eq!(money_returned(s.store.as_ref(), payment_id.uuid(), None, now).await.outcome, Outcome::MoneyReturned { booking_refunded: false });
         assert_eq!(s.store.payment(payment_id).await.unwrap().unwrap().status, PaymentStatus::Refunded);
-        assert_eq!(money_returned(s.store.as_ref(), payment_id, None, now).await.outcome, Outcome::Duplicate);
+        assert_eq!(money_returned(s.store.as_ref(), payment_id.uuid(), None, now).await.outcome, Outcome::Duplicate);
         check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
     }
 
@@ -295,7 +296,7 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now + Duration::minutes(30), now).await;
-        succeed(s.store.as_ref(), payment_id, None, now).await;
+        succeed(s.store.as_ref(), payment_id.uuid(), None, now).await;
         // The performance starts in 7 days; the cutoff is 24 hours before.
         let late = now + Duration::days(6) + Duration::hours(1);
         assert_eq!(cancel(s.store.as_ref(), booking.id, Actor::Buyer, late).await.outcome, Outcome::Refused(Refusal::RefundClosed));
@@ -309,10 +310,10 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now, now).await;
-        succeed(s.store.as_ref(), payment_id, None, now).await;
+        succeed(s.store.as_ref(), payment_id.uuid(), None, now).await;
         let charge_refunded = lifecycle::provider_event("evt_r", "charge.refunded");
-        assert_eq!(money_returned(s.store.as_ref(), payment_id, charge_refunded.clone(), now).await.outcome, Outcome::MoneyReturned { booking_refunded: true });
-        assert_eq!(money_returned(s.store.as_ref(), payment_id, charge_refunded, now).await.outcome, Outcome::Duplicate, "replay");
+        assert_eq!(money_returned(s.store.as_ref(), payment_id.uuid(), charge_refunded.clone(), now).await.outcome, Outcome::MoneyReturned { booking_refunded: true });
+        assert_eq!(money_returned(s.store.as_ref(), payment_id.uuid(), charge_refunded, now).await.outcome, Outcome::Duplicate, "replay");
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().status, BookingStatus::Refunded);
         assert_eq!(s.store.inventory(s.performance_id, now).await.unwrap().total.available, 4);
     }
@@ -322,8 +323,8 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now, now).await;
-        assert_eq!(fail(s.store.as_ref(), payment_id, event("evt_f"), now).await.outcome, Outcome::PaymentFailed);
-        assert_eq!(fail(s.store.as_ref(), payment_id, event("evt_f"), now).await.outcome, Outcome::Duplicate);
+        assert_eq!(fail(s.store.as_ref(), payment_id.uuid(), event("evt_f"), now).await.outcome, Outcome::PaymentFailed);
+        assert_eq!(fail(s.store.as_ref(), payment_id.uuid(), event("evt_f"), now).await.outcome, Outcome::Duplicate);
         assert_eq!(s.store.payment(payment_id).await.unwrap().unwrap().status, PaymentStatus::Failed);
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().status, BookingStatus::Held);
         // Checkout of an expired or cancelled hold is refused.
@@ -337,7 +338,7 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now, now).await;
-        succeed(s.store.as_ref(), payment_id, None, now).await;
+        succeed(s.store.as_ref(), payment_id.uuid(), None, now).await;
         let job = claim(&s.store, now, now + Duration::seconds(30), 10).await.remove(0);
         assert_eq!(job.attempts, 1);
         // Claimed jobs are not handed out again while their lease runs.
@@ -364,7 +365,7 @@ on_each_engine! {
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
         let payment_id = checkout(&s.store, &booking, now, now).await;
-        succeed(s.store.as_ref(), payment_id, None, now).await;
+        succeed(s.store.as_ref(), payment_id.uuid(), None, now).await;
         let claimed = claim(&s.store, now, now + Duration::seconds(30), 10).await;
         assert_eq!(claimed.len(), 1);
         // The worker dies here: no finish, no fail.
@@ -433,14 +434,14 @@ on_each_engine! {
         let store = engine.fresh_store().await;
         let clock = ManualClock::starting_now();
         let perf = performance(&store, clock.now(), reserved(&[("S", &[10; 4])]), 10).await;
-        let units: Vec<Uuid> = store.units(perf.id, clock.now()).await.unwrap().into_iter().map(|u| u.id).collect();
+        let units: Vec<UnitId> = store.units(perf.id, clock.now()).await.unwrap().into_iter().map(|u| u.id).collect();
         let buyer = user(&store, "buyer@example.com").await;
         let rival = user(&store, "rival@example.com").await;
         let t0 = clock.now();
         let mut bookings = Vec::new();
         let mut payments = Vec::new();
         for pair in units.chunks(2).take(20) {
-            let booking = hold(&store, buyer, perf.id, pair.to_vec(), t0).await;
+            let booking = hold(&store, buyer.into(), perf.id, pair.to_vec(), t0).await;
             payments.push(checkout(&store, &booking, t0 + Duration::minutes(15), t0).await);
             bookings.push(booking);
         }
@@ -451,7 +452,7 @@ on_each_engine! {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 let event = Some(ProviderEvent { provider: "stripe".into(), event_id: format!("evt_{i}"), kind: "checkout.session.completed".into() });
-                succeed(store.as_ref(), payment_id, event, now).await;
+                succeed(store.as_ref(), payment_id.uuid(), event, now).await;
                 Ok(None)
             }));
         }
@@ -464,14 +465,14 @@ on_each_engine! {
         let holds = usher_testkit::holds(&store);
         for booking in &bookings {
             let holds = holds.clone();
-            let pair: Vec<Uuid> = booking.units.iter().map(|u| u.unit_id).collect();
+            let pair: Vec<UnitId> = booking.units.iter().map(|u| u.unit_id).collect();
             let perf_id = perf.id;
             tasks.push(tokio::spawn(async move {
-                let booking_id = Uuid::now_v7();
+                let booking_id = BookingId::generate();
                 let outcome = holds
                     .hold(HoldCommand {
                         booking_id,
-                        user_id: rival,
+                        user_id: rival.into(),
                         performance_id: perf_id,
                         selection: Selection::Units(pair),
                         now,
@@ -488,7 +489,7 @@ on_each_engine! {
                 rivals.push(id);
             }
         }
-        let mut all: Vec<Uuid> = bookings.iter().map(|b| b.id).collect();
+        let mut all: Vec<BookingId> = bookings.iter().map(|b| b.id).collect();
         all.extend(&rivals);
         check_performance(store.as_ref(), perf.id, &all, now).await.unwrap();
         let mut confirmed = 0;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
+use usher_core::ids::UserId;
 use uuid::Uuid;
 
 use usher_core::{
@@ -26,7 +27,7 @@ fn new_user(email: &str, first_account_is_admin: bool) -> NewUser {
     }
 }
 
-fn new_event(organizer_id: Uuid, title: &str) -> NewEvent {
+fn new_event(organizer_id: UserId, title: &str) -> NewEvent {
     NewEvent {
         organizer_id,
         title: EventTitle::parse(title).unwrap(),
@@ -37,7 +38,7 @@ fn new_event(organizer_id: Uuid, title: &str) -> NewEvent {
     }
 }
 
-fn token(user_id: Uuid, family_id: Uuid, hash: &[u8], expires_in: Duration) -> NewRefreshToken {
+fn token(user_id: UserId, family_id: Uuid, hash: &[u8], expires_in: Duration) -> NewRefreshToken {
     NewRefreshToken {
         id: Uuid::now_v7(),
         family_id,
@@ -72,9 +73,9 @@ fn disabling(disabled: bool) -> UserChange {
 
 async fn organizer(store: &Arc<dyn Store>, email: &str) -> Uuid {
     let user = store.create_user(new_user(email, true)).await.unwrap();
-    usher_app::accounts::update_user(
+    (usher_app::accounts::update_user(
         store.as_ref(),
-        user.id,
+        user.id.uuid(),
         role(Role::Organizer),
         usher_store::now(),
         &Audit::system(),
@@ -82,7 +83,8 @@ async fn organizer(store: &Arc<dyn Store>, email: &str) -> Uuid {
     .await
     .unwrap()
     .unwrap()
-    .id
+    .id)
+        .uuid()
 }
 
 on_each_engine! {
@@ -148,7 +150,7 @@ on_each_engine! {
             .unwrap();
         assert_eq!(creds.user, ann);
         assert_eq!(creds.password_hash, "$argon2id$not-a-real-hash");
-        assert!(store.user(Uuid::now_v7()).await.unwrap().is_none());
+        assert!(store.user(Uuid::now_v7().into()).await.unwrap().is_none());
         assert!(usher_app::accounts::update_user(store.as_ref(), Uuid::now_v7(), role(Role::Admin), usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
@@ -160,7 +162,7 @@ on_each_engine! {
         let now = Utc::now();
 
         // The caller's family/user are ignored; the presented token's are kept.
-        let rotated = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"t1", token(Uuid::nil(), Uuid::nil(), b"t2", Duration::days(1)), now)
+        let rotated = usher_app::accounts::rotate_refresh_token(store.as_ref(), b"t1", token(Uuid::nil().into(), Uuid::nil(), b"t2", Duration::days(1)), now)
             .await
             .unwrap();
         assert_eq!(rotated, Rotation::Rotated { user_id: ann.id, session_id: family });
@@ -208,42 +210,42 @@ on_each_engine! {
         store.insert_refresh_token(token(ann.id, laptop, b"laptop", Duration::days(1))).await.unwrap();
         let standing = |user: Uuid, session: Uuid| {
             let store = store.clone();
-            async move { store.standing(user, session).await.unwrap() }
+            async move { store.standing(user.into(), session).await.unwrap() }
         };
         assert_eq!(
-            standing(ann.id, phone).await,
+            standing(ann.id.uuid(), phone).await,
             Some(Standing { role: Role::Admin, disabled: false, session_live: true })
         );
         assert_eq!(store.session_of_refresh_token(b"phone").await.unwrap(), Some(phone));
         // A session is someone's: Bob cannot stand on Ann's.
-        assert!(!standing(bob.id, phone).await.unwrap().session_live);
+        assert!(!standing(bob.id.uuid(), phone).await.unwrap().session_live);
         assert_eq!(standing(Uuid::now_v7(), phone).await, None);
 
         // A rotation keeps the session live; a role change shows at once.
         usher_app::accounts::rotate_refresh_token(store.as_ref(), b"phone", token(ann.id, Uuid::nil(), b"phone2", Duration::days(1)), Utc::now())
             .await
             .unwrap();
-        usher_app::accounts::update_user(store.as_ref(), ann.id, role(Role::Customer), usher_store::now(), &Audit::system()).await.unwrap();
+        usher_app::accounts::update_user(store.as_ref(), ann.id.uuid(), role(Role::Customer), usher_store::now(), &Audit::system()).await.unwrap();
         assert_eq!(
-            standing(ann.id, phone).await,
+            standing(ann.id.uuid(), phone).await,
             Some(Standing { role: Role::Customer, disabled: false, session_live: true })
         );
 
         // Logging one session out (its refresh token's family) leaves the other.
         assert_eq!(store.revoke_refresh_family(b"phone2", Utc::now()).await.unwrap(), Some(phone));
-        assert!(!standing(ann.id, phone).await.unwrap().session_live);
-        assert!(standing(ann.id, laptop).await.unwrap().session_live);
+        assert!(!standing(ann.id.uuid(), phone).await.unwrap().session_live);
+        assert!(standing(ann.id.uuid(), laptop).await.unwrap().session_live);
 
         // Disabling ends every session and shows on the account; enabling lets it sign in
         // again but does not bring old sessions back.
-        let disabled = usher_app::accounts::update_user(store.as_ref(), ann.id, disabling(true), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
+        let disabled = usher_app::accounts::update_user(store.as_ref(), ann.id.uuid(), disabling(true), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
         assert!(disabled.disabled);
-        let now = standing(ann.id, laptop).await.unwrap();
+        let now = standing(ann.id.uuid(), laptop).await.unwrap();
         assert!(now.disabled && !now.session_live);
         assert!(store.credentials_by_email(&Email::parse("ann@example.com").unwrap()).await.unwrap().unwrap().user.disabled);
-        let enabled = usher_app::accounts::update_user(store.as_ref(), ann.id, disabling(false), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
+        let enabled = usher_app::accounts::update_user(store.as_ref(), ann.id.uuid(), disabling(false), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
         assert!(!enabled.disabled);
-        assert!(!standing(ann.id, laptop).await.unwrap().session_live);
+        assert!(!standing(ann.id.uuid(), laptop).await.unwrap().session_live);
         assert!(usher_app::accounts::update_user(store.as_ref(), Uuid::now_v7(), disabling(true), usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
@@ -296,19 +298,19 @@ on_each_engine! {
     async fn events_round_trip_with_attributes(engine) {
         let store = engine.fresh_store().await;
         let org = organizer(&store, "org@example.com").await;
-        let created = store.create_event(new_event(org, "Jazz Night"), &Audit::system()).await.unwrap();
+        let created = store.create_event(new_event(org.into(), "Jazz Night"), &Audit::system()).await.unwrap();
         assert_eq!(created.status, EventStatus::Draft);
         assert_eq!(created.attributes.as_value()["genre"], "jazz");
         let read = store.event(created.id).await.unwrap().unwrap();
         assert_eq!(read, created);
-        assert!(store.event(Uuid::now_v7()).await.unwrap().is_none());
+        assert!(store.event(Uuid::now_v7().into()).await.unwrap().is_none());
     }
 
     async fn patch_changes_only_given_fields_and_guards_status(engine) {
         let store = engine.fresh_store().await;
         let org = organizer(&store, "org@example.com").await;
-        let event = store.create_event(new_event(org, "Jazz Night"), &Audit::system()).await.unwrap();
-        let patched = usher_app::catalog::update_event(store.as_ref(), event.id, EventPatch {
+        let event = store.create_event(new_event(org.into(), "Jazz Night"), &Audit::system()).await.unwrap();
+        let patched = usher_app::catalog::update_event(store.as_ref(), event.id.uuid(), EventPatch {
                 title: Some(EventTitle::parse("Late Jazz").unwrap()),
                 status: Some(EventStatus::Published),
                 ..Default::default()
@@ -321,9 +323,9 @@ on_each_engine! {
         assert!(patched.updated_at >= event.updated_at);
         assert_eq!(store.event(event.id).await.unwrap().unwrap(), patched);
 
-        usher_app::catalog::update_event(store.as_ref(), event.id, EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() }, usher_store::now(), &Audit::system()).await
+        usher_app::catalog::update_event(store.as_ref(), event.id.uuid(), EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() }, usher_store::now(), &Audit::system()).await
             .unwrap();
-        let revive = usher_app::catalog::update_event(store.as_ref(), event.id, EventPatch { status: Some(EventStatus::Published), ..Default::default() }, usher_store::now(), &Audit::system()).await;
+        let revive = usher_app::catalog::update_event(store.as_ref(), event.id.uuid(), EventPatch { status: Some(EventStatus::Published), ..Default::default() }, usher_store::now(), &Audit::system()).await;
         assert!(matches!(revive, Err(StoreError::IllegalStatusChange { .. })), "{revive:?}");
         assert_eq!(store.event(event.id).await.unwrap().unwrap().status, EventStatus::Cancelled);
         assert!(usher_app::catalog::update_event(store.as_ref(), Uuid::now_v7(), EventPatch::default(), usher_store::now(), &Audit::system()).await.unwrap().is_none());
@@ -336,12 +338,12 @@ on_each_engine! {
         let publish = EventPatch { status: Some(EventStatus::Published), ..Default::default() };
         let mut published = Vec::new();
         for i in 0..5 {
-            let e = store.create_event(new_event(ann, &format!("Jazz {i}")), &Audit::system()).await.unwrap();
-            usher_app::catalog::update_event(store.as_ref(), e.id, publish.clone(), usher_store::now(), &Audit::system()).await.unwrap();
+            let e = store.create_event(new_event(ann.into(), &format!("Jazz {i}")), &Audit::system()).await.unwrap();
+            usher_app::catalog::update_event(store.as_ref(), e.id.uuid(), publish.clone(), usher_store::now(), &Audit::system()).await.unwrap();
             published.push(e.id);
         }
-        let ann_draft = store.create_event(new_event(ann, "Ann's 100% _draft_"), &Audit::system()).await.unwrap();
-        let bob_draft = store.create_event(new_event(bob, "Bob's Draft"), &Audit::system()).await.unwrap();
+        let ann_draft = store.create_event(new_event(ann.into(), "Ann's 100% _draft_"), &Audit::system()).await.unwrap();
+        let bob_draft = store.create_event(new_event(bob.into(), "Bob's Draft"), &Audit::system()).await.unwrap();
 
         let public = store.list_events(query(EventScope::Public, None, 100, None)).await.unwrap();
         let ids: Vec<_> = public.items.iter().map(|e| e.id).collect();
@@ -362,7 +364,7 @@ on_each_engine! {
         assert_eq!(bobs_own.items.iter().map(|e| e.id).collect::<Vec<_>>(), [bob_draft.id]);
         let anns_own = store.list_events(query(EventScope::OwnedBy(ann), None, 100, None)).await.unwrap();
         assert_eq!(anns_own.items.len(), 6);
-        assert!(anns_own.items.iter().all(|e| e.organizer_id == ann));
+        assert!(anns_own.items.iter().all(|e| e.organizer_id == ann.into()));
 
         // Pages of two walk the five published events without gaps or repeats.
         let mut seen = Vec::new();
@@ -390,7 +392,7 @@ on_each_engine! {
     async fn search_folds_non_ascii_case_the_same_on_every_engine(engine) {
         let store = engine.fresh_store().await;
         let org = organizer(&store, "org@example.com").await;
-        let e = store.create_event(new_event(org, "ÉTÉ Festival"), &Audit::system()).await.unwrap();
+        let e = store.create_event(new_event(org.into(), "ÉTÉ Festival"), &Audit::system()).await.unwrap();
         let found = store.list_events(query(EventScope::All, Some("été"), 10, None)).await.unwrap();
         assert_eq!(found.items.iter().map(|e| e.id).collect::<Vec<_>>(), vec![e.id]);
     }

@@ -62,7 +62,11 @@ pub async fn run(store: &dyn Store) -> anyhow::Result<()> {
     for (i, (title, venue, description)) in EVENTS.into_iter().enumerate() {
         let event_id = ensure_event(store, organizer, title, venue, description).await?;
         // The first event has reserved seating, the second general admission.
-        if store.performances_of_event(event_id).await?.is_empty() {
+        if store
+            .performances_of_event(event_id.into())
+            .await?
+            .is_empty()
+        {
             let seating = if i == 0 { demo_hall() } else { demo_floor() };
             for days in [7, 14] {
                 store
@@ -70,7 +74,7 @@ pub async fn run(store: &dyn Store) -> anyhow::Result<()> {
                         NewPerformance {
                             on_sale_at: None,
                             waiting_room: false,
-                            event_id,
+                            event_id: event_id.into(),
                             starts_at: usher_store::now() + Duration::days(days),
                             hold_ttl: HoldTtl::default(),
                             max_per_booking: MaxPerBooking::default(),
@@ -134,7 +138,7 @@ async fn ensure_user(
     }
     usher_app::accounts::update_user(
         store,
-        user.id,
+        user.id.uuid(),
         usher_store::UserChange {
             role: Some(role),
             disabled: None,
@@ -206,7 +210,7 @@ async fn ensure_event(
         .iter()
         .find(|e| e.organizer_id == organizer.id && e.title.as_str() == title)
     {
-        return Ok(event.id);
+        return Ok(event.id.uuid());
     }
     let event = store
         .create_event(
@@ -222,7 +226,7 @@ async fn ensure_event(
         .await?;
     usher_app::catalog::update_event(
         store,
-        event.id,
+        event.id.uuid(),
         EventPatch {
             status: Some(EventStatus::Published),
             ..Default::default()
@@ -231,5 +235,5 @@ async fn ensure_event(
         &usher_store::Audit::system().note("by", "usher seed"),
     )
     .await?;
-    Ok(event.id)
+    Ok(event.id.uuid())
 }

@@ -272,7 +272,7 @@ async fn three_instances_one_database_one_redis_that_dies_and_returns() {
     let booking_ids: Vec<uuid::Uuid> = bookings.iter().map(|b| b.parse().unwrap()).collect();
     invariants::check_performance(
         store.as_ref(),
-        performance_uuid,
+        performance_uuid.into(),
         &booking_ids,
         chrono::Utc::now(),
     )
@@ -283,10 +283,10 @@ async fn three_instances_one_database_one_redis_that_dies_and_returns() {
         .unwrap();
 
     // Every watcher ends with the store's counts, in seq order without gaps.
-    let head = store.live_heads(&[performance_uuid]).await.unwrap()[0].1;
+    let head = store.live_heads(&[performance_uuid.into()]).await.unwrap()[0].1;
     let now = chrono::Utc::now();
-    let inventory = store.inventory(performance_uuid, now).await.unwrap();
-    let units = store.units(performance_uuid, now).await.unwrap();
+    let inventory = store.inventory(performance_uuid.into(), now).await.unwrap();
+    let units = store.units(performance_uuid.into(), now).await.unwrap();
     for (i, socket) in watchers.iter_mut().enumerate() {
         let mut seq = 0;
         let mut states: HashMap<String, String> = HashMap::new();

@@ -17,7 +17,7 @@ use reqwest::Client;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use usher_core::BookingStatus;
+use usher_core::{BookingId, BookingStatus};
 use usher_store::JobState;
 use usher_store::payments::job_kind;
 use usher_testkit::{invariants, on_each_engine, scratch_dir};
@@ -133,7 +133,7 @@ struct Cancelling {
 impl Cancelling {
     async fn read(store: &dyn usher_store::Store, performance: Uuid, mail_dir: &PathBuf) -> Self {
         let now = chrono::Utc::now();
-        let bookings = invariants::bookings_of(store, performance, now)
+        let bookings = invariants::bookings_of(store, performance.into(), now)
             .await
             .unwrap();
         let count = |status| {
@@ -247,13 +247,13 @@ on_each_engine! {
         }
         let mut payments = Vec::new();
         for id in &paid {
-            let booking = store.booking(*id).await.unwrap().expect("a paid booking is kept");
+            let booking = store.booking((*id).into()).await.unwrap().expect("a paid booking is kept");
             assert_eq!(booking.status, BookingStatus::Refunded, "{id}");
             payments.push(booking.paid_by.expect("paid"));
         }
-        one_each(&refunds, &payments, "refund jobs");
-        invariants::check_performance(store.as_ref(), performance_id, &paid, chrono::Utc::now()).await.unwrap();
-        invariants::check_money(store.as_ref(), &paid).await.unwrap();
+        one_each(&refunds, &usher_store::uuids(&payments), "refund jobs");
+        invariants::check_performance(store.as_ref(), performance_id.into(), &typed(&paid), chrono::Utc::now()).await.unwrap();
+        invariants::check_money(store.as_ref(), &typed(&paid)).await.unwrap();
         // Nothing more arrives after a pause (a repeated send would be a second file: the
         // file mailer names each by its Message-ID, so it would overwrite; the job
         // counts above are what shows no job ran twice to completion).
@@ -272,12 +272,17 @@ const FLASH_CAPACITY: u32 = 1_500;
 
 /// Every booking ever made on the performance, from the store.
 async fn every_booking(store: &dyn usher_store::Store, performance: Uuid) -> Vec<Uuid> {
-    invariants::bookings_of(store, performance, chrono::Utc::now())
+    invariants::bookings_of(store, performance.into(), chrono::Utc::now())
         .await
         .unwrap()
         .iter()
-        .map(|b| b.id)
+        .map(|b| b.id.uuid())
         .collect()
+}
+
+/// Booking ids as the API told them, typed for the store's checks.
+fn typed(ids: &[Uuid]) -> Vec<BookingId> {
+    ids.iter().copied().map(BookingId::from).collect()
 }
 
 /// What the buyers were told, across every life of the server.
@@ -366,17 +371,17 @@ async fn check_at_kill(
     life: u64,
 ) -> Unfinished {
     let now = chrono::Utc::now();
-    let all = invariants::bookings_of(store, performance, now)
+    let all = invariants::bookings_of(store, performance.into(), now)
         .await
         .unwrap();
-    let ids: Vec<Uuid> = all.iter().map(|b| b.id).collect();
+    let ids: Vec<BookingId> = all.iter().map(|b| b.id).collect();
     // Invariant 6's first half: the job is written with the confirmation, so every
     // confirmed booking has exactly one, whatever moment the kill came.
     let (jobs, unsent) = confirmation_jobs(store).await;
     for booking in &all {
         let confirmed = booking.status == BookingStatus::Confirmed;
         assert_eq!(
-            jobs.get(&booking.id).copied().unwrap_or(0),
+            jobs.get(&booking.id.uuid()).copied().unwrap_or(0),
             usize::from(confirmed),
             "at kill {life}: confirmation jobs of {}",
             booking.id
@@ -384,7 +389,7 @@ async fn check_at_kill(
     }
     // Everything a buyer was told is there: the checker fails on an acknowledged hold
     // or payment that is gone, and on any unit no booking accounts for.
-    invariants::check_performance(store, performance, &told.holds, now)
+    invariants::check_performance(store, performance.into(), &typed(&told.holds), now)
         .await
         .unwrap_or_else(|e| panic!("at kill {life}: {e}"));
     invariants::check_money(store, &ids)
@@ -395,7 +400,7 @@ async fn check_at_kill(
         .unwrap_or_else(|e| panic!("at kill {life}: {e}"));
     for id in &told.confirmed {
         let booking = store
-            .booking(*id)
+            .booking((*id).into())
             .await
             .unwrap()
             .expect("confirmed booking");
@@ -489,7 +494,7 @@ on_each_engine! {
         let all = every_booking(store.as_ref(), performance_id.parse().unwrap()).await;
         let mut confirmed = Vec::new();
         for id in &all {
-            if store.booking(*id).await.unwrap().unwrap().status == BookingStatus::Confirmed {
+            if store.booking((*id).into()).await.unwrap().unwrap().status == BookingStatus::Confirmed {
                 confirmed.push(*id);
             }
         }

@@ -15,7 +15,7 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use usher_core::ids::{BookingId, PerformanceId};
 
 use usher_core::hold::{self, HoldCommand, HoldFacts, Plan, Selection};
 use usher_core::{Booking, UnitState};
@@ -78,10 +78,10 @@ pub async fn decide_and_write(
     skip_locked: bool,
     serialised: bool,
 ) -> StoreResult<Vec<Option<CommandOutcome>>> {
-    let mut performance_ids: Vec<Uuid> = holds.iter().map(|h| h.performance_id).collect();
+    let mut performance_ids: Vec<PerformanceId> = holds.iter().map(|h| h.performance_id).collect();
     performance_ids.sort_unstable();
     performance_ids.dedup();
-    let facts: HashMap<Uuid, HoldFacts> =
+    let facts: HashMap<PerformanceId, HoldFacts> =
         tx.hold_facts(&performance_ids).await?.into_iter().collect();
     let mut plans: Vec<Plan> = holds
         .iter()
@@ -99,7 +99,7 @@ pub async fn decide_and_write(
     }
     hold::share_general(holds, &mut plans, free, serialised);
     let held = take(tx, holds, &plans, &facts).await?;
-    let mut held: HashMap<Uuid, Vec<hold::HeldUnit>> = held;
+    let mut held: HashMap<BookingId, Vec<hold::HeldUnit>> = held;
     Ok(holds
         .iter()
         .zip(plans)
@@ -143,10 +143,10 @@ async fn take(
     tx: &mut dyn HoldTx,
     holds: &[HoldCommand],
     plans: &[Plan],
-    facts: &HashMap<Uuid, HoldFacts>,
-) -> StoreResult<HashMap<Uuid, Vec<hold::HeldUnit>>> {
+    facts: &HashMap<PerformanceId, HoldFacts>,
+) -> StoreResult<HashMap<BookingId, Vec<hold::HeldUnit>>> {
     let takes = hold::takes(holds, plans);
-    let mut held: HashMap<Uuid, Vec<hold::HeldUnit>> = HashMap::new();
+    let mut held: HashMap<BookingId, Vec<hold::HeldUnit>> = HashMap::new();
     if takes.is_empty() {
         return Ok(held);
     }

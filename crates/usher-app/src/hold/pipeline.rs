@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
+use usher_core::ids::PerformanceId;
 
 use usher_core::hold::HoldCommand;
 use usher_store::{CommandOutcome, StoreError, StoreResult};
@@ -72,7 +72,7 @@ impl WritePipeline {
     }
 }
 
-fn shard_of(performance_id: Uuid, shards: usize) -> usize {
+fn shard_of(performance_id: PerformanceId, shards: usize) -> usize {
     use std::hash::{Hash, Hasher};
     // Within one process the same id always hashes the same; that is all a shard needs.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -163,6 +163,7 @@ mod tests {
     use chrono::Utc;
 
     use usher_core::hold::Selection;
+    use usher_core::{BookingId, UnitId, UserId};
 
     /// A stand-in engine that records its batches and takes 20 ms per commit.
     #[derive(Default)]
@@ -184,7 +185,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, h)| match i % 3 {
                     0 => Some(CommandOutcome::UnknownUnits {
-                        unit_ids: vec![h.booking_id],
+                        unit_ids: vec![UnitId::from_uuid(h.booking_id.uuid())],
                     }),
                     1 => Some(CommandOutcome::Unavailable { unit_ids: vec![] }),
                     _ => None,
@@ -194,16 +195,16 @@ mod tests {
 
         async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
             Ok(CommandOutcome::UnknownUnits {
-                unit_ids: vec![hold.booking_id, hold.booking_id],
+                unit_ids: vec![UnitId::from_uuid(hold.booking_id.uuid()); 2],
             })
         }
     }
 
-    fn hold(performance_id: Uuid) -> HoldCommand {
+    fn hold(performance_id: PerformanceId) -> HoldCommand {
         let now = Utc::now();
         HoldCommand {
-            booking_id: Uuid::now_v7(),
-            user_id: Uuid::now_v7(),
+            booking_id: BookingId::generate(),
+            user_id: UserId::generate(),
             performance_id,
             selection: Selection::BestAvailable { quantity: 1 },
             now,
@@ -216,7 +217,7 @@ mod tests {
     async fn a_lone_hold_commits_at_once_and_a_crowd_is_batched() {
         let disk = Arc::new(SlowDisk::default());
         let pipeline = Arc::new(WritePipeline::start(disk.clone(), 1));
-        let performance = Uuid::now_v7();
+        let performance = PerformanceId::generate();
         pipeline.hold(hold(performance)).await.unwrap();
         assert_eq!(
             *disk.batches.lock().unwrap(),
@@ -235,7 +236,9 @@ mod tests {
             // Each caller gets its own answer, whether the batch or a lone run decided it.
             let (id, outcome) = task.await.unwrap();
             match outcome {
-                CommandOutcome::UnknownUnits { unit_ids } => assert_eq!(unit_ids[0], id),
+                CommandOutcome::UnknownUnits { unit_ids } => {
+                    assert_eq!(unit_ids[0].uuid(), id.uuid())
+                }
                 CommandOutcome::Unavailable { .. } => {}
                 other => panic!("{other:?}"),
             }
@@ -252,7 +255,7 @@ mod tests {
     /// a hold for the `poison` performance panics instead.
     struct DeadDatabase {
         batches: Mutex<usize>,
-        poison: Uuid,
+        poison: PerformanceId,
     }
 
     #[async_trait]
@@ -276,13 +279,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn holds_queued_behind_an_unavailable_database_hear_so_at_once() {
-        let poison = Uuid::now_v7();
+        let poison = PerformanceId::generate();
         let disk = Arc::new(DeadDatabase {
             batches: Mutex::new(0),
             poison,
         });
         let pipeline = Arc::new(WritePipeline::start(disk.clone(), 1));
-        let performance = Uuid::now_v7();
+        let performance = PerformanceId::generate();
         let first = {
             let pipeline = pipeline.clone();
             tokio::spawn(async move { pipeline.hold(hold(performance)).await })
@@ -313,12 +316,13 @@ mod tests {
 
     #[test]
     fn a_performance_always_lands_on_the_same_shard() {
-        let id = Uuid::now_v7();
+        let id = PerformanceId::generate();
         let shard = shard_of(id, 4);
         assert!((0..10).all(|_| shard_of(id, 4) == shard));
         assert_eq!(shard_of(id, 1), 0);
-        let spread: std::collections::HashSet<usize> =
-            (0..64).map(|_| shard_of(Uuid::now_v7(), 4)).collect();
+        let spread: std::collections::HashSet<usize> = (0..64)
+            .map(|_| shard_of(PerformanceId::generate(), 4))
+            .collect();
         assert!(spread.len() > 1, "performances spread over the shards");
     }
 }

@@ -45,7 +45,7 @@ pub struct UserView {
 impl From<User> for UserView {
     fn from(user: User) -> Self {
         Self {
-            id: user.id,
+            id: user.id.uuid(),
             email: user.email.as_str().into(),
             name: user.name.as_str().into(),
             role: user.role.as_str().into(),
@@ -66,7 +66,7 @@ pub struct BuyerView {
 impl From<User> for BuyerView {
     fn from(user: User) -> Self {
         Self {
-            id: user.id,
+            id: user.id.uuid(),
             email: user.email.as_str().into(),
             name: user.name.as_str().into(),
         }
@@ -231,7 +231,7 @@ pub(crate) async fn rotate_session(
         NewRefreshToken {
             id: Uuid::now_v7(),
             family_id: Uuid::nil(),
-            user_id: Uuid::nil(),
+            user_id: Uuid::nil().into(),
             token_hash: replacement.hash,
             expires_at: now + REFRESH_TOKEN_TTL,
         },
@@ -252,7 +252,9 @@ pub(crate) async fn rotate_session(
                 return Err(ApiError::Unauthorized("this account is disabled"));
             }
             Ok(Session {
-                access_token: state.tokens().issue_access(user.id, session_id, now)?,
+                access_token: state
+                    .tokens()
+                    .issue_access(user.id.uuid(), session_id, now)?,
                 refresh_token: replacement.token,
                 token_type: "Bearer",
                 expires_in: ACCESS_TOKEN_TTL.num_seconds(),
@@ -316,7 +318,7 @@ async fn me(
 ) -> Result<axum::Json<UserView>, ApiError> {
     let user = state
         .store()
-        .user(caller.id)
+        .user(caller.id.into())
         .await?
         .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
     Ok(axum::Json(user.into()))
@@ -394,7 +396,9 @@ async fn start_session(state: &AppState, user: User) -> Result<Session, ApiError
         })
         .await?;
     Ok(Session {
-        access_token: state.tokens().issue_access(user.id, session_id, now)?,
+        access_token: state
+            .tokens()
+            .issue_access(user.id.uuid(), session_id, now)?,
         refresh_token: refresh.token,
         token_type: "Bearer",
         expires_in: ACCESS_TOKEN_TTL.num_seconds(),

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use usher_core::lifecycle::{Actor, RefundTo};
 use usher_core::{
-    Booking, BookingStatus, Cursor, Event, EventStatus, PageLimit, Performance, PerformanceStatus,
-    Role, SeatingKind,
+    Booking, BookingId, BookingStatus, Cursor, Event, EventStatus, PageLimit, Performance,
+    PerformanceStatus, Role, SeatingKind,
 };
 use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection};
 
@@ -89,26 +89,26 @@ impl BookingView {
             serial
                 .filter(|_| status == BookingStatus::Confirmed)
                 .map(|serial| {
-                    crate::tickets::code(state.ticket_secret(), serial, booking_id, unit_id)
+                    crate::tickets::code(state.ticket_secret(), serial, booking_id.uuid(), unit_id)
                 })
         };
         Self {
-            id: booking.id,
+            id: booking.id.uuid(),
             status: status.as_str().into(),
-            performance_id: booking.performance_id,
+            performance_id: booking.performance_id.uuid(),
             units: booking
                 .units
                 .into_iter()
                 .map(|u| {
-                    let ticket_code = code(u.ticket, u.unit_id);
+                    let ticket_code = code(u.ticket, u.unit_id.uuid());
                     BookedUnitView {
                         qr_svg_url: ticket_code.as_deref().map(crate::tickets::qr_url),
                         ticket_code,
-                        id: u.unit_id,
+                        id: u.unit_id.uuid(),
                         section: u.section,
                         row: u.row,
                         label: u.label,
-                        ticket_type_id: u.ticket_type_id,
+                        ticket_type_id: u.ticket_type_id.map(Uuid::from),
                         price: u.price.into(),
                     }
                 })
@@ -185,15 +185,14 @@ async fn create_booking(
             other => other,
         })?;
 
-    let asked_ticket_type = body.ticket_type_id.clone();
     let selection = selection(&performance, body)?;
     on_sale(&event, &performance, now)?;
     admitted(&state, &headers, caller.id, &performance, now)?;
     let outcome = state
         .holds()
         .hold(HoldCommand {
-            booking_id: Uuid::now_v7(),
-            user_id: caller.id,
+            booking_id: BookingId::generate(),
+            user_id: caller.id.into(),
             performance_id: performance.id,
             selection,
             now,
@@ -201,7 +200,7 @@ async fn create_booking(
             offer: false,
         })
         .await?;
-    hold_answer(&state, outcome, asked_ticket_type.as_deref(), now)
+    hold_answer(&state, outcome, now)
 }
 
 /// What the body asks to hold, checked against the performance; every field's
@@ -238,7 +237,9 @@ fn selection(performance: &Performance, body: HoldRequest) -> Result<Selection, 
                 );
             }
             let parsed = fields.ids("unit_ids", &ids);
-            Some(Selection::Units(parsed))
+            Some(Selection::Units(
+                parsed.into_iter().map(Into::into).collect(),
+            ))
         }
         (None, Some(raw), false) => {
             if performance.kind != SeatingKind::General {
@@ -257,7 +258,7 @@ fn selection(performance: &Performance, body: HoldRequest) -> Result<Selection, 
             ticket_type_id
                 .zip(quantity)
                 .map(|(ticket_type_id, quantity)| Selection::General {
-                    ticket_type_id,
+                    ticket_type_id: ticket_type_id.into(),
                     quantity,
                 })
         }
@@ -331,7 +332,7 @@ fn admitted(
             })?;
         state
             .tokens()
-            .verify_admission(token, caller, performance.id, now)
+            .verify_admission(token, caller, performance.id.uuid(), now)
             .map_err(|why| ApiError::AdmissionRequired(why.into()))?;
     }
 
@@ -342,7 +343,6 @@ fn admitted(
 fn hold_answer(
     state: &AppState,
     outcome: CommandOutcome,
-    asked_ticket_type: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(StatusCode, axum::Json<BookingView>), ApiError> {
     match outcome {
@@ -365,7 +365,7 @@ fn hold_answer(
                         unit_ids.len()
                     )
                 },
-                unit_ids,
+                unit_ids: unit_ids.into_iter().map(Uuid::from).collect(),
             })
         }
         // The sale was cancelled (or closed) between our look and the hold.
@@ -374,15 +374,14 @@ fn hold_answer(
         )),
         CommandOutcome::UnknownUnits { unit_ids } => {
             metrics::counter!("usher_holds_total", "outcome" => "invalid").increment(1);
-            match unit_ids.as_slice() {
-                [one] if Some(one.to_string().as_str()) == asked_ticket_type => {
-                    Err(ApiError::validation(
-                        "ticket_type_id",
-                        "this performance has no such ticket type",
-                    ))
-                }
-                _ => Err(unknown_units(&unit_ids)),
-            }
+            Err(unknown_units(&unit_ids))
+        }
+        CommandOutcome::UnknownTicketType { .. } => {
+            metrics::counter!("usher_holds_total", "outcome" => "invalid").increment(1);
+            Err(ApiError::validation(
+                "ticket_type_id",
+                "this performance has no such ticket type",
+            ))
         }
         other => Err(ApiError::Internal(format!(
             "unexpected hold outcome {other:?}"
@@ -414,7 +413,7 @@ async fn list_bookings(
     let (limit, after) = ListParams::page(params)?;
     let page = state
         .store()
-        .bookings_of_user(caller.id, limit, after)
+        .bookings_of_user(caller.id.into(), limit, after)
         .await?;
     let now = state.clock().now();
     Ok(axum::Json(BookingPage {
@@ -493,7 +492,8 @@ async fn cancel_booking(
     let id = booking.id;
     let now = state.clock().now();
     let refund = |state: AppState| async move {
-        crate::routes::payments::refund(&state, id, Actor::Buyer, to, caller.audit(&request)).await
+        crate::routes::payments::refund(&state, id.uuid(), Actor::Buyer, to, caller.audit(&request))
+            .await
     };
     if booking.status_at(now) == BookingStatus::Confirmed {
         return refund(state).await;
@@ -532,8 +532,12 @@ pub async fn owned_booking(
     caller: Caller,
     id: Uuid,
 ) -> Result<Booking, ApiError> {
-    let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
-    if booking.user_id == caller.id {
+    let booking = state
+        .store()
+        .booking(id.into())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if booking.user_id == caller.id.into() {
         Ok(booking)
     } else {
         Err(ApiError::NotFound)
@@ -546,15 +550,19 @@ pub async fn readable_booking(
     caller: Caller,
     id: Uuid,
 ) -> Result<Booking, ApiError> {
-    let booking = state.store().booking(id).await?.ok_or(ApiError::NotFound)?;
-    if booking.user_id == caller.id || caller.role == Role::Admin {
+    let booking = state
+        .store()
+        .booking(id.into())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if booking.user_id == caller.id.into() || caller.role == Role::Admin {
         return Ok(booking);
     }
     if caller.role == Role::Organizer {
         let performance = state.store().performance(booking.performance_id).await?;
         if let Some(performance) = performance {
             let event = state.store().event(performance.event_id).await?;
-            if event.is_some_and(|e| e.organizer_id == caller.id) {
+            if event.is_some_and(|e| e.organizer_id == caller.id.into()) {
                 return Ok(booking);
             }
         }

@@ -86,15 +86,20 @@ async fn booking_tickets(
         .into_iter()
         .filter_map(|unit| {
             let serial = unit.ticket?;
-            let code = tickets::code(state.ticket_secret(), serial, booking.id, unit.unit_id);
+            let code = tickets::code(
+                state.ticket_secret(),
+                serial,
+                booking.id.uuid(),
+                unit.unit_id.uuid(),
+            );
             Some(TicketView {
-                unit_id: unit.unit_id,
+                unit_id: unit.unit_id.uuid(),
                 qr_svg_url: tickets::qr_url(&code),
                 code,
                 section: unit.section,
                 row: unit.row,
                 label: unit.label,
-                ticket_type_id: unit.ticket_type_id,
+                ticket_type_id: unit.ticket_type_id.map(Uuid::from),
             })
         })
         .collect();
@@ -113,7 +118,11 @@ async fn genuine_ticket(
     let Some(ticket) = state.store().ticket(presented.serial).await? else {
         return Ok(None);
     };
-    if !presented.signs(state.ticket_secret(), ticket.booking_id, ticket.unit_id) {
+    if !presented.signs(
+        state.ticket_secret(),
+        ticket.booking_id.uuid(),
+        ticket.unit_id.uuid(),
+    ) {
         return Ok(None);
     }
     Ok(Some((presented, ticket)))
@@ -137,8 +146,8 @@ async fn ticket_qr(
     let canonical = tickets::code(
         state.ticket_secret(),
         ticket.serial,
-        ticket.booking_id,
-        ticket.unit_id,
+        ticket.booking_id.uuid(),
+        ticket.unit_id.uuid(),
     );
     Ok((
         [
@@ -201,11 +210,11 @@ async fn check_in(
     let (presented, ticket) = genuine_ticket(&state, &body.code)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if caller.role != Role::Admin && ticket.organizer_id != caller.id {
+    if caller.role != Role::Admin && ticket.organizer_id != caller.id.into() {
         return Err(ApiError::NotFound);
     }
     if let Some(door) = body.performance_id
-        && door != ticket.performance_id
+        && door != ticket.performance_id.uuid()
     {
         metrics::counter!("usher_checkins_total", "outcome" => "wrong_performance").increment(1);
         let when = match state.store().performance(ticket.performance_id).await? {
@@ -249,9 +258,9 @@ async fn check_in(
     };
     tracing::info!(booking_id = %ticket.booking_id, unit_id = %ticket.unit_id, "ticket checked in");
     Ok(axum::Json(CheckInView {
-        booking_id: ticket.booking_id,
-        unit_id: ticket.unit_id,
-        performance_id: ticket.performance_id,
+        booking_id: ticket.booking_id.uuid(),
+        unit_id: ticket.unit_id.uuid(),
+        performance_id: ticket.performance_id.uuid(),
         checked_in_at: at,
         place,
     }))
@@ -283,7 +292,7 @@ impl From<WalletEntry> for WalletEntryView {
             balance_after: Money::new(entry.balance_after, entry.amount.currency).into(),
             kind: entry.kind.as_str().into(),
             reason: entry.reason,
-            booking_id: entry.booking_id,
+            booking_id: entry.booking_id.map(Uuid::from),
             at: entry.at,
         }
     }
@@ -313,10 +322,10 @@ async fn my_wallet(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<WalletView>, ApiError> {
     let (limit, after) = ListParams::page(params)?;
-    let balances = state.store().wallet_balances(caller.id).await?;
+    let balances = state.store().wallet_balances(caller.id.into()).await?;
     let page = state
         .store()
-        .wallet_entries(caller.id, limit, after)
+        .wallet_entries(caller.id.into(), limit, after)
         .await?;
     Ok(axum::Json(WalletView {
         balances: balances.into_iter().map(MoneyView::from).collect(),
@@ -372,7 +381,7 @@ async fn credit_wallet(
     let user_id = path_id(&user_id)?;
     let user = state
         .store()
-        .user(user_id)
+        .user(user_id.into())
         .await?
         .ok_or(ApiError::NotFound)?;
     let Json(body) = body?;
@@ -443,14 +452,14 @@ impl From<AuditEntry> for AuditEntryView {
         Self {
             id: entry.id,
             at: entry.at,
-            actor_id: entry.actor_id,
+            actor_id: entry.actor_id.map(Uuid::from),
             actor_name: None,
             action: entry.action,
             target: AuditTarget {
                 kind: entry.target_kind,
                 id: entry.target_id,
             },
-            event_id: entry.event_id,
+            event_id: entry.event_id.map(Uuid::from),
             request_id: entry.request_id,
             detail: entry.detail,
         }
@@ -478,7 +487,7 @@ async fn audit_page(
         let actor = entry.actor_id;
         let mut view = AuditEntryView::from(entry);
         if let Some(id) = actor {
-            view.actor_name = match names.entry(id) {
+            view.actor_name = match names.entry(id.uuid()) {
                 Entry::Occupied(known) => known.get().clone(),
                 Entry::Vacant(unknown) => {
                     let user = state.store().user(id).await?;
@@ -535,5 +544,5 @@ async fn event_audit(
 ) -> Result<axum::Json<AuditPage>, ApiError> {
     let caller = caller.require_organizer()?;
     let event = managed_event(&state, caller, &id).await?;
-    audit_page(&state, AuditScope::Event(event.id), params).await
+    audit_page(&state, AuditScope::Event(event.id.uuid()), params).await
 }

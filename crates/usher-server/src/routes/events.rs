@@ -47,8 +47,8 @@ pub struct EventView {
 impl From<Event> for EventView {
     fn from(event: Event) -> Self {
         Self {
-            id: event.id,
-            organizer_id: event.organizer_id,
+            id: event.id.uuid(),
+            organizer_id: event.organizer_id.uuid(),
             title: event.title.as_str().into(),
             description: event.description.as_str().into(),
             venue: event.venue.as_str().into(),
@@ -157,7 +157,7 @@ async fn create_event(
         .store()
         .create_event(
             NewEvent {
-                organizer_id: caller.id,
+                organizer_id: caller.id.into(),
                 title,
                 description,
                 venue,
@@ -220,7 +220,7 @@ async fn list_events(
             EventScope::OwnedBy(caller.id)
         }
         Some(Viewer::Admin(_)) => EventScope::All,
-        Some(Viewer::Organizer(id)) => EventScope::PublicAndOwnedBy(id),
+        Some(Viewer::Organizer(id)) => EventScope::PublicAndOwnedBy(id.uuid()),
         _ => EventScope::Public,
     };
     let page = state
@@ -253,13 +253,17 @@ async fn get_event(
 ) -> Result<axum::Json<EventDetail>, ApiError> {
     let id = path_id(&id)?;
     let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
-    let event = state.store().event(id).await?.ok_or(ApiError::NotFound)?;
+    let event = state
+        .store()
+        .event(id.into())
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if !viewer.sees(&event) {
         return Err(ApiError::NotFound);
     }
-    let performances = state.store().performances_of_event(id).await?;
+    let performances = state.store().performances_of_event(id.into()).await?;
     // One query counts every performance of the event.
-    let sales = state.store().sales(id, state.clock().now()).await?;
+    let sales = state.store().sales(id.into(), state.clock().now()).await?;
     let performances = performances
         .into_iter()
         .map(|p| {
@@ -269,7 +273,7 @@ async fn get_event(
                 .map(|s| s.counts)
                 .unwrap_or_default();
             PerformanceSummary {
-                id: p.id,
+                id: p.id.uuid(),
                 starts_at: p.starts_at,
                 kind: p.kind.as_str().into(),
                 capacity: counts.capacity,
@@ -304,7 +308,11 @@ async fn update_event(
 ) -> Result<axum::Json<EventView>, ApiError> {
     let caller = caller.require_organizer()?;
     let id = path_id(&id)?;
-    let event = state.store().event(id).await?.ok_or(ApiError::NotFound)?;
+    let event = state
+        .store()
+        .event(id.into())
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if !caller.viewer().manages(&event) {
         return Err(ApiError::NotFound);
     }

@@ -104,7 +104,7 @@ async fn live(
     let (performance, _) = visible_performance(&state, caller, path_id(&id)?).await?;
     let watch = state
         .live()
-        .watch(performance.id)
+        .watch(performance.id.uuid())
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(upgrade

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use usher_core::lifecycle::{Actor, Outcome, RefundTo, Refusal, Trigger, WALLET};
-use usher_core::{Booking, BookingStatus, Role};
+use usher_core::{Booking, BookingStatus, PaymentId, Role};
 use usher_payments::{CheckoutRequest, CheckoutSession, webhook};
 use usher_store::{Audit, BookingRef, Payment, ProviderEvent, TransitionRequest, Transitioned};
 
@@ -110,7 +110,7 @@ async fn checkout(
     };
     match method.as_deref() {
         None | Some("provider") => {}
-        Some("wallet") => return pay_from_wallet(&state, booking.id).await,
+        Some("wallet") => return pay_from_wallet(&state, booking.id.uuid()).await,
         Some(_) => {
             return Err(ApiError::validation(
                 "method",
@@ -128,7 +128,7 @@ async fn checkout(
             Trigger::Checkout {
                 provider: provider.name().to_owned(),
                 hold_until,
-                new_payment_id: Uuid::now_v7(),
+                new_payment_id: PaymentId::generate(),
             },
             now,
         ))
@@ -140,7 +140,7 @@ async fn checkout(
     };
     if let (true, Some(url)) = (reused, &payment.checkout_url) {
         return Ok(axum::Json(CheckoutView {
-            payment_id,
+            payment_id: payment_id.uuid(),
             provider: payment.provider.clone(),
             checkout_url: url.clone(),
             expires_at: payment.expires_at,
@@ -154,7 +154,7 @@ async fn checkout(
         .await?;
     tracing::info!(booking_id = %booking.id, %payment_id, reused, "checkout open");
     Ok(axum::Json(CheckoutView {
-        payment_id,
+        payment_id: payment_id.uuid(),
         provider: payment.provider.clone(),
         checkout_url: session.url,
         expires_at: payment.expires_at,
@@ -178,7 +178,7 @@ async fn open_session(
     let provider = state.payments();
     let user = state
         .store()
-        .user(caller)
+        .user(caller.into())
         .await?
         .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
     let performance = state.store().performance(booking.performance_id).await?;
@@ -190,8 +190,8 @@ async fn open_session(
     let base = state.public_url();
     let session = provider
         .create_checkout(CheckoutRequest {
-            payment_id,
-            booking_id: booking.id,
+            payment_id: payment_id.uuid(),
+            booking_id: booking.id.uuid(),
             amount: payment.amount,
             description: format!("{title} — {} ticket(s)", booking.units.len()),
             // Stripe insists on its minimum window; a payment after the hold ends
@@ -231,9 +231,9 @@ async fn pay_from_wallet(
     let payment_id = Uuid::now_v7();
     let done = state
         .transition(TransitionRequest::new(
-            BookingRef::Booking(booking_id),
+            BookingRef::Booking(booking_id.into()),
             Trigger::PayFromWallet {
-                new_payment_id: payment_id,
+                new_payment_id: payment_id.into(),
             },
             now,
         ))
@@ -276,7 +276,7 @@ async fn complete_mock_payment(
     let payment_id = path_id(&payment_id)?;
     let payment = state
         .store()
-        .payment(payment_id)
+        .payment(payment_id.into())
         .await?
         .ok_or(ApiError::NotFound)?;
     let booking = state
@@ -284,14 +284,18 @@ async fn complete_mock_payment(
         .booking(payment.booking_id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if booking.user_id != caller.id || payment.provider != "mock" {
+    if booking.user_id != caller.id.into() || payment.provider != "mock" {
         return Err(ApiError::NotFound);
     }
     let Json(body) = body?;
     let now = state.clock().now();
     let trigger = match body.outcome.as_str() {
-        "succeeded" => Trigger::PaymentSucceeded { payment_id },
-        "failed" => Trigger::PaymentFailed { payment_id },
+        "succeeded" => Trigger::PaymentSucceeded {
+            payment_id: payment_id.into(),
+        },
+        "failed" => Trigger::PaymentFailed {
+            payment_id: payment_id.into(),
+        },
         _ => {
             return Err(ApiError::validation(
                 "outcome",
@@ -301,7 +305,7 @@ async fn complete_mock_payment(
     };
     let done = state
         .transition(TransitionRequest::new(
-            BookingRef::Payment(payment_id),
+            BookingRef::Payment(payment_id.into()),
             trigger,
             now,
         ))
@@ -381,19 +385,19 @@ async fn stripe_webhook(
     let trigger = match event.kind.as_str() {
         "checkout.session.completed" if object["payment_status"] == "paid" => {
             Trigger::PaymentSucceeded {
-                payment_id: payment,
+                payment_id: payment.into(),
             }
         }
         "checkout.session.async_payment_succeeded" => Trigger::PaymentSucceeded {
-            payment_id: payment,
+            payment_id: payment.into(),
         },
         "checkout.session.expired" | "checkout.session.async_payment_failed" => {
             Trigger::PaymentFailed {
-                payment_id: payment,
+                payment_id: payment.into(),
             }
         }
         "charge.refunded" if object["refunded"] == true => Trigger::PaymentRefunded {
-            payment_id: payment,
+            payment_id: payment.into(),
         },
         // A session paid later (bank transfer …) is confirmed by async_payment_succeeded.
         _ => {
@@ -405,7 +409,7 @@ async fn stripe_webhook(
         .transition(TransitionRequest {
             provider_event: Some(recorded),
             provider_payment_ref: object["payment_intent"].as_str().map(str::to_owned),
-            ..TransitionRequest::new(BookingRef::Payment(payment), trigger, now)
+            ..TransitionRequest::new(BookingRef::Payment(payment.into()), trigger, now)
         })
         .await?;
     record_payment_outcome(payment, &done);
@@ -421,7 +425,7 @@ async fn find_payment(
     if let Some(id) = object["metadata"]["payment_id"]
         .as_str()
         .and_then(|s| Uuid::try_parse(s).ok())
-        && state.store().payment(id).await?.is_some()
+        && state.store().payment(id.into()).await?.is_some()
     {
         return Ok(Some(id));
     }
@@ -430,7 +434,7 @@ async fn find_payment(
         .flatten()
     {
         if let Some(payment) = state.store().payment_by_ref("stripe", reference).await? {
-            return Ok(Some(payment.id));
+            return Ok(Some(payment.id.uuid()));
         }
     }
     Ok(None)
@@ -492,7 +496,7 @@ async fn create_refund(
     let caller = caller.require_organizer()?;
     let Json(body) = body?;
     let booking = readable_booking(&state, caller, body.booking_id).await?;
-    if booking.user_id == caller.id && caller.role != Role::Admin {
+    if booking.user_id == caller.id.into() && caller.role != Role::Admin {
         // An organizer refunding their own purchase goes through DELETE like any buyer.
         return Err(ApiError::Forbidden(
             "refund your own booking by cancelling it",
@@ -500,7 +504,7 @@ async fn create_refund(
     }
     refund(
         &state,
-        booking.id,
+        booking.id.uuid(),
         Actor::Organizer,
         RefundTo::Origin,
         caller.audit(&request),
@@ -528,7 +532,7 @@ pub async fn refund(
     let done = state
         .transition(
             TransitionRequest::new(
-                BookingRef::Booking(booking_id),
+                BookingRef::Booking(booking_id.into()),
                 Trigger::Cancel {
                     by,
                     refund_cutoff: state.config().refund_cutoff,

@@ -69,12 +69,12 @@ impl From<WaitlistEntry> for WaitlistEntryView {
     fn from(entry: WaitlistEntry) -> Self {
         Self {
             id: entry.id,
-            performance_id: entry.performance_id,
-            ticket_type_id: entry.ticket_type_id,
+            performance_id: entry.performance_id.uuid(),
+            ticket_type_id: entry.ticket_type_id.map(Uuid::from),
             quantity: entry.quantity,
             status: entry.status.as_str().into(),
             position: entry.position,
-            booking_id: entry.booking_id,
+            booking_id: entry.booking_id.map(Uuid::from),
             offer_expires_at: entry.offer_expires_at,
             created_at: entry.created_at,
         }
@@ -107,7 +107,7 @@ fn waited_for(performance: &Performance, body: &WaitlistRequest) -> Result<Optio
             None
         }
         (SeatingKind::General, Some(raw)) => match Uuid::try_parse(raw) {
-            Ok(id) if performance.ticket_types.iter().any(|t| t.id == id) => Some(id),
+            Ok(id) if performance.ticket_types.iter().any(|t| t.id == id.into()) => Some(id),
             Ok(_) => {
                 fields.reject("ticket_type_id", "this performance has no such ticket type");
                 None
@@ -156,9 +156,9 @@ async fn join_waitlist(
     let ticket_type_id = waited_for(&performance, &body)?;
     let join = WaitlistJoin {
         id: Uuid::now_v7(),
-        user_id: caller.id,
+        user_id: caller.id.into(),
         performance_id: performance.id,
-        ticket_type_id,
+        ticket_type_id: ticket_type_id.map(Into::into),
         quantity: body.quantity as u32,
         now: state.clock().now(),
     };
@@ -208,7 +208,7 @@ async fn my_waitlist(
     let (limit, after) = ListParams::page(params)?;
     let page = state
         .store()
-        .waitlist_of_user(caller.id, state.clock().now(), limit, after)
+        .waitlist_of_user(caller.id.into(), state.clock().now(), limit, after)
         .await?;
     Ok(axum::Json(WaitlistPage {
         items: page.items.into_iter().map(Into::into).collect(),
@@ -235,7 +235,7 @@ async fn leave_waitlist(
     let entry = store
         .waitlist_entry(path_id(&id)?, now)
         .await?
-        .filter(|e| e.user_id == caller.id)
+        .filter(|e| e.user_id == caller.id.into())
         .ok_or(ApiError::NotFound)?;
     if matches!(
         entry.status,
@@ -287,8 +287,8 @@ impl QueueTicketView {
             (QueueState::Admitted, Some(at), true) => {
                 let until = at + state.config().admission_ttl;
                 let token = state.tokens().issue_admission(
-                    ticket.user_id,
-                    ticket.performance_id,
+                    ticket.user_id.uuid(),
+                    ticket.performance_id.uuid(),
                     ticket.id,
                     until,
                 )?;
@@ -298,7 +298,7 @@ impl QueueTicketView {
         };
         Ok(Self {
             ticket_id: ticket.id,
-            performance_id: ticket.performance_id,
+            performance_id: ticket.performance_id.uuid(),
             state: ticket.state.as_str().into(),
             position: ticket.position,
             eta_seconds: match ticket.state {
@@ -333,7 +333,7 @@ async fn join_queue(
         .waiting_room()
         .join(QueueJoin {
             ticket_id: Uuid::now_v7(),
-            user_id: caller.id,
+            user_id: caller.id.into(),
             performance_id: performance.id,
             draw: random_draw()?,
             now: state.clock().now(),
@@ -371,7 +371,7 @@ async fn own_ticket(state: &AppState, caller: Caller, id: &str) -> Result<QueueT
         .store()
         .queue_ticket(path_id(id)?)
         .await?
-        .filter(|t| t.user_id == caller.id)
+        .filter(|t| t.user_id == caller.id.into())
         .ok_or(ApiError::NotFound)
 }
 
@@ -443,7 +443,7 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 
 async fn follow(mut socket: WebSocket, state: AppState, mut ticket: QueueTicket) {
     metrics::gauge!("usher_queue_connections").increment(1.0);
-    let mut board = state.waiting_room().watch(ticket.performance_id);
+    let mut board = state.waiting_room().watch(ticket.performance_id.uuid());
     // What the client was last told: only a change of place or state is news.
     let mut told: Option<(QueueState, u64)> = None;
     let mut pings = tokio::time::interval(PING_EVERY);

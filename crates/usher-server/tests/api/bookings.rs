@@ -2,6 +2,7 @@ use std::collections::HashSet;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use usher_core::ids::PerformanceId;
 use uuid::Uuid;
 
 use usher_testkit::invariants::check_performance;
@@ -327,7 +328,7 @@ on_each_engine! {
         }
         let counts: Value = app.get(&format!("/v1/performances/{id}"), None).await.json().await.unwrap();
         assert_eq!(counts["held"].as_u64(), Some(held.len() as u64), "losers hold nothing");
-        let performance_id: Uuid = id.parse().unwrap();
+        let performance_id: PerformanceId = id.parse().unwrap();
         check_performance(app.store.as_ref(), performance_id, &winners, app.clock_now()).await.unwrap();
     }
 }

@@ -318,7 +318,7 @@ on_each_engine! {
         assert_eq!(to_wallet.status(), StatusCode::OK);
         assert_eq!(eur(&wallet(&app, &customer).await), 14500);
         assert_eq!(app.run_jobs().await, 0, "refunded to the wallet, not the card");
-        let payment = app.store.payment(uuid(&checkout["payment_id"])).await.unwrap().unwrap();
+        let payment = app.store.payment((uuid(&checkout["payment_id"])).into()).await.unwrap().unwrap();
         assert_eq!(payment.status, usher_store::PaymentStatus::Refunded);
 
         // Cancelling the event returns wallet money to the wallet, once.
@@ -337,7 +337,7 @@ on_each_engine! {
         assert_eq!(eur(&wallet(&app, &customer).await), 14500);
         let reread: Value = app.get(&format!("/v1/bookings/{}", again["id"].as_str().unwrap()), Some(&customer.access)).await.json().await.unwrap();
         assert_eq!(reread["status"], "refunded");
-        check_wallet(app.store.as_ref(), uuid(&json!(customer.id))).await.unwrap();
+        check_wallet(app.store.as_ref(), (uuid(&json!(customer.id))).into()).await.unwrap();
         // The ledger: credit, payment, refund, refund, payment, refund.
         let kinds: Vec<String> = wallet(&app, &customer).await["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
         assert_eq!(kinds, ["refund", "payment", "refund", "refund", "payment", "credit"]);
@@ -369,12 +369,12 @@ on_each_engine! {
         let refused = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
         assert_eq!((paid, refused), (3, 7), "{statuses:?}");
         assert_eq!(eur(&wallet(&app, &customer).await), 100);
-        check_wallet(app.store.as_ref(), uuid(&json!(customer.id))).await.unwrap();
+        check_wallet(app.store.as_ref(), (uuid(&json!(customer.id))).into()).await.unwrap();
         let all: Vec<Uuid> = bookings.iter().map(|b| uuid(&b["id"])).collect();
-        check_performance(app.store.as_ref(), uuid(&performance["id"]), &all, app.clock_now()).await.unwrap();
+        check_performance(app.store.as_ref(), (uuid(&performance["id"])).into(), &all, app.clock_now()).await.unwrap();
         let mut confirmed = 0;
         for b in &all {
-            if app.store.booking(*b).await.unwrap().unwrap().status == usher_core::BookingStatus::Confirmed {
+            if app.store.booking((*b).into()).await.unwrap().unwrap().status == usher_core::BookingStatus::Confirmed {
                 confirmed += 1;
             }
         }

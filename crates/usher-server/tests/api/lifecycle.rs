@@ -57,9 +57,14 @@ async fn all_bookings(app: &TestApp, organizer: &Session, performance: &Value) -
 async fn assert_invariants(app: &TestApp, organizer: &Session, performance: &Value) {
     let bookings = all_bookings(app, organizer, performance).await;
     let store: &dyn Store = app.store.as_ref();
-    check_performance(store, uuid(&performance["id"]), &bookings, app.clock_now())
-        .await
-        .unwrap();
+    check_performance(
+        store,
+        (uuid(&performance["id"])).into(),
+        &bookings,
+        app.clock_now(),
+    )
+    .await
+    .unwrap();
     check_money(store, &bookings).await.unwrap();
 }
 
@@ -130,8 +135,8 @@ on_each_engine! {
         }
         assert_eq!(read_booking(&app, &customer, &booking).await["status"], "confirmed");
         assert_eq!(seat_states(&app, performance["id"].as_str().unwrap()).await[..2], ["sold", "sold"]);
-        let first = app.store.payment(uuid(&tab1["payment_id"])).await.unwrap().unwrap();
-        let second = app.store.payment(uuid(&tab2["payment_id"])).await.unwrap().unwrap();
+        let first = app.store.payment((uuid(&tab1["payment_id"])).into()).await.unwrap().unwrap();
+        let second = app.store.payment((uuid(&tab2["payment_id"])).into()).await.unwrap().unwrap();
         assert_eq!((first.status, second.status), (PaymentStatus::Refunded, PaymentStatus::Succeeded));
         assert_eq!(refund_jobs(&app).await, 1, "refunded once");
         assert_eq!(app.emails().len(), 1);
@@ -254,7 +259,7 @@ on_each_engine! {
         for _ in 0..3 {
             app.run_jobs().await;
         }
-        assert_eq!(app.store.payment(uuid(&checkout["payment_id"])).await.unwrap().unwrap().status, PaymentStatus::Refunded);
+        assert_eq!(app.store.payment((uuid(&checkout["payment_id"])).into()).await.unwrap().unwrap().status, PaymentStatus::Refunded);
         assert!(seat_states(&app, performance["id"].as_str().unwrap()).await.iter().all(|s| s == "available"));
         let hold = app.post("/v1/bookings", Some(&customer.access), json!({"performance_id": performance["id"], "quantity": 1, "best_available": true})).await;
         assert_eq!(assert_problem(hold, StatusCode::CONFLICT).await["type"], "/problems/not-on-sale");
@@ -292,7 +297,7 @@ on_each_engine! {
         let claimed = app.store.claim_jobs(now, now + chrono::Duration::seconds(120), 10, uuid::Uuid::now_v7()).await.unwrap();
         assert_eq!(claimed.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), [job_kind::CANCEL_SALE]);
         for booking in &bookings[..3] {
-            usher_testkit::lifecycle::sale_cancelled(app.store.as_ref(), *booking, now).await;
+            usher_testkit::lifecycle::sale_cancelled(app.store.as_ref(), (*booking).into(), now).await;
         }
         // A fresh instance on the same database after the lease has run out.
         let restarted = app.restart().await;

@@ -326,8 +326,8 @@ async fn a_watcher_too_slow_to_read_is_disconnected() {
         tokio::spawn(async move {
             for i in 0..changes {
                 let block = usher_store::InventoryCommand::SetBlocked {
-                    performance_id: id,
-                    unit_ids: all.clone(),
+                    performance_id: id.into(),
+                    unit_ids: all.clone().into_iter().map(Into::into).collect(),
                     blocked: i % 2 == 0,
                     now,
                     audit: usher_store::Audit::system(),

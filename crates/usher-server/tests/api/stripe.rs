@@ -296,7 +296,7 @@ on_each_engine! {
         app.run_jobs().await;
         assert_eq!(booking_status(&app, &customer, &booking).await, "confirmed");
         let payment = uuid::Uuid::parse_str(checkout["payment_id"].as_str().unwrap()).unwrap();
-        assert_eq!(app.store.payment(payment).await.unwrap().unwrap().status, usher_store::PaymentStatus::Succeeded);
+        assert_eq!(app.store.payment(payment.into()).await.unwrap().unwrap().status, usher_store::PaymentStatus::Succeeded);
         let done = app.store.jobs(usher_store::JobState::Done, 100).await.unwrap();
         assert!(done.iter().all(|j| j.kind != "refund"), "nothing refunded");
         assert_eq!(app.emails().len(), 1);

@@ -308,7 +308,7 @@ on_each_engine! {
         // that what is read below does not depend on where its timer is.
         let performance_uuid = Uuid::parse_str(&performance_id).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while app.store.inventory(performance_uuid, app.clock_now()).await.unwrap().total.held <= 2 * 3 {
+        while app.store.inventory(performance_uuid.into(), app.clock_now()).await.unwrap().total.held <= 2 * 3 {
             assert!(std::time::Instant::now() < deadline, "the instance never served the waiting list");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -346,8 +346,8 @@ on_each_engine! {
         // People still wait, so no newcomer got anything.
         assert!(late_bookings.is_empty(), "newcomers took units from the waiting list: {late_bookings:?}");
         let now = app.clock_now();
-        usher_testkit::invariants::check_performance(app.store.as_ref(), performance_uuid, &bookings, now).await.unwrap();
-        let inventory = app.store.inventory(performance_uuid, now).await.unwrap().total;
+        usher_testkit::invariants::check_performance(app.store.as_ref(), performance_uuid.into(), &bookings, now).await.unwrap();
+        let inventory = app.store.inventory(performance_uuid.into(), now).await.unwrap().total;
         assert_eq!(inventory.held, 2 * 3 + served, "two holds stand, the rest went to the waiting list");
         assert_eq!(inventory.available, 24 - served);
     }

@@ -330,11 +330,11 @@ pub struct UnitView {
 impl From<Unit> for UnitView {
     fn from(unit: Unit) -> Self {
         Self {
-            id: unit.id,
+            id: unit.id.uuid(),
             section: unit.section,
             row: unit.row,
             label: unit.label,
-            ticket_type: unit.ticket_type_id,
+            ticket_type: unit.ticket_type_id.map(Uuid::from),
             price: unit.price.into(),
             state: unit.state.as_str().into(),
         }
@@ -390,7 +390,7 @@ impl From<PerformanceSales> for PerformanceSalesView {
         let b = sales.bookings;
         let cancelled = sales.status == PerformanceStatus::Cancelled;
         Self {
-            performance_id: sales.performance_id,
+            performance_id: sales.performance_id.uuid(),
             starts_at: sales.starts_at,
             status: sales.status.as_str().into(),
             bookings: BookingCountsView {
@@ -427,7 +427,11 @@ pub async fn managed_event(
     raw_id: &str,
 ) -> Result<Event, ApiError> {
     let id = path_id(raw_id)?;
-    let event = state.store().event(id).await?.ok_or(ApiError::NotFound)?;
+    let event = state
+        .store()
+        .event(id.into())
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if caller.viewer().manages(&event) {
         Ok(event)
     } else {
@@ -478,7 +482,7 @@ pub async fn visible_performance(
 ) -> Result<(Performance, Event), ApiError> {
     let performance = state
         .store()
-        .performance(id)
+        .performance(id.into())
         .await?
         .ok_or(ApiError::NotFound)?;
     let event = state
@@ -529,7 +533,7 @@ async fn performance_view(
                 performance
                     .ticket_types
                     .iter()
-                    .map(|t| view(t.id, &t.name, t.price))
+                    .map(|t| view(t.id.uuid(), &t.name, t.price))
                     .collect(),
             ),
             None,
@@ -546,8 +550,8 @@ async fn performance_view(
         ),
     };
     Ok(PerformanceView {
-        id: performance.id,
-        event_id: performance.event_id,
+        id: performance.id.uuid(),
+        event_id: performance.event_id.uuid(),
         starts_at: performance.starts_at,
         kind: performance.kind.as_str().into(),
         status: status.as_str().into(),

@@ -80,7 +80,7 @@ async fn get_sales(
             let mut view = PerformanceSalesView::from(sales);
             if let Some(count) = door
                 .iter()
-                .find(|c| c.performance_id == view.performance_id)
+                .find(|c| c.performance_id == view.performance_id.into())
             {
                 view.tickets = count.valid;
                 view.checked_in = count.checked_in;
@@ -89,7 +89,7 @@ async fn get_sales(
         })
         .collect();
     Ok(axum::Json(EventSales {
-        event_id: event.id,
+        event_id: event.id.uuid(),
         performances,
     }))
 }

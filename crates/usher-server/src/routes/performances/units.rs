@@ -58,7 +58,7 @@ async fn set_unit_states(
         state.store(),
         InventoryCommand::SetBlocked {
             performance_id: performance.id,
-            unit_ids,
+            unit_ids: unit_ids.into_iter().map(Into::into).collect(),
             blocked,
             now: state.clock().now(),
             audit: caller.audit(&request),
@@ -75,7 +75,7 @@ async fn set_unit_states(
                 "{} of the named units are held or sold; nothing changed",
                 unit_ids.len()
             ),
-            unit_ids,
+            unit_ids: unit_ids.into_iter().map(Uuid::from).collect(),
         }),
         CommandOutcome::UnknownUnits { unit_ids } => Err(unknown_units(&unit_ids)),
         other => Err(ApiError::Internal(format!(
@@ -101,19 +101,23 @@ async fn get_seats(
     let (performance, _) = hot_performance(&state, caller, path_id(&id)?).await?;
     let built = state
         .seat_maps()
-        .get_or_build(performance.id, state.config().seat_map_max_age, || async {
-            let units = state
-                .store()
-                .units(performance.id, state.clock().now())
-                .await?;
-            let map = SeatMap {
-                performance_id: performance.id,
-                units: units.into_iter().map(UnitView::from).collect(),
-            };
-            serde_json::to_vec(&map)
-                .map(Bytes::from)
-                .map_err(|e| ApiError::Internal(format!("seat map: {e}")))
-        })
+        .get_or_build(
+            performance.id.uuid(),
+            state.config().seat_map_max_age,
+            || async {
+                let units = state
+                    .store()
+                    .units(performance.id, state.clock().now())
+                    .await?;
+                let map = SeatMap {
+                    performance_id: performance.id.uuid(),
+                    units: units.into_iter().map(UnitView::from).collect(),
+                };
+                serde_json::to_vec(&map)
+                    .map(Bytes::from)
+                    .map_err(|e| ApiError::Internal(format!("seat map: {e}")))
+            },
+        )
         .await?;
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
