@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use usher_core::{Event, EventStatus, PerformanceStatus};
 use usher_store::box_office::{action, event_action};
-use usher_store::payments::job_kind;
+use usher_store::payments::JobKind;
 use usher_store::{
     Audit, CatalogTx, EventPatch, PerformancePatch, PerformanceUpdate, Store, StoreResult,
 };
@@ -54,7 +54,7 @@ async fn event_in(
     tx.save_event(&event).await?;
     if was != EventStatus::Cancelled && event.status == EventStatus::Cancelled {
         let job = serde_json::json!({ "event_id": id });
-        tx.enqueue(job_kind::CANCEL_SALE, job, now).await?;
+        tx.enqueue(JobKind::CancelSale, job, now).await?;
     }
     let audit = audit.clone().note("status", event.status.as_str());
     let entry = audit.entry(
@@ -112,7 +112,7 @@ async fn performance_in(
     let cancel = patch.status == Some(PerformanceStatus::Cancelled);
     if cancel {
         let job = serde_json::json!({ "performance_id": id });
-        tx.enqueue(job_kind::CANCEL_SALE, job, now).await?;
+        tx.enqueue(JobKind::CancelSale, job, now).await?;
     }
     let kind = match cancel {
         true => action::PERFORMANCE_CANCELLED,

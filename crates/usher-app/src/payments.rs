@@ -17,7 +17,7 @@ use usher_core::lifecycle::{
 use usher_core::{Money, UnitState};
 use usher_store::box_office::{WalletEntryKind, WalletMove, action};
 use usher_store::lifecycle::BookingChange;
-use usher_store::payments::job_kind;
+use usher_store::payments::JobKind;
 use usher_store::{
     BookingRef, ChangeSet, LifecycleTx, LiveChange, Store, StoreError, StoreResult,
     TransitionRequest, Transitioned,
@@ -336,12 +336,12 @@ async fn queue_jobs(
 ) -> StoreResult<()> {
     for payment_id in &decision.refunds {
         let job = serde_json::json!({ "payment_id": payment_id });
-        tx.enqueue(job_kind::REFUND, job, now).await?;
+        tx.enqueue(JobKind::Refund, job, now).await?;
     }
     for email in &decision.emails {
         let kind = match email {
-            Email::Confirmation => job_kind::CONFIRMATION_EMAIL,
-            Email::SaleCancelled => job_kind::CANCELLATION_EMAIL,
+            Email::Confirmation => JobKind::ConfirmationEmail,
+            Email::SaleCancelled => JobKind::CancellationEmail,
         };
         tx.enqueue(kind, serde_json::json!({ "booking_id": booking_id }), now)
             .await?;

@@ -22,7 +22,7 @@ use usher_core::BookingStatus;
 use usher_core::lifecycle::{Outcome, Trigger};
 use usher_mail::Email;
 use usher_payments::RefundRequest;
-use usher_store::payments::{email_kind, job_kind};
+use usher_store::payments::{EmailKind, JobKind};
 use usher_store::{BookingRef, Job, SaleScope, TransitionRequest};
 
 use crate::state::AppState;
@@ -90,17 +90,17 @@ async fn run_one(state: &AppState, job: Job) {
 
 async fn run_attempt(state: &AppState, job: Job) {
     let work = async {
-        match job.kind.as_str() {
-            job_kind::CONFIRMATION_EMAIL => {
-                send_booking_email(state, &job, Letter::Confirmation).await
+        match &job.kind {
+            JobKind::ConfirmationEmail => {
+                send_booking_email(state, &job, EmailKind::Confirmation).await
             }
-            job_kind::OFFER_EMAIL => send_booking_email(state, &job, Letter::Offer).await,
-            job_kind::CANCELLATION_EMAIL => {
-                send_booking_email(state, &job, Letter::Cancellation).await
+            JobKind::OfferEmail => send_booking_email(state, &job, EmailKind::Offer).await,
+            JobKind::CancellationEmail => {
+                send_booking_email(state, &job, EmailKind::Cancellation).await
             }
-            job_kind::REFUND => refund(state, &job).await,
-            job_kind::CANCEL_SALE => cancel_sale(state, &job).await,
-            other => Err(format!("no handler for job kind {other:?}")),
+            JobKind::Refund => refund(state, &job).await,
+            JobKind::CancelSale => cancel_sale(state, &job).await,
+            JobKind::Other(kind) => Err(format!("no handler for job kind {kind:?}")),
         }
     };
     // Whatever hangs inside (each outside call has its own timeout too), the attempt
@@ -116,7 +116,7 @@ async fn run_attempt(state: &AppState, job: Job) {
         return;
     };
     let now = state.clock().now();
-    let kind = job.kind.clone();
+    let kind = job.kind.to_string();
     let outcome = match &result {
         Ok(()) => "done",
         Err(_) if job.attempts >= job.max_attempts => "dead",
@@ -180,41 +180,21 @@ fn payload_id(job: &Job, field: &str) -> Result<Uuid, String> {
         .ok_or_else(|| format!("job payload lacks {field}"))
 }
 
-/// The emails a booking's buyer gets, each at most once.
-#[derive(Debug, Clone, Copy)]
-enum Letter {
-    Confirmation,
-    /// The event or performance was cancelled; the money is on its way back.
-    Cancellation,
-    /// The waiting list holds units for the buyer: pay before the hold runs out.
-    Offer,
-}
-
-impl Letter {
-    fn kind(self) -> &'static str {
-        match self {
-            Letter::Confirmation => email_kind::CONFIRMATION,
-            Letter::Cancellation => email_kind::CANCELLATION,
-            Letter::Offer => email_kind::OFFER,
-        }
-    }
-
-    /// The booking must still be in this state for the email to make sense.
-    fn expects(self) -> BookingStatus {
-        match self {
-            Letter::Confirmation => BookingStatus::Confirmed,
-            Letter::Cancellation => BookingStatus::Refunded,
-            Letter::Offer => BookingStatus::Held,
-        }
+/// The booking must still be in this state for the email to make sense.
+fn expected_status(letter: EmailKind) -> BookingStatus {
+    match letter {
+        EmailKind::Confirmation => BookingStatus::Confirmed,
+        EmailKind::Cancellation => BookingStatus::Refunded,
+        EmailKind::Offer => BookingStatus::Held,
     }
 }
 
-async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Result<(), String> {
+async fn send_booking_email(state: &AppState, job: &Job, letter: EmailKind) -> Result<(), String> {
     let booking_id = payload_id(job, "booking_id")?;
     let store = state.store();
     // Sent before (and recorded): a retry after a crash must not send a second copy.
     if store
-        .email_sent(booking_id.into(), letter.kind())
+        .email_sent(booking_id.into(), letter)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -225,7 +205,7 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
         .await
         .map_err(|e| e.to_string())?
         .ok_or("booking vanished")?;
-    if booking.status_at(state.clock().now()) != letter.expects() {
+    if booking.status_at(state.clock().now()) != expected_status(letter) {
         tracing::info!(status = %booking.status, ?letter, "booking moved on; no email");
         return Ok(());
     }
@@ -246,9 +226,9 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
         .ok_or("event vanished")?;
     // Stable per booking and kind: a retried send carries the same Message-ID.
     let message_id = match letter {
-        Letter::Confirmation => format!("booking-{}@usher", booking.id),
-        Letter::Cancellation | Letter::Offer => {
-            format!("booking-{}-{}@usher", booking.id, letter.kind())
+        EmailKind::Confirmation => format!("booking-{}@usher", booking.id),
+        EmailKind::Cancellation | EmailKind::Offer => {
+            format!("booking-{}-{}@usher", booking.id, letter.as_str())
         }
     };
     let (subject, text, attachments) = compose(
@@ -272,9 +252,9 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
         .send(&email)
         .await
         .map_err(|e| e.to_string())?;
-    metrics::counter!("usher_emails_sent_total", "kind" => letter.kind()).increment(1);
+    metrics::counter!("usher_emails_sent_total", "kind" => letter.as_str()).increment(1);
     store
-        .record_email_sent(booking.id, letter.kind(), &message_id, state.clock().now())
+        .record_email_sent(booking.id, letter, &message_id, state.clock().now())
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -283,7 +263,7 @@ async fn send_booking_email(state: &AppState, job: &Job, letter: Letter) -> Resu
 /// The letter's subject, text and attachments (a confirmation's QR codes).
 fn compose(
     state: &AppState,
-    letter: Letter,
+    letter: EmailKind,
     booking: &usher_core::Booking,
     event: &usher_core::Event,
     starts_at: chrono::DateTime<chrono::Utc>,
@@ -291,7 +271,7 @@ fn compose(
 ) -> (String, String, Vec<usher_mail::Attachment>) {
     let mut attachments = Vec::new();
     let (subject, text) = match letter {
-        Letter::Confirmation => {
+        EmailKind::Confirmation => {
             let codes = ticket_codes(state, booking);
             for (n, code) in codes.iter().enumerate() {
                 if let Some(code) = code {
@@ -307,11 +287,11 @@ fn compose(
                 confirmation_text(booking, &codes, event, starts_at, user.name.as_str()),
             )
         }
-        Letter::Cancellation => (
+        EmailKind::Cancellation => (
             format!("Cancelled: {}", event.title.as_str()),
             cancellation_text(booking, event, starts_at, user.name.as_str()),
         ),
-        Letter::Offer => (
+        EmailKind::Offer => (
             format!("Tickets are held for you: {}", event.title.as_str()),
             offer_text(state, booking, event, starts_at, user.name.as_str()),
         ),

@@ -7,6 +7,7 @@ use usher_core::ids::{EventId, PerformanceId};
 use uuid::Uuid;
 
 use usher_core::{Event, PerformanceStatus};
+use usher_store::JobKind;
 use usher_store::{
     AuditEntry, CatalogTx, EventRow, PerformancePatch, StoreResult, corrupt_value, search_key,
 };
@@ -97,7 +98,7 @@ impl CatalogTx for PgTx {
 
     async fn enqueue(
         &mut self,
-        kind: &str,
+        kind: JobKind,
         payload: serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {

@@ -22,6 +22,7 @@ use usher_core::{
     Booking, BookingStatus, Cursor, Email, Event, PageLimit, Performance, Role, Standing, Unit,
     User,
 };
+use usher_store::EmailKind;
 use usher_store::box_office::action;
 use usher_store::{
     AccountNotice, Attendee, EventQuery, EventRow, EventScope, IdempotencyStart, Job, JobState,
@@ -780,14 +781,14 @@ impl Store for PostgresStore {
         self.do_audit_log(scope, limit, after).await
     }
 
-    async fn email_sent(&self, booking_id: BookingId, kind: &str) -> StoreResult<bool> {
+    async fn email_sent(&self, booking_id: BookingId, kind: EmailKind) -> StoreResult<bool> {
         self.do_email_sent(booking_id.uuid(), kind).await
     }
 
     async fn record_email_sent(
         &self,
         booking_id: BookingId,
-        kind: &str,
+        kind: EmailKind,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {

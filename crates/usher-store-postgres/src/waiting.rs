@@ -12,7 +12,7 @@ use usher_core::ids::{BookingId, PerformanceId, TicketTypeId, UserId};
 use uuid::Uuid;
 
 use usher_core::{Cursor, PageLimit};
-use usher_store::payments::job_kind;
+use usher_store::payments::JobKind;
 use usher_store::waiting::{
     JoinTx, QueueTicketRow, QueueTx, SaleState, ServeTx, WaitingRow, WaitlistRow,
 };
@@ -258,7 +258,7 @@ impl ServeTx for PgTx {
         .map_err(backend)?;
         enqueue(
             &mut self.tx,
-            job_kind::OFFER_EMAIL,
+            JobKind::OfferEmail,
             serde_json::json!({ "booking_id": booking_id }),
             now,
         )

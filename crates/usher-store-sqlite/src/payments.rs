@@ -19,6 +19,7 @@ use usher_store::{
     ChangeSet, IdempotencyStart, Job, JobRow, JobState, LifecycleTx, LiveChange, Payment,
     PaymentRow, ProviderEvent, StoreError, StoreResult, all_takeable_by,
 };
+use usher_store::{EmailKind, JobKind};
 
 use crate::inventory::load_bookings;
 use crate::{SqliteStore, backend};
@@ -26,11 +27,12 @@ use crate::{SqliteStore, backend};
 /// Queues a job in the caller's transaction (the outbox).
 pub(crate) async fn enqueue(
     conn: &mut SqliteConnection,
-    kind: &str,
+    kind: JobKind,
     payload: serde_json::Value,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     let id = Uuid::now_v7();
+    let kind = kind.as_str();
     let payload = payload.to_string();
     sqlx::query!(
         "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
@@ -342,7 +344,7 @@ impl LifecycleTx for SqliteLifecycle {
 
     async fn enqueue(
         &mut self,
-        kind: &str,
+        kind: JobKind,
         payload: serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -578,7 +580,12 @@ impl SqliteStore {
         Ok(changed == 1)
     }
 
-    pub(crate) async fn do_email_sent(&self, booking_id: Uuid, kind: &str) -> StoreResult<bool> {
+    pub(crate) async fn do_email_sent(
+        &self,
+        booking_id: Uuid,
+        kind: EmailKind,
+    ) -> StoreResult<bool> {
+        let kind = kind.as_str();
         let found = sqlx::query_scalar!(
             r#"SELECT 1 AS "one!: i64" FROM email_deliveries WHERE booking_id = ?1 AND kind = ?2"#,
             booking_id,
@@ -593,10 +600,11 @@ impl SqliteStore {
     pub(crate) async fn do_record_email_sent(
         &self,
         booking_id: Uuid,
-        kind: &str,
+        kind: EmailKind,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
+        let kind = kind.as_str();
         sqlx::query!(
             "INSERT INTO email_deliveries (booking_id, kind, message_id, sent_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (booking_id, kind) DO NOTHING",

@@ -37,7 +37,8 @@ pub use inventory::{
 pub use lifecycle::{BookingRef, LifecycleTx, TransitionRequest, Transitioned};
 pub use live::{ChangeSet, LiveBus, LiveChange, LiveNotices, LiveSnapshot, UnitMove};
 pub use payments::{
-    IdempotencyStart, Job, JobRow, JobState, Payment, PaymentRow, PaymentStatus, ProviderEvent,
+    EmailKind, IdempotencyStart, Job, JobKind, JobRow, JobState, Payment, PaymentRow,
+    PaymentStatus, ProviderEvent,
 };
 pub use waiting::{
     AdmissionPolicy, JoinTx, QueueJoin, QueueJoined, QueueRoom, QueueState, QueueTicket, QueueTx,
@@ -162,7 +163,7 @@ pub trait CatalogTx: Tx {
     /// Queues a job in this transaction (the outbox).
     async fn enqueue(
         &mut self,
-        kind: &str,
+        kind: JobKind,
         payload: serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
@@ -567,12 +568,12 @@ pub trait Store: Send + Sync + 'static {
 
     // --- emails ---------------------------------------------------------------------
 
-    /// Whether the email of this kind ([`payments::email_kind`]) went to the booking's buyer.
-    async fn email_sent(&self, booking_id: BookingId, kind: &str) -> StoreResult<bool>;
+    /// Whether the email of this kind  went to the booking's buyer.
+    async fn email_sent(&self, booking_id: BookingId, kind: EmailKind) -> StoreResult<bool>;
     async fn record_email_sent(
         &self,
         booking_id: BookingId,
-        kind: &str,
+        kind: EmailKind,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;

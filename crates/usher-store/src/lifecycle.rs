@@ -14,7 +14,7 @@ use usher_core::{Booking, BookingStatus, Money};
 use crate::StoreResult;
 use crate::box_office::{Audit, AuditEntry, WalletMove, WalletMoved};
 use crate::live::{ChangeSet, LiveChange};
-use crate::payments::{Payment, ProviderEvent};
+use crate::payments::{JobKind, Payment, ProviderEvent};
 
 /// Which booking a transition is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ pub trait LifecycleTx: crate::Tx {
     ) -> StoreResult<()>;
     async fn enqueue(
         &mut self,
-        kind: &str,
+        kind: JobKind,
         payload: serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;

@@ -36,23 +36,77 @@ pub struct ProviderEvent {
     pub kind: String,
 }
 
-/// Jobs the outbox knows. The payload names the booking or payment concerned.
-pub mod job_kind {
-    pub const CONFIRMATION_EMAIL: &str = "confirmation_email";
+/// The jobs the outbox knows. The payload names the booking or payment concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    ConfirmationEmail,
     /// Tells a buyer their event or performance was cancelled and the money returns.
-    pub const CANCELLATION_EMAIL: &str = "cancellation_email";
-    pub const REFUND: &str = "refund";
+    CancellationEmail,
+    Refund,
     /// Works through the bookings of a cancelled event or performance.
-    pub const CANCEL_SALE: &str = "cancel_sale";
+    CancelSale,
     /// Tells someone on the waiting list that units are held for them.
-    pub const OFFER_EMAIL: &str = "offer_email";
+    OfferEmail,
+    /// A kind this version does not know (written by a newer one during a rolling
+    /// deploy): it is read, and fails as having no handler, rather than stopping every
+    /// worker that claims it.
+    Other(String),
 }
 
-/// The kinds of email a booking gets, each at most once.
-pub mod email_kind {
-    pub const CONFIRMATION: &str = "confirmation";
-    pub const CANCELLATION: &str = "cancellation";
-    pub const OFFER: &str = "offer";
+impl JobKind {
+    const KNOWN: [JobKind; 5] = [
+        JobKind::ConfirmationEmail,
+        JobKind::CancellationEmail,
+        JobKind::Refund,
+        JobKind::CancelSale,
+        JobKind::OfferEmail,
+    ];
+
+    /// As stored and as the admin API shows it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobKind::ConfirmationEmail => "confirmation_email",
+            JobKind::CancellationEmail => "cancellation_email",
+            JobKind::Refund => "refund",
+            JobKind::CancelSale => "cancel_sale",
+            JobKind::OfferEmail => "offer_email",
+            JobKind::Other(raw) => raw,
+        }
+    }
+
+    pub fn parse(raw: &str) -> Self {
+        Self::KNOWN
+            .into_iter()
+            .find(|kind| kind.as_str() == raw)
+            .unwrap_or_else(|| JobKind::Other(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The emails a booking's buyer gets, each at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EmailKind {
+    Confirmation,
+    /// The event or performance was cancelled; the money is on its way back.
+    Cancellation,
+    /// The waiting list holds units for the buyer: pay before the hold runs out.
+    Offer,
+}
+
+impl EmailKind {
+    /// As stored (`emails_sent.kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailKind::Confirmation => "confirmation",
+            EmailKind::Cancellation => "cancellation",
+            EmailKind::Offer => "offer",
+        }
+    }
 }
 
 /// How many times a job is tried before it is parked as dead.
@@ -90,7 +144,7 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: JobKind,
     pub payload: serde_json::Value,
     pub state: JobState,
     /// Attempts started so far, this one included when claimed.
@@ -124,7 +178,7 @@ impl JobRow {
     pub fn into_job(self) -> Result<Job, StoreError> {
         Ok(Job {
             id: self.id,
-            kind: self.kind,
+            kind: JobKind::parse(&self.kind),
             payload: serde_json::from_str(&self.payload)
                 .map_err(|e| StoreError::Backend(format!("corrupt job payload: {e}")))?,
             state: JobState::parse(&self.state)?,

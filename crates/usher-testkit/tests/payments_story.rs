@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use usher_core::lifecycle::{Actor, Outcome, Refusal};
 use usher_core::{Booking, BookingStatus, Clock, ManualClock, UnitState};
-use usher_store::payments::{email_kind, job_kind};
+use usher_store::payments::{EmailKind, JobKind};
 use usher_store::{
     CommandOutcome, HoldCommand, IdempotencyStart, InventoryCommand, Job, JobState, PaymentStatus,
     ProviderEvent, Selection, Store,
@@ -145,7 +145,7 @@ on_each_engine! {
         assert_eq!(succeed(s.store.as_ref(), payment_id.uuid(), event("evt_2"), now).await.outcome, Outcome::Duplicate);
         let jobs = claim(&s.store, now, now + Duration::minutes(1), 10).await;
         assert_eq!(jobs.len(), 1, "exactly one email job");
-        assert_eq!(jobs[0].kind, job_kind::CONFIRMATION_EMAIL);
+        assert_eq!(jobs[0].kind, JobKind::ConfirmationEmail);
         assert_eq!(jobs[0].payload["booking_id"], booking.id.to_string());
 
         // A confirmed booking outlives its hold time.
@@ -200,7 +200,7 @@ on_each_engine! {
         assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Confirmed).count(), 1, "{outcomes:?}");
         assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Duplicate).count(), 19, "{outcomes:?}");
         let jobs = claim(&s.store, now, now + Duration::minutes(1), 100).await;
-        assert_eq!(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), [job_kind::CONFIRMATION_EMAIL]);
+        assert_eq!(jobs.iter().map(|j| j.kind.clone()).collect::<Vec<_>>(), [JobKind::ConfirmationEmail]);
         check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
     }
 
@@ -231,7 +231,7 @@ on_each_engine! {
         let jobs = claim(&s.store, now, now + Duration::minutes(1), 100).await;
         let mut kinds: Vec<_> = jobs.iter().map(|j| j.kind.as_str()).collect();
         kinds.sort();
-        assert_eq!(kinds, [job_kind::CONFIRMATION_EMAIL, job_kind::REFUND], "one email, one refund");
+        assert_eq!(kinds, [JobKind::ConfirmationEmail.as_str(), JobKind::Refund.as_str()], "one email, one refund");
         check_money(s.store.as_ref(), &[booking.id]).await.unwrap();
         check_performance(s.store.as_ref(), s.performance_id, &[booking.id], now).await.unwrap();
     }
@@ -260,7 +260,7 @@ on_each_engine! {
         let jobs = claim(&s.store, later, later + Duration::minutes(1), 10).await;
         let mut kinds: Vec<_> = jobs.iter().map(|j| j.kind.as_str()).collect();
         kinds.sort();
-        assert_eq!(kinds, [job_kind::CONFIRMATION_EMAIL, job_kind::REFUND]);
+        assert_eq!(kinds, [JobKind::ConfirmationEmail.as_str(), JobKind::Refund.as_str()]);
         check_performance(s.store.as_ref(), s.performance_id, &[lucky.id, unlucky.id, rivals.id], later).await.unwrap();
         check_money(s.store.as_ref(), &[lucky.id, unlucky.id, rivals.id]).await.unwrap();
     }
@@ -279,7 +279,7 @@ on_each_engine! {
         assert_eq!(s.store.inventory(s.performance_id, now).await.unwrap().total.available, 4);
         assert_eq!(s.store.payment(payment_id).await.unwrap().unwrap().status, PaymentStatus::RefundPending);
         let jobs = claim(&s.store, now, now + Duration::minutes(1), 10).await;
-        assert_eq!(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), [job_kind::REFUND]);
+        assert_eq!(jobs.iter().map(|j| j.kind.clone()).collect::<Vec<_>>(), [JobKind::Refund]);
         assert_eq!(
             cancel(s.store.as_ref(), booking.id, Actor::Organizer, now).await.outcome,
             Outcome::Refused(Refusal::NotRefundable(BookingStatus::Refunded))
@@ -379,12 +379,12 @@ on_each_engine! {
         let s = scene(engine).await;
         let now = s.clock.now();
         let booking = hold(&s.store, s.buyer, s.performance_id, s.units[..1].to_vec(), now).await;
-        assert!(!s.store.email_sent(booking.id, email_kind::CONFIRMATION).await.unwrap());
-        s.store.record_email_sent(booking.id, email_kind::CONFIRMATION, "<a@usher>", now).await.unwrap();
-        s.store.record_email_sent(booking.id, email_kind::CONFIRMATION, "<b@usher>", now).await.unwrap();
-        assert!(s.store.email_sent(booking.id, email_kind::CONFIRMATION).await.unwrap());
+        assert!(!s.store.email_sent(booking.id, EmailKind::Confirmation).await.unwrap());
+        s.store.record_email_sent(booking.id, EmailKind::Confirmation, "<a@usher>", now).await.unwrap();
+        s.store.record_email_sent(booking.id, EmailKind::Confirmation, "<b@usher>", now).await.unwrap();
+        assert!(s.store.email_sent(booking.id, EmailKind::Confirmation).await.unwrap());
         // Each kind of email is its own record.
-        assert!(!s.store.email_sent(booking.id, email_kind::CANCELLATION).await.unwrap());
+        assert!(!s.store.email_sent(booking.id, EmailKind::Cancellation).await.unwrap());
     }
 
     async fn idempotency_keys_replay_refuse_and_expire(engine) {
@@ -509,8 +509,8 @@ on_each_engine! {
         assert_eq!(confirmed + rivals.len(), 20, "confirmed {confirmed}, rivals {}", rivals.len());
         check_money(store.as_ref(), &all).await.unwrap();
         let jobs = claim(&store, now, now + Duration::minutes(1), 100).await;
-        let refunds = jobs.iter().filter(|j| j.kind == job_kind::REFUND).count();
-        let emails = jobs.iter().filter(|j| j.kind == job_kind::CONFIRMATION_EMAIL).count();
+        let refunds = jobs.iter().filter(|j| j.kind == JobKind::Refund).count();
+        let emails = jobs.iter().filter(|j| j.kind == JobKind::ConfirmationEmail).count();
         assert_eq!((emails, refunds), (confirmed, 20 - confirmed));
     }
 }

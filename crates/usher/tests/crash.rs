@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use usher_core::{BookingId, BookingStatus};
 use usher_store::JobState;
-use usher_store::payments::job_kind;
+use usher_store::payments::JobKind;
 use usher_testkit::{invariants, on_each_engine, scratch_dir};
 
 mod common;
@@ -240,7 +240,7 @@ on_each_engine! {
         // cancellation email for each paying buyer, none for those who only held.
         let mut refunds: HashMap<Uuid, usize> = HashMap::new();
         for job in store.jobs(JobState::Done, 10_000).await.unwrap() {
-            if job.kind == job_kind::REFUND {
+            if job.kind == JobKind::Refund {
                 let payment: Uuid = job.payload["payment_id"].as_str().unwrap().parse().unwrap();
                 *refunds.entry(payment).or_insert(0) += 1;
             }
@@ -431,7 +431,7 @@ async fn confirmation_jobs(store: &dyn usher_store::Store) -> (HashMap<Uuid, usi
         JobState::Dead,
     ] {
         for job in store.jobs(state, 10_000).await.unwrap() {
-            if job.kind == job_kind::CONFIRMATION_EMAIL {
+            if job.kind == JobKind::ConfirmationEmail {
                 let booking: Uuid = job.payload["booking_id"].as_str().unwrap().parse().unwrap();
                 jobs.insert(job.id, (booking, state));
             }

@@ -110,7 +110,7 @@ impl From<Job> for JobView {
     fn from(job: Job) -> Self {
         Self {
             id: job.id,
-            kind: job.kind,
+            kind: job.kind.to_string(),
             payload: job.payload,
             state: job.state.as_str().into(),
             attempts: job.attempts,

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use usher_core::lifecycle::PaymentStatus;
-use usher_store::payments::job_kind;
+use usher_store::payments::JobKind;
 use usher_store::{JobState, Store};
 use usher_testkit::invariants::{check_money, check_performance};
 use usher_testkit::on_each_engine;
@@ -82,7 +82,7 @@ async fn refund_jobs(app: &TestApp) -> usize {
             .await
             .unwrap()
             .iter()
-            .filter(|j| j.kind == job_kind::REFUND)
+            .filter(|j| j.kind == JobKind::Refund)
             .count();
     }
     count
@@ -295,7 +295,7 @@ on_each_engine! {
         // The dying worker: claims the job, handles three bookings, never reports back.
         let now = app.clock_now();
         let claimed = app.store.claim_jobs(now, now + chrono::Duration::seconds(120), 10, uuid::Uuid::now_v7()).await.unwrap();
-        assert_eq!(claimed.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), [job_kind::CANCEL_SALE]);
+        assert_eq!(claimed.iter().map(|j| j.kind.clone()).collect::<Vec<_>>(), [JobKind::CancelSale]);
         for booking in &bookings[..3] {
             usher_testkit::lifecycle::sale_cancelled(app.store.as_ref(), (*booking).into(), now).await;
         }

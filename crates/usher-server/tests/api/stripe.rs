@@ -298,7 +298,7 @@ on_each_engine! {
         let payment = uuid::Uuid::parse_str(checkout["payment_id"].as_str().unwrap()).unwrap();
         assert_eq!(app.store.payment(payment.into()).await.unwrap().unwrap().status, usher_store::PaymentStatus::Succeeded);
         let done = app.store.jobs(usher_store::JobState::Done, 100).await.unwrap();
-        assert!(done.iter().all(|j| j.kind != "refund"), "nothing refunded");
+        assert!(done.iter().all(|j| j.kind != usher_store::JobKind::Refund), "nothing refunded");
         assert_eq!(app.emails().len(), 1);
     }
 }
