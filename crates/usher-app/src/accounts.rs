@@ -5,7 +5,7 @@ use usher_core::ids::UserId;
 use uuid::Uuid;
 
 use usher_core::User;
-use usher_store::box_office::action;
+use usher_store::box_office::{AuditAction, AuditTarget};
 use usher_store::{
     AccountTx, Audit, AuditEntry, NewRefreshToken, Rotation, Store, StoreResult, UserChange,
 };
@@ -67,19 +67,19 @@ pub fn user_change_audit(
     if let Some(role) = change.role {
         let audit = audit.clone().note("role", role.as_str());
         entries.push(audit.entry(
-            action::USER_ROLE_CHANGED,
-            ("user", user_id.uuid()),
+            AuditAction::UserRoleChanged,
+            AuditTarget::User(user_id),
             None,
             now,
         ));
     }
     if let Some(disabled) = change.disabled {
         let kind = if disabled {
-            action::USER_DISABLED
+            AuditAction::UserDisabled
         } else {
-            action::USER_ENABLED
+            AuditAction::UserEnabled
         };
-        entries.push(audit.entry(kind, ("user", user_id.uuid()), None, now));
+        entries.push(audit.entry(kind, AuditTarget::User(user_id), None, now));
     }
     entries
 }

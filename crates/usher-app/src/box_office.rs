@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use usher_core::door::{Verdict, judge};
-use usher_store::box_office::action;
+use usher_store::box_office::{AuditAction, AuditTarget};
 use usher_store::{Audit, CheckIn, CheckInTx, Store, StoreError, StoreResult};
 
 /// Checks the ticket in if its booking is confirmed and nobody checked it in before,
@@ -48,8 +48,8 @@ async fn check_in_at(
             .note("unit_id", unit_id.to_string())
             .note("serial", serial);
         let entry = audit.entry(
-            action::TICKET_CHECKED_IN,
-            ("booking", booking_id),
+            AuditAction::TicketCheckedIn,
+            AuditTarget::Booking(booking_id.into()),
             None,
             now,
         );

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use usher_core::{Event, EventStatus, PerformanceStatus};
-use usher_store::box_office::{action, event_action};
+use usher_store::box_office::{AuditAction, AuditTarget, event_action};
 use usher_store::payments::JobKind;
 use usher_store::{
     Audit, CatalogTx, EventPatch, PerformancePatch, PerformanceUpdate, Store, StoreResult,
@@ -59,7 +59,7 @@ async fn event_in(
     let audit = audit.clone().note("status", event.status.as_str());
     let entry = audit.entry(
         event_action(was, event.status),
-        ("event", id),
+        AuditTarget::Event(id.into()),
         Some(id.into()),
         now,
     );
@@ -115,9 +115,9 @@ async fn performance_in(
         tx.enqueue(JobKind::CancelSale, job, now).await?;
     }
     let kind = match cancel {
-        true => action::PERFORMANCE_CANCELLED,
-        false => action::PERFORMANCE_UPDATED,
+        true => AuditAction::PerformanceCancelled,
+        false => AuditAction::PerformanceUpdated,
     };
-    tx.insert_audit(&audit.entry(kind, ("performance", id), None, now))
+    tx.insert_audit(&audit.entry(kind, AuditTarget::Performance(id.into()), None, now))
         .await
 }

@@ -8,7 +8,7 @@ use usher_core::ids::{BookingId, PerformanceId, UnitId};
 
 use usher_core::UnitState;
 use usher_core::hold::LockedUnit;
-use usher_store::box_office::action;
+use usher_store::box_office::{AuditAction, AuditTarget};
 use usher_store::{
     Audit, ChangeSet, CommandOutcome, InventoryCommand, InventoryTx, Store, StoreError, StoreResult,
 };
@@ -156,12 +156,12 @@ async fn set_blocked(tx: &mut dyn InventoryTx, asked: Blocking<'_>) -> StoreResu
         true => (
             tx.block_units(asked.unit_ids).await?,
             UnitState::Blocked,
-            action::UNITS_BLOCKED,
+            AuditAction::UnitsBlocked,
         ),
         false => (
             tx.unblock_units(asked.unit_ids).await?,
             UnitState::Available,
-            action::UNITS_UNBLOCKED,
+            AuditAction::UnitsUnblocked,
         ),
     };
     let audit = asked
@@ -178,7 +178,7 @@ async fn set_blocked(tx: &mut dyn InventoryTx, asked: Blocking<'_>) -> StoreResu
         .note("changed", changed.len());
     let entry = audit.entry(
         kind,
-        ("performance", asked.performance_id.uuid()),
+        AuditTarget::Performance(asked.performance_id),
         None,
         now,
     );

@@ -15,7 +15,7 @@ use usher_core::lifecycle::{
     Decision, Email, Facts, Outcome, Refusal, Trigger, UnitChange, WALLET, decide,
 };
 use usher_core::{Money, UnitState};
-use usher_store::box_office::{WalletEntryKind, WalletMove, action};
+use usher_store::box_office::{AuditAction, AuditTarget, WalletEntryKind, WalletMove};
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JobKind;
 use usher_store::{
@@ -170,9 +170,9 @@ async fn audit_transition(
 ) -> StoreResult<()> {
     let action = match decision.outcome {
         Outcome::Refunded | Outcome::PaymentRefunded | Outcome::MoneyReturned { .. } => {
-            action::BOOKING_REFUNDED
+            AuditAction::BookingRefunded
         }
-        Outcome::Released => action::BOOKING_CANCELLED,
+        Outcome::Released => AuditAction::BookingCancelled,
         _ => return Ok(()),
     };
     let (Some(audit), true) = (&request.audit, decision.changes_anything()) else {
@@ -183,7 +183,7 @@ async fn audit_transition(
         .note("from", facts.status.as_str())
         .note("to", booking.status.as_str())
         .note("refunded_to_wallet", !decision.wallet_refunds.is_empty());
-    let entry = audit.entry(action, ("booking", booking.id.uuid()), None, request.now);
+    let entry = audit.entry(action, AuditTarget::Booking(booking.id), None, request.now);
     tx.insert_audit(&entry).await
 }
 

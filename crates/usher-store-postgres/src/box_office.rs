@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use usher_core::{BookingStatus, Cursor, Money, PageLimit};
-use usher_store::box_office::{self, action};
+use usher_store::box_office::{self, AuditAction, AuditTarget};
 use usher_store::{
     AuditEntry, AuditRow, AuditScope, CheckInCount, Page, StoreError, StoreResult, TicketRecord,
     WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved, paginate,
@@ -35,9 +35,9 @@ pub(crate) async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) ->
         entry.id,
         entry.at,
         entry.actor_id.map(Uuid::from),
-        entry.action,
-        entry.target_kind,
-        entry.target_id,
+        entry.action.as_str(),
+        entry.target.kind(),
+        entry.target.id(),
         entry.event_id.map(Uuid::from),
         entry.request_id,
         detail
@@ -283,8 +283,8 @@ impl PostgresStore {
         insert_audit(
             &mut tx,
             &audit.entry(
-                action::WALLET_CREDITED,
-                ("user", credit.user_id.uuid()),
+                AuditAction::WalletCredited,
+                AuditTarget::User(credit.user_id),
                 None,
                 credit.now,
             ),

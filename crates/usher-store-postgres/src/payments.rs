@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
 use usher_core::{BookingStatus, Money};
-use usher_store::box_office::action;
+use usher_store::box_office::{AuditAction, AuditTarget};
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JOB_MAX_ATTEMPTS;
 use usher_store::typed_pairs;
@@ -581,7 +581,7 @@ impl PostgresStore {
         if changed == 1 {
             crate::box_office::insert_audit(
                 &mut tx,
-                &audit.entry(action::JOB_RETRIED, ("job", id), None, now),
+                &audit.entry(AuditAction::JobRetried, AuditTarget::Job(id), None, now),
             )
             .await?;
         }

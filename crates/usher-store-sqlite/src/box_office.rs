@@ -8,7 +8,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use usher_core::{BookingStatus, Cursor, Money, PageLimit};
-use usher_store::box_office::{self, action};
+use usher_store::box_office::{self, AuditAction, AuditTarget};
 use usher_store::{
     AuditEntry, AuditRow, AuditScope, CheckInCount, Page, StoreError, StoreResult, TicketRecord,
     WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved, paginate,
@@ -37,9 +37,9 @@ pub(crate) async fn insert_audit(
         entry.id,
         entry.at,
         entry.actor_id,
-        entry.action,
-        entry.target_kind,
-        entry.target_id,
+        entry.action.as_str(),
+        entry.target.kind(),
+        entry.target.id(),
         entry.event_id,
         entry.request_id,
         detail
@@ -292,8 +292,8 @@ impl SqliteStore {
         insert_audit(
             &mut tx,
             &audit.entry(
-                action::WALLET_CREDITED,
-                ("user", credit.user_id.uuid()),
+                AuditAction::WalletCredited,
+                AuditTarget::User(credit.user_id),
                 None,
                 credit.now,
             ),

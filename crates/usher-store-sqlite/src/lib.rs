@@ -29,7 +29,7 @@ use usher_core::{
     User,
 };
 use usher_store::EmailKind;
-use usher_store::box_office::action;
+use usher_store::box_office::{AuditAction, AuditTarget};
 use usher_store::{
     Attendee, EventQuery, EventRow, EventScope, IdempotencyStart, Job, JobState, LiveBus,
     LiveChange, LiveNotices, LiveSnapshot, NewEvent, NewPerformance, NewRefreshToken, NewUser,
@@ -496,7 +496,12 @@ impl Store for SqliteStore {
         let audit = audit.clone().note("title", event.title.as_str());
         box_office::insert_audit(
             &mut tx,
-            &audit.entry(action::EVENT_CREATED, ("event", id), Some(id.into()), now),
+            &audit.entry(
+                AuditAction::EventCreated,
+                AuditTarget::Event(id.into()),
+                Some(id.into()),
+                now,
+            ),
         )
         .await?;
         tx.commit().await.map_err(backend)?;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
 use usher_core::{BookingStatus, Money};
-use usher_store::box_office::action;
+use usher_store::box_office::{AuditAction, AuditTarget};
 use usher_store::lifecycle::BookingChange;
 use usher_store::payments::JOB_MAX_ATTEMPTS;
 use usher_store::typed_pairs;
@@ -572,7 +572,7 @@ impl SqliteStore {
         if changed == 1 {
             crate::box_office::insert_audit(
                 &mut tx,
-                &audit.entry(action::JOB_RETRIED, ("job", id), None, now),
+                &audit.entry(AuditAction::JobRetried, AuditTarget::Job(id), None, now),
             )
             .await?;
         }

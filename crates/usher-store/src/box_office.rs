@@ -67,8 +67,8 @@ impl Audit {
     /// The row for `action` on `target`, at `at`.
     pub fn entry(
         &self,
-        action: &str,
-        target: (&str, Uuid),
+        action: AuditAction,
+        target: AuditTarget,
         event_id: Option<EventId>,
         at: DateTime<Utc>,
     ) -> AuditEntry {
@@ -76,9 +76,8 @@ impl Audit {
             id: Uuid::now_v7(),
             at,
             actor_id: self.actor_id,
-            action: action.to_owned(),
-            target_kind: target.0.to_owned(),
-            target_id: target.1,
+            action,
+            target,
             event_id,
             request_id: self.request_id.clone(),
             detail: self.detail.clone(),
@@ -87,24 +86,140 @@ impl Audit {
 }
 
 /// The actions the audit log records.
-pub mod action {
-    pub const EVENT_CREATED: &str = "event.created";
-    pub const EVENT_UPDATED: &str = "event.updated";
-    pub const EVENT_PUBLISHED: &str = "event.published";
-    pub const EVENT_CANCELLED: &str = "event.cancelled";
-    pub const PERFORMANCE_CREATED: &str = "performance.created";
-    pub const PERFORMANCE_UPDATED: &str = "performance.updated";
-    pub const PERFORMANCE_CANCELLED: &str = "performance.cancelled";
-    pub const UNITS_BLOCKED: &str = "units.blocked";
-    pub const UNITS_UNBLOCKED: &str = "units.unblocked";
-    pub const USER_ROLE_CHANGED: &str = "user.role_changed";
-    pub const USER_DISABLED: &str = "user.disabled";
-    pub const USER_ENABLED: &str = "user.enabled";
-    pub const JOB_RETRIED: &str = "job.retried";
-    pub const BOOKING_REFUNDED: &str = "booking.refunded";
-    pub const BOOKING_CANCELLED: &str = "booking.cancelled";
-    pub const WALLET_CREDITED: &str = "wallet.credited";
-    pub const TICKET_CHECKED_IN: &str = "ticket.checked_in";
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    EventCreated,
+    EventUpdated,
+    EventPublished,
+    EventCancelled,
+    PerformanceCreated,
+    PerformanceUpdated,
+    PerformanceCancelled,
+    UnitsBlocked,
+    UnitsUnblocked,
+    UserRoleChanged,
+    UserDisabled,
+    UserEnabled,
+    JobRetried,
+    BookingRefunded,
+    BookingCancelled,
+    WalletCredited,
+    TicketCheckedIn,
+    /// An action this version does not know (a newer one wrote it): shown as stored.
+    Other(String),
+}
+
+impl AuditAction {
+    const KNOWN: [AuditAction; 17] = [
+        AuditAction::EventCreated,
+        AuditAction::EventUpdated,
+        AuditAction::EventPublished,
+        AuditAction::EventCancelled,
+        AuditAction::PerformanceCreated,
+        AuditAction::PerformanceUpdated,
+        AuditAction::PerformanceCancelled,
+        AuditAction::UnitsBlocked,
+        AuditAction::UnitsUnblocked,
+        AuditAction::UserRoleChanged,
+        AuditAction::UserDisabled,
+        AuditAction::UserEnabled,
+        AuditAction::JobRetried,
+        AuditAction::BookingRefunded,
+        AuditAction::BookingCancelled,
+        AuditAction::WalletCredited,
+        AuditAction::TicketCheckedIn,
+    ];
+
+    /// As stored and as the API shows it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AuditAction::EventCreated => "event.created",
+            AuditAction::EventUpdated => "event.updated",
+            AuditAction::EventPublished => "event.published",
+            AuditAction::EventCancelled => "event.cancelled",
+            AuditAction::PerformanceCreated => "performance.created",
+            AuditAction::PerformanceUpdated => "performance.updated",
+            AuditAction::PerformanceCancelled => "performance.cancelled",
+            AuditAction::UnitsBlocked => "units.blocked",
+            AuditAction::UnitsUnblocked => "units.unblocked",
+            AuditAction::UserRoleChanged => "user.role_changed",
+            AuditAction::UserDisabled => "user.disabled",
+            AuditAction::UserEnabled => "user.enabled",
+            AuditAction::JobRetried => "job.retried",
+            AuditAction::BookingRefunded => "booking.refunded",
+            AuditAction::BookingCancelled => "booking.cancelled",
+            AuditAction::WalletCredited => "wallet.credited",
+            AuditAction::TicketCheckedIn => "ticket.checked_in",
+            AuditAction::Other(raw) => raw,
+        }
+    }
+
+    pub fn parse(raw: &str) -> Self {
+        Self::KNOWN
+            .into_iter()
+            .find(|action| action.as_str() == raw)
+            .unwrap_or_else(|| AuditAction::Other(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an audit row is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Event(EventId),
+    Performance(PerformanceId),
+    Booking(BookingId),
+    /// An account (its role, its standing, its wallet).
+    User(UserId),
+    Job(Uuid),
+    /// A kind this version does not know (a newer one wrote it).
+    Other {
+        kind: String,
+        id: Uuid,
+    },
+}
+
+impl AuditTarget {
+    /// As stored (`target_kind`) and as the API shows it.
+    pub fn kind(&self) -> &str {
+        match self {
+            AuditTarget::Event(_) => "event",
+            AuditTarget::Performance(_) => "performance",
+            AuditTarget::Booking(_) => "booking",
+            AuditTarget::User(_) => "user",
+            AuditTarget::Job(_) => "job",
+            AuditTarget::Other { kind, .. } => kind,
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        match self {
+            AuditTarget::Event(id) => id.uuid(),
+            AuditTarget::Performance(id) => id.uuid(),
+            AuditTarget::Booking(id) => id.uuid(),
+            AuditTarget::User(id) => id.uuid(),
+            AuditTarget::Job(id) | AuditTarget::Other { id, .. } => *id,
+        }
+    }
+
+    pub fn from_stored(kind: &str, id: Uuid) -> Self {
+        match kind {
+            "event" => AuditTarget::Event(id.into()),
+            "performance" => AuditTarget::Performance(id.into()),
+            "booking" => AuditTarget::Booking(id.into()),
+            "user" => AuditTarget::User(id.into()),
+            "job" => AuditTarget::Job(id),
+            _ => AuditTarget::Other {
+                kind: kind.to_owned(),
+                id,
+            },
+        }
+    }
 }
 
 /// One row of the audit log.
@@ -113,10 +228,8 @@ pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,
     pub actor_id: Option<UserId>,
-    pub action: String,
-    /// `event`, `performance`, `booking`, `user`, `job`, `wallet`.
-    pub target_kind: String,
-    pub target_id: Uuid,
+    pub action: AuditAction,
+    pub target: AuditTarget,
     /// The event the change belongs to, for the organizer's view; `None` for changes
     /// outside any event (roles, credits, jobs).
     pub event_id: Option<EventId>,
@@ -144,9 +257,8 @@ impl AuditRow {
             id: self.id,
             at: self.at,
             actor_id: self.actor_id.map(Into::into),
-            action: self.action,
-            target_kind: self.target_kind,
-            target_id: self.target_id,
+            action: AuditAction::parse(&self.action),
+            target: AuditTarget::from_stored(&self.target_kind, self.target_id),
             event_id: self.event_id.map(Into::into),
             request_id: self.request_id,
             detail: serde_json::from_str(&self.detail)
@@ -360,11 +472,15 @@ pub fn after_move(balance: i64, amount: i64) -> Option<i64> {
 }
 
 /// The action an event change is logged as.
-pub fn event_action(was: usher_core::EventStatus, is: usher_core::EventStatus) -> &'static str {
+pub fn event_action(was: usher_core::EventStatus, is: usher_core::EventStatus) -> AuditAction {
     use usher_core::EventStatus;
     match (was, is) {
-        (from, EventStatus::Cancelled) if from != EventStatus::Cancelled => action::EVENT_CANCELLED,
-        (from, EventStatus::Published) if from != EventStatus::Published => action::EVENT_PUBLISHED,
-        _ => action::EVENT_UPDATED,
+        (from, EventStatus::Cancelled) if from != EventStatus::Cancelled => {
+            AuditAction::EventCancelled
+        }
+        (from, EventStatus::Published) if from != EventStatus::Published => {
+            AuditAction::EventPublished
+        }
+        _ => AuditAction::EventUpdated,
     }
 }

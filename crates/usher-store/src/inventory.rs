@@ -474,8 +474,8 @@ pub fn performance_created(
         .note("kind", new.seating.kind().as_str())
         .note("capacity", new.seating.units().len())
         .entry(
-            crate::box_office::action::PERFORMANCE_CREATED,
-            ("performance", id),
+            crate::box_office::AuditAction::PerformanceCreated,
+            crate::box_office::AuditTarget::Performance(id.into()),
             Some(new.event_id),
             now,
         )

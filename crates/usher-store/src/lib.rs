@@ -23,8 +23,9 @@ pub mod live;
 pub mod payments;
 pub mod waiting;
 pub use box_office::{
-    Audit, AuditEntry, AuditRow, AuditScope, CheckIn, CheckInCount, CheckInTx, TicketRecord,
-    WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow, WalletMove, WalletMoved,
+    Audit, AuditAction, AuditEntry, AuditRow, AuditScope, AuditTarget, CheckIn, CheckInCount,
+    CheckInTx, TicketRecord, WalletCredit, WalletEntry, WalletEntryKind, WalletEntryRow,
+    WalletMove, WalletMoved,
 };
 pub use hold::{HoldEngine, HoldTx, InventoryTx, NewHold, Tx};
 pub use inventory::{

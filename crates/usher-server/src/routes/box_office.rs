@@ -454,10 +454,10 @@ impl From<AuditEntry> for AuditEntryView {
             at: entry.at,
             actor_id: entry.actor_id.map(Uuid::from),
             actor_name: None,
-            action: entry.action,
+            action: entry.action.to_string(),
             target: AuditTarget {
-                kind: entry.target_kind,
-                id: entry.target_id,
+                kind: entry.target.kind().to_owned(),
+                id: entry.target.id(),
             },
             event_id: entry.event_id.map(Uuid::from),
             request_id: entry.request_id,
