@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use usher_core::ids::BookingId;
 
 use usher_core::lifecycle::{
-    Decision, Email, Facts, Outcome, Refusal, Trigger, UnitChange, WALLET, decide,
+    Decision, Email, Facts, Outcome, Provider, Refusal, Trigger, UnitChange, decide,
 };
 use usher_core::{Money, UnitState};
 use usher_store::box_office::{AuditAction, AuditTarget, WalletEntryKind, WalletMove};
@@ -269,8 +269,8 @@ async fn record_payments(
 ) -> StoreResult<()> {
     let now = request.now;
     let provider = match &request.trigger {
-        Trigger::Checkout { provider, .. } => Some(provider.as_str()),
-        Trigger::PayFromWallet { .. } => Some(WALLET),
+        Trigger::Checkout { provider, .. } => Some(provider),
+        Trigger::PayFromWallet { .. } => Some(&Provider::Wallet),
         _ => None,
     };
     if let (Some(payment), Some(provider)) = (decision.new_payment, provider) {

@@ -20,6 +20,8 @@
 //!   the whole transition when the balance does not cover it); money paid from the
 //!   wallet, or asked back to it, returns to the wallet at once, never to a provider.
 
+use std::fmt;
+
 use crate::PaymentId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -74,8 +76,58 @@ impl PaymentStatus {
     }
 }
 
-/// The provider name of payments made from the buyer's wallet (store credit).
-pub const WALLET: &str = "wallet";
+/// Who took a payment's money: a card provider, or the buyer's wallet (store credit).
+/// Stored with each payment; a payment keeps its provider after the configuration
+/// changes (a Stripe payment made before switching to the mock is still Stripe's).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Provider {
+    /// The built-in stand-in: a page of its own completes the payment.
+    Mock,
+    Stripe,
+    Wallet,
+    /// A provider this version does not know (a newer one stored it).
+    Other(String),
+}
+
+impl Provider {
+    /// As stored and as the API shows it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Provider::Mock => "mock",
+            Provider::Stripe => "stripe",
+            Provider::Wallet => "wallet",
+            Provider::Other(raw) => raw,
+        }
+    }
+
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "mock" => Provider::Mock,
+            "stripe" => Provider::Stripe,
+            "wallet" => Provider::Wallet,
+            other => Provider::Other(other.to_owned()),
+        }
+    }
+}
+
+impl From<String> for Provider {
+    fn from(raw: String) -> Self {
+        Provider::parse(&raw)
+    }
+}
+
+impl From<Provider> for String {
+    fn from(provider: Provider) -> Self {
+        provider.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Where a refund's money goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,7 +144,7 @@ pub enum RefundTo {
 pub struct PaymentFacts {
     pub id: PaymentId,
     pub status: PaymentStatus,
-    pub provider: String,
+    pub provider: Provider,
     /// When its checkout closes.
     pub expires_at: DateTime<Utc>,
 }
@@ -167,7 +219,7 @@ pub enum Trigger {
     /// The buyer starts paying. `hold_until` is how far checkout may extend the hold
     /// (already bounded by the caller); `new_payment_id` is used if a payment is opened.
     Checkout {
-        provider: String,
+        provider: Provider,
         hold_until: DateTime<Utc>,
         new_payment_id: PaymentId,
     },
@@ -340,7 +392,7 @@ impl Decision {
     }
 
     fn refund(&mut self, payment: &PaymentFacts, to: RefundTo) {
-        if to == RefundTo::Wallet || payment.provider == WALLET {
+        if to == RefundTo::Wallet || payment.provider == Provider::Wallet {
             self.payments
                 .push((payment.id, payment.status, PaymentStatus::Refunded));
             self.wallet_refunds.push(payment.id);
@@ -428,7 +480,7 @@ pub fn decide(facts: &Facts, trigger: &Trigger, now: DateTime<Utc>) -> Decision 
 
 fn checkout(
     facts: &Facts,
-    provider: &str,
+    provider: &Provider,
     hold_until: DateTime<Utc>,
     new_payment_id: PaymentId,
     now: DateTime<Utc>,
@@ -445,7 +497,7 @@ fn checkout(
     }
     // A second tab, a reload, a retry: the payment already open is the answer.
     if let Some(open) = facts.payments.iter().find(|p| {
-        p.status == PaymentStatus::Pending && p.provider == provider && p.expires_at > now
+        p.status == PaymentStatus::Pending && p.provider == *provider && p.expires_at > now
     }) {
         return Decision::just(Outcome::CheckoutOpen {
             payment_id: open.id,
@@ -602,7 +654,7 @@ mod tests {
         PaymentFacts {
             id: pid(id),
             status,
-            provider: "mock".into(),
+            provider: Provider::Mock,
             expires_at: at(30),
         }
     }
@@ -622,7 +674,7 @@ mod tests {
 
     fn checkout_trigger(id: u128) -> Trigger {
         Trigger::Checkout {
-            provider: "mock".into(),
+            provider: Provider::Mock,
             hold_until: at(15),
             new_payment_id: pid(id),
         }
@@ -877,7 +929,7 @@ mod tests {
         confirmed.status = BookingStatus::Confirmed;
         confirmed.paid_by = Some(pid(7));
         confirmed.payments = vec![PaymentFacts {
-            provider: WALLET.into(),
+            provider: Provider::Wallet,
             ..pay(7, PaymentStatus::Succeeded)
         }];
         assert_eq!(

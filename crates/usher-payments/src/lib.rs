@@ -65,8 +65,8 @@ pub enum ProviderError {
 
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
-    /// `mock` or `stripe`, as stored with each payment.
-    fn name(&self) -> &'static str;
+    /// Stored with each payment it opens.
+    fn provider(&self) -> usher_core::lifecycle::Provider;
     /// The shortest checkout window this provider accepts (Stripe: 30 minutes).
     fn min_checkout_window(&self) -> chrono::Duration;
     async fn create_checkout(

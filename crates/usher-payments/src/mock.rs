@@ -21,8 +21,8 @@ impl MockProvider {
 
 #[async_trait]
 impl PaymentProvider for MockProvider {
-    fn name(&self) -> &'static str {
-        "mock"
+    fn provider(&self) -> usher_core::lifecycle::Provider {
+        usher_core::lifecycle::Provider::Mock
     }
 
     fn min_checkout_window(&self) -> chrono::Duration {

@@ -96,8 +96,8 @@ impl StripeProvider {
 
 #[async_trait]
 impl PaymentProvider for StripeProvider {
-    fn name(&self) -> &'static str {
-        "stripe"
+    fn provider(&self) -> usher_core::lifecycle::Provider {
+        usher_core::lifecycle::Provider::Stripe
     }
 
     /// Stripe refuses a Checkout Session that expires sooner than 30 minutes.

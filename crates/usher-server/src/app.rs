@@ -150,7 +150,7 @@ impl Application {
             .map(Redis::open)
             .transpose()
             .map_err(BuildError::Setup)?;
-        tracing::info!(payments = payments.name(), mail = %mailer.describe(), "providers ready");
+        tracing::info!(payments = %payments.provider(), mail = %mailer.describe(), "providers ready");
         let state = AppState::new(
             Services {
                 store,

@@ -460,11 +460,11 @@ async fn refund(state: &AppState, job: &Job) -> Result<(), String> {
         return Ok(());
     }
     let provider = state.payments();
-    if provider.name() != payment.provider {
+    if provider.provider() != payment.provider {
         return Err(format!(
             "the payment was made with {} but this instance runs {}",
             payment.provider,
-            provider.name()
+            provider.provider()
         ));
     }
     provider

@@ -9,6 +9,7 @@ use sqlx::PgConnection;
 use usher_core::ids::{BookingId, PaymentId, PerformanceId, UnitId};
 use uuid::Uuid;
 
+use usher_core::lifecycle::Provider;
 use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
 use usher_core::{BookingStatus, Money};
 use usher_store::box_office::{AuditAction, AuditTarget};
@@ -92,7 +93,7 @@ impl LifecycleTx for PgLifecycle {
         let inserted = sqlx::query!(
             "INSERT INTO provider_events (provider, event_id, kind, received_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (provider, event_id) DO NOTHING",
-            event.provider,
+            event.provider.as_str(),
             event.event_id,
             event.kind,
             now
@@ -153,7 +154,7 @@ impl LifecycleTx for PgLifecycle {
             Ok(PaymentFacts {
                 id: p.id.into(),
                 status: PaymentStatus::parse(&p.status).map_err(crate::corrupt)?,
-                provider: p.provider,
+                provider: Provider::parse(&p.provider),
                 expires_at: p.expires_at,
             })
         })
@@ -326,7 +327,7 @@ impl LifecycleTx for PgLifecycle {
         &mut self,
         booking_id: BookingId,
         payment: NewPayment,
-        provider: &str,
+        provider: &Provider,
         amount: Money,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -336,7 +337,7 @@ impl LifecycleTx for PgLifecycle {
              VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $7)",
             payment.id.uuid(),
             booking_id.uuid(),
-            provider,
+            provider.as_str(),
             amount.amount,
             amount.currency.as_str(),
             payment.expires_at,
@@ -440,9 +441,10 @@ impl PostgresStore {
 
     pub(crate) async fn do_payment_by_ref(
         &self,
-        provider: &str,
+        provider: &Provider,
         provider_ref: &str,
     ) -> StoreResult<Option<Payment>> {
+        let provider = provider.as_str();
         let id = sqlx::query_scalar!(
             r#"SELECT id AS "id!: Uuid" FROM payments
                WHERE provider = $1 AND (provider_ref = $2 OR provider_payment_ref = $2)

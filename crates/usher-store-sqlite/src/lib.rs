@@ -738,7 +738,7 @@ impl Store for SqliteStore {
 
     async fn payment_by_ref(
         &self,
-        provider: &str,
+        provider: &usher_core::lifecycle::Provider,
         provider_ref: &str,
     ) -> StoreResult<Option<Payment>> {
         self.do_payment_by_ref(provider, provider_ref).await

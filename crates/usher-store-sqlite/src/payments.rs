@@ -8,6 +8,7 @@ use sqlx::SqliteConnection;
 use usher_core::ids::{BookingId, PaymentId, PerformanceId, UnitId};
 use uuid::Uuid;
 
+use usher_core::lifecycle::Provider;
 use usher_core::lifecycle::{Facts, NewPayment, PaymentFacts, PaymentStatus, Sale};
 use usher_core::{BookingStatus, Money};
 use usher_store::box_office::{AuditAction, AuditTarget};
@@ -91,7 +92,7 @@ impl LifecycleTx for SqliteLifecycle {
         let inserted = sqlx::query!(
             "INSERT INTO provider_events (provider, event_id, kind, received_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (provider, event_id) DO NOTHING",
-            event.provider,
+            event.provider.as_str(),
             event.event_id,
             event.kind,
             now
@@ -151,7 +152,7 @@ impl LifecycleTx for SqliteLifecycle {
             Ok(PaymentFacts {
                 id: p.id.into(),
                 status: PaymentStatus::parse(&p.status).map_err(crate::corrupt)?,
-                provider: p.provider,
+                provider: Provider::parse(&p.provider),
                 expires_at: p.expires_at,
             })
         })
@@ -319,7 +320,7 @@ impl LifecycleTx for SqliteLifecycle {
         &mut self,
         booking_id: BookingId,
         payment: NewPayment,
-        provider: &str,
+        provider: &Provider,
         amount: Money,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -330,7 +331,7 @@ impl LifecycleTx for SqliteLifecycle {
              VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)",
             payment.id,
             booking_id,
-            provider,
+            provider.as_str(),
             amount.amount,
             currency,
             payment.expires_at,
@@ -434,9 +435,10 @@ impl SqliteStore {
 
     pub(crate) async fn do_payment_by_ref(
         &self,
-        provider: &str,
+        provider: &Provider,
         provider_ref: &str,
     ) -> StoreResult<Option<Payment>> {
+        let provider = provider.as_str();
         let id = sqlx::query_scalar!(
             r#"SELECT id AS "id!: Uuid" FROM payments
                WHERE provider = ?1 AND (provider_ref = ?2 OR provider_payment_ref = ?2)

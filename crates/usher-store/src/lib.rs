@@ -507,7 +507,7 @@ pub trait Store: Send + Sync + 'static {
     /// The payment with this provider id: of its checkout, or of the captured payment.
     async fn payment_by_ref(
         &self,
-        provider: &str,
+        provider: &payments::Provider,
         provider_ref: &str,
     ) -> StoreResult<Option<Payment>>;
 

@@ -14,7 +14,7 @@ use usher_core::{Booking, BookingStatus, Money};
 use crate::StoreResult;
 use crate::box_office::{Audit, AuditEntry, WalletMove, WalletMoved};
 use crate::live::{ChangeSet, LiveChange};
-use crate::payments::{JobKind, Payment, ProviderEvent};
+use crate::payments::{JobKind, Payment, Provider, ProviderEvent};
 
 /// Which booking a transition is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub trait LifecycleTx: crate::Tx {
         &mut self,
         booking_id: BookingId,
         payment: NewPayment,
-        provider: &str,
+        provider: &Provider,
         amount: Money,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;

@@ -6,7 +6,7 @@ use usher_core::ids::{BookingId, PaymentId};
 use uuid::Uuid;
 
 use usher_core::Money;
-pub use usher_core::lifecycle::PaymentStatus;
+pub use usher_core::lifecycle::{PaymentStatus, Provider};
 
 use crate::StoreError;
 
@@ -14,8 +14,7 @@ use crate::StoreError;
 pub struct Payment {
     pub id: PaymentId,
     pub booking_id: BookingId,
-    /// `mock` or `stripe`.
-    pub provider: String,
+    pub provider: Provider,
     /// The provider's id of the checkout (a Stripe Checkout Session id).
     pub provider_ref: Option<String>,
     /// The provider's id of the captured payment (a Stripe PaymentIntent id), for refunds.
@@ -31,7 +30,7 @@ pub struct Payment {
 /// A provider's notification, recorded by id so that a replay changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderEvent {
-    pub provider: String,
+    pub provider: Provider,
     pub event_id: String,
     pub kind: String,
 }
@@ -214,7 +213,7 @@ impl PaymentRow {
         Ok(Payment {
             id: self.id.into(),
             booking_id: self.booking_id.into(),
-            provider: self.provider,
+            provider: Provider::parse(&self.provider),
             provider_ref: self.provider_ref,
             provider_payment_ref: self.provider_payment_ref,
             status: PaymentStatus::parse(&self.status)

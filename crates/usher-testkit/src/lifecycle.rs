@@ -16,7 +16,7 @@ pub async fn checkout(
     now: DateTime<Utc>,
 ) -> Transitioned {
     let trigger = Trigger::Checkout {
-        provider: "mock".into(),
+        provider: usher_core::lifecycle::Provider::Mock,
         hold_until,
         new_payment_id: PaymentId::generate(),
     };
@@ -142,7 +142,7 @@ pub async fn sale_cancelled(
 /// A Stripe-like provider event with this id.
 pub fn provider_event(id: &str, kind: &str) -> Option<ProviderEvent> {
     Some(ProviderEvent {
-        provider: "stripe".into(),
+        provider: usher_core::lifecycle::Provider::Stripe,
         event_id: id.into(),
         kind: kind.into(),
     })

@@ -118,7 +118,7 @@ on_each_engine! {
         assert_eq!(s.store.booking(booking.id).await.unwrap().unwrap().held_until, now + Duration::minutes(30));
         assert_eq!(s.store.payments_of_booking(booking.id).await.unwrap().len(), 1);
         s.store.attach_checkout(payment_id, "cs_test_1", "https://pay.example/cs_test_1").await.unwrap();
-        let by_ref = s.store.payment_by_ref("mock", "cs_test_1").await.unwrap().unwrap();
+        let by_ref = s.store.payment_by_ref(&usher_core::lifecycle::Provider::Mock, "cs_test_1").await.unwrap().unwrap();
         assert_eq!(by_ref.id, payment_id);
 
         let confirmed = usher_app::payments::transition(s.store.as_ref(), usher_store::TransitionRequest {
@@ -451,7 +451,7 @@ on_each_engine! {
         for (i, payment_id) in payments.iter().copied().enumerate() {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                let event = Some(ProviderEvent { provider: "stripe".into(), event_id: format!("evt_{i}"), kind: "checkout.session.completed".into() });
+                let event = Some(ProviderEvent { provider: usher_core::lifecycle::Provider::Stripe, event_id: format!("evt_{i}"), kind: "checkout.session.completed".into() });
                 succeed(store.as_ref(), payment_id.uuid(), event, now).await;
                 Ok(None)
             }));

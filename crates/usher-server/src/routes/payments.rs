@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use usher_core::lifecycle::{Actor, Outcome, RefundTo, Refusal, Trigger, WALLET};
+use usher_core::lifecycle::{Actor, Outcome, Provider, RefundTo, Refusal, Trigger};
 use usher_core::{Booking, BookingStatus, PaymentId, Role};
 use usher_payments::{CheckoutRequest, CheckoutSession, webhook};
 use usher_store::{Audit, BookingRef, Payment, ProviderEvent, TransitionRequest, Transitioned};
@@ -41,8 +41,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CheckoutView {
     pub payment_id: Uuid,
-    #[schema(example = "mock")]
-    pub provider: String,
+    /// `mock`, `stripe` or `wallet`.
+    #[schema(value_type = String, example = "mock")]
+    pub provider: Provider,
     /// Send the buyer here to pay.
     pub checkout_url: String,
     /// The hold (and the checkout) end then.
@@ -126,7 +127,7 @@ async fn checkout(
         .transition(TransitionRequest::new(
             BookingRef::Booking(booking.id),
             Trigger::Checkout {
-                provider: provider.name().to_owned(),
+                provider: provider.provider(),
                 hold_until,
                 new_payment_id: PaymentId::generate(),
             },
@@ -242,7 +243,7 @@ async fn pay_from_wallet(
     match (done.outcome, done.booking) {
         (Outcome::Confirmed, Some(booking)) => Ok(axum::Json(CheckoutView {
             payment_id,
-            provider: WALLET.into(),
+            provider: Provider::Wallet,
             checkout_url: format!("{}/bookings", state.public_url()),
             expires_at: now,
             booking: Some(BookingView::new(state, booking, now)),
@@ -284,7 +285,7 @@ async fn complete_mock_payment(
         .booking(payment.booking_id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if booking.user_id != caller.id.into() || payment.provider != "mock" {
+    if booking.user_id != caller.id.into() || payment.provider != Provider::Mock {
         return Err(ApiError::NotFound);
     }
     let Json(body) = body?;
@@ -369,7 +370,7 @@ async fn stripe_webhook(
         .map_err(|e| ApiError::MalformedBody(format!("not a Stripe event: {e}")))?;
     let object = &event.data.object;
     let recorded = ProviderEvent {
-        provider: "stripe".into(),
+        provider: Provider::Stripe,
         event_id: event.id.clone(),
         kind: event.kind.clone(),
     };
@@ -433,7 +434,11 @@ async fn find_payment(
         .into_iter()
         .flatten()
     {
-        if let Some(payment) = state.store().payment_by_ref("stripe", reference).await? {
+        if let Some(payment) = state
+            .store()
+            .payment_by_ref(&Provider::Stripe, reference)
+            .await?
+        {
             return Ok(Some(payment.id.uuid()));
         }
     }

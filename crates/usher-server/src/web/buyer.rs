@@ -554,11 +554,10 @@ async fn pay(
         .post::<CheckoutView>(&format!("/v1/bookings/{id}/checkout"), &json!({}))
         .await
     {
-        Ok(checkout) if checkout.provider == "mock" => Ok(Redirect::to(&format!(
-            "/checkout/{id}?payment={}",
-            checkout.payment_id
-        ))
-        .into_response()),
+        Ok(checkout) if checkout.provider == usher_core::lifecycle::Provider::Mock => Ok(
+            Redirect::to(&format!("/checkout/{id}?payment={}", checkout.payment_id))
+                .into_response(),
+        ),
         Ok(checkout) => Ok(Redirect::to(&checkout.checkout_url).into_response()),
         Err(refusal) => checkout_again(&web, &visit, id, refusal).await,
     }

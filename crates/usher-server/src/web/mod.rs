@@ -58,7 +58,7 @@ pub struct WebShared {
 impl WebState {
     pub fn new(app: AppState, api: Router) -> Self {
         let secure_cookies = app.public_url().starts_with("https://");
-        let form_targets = if app.payments().name() == "stripe" {
+        let form_targets = if app.payments().provider() == usher_core::lifecycle::Provider::Stripe {
             " https://checkout.stripe.com"
         } else {
             ""
