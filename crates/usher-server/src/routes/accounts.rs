@@ -34,8 +34,8 @@ pub struct UserView {
     pub id: Uuid,
     pub email: String,
     pub name: String,
-    #[schema(example = "customer")]
-    pub role: String,
+    #[schema(value_type = String, example = "customer")]
+    pub role: Role,
     /// Disabled by an admin: cannot sign in, and every session of it is refused.
     #[serde(default)]
     pub disabled: bool,
@@ -48,7 +48,7 @@ impl From<User> for UserView {
             id: user.id.uuid(),
             email: user.email.as_str().into(),
             name: user.name.as_str().into(),
-            role: user.role.as_str().into(),
+            role: user.role,
             disabled: user.disabled,
             created_at: user.created_at,
         }

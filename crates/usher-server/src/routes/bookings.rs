@@ -68,8 +68,8 @@ pub struct BookingView {
     pub id: Uuid,
     /// `held`, `confirmed`, `expired`, `cancelled` or `refunded`. A hold past
     /// `expires_at` reads `expired`.
-    #[schema(example = "held")]
-    pub status: String,
+    #[schema(value_type = String, example = "held")]
+    pub status: BookingStatus,
     pub performance_id: Uuid,
     pub units: Vec<BookedUnitView>,
     pub total: MoneyView,
@@ -94,7 +94,7 @@ impl BookingView {
         };
         Self {
             id: booking.id.uuid(),
-            status: status.as_str().into(),
+            status,
             performance_id: booking.performance_id.uuid(),
             units: booking
                 .units

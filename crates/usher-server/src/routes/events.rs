@@ -38,8 +38,8 @@ pub struct EventView {
     /// Free-form details (genre, age limit, line-up …) as the organizer gave them.
     #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
-    #[schema(example = "published")]
-    pub status: String,
+    #[schema(value_type = String, example = "published")]
+    pub status: EventStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -53,7 +53,7 @@ impl From<Event> for EventView {
             description: event.description.as_str().into(),
             venue: event.venue.as_str().into(),
             attributes: event.attributes.as_value().clone(),
-            status: event.status.as_str().into(),
+            status: event.status,
             created_at: event.created_at,
             updated_at: event.updated_at,
         }
@@ -275,7 +275,7 @@ async fn get_event(
             PerformanceSummary {
                 id: p.id.uuid(),
                 starts_at: p.starts_at,
-                kind: p.kind.as_str().into(),
+                kind: p.kind,
                 capacity: counts.capacity,
                 available: counts.available,
             }

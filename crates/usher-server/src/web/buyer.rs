@@ -26,6 +26,7 @@ use crate::web::session::{REFRESH_COOKIE, clear_session_cookies, cookie, session
 use crate::web::{
     Chrome, CursorQuery, Form, PageError, PageResult, WebState, format, id, page, safe_next,
 };
+use usher_core::{BookingStatus, PerformanceStatus, SeatingKind};
 
 pub fn router() -> Router<WebState> {
     Router::new()
@@ -76,7 +77,7 @@ impl From<EventView> for EventCard {
             title: event.title,
             venue: event.venue,
             summary,
-            status: event.status,
+            status: event.status.to_string(),
         }
     }
 }
@@ -181,7 +182,7 @@ async fn event(State(web): State<WebState>, visit: Visit, Path(raw): Path<String
         .map(|p| PerformanceLine {
             id: p.id,
             when: format::when(&p.starts_at),
-            kind: kind_name(&p.kind).into(),
+            kind: kind_name(p.kind).into(),
             available: p.available,
             capacity: p.capacity,
         })
@@ -198,8 +199,8 @@ async fn event(State(web): State<WebState>, visit: Visit, Path(raw): Path<String
     )
 }
 
-fn kind_name(kind: &str) -> &'static str {
-    if kind == "reserved" {
+fn kind_name(kind: SeatingKind) -> &'static str {
+    if kind == SeatingKind::Reserved {
         "Reserved seating"
     } else {
         "General admission"
@@ -281,7 +282,7 @@ async fn performance_page(
         .get(&format!("/v1/events/{}", performance.event_id))
         .await
         .map_err(refused)?;
-    let map = if performance.kind == "reserved" {
+    let map = if performance.kind == SeatingKind::Reserved {
         let seats: SeatMap = visit
             .get(&format!("/v1/performances/{id}/seats"))
             .await
@@ -324,12 +325,12 @@ async fn performance_page(
         venue: event.venue,
         when: format::when(&performance.starts_at),
         on_sale,
-        cancelled: performance.status == "cancelled",
+        cancelled: performance.status == PerformanceStatus::Cancelled,
         best_choices: (1..=performance.max_per_booking.min(10)).collect(),
         waiting_room: performance.waiting_room.enabled,
         admission: None,
         notice: None,
-        sold_out: performance.available == 0 && performance.status != "cancelled",
+        sold_out: performance.available == 0 && performance.status != PerformanceStatus::Cancelled,
         performance,
         map,
         prices,
@@ -505,7 +506,7 @@ async fn checkout_page(
         .map_err(|r| PageError::refused(visit, r))?;
     let mut context = Context::default();
     let (title, when, names) = context.describe(visit, booking.performance_id).await;
-    let wallet = if booking.status == "held" {
+    let wallet = if booking.status == BookingStatus::Held {
         let wallet: WalletView = visit
             .get("/v1/wallet?limit=1")
             .await
@@ -528,7 +529,7 @@ async fn checkout_page(
         units: unit_lines(&booking.units, &names),
         total: format::price(&booking.total),
         expires_at: booking.expires_at.to_rfc3339(),
-        mock_payment: mock_payment.filter(|_| booking.status == "held"),
+        mock_payment: mock_payment.filter(|_| booking.status == BookingStatus::Held),
         wallet,
         booking,
         problem,
@@ -605,7 +606,7 @@ async fn mock_pay(
         )
         .await
     {
-        Ok(booking) if booking.status == "confirmed" => {
+        Ok(booking) if booking.status == BookingStatus::Confirmed => {
             Ok(Redirect::to(&format!("/bookings?confirmed={id}")).into_response())
         }
         Ok(_) => Ok(Redirect::to(&format!("/checkout/{id}?declined=1")).into_response()),
@@ -675,7 +676,7 @@ async fn bookings_page(
         cards.push(BookingCard {
             id: booking.id,
             highlight: Some(booking.id) == query.confirmed,
-            status: booking.status.clone(),
+            status: booking.status.to_string(),
             event_title: title,
             when,
             performance_id: booking.performance_id,

@@ -116,7 +116,7 @@ impl SeatMapLayout {
                         id: unit.id.to_string(),
                         cx: GUTTER + offset + i as u32 * PITCH + PITCH / 2,
                         cy,
-                        state: unit.state.clone(),
+                        state: unit.state.to_string(),
                         row_index,
                         price_amount: unit.price.amount,
                         name: format!("{name}, row {row}, seat {label}, {price}"),
@@ -150,7 +150,7 @@ mod tests {
                 amount: 4500,
                 currency: "EUR".into(),
             },
-            state: state.into(),
+            state: usher_core::UnitState::parse(state).unwrap(),
         }
     }
 

@@ -277,11 +277,11 @@ pub struct PerformanceView {
     pub id: Uuid,
     pub event_id: Uuid,
     pub starts_at: DateTime<Utc>,
-    #[schema(example = "reserved")]
-    pub kind: String,
+    #[schema(value_type = String, example = "reserved")]
+    pub kind: SeatingKind,
     /// `scheduled` or `cancelled` (also when its event is cancelled).
-    #[schema(example = "scheduled")]
-    pub status: String,
+    #[schema(value_type = String, example = "scheduled")]
+    pub status: PerformanceStatus,
     /// Holds are refused before this moment.
     pub on_sale_at: Option<DateTime<Utc>>,
     pub waiting_room: WaitingRoomSetting,
@@ -308,7 +308,8 @@ pub struct PerformanceView {
 pub struct PerformanceSummary {
     pub id: Uuid,
     pub starts_at: DateTime<Utc>,
-    pub kind: String,
+    #[schema(value_type = String, example = "reserved")]
+    pub kind: SeatingKind,
     pub capacity: u64,
     pub available: u64,
 }
@@ -323,8 +324,8 @@ pub struct UnitView {
     pub ticket_type: Option<Uuid>,
     pub price: MoneyView,
     /// `available`, `held`, `sold` or `blocked`; an expired hold reads `available`.
-    #[schema(example = "available")]
-    pub state: String,
+    #[schema(value_type = String, example = "available")]
+    pub state: usher_core::UnitState,
 }
 
 impl From<Unit> for UnitView {
@@ -336,7 +337,7 @@ impl From<Unit> for UnitView {
             label: unit.label,
             ticket_type: unit.ticket_type_id.map(Uuid::from),
             price: unit.price.into(),
-            state: unit.state.as_str().into(),
+            state: unit.state,
         }
     }
 }
@@ -365,8 +366,8 @@ pub struct PerformanceSalesView {
     pub performance_id: Uuid,
     pub starts_at: DateTime<Utc>,
     /// `scheduled` or `cancelled` (also when the event is cancelled).
-    #[schema(example = "scheduled")]
-    pub status: String,
+    #[schema(value_type = String, example = "scheduled")]
+    pub status: PerformanceStatus,
     pub bookings: BookingCountsView,
     /// Only when cancelled: true once every hold is released, every confirmed booking
     /// refunded and every refund confirmed by the provider.
@@ -392,7 +393,7 @@ impl From<PerformanceSales> for PerformanceSalesView {
         Self {
             performance_id: sales.performance_id.uuid(),
             starts_at: sales.starts_at,
-            status: sales.status.as_str().into(),
+            status: sales.status,
             bookings: BookingCountsView {
                 held: b.held,
                 confirmed: b.confirmed,
@@ -553,8 +554,8 @@ async fn performance_view(
         id: performance.id.uuid(),
         event_id: performance.event_id.uuid(),
         starts_at: performance.starts_at,
-        kind: performance.kind.as_str().into(),
-        status: status.as_str().into(),
+        kind: performance.kind,
+        status,
         on_sale_at: performance.on_sale_at,
         waiting_room: WaitingRoomSetting {
             enabled: performance.waiting_room,

@@ -18,8 +18,9 @@ pub(super) struct AdminPage {
 }
 
 impl AdminPage {
-    fn roles(&self) -> [&'static str; 3] {
-        ["customer", "organizer", "admin"]
+    fn roles(&self) -> [usher_core::Role; 3] {
+        use usher_core::Role;
+        [Role::Customer, Role::Organizer, Role::Admin]
     }
 
     fn currencies(&self) -> &'static [&'static str] {

@@ -27,7 +27,7 @@ impl From<&PerformanceSalesView> for SalesRow {
         Self {
             id: p.performance_id,
             when: format::when(&p.starts_at),
-            status: p.status.clone(),
+            status: p.status.to_string(),
             sold: p.sold,
             held: p.held,
             available: p.available,
@@ -96,7 +96,7 @@ pub(super) async fn dashboard(
         events.push(EventRow {
             id: event.id,
             title: event.title,
-            status: event.status,
+            status: event.status.to_string(),
             performances: sales.performances.iter().map(SalesRow::from).collect(),
         });
     }

@@ -489,7 +489,7 @@ pub(super) async fn performance_page(
         ))
         .await
         .map_err(refused(visit))?;
-    let map = if performance.kind == "reserved" {
+    let map = if performance.kind == usher_core::SeatingKind::Reserved {
         let seats: SeatMap = visit
             .get(&format!("/v1/performances/{id}/seats"))
             .await
