@@ -7,10 +7,10 @@ use chrono::{DateTime, Duration, Utc};
 use usher_core::ids::{BookingId, PerformanceId};
 use uuid::Uuid;
 
-use usher_core::Booking;
 use usher_core::hold::{HoldCommand, Selection};
-use usher_core::waiting_list::{JoinRefusal, join_refusal, must_wait};
-use usher_store::waiting::{MAX_PASSES, joined};
+use usher_core::waiting_list::{JoinRefusal, Line, join_refusal, must_wait};
+use usher_core::{Booking, TicketTypeId};
+use usher_store::waiting::joined;
 use usher_store::{
     CommandOutcome, JoinTx, ServeTx, Store, StoreError, StoreResult, WaitlistJoin, WaitlistJoined,
 };
@@ -22,7 +22,7 @@ use crate::hold;
 /// or the best adjacent seats), as a hold made for that person with `offer_ttl` to pay.
 /// An entry that cannot be served stays first in line for its ticket type (or for the
 /// seats); later groups smaller than every one refused before them may be served past
-/// it, at most [`MAX_PASSES`] times, after which the units that come back wait for it.
+/// it, at most `MAX_PASSES` times ([`usher_core::waiting_list::Line`]), after which the units that come back wait for it.
 /// Returns the offers made.
 pub async fn serve(
     store: &dyn Store,
@@ -74,19 +74,11 @@ async fn serve_in(
     serialised: bool,
 ) -> StoreResult<Vec<(Uuid, Booking)>> {
     let waiting = tx.waiting(performance_id).await?;
-    // Per ticket type (or `None`: the seats), the first entry that could not be served,
-    // how often it has been passed, and the smallest group that could not be served so
-    // far: only a smaller one may go past it. (On PostgreSQL units freed by a commit
-    // meanwhile show up half-way through this walk; without that bound a later, larger
-    // group could take them ahead of an earlier one that had just been refused.)
-    let mut heads: Vec<(Option<Uuid>, Uuid, i64, i64)> = Vec::new();
+    let mut line = Line::new();
     let mut offers = Vec::new();
     for entry in waiting {
-        let scope = entry.ticket_type_id;
-        let head = heads.iter().position(|(s, _, _, _)| *s == scope);
-        if let Some(i) = head
-            && (heads[i].2 >= MAX_PASSES || entry.quantity >= heads[i].3)
-        {
+        let scope = entry.ticket_type_id.map(TicketTypeId::from);
+        if !line.may_try(scope, entry.quantity) {
             continue;
         }
         let quantity = u32::try_from(entry.quantity).map_err(|_| {
@@ -98,7 +90,7 @@ async fn serve_in(
             performance_id,
             selection: match scope {
                 Some(ticket_type_id) => Selection::General {
-                    ticket_type_id: ticket_type_id.into(),
+                    ticket_type_id,
                     quantity,
                 },
                 None => Selection::BestAvailable { quantity },
@@ -116,16 +108,12 @@ async fn serve_in(
         match offered {
             Some(CommandOutcome::Held(booking)) => {
                 tx.offered(entry.id, booking.id, now).await?;
-                if let Some(i) = head {
-                    heads[i].2 += 1;
-                    tx.passed_over(heads[i].1, now).await?;
+                if let Some(passed_over) = line.served(scope) {
+                    tx.passed_over(passed_over, now).await?;
                 }
                 offers.push((entry.id, booking));
             }
-            _ => match head {
-                None => heads.push((scope, entry.id, entry.passed_over, entry.quantity)),
-                Some(i) => heads[i].3 = heads[i].3.min(entry.quantity),
-            },
+            _ => line.refused(scope, entry.id, entry.passed_over, entry.quantity),
         }
     }
     Ok(offers)

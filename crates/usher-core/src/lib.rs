@@ -17,6 +17,7 @@ pub mod money;
 pub mod page;
 pub mod text;
 pub mod waiting_list;
+pub mod waiting_room;
 
 pub use account::{AccessRefusal, Email, Password, Role, Standing, User, UserName};
 pub use clock::{Clock, ManualClock, SystemClock};
