@@ -338,7 +338,8 @@ pub struct CheckInCount {
 
 // --- the wallet --------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WalletEntryKind {
     /// Store credit given by an admin.
     Credit,
@@ -346,6 +347,12 @@ pub enum WalletEntryKind {
     Payment,
     /// A booking's money returned to the wallet.
     Refund,
+}
+
+impl std::fmt::Display for WalletEntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl WalletEntryKind {

@@ -40,7 +40,8 @@ pub enum WaitlistJoined {
     WrongTicketType,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WaitlistStatus {
     Waiting,
     /// A hold was made for them and is still live.
@@ -51,6 +52,12 @@ pub enum WaitlistStatus {
     Lapsed,
     /// They left the list, or turned the offer down.
     Left,
+}
+
+impl std::fmt::Display for WaitlistStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl WaitlistStatus {
@@ -222,12 +229,19 @@ pub enum QueueJoined {
     NoWaitingRoom,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum QueueState {
     Waiting,
     Admitted,
     /// Everything is sold: there is nothing left to wait for.
     Closed,
+}
+
+impl std::fmt::Display for QueueState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl QueueState {

@@ -97,8 +97,8 @@ pub struct JobView {
     pub kind: String,
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
-    #[schema(example = "dead")]
-    pub state: String,
+    #[schema(value_type = String, example = "dead")]
+    pub state: usher_store::JobState,
     pub attempts: u32,
     pub max_attempts: u32,
     pub last_error: Option<String>,
@@ -112,7 +112,7 @@ impl From<Job> for JobView {
             id: job.id,
             kind: job.kind.to_string(),
             payload: job.payload,
-            state: job.state.as_str().into(),
+            state: job.state,
             attempts: job.attempts,
             max_attempts: job.max_attempts,
             last_error: job.last_error,

@@ -276,8 +276,8 @@ pub struct WalletEntryView {
     /// The balance in this currency right after the entry.
     pub balance_after: MoneyView,
     /// `credit`, `payment` or `refund`.
-    #[schema(example = "credit")]
-    pub kind: String,
+    #[schema(value_type = String, example = "credit")]
+    pub kind: usher_store::WalletEntryKind,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub booking_id: Option<Uuid>,
@@ -290,7 +290,7 @@ impl From<WalletEntry> for WalletEntryView {
             id: entry.id,
             amount: entry.amount.into(),
             balance_after: Money::new(entry.balance_after, entry.amount.currency).into(),
-            kind: entry.kind.as_str().into(),
+            kind: entry.kind,
             reason: entry.reason,
             booking_id: entry.booking_id.map(Uuid::from),
             at: entry.at,

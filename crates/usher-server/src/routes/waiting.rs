@@ -56,8 +56,8 @@ pub struct WaitlistEntryView {
     pub quantity: u32,
     /// `waiting`, `offered` (a hold is made for you: `booking_id`, pay before
     /// `offer_expires_at`), `booked`, `lapsed` (the offer ran out) or `left`.
-    #[schema(example = "waiting")]
-    pub status: String,
+    #[schema(value_type = String, example = "waiting")]
+    pub status: WaitlistStatus,
     /// Place in line (1: next), while waiting.
     pub position: Option<u64>,
     pub booking_id: Option<Uuid>,
@@ -72,7 +72,7 @@ impl From<WaitlistEntry> for WaitlistEntryView {
             performance_id: entry.performance_id.uuid(),
             ticket_type_id: entry.ticket_type_id.map(Uuid::from),
             quantity: entry.quantity,
-            status: entry.status.as_str().into(),
+            status: entry.status,
             position: entry.position,
             booking_id: entry.booking_id.map(Uuid::from),
             offer_expires_at: entry.offer_expires_at,
@@ -265,8 +265,8 @@ pub struct QueueTicketView {
     pub performance_id: Uuid,
     /// `waiting`, `admitted` (hold with `admission_token` in the `Usher-Admission`
     /// header) or `closed` (everything is sold).
-    #[schema(example = "waiting")]
-    pub state: String,
+    #[schema(value_type = String, example = "waiting")]
+    pub state: QueueState,
     /// Places from the front (1: next); 0 once admitted or closed. Before the opening,
     /// the place in the draw among those here so far (the draw is final at the opening).
     pub position: u64,
@@ -299,7 +299,7 @@ impl QueueTicketView {
         Ok(Self {
             ticket_id: ticket.id,
             performance_id: ticket.performance_id.uuid(),
-            state: ticket.state.as_str().into(),
+            state: ticket.state,
             position: ticket.position,
             eta_seconds: match ticket.state {
                 QueueState::Waiting => ticket.room.eta_seconds(ticket.position, now),

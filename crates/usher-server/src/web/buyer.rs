@@ -845,7 +845,7 @@ async fn wallet(
             .into_iter()
             .map(|e| LedgerLine {
                 at: e.at.format("%Y-%m-%d %H:%M UTC").to_string(),
-                kind: e.kind,
+                kind: e.kind.to_string(),
                 reason: e.reason,
                 credit: e.amount.amount > 0,
                 amount: format::price(&e.amount),
