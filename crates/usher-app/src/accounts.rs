@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use usher_core::ids::UserId;
-use uuid::Uuid;
 
 use usher_core::User;
 use usher_store::box_office::{AuditAction, AuditTarget};
@@ -15,7 +14,7 @@ use usher_store::{
 /// when there is no such account.
 pub async fn update_user(
     store: &dyn Store,
-    id: Uuid,
+    id: UserId,
     change: UserChange,
     now: DateTime<Utc>,
     audit: &Audit,
@@ -39,7 +38,7 @@ pub async fn update_user(
 
 async fn change_in(
     tx: &mut dyn AccountTx,
-    id: Uuid,
+    id: UserId,
     change: UserChange,
     now: DateTime<Utc>,
     audit: &Audit,
@@ -48,9 +47,9 @@ async fn change_in(
         return Ok(None);
     };
     if change.disabled == Some(true) {
-        tx.revoke_sessions(id.into(), now).await?;
+        tx.revoke_sessions(id, now).await?;
     }
-    for entry in user_change_audit(audit, id.into(), change, now) {
+    for entry in user_change_audit(audit, id, change, now) {
         tx.insert_audit(&entry).await?;
     }
     Ok(Some(user))

@@ -2,8 +2,8 @@
 //! conditional write admits; the others are told when it was let in.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
+use usher_core::UserId;
 use usher_core::door::{Verdict, judge};
 use usher_store::box_office::{AuditAction, AuditTarget};
 use usher_store::{Audit, CheckIn, CheckInTx, Store, StoreError, StoreResult};
@@ -13,7 +13,7 @@ use usher_store::{Audit, CheckIn, CheckInTx, Store, StoreError, StoreResult};
 pub async fn check_in(
     store: &dyn Store,
     serial: i64,
-    by: Uuid,
+    by: UserId,
     now: DateTime<Utc>,
     audit: &Audit,
 ) -> StoreResult<CheckIn> {
@@ -37,7 +37,7 @@ pub async fn check_in(
 async fn check_in_at(
     tx: &mut dyn CheckInTx,
     serial: i64,
-    by: Uuid,
+    by: UserId,
     now: DateTime<Utc>,
     audit: &Audit,
 ) -> StoreResult<CheckIn> {
@@ -49,7 +49,7 @@ async fn check_in_at(
             .note("serial", serial);
         let entry = audit.entry(
             AuditAction::TicketCheckedIn,
-            AuditTarget::Booking(booking_id.into()),
+            AuditTarget::Booking(booking_id),
             None,
             now,
         );

@@ -4,9 +4,8 @@
 //! still has the job.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use usher_core::{Event, EventStatus, PerformanceStatus};
+use usher_core::{Event, EventId, EventStatus, PerformanceId, PerformanceStatus};
 use usher_store::box_office::{AuditAction, AuditTarget, event_action};
 use usher_store::payments::JobKind;
 use usher_store::{
@@ -17,7 +16,7 @@ use usher_store::{
 /// `None` when there is no such event.
 pub async fn update_event(
     store: &dyn Store,
-    id: Uuid,
+    id: EventId,
     patch: EventPatch,
     now: DateTime<Utc>,
     audit: &Audit,
@@ -41,12 +40,12 @@ pub async fn update_event(
 
 async fn event_in(
     tx: &mut dyn CatalogTx,
-    id: Uuid,
+    id: EventId,
     patch: EventPatch,
     now: DateTime<Utc>,
     audit: &Audit,
 ) -> StoreResult<Option<Event>> {
-    let Some(current) = tx.lock_event(id.into()).await? else {
+    let Some(current) = tx.lock_event(id).await? else {
         return Ok(None);
     };
     let was = current.status;
@@ -59,8 +58,8 @@ async fn event_in(
     let audit = audit.clone().note("status", event.status.as_str());
     let entry = audit.entry(
         event_action(was, event.status),
-        AuditTarget::Event(id.into()),
-        Some(id.into()),
+        AuditTarget::Event(id),
+        Some(id),
         now,
     );
     tx.insert_audit(&entry).await?;
@@ -71,7 +70,7 @@ async fn event_in(
 /// and the refund of its bookings. A cancelled performance stays as it is.
 pub async fn update_performance(
     store: &dyn Store,
-    id: Uuid,
+    id: PerformanceId,
     patch: PerformancePatch,
     now: DateTime<Utc>,
     audit: &Audit,
@@ -95,7 +94,7 @@ pub async fn update_performance(
         return Err(error);
     }
     tx.commit().await?;
-    Ok(match store.performance(id.into()).await? {
+    Ok(match store.performance(id).await? {
         Some(performance) => PerformanceUpdate::Updated(performance),
         None => PerformanceUpdate::NoSuchPerformance,
     })
@@ -103,12 +102,12 @@ pub async fn update_performance(
 
 async fn performance_in(
     tx: &mut dyn CatalogTx,
-    id: Uuid,
+    id: PerformanceId,
     patch: &PerformancePatch,
     now: DateTime<Utc>,
     audit: &Audit,
 ) -> StoreResult<()> {
-    tx.patch_performance(id.into(), patch).await?;
+    tx.patch_performance(id, patch).await?;
     let cancel = patch.status == Some(PerformanceStatus::Cancelled);
     if cancel {
         let job = serde_json::json!({ "performance_id": id });
@@ -118,6 +117,6 @@ async fn performance_in(
         true => AuditAction::PerformanceCancelled,
         false => AuditAction::PerformanceUpdated,
     };
-    tx.insert_audit(&audit.entry(kind, AuditTarget::Performance(id.into()), None, now))
+    tx.insert_audit(&audit.entry(kind, AuditTarget::Performance(id), None, now))
         .await
 }

@@ -54,10 +54,13 @@ impl CatalogTx for PgTx {
         Ok(())
     }
 
-    async fn lock_performance(&mut self, id: Uuid) -> StoreResult<Option<PerformanceStatus>> {
+    async fn lock_performance(
+        &mut self,
+        id: PerformanceId,
+    ) -> StoreResult<Option<PerformanceStatus>> {
         let status = sqlx::query_scalar!(
             "SELECT status FROM performances WHERE id = $1 FOR UPDATE",
-            id
+            id.uuid()
         )
         .fetch_optional(&mut *self.tx)
         .await

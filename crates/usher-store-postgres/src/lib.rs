@@ -895,7 +895,7 @@ impl Store for PostgresStore {
 impl usher_store::AccountTx for hold::PgTx {
     async fn change_user(
         &mut self,
-        id: Uuid,
+        id: UserId,
         change: UserChange,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>> {
@@ -913,7 +913,7 @@ impl usher_store::AccountTx for hold::PgTx {
             role,
             change.disabled,
             now,
-            id
+            id.uuid()
         )
         .fetch_optional(&mut *self.tx)
         .await

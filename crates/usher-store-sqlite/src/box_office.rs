@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use usher_core::{BookingStatus, Cursor, Money, PageLimit};
+use usher_core::{BookingId, BookingStatus, Cursor, Money, PageLimit, UnitId, UserId};
 use usher_store::box_office::{self, AuditAction, AuditTarget};
 use usher_store::{
     AuditEntry, AuditRow, AuditScope, CheckInCount, Page, StoreError, StoreResult, TicketRecord,
@@ -358,9 +358,9 @@ impl usher_store::CheckInTx for crate::hold::SqliteTx {
     async fn admit(
         &mut self,
         serial: i64,
-        by: Uuid,
+        by: UserId,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<(Uuid, Uuid)>> {
+    ) -> StoreResult<Option<(BookingId, UnitId)>> {
         let admitted = sqlx::query!(
             r#"UPDATE tickets SET checked_in_at = ?2, checked_in_by = ?3
                WHERE serial = ?1 AND checked_in_at IS NULL
@@ -373,7 +373,7 @@ impl usher_store::CheckInTx for crate::hold::SqliteTx {
         .fetch_optional(&mut *self.tx)
         .await
         .map_err(backend)?;
-        Ok(admitted.map(|a| (a.booking_id, a.unit_id)))
+        Ok(admitted.map(|a| (a.booking_id.into(), a.unit_id.into())))
     }
 
     async fn ticket(&mut self, serial: i64) -> StoreResult<Option<TicketRecord>> {

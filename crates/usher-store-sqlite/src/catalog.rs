@@ -58,7 +58,10 @@ impl CatalogTx for SqliteTx {
         Ok(())
     }
 
-    async fn lock_performance(&mut self, id: Uuid) -> StoreResult<Option<PerformanceStatus>> {
+    async fn lock_performance(
+        &mut self,
+        id: PerformanceId,
+    ) -> StoreResult<Option<PerformanceStatus>> {
         let status = sqlx::query_scalar!("SELECT status FROM performances WHERE id = ?1", id)
             .fetch_optional(&mut *self.tx)
             .await

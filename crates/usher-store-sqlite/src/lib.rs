@@ -909,7 +909,7 @@ impl Store for SqliteStore {
 impl usher_store::AccountTx for hold::SqliteTx {
     async fn change_user(
         &mut self,
-        id: Uuid,
+        id: UserId,
         change: UserChange,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>> {

@@ -303,9 +303,9 @@ pub trait CheckInTx: crate::Tx {
     async fn admit(
         &mut self,
         serial: i64,
-        by: Uuid,
+        by: UserId,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<(Uuid, Uuid)>>;
+    ) -> StoreResult<Option<(BookingId, UnitId)>>;
     /// The ticket with what the door needs to judge it.
     async fn ticket(&mut self, serial: i64) -> StoreResult<Option<TicketRecord>>;
     async fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;

@@ -115,7 +115,7 @@ pub trait AccountTx: Tx {
     /// afterwards, `None` when there is no such account.
     async fn change_user(
         &mut self,
-        id: Uuid,
+        id: UserId,
         change: UserChange,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>>;
@@ -153,7 +153,7 @@ pub trait CatalogTx: Tx {
     /// The performance's status, locked; `None` when there is no such performance.
     async fn lock_performance(
         &mut self,
-        id: Uuid,
+        id: PerformanceId,
     ) -> StoreResult<Option<usher_core::PerformanceStatus>>;
     /// Applies the patch's fields that are set.
     async fn patch_performance(

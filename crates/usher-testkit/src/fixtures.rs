@@ -109,7 +109,7 @@ pub async fn performance(
     let event_id = event(store).await;
     usher_app::catalog::update_event(
         store.as_ref(),
-        event_id,
+        event_id.into(),
         EventPatch {
             status: Some(EventStatus::Published),
             ..EventPatch::default()

@@ -517,7 +517,7 @@ fn run(engine: Engine, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     if !m.sale_cancelled {
                         usher_app::catalog::update_performance(
                             store,
-                            perf.uuid(),
+                            perf,
                             usher_store::PerformancePatch {
                                 status: Some(usher_core::PerformanceStatus::Cancelled),
                                 ..Default::default()

@@ -75,7 +75,7 @@ async fn organizer(store: &Arc<dyn Store>, email: &str) -> Uuid {
     let user = store.create_user(new_user(email, true)).await.unwrap();
     (usher_app::accounts::update_user(
         store.as_ref(),
-        user.id.uuid(),
+        user.id,
         role(Role::Organizer),
         usher_store::now(),
         &Audit::system(),
@@ -151,7 +151,7 @@ on_each_engine! {
         assert_eq!(creds.user, ann);
         assert_eq!(creds.password_hash, "$argon2id$not-a-real-hash");
         assert!(store.user(Uuid::now_v7().into()).await.unwrap().is_none());
-        assert!(usher_app::accounts::update_user(store.as_ref(), Uuid::now_v7(), role(Role::Admin), usher_store::now(), &Audit::system()).await.unwrap().is_none());
+        assert!(usher_app::accounts::update_user(store.as_ref(), Uuid::now_v7().into(), role(Role::Admin), usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
     async fn refresh_rotation_then_reuse_revokes_the_family(engine) {
@@ -225,7 +225,7 @@ on_each_engine! {
         usher_app::accounts::rotate_refresh_token(store.as_ref(), b"phone", token(ann.id, Uuid::nil(), b"phone2", Duration::days(1)), Utc::now())
             .await
             .unwrap();
-        usher_app::accounts::update_user(store.as_ref(), ann.id.uuid(), role(Role::Customer), usher_store::now(), &Audit::system()).await.unwrap();
+        usher_app::accounts::update_user(store.as_ref(), ann.id, role(Role::Customer), usher_store::now(), &Audit::system()).await.unwrap();
         assert_eq!(
             standing(ann.id.uuid(), phone).await,
             Some(Standing { role: Role::Customer, disabled: false, session_live: true })
@@ -238,15 +238,15 @@ on_each_engine! {
 
         // Disabling ends every session and shows on the account; enabling lets it sign in
         // again but does not bring old sessions back.
-        let disabled = usher_app::accounts::update_user(store.as_ref(), ann.id.uuid(), disabling(true), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
+        let disabled = usher_app::accounts::update_user(store.as_ref(), ann.id, disabling(true), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
         assert!(disabled.disabled);
         let now = standing(ann.id.uuid(), laptop).await.unwrap();
         assert!(now.disabled && !now.session_live);
         assert!(store.credentials_by_email(&Email::parse("ann@example.com").unwrap()).await.unwrap().unwrap().user.disabled);
-        let enabled = usher_app::accounts::update_user(store.as_ref(), ann.id.uuid(), disabling(false), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
+        let enabled = usher_app::accounts::update_user(store.as_ref(), ann.id, disabling(false), usher_store::now(), &Audit::system()).await.unwrap().unwrap();
         assert!(!enabled.disabled);
         assert!(!standing(ann.id.uuid(), laptop).await.unwrap().session_live);
-        assert!(usher_app::accounts::update_user(store.as_ref(), Uuid::now_v7(), disabling(true), usher_store::now(), &Audit::system()).await.unwrap().is_none());
+        assert!(usher_app::accounts::update_user(store.as_ref(), Uuid::now_v7().into(), disabling(true), usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
     async fn expired_and_unknown_refresh_tokens_are_invalid(engine) {
@@ -310,7 +310,7 @@ on_each_engine! {
         let store = engine.fresh_store().await;
         let org = organizer(&store, "org@example.com").await;
         let event = store.create_event(new_event(org.into(), "Jazz Night"), &Audit::system()).await.unwrap();
-        let patched = usher_app::catalog::update_event(store.as_ref(), event.id.uuid(), EventPatch {
+        let patched = usher_app::catalog::update_event(store.as_ref(), event.id, EventPatch {
                 title: Some(EventTitle::parse("Late Jazz").unwrap()),
                 status: Some(EventStatus::Published),
                 ..Default::default()
@@ -323,12 +323,12 @@ on_each_engine! {
         assert!(patched.updated_at >= event.updated_at);
         assert_eq!(store.event(event.id).await.unwrap().unwrap(), patched);
 
-        usher_app::catalog::update_event(store.as_ref(), event.id.uuid(), EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() }, usher_store::now(), &Audit::system()).await
+        usher_app::catalog::update_event(store.as_ref(), event.id, EventPatch { status: Some(EventStatus::Cancelled), ..Default::default() }, usher_store::now(), &Audit::system()).await
             .unwrap();
-        let revive = usher_app::catalog::update_event(store.as_ref(), event.id.uuid(), EventPatch { status: Some(EventStatus::Published), ..Default::default() }, usher_store::now(), &Audit::system()).await;
+        let revive = usher_app::catalog::update_event(store.as_ref(), event.id, EventPatch { status: Some(EventStatus::Published), ..Default::default() }, usher_store::now(), &Audit::system()).await;
         assert!(matches!(revive, Err(StoreError::IllegalStatusChange { .. })), "{revive:?}");
         assert_eq!(store.event(event.id).await.unwrap().unwrap().status, EventStatus::Cancelled);
-        assert!(usher_app::catalog::update_event(store.as_ref(), Uuid::now_v7(), EventPatch::default(), usher_store::now(), &Audit::system()).await.unwrap().is_none());
+        assert!(usher_app::catalog::update_event(store.as_ref(), Uuid::now_v7().into(), EventPatch::default(), usher_store::now(), &Audit::system()).await.unwrap().is_none());
     }
 
     async fn listing_respects_scope_search_and_pages(engine) {
@@ -339,7 +339,7 @@ on_each_engine! {
         let mut published = Vec::new();
         for i in 0..5 {
             let e = store.create_event(new_event(ann.into(), &format!("Jazz {i}")), &Audit::system()).await.unwrap();
-            usher_app::catalog::update_event(store.as_ref(), e.id.uuid(), publish.clone(), usher_store::now(), &Audit::system()).await.unwrap();
+            usher_app::catalog::update_event(store.as_ref(), e.id, publish.clone(), usher_store::now(), &Audit::system()).await.unwrap();
             published.push(e.id);
         }
         let ann_draft = store.create_event(new_event(ann.into(), "Ann's 100% _draft_"), &Audit::system()).await.unwrap();

@@ -138,7 +138,7 @@ async fn ensure_user(
     }
     usher_app::accounts::update_user(
         store,
-        user.id.uuid(),
+        user.id,
         usher_store::UserChange {
             role: Some(role),
             disabled: None,
@@ -226,7 +226,7 @@ async fn ensure_event(
         .await?;
     usher_app::catalog::update_event(
         store,
-        event.id.uuid(),
+        event.id,
         EventPatch {
             status: Some(EventStatus::Published),
             ..Default::default()

@@ -372,10 +372,15 @@ async fn set_role(
     };
     // Role and state change together or not at all.
     let audit = caller.audit(&request);
-    let user =
-        usher_app::accounts::update_user(state.store(), id, change, state.clock().now(), &audit)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+    let user = usher_app::accounts::update_user(
+        state.store(),
+        id.into(),
+        change,
+        state.clock().now(),
+        &audit,
+    )
+    .await?
+    .ok_or(ApiError::NotFound)?;
     tracing::info!(user_id = %id, ?change, "account changed");
     state.account_changed(AccountNotice::Account(id)).await;
     Ok(axum::Json(user.into()))

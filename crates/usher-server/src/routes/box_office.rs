@@ -228,9 +228,14 @@ async fn check_in(
     }
     let now = state.clock().now();
     let audit = caller.audit(&request);
-    let outcome =
-        usher_app::box_office::check_in(state.store(), presented.serial, caller.id, now, &audit)
-            .await?;
+    let outcome = usher_app::box_office::check_in(
+        state.store(),
+        presented.serial,
+        caller.id.into(),
+        now,
+        &audit,
+    )
+    .await?;
     let at = match outcome {
         CheckIn::Admitted { at } => at,
         CheckIn::Already { at } => {

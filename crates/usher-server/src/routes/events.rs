@@ -351,10 +351,15 @@ async fn update_event(
     .filter_map(|(name, set)| set.then_some(name))
     .collect();
     let audit = caller.audit(&request).note("changed", changed);
-    let updated =
-        usher_app::catalog::update_event(state.store(), id, patch, state.clock().now(), &audit)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+    let updated = usher_app::catalog::update_event(
+        state.store(),
+        id.into(),
+        patch,
+        state.clock().now(),
+        &audit,
+    )
+    .await?
+    .ok_or(ApiError::NotFound)?;
     state.performances().forget_event(id);
     if updated.status != event.status {
         tracing::info!(event_id = %id, from = %event.status, to = %updated.status, "event status changed");

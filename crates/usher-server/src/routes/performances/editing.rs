@@ -141,14 +141,9 @@ async fn update_performance(
     }
     let audit = patch_audit(caller.audit(&request), &patch);
     let cancelling = patch.status.is_some();
-    let updated = usher_app::catalog::update_performance(
-        state.store(),
-        performance.id.uuid(),
-        patch,
-        now,
-        &audit,
-    )
-    .await?;
+    let updated =
+        usher_app::catalog::update_performance(state.store(), performance.id, patch, now, &audit)
+            .await?;
     state.performances().forget_event(event.id.uuid());
     let performance = match updated {
         PerformanceUpdate::Updated(performance) => performance,
