@@ -20,20 +20,8 @@ pub async fn update_user(
     audit: &Audit,
 ) -> StoreResult<Option<User>> {
     let mut tx = store.begin_accounts().await?;
-    match change_in(tx.as_mut(), id, change, now, audit).await {
-        Ok(Some(user)) => {
-            tx.commit().await?;
-            Ok(Some(user))
-        }
-        Ok(None) => {
-            tx.rollback().await?;
-            Ok(None)
-        }
-        Err(error) => {
-            let _ = tx.rollback().await;
-            Err(error)
-        }
-    }
+    let ran = change_in(tx.as_mut(), id, change, now, audit).await;
+    crate::settle(tx, ran, Option::is_some).await
 }
 
 async fn change_in(
@@ -95,20 +83,8 @@ pub async fn rotate_refresh_token(
     now: DateTime<Utc>,
 ) -> StoreResult<Rotation> {
     let mut tx = store.begin_accounts().await?;
-    match rotate_in(tx.as_mut(), presented_hash, replacement, now).await {
-        Ok(Rotation::Invalid) => {
-            tx.rollback().await?;
-            Ok(Rotation::Invalid)
-        }
-        Ok(rotation) => {
-            tx.commit().await?;
-            Ok(rotation)
-        }
-        Err(error) => {
-            let _ = tx.rollback().await;
-            Err(error)
-        }
-    }
+    let ran = rotate_in(tx.as_mut(), presented_hash, replacement, now).await;
+    crate::settle(tx, ran, |rotation| !matches!(rotation, Rotation::Invalid)).await
 }
 
 async fn rotate_in(

@@ -18,20 +18,11 @@ pub async fn check_in(
     audit: &Audit,
 ) -> StoreResult<CheckIn> {
     let mut tx = store.begin_check_in().await?;
-    match check_in_at(tx.as_mut(), serial, by, now, audit).await {
-        Ok(admitted @ CheckIn::Admitted { .. }) => {
-            tx.commit().await?;
-            Ok(admitted)
-        }
-        Ok(refused) => {
-            tx.rollback().await?;
-            Ok(refused)
-        }
-        Err(error) => {
-            let _ = tx.rollback().await;
-            Err(error)
-        }
-    }
+    let ran = check_in_at(tx.as_mut(), serial, by, now, audit).await;
+    crate::settle(tx, ran, |outcome| {
+        matches!(outcome, CheckIn::Admitted { .. })
+    })
+    .await
 }
 
 async fn check_in_at(

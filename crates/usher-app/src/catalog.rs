@@ -22,20 +22,8 @@ pub async fn update_event(
     audit: &Audit,
 ) -> StoreResult<Option<Event>> {
     let mut tx = store.begin_catalog().await?;
-    match event_in(tx.as_mut(), id, patch, now, audit).await {
-        Ok(Some(event)) => {
-            tx.commit().await?;
-            Ok(Some(event))
-        }
-        Ok(None) => {
-            tx.rollback().await?;
-            Ok(None)
-        }
-        Err(error) => {
-            let _ = tx.rollback().await;
-            Err(error)
-        }
-    }
+    let ran = event_in(tx.as_mut(), id, patch, now, audit).await;
+    crate::settle(tx, ran, Option::is_some).await
 }
 
 async fn event_in(

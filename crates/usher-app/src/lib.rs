@@ -13,3 +13,29 @@ pub mod waiting_list;
 pub mod waiting_room;
 
 pub use hold::Holds;
+
+use usher_store::{StoreResult, Tx};
+
+/// Ends a use case's transaction with what ran in it: commits when `keep` says the
+/// result is worth keeping, rolls back otherwise. An error rolls back too (a failing
+/// rollback is beside the point then) and is returned.
+async fn settle<X: Tx + ?Sized, T>(
+    tx: Box<X>,
+    ran: StoreResult<T>,
+    keep: impl FnOnce(&T) -> bool,
+) -> StoreResult<T> {
+    match ran {
+        Ok(value) if keep(&value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Ok(value) => {
+            tx.rollback().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}

@@ -125,20 +125,11 @@ async fn serve_in(
 /// reads say.
 pub async fn join(store: &dyn Store, join: WaitlistJoin) -> StoreResult<WaitlistJoined> {
     let mut tx = store.begin_join(join.performance_id).await?;
-    match join_in(tx.as_mut(), &join).await {
-        Ok(joined @ WaitlistJoined::Joined(_)) => {
-            tx.commit().await?;
-            Ok(joined)
-        }
-        Ok(other) => {
-            tx.rollback().await?;
-            Ok(other)
-        }
-        Err(error) => {
-            let _ = tx.rollback().await;
-            Err(error)
-        }
-    }
+    let ran = join_in(tx.as_mut(), &join).await;
+    crate::settle(tx, ran, |joined| {
+        matches!(joined, WaitlistJoined::Joined(_))
+    })
+    .await
 }
 
 async fn join_in(tx: &mut dyn JoinTx, join: &WaitlistJoin) -> StoreResult<WaitlistJoined> {

@@ -17,16 +17,8 @@ use usher_store::{AdmissionPolicy, QueueJoin, QueueJoined, QueueRoom, Store, Sto
 /// Joins queues, many at once, in one transaction. Each join's answer, in order.
 pub async fn join(store: &dyn Store, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>> {
     let mut tx = store.begin_queue().await?;
-    match join_in(tx.as_mut(), joins).await {
-        Ok(answers) => {
-            tx.commit().await?;
-            Ok(answers)
-        }
-        Err(error) => {
-            let _ = tx.rollback().await;
-            Err(error)
-        }
-    }
+    let ran = join_in(tx.as_mut(), joins).await;
+    crate::settle(tx, ran, |_| true).await
 }
 
 async fn join_in(tx: &mut dyn QueueTx, joins: &[QueueJoin]) -> StoreResult<Vec<QueueJoined>> {

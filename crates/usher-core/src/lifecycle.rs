@@ -646,6 +646,22 @@ mod tests {
         PaymentId::from_uuid(uuid::Uuid::from_u128(n))
     }
 
+    #[test]
+    fn a_provider_reads_and_writes_as_its_name_and_an_unknown_one_as_stored() {
+        for (provider, name) in [
+            (Provider::Mock, "mock"),
+            (Provider::Stripe, "stripe"),
+            (Provider::Wallet, "wallet"),
+            (Provider::Other("adyen".into()), "adyen"),
+        ] {
+            assert_eq!(Provider::parse(name), provider);
+            assert_eq!(
+                serde_json::to_string(&provider).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+    }
+
     fn at(minutes: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_900_000_000, 0).unwrap() + Duration::minutes(minutes)
     }

@@ -491,3 +491,25 @@ pub fn event_action(was: usher_core::EventStatus, is: usher_core::EventStatus) -
         _ => AuditAction::EventUpdated,
     }
 }
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+
+    #[test]
+    fn actions_and_targets_read_back_as_written_and_unknown_ones_as_stored() {
+        for action in AuditAction::KNOWN {
+            assert_eq!(AuditAction::parse(action.as_str()), action);
+        }
+        assert_eq!(AuditAction::parse("seat.renamed").as_str(), "seat.renamed");
+        let id = Uuid::now_v7();
+        for kind in ["event", "performance", "booking", "user", "job", "wallet"] {
+            let target = AuditTarget::from_stored(kind, id);
+            assert_eq!((target.kind(), target.id()), (kind, id));
+        }
+        assert_eq!(
+            AuditTarget::from_stored("booking", id),
+            AuditTarget::Booking(id.into())
+        );
+    }
+}

@@ -253,3 +253,18 @@ pub enum IdempotencyStart {
         body: Vec<u8>,
     },
 }
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn job_kinds_read_back_as_written_and_an_unknown_one_is_kept_as_stored() {
+        for kind in JobKind::KNOWN {
+            assert_eq!(JobKind::parse(kind.as_str()), kind);
+        }
+        let newer = JobKind::parse("invoice_email");
+        assert_eq!(newer, JobKind::Other("invoice_email".into()));
+        assert_eq!(newer.as_str(), "invoice_email");
+    }
+}
