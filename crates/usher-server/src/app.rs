@@ -294,9 +294,9 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
     } else {
         api
     };
-    // The pages call the API in-process, through its own middleware (limits,
-    // idempotency), as the visitor.
-    let web = crate::web::WebState::new(state.clone(), api.clone());
+    // The pages call the API's functions directly, as the visitor, with the same
+    // limits (`rate_limit::pages`).
+    let web = crate::web::WebState::new(state.clone());
     let app = api
         .route("/metrics", axum::routing::get(crate::telemetry::render))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))

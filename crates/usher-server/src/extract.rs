@@ -243,6 +243,15 @@ pub fn unknown_units(unit_ids: &[usher_core::UnitId]) -> ApiError {
     ApiError::validation("unit_ids", format!("not units of this performance: {list}"))
 }
 
+/// The query string's parameters, or a 422 naming `query` when it does not read.
+pub fn query<T>(
+    params: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    params
+        .map(|axum::extract::Query(params)| params)
+        .map_err(|e| ApiError::validation("query", e.body_text()))
+}
+
 /// Parses an id from a path segment. Something that is not a UUID names nothing: 404.
 pub fn path_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)

@@ -30,8 +30,8 @@ impl FieldError {
     }
 }
 
-/// The problem document (RFC 9457). Also read back by the web pages, which call the
-/// API in-process and show its problems as messages.
+/// The problem document (RFC 9457). The web pages show the same document as messages
+/// (`web::api::Refusal`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// A stable identifier of the kind of problem, e.g. `/problems/validation-error`.
@@ -129,7 +129,7 @@ impl ApiError {
         }
     }
 
-    fn problem(&self) -> Problem {
+    pub fn problem(&self) -> Problem {
         let status = self.status();
         let (kind, detail, errors) = match self {
             ApiError::MalformedBody(why) => ("malformed-request", why.clone(), vec![]),

@@ -364,7 +364,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 
     let mut checks: Vec<(Tier, String)> = vec![(Tier::Ip, ip.to_string())];
     if unsafe_method && path.starts_with("/v1/auth/") {
-        let Ok((key, rebuilt)) = auth_key(&state, ip, &path, request).await else {
+        let Ok((key, rebuilt)) = auth_key_of_body(&state, ip, &path, request).await else {
             return ApiError::PayloadTooLarge.into_response();
         };
         request = rebuilt;
@@ -379,7 +379,21 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 
     let (tightest, policies) = match enforce(limits, &checks).await {
         Ok(passed) => passed,
-        Err(refused) => return refused,
+        Err((policy, retry_after_seconds)) => {
+            let mut response = ApiError::RateLimited {
+                tier: policy.name,
+                retry_after_seconds,
+            }
+            .into_response();
+            let headers = response.headers_mut();
+            set_policy(headers, &[policy]);
+            set_header(
+                headers,
+                "ratelimit",
+                format!("\"{}\";r=0;t={retry_after_seconds}", policy.name),
+            );
+            return response;
+        }
     };
     let mut response = next.run(request).await;
     if let Some((policy, remaining, reset)) = tightest {
@@ -394,12 +408,51 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
+/// The same tiers for the pages (installed only when limits are on): every page asks
+/// the `ip` tier; a signed-in visitor's form posts the `writes` tier, and a hold form
+/// the `holds` tier too, keyed as the API keys them, so that a buyer's page and script
+/// share one bucket. Signing in, up and out ask the `auth` tier in their handlers
+/// ([`crate::web::api::Visit::limit_auth`]), which read the account from the form.
+pub async fn pages(
+    State(web): State<crate::web::WebState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let visit = crate::web::api::Visit::of(&parts, &web.app);
+    let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut checks: Vec<(Tier, String)> = vec![(Tier::Ip, visit.ip.to_string())];
+    if let (true, Some(user)) = (unsafe_method, visit.caller) {
+        checks.push((Tier::Writes, user.id.to_string()));
+        let path = parts.uri.path();
+        if path.starts_with("/performances/") && path.ends_with("/hold") {
+            checks.push((Tier::Holds, user.id.to_string()));
+        }
+    }
+    if let Err(refused) = check(web.app.rate_limits(), &checks).await {
+        let refusal = crate::web::api::Refusal::from(refused);
+        return crate::web::PageError::refused(&visit, refusal).into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Takes a token from each tier in turn: the tier that refuses, as the API answers it.
+pub async fn check(limits: &RateLimits, checks: &[(Tier, String)]) -> Result<(), ApiError> {
+    enforce(limits, checks)
+        .await
+        .map(|_| ())
+        .map_err(|(policy, retry_after_seconds)| ApiError::RateLimited {
+            tier: policy.name,
+            retry_after_seconds,
+        })
+}
+
 /// The tightest limit this request passes (policy, what remains, seconds to reset) and
-/// every policy it passed; or the 429 of the first it does not.
+/// every policy it passed; or the first it does not, with the seconds until it would.
 async fn enforce(
     limits: &RateLimits,
     checks: &[(Tier, String)],
-) -> Result<(Option<(Policy, u32, u64)>, Vec<Policy>), Response> {
+) -> Result<(Option<(Policy, u32, u64)>, Vec<Policy>), (Policy, u64)> {
     let mut tightest: Option<(Policy, u32, u64)> = None;
     let mut policies = Vec::new();
     for (tier, key) in checks {
@@ -420,19 +473,7 @@ async fn enforce(
                 retry_after_seconds,
             } => {
                 metrics::counter!("usher_rate_limited_total", "tier" => policy.name).increment(1);
-                let mut response = ApiError::RateLimited {
-                    tier: policy.name,
-                    retry_after_seconds,
-                }
-                .into_response();
-                let headers = response.headers_mut();
-                set_policy(headers, &[policy]);
-                set_header(
-                    headers,
-                    "ratelimit",
-                    format!("\"{}\";r=0;t={retry_after_seconds}", policy.name),
-                );
-                return Err(response);
+                return Err((policy, retry_after_seconds));
             }
         }
     }
@@ -454,16 +495,42 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: String) {
     }
 }
 
-/// The `auth` tier's key, from the body (handed on untouched):
-/// - sign-in and sign-up: the client IP and the account the body names, normalised
-///   exactly as the handler looks the account up ([`Email::normalise`]), so padding or
-///   capitals do not make a fresh bucket;
+/// What an `auth` tier check is keyed on.
+pub enum AuthKey<'a> {
+    /// Sign-in and sign-up: the account the request names (as typed).
+    Account(&'a str),
+    /// Refresh and logout: the session the refresh token belongs to.
+    Session(&'a str),
+}
+
+/// The `auth` tier's key:
+/// - sign-in and sign-up: the client IP and the account, normalised exactly as the
+///   handler looks the account up ([`Email::normalise`]), so padding or capitals do not
+///   make a fresh bucket;
 /// - refresh and logout: the session (token family) the refresh token belongs to, so
 ///   people behind one address (a NAT, a proxy) do not share one limit; an unknown token
 ///   falls back to the client IP.
-///
+pub async fn auth_key(state: &AppState, ip: IpAddr, of: AuthKey<'_>) -> String {
+    match of {
+        AuthKey::Account(email) => format!("{ip}|{}", Email::normalise(email)),
+        AuthKey::Session(token) => {
+            let session = state
+                .store()
+                .session_of_refresh_token(&crate::auth::hash_refresh_token(token))
+                .await
+                .ok()
+                .flatten();
+            match session {
+                Some(session) => format!("session|{session}"),
+                None => format!("{ip}|no-session"),
+            }
+        }
+    }
+}
+
+/// The `auth` tier's key for an API request, from its body (handed on untouched).
 /// `Err` when the body is over the size limit.
-async fn auth_key(
+async fn auth_key_of_body(
     state: &AppState,
     ip: IpAddr,
     path: &str,
@@ -479,22 +546,13 @@ async fn auth_key(
             .and_then(|v| v.get(name)?.as_str().map(str::to_owned))
     };
     let key = if matches!(path, "/v1/auth/refresh" | "/v1/auth/logout") {
-        let session = match field("refresh_token") {
-            Some(token) => state
-                .store()
-                .session_of_refresh_token(&crate::auth::hash_refresh_token(&token))
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
-        match session {
-            Some(session) => format!("session|{session}"),
+        match field("refresh_token") {
+            Some(token) => auth_key(state, ip, AuthKey::Session(&token)).await,
             None => format!("{ip}|no-session"),
         }
     } else {
-        let account = field("email").map(|e| Email::normalise(&e));
-        format!("{ip}|{}", account.unwrap_or_default())
+        let account = field("email").unwrap_or_default();
+        auth_key(state, ip, AuthKey::Account(&account)).await
     };
     Ok((key, Request::from_parts(parts, Body::from(bytes))))
 }

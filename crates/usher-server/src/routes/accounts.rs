@@ -135,6 +135,12 @@ async fn signup(
     State(state): State<AppState>,
     Json(body): Json<SignupRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let session = create_account(&state, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(session)))
+}
+
+/// Creates an account and starts its first session.
+pub async fn create_account(state: &AppState, body: SignupRequest) -> Result<Session, ApiError> {
     let mut fields = Fields::new();
     let email = fields.take("email", Email::parse(&body.email));
     let password = fields.take("password", Password::parse(&body.password));
@@ -160,8 +166,7 @@ async fn signup(
             first_account_is_admin: admin_email.is_none(),
         })
         .await?;
-    let session = start_session(&state, user).await?;
-    Ok((StatusCode::CREATED, axum::Json(session)))
+    start_session(state, user).await
 }
 
 /// Logs in with email and password. A wrong password and an unknown email get the same
@@ -178,6 +183,11 @@ async fn login(
     State(state): State<AppState>,
     Json(body): Json<LoginRequest>,
 ) -> Result<axum::Json<Session>, ApiError> {
+    sign_in(&state, body).await.map(axum::Json)
+}
+
+/// Starts a session for whoever knows the account's password.
+pub async fn sign_in(state: &AppState, body: LoginRequest) -> Result<Session, ApiError> {
     const WRONG: ApiError = ApiError::Unauthorized("the email or the password is wrong");
     // A malformed email cannot belong to an account, but is still checked against the
     // dummy hash so that it answers like any other miss.
@@ -195,7 +205,7 @@ async fn login(
         Some(user) if matches && user.disabled => Err(ApiError::Forbidden(
             "this account is disabled; ask the organizer or an admin",
         )),
-        Some(user) if matches => Ok(axum::Json(start_session(&state, user).await?)),
+        Some(user) if matches => start_session(state, user).await,
         _ => Err(WRONG),
     }
 }
@@ -292,17 +302,23 @@ async fn logout(
     _caller: Caller,
     Json(body): Json<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
+    sign_out(&state, &body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends the session `refresh_token` belongs to, on every instance.
+pub async fn sign_out(state: &AppState, refresh_token: &str) -> Result<(), ApiError> {
     // Unknown tokens are not an error: the session is over either way.
     let ended = state
         .store()
-        .revoke_refresh_family(&auth::hash_refresh_token(&body.refresh_token), Utc::now())
+        .revoke_refresh_family(&auth::hash_refresh_token(refresh_token), Utc::now())
         .await?;
     if let Some(session_id) = ended {
         state
             .account_changed(AccountNotice::Session(session_id))
             .await;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// The caller's own account.
@@ -348,7 +364,21 @@ async fn set_role(
 ) -> Result<axum::Json<UserView>, ApiError> {
     let caller = caller.require_admin()?;
     let id = path_id(&id)?;
-    let Json(body) = body?;
+    change_user(&state, caller, &request, id, body.map(|Json(body)| body))
+        .await
+        .map(axum::Json)
+}
+
+/// An admin changes another account's role, state, or both.
+pub async fn change_user(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    id: Uuid,
+    body: Result<RoleRequest, ApiError>,
+) -> Result<UserView, ApiError> {
+    let caller = caller.require_admin()?;
+    let body = body?;
     let mut fields = Fields::new();
     let role = fields.optional("role", body.role.as_deref(), Role::parse);
     if body.role.is_none() && body.disabled.is_none() {
@@ -371,7 +401,7 @@ async fn set_role(
         disabled: body.disabled,
     };
     // Role and state change together or not at all.
-    let audit = caller.audit(&request);
+    let audit = caller.audit(request);
     let user = usher_app::accounts::update_user(
         state.store(),
         id.into(),
@@ -383,7 +413,7 @@ async fn set_role(
     .ok_or(ApiError::NotFound)?;
     tracing::info!(user_id = %id, ?change, "account changed");
     state.account_changed(AccountNotice::Account(id)).await;
-    Ok(axum::Json(user.into()))
+    Ok(user.into())
 }
 
 async fn start_session(state: &AppState, user: User) -> Result<Session, ApiError> {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use usher_core::{Cursor, PageLimit};
 use usher_store::{Job, JobState, UserQuery};
 
-use crate::extract::{Caller, Fields, RequestId, path_id};
+use crate::extract::{Caller, Fields, RequestId, path_id, query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::accounts::UserView;
 use crate::state::AppState;
@@ -29,7 +29,7 @@ pub struct UserPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UserParams {
     /// Case-insensitive text to find in emails and names.
@@ -58,7 +58,16 @@ async fn list_users(
     params: Result<Query<UserParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<UserPage>, ApiError> {
     caller.require_admin()?;
-    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    users(&state, caller, query(params)?).await.map(axum::Json)
+}
+
+/// A page of accounts for an admin (see [`list_users`]).
+pub async fn users(
+    state: &AppState,
+    caller: Caller,
+    params: UserParams,
+) -> Result<UserPage, ApiError> {
+    caller.require_admin()?;
     let mut fields = Fields::new();
     let limit = fields.take("limit", PageLimit::parse(params.limit));
     let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
@@ -84,10 +93,10 @@ async fn list_users(
         .store()
         .list_users(UserQuery { q, limit, after })
         .await?;
-    Ok(axum::Json(UserPage {
+    Ok(UserPage {
         items: page.items.into_iter().map(UserView::from).collect(),
         next_cursor: page.next.map(Cursor::encode),
-    }))
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -149,6 +158,15 @@ async fn list_jobs(
     caller: Caller,
     Query(params): Query<JobParams>,
 ) -> Result<axum::Json<JobList>, ApiError> {
+    jobs(&state, caller, params).await.map(axum::Json)
+}
+
+/// Jobs in a state, for an admin (see [`list_jobs`]).
+pub async fn jobs(
+    state: &AppState,
+    caller: Caller,
+    params: JobParams,
+) -> Result<JobList, ApiError> {
     caller.require_admin()?;
     let job_state = match params.state.as_deref().unwrap_or("dead") {
         "dead" => JobState::Dead,
@@ -163,9 +181,9 @@ async fn list_jobs(
         }
     };
     let jobs = state.store().jobs(job_state, 200).await?;
-    Ok(axum::Json(JobList {
+    Ok(JobList {
         items: jobs.into_iter().map(JobView::from).collect(),
-    }))
+    })
 }
 
 /// Puts a dead job back in the queue with a fresh count of attempts.
@@ -185,14 +203,25 @@ async fn retry_job(
     Path(id): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     let caller = caller.require_admin()?;
-    let id = path_id(&id)?;
+    retry(&state, caller, &request, path_id(&id)?).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// An admin puts a dead job back in the queue.
+pub async fn retry(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    let caller = caller.require_admin()?;
     if state
         .store()
-        .requeue_job(id, state.clock().now(), &caller.audit(&request))
+        .requeue_job(id, state.clock().now(), &caller.audit(request))
         .await?
     {
         tracing::info!(job_id = %id, "dead job queued again");
-        Ok(axum::http::StatusCode::NO_CONTENT)
+        Ok(())
     } else {
         Err(ApiError::NotFound)
     }

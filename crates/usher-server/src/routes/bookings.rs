@@ -19,7 +19,7 @@ use usher_core::{
 };
 use usher_store::{CommandOutcome, HoldCommand, InventoryCommand, Selection};
 
-use crate::extract::{Caller, Fields, Json, RequestId, path_id, unknown_units};
+use crate::extract::{Caller, Fields, Json, RequestId, path_id, query, unknown_units};
 use crate::problem::{ApiError, Problem};
 use crate::routes::performances::{MoneyView, hot_performance};
 use crate::state::AppState;
@@ -128,7 +128,7 @@ pub struct BookingPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1–100 (default 20).
@@ -138,11 +138,17 @@ pub struct ListParams {
 }
 
 impl ListParams {
+    /// The page of `limit` after `cursor` (none: the first).
+    pub fn after(limit: u32, cursor: Option<String>) -> Self {
+        Self {
+            limit: Some(limit),
+            cursor,
+        }
+    }
+
     /// The page a list asks for, or what is wrong with it (422, naming the field).
-    pub fn page(
-        params: Result<Query<Self>, axum::extract::rejection::QueryRejection>,
-    ) -> Result<(PageLimit, Option<Cursor>), ApiError> {
-        let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    pub fn page(&self) -> Result<(PageLimit, Option<Cursor>), ApiError> {
+        let params = self;
         let mut fields = Fields::new();
         let limit = fields.take("limit", PageLimit::parse(params.limit));
         let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
@@ -172,11 +178,24 @@ async fn create_booking(
     headers: axum::http::HeaderMap,
     Json(body): Json<HoldRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let admission = headers.get(ADMISSION_HEADER).and_then(|v| v.to_str().ok());
+    let booking = hold(&state, caller, admission, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(booking)))
+}
+
+/// Holds what `body` asks for `caller`, with the waiting room's `admission` when the
+/// performance has one.
+pub async fn hold(
+    state: &AppState,
+    caller: Caller,
+    admission: Option<&str>,
+    body: HoldRequest,
+) -> Result<BookingView, ApiError> {
     let now = state.clock().now();
     let performance_id = Uuid::try_parse(&body.performance_id)
         .map_err(|_| ApiError::validation("performance_id", "this is not a valid id"))?;
     // A performance the caller may not see is, to them, no performance at all.
-    let (performance, event) = hot_performance(&state, Some(caller), performance_id)
+    let (performance, event) = hot_performance(state, Some(caller), performance_id)
         .await
         .map_err(|e| match e {
             ApiError::NotFound => {
@@ -187,7 +206,7 @@ async fn create_booking(
 
     let selection = selection(&performance, body)?;
     on_sale(&event, &performance, now)?;
-    admitted(&state, &headers, caller.id, &performance, now)?;
+    admitted(state, admission, caller.id, &performance, now)?;
     let outcome = state
         .holds()
         .hold(HoldCommand {
@@ -200,7 +219,7 @@ async fn create_booking(
             offer: false,
         })
         .await?;
-    hold_answer(&state, outcome, now)
+    hold_answer(state, outcome, now)
 }
 
 /// What the body asks to hold, checked against the performance; every field's
@@ -313,23 +332,20 @@ fn on_sale(event: &Event, performance: &Performance, now: DateTime<Utc>) -> Resu
 /// A performance behind a waiting room takes holds only with an admission of its own.
 fn admitted(
     state: &AppState,
-    headers: &axum::http::HeaderMap,
+    admission: Option<&str>,
     caller: Uuid,
     performance: &Performance,
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     if performance.waiting_room {
-        let token = headers
-            .get(ADMISSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::AdmissionRequired(
-                    "this performance sells through a waiting room: join its queue \
+        let token = admission.ok_or_else(|| {
+            ApiError::AdmissionRequired(
+                "this performance sells through a waiting room: join its queue \
                      (POST /v1/performances/{id}/queue) and hold with the admission it gives \
                      (header Usher-Admission)"
-                        .into(),
-                )
-            })?;
+                    .into(),
+            )
+        })?;
         state
             .tokens()
             .verify_admission(token, caller, performance.id.uuid(), now)
@@ -344,15 +360,12 @@ fn hold_answer(
     state: &AppState,
     outcome: CommandOutcome,
     now: DateTime<Utc>,
-) -> Result<(StatusCode, axum::Json<BookingView>), ApiError> {
+) -> Result<BookingView, ApiError> {
     match outcome {
         CommandOutcome::Held(booking) => {
             metrics::counter!("usher_holds_total", "outcome" => "held").increment(1);
             tracing::info!(booking_id = %booking.id, units = booking.units.len(), "units held");
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(BookingView::new(state, booking, now)),
-            ))
+            Ok(BookingView::new(state, booking, now))
         }
         CommandOutcome::Unavailable { unit_ids } => {
             metrics::counter!("usher_holds_total", "outcome" => "unavailable").increment(1);
@@ -410,20 +423,29 @@ async fn list_bookings(
     caller: Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<BookingPage>, ApiError> {
-    let (limit, after) = ListParams::page(params)?;
+    list(&state, caller, query(params)?).await.map(axum::Json)
+}
+
+/// A page of `caller`'s bookings, newest first.
+pub async fn list(
+    state: &AppState,
+    caller: Caller,
+    params: ListParams,
+) -> Result<BookingPage, ApiError> {
+    let (limit, after) = params.page()?;
     let page = state
         .store()
         .bookings_of_user(caller.id.into(), limit, after)
         .await?;
     let now = state.clock().now();
-    Ok(axum::Json(BookingPage {
+    Ok(BookingPage {
         items: page
             .items
             .into_iter()
-            .map(|b| BookingView::new(&state, b, now))
+            .map(|b| BookingView::new(state, b, now))
             .collect(),
         next_cursor: page.next.map(Cursor::encode),
-    }))
+    })
 }
 
 /// One booking: its buyer, an admin, or the event's organizer may read it.
@@ -439,15 +461,16 @@ async fn get_booking(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
-    let booking = readable_booking(&state, caller, path_id(&id)?).await?;
-    Ok(axum::Json(BookingView::new(
-        &state,
-        booking,
-        state.clock().now(),
-    )))
+    one(&state, caller, path_id(&id)?).await.map(axum::Json)
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+/// One booking `caller` may read (theirs; an organizer's event's; any, for admins).
+pub async fn one(state: &AppState, caller: Caller, id: Uuid) -> Result<BookingView, ApiError> {
+    let booking = readable_booking(state, caller, id).await?;
+    Ok(BookingView::new(state, booking, state.clock().now()))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CancelParams {
     /// `wallet`: a confirmed booking's money goes to the caller's wallet (store credit)
@@ -477,8 +500,23 @@ async fn cancel_booking(
     Path(id): Path<String>,
     params: Result<Query<CancelParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
-    let booking = owned_booking(&state, caller, path_id(&id)?).await?;
-    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let id = path_id(&id)?;
+    cancel(&state, caller, &request, id, query(params))
+        .await
+        .map(axum::Json)
+}
+
+/// Releases `caller`'s held booking, or refunds a confirmed one; the parameters are
+/// judged once the booking is known to be theirs.
+pub async fn cancel(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    id: Uuid,
+    params: Result<CancelParams, ApiError>,
+) -> Result<BookingView, ApiError> {
+    let booking = owned_booking(state, caller, id).await?;
+    let params = params?;
     let to = match params.refund_to.as_deref() {
         None | Some("original") => RefundTo::Origin,
         Some("wallet") => RefundTo::Wallet,
@@ -491,12 +529,12 @@ async fn cancel_booking(
     };
     let id = booking.id;
     let now = state.clock().now();
-    let refund = |state: AppState| async move {
-        crate::routes::payments::refund(&state, id.uuid(), Actor::Buyer, to, caller.audit(&request))
+    let refund = || async move {
+        crate::routes::payments::refund(state, id.uuid(), Actor::Buyer, to, caller.audit(request))
             .await
     };
     if booking.status_at(now) == BookingStatus::Confirmed {
-        return refund(state).await;
+        return refund().await;
     }
     match usher_app::inventory::execute(
         state.store(),
@@ -509,12 +547,12 @@ async fn cancel_booking(
     {
         CommandOutcome::Cancelled(booking) => {
             tracing::info!(booking_id = %booking.id, "hold cancelled");
-            Ok(axum::Json(BookingView::new(&state, booking, now)))
+            Ok(BookingView::new(state, booking, now))
         }
         // Confirmed between our read and the cancel: refund instead.
         CommandOutcome::NotCancellable {
             status: BookingStatus::Confirmed,
-        } => refund(state).await,
+        } => refund().await,
         CommandOutcome::NotCancellable { status } => Err(ApiError::Conflict {
             kind: "booking-not-held",
             detail: format!("this booking is {status}; it cannot be cancelled"),

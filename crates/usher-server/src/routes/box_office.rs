@@ -18,7 +18,7 @@ use usher_core::text::Lines;
 use usher_core::{BookingStatus, Currency, Cursor, Money, Role};
 use usher_store::{AuditEntry, AuditScope, CheckIn, TicketRecord, WalletCredit, WalletEntry};
 
-use crate::extract::{Caller, Fields, Json, RequestId, path_id};
+use crate::extract::{Caller, Fields, Json, RequestId, path_id, query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::bookings::{ListParams, readable_booking};
 use crate::routes::performances::{MoneyView, managed_event};
@@ -207,7 +207,20 @@ async fn check_in(
 ) -> Result<axum::Json<CheckInView>, ApiError> {
     let caller = caller.require_organizer()?;
     let Json(body) = body?;
-    let (presented, ticket) = genuine_ticket(&state, &body.code)
+    check_in_ticket(&state, caller, &request, body)
+        .await
+        .map(axum::Json)
+}
+
+/// Lets a ticket in at the door of an event `caller` keeps (see [`check_in`]).
+pub async fn check_in_ticket(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    body: CheckInRequest,
+) -> Result<CheckInView, ApiError> {
+    let caller = caller.require_organizer()?;
+    let (presented, ticket) = genuine_ticket(state, &body.code)
         .await?
         .ok_or(ApiError::NotFound)?;
     if caller.role != Role::Admin && ticket.organizer_id != caller.id.into() {
@@ -227,7 +240,7 @@ async fn check_in(
         });
     }
     let now = state.clock().now();
-    let audit = caller.audit(&request);
+    let audit = caller.audit(request);
     let outcome = usher_app::box_office::check_in(
         state.store(),
         presented.serial,
@@ -262,13 +275,13 @@ async fn check_in(
         None => String::new(),
     };
     tracing::info!(booking_id = %ticket.booking_id, unit_id = %ticket.unit_id, "ticket checked in");
-    Ok(axum::Json(CheckInView {
+    Ok(CheckInView {
         booking_id: ticket.booking_id.uuid(),
         unit_id: ticket.unit_id.uuid(),
         performance_id: ticket.performance_id.uuid(),
         checked_in_at: at,
         place,
-    }))
+    })
 }
 
 // --- the wallet -----------------------------------------------------------------------
@@ -326,17 +339,26 @@ async fn my_wallet(
     caller: Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<WalletView>, ApiError> {
-    let (limit, after) = ListParams::page(params)?;
+    wallet(&state, caller, query(params)?).await.map(axum::Json)
+}
+
+/// `caller`'s balances and a page of their ledger, newest first.
+pub async fn wallet(
+    state: &AppState,
+    caller: Caller,
+    params: ListParams,
+) -> Result<WalletView, ApiError> {
+    let (limit, after) = params.page()?;
     let balances = state.store().wallet_balances(caller.id.into()).await?;
     let page = state
         .store()
         .wallet_entries(caller.id.into(), limit, after)
         .await?;
-    Ok(axum::Json(WalletView {
+    Ok(WalletView {
         balances: balances.into_iter().map(MoneyView::from).collect(),
         entries: page.items.into_iter().map(WalletEntryView::from).collect(),
         next_cursor: page.next.map(Cursor::encode),
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -384,12 +406,32 @@ async fn credit_wallet(
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = caller.require_admin()?;
     let user_id = path_id(&user_id)?;
+    let entry = credit(
+        &state,
+        caller,
+        &request,
+        user_id,
+        body.map(|Json(body)| body),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(entry)))
+}
+
+/// An admin gives a user store credit; the body is judged once the user is known.
+pub async fn credit(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    user_id: Uuid,
+    body: Result<CreditRequest, ApiError>,
+) -> Result<WalletEntryView, ApiError> {
+    let caller = caller.require_admin()?;
     let user = state
         .store()
         .user(user_id.into())
         .await?
         .ok_or(ApiError::NotFound)?;
-    let Json(body) = body?;
+    let body = body?;
     let mut fields = Fields::new();
     if !(1..=MAX_CREDIT).contains(&body.amount.amount) {
         fields.reject(
@@ -412,15 +454,12 @@ async fn credit_wallet(
             user_id: user.id,
             amount: Money::new(body.amount.amount, currency),
             reason,
-            audit: caller.audit(&request),
+            audit: caller.audit(request),
             now: state.clock().now(),
         })
         .await?;
     tracing::info!(user_id = %user.id, amount = entry.amount.amount, currency = %entry.amount.currency, "wallet credited");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(WalletEntryView::from(entry)),
-    ))
+    Ok(entry.into())
 }
 
 // --- the audit log --------------------------------------------------------------------
@@ -480,9 +519,9 @@ pub struct AuditPage {
 async fn audit_page(
     state: &AppState,
     scope: AuditScope,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<AuditPage>, ApiError> {
-    let (limit, after) = ListParams::page(params)?;
+    params: ListParams,
+) -> Result<AuditPage, ApiError> {
+    let (limit, after) = params.page()?;
     let page = state.store().audit_log(scope, limit, after).await?;
     // A page names a handful of people (the organizer, an admin or two): each is looked
     // up once.
@@ -504,10 +543,10 @@ async fn audit_page(
         }
         items.push(view);
     }
-    Ok(axum::Json(AuditPage {
+    Ok(AuditPage {
         items,
         next_cursor: page.next.map(Cursor::encode),
-    }))
+    })
 }
 
 /// Every audited change, newest first (admins).
@@ -526,7 +565,19 @@ async fn admin_audit(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {
     caller.require_admin()?;
-    audit_page(&state, AuditScope::All, params).await
+    audit_of_all(&state, caller, query(params)?)
+        .await
+        .map(axum::Json)
+}
+
+/// A page of every audited change, for an admin.
+pub async fn audit_of_all(
+    state: &AppState,
+    caller: Caller,
+    params: ListParams,
+) -> Result<AuditPage, ApiError> {
+    caller.require_admin()?;
+    audit_page(state, AuditScope::All, params).await
 }
 
 /// One event's audited changes, newest first: the event, its performances, refunds,
@@ -548,6 +599,21 @@ async fn event_audit(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {
     let caller = caller.require_organizer()?;
-    let event = managed_event(&state, caller, &id).await?;
-    audit_page(&state, AuditScope::Event(event.id.uuid()), params).await
+    let id = path_id(&id)?;
+    audit_of_event(&state, caller, id, query(params))
+        .await
+        .map(axum::Json)
+}
+
+/// A page of an event's audited changes, for whoever manages it; the parameters are
+/// judged once that is known.
+pub async fn audit_of_event(
+    state: &AppState,
+    caller: Caller,
+    event_id: Uuid,
+    params: Result<ListParams, ApiError>,
+) -> Result<AuditPage, ApiError> {
+    let caller = caller.require_organizer()?;
+    let event = managed_event(state, caller, event_id).await?;
+    audit_page(state, AuditScope::Event(event.id.uuid()), params?).await
 }

@@ -102,7 +102,7 @@ pub struct UpdateEventRequest {
     pub status: Option<String>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Case-insensitive text to find in titles.
@@ -136,6 +136,18 @@ async fn create_event(
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = caller.require_organizer()?;
     let Json(body) = body?;
+    let event = create(&state, caller, &request, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(event)))
+}
+
+/// Creates a draft event owned by `caller` (an organizer or an admin).
+pub async fn create(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    body: CreateEventRequest,
+) -> Result<EventView, ApiError> {
+    let caller = caller.require_organizer()?;
     let mut fields = Fields::new();
     let title = fields.take("title", EventTitle::parse(&body.title));
     let description = fields.take(
@@ -163,11 +175,11 @@ async fn create_event(
                 venue,
                 attributes: attributes.unwrap_or_else(EventAttributes::empty),
             },
-            &caller.audit(&request),
+            &caller.audit(request),
         )
         .await?;
     tracing::info!(event_id = %event.id, "event created");
-    Ok((StatusCode::CREATED, axum::Json(EventView::from(event))))
+    Ok(EventView::from(event))
 }
 
 /// Lists events, newest first: published ones for everyone, plus the caller's own
@@ -187,6 +199,15 @@ async fn list_events(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<EventPage>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    list(&state, caller, params).await.map(axum::Json)
+}
+
+/// A page of the events `caller` may see (see [`list_events`]).
+pub async fn list(
+    state: &AppState,
+    caller: Option<Caller>,
+    params: ListParams,
+) -> Result<EventPage, ApiError> {
     let mut fields = Fields::new();
     let limit = fields.take("limit", PageLimit::parse(params.limit));
     let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
@@ -232,10 +253,10 @@ async fn list_events(
             after,
         })
         .await?;
-    Ok(axum::Json(EventPage {
+    Ok(EventPage {
         items: page.items.into_iter().map(EventView::from).collect(),
         next_cursor: page.next.map(Cursor::encode),
-    }))
+    })
 }
 
 /// One event with its performances. Drafts are visible only to their organizer and
@@ -251,7 +272,15 @@ async fn get_event(
     caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<EventDetail>, ApiError> {
-    let id = path_id(&id)?;
+    detail(&state, caller, path_id(&id)?).await.map(axum::Json)
+}
+
+/// One event with its performances, when `caller` may see it.
+pub async fn detail(
+    state: &AppState,
+    caller: Option<Caller>,
+    id: Uuid,
+) -> Result<EventDetail, ApiError> {
     let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
     let event = state
         .store()
@@ -281,10 +310,26 @@ async fn get_event(
             }
         })
         .collect();
-    Ok(axum::Json(EventDetail {
+    Ok(EventDetail {
         event: event.into(),
         performances,
-    }))
+    })
+}
+
+/// The event, when `caller` may see it (without its performances).
+pub async fn visible(
+    state: &AppState,
+    caller: Option<Caller>,
+    id: Uuid,
+) -> Result<EventView, ApiError> {
+    let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
+    let event = state
+        .store()
+        .event(id.into())
+        .await?
+        .filter(|event| viewer.sees(event))
+        .ok_or(ApiError::NotFound)?;
+    Ok(event.into())
 }
 
 /// Changes an event (its organizer or an admin). Fields left out stay as they are.
@@ -303,11 +348,26 @@ async fn update_event(
     caller: Caller,
     request: RequestId,
     Path(id): Path<String>,
-    // Judged after the caller: no verdict on the body for those without the right.
+    // Judged after the caller and the event: no verdict on the body for those without
+    // the right.
     body: Result<Json<UpdateEventRequest>, ApiError>,
 ) -> Result<axum::Json<EventView>, ApiError> {
     let caller = caller.require_organizer()?;
     let id = path_id(&id)?;
+    update(&state, caller, &request, id, body.map(|Json(body)| body))
+        .await
+        .map(axum::Json)
+}
+
+/// Changes an event `caller` manages; the body is judged only once that is known.
+pub async fn update(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    id: Uuid,
+    body: Result<UpdateEventRequest, ApiError>,
+) -> Result<EventView, ApiError> {
+    let caller = caller.require_organizer()?;
     let event = state
         .store()
         .event(id.into())
@@ -316,7 +376,7 @@ async fn update_event(
     if !caller.viewer().manages(&event) {
         return Err(ApiError::NotFound);
     }
-    let Json(body) = body?;
+    let body = body?;
     let mut fields = Fields::new();
     let title = fields.optional("title", body.title.as_deref(), EventTitle::parse);
     let description = fields.optional("description", body.description.as_deref(), |d| {
@@ -350,7 +410,7 @@ async fn update_event(
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))
     .collect();
-    let audit = caller.audit(&request).note("changed", changed);
+    let audit = caller.audit(request).note("changed", changed);
     let updated = usher_app::catalog::update_event(
         state.store(),
         id.into(),
@@ -364,5 +424,5 @@ async fn update_event(
     if updated.status != event.status {
         tracing::info!(event_id = %id, from = %event.status, to = %updated.status, "event status changed");
     }
-    Ok(axum::Json(updated.into()))
+    Ok(updated.into())
 }

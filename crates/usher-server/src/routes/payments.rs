@@ -54,7 +54,7 @@ pub struct CheckoutView {
 }
 
 /// How to pay; without a body, through the configured provider.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequestBody {
     /// `wallet` pays at once from the balance in the booking's currency; `provider` (the
@@ -103,15 +103,29 @@ async fn checkout(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<CheckoutView>, ApiError> {
-    let booking = owned_booking(&state, caller, path_id(&id)?).await?;
-    let method = if body.iter().all(u8::is_ascii_whitespace) {
-        None
+    let id = path_id(&id)?;
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(CheckoutRequestBody::default())
     } else {
-        parse_json::<CheckoutRequestBody>(&body)?.method
+        parse_json::<CheckoutRequestBody>(&body)
     };
-    match method.as_deref() {
+    open_checkout(&state, caller, id, body)
+        .await
+        .map(axum::Json)
+}
+
+/// Opens the provider's checkout for `caller`'s held booking, or pays it from the
+/// wallet; the body is judged once the booking is known to be theirs.
+pub async fn open_checkout(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    body: Result<CheckoutRequestBody, ApiError>,
+) -> Result<CheckoutView, ApiError> {
+    let booking = owned_booking(state, caller, id).await?;
+    match body?.method.as_deref() {
         None | Some("provider") => {}
-        Some("wallet") => return pay_from_wallet(&state, booking.id.uuid()).await,
+        Some("wallet") => return pay_from_wallet(state, booking.id.uuid()).await,
         Some(_) => {
             return Err(ApiError::validation(
                 "method",
@@ -140,27 +154,27 @@ async fn checkout(
         return Err(refused(done.outcome));
     };
     if let (true, Some(url)) = (reused, &payment.checkout_url) {
-        return Ok(axum::Json(CheckoutView {
+        return Ok(CheckoutView {
             payment_id: payment_id.uuid(),
             provider: payment.provider.clone(),
             checkout_url: url.clone(),
             expires_at: payment.expires_at,
             booking: None,
-        }));
+        });
     }
-    let session = open_session(&state, caller.id, &booking, &payment, now).await?;
+    let session = open_session(state, caller.id, &booking, &payment, now).await?;
     state
         .store()
         .attach_checkout(payment_id, &session.provider_ref, &session.url)
         .await?;
     tracing::info!(booking_id = %booking.id, %payment_id, reused, "checkout open");
-    Ok(axum::Json(CheckoutView {
+    Ok(CheckoutView {
         payment_id: payment_id.uuid(),
         provider: payment.provider.clone(),
         checkout_url: session.url,
         expires_at: payment.expires_at,
         booking: None,
-    }))
+    })
 }
 
 /// Asks the provider for a checkout session of the payment. No lock is held here: the
@@ -224,10 +238,7 @@ async fn open_session(
 
 /// Pays a held booking from the buyer's wallet: debit, payment and confirmation in one
 /// transaction.
-async fn pay_from_wallet(
-    state: &AppState,
-    booking_id: Uuid,
-) -> Result<axum::Json<CheckoutView>, ApiError> {
+async fn pay_from_wallet(state: &AppState, booking_id: Uuid) -> Result<CheckoutView, ApiError> {
     let now = state.clock().now();
     let payment_id = Uuid::now_v7();
     let done = state
@@ -241,13 +252,13 @@ async fn pay_from_wallet(
         .await?;
     record_payment_outcome(payment_id, &done);
     match (done.outcome, done.booking) {
-        (Outcome::Confirmed, Some(booking)) => Ok(axum::Json(CheckoutView {
+        (Outcome::Confirmed, Some(booking)) => Ok(CheckoutView {
             payment_id,
             provider: Provider::Wallet,
             checkout_url: format!("{}/bookings", state.public_url()),
             expires_at: now,
             booking: Some(BookingView::new(state, booking, now)),
-        })),
+        }),
         (outcome, _) => Err(refused(outcome)),
     }
 }
@@ -271,10 +282,23 @@ async fn complete_mock_payment(
     // Judged after the caller: no verdict on the body for those without the right.
     body: Result<Json<MockOutcome>, ApiError>,
 ) -> Result<axum::Json<BookingView>, ApiError> {
+    let payment_id = path_id(&payment_id)?;
+    complete_mock(&state, caller, payment_id, body.map(|Json(body)| body))
+        .await
+        .map(axum::Json)
+}
+
+/// Settles `caller`'s mock payment as the provider would; the body is judged once the
+/// payment is known to be theirs.
+pub async fn complete_mock(
+    state: &AppState,
+    caller: Caller,
+    payment_id: Uuid,
+    body: Result<MockOutcome, ApiError>,
+) -> Result<BookingView, ApiError> {
     if !matches!(state.config().payments, PaymentsConfig::Mock) {
         return Err(ApiError::NotFound);
     }
-    let payment_id = path_id(&payment_id)?;
     let payment = state
         .store()
         .payment(payment_id.into())
@@ -288,7 +312,7 @@ async fn complete_mock_payment(
     if booking.user_id != caller.id.into() || payment.provider != Provider::Mock {
         return Err(ApiError::NotFound);
     }
-    let Json(body) = body?;
+    let body = body?;
     let now = state.clock().now();
     let trigger = match body.outcome.as_str() {
         "succeeded" => Trigger::PaymentSucceeded {
@@ -320,7 +344,7 @@ async fn complete_mock_payment(
             .await?
             .ok_or(ApiError::NotFound)?,
     };
-    Ok(axum::Json(BookingView::new(&state, booking, now)))
+    Ok(BookingView::new(state, booking, now))
 }
 
 #[derive(Debug, Deserialize)]
@@ -515,6 +539,7 @@ async fn create_refund(
         caller.audit(&request),
     )
     .await
+    .map(axum::Json)
 }
 
 /// Refunds a confirmed booking; shared by `DELETE /v1/bookings/{id}` (the buyer, until
@@ -525,7 +550,7 @@ pub async fn refund(
     by: Actor,
     to: RefundTo,
     audit: Audit,
-) -> Result<axum::Json<BookingView>, ApiError> {
+) -> Result<BookingView, ApiError> {
     let now = state.clock().now();
     let audit = audit.note(
         "by",
@@ -551,7 +576,7 @@ pub async fn refund(
     match (done.outcome, done.booking) {
         (Outcome::Refunded | Outcome::Released, Some(booking)) => {
             tracing::info!(%booking_id, status = %booking.status, "booking cancelled or refunded");
-            Ok(axum::Json(BookingView::new(state, booking, now)))
+            Ok(BookingView::new(state, booking, now))
         }
         (outcome, _) => Err(refused(outcome)),
     }

@@ -21,7 +21,7 @@ use usher_store::{
 };
 
 use crate::connections::ConnectionSlot;
-use crate::extract::{Caller, Fields, Json, path_id};
+use crate::extract::{Caller, Fields, Json, path_id, query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::bookings::ListParams;
 use crate::routes::performances::visible_performance;
@@ -151,8 +151,21 @@ async fn join_waitlist(
     Path(id): Path<String>,
     body: Result<Json<WaitlistRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (performance, _) = visible_performance(&state, Some(caller), path_id(&id)?).await?;
-    let Json(body) = body?;
+    let id = path_id(&id)?;
+    let (status, entry) = join_list(&state, caller, id, body.map(|Json(body)| body)).await?;
+    Ok((status, axum::Json(entry)).into_response())
+}
+
+/// Puts `caller` on the performance's waiting list (201), or finds them there (200);
+/// the body is judged once the performance is known to be visible to them.
+pub async fn join_list(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    body: Result<WaitlistRequest, ApiError>,
+) -> Result<(StatusCode, WaitlistEntryView), ApiError> {
+    let (performance, _) = visible_performance(state, Some(caller), id).await?;
+    let body = body?;
     let ticket_type_id = waited_for(&performance, &body)?;
     let join = WaitlistJoin {
         id: Uuid::now_v7(),
@@ -167,15 +180,9 @@ async fn join_waitlist(
         WaitlistJoined::Joined(entry) => {
             metrics::counter!("usher_waitlist_joins_total").increment(1);
             tracing::info!(entry_id = %entry.id, performance_id = %performance.id, "joined the waiting list");
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(WaitlistEntryView::from(entry)),
-            )
-                .into_response())
+            Ok((StatusCode::CREATED, entry.into()))
         }
-        WaitlistJoined::AlreadyWaiting(entry) => {
-            Ok((StatusCode::OK, axum::Json(WaitlistEntryView::from(entry))).into_response())
-        }
+        WaitlistJoined::AlreadyWaiting(entry) => Ok((StatusCode::OK, entry.into())),
         WaitlistJoined::NotSoldOut { free } => Err(ApiError::Conflict {
             kind: "not-sold-out",
             detail: format!("{free} places are free for this request: hold them instead"),
@@ -205,15 +212,26 @@ async fn my_waitlist(
     caller: Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<WaitlistPage>, ApiError> {
-    let (limit, after) = ListParams::page(params)?;
+    entries(&state, caller, query(params)?)
+        .await
+        .map(axum::Json)
+}
+
+/// A page of `caller`'s waiting-list entries, newest first.
+pub async fn entries(
+    state: &AppState,
+    caller: Caller,
+    params: ListParams,
+) -> Result<WaitlistPage, ApiError> {
+    let (limit, after) = params.page()?;
     let page = state
         .store()
         .waitlist_of_user(caller.id.into(), state.clock().now(), limit, after)
         .await?;
-    Ok(axum::Json(WaitlistPage {
+    Ok(WaitlistPage {
         items: page.items.into_iter().map(Into::into).collect(),
         next_cursor: page.next.map(Cursor::encode),
-    }))
+    })
 }
 
 /// Leaves the waiting list. An open offer is turned down: its hold is released and
@@ -230,10 +248,21 @@ async fn leave_waitlist(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<WaitlistEntryView>, ApiError> {
+    leave_list(&state, caller, path_id(&id)?)
+        .await
+        .map(axum::Json)
+}
+
+/// Takes `caller` off the waiting list; an open offer goes to the next in line.
+pub async fn leave_list(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+) -> Result<WaitlistEntryView, ApiError> {
     let now = state.clock().now();
     let store = state.store();
     let entry = store
-        .waitlist_entry(path_id(&id)?, now)
+        .waitlist_entry(id, now)
         .await?
         .filter(|e| e.user_id == caller.id.into())
         .ok_or(ApiError::NotFound)?;
@@ -254,7 +283,7 @@ async fn leave_waitlist(
         .await?
         .ok_or(ApiError::NotFound)?;
     tracing::info!(entry_id = %entry.id, "left the waiting list");
-    Ok(axum::Json(entry.into()))
+    Ok(entry.into())
 }
 
 // --- the waiting room -------------------------------------------------------------------
@@ -328,7 +357,17 @@ async fn join_queue(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (performance, _) = visible_performance(&state, Some(caller), path_id(&id)?).await?;
+    let (status, ticket) = join_room(&state, caller, path_id(&id)?).await?;
+    Ok((status, axum::Json(ticket)).into_response())
+}
+
+/// Puts `caller` in the performance's waiting room (201), or finds them there (200).
+pub async fn join_room(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+) -> Result<(StatusCode, QueueTicketView), ApiError> {
+    let (performance, _) = visible_performance(state, Some(caller), id).await?;
     let joined = state
         .waiting_room()
         .join(QueueJoin {
@@ -342,14 +381,11 @@ async fn join_queue(
     match joined {
         QueueJoined::Joined(ticket) => Ok((
             StatusCode::CREATED,
-            axum::Json(QueueTicketView::new(&state, &ticket, false)?),
-        )
-            .into_response()),
-        QueueJoined::Again(ticket) => Ok((
-            StatusCode::OK,
-            axum::Json(QueueTicketView::new(&state, &ticket, false)?),
-        )
-            .into_response()),
+            QueueTicketView::new(state, &ticket, false)?,
+        )),
+        QueueJoined::Again(ticket) => {
+            Ok((StatusCode::OK, QueueTicketView::new(state, &ticket, false)?))
+        }
         QueueJoined::NoSuchPerformance => Err(ApiError::NotFound),
         QueueJoined::NoWaitingRoom => Err(ApiError::Conflict {
             kind: "no-waiting-room",
@@ -366,10 +402,10 @@ fn random_draw() -> Result<i64, ApiError> {
     Ok(i64::from_le_bytes(bytes))
 }
 
-async fn own_ticket(state: &AppState, caller: Caller, id: &str) -> Result<QueueTicket, ApiError> {
+async fn own_ticket(state: &AppState, caller: Caller, id: Uuid) -> Result<QueueTicket, ApiError> {
     state
         .store()
-        .queue_ticket(path_id(id)?)
+        .queue_ticket(id)
         .await?
         .filter(|t| t.user_id == caller.id.into())
         .ok_or(ApiError::NotFound)
@@ -388,8 +424,19 @@ async fn queue_ticket(
     caller: Caller,
     Path(ticket_id): Path<String>,
 ) -> Result<axum::Json<QueueTicketView>, ApiError> {
-    let ticket = own_ticket(&state, caller, &ticket_id).await?;
-    Ok(axum::Json(QueueTicketView::new(&state, &ticket, true)?))
+    place(&state, caller, path_id(&ticket_id)?)
+        .await
+        .map(axum::Json)
+}
+
+/// `caller`'s place in a waiting room; once admitted, with the admission.
+pub async fn place(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+) -> Result<QueueTicketView, ApiError> {
+    let ticket = own_ticket(state, caller, id).await?;
+    QueueTicketView::new(state, &ticket, true)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -425,7 +472,7 @@ async fn queue_live(
             ));
         }
     };
-    let ticket = own_ticket(&state, caller, &ticket_id).await?;
+    let ticket = own_ticket(&state, caller, path_id(&ticket_id)?).await?;
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)

@@ -1,30 +1,24 @@
-//! The pages are a client of the API: every read and write goes through the same
-//! `/v1` handlers a script would call, in-process (no socket), as the visitor. Rules,
-//! validation, tenant isolation, rate limits and idempotency are therefore the API's,
-//! and what the API answers as a problem becomes a message on the page.
+//! What a page knows about its visitor, and how it acts for them: the same use-case
+//! functions the `/v1` handlers call (`crate::routes::*`), called directly with the
+//! visitor as the caller. Rules, validation, tenant isolation and the problem sentences
+//! are therefore the API's; rate limits are the API's tiers, applied by
+//! [`crate::rate_limit::pages`] and, for signing in and up, by [`Visit::limit_auth`].
+//! What the API would answer as a problem becomes a message on the page ([`Refusal`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tower::ServiceExt;
+use axum::http::{Method, StatusCode};
 
-use crate::extract::Caller;
-use crate::problem::{PROBLEM_JSON, Problem};
-use crate::rate_limit::Verified;
+use crate::extract::{Caller, RequestId};
+use crate::problem::{ApiError, Problem};
+use crate::rate_limit::{AuthKey, Tier, Verified};
+use crate::state::AppState;
 use crate::web::session::CsrfToken;
 use crate::web::{WebState, format};
 
-/// Responses larger than this from the API are refused (the largest page, a seat map
-/// of a big house, is a few MB).
-const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
-
-/// Who is looking at a page, and what the API needs to act for them.
+/// Who is looking at a page, and what acting for them needs.
 #[derive(Clone)]
 pub struct Visit {
     pub caller: Option<Caller>,
@@ -32,11 +26,12 @@ pub struct Visit {
     /// The path (and query) of this page, for "log in and come back" (`/` for a form
     /// post).
     pub here: String,
-    authorization: Option<HeaderValue>,
-    connect_info: Option<ConnectInfo<SocketAddr>>,
-    forwarded_for: Option<HeaderValue>,
-    request_id: Option<HeaderValue>,
-    api: Router,
+    /// This request's id, for the audit log of what the visitor changes.
+    pub request: RequestId,
+    /// The visitor's address, as the rate limits see it (behind a trusted proxy: the
+    /// address it forwarded for).
+    pub ip: IpAddr,
+    pub app: AppState,
 }
 
 impl FromRequestParts<WebState> for Visit {
@@ -46,41 +41,81 @@ impl FromRequestParts<WebState> for Visit {
         parts: &mut Parts,
         web: &WebState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = parts.extensions.get::<Verified>().map(|v| v.0);
-        let csrf = parts
+        Ok(Self::of(parts, &web.app))
+    }
+}
+
+impl Visit {
+    pub fn of(parts: &Parts, app: &AppState) -> Self {
+        let peer = parts
             .extensions
-            .get::<CsrfToken>()
-            .map(|t| t.0.clone())
-            .unwrap_or_default();
-        Ok(Self {
-            caller,
-            csrf,
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        Self {
+            caller: parts.extensions.get::<Verified>().map(|v| v.0),
+            csrf: parts
+                .extensions
+                .get::<CsrfToken>()
+                .map(|t| t.0.clone())
+                .unwrap_or_default(),
             // After signing in, a form's address cannot be reopened (it takes POSTs
             // only): such visitors come back to the start instead.
             here: match (&parts.method, parts.uri.path_and_query()) {
                 (&Method::GET, Some(path)) => path.as_str().to_owned(),
                 _ => "/".to_owned(),
             },
-            authorization: caller.and_then(|_| parts.headers.get(header::AUTHORIZATION).cloned()),
-            connect_info: parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned(),
-            forwarded_for: parts
-                .headers
-                .get(HeaderName::from_static("x-forwarded-for"))
-                .cloned(),
-            request_id: parts
-                .headers
-                .get(HeaderName::from_static("x-request-id"))
-                .cloned(),
-            api: web.api.clone(),
-        })
+            request: RequestId(
+                parts
+                    .headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            ),
+            ip: app.config().trusted_proxies.client_ip(peer, &parts.headers),
+            app: app.clone(),
+        }
+    }
+
+    pub fn is_signed_in(&self) -> bool {
+        self.caller.is_some()
+    }
+
+    /// The signed-in visitor, refused as the API refuses a request without a token.
+    pub fn user(&self) -> Result<Caller, ApiError> {
+        self.caller.ok_or(ApiError::Unauthorized(
+            "this needs `Authorization: Bearer <access_token>`",
+        ))
+    }
+
+    /// The `auth` tier for signing in, up or out, keyed as the API keys it: a guess
+    /// made through the form and one made through the API share one bucket.
+    pub async fn limit_auth(&self, key: AuthKey<'_>) -> Result<(), ApiError> {
+        if !self.app.config().rate_limits {
+            return Ok(());
+        }
+        let key = crate::rate_limit::auth_key(&self.app, self.ip, key).await;
+        crate::rate_limit::check(self.app.rate_limits(), &[(Tier::Auth, key)]).await
     }
 }
 
-/// What went wrong with an API call, as a page shows it.
+/// What went wrong with an action, as a page shows it.
 #[derive(Debug, Clone)]
 pub struct Refusal {
     pub status: StatusCode,
     pub problem: Problem,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        if let ApiError::Internal(cause) | ApiError::ServiceUnavailable(cause) = &error {
+            tracing::error!(%cause, "a page's action failed");
+        }
+        let problem = error.problem();
+        Self {
+            status: error.status(),
+            problem,
+        }
+    }
 }
 
 impl Refusal {
@@ -137,133 +172,5 @@ impl Refusal {
             .map(|e| format::sentence(&e.message))
             .collect::<Vec<_>>()
             .join(" ")
-    }
-}
-
-impl Visit {
-    pub fn is_signed_in(&self) -> bool {
-        self.caller.is_some()
-    }
-
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refusal> {
-        self.call(Method::GET, path, None::<&()>).await
-    }
-
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl Serialize,
-    ) -> Result<T, Refusal> {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    /// A hold on a performance with a waiting room: with the visitor's admission.
-    pub async fn post_admitted<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl Serialize,
-        admission: Option<&str>,
-    ) -> Result<T, Refusal> {
-        self.call_with(Method::POST, path, Some(body), admission)
-            .await
-    }
-
-    pub async fn patch<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl Serialize,
-    ) -> Result<T, Refusal> {
-        self.call(Method::PATCH, path, Some(body)).await
-    }
-
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refusal> {
-        self.call(Method::DELETE, path, None::<&()>).await
-    }
-
-    /// A write whose answer has no body worth reading (204).
-    pub async fn post_empty(&self, path: &str, body: &impl Serialize) -> Result<(), Refusal> {
-        self.call::<serde::de::IgnoredAny>(Method::POST, path, Some(body))
-            .await
-            .map(|_| ())
-    }
-
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<T, Refusal> {
-        self.call_with(method, path, body, None).await
-    }
-
-    async fn call_with<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-        admission: Option<&str>,
-    ) -> Result<T, Refusal> {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(admission) = admission {
-            request = request.header(crate::routes::bookings::ADMISSION_HEADER, admission);
-        }
-        if let Some(value) = &self.authorization {
-            request = request.header(header::AUTHORIZATION, value);
-        }
-        if let Some(value) = &self.forwarded_for {
-            request = request.header("x-forwarded-for", value);
-        }
-        if let Some(value) = &self.request_id {
-            request = request.header("x-request-id", value);
-        }
-        let body = match body {
-            Some(body) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Body::from(serde_json::to_vec(body).map_err(|e| {
-                    Refusal::from_status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
-                })?)
-            }
-            None => Body::empty(),
-        };
-        let mut request = request
-            .body(body)
-            .map_err(|e| Refusal::from_status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
-        // The rate limits see the visitor's address, as they would on the API.
-        if let Some(info) = self.connect_info {
-            request.extensions_mut().insert(info);
-        }
-        // The session layer verified the token already; the API's extractors reuse that.
-        if let Some(caller) = self.caller {
-            request.extensions_mut().insert(Verified(caller));
-        }
-        let response = match self.api.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        let status = response.status();
-        let is_problem = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-        let bytes = axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| Refusal::from_status(StatusCode::BAD_GATEWAY, &e.to_string()))?;
-        if status.is_success() {
-            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            return serde_json::from_slice(bytes).map_err(|e| {
-                tracing::error!(error = %e, %status, "the API's answer did not read back");
-                Refusal::from_status(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "something went wrong on our side; it has been logged",
-                )
-            });
-        }
-        if is_problem && let Ok(problem) = serde_json::from_slice::<Problem>(&bytes) {
-            return Err(Refusal { status, problem });
-        }
-        Err(Refusal::from_status(
-            status,
-            "something went wrong on our side; it has been logged",
-        ))
     }
 }

@@ -11,15 +11,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::problem::FieldError;
-use crate::routes::bookings::{BookedUnitView, BookingPage, BookingView};
-use crate::routes::box_office::WalletView;
-use crate::routes::events::{EventDetail, EventPage, EventView};
-use crate::routes::payments::CheckoutView;
-use crate::routes::performances::{PerformanceView, SeatMap};
+use crate::rate_limit::AuthKey;
+use crate::routes::accounts::{self, LoginRequest, Session, SignupRequest};
+use crate::routes::bookings::{
+    self, BookedUnitView, BookingView, CancelParams, HoldRequest, ListParams,
+};
+use crate::routes::events::{self, EventView};
+use crate::routes::payments::{self, CheckoutRequestBody, MockOutcome};
+use crate::routes::performances::{self, PerformanceView};
+use crate::routes::{box_office, events::EventDetail};
 use crate::web::api::{Refusal, Visit};
 use crate::web::seat_map::SeatMapLayout;
 use crate::web::session::{REFRESH_COOKIE, clear_session_cookies, cookie, session_cookies};
@@ -98,11 +101,13 @@ async fn events(
     Query(query): Query<ListQuery>,
 ) -> PageResult {
     let q = query.q.unwrap_or_default().trim().to_owned();
-    let mut path = format!("/v1/events?limit=24&q={}", format::query_value(&q));
-    if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
-    }
-    let (events, next, problem) = match visit.get::<EventPage>(&path).await {
+    let params = events::ListParams {
+        q: Some(q.clone()),
+        limit: Some(24),
+        cursor: query.cursor,
+        mine: None,
+    };
+    let (events, next, problem) = match events::list(&visit.app, visit.caller, params).await {
         Ok(page) => (
             page.items.into_iter().map(EventCard::from).collect(),
             page.next_cursor.map(|c| {
@@ -115,7 +120,11 @@ async fn events(
             None,
         ),
         // A bad search is shown beside the box, not as an error page.
-        Err(refusal) => (vec![], None, Some(refusal.for_the_form(&visit)?.message())),
+        Err(refused) => (
+            vec![],
+            None,
+            Some(Refusal::from(refused).for_the_form(&visit)?.message()),
+        ),
     };
     ok(
         &web,
@@ -149,8 +158,7 @@ struct EventPageView {
 
 async fn event(State(web): State<WebState>, visit: Visit, Path(raw): Path<String>) -> PageResult {
     let id = id(&visit, &raw)?;
-    let detail: EventDetail = visit
-        .get(&format!("/v1/events/{id}"))
+    let detail: EventDetail = events::detail(&visit.app, visit.caller, id)
         .await
         .map_err(|r| PageError::refused(&visit, r))?;
     let details = match &detail.event.attributes {
@@ -274,17 +282,13 @@ async fn performance_page(
     problem: Option<String>,
 ) -> Result<PerformancePage, PageError> {
     let refused = |r| PageError::refused(visit, r);
-    let performance: PerformanceView = visit
-        .get(&format!("/v1/performances/{id}"))
-        .await
-        .map_err(refused)?;
-    let event: EventView = visit
-        .get(&format!("/v1/events/{}", performance.event_id))
+    let (app, caller) = (&visit.app, visit.caller);
+    let performance = performances::one(app, caller, id).await.map_err(refused)?;
+    let event = events::visible(app, caller, performance.event_id)
         .await
         .map_err(refused)?;
     let map = if performance.kind == SeatingKind::Reserved {
-        let seats: SeatMap = visit
-            .get(&format!("/v1/performances/{id}/seats"))
+        let seats = performances::seat_map(app, caller, id)
             .await
             .map_err(refused)?;
         Some(SeatMapLayout::new(&seats.units))
@@ -355,12 +359,21 @@ async fn hold(
         ));
     }
     let picked = form.text("unit_ids");
-    let body = match form.get("mode") {
+    let quantity = || Some(form.text("quantity").parse::<i64>().unwrap_or(0));
+    let mut body = HoldRequest {
+        performance_id: id.to_string(),
+        unit_ids: None,
+        ticket_type_id: None,
+        quantity: None,
+        best_available: None,
+    };
+    match form.get("mode") {
         Some("seats") => {
-            let unit_ids: Vec<&str> = picked
+            let unit_ids: Vec<String> = picked
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
+                .map(str::to_owned)
                 .collect();
             if unit_ids.is_empty() {
                 let view = performance_page(
@@ -375,31 +388,23 @@ async fn hold(
                     web.form_targets,
                 ));
             }
-            json!({ "performance_id": id, "unit_ids": unit_ids })
+            body.unit_ids = Some(unit_ids);
         }
-        Some("best") => json!({
-            "performance_id": id,
-            "quantity": form.text("quantity").parse::<i64>().unwrap_or(0),
-            "best_available": true,
-        }),
-        _ => json!({
-            "performance_id": id,
-            "ticket_type_id": form.text("ticket_type_id"),
-            "quantity": form.text("quantity").parse::<i64>().unwrap_or(0),
-        }),
-    };
+        Some("best") => {
+            body.quantity = quantity();
+            body.best_available = Some(true);
+        }
+        _ => {
+            body.ticket_type_id = Some(form.text("ticket_type_id"));
+            body.quantity = quantity();
+        }
+    }
     let admission = form.get("admission").filter(|a| !a.is_empty());
-    match visit
-        .post_admitted::<BookingView>("/v1/bookings", &body, admission)
-        .await
-    {
+    let caller = visit.user().map_err(|r| PageError::refused(&visit, r))?;
+    match bookings::hold(&visit.app, caller, admission, body).await {
         Ok(booking) => Ok(Redirect::to(&format!("/checkout/{}", booking.id)).into_response()),
-        Err(refusal) if refusal.status == StatusCode::UNAUTHORIZED => Err(PageError::sign_in_then(
-            &visit,
-            &format!("/performances/{id}"),
-        )),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
+        Err(refused) => {
+            let refusal = Refusal::from(refused).for_the_form(&visit)?;
             let status = refusal.status;
             let mut view = performance_page(&visit, id, None).await?;
             view.problem = Some(hold_refusal_message(&refusal, view.map.as_ref()));
@@ -500,17 +505,17 @@ async fn checkout_page(
     mock_payment: Option<Uuid>,
     problem: Option<String>,
 ) -> Result<CheckoutPage, PageError> {
-    let booking: BookingView = visit
-        .get(&format!("/v1/bookings/{id}"))
+    let refused = |r| PageError::refused(visit, r);
+    let caller = visit.user().map_err(refused)?;
+    let booking = bookings::one(&visit.app, caller, id)
         .await
-        .map_err(|r| PageError::refused(visit, r))?;
+        .map_err(refused)?;
     let mut context = Context::default();
     let (title, when, names) = context.describe(visit, booking.performance_id).await;
     let wallet = if booking.status == BookingStatus::Held {
-        let wallet: WalletView = visit
-            .get("/v1/wallet?limit=1")
+        let wallet = box_office::wallet(&visit.app, caller, ListParams::after(1, None))
             .await
-            .map_err(|r| PageError::refused(visit, r))?;
+            .map_err(refused)?;
         wallet
             .balances
             .iter()
@@ -537,8 +542,13 @@ async fn checkout_page(
 }
 
 /// The checkout page again with what the API said, for a refusal the page answers.
-async fn checkout_again(web: &WebState, visit: &Visit, id: Uuid, refusal: Refusal) -> PageResult {
-    let refusal = refusal.for_the_form(visit)?;
+async fn checkout_again(
+    web: &WebState,
+    visit: &Visit,
+    id: Uuid,
+    refusal: impl Into<Refusal>,
+) -> PageResult {
+    let refusal = refusal.into().for_the_form(visit)?;
     let view = checkout_page(visit, id, None, Some(refusal.message())).await?;
     Ok(page(&view, refusal.status, web.form_targets))
 }
@@ -551,10 +561,9 @@ async fn pay(
     _form: Form,
 ) -> PageResult {
     let id = id(&visit, &raw)?;
-    match visit
-        .post::<CheckoutView>(&format!("/v1/bookings/{id}/checkout"), &json!({}))
-        .await
-    {
+    let caller = visit.user().map_err(|r| PageError::refused(&visit, r))?;
+    let body = Ok(CheckoutRequestBody::default());
+    match payments::open_checkout(&visit.app, caller, id, body).await {
         Ok(checkout) if checkout.provider == usher_core::lifecycle::Provider::Mock => Ok(
             Redirect::to(&format!("/checkout/{id}?payment={}", checkout.payment_id))
                 .into_response(),
@@ -572,13 +581,11 @@ async fn wallet_pay(
     _form: Form,
 ) -> PageResult {
     let id = id(&visit, &raw)?;
-    match visit
-        .post::<CheckoutView>(
-            &format!("/v1/bookings/{id}/checkout"),
-            &json!({ "method": "wallet" }),
-        )
-        .await
-    {
+    let caller = visit.user().map_err(|r| PageError::refused(&visit, r))?;
+    let body = Ok(CheckoutRequestBody {
+        method: Some("wallet".into()),
+    });
+    match payments::open_checkout(&visit.app, caller, id, body).await {
         Ok(_) => Ok(Redirect::to(&format!("/bookings?confirmed={id}")).into_response()),
         Err(refusal) => checkout_again(&web, &visit, id, refusal).await,
     }
@@ -599,13 +606,11 @@ async fn mock_pay(
     } else {
         "succeeded"
     };
-    match visit
-        .post::<BookingView>(
-            &format!("/v1/payments/mock/{payment}/complete"),
-            &json!({ "outcome": outcome }),
-        )
-        .await
-    {
+    let caller = visit.user().map_err(|r| PageError::refused(&visit, r))?;
+    let body = Ok(MockOutcome {
+        outcome: outcome.into(),
+    });
+    match payments::complete_mock(&visit.app, caller, payment, body).await {
         Ok(booking) if booking.status == BookingStatus::Confirmed => {
             Ok(Redirect::to(&format!("/bookings?confirmed={id}")).into_response())
         }
@@ -658,17 +663,16 @@ async fn bookings_page(
     query: BookingsQuery,
     problem: Option<String>,
 ) -> Result<BookingsPage, PageError> {
-    if !visit.is_signed_in() {
+    let Some(caller) = visit.caller else {
         return Err(PageError::sign_in(visit));
-    }
-    let mut path = "/v1/bookings?limit=20".to_owned();
-    if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
-    }
-    let list: BookingPage = visit
-        .get(&path)
-        .await
-        .map_err(|r| PageError::refused(visit, r))?;
+    };
+    let list = bookings::list(
+        &visit.app,
+        caller,
+        ListParams::after(20, query.cursor.clone()),
+    )
+    .await
+    .map_err(|r| PageError::refused(visit, r))?;
     let mut context = Context::default();
     let mut cards = Vec::with_capacity(list.items.len());
     for booking in list.items {
@@ -711,15 +715,14 @@ async fn cancel(
     form: Form,
 ) -> PageResult {
     let id = id(&visit, &raw)?;
-    let path = if form.get("refund_to") == Some("wallet") {
-        format!("/v1/bookings/{id}?refund_to=wallet")
-    } else {
-        format!("/v1/bookings/{id}")
+    let params = CancelParams {
+        refund_to: (form.get("refund_to") == Some("wallet")).then(|| "wallet".to_owned()),
     };
-    match visit.delete::<BookingView>(&path).await {
+    let caller = visit.user().map_err(|r| PageError::refused(&visit, r))?;
+    match bookings::cancel(&visit.app, caller, &visit.request, id, Ok(params)).await {
         Ok(_) => Ok(Redirect::to(&format!("/bookings?cancelled={id}")).into_response()),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
+        Err(refused) => {
+            let refusal = Refusal::from(refused).for_the_form(&visit)?;
             let status = refusal.status;
             let view = bookings_page(
                 &visit,
@@ -752,13 +755,10 @@ impl Context {
         if let Some(known) = self.performances.get(&performance_id) {
             return known.clone();
         }
-        let found = match visit
-            .get::<PerformanceView>(&format!("/v1/performances/{performance_id}"))
-            .await
-        {
+        let (app, caller) = (&visit.app, visit.caller);
+        let found = match performances::one(app, caller, performance_id).await {
             Ok(performance) => {
-                let title = visit
-                    .get::<EventView>(&format!("/v1/events/{}", performance.event_id))
+                let title = events::visible(app, caller, performance.event_id)
                     .await
                     .map(|e| e.title)
                     .unwrap_or_else(|_| "An event".to_owned());
@@ -826,15 +826,11 @@ async fn wallet(
     visit: Visit,
     Query(query): Query<CursorQuery>,
 ) -> PageResult {
-    if !visit.is_signed_in() {
+    let Some(caller) = visit.caller else {
         return Err(PageError::sign_in(&visit));
-    }
-    let mut path = "/v1/wallet?limit=25".to_owned();
-    if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
-    }
-    let wallet: WalletView = visit
-        .get(&path)
+    };
+    let params = ListParams::after(25, query.cursor.clone());
+    let wallet = box_office::wallet(&visit.app, caller, params)
         .await
         .map_err(|r| PageError::refused(&visit, r))?;
     let view = WalletPage {
@@ -897,14 +893,8 @@ impl SignupPage {
     }
 }
 
-/// What signing up or in answers; the tokens go into cookies.
-#[derive(Deserialize)]
-struct Tokens {
-    access_token: String,
-    refresh_token: String,
-}
-
-fn signed_in(web: &WebState, tokens: &Tokens, next: &str) -> Response {
+/// Signed in: the session's tokens go into cookies, and on to `next`.
+fn signed_in(web: &WebState, tokens: &Session, next: &str) -> Response {
     let mut response = Redirect::to(next).into_response();
     for value in session_cookies(
         &tokens.access_token,
@@ -937,8 +927,15 @@ async fn login_page(
 async fn login(State(web): State<WebState>, visit: Visit, form: Form) -> PageResult {
     let next = safe_next(form.get("next"));
     let email = form.text("email");
-    let body = json!({ "email": email, "password": form.get("password").unwrap_or("") });
-    match visit.post::<Tokens>("/v1/auth/login", &body).await {
+    let body = LoginRequest {
+        email: email.clone(),
+        password: form.get("password").unwrap_or("").to_owned(),
+    };
+    let signed = match visit.limit_auth(AuthKey::Account(&email)).await {
+        Ok(()) => accounts::sign_in(&visit.app, body).await,
+        Err(limited) => Err(limited),
+    };
+    match signed.map_err(Refusal::from) {
         Ok(tokens) => Ok(signed_in(&web, &tokens, &next)),
         Err(refusal)
             if refusal.status.is_client_error()
@@ -979,9 +976,16 @@ async fn signup_page(
 async fn signup(State(web): State<WebState>, visit: Visit, form: Form) -> PageResult {
     let next = safe_next(form.get("next"));
     let (email, name) = (form.text("email"), form.text("name"));
-    let body =
-        json!({ "email": email, "name": name, "password": form.get("password").unwrap_or("") });
-    match visit.post::<Tokens>("/v1/auth/signup", &body).await {
+    let body = SignupRequest {
+        email: email.clone(),
+        name: name.clone(),
+        password: form.get("password").unwrap_or("").to_owned(),
+    };
+    let created = match visit.limit_auth(AuthKey::Account(&email)).await {
+        Ok(()) => accounts::create_account(&visit.app, body).await,
+        Err(limited) => Err(limited),
+    };
+    match created.map_err(Refusal::from) {
         Ok(tokens) => Ok(signed_in(&web, &tokens, &next)),
         Err(refusal)
             if refusal.status.is_client_error()
@@ -1011,11 +1015,14 @@ async fn logout(
 ) -> Response {
     if let Some(refresh) = cookie(&headers, REFRESH_COOKIE)
         && visit.is_signed_in()
-        && let Err(refusal) = visit
-            .post_empty("/v1/auth/logout", &json!({ "refresh_token": refresh }))
-            .await
     {
-        tracing::warn!(status = %refusal.status, "logout could not revoke the session");
+        let ended = match visit.limit_auth(AuthKey::Session(refresh)).await {
+            Ok(()) => accounts::sign_out(&visit.app, refresh).await,
+            Err(limited) => Err(limited),
+        };
+        if let Err(refused) = ended {
+            tracing::warn!(status = %refused.status(), "logout could not revoke the session");
+        }
     }
     let mut response = Redirect::to("/").into_response();
     for value in clear_session_cookies(web.secure_cookies) {

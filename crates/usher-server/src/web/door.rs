@@ -1,8 +1,8 @@
 //! The door: a check-in page for one performance, for the event's organizer (and admins).
 //! No camera needed: the code field keeps the focus, so a USB or Bluetooth scanner (which
 //! types the code and presses Enter) or a person at a keyboard checks tickets in one
-//! after another. Each scan is `POST /v1/checkins` with the door's performance, so a
-//! ticket for another night is refused and stays unused.
+//! after another. Each scan is a check-in (as `POST /v1/checkins`) with the door's
+//! performance, so a ticket for another night is refused and stays unused.
 
 use askama::Template;
 use axum::Router;
@@ -10,12 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use uuid::Uuid;
 
-use crate::routes::box_office::CheckInView;
-use crate::routes::events::EventView;
-use crate::routes::performances::{EventSales, PerformanceView};
+use crate::routes::box_office::{self, CheckInRequest};
+use crate::routes::{events, performances};
 use crate::web::api::{Refusal, Visit};
 use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page};
 
@@ -55,22 +53,20 @@ async fn door_page(
     id: Uuid,
     verdict: Option<Verdict>,
 ) -> Result<DoorPage, PageError> {
-    if !visit.is_signed_in() {
+    let Some(caller) = visit.caller else {
         return Err(PageError::sign_in(visit));
-    }
+    };
     let refused = |r| PageError::refused(visit, r);
-    let performance: PerformanceView = visit
-        .get(&format!("/v1/performances/{id}"))
+    let app = &visit.app;
+    let performance = performances::one(app, Some(caller), id)
         .await
         .map_err(refused)?;
-    let event: EventView = visit
-        .get(&format!("/v1/events/{}", performance.event_id))
+    let event = events::visible(app, Some(caller), performance.event_id)
         .await
         .map_err(refused)?;
     // Only the event's organizer (and admins) may read its sales: this is also the check
     // that the visitor keeps this door.
-    let sales: EventSales = visit
-        .get(&format!("/v1/events/{}/sales", event.id))
+    let sales = performances::sales(app, caller, event.id)
         .await
         .map_err(refused)?;
     let counts = sales.performances.iter().find(|p| p.performance_id == id);
@@ -105,13 +101,12 @@ async fn scan(
             },
         )
     } else {
-        match visit
-            .post::<CheckInView>(
-                "/v1/checkins",
-                &json!({ "code": code, "performance_id": id }),
-            )
-            .await
-        {
+        let caller = visit.user().map_err(|r| PageError::refused(&visit, r))?;
+        let scan = CheckInRequest {
+            code,
+            performance_id: Some(id),
+        };
+        match box_office::check_in_ticket(&visit.app, caller, &visit.request, scan).await {
             Ok(admitted) => (
                 StatusCode::OK,
                 Verdict {
@@ -120,7 +115,10 @@ async fn scan(
                     detail: admitted.place,
                 },
             ),
-            Err(refusal) => (refusal.status, verdict_of(&visit, refusal)?),
+            Err(refused) => {
+                let refusal = Refusal::from(refused);
+                (refusal.status, verdict_of(&visit, refusal)?)
+            }
         }
     };
     let view = door_page(&visit, id, Some(verdict)).await?;

@@ -2,9 +2,10 @@
 //! buyers, organizers and admins, served by the same binary on the same port, plus one
 //! small script and one stylesheet. Nothing is fetched from elsewhere: it works offline.
 //!
-//! Pages hold no booking rules of their own: they call the API in-process as the visitor
-//! ([`api::Visit`]) and render what it answers. What lives here is presentation: layout
-//! of seat maps and charts, forms and their CSRF tokens, and the session cookies.
+//! Pages hold no booking rules of their own: they call the same functions the `/v1`
+//! handlers call, as the visitor ([`api::Visit`]), and render what those answer. What
+//! lives here is presentation: layout of seat maps and charts, forms and their CSRF
+//! tokens, and the session cookies.
 
 pub mod api;
 mod assets;
@@ -46,8 +47,6 @@ impl std::ops::Deref for WebState {
 
 pub struct WebShared {
     pub app: AppState,
-    /// The API (with its own middleware) that pages call in-process.
-    pub api: Router,
     pub rotations: RecentRotations,
     /// `Secure` on cookies when the public URL is https.
     pub secure_cookies: bool,
@@ -56,7 +55,7 @@ pub struct WebShared {
 }
 
 impl WebState {
-    pub fn new(app: AppState, api: Router) -> Self {
+    pub fn new(app: AppState) -> Self {
         let secure_cookies = app.public_url().starts_with("https://");
         let form_targets = if app.payments().provider() == usher_core::lifecycle::Provider::Stripe {
             " https://checkout.stripe.com"
@@ -65,7 +64,6 @@ impl WebState {
         };
         Self(Arc::new(WebShared {
             app,
-            api,
             rotations: RecentRotations::default(),
             secure_cookies,
             form_targets,
@@ -75,14 +73,22 @@ impl WebState {
 
 /// The page routes (everything outside `/v1`, `/docs` and the operations endpoints).
 pub fn router(web: WebState) -> Router {
-    Router::new()
-        .merge(assets::router())
+    let pages = Router::new()
         .merge(buyer::router())
         .merge(manage::router())
         .merge(door::router())
         .merge(waiting::router())
-        .fallback(not_found)
-        .with_state(web)
+        .fallback(not_found);
+    // The API's tiers, for the same actions; off, not there at all (as on the API).
+    let pages = if web.app.config().rate_limits {
+        pages.layer(axum::middleware::from_fn_with_state(
+            web.clone(),
+            crate::rate_limit::pages,
+        ))
+    } else {
+        pages
+    };
+    pages.merge(assets::router()).with_state(web)
 }
 
 /// Browsers get a page; API clients the usual problem document.
@@ -180,7 +186,8 @@ enum PageErrorKind {
 }
 
 impl PageError {
-    pub fn refused(visit: &Visit, refusal: Refusal) -> Self {
+    pub fn refused(visit: &Visit, refusal: impl Into<Refusal>) -> Self {
+        let refusal = refusal.into();
         let kind = if refusal.status == StatusCode::UNAUTHORIZED {
             PageErrorKind::SignIn
         } else {

@@ -1,7 +1,7 @@
 //! The buyer's pages of the waiting list and the waiting room: joining either from a
 //! performance's page, the queue page with its place and wait (kept current over the
 //! queue's WebSocket), and the list of one's waiting-list entries with their offers.
-//! Every read and write goes through the API as the visitor.
+//! Every read and write is the API's own, as the visitor.
 
 use askama::Template;
 use axum::Router;
@@ -9,11 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
-use serde_json::json;
 use uuid::Uuid;
 
-use crate::routes::waiting::{QueueTicketView, WaitlistEntryView, WaitlistPage};
-use crate::web::api::Visit;
+use crate::routes::bookings::ListParams;
+use crate::routes::waiting::{self, QueueTicketView, WaitlistEntryView, WaitlistRequest};
+use crate::web::api::{Refusal, Visit};
 use crate::web::buyer::Context;
 use crate::web::{Chrome, Form, PageError, PageResult, WebState, format, id, page};
 
@@ -29,24 +29,21 @@ pub fn router() -> Router<WebState> {
 /// Puts the visitor on the waiting list of a sold-out performance.
 async fn join_waitlist(visit: Visit, Path(raw): Path<String>, form: Form) -> PageResult {
     let id = id(&visit, &raw)?;
-    if !visit.is_signed_in() {
+    let Some(caller) = visit.caller else {
         return Err(PageError::sign_in_then(
             &visit,
             &format!("/performances/{id}"),
         ));
-    }
-    let mut body = json!({"quantity": form.text("quantity").parse::<i64>().unwrap_or(0)});
+    };
     let ticket_type = form.text("ticket_type_id");
-    if !ticket_type.is_empty() {
-        body["ticket_type_id"] = json!(ticket_type);
-    }
-    match visit
-        .post::<WaitlistEntryView>(&format!("/v1/performances/{id}/waitlist"), &body)
-        .await
-    {
+    let body = WaitlistRequest {
+        quantity: form.text("quantity").parse::<i64>().unwrap_or(0),
+        ticket_type_id: (!ticket_type.is_empty()).then_some(ticket_type),
+    };
+    match waiting::join_list(&visit.app, caller, id, Ok(body)).await {
         Ok(_) => Ok(Redirect::to("/waitlist?joined=1").into_response()),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
+        Err(refused) => {
+            let refusal = Refusal::from(refused).for_the_form(&visit)?;
             // Not sold out after all (or bad input): back to the performance, told why.
             let path = format!(
                 "/performances/{id}?notice={}",
@@ -60,17 +57,16 @@ async fn join_waitlist(visit: Visit, Path(raw): Path<String>, form: Form) -> Pag
 /// Joins the performance's waiting room and shows the queue.
 async fn join_queue(visit: Visit, Path(raw): Path<String>, _form: Form) -> PageResult {
     let id = id(&visit, &raw)?;
-    if !visit.is_signed_in() {
+    let Some(caller) = visit.caller else {
         return Err(PageError::sign_in_then(
             &visit,
             &format!("/performances/{id}"),
         ));
-    }
-    match visit
-        .post::<QueueTicketView>(&format!("/v1/performances/{id}/queue"), &json!({}))
-        .await
-    {
-        Ok(ticket) => Ok(Redirect::to(&format!("/queue/{}", ticket.ticket_id)).into_response()),
+    };
+    match waiting::join_room(&visit.app, caller, id).await {
+        Ok((_, ticket)) => {
+            Ok(Redirect::to(&format!("/queue/{}", ticket.ticket_id)).into_response())
+        }
         Err(refusal) => Err(PageError::refused(&visit, refusal)),
     }
 }
@@ -87,11 +83,10 @@ struct QueuePage {
 
 async fn queue(State(web): State<WebState>, visit: Visit, Path(raw): Path<String>) -> PageResult {
     let id = id(&visit, &raw)?;
-    if !visit.is_signed_in() {
+    let Some(caller) = visit.caller else {
         return Err(PageError::sign_in_then(&visit, &format!("/queue/{id}")));
-    }
-    let ticket: QueueTicketView = visit
-        .get(&format!("/v1/queue/{id}"))
+    };
+    let ticket = waiting::place(&visit.app, caller, id)
         .await
         .map_err(|r| PageError::refused(&visit, r))?;
     let (event_title, when, _) = Context::default()
@@ -132,11 +127,12 @@ async fn waitlist(
     visit: Visit,
     axum::extract::Query(query): axum::extract::Query<WaitlistQuery>,
 ) -> PageResult {
-    if !visit.is_signed_in() {
+    let Some(caller) = visit.caller else {
         return Err(PageError::sign_in(&visit));
-    }
-    let refused = |r| PageError::refused(&visit, r);
-    let list: WaitlistPage = visit.get("/v1/waitlist?limit=50").await.map_err(refused)?;
+    };
+    let list = waiting::entries(&visit.app, caller, ListParams::after(50, None))
+        .await
+        .map_err(|r| PageError::refused(&visit, r))?;
     let mut context = Context::default();
     let mut entries = Vec::with_capacity(list.items.len());
     for entry in list.items {
@@ -166,8 +162,8 @@ async fn waitlist(
 
 async fn leave(visit: Visit, Path(raw): Path<String>, _form: Form) -> PageResult {
     let id: Uuid = id(&visit, &raw)?;
-    visit
-        .delete::<WaitlistEntryView>(&format!("/v1/waitlist/{id}"))
+    let caller = visit.user().map_err(|r| PageError::refused(&visit, r))?;
+    waiting::leave_list(&visit.app, caller, id)
         .await
         .map_err(|r| PageError::refused(&visit, r))?;
     Ok(Redirect::to("/waitlist?left=1").into_response())

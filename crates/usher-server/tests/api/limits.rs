@@ -11,6 +11,7 @@ use usher_testkit::on_each_engine;
 use usher_testkit::redis::RedisServer;
 
 use crate::helpers::*;
+use crate::web::{CSRF, Jar, html};
 
 /// A hold request that the handler refuses cheaply (no such performance): what counts
 /// here is only whether the limit let it through — [`THROUGH`] if it did, 429 if not.
@@ -105,6 +106,49 @@ on_each_engine! {
         }
         let right = guess("  bf2@example.com  ".into(), crate::helpers::PASSWORD).await;
         assert_problem(right, StatusCode::TOO_MANY_REQUESTS).await;
+    }
+
+    async fn the_pages_take_from_the_same_buckets_as_the_api(engine) {
+        let app = spawn_app_with(engine, |c| c.rate_limits = true).await;
+        let (_, _, customer) = app.cast().await;
+        // The sign-up is the first of the account's ten; four guesses through the API
+        // and five through the sign-in form are the rest.
+        app.signup("paged@example.com").await;
+        for _ in 0..4 {
+            let guess = app.post("/v1/auth/login", None, json!({"email": "paged@example.com", "password": "wrong guess!"}));
+            assert_eq!(guess.await.status(), StatusCode::UNAUTHORIZED);
+        }
+        let mut jar = Jar::anonymous();
+        let fields = [("email", " Paged@Example.com"), ("password", "wrong guess!")];
+        for _ in 0..5 {
+            let response = app.form(&mut jar, "/login", &fields, Some(CSRF)).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+        // The bucket is empty for the form, with a page that says so, and for the API.
+        let response = app.form(&mut jar, "/login", &fields, Some(CSRF)).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = html(response).await;
+        assert!(body.contains("Too many requests (auth limit)"), "{body}");
+        let right = app.post("/v1/auth/login", None, json!({"email": "paged@example.com", "password": PASSWORD}));
+        assert_problem(right.await, StatusCode::TOO_MANY_REQUESTS).await;
+        // Signing up through the form is limited per account the same way.
+        let fields = [("email", "paged@example.com"), ("name", "Paige"), ("password", PASSWORD)];
+        let response = app.form(&mut jar, "/signup", &fields, Some(CSRF)).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+        // A buyer's ten holds through the API leave none for the hold form; reading
+        // pages is not a hold.
+        for _ in 0..10 {
+            assert_eq!(hold_attempt(&app, &customer).await.status(), THROUGH);
+        }
+        let mut jar = Jar::signed_in(&customer);
+        let hold = format!("/performances/{}/hold", uuid::Uuid::now_v7());
+        let fields = [("mode", "seats"), ("unit_ids", "x")];
+        let response = app.form(&mut jar, &hold, &fields, Some(CSRF)).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(html(response).await.contains("Slow down"));
+        assert_eq!(app.page(&mut jar, "/bookings").await.status(), StatusCode::OK);
+        assert_eq!(hold_attempt(&app, &customer).await.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 
     async fn people_behind_one_address_each_refresh_their_own_session(engine) {

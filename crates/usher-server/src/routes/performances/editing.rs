@@ -29,8 +29,30 @@ async fn create_performance(
     body: Result<Json<CreatePerformanceRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = caller.require_organizer()?;
-    let event = managed_event(&state, caller, &event_id).await?;
-    let Json(body) = body?;
+    let event_id = path_id(&event_id)?;
+    let view = create(
+        &state,
+        caller,
+        &request,
+        event_id,
+        body.map(|Json(body)| body),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+/// Adds a performance to an event `caller` manages; the body is judged once that is
+/// known.
+pub async fn create(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    event_id: Uuid,
+    body: Result<CreatePerformanceRequest, ApiError>,
+) -> Result<PerformanceView, ApiError> {
+    let caller = caller.require_organizer()?;
+    let event = managed_event(state, caller, event_id).await?;
+    let body = body?;
     let now = state.clock().now();
     let mut fields = Fields::new();
     let starts_at = body.starts_at.trunc_subsecs(6);
@@ -80,12 +102,11 @@ async fn create_performance(
                 max_per_booking: max_per_booking.unwrap_or_default(),
                 seating,
             },
-            &caller.audit(&request),
+            &caller.audit(request),
         )
         .await?;
     tracing::info!(performance_id = %performance.id, event_id = %event.id, "performance created");
-    let view = performance_view(&state, performance, event.status).await?;
-    Ok((StatusCode::CREATED, axum::Json(view)))
+    performance_view(state, performance, event.status).await
 }
 
 /// A performance with its counts. An expired hold counts as available.
@@ -100,10 +121,17 @@ async fn get_performance(
     caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<PerformanceView>, ApiError> {
-    let (performance, event) = visible_performance(&state, caller, path_id(&id)?).await?;
-    Ok(axum::Json(
-        performance_view(&state, performance, event.status).await?,
-    ))
+    one(&state, caller, path_id(&id)?).await.map(axum::Json)
+}
+
+/// A performance with its counts, when `caller` may see its event.
+pub async fn one(
+    state: &AppState,
+    caller: Option<Caller>,
+    id: Uuid,
+) -> Result<PerformanceView, ApiError> {
+    let (performance, event) = visible_performance(state, caller, id).await?;
+    performance_view(state, performance, event.status).await
 }
 
 /// Edits a performance (its organizer or an admin): a new start, hold time, limit per
@@ -132,7 +160,7 @@ async fn update_performance(
     body: Result<Json<UpdatePerformanceRequest>, ApiError>,
 ) -> Result<axum::Json<PerformanceView>, ApiError> {
     let caller = caller.require_organizer()?;
-    let (performance, event) = managed_performance(&state, caller, &id).await?;
+    let (performance, event) = managed_performance(&state, caller, path_id(&id)?).await?;
     let Json(body) = body?;
     let now = state.clock().now();
     let patch = patch_of(body, &performance, now)?;

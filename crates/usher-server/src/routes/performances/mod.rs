@@ -36,6 +36,10 @@ mod editing;
 mod sales;
 mod units;
 
+pub use editing::{create, one};
+pub use sales::{attendees, sales};
+pub use units::{seat_map, set_states};
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(editing::router())
@@ -422,12 +426,7 @@ pub struct EventSales {
 }
 
 /// The event if the caller manages it; 404 otherwise, whether or not it exists.
-pub async fn managed_event(
-    state: &AppState,
-    caller: Caller,
-    raw_id: &str,
-) -> Result<Event, ApiError> {
-    let id = path_id(raw_id)?;
+pub async fn managed_event(state: &AppState, caller: Caller, id: Uuid) -> Result<Event, ApiError> {
     let event = state
         .store()
         .event(id.into())
@@ -445,9 +444,9 @@ pub async fn managed_event(
 pub async fn managed_performance(
     state: &AppState,
     caller: Caller,
-    raw_id: &str,
+    id: Uuid,
 ) -> Result<(Performance, Event), ApiError> {
-    let (performance, event) = visible_performance(state, Some(caller), path_id(raw_id)?).await?;
+    let (performance, event) = visible_performance(state, Some(caller), id).await?;
     if caller.viewer().manages(&event) {
         Ok((performance, event))
     } else {

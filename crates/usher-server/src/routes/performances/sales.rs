@@ -27,8 +27,23 @@ async fn list_attendees(
     params: Result<Query<AttendeeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<AttendeePage>, ApiError> {
     let caller = caller.require_organizer()?;
-    let (performance, _) = managed_performance(&state, caller, &id).await?;
-    let Query(params) = params.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let id = path_id(&id)?;
+    attendees(&state, caller, id, crate::extract::query(params))
+        .await
+        .map(axum::Json)
+}
+
+/// A page of the attendees of a performance `caller` manages; the parameters are
+/// judged once that is known.
+pub async fn attendees(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    params: Result<AttendeeParams, ApiError>,
+) -> Result<AttendeePage, ApiError> {
+    let caller = caller.require_organizer()?;
+    let (performance, _) = managed_performance(state, caller, id).await?;
+    let params = params?;
     let mut fields = Fields::new();
     let limit = fields.take("limit", PageLimit::parse(params.limit));
     let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
@@ -42,17 +57,17 @@ async fn list_attendees(
         .store()
         .attendees(performance.id, status, now, limit, after)
         .await?;
-    Ok(axum::Json(AttendeePage {
+    Ok(AttendeePage {
         items: page
             .items
             .into_iter()
             .map(|a| AttendeeView {
-                booking: BookingView::new(&state, a.booking, now),
+                booking: BookingView::new(state, a.booking, now),
                 buyer: a.buyer.into(),
             })
             .collect(),
         next_cursor: page.next.map(Cursor::encode),
-    }))
+    })
 }
 
 /// Sales figures of every performance of an event (its organizer or an admin), with
@@ -71,7 +86,19 @@ async fn get_sales(
     Path(event_id): Path<String>,
 ) -> Result<axum::Json<EventSales>, ApiError> {
     let caller = caller.require_organizer()?;
-    let event = managed_event(&state, caller, &event_id).await?;
+    sales(&state, caller, path_id(&event_id)?)
+        .await
+        .map(axum::Json)
+}
+
+/// The sales of every performance of an event `caller` manages.
+pub async fn sales(
+    state: &AppState,
+    caller: Caller,
+    event_id: Uuid,
+) -> Result<EventSales, ApiError> {
+    let caller = caller.require_organizer()?;
+    let event = managed_event(state, caller, event_id).await?;
     let sales = state.store().sales(event.id, state.clock().now()).await?;
     let door = state.store().checkin_counts(event.id).await?;
     let performances = sales
@@ -88,8 +115,8 @@ async fn get_sales(
             view
         })
         .collect();
-    Ok(axum::Json(EventSales {
+    Ok(EventSales {
         event_id: event.id.uuid(),
         performances,
-    }))
+    })
 }

@@ -32,8 +32,24 @@ async fn set_unit_states(
     body: Result<Json<UnitStatesRequest>, ApiError>,
 ) -> Result<axum::Json<UnitStatesChanged>, ApiError> {
     let caller = caller.require_organizer()?;
-    let (performance, _) = managed_performance(&state, caller, &id).await?;
-    let Json(body) = body?;
+    let id = path_id(&id)?;
+    set_states(&state, caller, &request, id, body.map(|Json(body)| body))
+        .await
+        .map(axum::Json)
+}
+
+/// Blocks or frees units of a performance `caller` manages, all or nothing; the body
+/// is judged once that is known.
+pub async fn set_states(
+    state: &AppState,
+    caller: Caller,
+    request: &RequestId,
+    id: Uuid,
+    body: Result<UnitStatesRequest, ApiError>,
+) -> Result<UnitStatesChanged, ApiError> {
+    let caller = caller.require_organizer()?;
+    let (performance, _) = managed_performance(state, caller, id).await?;
+    let body = body?;
     let mut fields = Fields::new();
     let blocked = match body.state.as_str() {
         "blocked" => Some(true),
@@ -61,14 +77,14 @@ async fn set_unit_states(
             unit_ids: unit_ids.into_iter().map(Into::into).collect(),
             blocked,
             now: state.clock().now(),
-            audit: caller.audit(&request),
+            audit: caller.audit(request),
         },
     )
     .await?;
     match outcome {
         CommandOutcome::BlockingChanged { changed } => {
             tracing::info!(performance_id = %performance.id, blocked, changed, "unit states changed");
-            Ok(axum::Json(UnitStatesChanged { changed }))
+            Ok(UnitStatesChanged { changed })
         }
         CommandOutcome::Unavailable { unit_ids } => Err(ApiError::UnitsTaken {
             detail: format!(
@@ -98,27 +114,7 @@ async fn get_seats(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (performance, _) = hot_performance(&state, caller, path_id(&id)?).await?;
-    let built = state
-        .seat_maps()
-        .get_or_build(
-            performance.id.uuid(),
-            state.config().seat_map_max_age,
-            || async {
-                let units = state
-                    .store()
-                    .units(performance.id, state.clock().now())
-                    .await?;
-                let map = SeatMap {
-                    performance_id: performance.id.uuid(),
-                    units: units.into_iter().map(UnitView::from).collect(),
-                };
-                serde_json::to_vec(&map)
-                    .map(Bytes::from)
-                    .map_err(|e| ApiError::Internal(format!("seat map: {e}")))
-            },
-        )
-        .await?;
+    let built = built_seat_map(&state, caller, path_id(&id)?).await?;
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
@@ -146,4 +142,45 @@ async fn get_seats(
     // Always ask again; the ETag makes asking again cheap.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
+}
+
+/// The seat map as a page draws it: the shared, already built document (the same
+/// bytes `GET /v1/performances/{id}/seats` sends), read back into units.
+pub async fn seat_map(
+    state: &AppState,
+    caller: Option<Caller>,
+    id: Uuid,
+) -> Result<SeatMap, ApiError> {
+    let built = built_seat_map(state, caller, id).await?;
+    serde_json::from_slice(&built.body).map_err(|e| ApiError::Internal(format!("seat map: {e}")))
+}
+
+/// The performance's seat map from the instance's cache (rebuilt at most every
+/// `USHER_SEAT_MAP_MAX_AGE_MS`), when `caller` may see it.
+async fn built_seat_map(
+    state: &AppState,
+    caller: Option<Caller>,
+    id: Uuid,
+) -> Result<seat_maps::Built, ApiError> {
+    let (performance, _) = hot_performance(state, caller, id).await?;
+    state
+        .seat_maps()
+        .get_or_build(
+            performance.id.uuid(),
+            state.config().seat_map_max_age,
+            || async {
+                let units = state
+                    .store()
+                    .units(performance.id, state.clock().now())
+                    .await?;
+                let map = SeatMap {
+                    performance_id: performance.id.uuid(),
+                    units: units.into_iter().map(UnitView::from).collect(),
+                };
+                serde_json::to_vec(&map)
+                    .map(Bytes::from)
+                    .map_err(|e| ApiError::Internal(format!("seat map: {e}")))
+            },
+        )
+        .await
 }

@@ -61,20 +61,27 @@ pub(super) async fn admin_page(
     notice: Option<String>,
     problem: Option<String>,
 ) -> Result<AdminPage, PageError> {
+    let caller = admin_only(visit)?;
     let q = q.trim().to_owned();
-    let encoded = format::query_value(&q);
-    let users: UserPage = visit
-        .get(&format!("/v1/admin/users?limit=50&q={encoded}"))
+    let app = &visit.app;
+    let search = UserParams {
+        q: Some(q.clone()),
+        limit: Some(50),
+        cursor: None,
+    };
+    let users = routes::admin::users(app, caller, search)
         .await
         .map_err(refused(visit))?;
-    let jobs: JobList = visit
-        .get("/v1/admin/jobs?state=dead")
+    let dead = JobParams {
+        state: Some("dead".into()),
+    };
+    let jobs = routes::admin::jobs(app, caller, dead)
         .await
         .map_err(refused(visit))?;
-    let audit: AuditPage = visit
-        .get(&format!("/v1/admin/audit?limit={AUDIT_PREVIEW}"))
-        .await
-        .map_err(refused(visit))?;
+    let audit =
+        routes::box_office::audit_of_all(app, caller, ListParams::after(AUDIT_PREVIEW, None))
+            .await
+            .map_err(refused(visit))?;
     Ok(AdminPage {
         chrome: Chrome::of(visit),
         q,
@@ -82,7 +89,7 @@ pub(super) async fn admin_page(
         users: users.items,
         jobs: jobs.items,
         audit: audit.items.iter().map(AuditLine::from).collect(),
-        me: visit.caller.map(|c| c.id).unwrap_or_default(),
+        me: caller.id,
         notice,
         problem,
     })
@@ -94,7 +101,10 @@ pub(super) async fn set_role(
     Path(raw): Path<String>,
     form: Form,
 ) -> PageResult {
-    let change = json!({ "role": form.text("role") });
+    let change = RoleRequest {
+        role: Some(form.text("role")),
+        disabled: None,
+    };
     change_user(&web, &visit, &raw, change, "role").await
 }
 
@@ -107,27 +117,40 @@ pub(super) async fn set_access(
 ) -> PageResult {
     let disabled = form.text("disabled") == "true";
     let done = if disabled { "disabled" } else { "enabled" };
-    change_user(&web, &visit, &raw, json!({ "disabled": disabled }), done).await
+    let change = RoleRequest {
+        role: None,
+        disabled: Some(disabled),
+    };
+    change_user(&web, &visit, &raw, change, done).await
 }
 
-/// An admin's change to an account through `PATCH /v1/admin/users/{id}`: back to the
-/// admin page saying `done`, or the page again with the API's refusal.
+/// An admin's change to an account (as `PATCH /v1/admin/users/{id}`): back to the
+/// admin page saying `done`, or the page again with the refusal.
 pub(super) async fn change_user(
     web: &WebState,
     visit: &Visit,
     raw: &str,
-    change: serde_json::Value,
+    change: RoleRequest,
     done: &str,
 ) -> PageResult {
-    admin_only(visit)?;
+    let caller = admin_only(visit)?;
     let id = id(visit, raw)?;
-    match visit
-        .patch::<UserView>(&format!("/v1/admin/users/{id}"), &change)
-        .await
-    {
-        Ok(_) => Ok(Redirect::to(&format!("/admin?done={done}")).into_response()),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(visit)?;
+    let changed =
+        routes::accounts::change_user(&visit.app, caller, &visit.request, id, Ok(change)).await;
+    admin_again(web, visit, changed.map(|_| ()), done).await
+}
+
+/// Back to the admin page saying `done`, or the page again with what was refused.
+async fn admin_again(
+    web: &WebState,
+    visit: &Visit,
+    result: Result<(), ApiError>,
+    done: &str,
+) -> PageResult {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/admin?done={done}")).into_response()),
+        Err(refused) => {
+            let refusal = Refusal::from(refused).for_the_form(visit)?;
             let status = refusal.status;
             let view = admin_page(visit, String::new(), None, Some(refusal.message())).await?;
             Ok(page(&view, status, web.form_targets))
@@ -141,20 +164,10 @@ pub(super) async fn retry_job(
     Path(raw): Path<String>,
     _form: Form,
 ) -> PageResult {
-    admin_only(&visit)?;
+    let caller = admin_only(&visit)?;
     let id = id(&visit, &raw)?;
-    match visit
-        .post_empty(&format!("/v1/admin/jobs/{id}/retry"), &json!({}))
-        .await
-    {
-        Ok(_) => Ok(Redirect::to("/admin?done=retry").into_response()),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
-            let status = refusal.status;
-            let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
-            Ok(page(&view, status, web.form_targets))
-        }
-    }
+    let retried = routes::admin::retry(&visit.app, caller, &visit.request, id).await;
+    admin_again(&web, &visit, retried, "retry").await
 }
 
 /// Store credit given from a user's row.
@@ -164,34 +177,25 @@ pub(super) async fn credit(
     Path(raw): Path<String>,
     form: Form,
 ) -> PageResult {
-    admin_only(&visit)?;
+    let caller = admin_only(&visit)?;
     let id = id(&visit, &raw)?;
     let currency = form.text("currency").to_uppercase();
     let result = match format::parse_price(&form.text("amount"), &currency) {
-        None => Err(Refusal::from_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        None => Err(ApiError::validation(
+            "amount",
             "the amount should be a number like 25.00",
         )),
-        Some(amount) => visit
-            .post::<WalletEntryView>(
-                &format!("/v1/admin/wallets/{id}/credit"),
-                &json!({
-                    "amount": { "amount": amount, "currency": currency },
-                    "reason": form.text("reason"),
-                }),
-            )
-            .await
-            .map(|_| ()),
-    };
-    match result {
-        Ok(()) => Ok(Redirect::to("/admin?done=credit").into_response()),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
-            let status = refusal.status;
-            let view = admin_page(&visit, String::new(), None, Some(refusal.message())).await?;
-            Ok(page(&view, status, web.form_targets))
+        Some(amount) => {
+            let body = CreditRequest {
+                amount: MoneyRequest { amount, currency },
+                reason: form.text("reason"),
+            };
+            routes::box_office::credit(&visit.app, caller, &visit.request, id, Ok(body))
+                .await
+                .map(|_| ())
         }
-    }
+    };
+    admin_again(&web, &visit, result, "credit").await
 }
 
 // ---------------------------------------------------------------- the audit log
@@ -273,7 +277,7 @@ pub(super) async fn admin_audit(
     Query(query): Query<CursorQuery>,
 ) -> PageResult {
     admin_only(&visit)?;
-    let view = audit_log_page(&visit, "/v1/admin/audit", "/admin/audit", None, query).await?;
+    let view = audit_log_page(&visit, "/admin/audit", None, query).await?;
     Ok(page(&view, StatusCode::OK, web.form_targets))
 }
 
@@ -283,15 +287,13 @@ pub(super) async fn event_audit(
     Path(raw): Path<String>,
     Query(query): Query<CursorQuery>,
 ) -> PageResult {
-    organizer(&visit)?;
+    let caller = organizer(&visit)?;
     let id = id(&visit, &raw)?;
-    let event: EventView = visit
-        .get(&format!("/v1/events/{id}"))
+    let event = routes::events::visible(&visit.app, Some(caller), id)
         .await
         .map_err(refused(&visit))?;
     let view = audit_log_page(
         &visit,
-        &format!("/v1/events/{id}/audit"),
         &format!("/organizer/events/{id}/audit"),
         Some((id, event.title)),
         query,
@@ -300,18 +302,22 @@ pub(super) async fn event_audit(
     Ok(page(&view, StatusCode::OK, web.form_targets))
 }
 
+/// A page of the whole audit log (an admin's), or of one event's (`event`).
 pub(super) async fn audit_log_page(
     visit: &Visit,
-    api_path: &str,
     page_path: &str,
     event: Option<(Uuid, String)>,
     query: CursorQuery,
 ) -> Result<AuditLogPage, PageError> {
-    let mut path = format!("{api_path}?limit=50");
-    if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
+    let caller = visit.user().map_err(refused(visit))?;
+    let params = ListParams::after(50, query.cursor.clone());
+    let log = match &event {
+        Some((id, _)) => {
+            routes::box_office::audit_of_event(&visit.app, caller, *id, Ok(params)).await
+        }
+        None => routes::box_office::audit_of_all(&visit.app, caller, params).await,
     }
-    let log: AuditPage = visit.get(&path).await.map_err(refused(visit))?;
+    .map_err(refused(visit))?;
     Ok(AuditLogPage {
         chrome: Chrome::of(visit),
         event,
@@ -351,16 +357,17 @@ mod tests {
             ("section_rows", ""),
             ("section_seats", ""),
         ]);
-        let seating = seating(&form, "reserved", "EUR").unwrap();
-        let sections = seating["sections"].as_array().unwrap();
+        let SeatingRequest::Reserved { sections } = seating(&form, "reserved", "EUR").unwrap()
+        else {
+            panic!("a reserved plan was asked for");
+        };
         assert_eq!(sections.len(), 1, "blank lines are skipped");
-        assert_eq!(
-            sections[0]["price"],
-            json!({"amount": 4500, "currency": "EUR"})
-        );
-        let rows = sections[0]["rows"].as_array().unwrap();
+        let price = &sections[0].price;
+        assert_eq!((price.amount, price.currency.as_str()), (4500, "EUR"));
+        let rows = &sections[0].rows;
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[2], json!({"label": "C", "seats": 10}));
+        assert_eq!(rows[2].label, "C");
+        assert!(matches!(rows[2].seats, SeatsRequest::Count(10)));
     }
 
     #[test]

@@ -60,19 +60,22 @@ pub(super) async fn dashboard(
     visit: Visit,
     Query(query): Query<CursorQuery>,
 ) -> PageResult {
-    organizer(&visit)?;
-    let mut path = format!("/v1/events?mine=true&limit={DASHBOARD_EVENTS}");
-    if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", format::query_value(cursor)));
-    }
-    let page_of: EventPage = visit.get(&path).await.map_err(refused(&visit))?;
+    let caller = organizer(&visit)?;
+    let params = routes::events::ListParams {
+        mine: Some(true),
+        limit: Some(DASHBOARD_EVENTS),
+        cursor: query.cursor.clone(),
+        q: None,
+    };
+    let page_of = routes::events::list(&visit.app, Some(caller), params)
+        .await
+        .map_err(refused(&visit))?;
     let mut events = Vec::new();
     let mut bars = Vec::new();
     let mut sold = 0;
     let mut revenue: Vec<(String, i64)> = Vec::new();
     for event in page_of.items {
-        let sales: EventSales = visit
-            .get(&format!("/v1/events/{}/sales", event.id))
+        let sales = routes::performances::sales(&visit.app, caller, event.id)
             .await
             .map_err(refused(&visit))?;
         for p in &sales.performances {

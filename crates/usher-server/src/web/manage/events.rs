@@ -100,14 +100,26 @@ pub(super) fn event_form_from(visit: &Visit, form: &Form, event: Option<EventVie
     }
 }
 
-pub(super) fn event_body(form: &Form) -> Result<Value, String> {
+/// The event the form describes, as a new event's request.
+pub(super) fn event_body(form: &Form) -> Result<CreateEventRequest, String> {
     let details = parse_details(&form.text("details"))?;
-    Ok(json!({
-        "title": form.text("title"),
-        "venue": form.text("venue"),
-        "description": form.text("description"),
-        "attributes": details,
-    }))
+    Ok(CreateEventRequest {
+        title: form.text("title"),
+        venue: form.text("venue"),
+        description: form.text("description"),
+        attributes: Some(Value::Object(details)),
+    })
+}
+
+/// The same, as a change to every field of an event.
+fn change_of(body: CreateEventRequest) -> UpdateEventRequest {
+    UpdateEventRequest {
+        title: Some(body.title),
+        description: Some(body.description),
+        venue: Some(body.venue),
+        attributes: body.attributes,
+        status: None,
+    }
 }
 
 pub(super) async fn create_event(
@@ -115,7 +127,7 @@ pub(super) async fn create_event(
     visit: Visit,
     form: Form,
 ) -> PageResult {
-    organizer(&visit)?;
+    let caller = organizer(&visit)?;
     let mut view = event_form_from(&visit, &form, None);
     let body = match event_body(&form) {
         Ok(body) => body,
@@ -128,12 +140,12 @@ pub(super) async fn create_event(
             ));
         }
     };
-    match visit.post::<EventView>("/v1/events", &body).await {
+    match routes::events::create(&visit.app, caller, &visit.request, body).await {
         Ok(event) => {
             Ok(Redirect::to(&format!("/organizer/events/{}?created=1", event.id)).into_response())
         }
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
+        Err(refused) => {
+            let refusal = Refusal::from(refused).for_the_form(&visit)?;
             let status = refusal.status;
             if refusal.problem.errors.is_empty() {
                 view.problem = Some(refusal.message());
@@ -168,21 +180,20 @@ pub(super) async fn edit_event(
 }
 
 pub(super) async fn event_page(visit: &Visit, id: Uuid) -> Result<EventForm, PageError> {
-    let detail: EventDetail = visit
-        .get(&format!("/v1/events/{id}"))
+    let caller = organizer(visit)?;
+    let app = &visit.app;
+    let event = routes::events::visible(app, Some(caller), id)
         .await
         .map_err(refused(visit))?;
     // The sales view answers only to the event's owner (and admins): it is also the
     // check that this organizer may manage the event.
-    let sales: EventSales = visit
-        .get(&format!("/v1/events/{id}/sales"))
+    let sales = routes::performances::sales(app, caller, id)
         .await
         .map_err(refused(visit))?;
-    let audit: AuditPage = visit
-        .get(&format!("/v1/events/{id}/audit?limit={AUDIT_PREVIEW}"))
+    let preview = Ok(ListParams::after(AUDIT_PREVIEW, None));
+    let audit = routes::box_office::audit_of_event(app, caller, id, preview)
         .await
         .map_err(refused(visit))?;
-    let event = detail.event;
     Ok(EventForm {
         chrome: Chrome::of(visit),
         title: event.title.clone(),
@@ -204,7 +215,7 @@ pub(super) async fn update_event(
     Path(raw): Path<String>,
     form: Form,
 ) -> PageResult {
-    organizer(&visit)?;
+    let caller = organizer(&visit)?;
     let id = id(&visit, &raw)?;
     let saved = event_page(&visit, id).await?;
     let mut view = event_form_from(&visit, &form, saved.event);
@@ -221,13 +232,11 @@ pub(super) async fn update_event(
             ));
         }
     };
-    match visit
-        .patch::<EventView>(&format!("/v1/events/{id}"), &body)
-        .await
-    {
+    let change = Ok(change_of(body));
+    match routes::events::update(&visit.app, caller, &visit.request, id, change).await {
         Ok(_) => Ok(Redirect::to(&format!("/organizer/events/{id}?saved=1")).into_response()),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
+        Err(refused) => {
+            let refusal = Refusal::from(refused).for_the_form(&visit)?;
             let status = refusal.status;
             if refusal.problem.errors.is_empty() {
                 view.problem = Some(refusal.message());
@@ -245,16 +254,19 @@ pub(super) async fn set_status(
     Path(raw): Path<String>,
     form: Form,
 ) -> PageResult {
-    organizer(&visit)?;
+    let caller = organizer(&visit)?;
     let id = id(&visit, &raw)?;
-    let status = form.text("status");
-    match visit
-        .patch::<EventView>(&format!("/v1/events/{id}"), &json!({ "status": status }))
-        .await
-    {
+    let change = Ok(UpdateEventRequest {
+        title: None,
+        description: None,
+        venue: None,
+        attributes: None,
+        status: Some(form.text("status")),
+    });
+    match routes::events::update(&visit.app, caller, &visit.request, id, change).await {
         Ok(_) => Ok(Redirect::to(&format!("/organizer/events/{id}?saved=1")).into_response()),
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
+        Err(refused) => {
+            let refusal = Refusal::from(refused).for_the_form(&visit)?;
             let status = refusal.status;
             let mut view = event_page(&visit, id).await?;
             view.problem = Some(refusal.message());

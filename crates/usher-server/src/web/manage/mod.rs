@@ -8,18 +8,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use usher_core::Role;
 
-use crate::problem::FieldError;
-use crate::routes::accounts::UserView;
-use crate::routes::admin::{JobList, JobView, UserPage};
-use crate::routes::box_office::{AuditEntryView, AuditPage, WalletEntryView};
-use crate::routes::events::{EventDetail, EventPage, EventView};
+use crate::extract::Caller;
+use crate::problem::{ApiError, FieldError};
+use crate::routes;
+use crate::routes::accounts::{RoleRequest, UserView};
+use crate::routes::admin::{JobParams, JobView, UserParams};
+use crate::routes::bookings::ListParams;
+use crate::routes::box_office::{AuditEntryView, CreditRequest, MoneyRequest};
+use crate::routes::events::{CreateEventRequest, EventView, UpdateEventRequest};
 use crate::routes::performances::{
-    AttendeePage, EventSales, PerformanceSalesView, PerformanceView, SeatMap, UnitStatesChanged,
+    AttendeeParams, CreatePerformanceRequest, PerformanceSalesView, PerformanceView, PriceRequest,
+    RowRequest, SeatingRequest, SeatsRequest, SectionRequest, TicketTypeRequest, UnitStatesRequest,
 };
 use crate::web::api::{Refusal, Visit};
 use crate::web::chart::{Bar, BarChart, SalesLine};
@@ -59,10 +63,10 @@ pub fn router() -> Router<WebState> {
 }
 
 /// Organizers and admins only; others are sent to sign in or told they may not.
-fn organizer(visit: &Visit) -> Result<(), PageError> {
+fn organizer(visit: &Visit) -> Result<Caller, PageError> {
     match visit.caller {
         None => Err(PageError::sign_in(visit)),
-        Some(caller) if caller.role.can_organize() => Ok(()),
+        Some(caller) if caller.role.can_organize() => Ok(caller),
         Some(_) => Err(forbidden(
             visit,
             "these pages are for organizers; ask an admin to make your account one",
@@ -70,10 +74,10 @@ fn organizer(visit: &Visit) -> Result<(), PageError> {
     }
 }
 
-fn admin_only(visit: &Visit) -> Result<(), PageError> {
+fn admin_only(visit: &Visit) -> Result<Caller, PageError> {
     match visit.caller {
         None => Err(PageError::sign_in(visit)),
-        Some(caller) if caller.role == Role::Admin => Ok(()),
+        Some(caller) if caller.role == Role::Admin => Ok(caller),
         Some(_) => Err(forbidden(visit, "this page is for admins")),
     }
 }
@@ -82,7 +86,7 @@ fn forbidden(visit: &Visit, detail: &str) -> PageError {
     PageError::refused(visit, Refusal::from_status(StatusCode::FORBIDDEN, detail))
 }
 
-fn refused(visit: &Visit) -> impl Fn(Refusal) -> PageError + '_ {
+fn refused(visit: &Visit) -> impl Fn(ApiError) -> PageError + '_ {
     move |r| PageError::refused(visit, r)
 }
 

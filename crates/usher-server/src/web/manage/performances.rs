@@ -110,83 +110,125 @@ pub(super) fn blank_ticket_type() -> TicketLine {
 }
 
 /// The builder's lines as the API's `seating`, or what is wrong with them.
-pub(super) fn seating(form: &Form, kind: &str, currency: &str) -> Result<Value, Vec<String>> {
-    let mut problems = Vec::new();
-    let price = |text: &str, what: &str, problems: &mut Vec<String>| {
-        let amount = format::parse_price(text, currency);
-        if amount.is_none() {
-            problems.push(format!("{what}: the price should be a number like 45.00."));
-        }
-        json!({ "amount": amount.unwrap_or(0), "currency": currency })
-    };
-    let count = |text: &str, what: &str, max: i64, problems: &mut Vec<String>| match text
-        .trim()
-        .parse::<i64>()
-    {
-        Ok(n) if (1..=max).contains(&n) => n,
-        _ => {
-            problems.push(format!("{what}: give a whole number from 1 to {max}."));
-            0
-        }
+pub(super) fn seating(
+    form: &Form,
+    kind: &str,
+    currency: &str,
+) -> Result<SeatingRequest, Vec<String>> {
+    let mut lines = Lines {
+        currency,
+        problems: Vec::new(),
     };
     let seating = if kind == "general" {
-        let names: Vec<&str> = form.all("tt_name").collect();
-        let prices: Vec<&str> = form.all("tt_price").collect();
-        let capacities: Vec<&str> = form.all("tt_capacity").collect();
-        let mut types = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let (p, c) = (
-                prices.get(i).copied().unwrap_or(""),
-                capacities.get(i).copied().unwrap_or(""),
-            );
-            if name.trim().is_empty() && p.trim().is_empty() && c.trim().is_empty() {
-                continue;
-            }
-            let what = format!("Ticket type {}", i + 1);
-            types.push(json!({
-                "name": name.trim(),
-                "price": price(p, &what, &mut problems),
-                "capacity": count(c, &format!("{what}, capacity"), 100_000, &mut problems),
-            }));
-        }
-        if types.is_empty() {
-            problems.push("Add at least one ticket type.".into());
-        }
-        json!({ "kind": "general", "ticket_types": types })
+        lines.general(form)
     } else {
-        let names: Vec<&str> = form.all("section_name").collect();
-        let prices: Vec<&str> = form.all("section_price").collect();
-        let rows: Vec<&str> = form.all("section_rows").collect();
-        let seats: Vec<&str> = form.all("section_seats").collect();
-        let mut sections = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let (p, r, s) = (
-                prices.get(i).copied().unwrap_or(""),
-                rows.get(i).copied().unwrap_or(""),
-                seats.get(i).copied().unwrap_or(""),
-            );
-            if [name, &p, &r, &s].iter().all(|f| f.trim().is_empty()) {
-                continue;
-            }
-            let what = format!("Section {}", i + 1);
-            let price = price(p, &what, &mut problems);
-            let row_count = count(r, &format!("{what}, rows"), 200, &mut problems);
-            let seat_count = count(s, &format!("{what}, seats per row"), 200, &mut problems);
-            let rows: Vec<Value> = (0..row_count as usize)
-                .map(|r| json!({ "label": format::row_label(r), "seats": seat_count }))
-                .collect();
-            sections.push(json!({ "name": name.trim(), "price": price, "rows": rows }));
-        }
-        if sections.is_empty() {
-            problems.push("Add at least one section.".into());
-        }
-        json!({ "kind": "reserved", "sections": sections })
+        lines.reserved(form)
     };
-    if problems.is_empty() {
+    if lines.problems.is_empty() {
         Ok(seating)
     } else {
-        Err(problems)
+        Err(lines.problems)
     }
+}
+
+/// Reads the builder's lines, collecting what is wrong with each in words.
+struct Lines<'a> {
+    currency: &'a str,
+    problems: Vec<String>,
+}
+
+impl Lines<'_> {
+    fn price(&mut self, text: &str, what: &str) -> PriceRequest {
+        let amount = format::parse_price(text, self.currency);
+        if amount.is_none() {
+            self.problems
+                .push(format!("{what}: the price should be a number like 45.00."));
+        }
+        PriceRequest {
+            amount: amount.unwrap_or(0),
+            currency: self.currency.to_owned(),
+        }
+    }
+
+    fn count(&mut self, text: &str, what: &str, max: i64) -> i64 {
+        match text.trim().parse::<i64>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                self.problems
+                    .push(format!("{what}: give a whole number from 1 to {max}."));
+                0
+            }
+        }
+    }
+
+    fn general(&mut self, form: &Form) -> SeatingRequest {
+        let mut types = Vec::new();
+        for (i, [name, price, capacity, _]) in
+            numbered(form, "tt_name", "tt_price", "tt_capacity", "")
+        {
+            let what = format!("Ticket type {}", i + 1);
+            types.push(TicketTypeRequest {
+                name,
+                price: self.price(&price, &what),
+                capacity: self.count(&capacity, &format!("{what}, capacity"), 100_000),
+            });
+        }
+        if types.is_empty() {
+            self.problems.push("Add at least one ticket type.".into());
+        }
+        SeatingRequest::General {
+            ticket_types: types,
+        }
+    }
+
+    fn reserved(&mut self, form: &Form) -> SeatingRequest {
+        let mut sections = Vec::new();
+        let lines = numbered(
+            form,
+            "section_name",
+            "section_price",
+            "section_rows",
+            "section_seats",
+        );
+        for (i, [name, price, rows, seats]) in lines {
+            let what = format!("Section {}", i + 1);
+            let price = self.price(&price, &what);
+            let row_count = self.count(&rows, &format!("{what}, rows"), 200);
+            let seat_count = self.count(&seats, &format!("{what}, seats per row"), 200);
+            let rows = (0..row_count as usize)
+                .map(|r| RowRequest {
+                    label: format::row_label(r),
+                    seats: SeatsRequest::Count(seat_count),
+                })
+                .collect();
+            sections.push(SectionRequest { name, price, rows });
+        }
+        if sections.is_empty() {
+            self.problems.push("Add at least one section.".into());
+        }
+        SeatingRequest::Reserved { sections }
+    }
+}
+
+/// The builder's repeated fields, line by line with the line's place in the form
+/// (blank lines skipped, so that a problem names the line as the organizer sees it).
+fn numbered(form: &Form, a: &str, b: &str, c: &str, d: &str) -> Vec<(usize, [String; 4])> {
+    let cols: [Vec<&str>; 4] = [
+        form.all(a).collect(),
+        form.all(b).collect(),
+        form.all(c).collect(),
+        form.all(d).collect(),
+    ];
+    let n = cols.iter().map(Vec::len).max().unwrap_or(0);
+    (0..n)
+        .map(|i| {
+            (
+                i,
+                [0, 1, 2, 3].map(|k| cols[k].get(i).copied().unwrap_or("").trim().to_owned()),
+            )
+        })
+        .filter(|(_, line)| line.iter().any(|f| !f.is_empty()))
+        .collect()
 }
 
 pub(super) async fn create_performance(
@@ -195,7 +237,7 @@ pub(super) async fn create_performance(
     Path(raw): Path<String>,
     form: Form,
 ) -> PageResult {
-    organizer(&visit)?;
+    let caller = organizer(&visit)?;
     let id = id(&visit, &raw)?;
     let event = event_page(&visit, id).await?;
     let kind = if form.get("kind") == Some("general") {
@@ -215,15 +257,14 @@ pub(super) async fn create_performance(
             ));
         }
     };
-    match visit
-        .post::<PerformanceView>(&format!("/v1/events/{id}/performances"), &body)
-        .await
-    {
+    let created =
+        routes::performances::create(&visit.app, caller, &visit.request, id, Ok(body)).await;
+    match created {
         Ok(created) => {
             Ok(Redirect::to(&format!("/organizer/performances/{}", created.id)).into_response())
         }
-        Err(refusal) => {
-            let refusal = refusal.for_the_form(&visit)?;
+        Err(refused) => {
+            let refusal = Refusal::from(refused).for_the_form(&visit)?;
             view.problems = if refusal.problem.errors.is_empty() {
                 vec![refusal.message()]
             } else {
@@ -303,7 +344,11 @@ fn performance_form(
 }
 
 /// The API request the form asks for, or every problem with it, in words.
-fn request_of(view: &PerformanceForm, form: &Form, kind: &str) -> Result<Value, Vec<String>> {
+fn request_of(
+    view: &PerformanceForm,
+    form: &Form,
+    kind: &str,
+) -> Result<CreatePerformanceRequest, Vec<String>> {
     let currency = view.currency.clone();
     let mut problems = Vec::new();
     let starts_at = format::parse_datetime_local(&view.starts_at);
@@ -337,34 +382,14 @@ fn request_of(view: &PerformanceForm, form: &Form, kind: &str) -> Result<Value, 
     let (Some(starts_at), Some(seating), true) = (starts_at, seating, problems.is_empty()) else {
         return Err(problems);
     };
-    Ok(performance_body(
+    Ok(CreatePerformanceRequest {
         starts_at,
-        seating,
-        hold_minutes,
+        hold_ttl_seconds: hold_minutes.map(|minutes| minutes.saturating_mul(60)),
         max_per_booking,
         on_sale_at,
-    ))
-}
-
-/// The API request the form makes.
-fn performance_body(
-    starts_at: chrono::DateTime<chrono::Utc>,
-    seating: Value,
-    hold_minutes: Option<i64>,
-    max_per_booking: Option<i64>,
-    on_sale_at: Option<chrono::DateTime<chrono::Utc>>,
-) -> Value {
-    let mut body = json!({ "starts_at": starts_at, "seating": seating });
-    if let Some(minutes) = hold_minutes {
-        body["hold_ttl_seconds"] = json!(minutes.saturating_mul(60));
-    }
-    if let Some(max) = max_per_booking {
-        body["max_per_booking"] = json!(max);
-    }
-    if let Some(at) = on_sale_at {
-        body["on_sale_at"] = json!(at);
-    }
-    body
+        waiting_room: None,
+        seating,
+    })
 }
 
 /// `seating.sections[1].rows[0].label` → `Section 2, row 1, label`.
@@ -403,16 +428,9 @@ pub(super) fn plan_field(field: &str) -> String {
 
 /// Repeated fields of the builder, line by line, as they were typed.
 pub(super) fn lines4(form: &Form, a: &str, b: &str, c: &str, d: &str) -> Vec<[String; 4]> {
-    let cols: [Vec<&str>; 4] = [
-        form.all(a).collect(),
-        form.all(b).collect(),
-        form.all(c).collect(),
-        form.all(d).collect(),
-    ];
-    let n = cols.iter().map(Vec::len).max().unwrap_or(0);
-    (0..n)
-        .map(|i| [0, 1, 2, 3].map(|k| cols[k].get(i).copied().unwrap_or("").trim().to_owned()))
-        .filter(|line: &[String; 4]| line.iter().any(|f| !f.is_empty()))
+    numbered(form, a, b, c, d)
+        .into_iter()
+        .map(|(_, line)| line)
         .collect()
 }
 
@@ -465,16 +483,15 @@ pub(super) async fn performance_page(
     visit: &Visit,
     id: Uuid,
 ) -> Result<PerformancePage, PageError> {
-    let performance: PerformanceView = visit
-        .get(&format!("/v1/performances/{id}"))
+    let caller = organizer(visit)?;
+    let app = &visit.app;
+    let performance = routes::performances::one(app, Some(caller), id)
         .await
         .map_err(refused(visit))?;
-    let event: EventView = visit
-        .get(&format!("/v1/events/{}", performance.event_id))
+    let event = routes::events::visible(app, Some(caller), performance.event_id)
         .await
         .map_err(refused(visit))?;
-    let sales: EventSales = visit
-        .get(&format!("/v1/events/{}/sales", event.id))
+    let sales = routes::performances::sales(app, caller, event.id)
         .await
         .map_err(refused(visit))?;
     let revenue = sales
@@ -483,15 +500,16 @@ pub(super) async fn performance_page(
         .find(|p| p.performance_id == id)
         .map(|p| format::price(&p.revenue))
         .unwrap_or_default();
-    let attendees: AttendeePage = visit
-        .get(&format!(
-            "/v1/performances/{id}/bookings?status=confirmed&limit=100"
-        ))
+    let confirmed = AttendeeParams {
+        status: Some("confirmed".into()),
+        limit: Some(100),
+        cursor: None,
+    };
+    let attendees = routes::performances::attendees(app, caller, id, Ok(confirmed))
         .await
         .map_err(refused(visit))?;
     let map = if performance.kind == usher_core::SeatingKind::Reserved {
-        let seats: SeatMap = visit
-            .get(&format!("/v1/performances/{id}/seats"))
+        let seats = routes::performances::seat_map(app, Some(caller), id)
             .await
             .map_err(refused(visit))?;
         Some(SeatMapLayout::new(&seats.units))
@@ -524,7 +542,10 @@ pub(super) async fn performance_page(
 
 /// The attendee list: who, what they hold (seats, or the ticket type's name), what
 /// they paid and when.
-fn attendee_lines(performance: &PerformanceView, attendees: &AttendeePage) -> Vec<AttendeeLine> {
+fn attendee_lines(
+    performance: &PerformanceView,
+    attendees: &routes::performances::AttendeePage,
+) -> Vec<AttendeeLine> {
     let names: std::collections::HashMap<Uuid, String> = performance
         .ticket_types
         .iter()
@@ -563,13 +584,14 @@ pub(super) async fn set_units(
     Path(raw): Path<String>,
     form: Form,
 ) -> PageResult {
-    organizer(&visit)?;
+    let caller = organizer(&visit)?;
     let id = id(&visit, &raw)?;
     let picked = form.text("unit_ids");
-    let unit_ids: Vec<&str> = picked
+    let unit_ids: Vec<String> = picked
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
+        .map(str::to_owned)
         .collect();
     let state = if form.get("state") == Some("available") {
         "available"
@@ -579,13 +601,13 @@ pub(super) async fn set_units(
     let result = if unit_ids.is_empty() {
         Err(None)
     } else {
-        visit
-            .patch::<UnitStatesChanged>(
-                &format!("/v1/performances/{id}/units"),
-                &json!({ "unit_ids": unit_ids, "state": state }),
-            )
+        let body = UnitStatesRequest {
+            unit_ids,
+            state: state.to_owned(),
+        };
+        routes::performances::set_states(&visit.app, caller, &visit.request, id, Ok(body))
             .await
-            .map_err(Some)
+            .map_err(|refused| Some(Refusal::from(refused)))
     };
     match result {
         Ok(changed) => Ok(Redirect::to(&format!(
