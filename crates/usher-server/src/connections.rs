@@ -16,6 +16,9 @@
 //!   and are exempt.
 //! - `/healthz` and `/readyz` always answer, even on a connection being turned away, so
 //!   that a full instance can still be seen to be alive.
+//! - A connection the server ends while the client may still be sending (an upload over
+//!   the limit) is closed lingering ([`crate::lingering`]), so that the client reads
+//!   the 413 instead of a reset.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -35,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
+use crate::lingering::Lingering;
 use crate::problem::ApiError;
 use crate::rate_limit::TrustedProxies;
 
@@ -263,6 +267,9 @@ async fn connection(
     in_flight: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    // The socket keeps the connection's slot until it is really closed (after a
+    // lingering close, see `crate::lingering`).
+    let stream = Lingering::new(stream, slot.clone());
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         // Requests in flight across all connections, at most `max_in_flight`; beyond,
         // 503 with `Retry-After` at once (queueing would only make every request late).

@@ -9,6 +9,7 @@ pub mod connections;
 pub mod extract;
 pub mod idempotency;
 pub mod jobs;
+mod lingering;
 pub mod live;
 pub mod master_key;
 pub mod openapi;

@@ -284,6 +284,41 @@ async fn a_body_announced_over_the_limit_is_refused_before_it_is_sent() {
     assert!(answer.contains("application/problem+json"), "{answer}");
 }
 
+/// A client that writes its whole oversized upload before reading (no `Expect:
+/// 100-continue`, as Python's urllib does) gets to read the 413, on every try: the
+/// server answers at once, then reads and discards what is still arriving before it
+/// closes. Closing at once would reset the connection mid-upload, and such a client
+/// gives up on the failed write ("broken pipe") without ever reading the answer.
+#[tokio::test]
+async fn an_upload_sent_whole_over_the_limit_still_reads_its_413() {
+    let app = spawn_app_with(Engine::Sqlite, |c| c.max_body_bytes = 64 * 1024).await;
+    let body = vec![b' '; 5 * 1024 * 1024];
+    for path in ["/v1/auth/signup", "/v1/events"] {
+        for attempt in 1..=5 {
+            let mut stream = connect(&app).await;
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: usher\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let sent = async {
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(&body).await
+            };
+            if let Err(error) = sent.await {
+                panic!(
+                    "{path}, try {attempt}: the upload broke off ({error}): the server closed without reading it"
+                );
+            }
+            let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(15)).await;
+            assert!(
+                status_line(&answer).contains("413"),
+                "{path}, try {attempt}: {answer:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn one_address_cannot_take_every_connection() {
     let app = spawn_app_with(Engine::Sqlite, |c| {
