@@ -53,11 +53,14 @@ pub type Opening<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = anyhow::Result<Arc<dyn usher_store::Store>>> + Send + 'a>,
 >;
 
+mod bare;
 mod check;
 mod flash;
 mod onsale;
 mod table;
 mod watch;
+
+pub use bare::serve_bare;
 
 use check::check;
 use flash::flash;
@@ -102,6 +105,10 @@ pub struct BenchArgs {
     /// One JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// `hello` only: drive a bare axum handler (no middleware) instead of Usher, the
+    /// ceiling `hello` is compared with.
+    #[arg(long, conflicts_with_all = ["url", "database_url"])]
+    bare: bool,
     /// The run stops after this long, whatever is left.
     #[arg(long, default_value_t = 300)]
     max_seconds: u64,
@@ -207,11 +214,15 @@ struct WatchReport {
 }
 
 pub async fn run(args: BenchArgs, open_store: OpenStore) -> anyhow::Result<()> {
+    if args.bare && args.scenario != Scenario::Hello {
+        bail!("--bare is for `hello` only");
+    }
     let server = match &args.url {
         Some(url) => {
             check_loopback(url)?;
             Server::external(url.trim_end_matches('/'))
         }
+        None if args.bare => Server::start_bare()?,
         None => Server::start(args.database_url.as_deref())?,
     };
     let client = Client::builder()
@@ -263,6 +274,24 @@ fn check_loopback(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The hidden subcommand of this binary that runs [`serve_bare`].
+pub const BARE_SERVER_COMMAND: &str = "bench-bare-server";
+
+/// The URL a server the bench started prints first (`listening on URL`).
+fn listening(mut child: Child) -> anyhow::Result<(Child, String)> {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().context("server stdout")?),
+        &mut line,
+    )?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| anyhow!("the throwaway server did not start: {line:?}"))?
+        .to_owned();
+    Ok((child, url))
+}
+
 /// The server under load: one the bench started (and measures), or one given by URL.
 struct Server {
     url: String,
@@ -297,7 +326,7 @@ impl Server {
         let mut token_key = [0u8; 32];
         getrandom::fill(&mut token_key).map_err(|e| anyhow!("random source: {e}"))?;
         let jwt_secret = hex::encode(token_key);
-        let mut child = Command::new(std::env::current_exe()?)
+        let child = Command::new(std::env::current_exe()?)
             .arg("serve")
             .env("USHER_ADDR", "127.0.0.1:0")
             .env("DATABASE_URL", &database)
@@ -318,16 +347,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .context("starting the throwaway server")?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().context("server stdout")?),
-            &mut line,
-        )?;
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow!("the throwaway server did not start: {line:?}"))?
-            .to_owned();
+        let (child, url) = listening(child)?;
         let engine = if database.starts_with("sqlite") {
             "sqlite"
         } else {
@@ -340,6 +360,25 @@ impl Server {
             engine: engine.into(),
             database_url: Some(database),
             jwt_secret: Some(jwt_secret),
+        })
+    }
+
+    /// The bare axum handler (`--bare`), in a process of its own like Usher's.
+    fn start_bare() -> anyhow::Result<Self> {
+        let child = Command::new(std::env::current_exe()?)
+            .arg(BARE_SERVER_COMMAND)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the bare server")?;
+        let (child, url) = listening(child)?;
+        Ok(Self {
+            url,
+            child: Some(child),
+            dir: None,
+            engine: "bare axum".into(),
+            database_url: None,
+            jwt_secret: None,
         })
     }
 

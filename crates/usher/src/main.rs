@@ -46,6 +46,9 @@ enum Command {
     /// Drive load at a server on this machine and summarise throughput, latency,
     /// invariants and the server's memory (see BENCHMARKS.md).
     Bench(Box<usher_bench::BenchArgs>),
+    /// `usher bench hello --bare` starts this: a bare axum handler to compare with.
+    #[command(name = usher_bench::BARE_SERVER_COMMAND, hide = true)]
+    BenchBareServer,
 }
 
 #[derive(Args, Clone)]
@@ -251,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => usher_bench::run(*args, open_for_bench).await,
+        Command::BenchBareServer => usher_bench::serve_bare().await,
         Command::Seed(args) => {
             let store = open_store(&args.database_url).await?;
             store.migrate().await.context("applying migrations")?;

@@ -182,6 +182,7 @@ fn stripe_without_its_keys_is_refused_at_start() {
 fn bench_runs_each_scenario_against_its_own_server_and_reports_json() {
     for args in [
         &["hello", "--requests", "200"][..],
+        &["hello", "--bare", "--requests", "200"],
         &["rush", "--kind", "ga", "--requests", "150", "--users", "4"],
         &[
             "rush",
@@ -232,6 +233,11 @@ fn bench_runs_each_scenario_against_its_own_server_and_reports_json() {
         }
         assert_eq!(report["errors"], 0, "{report}");
         assert_eq!(report["oversold"], 0, "{report}");
+        if args[0] == "hello" {
+            assert_eq!(report["responses"]["200"], 200, "{report}");
+            let bare = args.contains(&"--bare");
+            assert_eq!(report["engine"] == "bare axum", bare, "{report}");
+        }
         if args[0] != "hello" {
             assert_eq!(report["invariants_ok"], true, "{report}");
         }
