@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::Response;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -30,6 +32,7 @@ use usher_store::Store;
 
 use crate::auth::TokenKeys;
 use crate::config::{PaymentsConfig, ServerConfig};
+use crate::connections::HttpService;
 use crate::master_key::Keyring;
 use crate::openapi::ApiDoc;
 use crate::problem::{ApiError, InternalError, problemize};
@@ -105,7 +108,7 @@ fn payment_provider(
 
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    service: HttpService,
     state: AppState,
 }
 
@@ -165,10 +168,10 @@ impl Application {
             },
             config,
         );
-        let router = router(state.clone(), cors);
+        let service = service(state.clone(), cors);
         Ok(Self {
             listener,
-            router,
+            service,
             state,
         })
     }
@@ -231,7 +234,7 @@ impl Application {
         ));
         let served = crate::connections::serve(
             self.listener,
-            self.router,
+            self.service,
             self.state.config().connections.clone(),
             self.state.config().trusted_proxies.clone(),
             stopped.clone(),
@@ -273,7 +276,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
-fn router(state: AppState, cors: CorsLayer) -> Router {
+/// The whole HTTP service: the routes (API, pages, docs, metrics) inside the
+/// middleware every request passes.
+fn service(state: AppState, cors: CorsLayer) -> HttpService {
     let config = state.config().clone();
     let (api, openapi) = api();
     crate::telemetry::handle();
@@ -309,37 +314,15 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
             crate::web::session::layer,
         ));
 
-    // `Router::layer` wraps what is already there, so the layers are listed from the
-    // innermost (closest to the handlers) to the outermost.
-    app
-        // The extractors' own limit, set to ours: without it axum's 2 MB default would
-        // refuse bodies that `whole_body` (below) let in under a larger configured limit.
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        // Every body read whole before a handler runs (over the limit: 413), inside the
-        // timeout so that a body that never arrives is still a 503: a handler that
-        // ignores it must not leave the keep-alive connection with unread bytes.
-        .layer(middleware::from_fn_with_state(
-            config.max_body_bytes,
-            crate::connections::whole_body,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            config.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(
-            |_panic: Box<dyn std::any::Any + Send>| {
-                use axum::response::IntoResponse;
-                ApiError::Internal("handler panicked".into()).into_response()
-            },
-        ))
-        // gzip for clients that ask (seat maps of big houses are large JSON).
-        .layer(CompressionLayer::new())
-        .layer(cors)
-        .layer(middleware::map_response(security_headers))
-        // Any error response that is not yet a problem document becomes one.
-        .layer(middleware::map_response(problemize))
-        // Outside the problem mapper, so error responses carry the id as well.
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    // Every request passes these, listed from the outermost to the innermost (closest
+    // to the routes). Composed once around the whole router rather than with
+    // `Router::layer` (which boxes each layer again and clones every box per request):
+    // that cost `GET /healthz` half of its rate (BENCHMARKS.md).
+    let service = ServiceBuilder::new()
+        // Only well-formed incoming request ids are kept; others are replaced, so a
+        // client cannot inject odd bytes into our logs.
+        .layer(middleware::map_request(drop_invalid_request_id))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         // The span opens after the id is known, so every log line of the request has it.
         .layer(
             TraceLayer::new_for_http()
@@ -348,10 +331,38 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
                 .on_response(request_finished)
                 .on_failure(()),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        // Only well-formed incoming request ids are kept; others are replaced, so a
-        // client cannot inject odd bytes into our logs.
-        .layer(middleware::map_request(drop_invalid_request_id))
+        // Outside the problem mapper, so error responses carry the id as well.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // Any error response that is not yet a problem document becomes one.
+        .layer(middleware::map_response(problemize))
+        .layer(middleware::map_response(security_headers))
+        // The layers below answer bodies of their own types; one `Body` from here out.
+        .map_response(|response: axum::http::Response<_>| response.map(Body::new))
+        .layer(cors)
+        // gzip for clients that ask (seat maps of big houses are large JSON).
+        .layer(CompressionLayer::new())
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                use axum::response::IntoResponse;
+                ApiError::Internal("handler panicked".into()).into_response()
+            },
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        // Every body read whole before a handler runs (over the limit: 413), inside the
+        // timeout so that a body that never arrives is still a 503: a handler that
+        // ignores it must not leave the keep-alive connection with unread bytes.
+        .layer(middleware::from_fn_with_state(
+            config.max_body_bytes,
+            crate::connections::whole_body,
+        ))
+        // The extractors' own limit, set to ours: without it axum's 2 MB default would
+        // refuse bodies that `whole_body` (above) let in under a larger configured limit.
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .service(app);
+    HttpService::new(service)
 }
 
 /// A span per request with its id, method and path.
@@ -370,7 +381,7 @@ fn request_span(request: &Request) -> Span {
 }
 
 /// One line when a request ends, with the cause when it failed inside.
-fn request_finished(response: &Response, latency: Duration, _span: &Span) {
+fn request_finished<B>(response: &axum::http::Response<B>, latency: Duration, _span: &Span) {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1000.0;
     match response.extensions().get::<InternalError>() {

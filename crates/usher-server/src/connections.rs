@@ -26,7 +26,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header;
@@ -41,6 +40,9 @@ use tower::ServiceExt;
 use crate::lingering::Lingering;
 use crate::problem::ApiError;
 use crate::rate_limit::TrustedProxies;
+
+/// What the connections serve: every route inside its middleware, as one service.
+pub type HttpService = tower::util::BoxCloneSyncService<Request, Response, Infallible>;
 
 /// Connections answered 503 at once when the server is full; past this a new
 /// connection is closed without an answer.
@@ -181,11 +183,11 @@ impl Full {
     }
 }
 
-/// Serves `router` on `listener` until `stopped` turns true, then stops accepting and
+/// Serves `service` on `listener` until `stopped` turns true, then stops accepting and
 /// lets open connections finish their requests (for at most [`DRAIN_DEADLINE`]).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: HttpService,
     limits: ConnectionLimits,
     proxies: TrustedProxies,
     mut stopped: watch::Receiver<bool>,
@@ -225,7 +227,7 @@ pub async fn serve(
                 tokio::spawn(connection(
                     stream,
                     remote,
-                    router.clone(),
+                    service.clone(),
                     limits.clone(),
                     ConnectionSlot(Arc::new(slot)),
                     in_flight.clone(),
@@ -237,7 +239,7 @@ pub async fn serve(
         };
         if let Ok(slot) = turning_away.clone().try_acquire_owned() {
             metrics::counter!("usher_shed_total", "what" => full.label()).increment(1);
-            tokio::spawn(turn_away(stream, remote, router.clone(), full, slot));
+            tokio::spawn(turn_away(stream, remote, service.clone(), full, slot));
             continue;
         }
         // Too many being turned away already: closed without an answer.
@@ -261,7 +263,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
-    router: Router,
+    service: HttpService,
     limits: ConnectionLimits,
     slot: ConnectionSlot,
     in_flight: Arc<Semaphore>,
@@ -283,13 +285,13 @@ async fn connection(
         };
         request.extensions_mut().insert(ConnectInfo(remote));
         request.extensions_mut().insert(slot.clone());
-        let router = router.clone();
+        let service = service.clone();
         async move {
             let Ok(_place) = place else {
                 metrics::counter!("usher_shed_total", "what" => "request").increment(1);
                 return Ok(busy("requests"));
             };
-            router.oneshot(request.map(Body::new)).await
+            service.oneshot(request.map(Body::new)).await
         }
     });
     let mut builder = http1::Builder::new();
@@ -317,16 +319,16 @@ async fn connection(
 async fn turn_away(
     stream: TcpStream,
     remote: SocketAddr,
-    router: Router,
+    service: HttpService,
     full: Full,
     _slot: OwnedSemaphorePermit,
 ) {
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        let router = router.clone();
+        let service = service.clone();
         async move {
             let mut response = if matches!(request.uri().path(), "/healthz" | "/readyz") {
                 request.extensions_mut().insert(ConnectInfo(remote));
-                match router.oneshot(request.map(Body::new)).await {
+                match service.oneshot(request.map(Body::new)).await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 }
