@@ -321,9 +321,11 @@ fn service(state: AppState, cors: CorsLayer) -> HttpService {
     // `Router::layer` (which boxes each layer again and clones every box per request):
     // that cost `GET /healthz` half of its rate (BENCHMARKS.md).
     let service = ServiceBuilder::new()
+        // One body type for the connection.
+        .map_response(|response: axum::http::Response<_>| response.map(Body::new))
         // Only well-formed incoming request ids are kept; others are replaced, so a
         // client cannot inject odd bytes into our logs.
-        .layer(middleware::map_request(drop_invalid_request_id))
+        .map_request(drop_invalid_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         // The span opens after the id is known, so every log line of the request has it.
         .layer(
@@ -335,11 +337,12 @@ fn service(state: AppState, cors: CorsLayer) -> HttpService {
         )
         // Outside the problem mapper, so error responses carry the id as well.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        // Any error response that is not yet a problem document becomes one.
-        .layer(middleware::map_response(problemize))
-        .layer(middleware::map_response(security_headers))
-        // The layers below answer bodies of their own types; one `Body` from here out.
-        .map_response(|response: axum::http::Response<_>| response.map(Body::new))
+        // Browsers are told to be strict, and any error response that is not yet a
+        // problem document becomes one. (The layers below answer bodies of their own
+        // types: one `Body` from here out.)
+        .map_response(|response: axum::http::Response<_>| {
+            problemize(security_headers(response.map(Body::new)))
+        })
         .layer(cors)
         // gzip for clients that ask (seat maps of big houses are large JSON).
         .layer(CompressionLayer::new())
@@ -430,7 +433,7 @@ fn request_finished<B>(response: &axum::http::Response<B>, latency: Duration, _s
     }
 }
 
-async fn drop_invalid_request_id(mut request: Request) -> Request {
+fn drop_invalid_request_id(mut request: Request) -> Request {
     let valid = request.headers().get(REQUEST_ID).is_none_or(|v| {
         let bytes = v.as_bytes();
         !bytes.is_empty()
@@ -447,7 +450,7 @@ async fn drop_invalid_request_id(mut request: Request) -> Request {
 
 /// Headers that tell browsers to be strict with what we serve. A handler that needs
 /// something else sets its own value first.
-async fn security_headers(mut response: Response) -> Response {
+fn security_headers(mut response: Response) -> Response {
     // The CSP allows inline styles and data: images because the bundled Swagger UI
     // uses them; scripts only ever come from this origin.
     const HEADERS: [(HeaderName, &str); 5] = [

@@ -284,7 +284,7 @@ pub fn problem_response(problem: &Problem) -> Response {
 /// Turns any error response that is not already a problem document (an unknown route,
 /// a wrong method, a body over the limit, a timeout, a panic) into one, so that clients
 /// see a single error format whatever layer answered.
-pub async fn problemize(response: Response) -> Response {
+pub fn problemize(response: Response) -> Response {
     let status = response.status();
     // Web pages answer their own errors as pages.
     let is_problem = response
