@@ -281,7 +281,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole HTTP service: the routes (API, pages, docs, metrics) inside the
 /// middleware every request passes.
 fn service(state: AppState, cors: CorsLayer) -> HttpService {
-    let config = state.config().clone();
+    with_middleware(routes(&state), state.config(), cors)
+}
+
+/// Every route: the API (with its rate limits and idempotency keys), the pages, the
+/// docs and the metrics, behind the session layer.
+fn routes(state: &AppState) -> Router {
+    let config = state.config();
     let (api, openapi) = api();
     crate::telemetry::handle();
     let api = api
@@ -304,8 +310,7 @@ fn service(state: AppState, cors: CorsLayer) -> HttpService {
     // The pages call the API's functions directly, as the visitor, with the same
     // limits (`rate_limit::pages`).
     let web = crate::web::WebState::new(state.clone());
-    let app = api
-        .route("/metrics", axum::routing::get(crate::telemetry::render))
+    api.route("/metrics", axum::routing::get(crate::telemetry::render))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .merge(crate::web::router(web.clone()))
         // Per route, so that the matched path template is known.
@@ -314,8 +319,11 @@ fn service(state: AppState, cors: CorsLayer) -> HttpService {
         .layer(middleware::from_fn_with_state(
             web,
             crate::web::session::layer,
-        ));
+        ))
+}
 
+/// The middleware every request passes, around `app`, boxed once.
+fn with_middleware(app: Router, config: &ServerConfig, cors: CorsLayer) -> HttpService {
     // Every request passes these, listed from the outermost to the innermost (closest
     // to the routes). Composed once around the whole router rather than with
     // `Router::layer` (which boxes each layer again and clones every box per request):
