@@ -290,9 +290,10 @@ impl Caller {
         Viewer::new(self.id.into(), self.role)
     }
 
-    pub fn require_organizer(self) -> Result<Self, ApiError> {
+    /// This caller, known to organize (an organizer or an admin); 403 otherwise.
+    pub fn require_organizer(self) -> Result<Organizer, ApiError> {
         if self.role.can_organize() {
-            Ok(self)
+            Ok(Organizer(self))
         } else {
             Err(ApiError::Forbidden(
                 "only organizers and admins may do this",
@@ -305,12 +306,39 @@ impl Caller {
         usher_store::Audit::by(self.id.into(), request.0.clone())
     }
 
-    pub fn require_admin(self) -> Result<Self, ApiError> {
+    /// This caller, known to be an admin; 403 otherwise.
+    pub fn require_admin(self) -> Result<Admin, ApiError> {
         if self.role == Role::Admin {
-            Ok(self)
+            Ok(Admin(self))
         } else {
             Err(ApiError::Forbidden("only admins may do this"))
         }
+    }
+}
+
+/// A caller checked to organize ([`Caller::require_organizer`]). Functions that need
+/// one take it, so the check is made once, where the request is read (a route, a
+/// page), and cannot be forgotten.
+#[derive(Debug, Clone, Copy)]
+pub struct Organizer(Caller);
+
+/// A caller checked to be an admin ([`Caller::require_admin`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Admin(Caller);
+
+impl std::ops::Deref for Organizer {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Admin {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
     }
 }
 

@@ -15,7 +15,7 @@ use usher_core::{Email, Password, Role, User, UserName};
 use usher_store::{AccountNotice, NewRefreshToken, NewUser, Rotation, UserChange};
 
 use crate::auth::{self, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL, RefreshToken};
-use crate::extract::{Caller, Fields, Json, RequestId, path_id};
+use crate::extract::{Admin, Caller, Fields, Json, RequestId, path_id};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -372,12 +372,11 @@ async fn set_role(
 /// An admin changes another account's role, state, or both.
 pub async fn change_user(
     state: &AppState,
-    caller: Caller,
+    caller: Admin,
     request: &RequestId,
     id: Uuid,
     body: Result<RoleRequest, ApiError>,
 ) -> Result<UserView, ApiError> {
-    let caller = caller.require_admin()?;
     let body = body?;
     let mut fields = Fields::new();
     let role = fields.optional("role", body.role.as_deref(), Role::parse);

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use usher_core::{Cursor, PageLimit};
 use usher_store::{Job, JobState, UserQuery};
 
-use crate::extract::{Caller, Fields, RequestId, path_id, query};
+use crate::extract::{Admin, Caller, Fields, RequestId, path_id, query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::accounts::UserView;
 use crate::state::AppState;
@@ -29,7 +29,7 @@ pub struct UserPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UserParams {
     /// Case-insensitive text to find in emails and names.
@@ -57,17 +57,16 @@ async fn list_users(
     caller: Caller,
     params: Result<Query<UserParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<UserPage>, ApiError> {
-    caller.require_admin()?;
+    let caller = caller.require_admin()?;
     users(&state, caller, query(params)?).await.map(axum::Json)
 }
 
 /// A page of accounts for an admin (see [`list_users`]).
 pub async fn users(
     state: &AppState,
-    caller: Caller,
+    _admin: Admin,
     params: UserParams,
 ) -> Result<UserPage, ApiError> {
-    caller.require_admin()?;
     let mut fields = Fields::new();
     let limit = fields.take("limit", PageLimit::parse(params.limit));
     let after = fields.optional("cursor", params.cursor.as_deref(), Cursor::parse);
@@ -158,16 +157,13 @@ async fn list_jobs(
     caller: Caller,
     Query(params): Query<JobParams>,
 ) -> Result<axum::Json<JobList>, ApiError> {
-    jobs(&state, caller, params).await.map(axum::Json)
+    jobs(&state, caller.require_admin()?, params)
+        .await
+        .map(axum::Json)
 }
 
 /// Jobs in a state, for an admin (see [`list_jobs`]).
-pub async fn jobs(
-    state: &AppState,
-    caller: Caller,
-    params: JobParams,
-) -> Result<JobList, ApiError> {
-    caller.require_admin()?;
+pub async fn jobs(state: &AppState, _admin: Admin, params: JobParams) -> Result<JobList, ApiError> {
     let job_state = match params.state.as_deref().unwrap_or("dead") {
         "dead" => JobState::Dead,
         "queued" => JobState::Queued,
@@ -210,11 +206,10 @@ async fn retry_job(
 /// An admin puts a dead job back in the queue.
 pub async fn retry(
     state: &AppState,
-    caller: Caller,
+    caller: Admin,
     request: &RequestId,
     id: Uuid,
 ) -> Result<(), ApiError> {
-    let caller = caller.require_admin()?;
     if state
         .store()
         .requeue_job(id, state.clock().now(), &caller.audit(request))

@@ -128,7 +128,7 @@ pub struct BookingPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1–100 (default 20).
@@ -470,7 +470,7 @@ pub async fn one(state: &AppState, caller: Caller, id: Uuid) -> Result<BookingVi
     Ok(BookingView::new(state, booking, state.clock().now()))
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CancelParams {
     /// `wallet`: a confirmed booking's money goes to the caller's wallet (store credit)

@@ -18,7 +18,7 @@ use usher_core::text::Lines;
 use usher_core::{BookingStatus, Currency, Cursor, Money, Role};
 use usher_store::{AuditEntry, AuditScope, CheckIn, TicketRecord, WalletCredit, WalletEntry};
 
-use crate::extract::{Caller, Fields, Json, RequestId, path_id, query};
+use crate::extract::{Admin, Caller, Fields, Json, Organizer, RequestId, path_id, query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::bookings::{ListParams, readable_booking};
 use crate::routes::performances::{MoneyView, managed_event};
@@ -215,11 +215,10 @@ async fn check_in(
 /// Lets a ticket in at the door of an event `caller` keeps (see [`check_in`]).
 pub async fn check_in_ticket(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     request: &RequestId,
     body: CheckInRequest,
 ) -> Result<CheckInView, ApiError> {
-    let caller = caller.require_organizer()?;
     let (presented, ticket) = genuine_ticket(state, &body.code)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -420,12 +419,11 @@ async fn credit_wallet(
 /// An admin gives a user store credit; the body is judged once the user is known.
 pub async fn credit(
     state: &AppState,
-    caller: Caller,
+    caller: Admin,
     request: &RequestId,
     user_id: Uuid,
     body: Result<CreditRequest, ApiError>,
 ) -> Result<WalletEntryView, ApiError> {
-    let caller = caller.require_admin()?;
     let user = state
         .store()
         .user(user_id.into())
@@ -564,7 +562,7 @@ async fn admin_audit(
     caller: Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {
-    caller.require_admin()?;
+    let caller = caller.require_admin()?;
     audit_of_all(&state, caller, query(params)?)
         .await
         .map(axum::Json)
@@ -573,10 +571,9 @@ async fn admin_audit(
 /// A page of every audited change, for an admin.
 pub async fn audit_of_all(
     state: &AppState,
-    caller: Caller,
+    _admin: Admin,
     params: ListParams,
 ) -> Result<AuditPage, ApiError> {
-    caller.require_admin()?;
     audit_page(state, AuditScope::All, params).await
 }
 
@@ -609,11 +606,10 @@ async fn event_audit(
 /// judged once that is known.
 pub async fn audit_of_event(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     event_id: Uuid,
     params: Result<ListParams, ApiError>,
 ) -> Result<AuditPage, ApiError> {
-    let caller = caller.require_organizer()?;
     let event = managed_event(state, caller, event_id).await?;
     audit_page(state, AuditScope::Event(event.id.uuid()), params?).await
 }

@@ -17,7 +17,7 @@ use usher_core::{
 };
 use usher_store::{EventPatch, EventQuery, EventScope, NewEvent};
 
-use crate::extract::{Caller, Fields, Json, RequestId, path_id};
+use crate::extract::{Caller, Fields, Json, Organizer, RequestId, path_id};
 use crate::problem::{ApiError, Problem};
 use crate::routes::performances::PerformanceSummary;
 use crate::state::AppState;
@@ -102,7 +102,7 @@ pub struct UpdateEventRequest {
     pub status: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Case-insensitive text to find in titles.
@@ -143,11 +143,10 @@ async fn create_event(
 /// Creates a draft event owned by `caller` (an organizer or an admin).
 pub async fn create(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     request: &RequestId,
     body: CreateEventRequest,
 ) -> Result<EventView, ApiError> {
-    let caller = caller.require_organizer()?;
     let mut fields = Fields::new();
     let title = fields.take("title", EventTitle::parse(&body.title));
     let description = fields.take(
@@ -362,12 +361,11 @@ async fn update_event(
 /// Changes an event `caller` manages; the body is judged only once that is known.
 pub async fn update(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     request: &RequestId,
     id: Uuid,
     body: Result<UpdateEventRequest, ApiError>,
 ) -> Result<EventView, ApiError> {
-    let caller = caller.require_organizer()?;
     let event = state
         .store()
         .event(id.into())

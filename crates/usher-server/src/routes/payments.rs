@@ -524,7 +524,7 @@ async fn create_refund(
 ) -> Result<axum::Json<BookingView>, ApiError> {
     let caller = caller.require_organizer()?;
     let Json(body) = body?;
-    let booking = readable_booking(&state, caller, body.booking_id).await?;
+    let booking = readable_booking(&state, *caller, body.booking_id).await?;
     if booking.user_id == caller.id.into() && caller.role != Role::Admin {
         // An organizer refunding their own purchase goes through DELETE like any buyer.
         return Err(ApiError::Forbidden(

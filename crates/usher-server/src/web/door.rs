@@ -12,6 +12,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::extract::Caller;
 use crate::routes::box_office::{self, CheckInRequest};
 use crate::routes::{events, performances};
 use crate::web::api::{Refusal, Visit};
@@ -66,7 +67,8 @@ async fn door_page(
         .map_err(refused)?;
     // Only the event's organizer (and admins) may read its sales: this is also the check
     // that the visitor keeps this door.
-    let sales = performances::sales(app, caller, event.id)
+    let organizer = caller.require_organizer().map_err(refused)?;
+    let sales = performances::sales(app, organizer, event.id)
         .await
         .map_err(refused)?;
     let counts = sales.performances.iter().find(|p| p.performance_id == id);
@@ -101,12 +103,15 @@ async fn scan(
             },
         )
     } else {
-        let caller = visit.user().map_err(|r| PageError::refused(&visit, r))?;
+        let organizer = visit
+            .user()
+            .and_then(Caller::require_organizer)
+            .map_err(|r| PageError::refused(&visit, r))?;
         let scan = CheckInRequest {
             code,
             performance_id: Some(id),
         };
-        match box_office::check_in_ticket(&visit.app, caller, &visit.request, scan).await {
+        match box_office::check_in_ticket(&visit.app, organizer, &visit.request, scan).await {
             Ok(admitted) => (
                 StatusCode::OK,
                 Verdict {

@@ -45,12 +45,11 @@ async fn create_performance(
 /// known.
 pub async fn create(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     request: &RequestId,
     event_id: Uuid,
     body: Result<CreatePerformanceRequest, ApiError>,
 ) -> Result<PerformanceView, ApiError> {
-    let caller = caller.require_organizer()?;
     let event = managed_event(state, caller, event_id).await?;
     let body = body?;
     let now = state.clock().now();

@@ -25,7 +25,7 @@ use usher_store::{
     PerformanceUpdate,
 };
 
-use crate::extract::{Caller, Fields, Json, RequestId, path_id, unknown_units};
+use crate::extract::{Caller, Fields, Json, Organizer, RequestId, path_id, unknown_units};
 use crate::problem::{ApiError, Problem};
 use crate::routes::accounts::BuyerView;
 use crate::routes::bookings::BookingView;
@@ -426,7 +426,11 @@ pub struct EventSales {
 }
 
 /// The event if the caller manages it; 404 otherwise, whether or not it exists.
-pub async fn managed_event(state: &AppState, caller: Caller, id: Uuid) -> Result<Event, ApiError> {
+pub async fn managed_event(
+    state: &AppState,
+    caller: Organizer,
+    id: Uuid,
+) -> Result<Event, ApiError> {
     let event = state
         .store()
         .event(id.into())
@@ -443,10 +447,10 @@ pub async fn managed_event(state: &AppState, caller: Caller, id: Uuid) -> Result
 /// whether or not it exists.
 pub async fn managed_performance(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     id: Uuid,
 ) -> Result<(Performance, Event), ApiError> {
-    let (performance, event) = visible_performance(state, Some(caller), id).await?;
+    let (performance, event) = visible_performance(state, Some(*caller), id).await?;
     if caller.viewer().manages(&event) {
         Ok((performance, event))
     } else {

@@ -37,11 +37,10 @@ async fn list_attendees(
 /// judged once that is known.
 pub async fn attendees(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     id: Uuid,
     params: Result<AttendeeParams, ApiError>,
 ) -> Result<AttendeePage, ApiError> {
-    let caller = caller.require_organizer()?;
     let (performance, _) = managed_performance(state, caller, id).await?;
     let params = params?;
     let mut fields = Fields::new();
@@ -94,10 +93,9 @@ async fn get_sales(
 /// The sales of every performance of an event `caller` manages.
 pub async fn sales(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     event_id: Uuid,
 ) -> Result<EventSales, ApiError> {
-    let caller = caller.require_organizer()?;
     let event = managed_event(state, caller, event_id).await?;
     let sales = state.store().sales(event.id, state.clock().now()).await?;
     let door = state.store().checkin_counts(event.id).await?;

@@ -42,12 +42,11 @@ async fn set_unit_states(
 /// is judged once that is known.
 pub async fn set_states(
     state: &AppState,
-    caller: Caller,
+    caller: Organizer,
     request: &RequestId,
     id: Uuid,
     body: Result<UnitStatesRequest, ApiError>,
 ) -> Result<UnitStatesChanged, ApiError> {
-    let caller = caller.require_organizer()?;
     let (performance, _) = managed_performance(state, caller, id).await?;
     let body = body?;
     let mut fields = Fields::new();

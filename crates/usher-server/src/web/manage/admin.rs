@@ -276,8 +276,12 @@ pub(super) async fn admin_audit(
     visit: Visit,
     Query(query): Query<CursorQuery>,
 ) -> PageResult {
-    admin_only(&visit)?;
-    let view = audit_log_page(&visit, "/admin/audit", None, query).await?;
+    let admin = admin_only(&visit)?;
+    let params = ListParams::after(AUDIT_PAGE, query.cursor.clone());
+    let log = routes::box_office::audit_of_all(&visit.app, admin, params)
+        .await
+        .map_err(refused(&visit))?;
+    let view = audit_log_page(&visit, "/admin/audit", None, &query, log);
     Ok(page(&view, StatusCode::OK, web.form_targets))
 }
 
@@ -289,36 +293,35 @@ pub(super) async fn event_audit(
 ) -> PageResult {
     let caller = organizer(&visit)?;
     let id = id(&visit, &raw)?;
-    let event = routes::events::visible(&visit.app, Some(caller), id)
+    let event = routes::events::visible(&visit.app, Some(*caller), id)
+        .await
+        .map_err(refused(&visit))?;
+    let params = Ok(ListParams::after(AUDIT_PAGE, query.cursor.clone()));
+    let log = routes::box_office::audit_of_event(&visit.app, caller, id, params)
         .await
         .map_err(refused(&visit))?;
     let view = audit_log_page(
         &visit,
         &format!("/organizer/events/{id}/audit"),
         Some((id, event.title)),
-        query,
-    )
-    .await?;
+        &query,
+        log,
+    );
     Ok(page(&view, StatusCode::OK, web.form_targets))
 }
 
+/// Entries on one page of the audit log.
+const AUDIT_PAGE: u32 = 50;
+
 /// A page of the whole audit log (an admin's), or of one event's (`event`).
-pub(super) async fn audit_log_page(
+fn audit_log_page(
     visit: &Visit,
     page_path: &str,
     event: Option<(Uuid, String)>,
-    query: CursorQuery,
-) -> Result<AuditLogPage, PageError> {
-    let caller = visit.user().map_err(refused(visit))?;
-    let params = ListParams::after(50, query.cursor.clone());
-    let log = match &event {
-        Some((id, _)) => {
-            routes::box_office::audit_of_event(&visit.app, caller, *id, Ok(params)).await
-        }
-        None => routes::box_office::audit_of_all(&visit.app, caller, params).await,
-    }
-    .map_err(refused(visit))?;
-    Ok(AuditLogPage {
+    query: &CursorQuery,
+    log: routes::box_office::AuditPage,
+) -> AuditLogPage {
+    AuditLogPage {
         chrome: Chrome::of(visit),
         event,
         audit: log.items.iter().map(AuditLine::from).collect(),
@@ -326,7 +329,7 @@ pub(super) async fn audit_log_page(
         next: log
             .next_cursor
             .map(|c| format!("{page_path}?cursor={}", format::query_value(&c))),
-    })
+    }
 }
 
 #[cfg(test)]

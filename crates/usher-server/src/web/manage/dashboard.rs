@@ -67,7 +67,7 @@ pub(super) async fn dashboard(
         cursor: query.cursor.clone(),
         q: None,
     };
-    let page_of = routes::events::list(&visit.app, Some(caller), params)
+    let page_of = routes::events::list(&visit.app, Some(*caller), params)
         .await
         .map_err(refused(&visit))?;
     let mut events = Vec::new();

@@ -182,7 +182,7 @@ pub(super) async fn edit_event(
 pub(super) async fn event_page(visit: &Visit, id: Uuid) -> Result<EventForm, PageError> {
     let caller = organizer(visit)?;
     let app = &visit.app;
-    let event = routes::events::visible(app, Some(caller), id)
+    let event = routes::events::visible(app, Some(*caller), id)
         .await
         .map_err(refused(visit))?;
     // The sales view answers only to the event's owner (and admins): it is also the

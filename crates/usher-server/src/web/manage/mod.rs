@@ -11,9 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use usher_core::Role;
-
-use crate::extract::Caller;
+use crate::extract::{Admin, Organizer};
 use crate::problem::{ApiError, FieldError};
 use crate::routes;
 use crate::routes::accounts::{RoleRequest, UserView};
@@ -63,23 +61,21 @@ pub fn router() -> Router<WebState> {
 }
 
 /// Organizers and admins only; others are sent to sign in or told they may not.
-fn organizer(visit: &Visit) -> Result<Caller, PageError> {
-    match visit.caller {
-        None => Err(PageError::sign_in(visit)),
-        Some(caller) if caller.role.can_organize() => Ok(caller),
-        Some(_) => Err(forbidden(
+fn organizer(visit: &Visit) -> Result<Organizer, PageError> {
+    let caller = visit.caller.ok_or_else(|| PageError::sign_in(visit))?;
+    caller.require_organizer().map_err(|_| {
+        forbidden(
             visit,
             "these pages are for organizers; ask an admin to make your account one",
-        )),
-    }
+        )
+    })
 }
 
-fn admin_only(visit: &Visit) -> Result<Caller, PageError> {
-    match visit.caller {
-        None => Err(PageError::sign_in(visit)),
-        Some(caller) if caller.role == Role::Admin => Ok(caller),
-        Some(_) => Err(forbidden(visit, "this page is for admins")),
-    }
+fn admin_only(visit: &Visit) -> Result<Admin, PageError> {
+    let caller = visit.caller.ok_or_else(|| PageError::sign_in(visit))?;
+    caller
+        .require_admin()
+        .map_err(|_| forbidden(visit, "this page is for admins"))
 }
 
 fn forbidden(visit: &Visit, detail: &str) -> PageError {

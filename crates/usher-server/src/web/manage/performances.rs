@@ -485,10 +485,10 @@ pub(super) async fn performance_page(
 ) -> Result<PerformancePage, PageError> {
     let caller = organizer(visit)?;
     let app = &visit.app;
-    let performance = routes::performances::one(app, Some(caller), id)
+    let performance = routes::performances::one(app, Some(*caller), id)
         .await
         .map_err(refused(visit))?;
-    let event = routes::events::visible(app, Some(caller), performance.event_id)
+    let event = routes::events::visible(app, Some(*caller), performance.event_id)
         .await
         .map_err(refused(visit))?;
     let sales = routes::performances::sales(app, caller, event.id)
@@ -509,7 +509,7 @@ pub(super) async fn performance_page(
         .await
         .map_err(refused(visit))?;
     let map = if performance.kind == usher_core::SeatingKind::Reserved {
-        let seats = routes::performances::seat_map(app, Some(caller), id)
+        let seats = routes::performances::seat_map(app, Some(*caller), id)
             .await
             .map_err(refused(visit))?;
         Some(SeatMapLayout::new(&seats.units))
