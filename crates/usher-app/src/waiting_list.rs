@@ -74,6 +74,7 @@ async fn serve_in(
     serialised: bool,
 ) -> StoreResult<Vec<(Uuid, Booking)>> {
     let waiting = tx.waiting(performance_id).await?;
+    let geometries = hold::Geometries::default();
     let mut line = Line::new();
     let mut offers = Vec::new();
     for entry in waiting {
@@ -101,10 +102,16 @@ async fn serve_in(
         };
         // The hold path itself, waiting for locks: a hold that cannot have all its
         // units writes nothing.
-        let offered = hold::decide_and_write(tx, std::slice::from_ref(&hold), false, serialised)
-            .await?
-            .pop()
-            .flatten();
+        let offered = hold::decide_and_write(
+            tx,
+            &geometries,
+            std::slice::from_ref(&hold),
+            false,
+            serialised,
+        )
+        .await?
+        .pop()
+        .flatten();
         match offered {
             Some(CommandOutcome::Held(booking)) => {
                 tx.offered(entry.id, booking.id, now).await?;

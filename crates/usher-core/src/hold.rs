@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::best_available::{self, Seat};
+use crate::best_available::{Choice, House, Read};
 use crate::{
     BookedUnit, Booking, BookingId, BookingStatus, Currency, Money, PerformanceId, SeatingKind,
     TicketTypeId, UnitId, UnitState, UserId,
@@ -255,20 +255,16 @@ pub fn screen(hold: &HoldCommand, facts: Option<&HoldFacts>) -> Plan {
     }
 }
 
-/// Best available: the hold's seats chosen from its performance's seat map as this
-/// batch has marked it so far, and marked taken in it.
-pub fn choose_best(quantity: u32, seats: &mut [Seat]) -> Plan {
-    match best_available::choose(seats, quantity as usize) {
-        None => Plan::Decided(CommandOutcome::Unavailable {
+/// Best available: the hold's seats chosen from its performance's house as this batch
+/// has read and marked it so far, and marked taken in it; `Err` names what must be read
+/// of the house first.
+pub fn choose_best(quantity: u32, house: &mut House) -> Result<Plan, Read> {
+    match house.choose(quantity as usize) {
+        Choice::Seats(chosen) => Ok(Plan::Take(chosen)),
+        Choice::Unavailable => Ok(Plan::Decided(CommandOutcome::Unavailable {
             unit_ids: Vec::new(),
-        }),
-        Some(chosen) => {
-            let picked: HashSet<&UnitId> = chosen.iter().collect();
-            for seat in seats.iter_mut().filter(|s| picked.contains(&s.unit_id)) {
-                seat.free = false;
-            }
-            Plan::Take(chosen)
-        }
+        })),
+        Choice::Read(read) => Err(read),
     }
 }
 

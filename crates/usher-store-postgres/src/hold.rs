@@ -8,7 +8,7 @@ use sqlx::{Postgres, Transaction};
 use usher_core::ids::{PerformanceId, TicketTypeId, UnitId};
 use uuid::Uuid;
 
-use usher_core::best_available::Seat;
+use usher_core::best_available::{Read, Seat, SeatRow};
 use usher_core::hold::{HeldUnit, HoldFacts, LockedUnit, UnitTake};
 use usher_core::{SeatingKind, UnitState};
 use usher_store::inventory::stored_currency;
@@ -20,6 +20,17 @@ use crate::backend;
 /// An open transaction of the hold path (and of waiting-list serving).
 pub(crate) struct PgTx {
     pub(crate) tx: Transaction<'static, Postgres>,
+}
+
+/// A free seat as best available reads it.
+fn free_seat(id: Uuid, section: i32, row: i32, seat: i32) -> Seat {
+    Seat {
+        unit_id: id.into(),
+        section: section as u32,
+        row: row as u32,
+        seat: seat as u32,
+        free: true,
+    }
 }
 
 #[async_trait]
@@ -81,15 +92,58 @@ impl HoldTx for PgTx {
             .collect()
     }
 
-    async fn seat_map(
+    async fn seat_rows(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<SeatRow>> {
+        let rows = sqlx::query!(
+            r#"SELECT group_id, group_position, row_position,
+                      min(seat_position) AS "first!", max(seat_position) AS "last!"
+               FROM units WHERE performance_id = $1
+               GROUP BY group_position, row_position, group_id
+               ORDER BY group_position, row_position"#,
+            performance_id.uuid()
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SeatRow {
+                group: r.group_id.into(),
+                section: r.group_position as u32,
+                row: r.row_position as u32,
+                first: r.first as u32,
+                last: r.last as u32,
+            })
+            .collect())
+    }
+
+    async fn available_seats(&mut self, read: Read) -> StoreResult<Vec<Seat>> {
+        let seats = sqlx::query!(
+            "SELECT id, group_position, row_position, seat_position FROM units
+             WHERE group_id = $1 AND state = 'available' AND row_position >= $2
+             ORDER BY row_position, seat_position LIMIT $3",
+            read.group.uuid(),
+            read.from_row as i32,
+            i64::from(read.limit)
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(seats
+            .into_iter()
+            .map(|s| free_seat(s.id, s.group_position, s.row_position, s.seat_position))
+            .collect())
+    }
+
+    async fn expired_seats(
         &mut self,
         performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Seat>> {
         let seats = sqlx::query!(
-            r#"SELECT id, group_position, row_position, seat_position,
-                      (state = 'available' OR (state = 'held' AND held_until <= $2)) AS "free!"
-               FROM units WHERE performance_id = $1"#,
+            "SELECT u.id, u.group_position, u.row_position, u.seat_position
+             FROM bookings b JOIN units u ON u.booking_id = b.id
+             WHERE b.status = 'held' AND b.held_until <= $2 AND b.performance_id = $1
+               AND u.state = 'held' AND u.held_until <= $2",
             performance_id.uuid(),
             now
         )
@@ -98,13 +152,7 @@ impl HoldTx for PgTx {
         .map_err(backend)?;
         Ok(seats
             .into_iter()
-            .map(|s| Seat {
-                unit_id: s.id.into(),
-                section: s.group_position as u32,
-                row: s.row_position as u32,
-                seat: s.seat_position as u32,
-                free: s.free,
-            })
+            .map(|s| free_seat(s.id, s.group_position, s.row_position, s.seat_position))
             .collect())
     }
 

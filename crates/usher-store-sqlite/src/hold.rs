@@ -8,7 +8,7 @@ use sqlx::{Sqlite, Transaction};
 use usher_core::ids::{PerformanceId, TicketTypeId, UnitId};
 use uuid::Uuid;
 
-use usher_core::best_available::Seat;
+use usher_core::best_available::{Read, Seat, SeatRow};
 use usher_core::hold::{HeldUnit, HoldFacts, LockedUnit, UnitTake};
 use usher_core::{SeatingKind, UnitState};
 use usher_store::inventory::stored_currency;
@@ -20,6 +20,17 @@ use crate::inventory::id_list;
 /// An open transaction on the writer connection: holds, and waiting-list serving.
 pub(crate) struct SqliteTx {
     pub(crate) tx: Transaction<'static, Sqlite>,
+}
+
+/// A free seat as best available reads it.
+fn free_seat(id: Uuid, section: i64, row: i64, seat: i64) -> Seat {
+    Seat {
+        unit_id: id.into(),
+        section: section as u32,
+        row: row as u32,
+        seat: seat as u32,
+        free: true,
+    }
 }
 
 /// A time as sqlx writes it into a text column, for values passed inside JSON.
@@ -89,15 +100,65 @@ impl HoldTx for SqliteTx {
         Ok(facts)
     }
 
-    async fn seat_map(
+    async fn seat_rows(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<SeatRow>> {
+        let rows = sqlx::query!(
+            r#"SELECT group_id AS "group_id!: Uuid", group_position AS "group_position!: i64",
+                      row_position AS "row_position!: i64",
+                      min(seat_position) AS "first!: i64", max(seat_position) AS "last!: i64"
+               FROM units WHERE performance_id = ?1
+               GROUP BY group_position, row_position, group_id
+               ORDER BY group_position, row_position"#,
+            performance_id
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SeatRow {
+                group: r.group_id.into(),
+                section: r.group_position as u32,
+                row: r.row_position as u32,
+                first: r.first as u32,
+                last: r.last as u32,
+            })
+            .collect())
+    }
+
+    async fn available_seats(&mut self, read: Read) -> StoreResult<Vec<Seat>> {
+        let (from_row, limit) = (i64::from(read.from_row), i64::from(read.limit));
+        let seats = sqlx::query!(
+            r#"SELECT id AS "id!: Uuid", group_position AS "group_position!: i64",
+                      row_position AS "row_position!: i64", seat_position AS "seat_position!: i64"
+               FROM units
+               WHERE group_id = ?1 AND state = 'available' AND row_position >= ?2
+               ORDER BY row_position, seat_position LIMIT ?3"#,
+            read.group,
+            from_row,
+            limit
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        Ok(seats
+            .into_iter()
+            .map(|s| free_seat(s.id, s.group_position, s.row_position, s.seat_position))
+            .collect())
+    }
+
+    async fn expired_seats(
         &mut self,
         performance_id: PerformanceId,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Seat>> {
         let seats = sqlx::query!(
-            r#"SELECT id AS "id!: Uuid", group_position, row_position, seat_position,
-                      (state = 'available' OR (state = 'held' AND held_until <= ?2)) AS "free!: bool"
-               FROM units WHERE performance_id = ?1"#,
+            r#"SELECT u.id AS "id!: Uuid", u.group_position AS "group_position!: i64",
+                      u.row_position AS "row_position!: i64",
+                      u.seat_position AS "seat_position!: i64"
+               FROM bookings b INDEXED BY bookings_held
+               JOIN units u ON u.booking_id = b.id
+               WHERE b.status = 'held' AND b.held_until <= ?2 AND b.performance_id = ?1
+                 AND u.state = 'held' AND u.held_until <= ?2"#,
             performance_id,
             now
         )
@@ -106,13 +167,7 @@ impl HoldTx for SqliteTx {
         .map_err(backend)?;
         Ok(seats
             .into_iter()
-            .map(|s| Seat {
-                unit_id: s.id.into(),
-                section: s.group_position as u32,
-                row: s.row_position as u32,
-                seat: s.seat_position as u32,
-                free: s.free,
-            })
+            .map(|s| free_seat(s.id, s.group_position, s.row_position, s.seat_position))
             .collect())
     }
 
@@ -154,7 +209,7 @@ impl HoldTx for SqliteTx {
         let mut free = sqlx::query_scalar!(
             r#"SELECT id AS "id!: Uuid" FROM units
                WHERE group_id = ?1 AND state = 'available'
-               ORDER BY seat_position LIMIT ?2"#,
+               ORDER BY row_position, seat_position LIMIT ?2"#,
             ticket_type_id,
             wanted
         )
@@ -166,7 +221,7 @@ impl HoldTx for SqliteTx {
             sqlx::query_scalar!(
                 r#"SELECT id AS "id!: Uuid" FROM units
                    WHERE group_id = ?1 AND state = 'held' AND held_until <= ?2
-                   ORDER BY seat_position LIMIT ?3"#,
+                   ORDER BY row_position, seat_position LIMIT ?3"#,
                 ticket_type_id,
                 now,
                 missing

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use usher_core::ids::{BookingId, PerformanceId, TicketTypeId, UnitId, UserId};
 
-use usher_core::best_available::Seat;
+use usher_core::best_available::{Read, Seat, SeatRow};
 use usher_core::hold::{HeldUnit, HoldFacts, LockedUnit, UnitTake};
 
 use crate::{ChangeSet, LiveChange, StoreResult};
@@ -53,9 +53,17 @@ pub trait HoldTx: Tx {
         &mut self,
         performances: &[PerformanceId],
     ) -> StoreResult<Vec<(PerformanceId, HoldFacts)>>;
-    /// The performance's seats as best available chooses among them, free meaning free
-    /// at `now`; not locked.
-    async fn seat_map(
+    /// The rows of the performance's seat map (none for general admission), in
+    /// section and row order. They never change once the performance exists.
+    async fn seat_rows(&mut self, performance_id: PerformanceId) -> StoreResult<Vec<SeatRow>>;
+    /// Up to `read.limit` seats of the section's price group marked available, from
+    /// row `read.from_row` on, in row then seat order; not locked. Walks the available
+    /// seats alone (an index on them), never the taken ones.
+    async fn available_seats(&mut self, read: Read) -> StoreResult<Vec<Seat>>;
+    /// The performance's seats still marked held whose holds ran out by `now` (free),
+    /// in any order; not locked. Found through the holds that ran out (an index on
+    /// them), never by walking the seats.
+    async fn expired_seats(
         &mut self,
         performance_id: PerformanceId,
         now: DateTime<Utc>,

@@ -217,6 +217,35 @@ on_each_engine! {
         assert_eq!(none, CommandOutcome::Unavailable { unit_ids: vec![] });
     }
 
+    async fn best_available_reads_wide_rows_and_full_sections_and_takes_seats_whose_hold_ran_out(engine) {
+        let store = engine.fresh_store().await;
+        let holds = usher_testkit::holds(&store);
+        let now = SystemClock.now();
+        // Rows that one reading of free seats runs past, then a section of two rows.
+        let perf = performance(&store, now, reserved(&[("Stalls", &[1000, 600]), ("Balcony", &[6, 6])]), 10).await;
+        let buyer = user(&store, "buyer@example.com").await;
+        let ids = unit_ids(&store, perf.id, now).await;
+        let label = |b: &usher_core::Booking| -> Vec<String> {
+            b.units.iter().map(|u| format!("{}{}", u.row.clone().unwrap(), u.label.clone().unwrap())).collect()
+        };
+        let centre = held(&holds, hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        assert_eq!(label(&centre), ["A500", "A501"]);
+        // Seats A495-A498 held by a hold that has run out (nobody has swept it), every
+        // other stalls seat held now.
+        let earlier = now - Duration::seconds(TTL + 60);
+        let ran_out = held(&holds, hold(buyer.into(), perf.id, Selection::Units(ids[494..498].to_vec()), earlier)).await;
+        let rest: Vec<UnitId> = ids[..1600].iter().enumerate().filter(|(i, _)| !(494..498).contains(i) && !(499..501).contains(i)).map(|(_, id)| *id).collect();
+        let rest = held(&holds, hold(buyer.into(), perf.id, Selection::Units(rest), now)).await;
+        let four = held(&holds, hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 4 }, now)).await;
+        assert_eq!(label(&four), ["A495", "A496", "A497", "A498"]);
+        // The stalls are full: the balcony's first row, in its centre.
+        let balcony = held(&holds, hold(buyer.into(), perf.id, Selection::BestAvailable { quantity: 2 }, now)).await;
+        assert_eq!(label(&balcony), ["A3", "A4"]);
+        assert!(balcony.units.iter().all(|u| !ids[..1600].contains(&u.unit_id)));
+        let bookings = [centre.id, ran_out.id, rest.id, four.id, balcony.id];
+        check_performance(store.as_ref(), perf.id, &bookings, now).await.unwrap();
+    }
+
     async fn cancel_releases_units_at_once_and_only_once(engine) {
         let store = engine.fresh_store().await;
         let holds = usher_testkit::holds(&store);

@@ -35,7 +35,9 @@ async fn hold(
         held_until: now + Duration::minutes(10),
         offer: false,
     };
-    let outcome = usher_app::hold::alone(store.as_ref(), &hold).await.unwrap();
+    let outcome = usher_app::hold::alone(store.as_ref(), &Default::default(), &hold)
+        .await
+        .unwrap();
     match outcome {
         CommandOutcome::Held(booking) => booking,
         other => panic!("{other:?}"),

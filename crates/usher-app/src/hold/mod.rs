@@ -12,11 +12,12 @@ pub mod pipeline;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use usher_core::ids::{BookingId, PerformanceId};
 
+use usher_core::best_available::{Geometry, House};
 use usher_core::hold::{self, HoldCommand, HoldFacts, Plan, Selection};
 use usher_core::{Booking, UnitState};
 use usher_store::{
@@ -37,29 +38,36 @@ const GENERAL_ATTEMPTS: usize = 10;
 pub struct Holds {
     store: Arc<dyn Store>,
     pipeline: Option<WritePipeline>,
+    geometries: Arc<Geometries>,
 }
 
 impl Holds {
     /// Starts the write pipeline on the current Tokio runtime when `group_commit` is on
     /// (`USHER_GROUP_COMMIT=off` turns it off, to measure the difference).
     pub fn start(store: Arc<dyn Store>, group_commit: bool) -> Self {
+        let geometries = Arc::new(Geometries::default());
         let pipeline = group_commit.then(|| {
             let writers = store.hold_engine().writers;
             WritePipeline::start(
                 Arc::new(Batches {
                     store: store.clone(),
+                    geometries: geometries.clone(),
                 }),
                 writers,
             )
         });
-        Self { store, pipeline }
+        Self {
+            store,
+            pipeline,
+            geometries,
+        }
     }
 
     /// Makes the hold: `Held` with the booking, or why not.
     pub async fn hold(&self, hold: HoldCommand) -> StoreResult<CommandOutcome> {
         match &self.pipeline {
             Some(pipeline) => pipeline.hold(hold).await,
-            None => alone(self.store.as_ref(), &hold).await,
+            None => alone(self.store.as_ref(), &self.geometries, &hold).await,
         }
     }
 
@@ -69,11 +77,51 @@ impl Holds {
     }
 }
 
+/// Most seat maps' shapes kept at once (a few kilobytes each); past it they are read
+/// again as they are needed.
+const GEOMETRIES_KEPT: usize = 4096;
+
+/// The shapes of performances' seat maps (their rows), read once and kept: they never
+/// change once a performance exists.
+#[derive(Default)]
+pub struct Geometries {
+    known: Mutex<HashMap<PerformanceId, Arc<Geometry>>>,
+}
+
+impl Geometries {
+    async fn of(
+        &self,
+        tx: &mut dyn HoldTx,
+        performance_id: PerformanceId,
+    ) -> StoreResult<Arc<Geometry>> {
+        if let Some(known) = self.known().get(&performance_id) {
+            return Ok(known.clone());
+        }
+        let geometry = Arc::new(Geometry::new(tx.seat_rows(performance_id).await?));
+        if geometry.rows() > 0 {
+            let mut known = self.known();
+            if known.len() >= GEOMETRIES_KEPT {
+                known.clear();
+            }
+            known.insert(performance_id, geometry.clone());
+        }
+        Ok(geometry)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<PerformanceId, Arc<Geometry>>> {
+        // A panic elsewhere leaves shapes that are still true.
+        self.known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Runs holds in `tx`, in arrival order, and writes the winners' bookings. `Some` for
 /// each hold decided (a booking held, or why not), `None` for one to run alone. Units
 /// others lock are passed over when `skip_locked`, waited for otherwise.
 pub async fn decide_and_write(
     tx: &mut dyn HoldTx,
+    geometries: &Geometries,
     holds: &[HoldCommand],
     skip_locked: bool,
     serialised: bool,
@@ -87,7 +135,7 @@ pub async fn decide_and_write(
         .iter()
         .map(|h| hold::screen(h, facts.get(&h.performance_id)))
         .collect();
-    choose_best_seats(tx, holds, &mut plans).await?;
+    choose_best_seats(tx, geometries, holds, &mut plans).await?;
     let locked = tx.lock_units(&hold::seats_to_lock(holds, &plans)).await?;
     hold::settle_seats(holds, &mut plans, &locked);
     let mut free = HashMap::new();
@@ -115,24 +163,38 @@ pub async fn decide_and_write(
         .collect())
 }
 
-/// Best available: each performance's seat map read once for the batch, seats chosen
-/// in arrival order and marked as the batch goes.
+/// Best available: each performance's free seats read once for the batch, a section
+/// at a time and only as far as its choices need, seats chosen in arrival order and
+/// marked as the batch goes.
 async fn choose_best_seats(
     tx: &mut dyn HoldTx,
+    geometries: &Geometries,
     holds: &[HoldCommand],
     plans: &mut [Plan],
 ) -> StoreResult<()> {
-    let mut seat_maps = HashMap::new();
+    let mut houses: HashMap<PerformanceId, House> = HashMap::new();
     for (hold, plan) in holds.iter().zip(plans.iter_mut()) {
         let (Plan::Take(_), Selection::BestAvailable { quantity }) = (&*plan, &hold.selection)
         else {
             continue;
         };
-        let seats = match seat_maps.entry(hold.performance_id) {
-            Entry::Occupied(seats) => seats.into_mut(),
-            Entry::Vacant(slot) => slot.insert(tx.seat_map(hold.performance_id, hold.now).await?),
+        let house = match houses.entry(hold.performance_id) {
+            Entry::Occupied(house) => house.into_mut(),
+            Entry::Vacant(slot) => {
+                let geometry = geometries.of(tx, hold.performance_id).await?;
+                let expired = tx.expired_seats(hold.performance_id, hold.now).await?;
+                slot.insert(House::new(geometry, expired))
+            }
         };
-        *plan = hold::choose_best(*quantity, seats);
+        *plan = loop {
+            match hold::choose_best(*quantity, house) {
+                Ok(plan) => break plan,
+                Err(read) => {
+                    let seats = tx.available_seats(read).await?;
+                    house.add(read, seats);
+                }
+            }
+        };
     }
     Ok(())
 }
@@ -215,10 +277,14 @@ async fn record_held<'a>(
 /// One hold in transactions of its own: tried again after a lost race, and, for
 /// general admission short of free units while others lock some, waiting for their
 /// locks.
-pub async fn alone(store: &dyn Store, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
+pub async fn alone(
+    store: &dyn Store,
+    geometries: &Geometries,
+    hold: &HoldCommand,
+) -> StoreResult<CommandOutcome> {
     let mut skip_locked = true;
     for attempt in 1..=GENERAL_ATTEMPTS {
-        let retry = match attempt_alone(store, hold, skip_locked).await {
+        let retry = match attempt_alone(store, geometries, hold, skip_locked).await {
             Ok(Attempt::Done(outcome)) => return Ok(outcome),
             // Enough are free, but locked by buyers still deciding: wait for them.
             Ok(Attempt::Short { enough_free }) => {
@@ -251,6 +317,7 @@ enum Attempt {
 
 async fn attempt_alone(
     store: &dyn Store,
+    geometries: &Geometries,
     hold: &HoldCommand,
     skip_locked: bool,
 ) -> StoreResult<Attempt> {
@@ -258,6 +325,7 @@ async fn attempt_alone(
     let mut tx = store.begin_holds().await?;
     let decided = decide_and_write(
         tx.as_mut(),
+        geometries,
         std::slice::from_ref(hold),
         skip_locked,
         serialised,
@@ -319,6 +387,7 @@ async fn commit_held(
 /// Hold batches for the write pipeline: one transaction and one commit each.
 struct Batches {
     store: Arc<dyn Store>,
+    geometries: Arc<Geometries>,
 }
 
 #[async_trait::async_trait]
@@ -329,7 +398,7 @@ impl HoldWriter for Batches {
     async fn hold_batch(&self, holds: &[HoldCommand]) -> StoreResult<Vec<Option<CommandOutcome>>> {
         let serialised = self.store.hold_engine().serialised;
         let mut tx = self.store.begin_holds().await?;
-        let ran = decide_and_write(tx.as_mut(), holds, true, serialised).await;
+        let ran = decide_and_write(tx.as_mut(), &self.geometries, holds, true, serialised).await;
         let now = holds.iter().map(|h| h.now).max();
         let ran = match ran {
             Ok(outcomes) => record_held(tx.as_mut(), outcomes.iter().flatten(), now)
@@ -359,6 +428,6 @@ impl HoldWriter for Batches {
     }
 
     async fn hold_alone(&self, hold: &HoldCommand) -> StoreResult<CommandOutcome> {
-        alone(self.store.as_ref(), hold).await
+        alone(self.store.as_ref(), &self.geometries, hold).await
     }
 }
