@@ -593,12 +593,12 @@ async fn insert_units(
     seating: &SeatingPlan,
     group_ids: &[Uuid],
 ) -> StoreResult<()> {
-    let mut units = UnitColumns::with_capacity(seating.capacity());
-    for u in seating.units() {
-        units.push(group_ids[u.group], &u);
-    }
-    for start in (0..units.ids.len()).step_by(INSERT_BATCH) {
-        let end = (start + INSERT_BATCH).min(units.ids.len());
+    // Each batch's columns are built when it is sent, not a stadium's at once.
+    for batch in seating.units().chunks(INSERT_BATCH) {
+        let mut units = UnitColumns::with_capacity(batch.len());
+        for u in batch {
+            units.push(group_ids[u.group], u);
+        }
         sqlx::query!(
             "INSERT INTO units (id, performance_id, group_id, group_position, row_position,
                                 seat_position, row_label, seat_label, price_amount, state)
@@ -609,14 +609,14 @@ async fn insert_units(
                   AS u(id, group_id, group_position, row_position, seat_position,
                        row_label, seat_label, price_amount)",
             performance_id,
-            &units.ids[start..end],
-            &units.groups[start..end],
-            &units.group_positions[start..end],
-            &units.row_positions[start..end],
-            &units.seat_positions[start..end],
-            &units.row_labels[start..end] as &[Option<String>],
-            &units.seat_labels[start..end] as &[Option<String>],
-            &units.prices[start..end]
+            &units.ids,
+            &units.groups,
+            &units.group_positions,
+            &units.row_positions,
+            &units.seat_positions,
+            &units.row_labels as &[Option<String>],
+            &units.seat_labels as &[Option<String>],
+            &units.prices
         )
         .execute(&mut *tx)
         .await

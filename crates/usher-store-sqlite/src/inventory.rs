@@ -524,25 +524,25 @@ async fn insert_units(
     group_ids: &[String],
 ) -> StoreResult<()> {
     // Each unit as [id, group, group position, row position, seat position, row label,
-    // seat label, price], inserted in batches through `json_each`.
-    let units: Vec<serde_json::Value> = seating
-        .units()
-        .into_iter()
-        .map(|u| {
-            serde_json::json!([
-                Uuid::now_v7().simple().to_string(),
-                group_ids[u.group],
-                u.group,
-                u.row,
-                u.seat,
-                u.row_label,
-                u.seat_label,
-                u.price.amount
-            ])
-        })
-        .collect();
-    for batch in units.chunks(INSERT_BATCH) {
-        let batch = serde_json::Value::from(batch.to_vec()).to_string();
+    // seat label, price], inserted in batches through `json_each`, each batch's JSON
+    // built when it is sent (a stadium's units at once would be tens of megabytes).
+    for batch in seating.units().chunks(INSERT_BATCH) {
+        let units: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|u| {
+                serde_json::json!([
+                    Uuid::now_v7().simple().to_string(),
+                    group_ids[u.group],
+                    u.group,
+                    u.row,
+                    u.seat,
+                    u.row_label,
+                    u.seat_label,
+                    u.price.amount
+                ])
+            })
+            .collect();
+        let batch = serde_json::Value::from(units).to_string();
         sqlx::query!(
             "INSERT INTO units (id, performance_id, group_id, group_position, row_position,
                         seat_position, row_label, seat_label, price_amount, state)

@@ -172,14 +172,79 @@ async fn built_seat_map(
                     .store()
                     .units(performance.id, state.clock().now())
                     .await?;
-                let map = SeatMap {
-                    performance_id: performance.id.uuid(),
-                    units: units.into_iter().map(UnitView::from).collect(),
-                };
-                serde_json::to_vec(&map)
+                seat_map_document(performance.id.uuid(), units)
                     .map(Bytes::from)
                     .map_err(|e| ApiError::Internal(format!("seat map: {e}")))
             },
         )
         .await
+}
+
+/// The JSON of [`SeatMap`], written as the units are turned into views one at a time
+/// into a buffer sized for it up front (from the first unit's size, an eighth over): a
+/// stadium's map is tens of megabytes, and neither a second copy of its units nor a
+/// buffer that doubles as it grows is kept while it is written.
+fn seat_map_document(performance_id: Uuid, units: Vec<Unit>) -> serde_json::Result<Vec<u8>> {
+    use serde::ser::{SerializeStruct, Serializer};
+    use std::cell::RefCell;
+
+    /// The units, turned into views as the serializer reaches them.
+    struct Views(RefCell<Option<std::vec::IntoIter<Unit>>>);
+
+    impl Serialize for Views {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let units = self.0.borrow_mut().take().unwrap_or_default();
+            serializer.collect_seq(units.map(UnitView::from))
+        }
+    }
+
+    let per_unit = match units.first() {
+        Some(unit) => serde_json::to_vec(&UnitView::from(unit.clone()))?.len() + 1,
+        None => 0,
+    };
+    let mut out = Vec::with_capacity(64 + per_unit * units.len() / 8 * 9);
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    let mut map = serializer.serialize_struct("SeatMap", 2)?;
+    map.serialize_field("performance_id", &performance_id)?;
+    map.serialize_field("units", &Views(RefCell::new(Some(units.into_iter()))))?;
+    map.end()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seat_map_document_is_the_seat_map_serialized() {
+        let performance_id = Uuid::now_v7();
+        let unit = |state, label: &str| Unit {
+            id: usher_core::UnitId::generate(),
+            section: Some("Stalls \"A\"".into()),
+            row: Some("B".into()),
+            label: Some(label.into()),
+            ticket_type_id: None,
+            price: usher_core::Money::new(2500, usher_core::Currency::parse("EUR").unwrap()),
+            state,
+        };
+        let units = vec![
+            unit(usher_core::UnitState::Available, "1"),
+            unit(usher_core::UnitState::Held, "2"),
+        ];
+        let expected = serde_json::to_vec(&SeatMap {
+            performance_id,
+            units: units.clone().into_iter().map(UnitView::from).collect(),
+        })
+        .unwrap();
+        assert_eq!(seat_map_document(performance_id, units).unwrap(), expected);
+        let empty = serde_json::to_vec(&SeatMap {
+            performance_id,
+            units: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(
+            seat_map_document(performance_id, Vec::new()).unwrap(),
+            empty
+        );
+    }
 }
