@@ -38,6 +38,7 @@ use crate::connections::HttpService;
 use crate::master_key::Keyring;
 use crate::openapi::ApiDoc;
 use crate::problem::{ApiError, InternalError, problemize};
+use crate::reads::Reads;
 use crate::redis::Redis;
 use crate::routes;
 use crate::sealed::Sealer;
@@ -121,6 +122,18 @@ impl Application {
         clock: Arc<dyn Clock>,
         listener: TcpListener,
     ) -> Result<Self, BuildError> {
+        Self::build_with_replica(config, store, None, clock, listener).await
+    }
+
+    /// [`Self::build`] with a streaming replica of `store` for public reads
+    /// (`DATABASE_READ_URL`; see [`crate::reads`]).
+    pub async fn build_with_replica(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        replica: Option<Arc<dyn Store>>,
+        clock: Arc<dyn Clock>,
+        listener: TcpListener,
+    ) -> Result<Self, BuildError> {
         let keyring = Keyring::new(config.master_key.load().map_err(BuildError::Setup)?);
         let secret = jwt_secret(&config, &keyring, store.as_ref()).await?;
         let cors = cors_layer(&config.cors_origins)?;
@@ -156,9 +169,14 @@ impl Application {
             .transpose()
             .map_err(BuildError::Setup)?;
         tracing::info!(payments = %payments.provider(), mail = %mailer.describe(), "providers ready");
+        let reads = match replica {
+            Some(replica) => Reads::with_replica(store.clone(), replica, config.read_max_lag),
+            None => Reads::primary(store.clone()),
+        };
         let state = AppState::new(
             Services {
                 store,
+                reads,
                 tokens: TokenKeys::new(&secret),
                 clock,
                 payments,

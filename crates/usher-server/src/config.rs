@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub password_queue: usize,
     /// A seat map is rebuilt at most this often per performance (zero: every request).
     pub seat_map_max_age: Duration,
+    /// How far behind its primary a read replica may be and still take public reads
+    /// (`USHER_READ_MAX_LAG_MS`).
+    pub read_max_lag: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// A request still running after this answers 503.
@@ -120,6 +123,7 @@ impl Default for ServerConfig {
             password_queue: 8 * default_password_workers(),
             // Tests read seat maps right after changing them; a server says otherwise.
             seat_map_max_age: Duration::ZERO,
+            read_max_lag: Duration::from_secs(1),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             connections: crate::connections::ConnectionLimits::default(),

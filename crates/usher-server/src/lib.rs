@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod performance_cache;
 pub mod problem;
 pub mod rate_limit;
+pub mod reads;
 pub mod redis;
 pub mod routes;
 pub mod sealed;

@@ -1,5 +1,6 @@
 //! What every handler can reach: the store, the token keys and the configuration.
 
+use crate::reads::Reads;
 use std::sync::Arc;
 
 use usher_app::Holds;
@@ -28,6 +29,7 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn Store>,
+    reads: Reads,
     holds: Holds,
     tokens: TokenKeys,
     access: Access,
@@ -52,6 +54,8 @@ struct Inner {
 /// Everything the handlers use besides the configuration.
 pub struct Services {
     pub store: Arc<dyn Store>,
+    /// Where public reads go (the primary, or a streaming replica while it keeps up).
+    pub reads: Reads,
     pub tokens: TokenKeys,
     pub clock: Arc<dyn Clock>,
     pub payments: Arc<dyn PaymentProvider>,
@@ -79,6 +83,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 store: services.store,
+                reads: services.reads,
                 holds,
                 tokens: services.tokens,
                 access: Access::default(),
@@ -106,6 +111,11 @@ impl AppState {
         request: usher_store::TransitionRequest,
     ) -> usher_store::StoreResult<usher_store::Transitioned> {
         usher_app::payments::transition(self.store(), request).await
+    }
+
+    /// Where public reads go: see [`Reads`].
+    pub fn reads(&self) -> &Reads {
+        &self.inner.reads
     }
 
     /// The hold use case, with its write pipeline.

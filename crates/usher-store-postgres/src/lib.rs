@@ -46,6 +46,8 @@ const DEFAULT_POOL_SIZE: u32 = 16;
 const HOLD_WRITERS: usize = 4;
 /// Longest wait for a pooled connection (or for reconnecting to a restarting server).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The same for a read replica's pool ([`PostgresStore::connect_lazy`]).
+const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -57,6 +59,23 @@ impl PostgresStore {
     /// Connects to the database named by a `postgres://` URL.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         Self::connect_with(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// A pool of at most `size` connections that connects on first use: a read
+    /// replica that is down when the server starts is then only skipped until it
+    /// answers. An unparsable URL is an error at once.
+    pub fn connect_lazy(url: &str, size: u32) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(size)
+            // A replica that went away fails a read at once (it then runs on the
+            // primary) instead of retrying its connection for the primary's wait.
+            .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT)
+            .connect_lazy(url)
+            .map_err(backend)?;
+        Ok(Self {
+            pool,
+            live: LiveBus::new(),
+        })
     }
 
     /// Connects with `size` pooled connections.
@@ -179,6 +198,17 @@ impl Store for PostgresStore {
             }
         }
         Ok(())
+    }
+
+    async fn replication_position(&self) -> StoreResult<Option<u64>> {
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                           ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn)::bigint",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(position.and_then(|p| u64::try_from(p).ok()))
     }
 
     async fn readiness(&self) -> StoreResult<Readiness> {

@@ -332,6 +332,14 @@ pub trait Store: Send + Sync + 'static {
     /// A round trip to the database plus a look at the migration table.
     async fn readiness(&self) -> StoreResult<Readiness>;
 
+    /// Where this server is in the write-ahead log, in bytes: on a primary how far it
+    /// has written, on a streaming replica how far it has replayed (`None` there until
+    /// it has replayed anything, and on engines without replicas). Comparing a
+    /// replica's with its primary's tells how far behind the replica is.
+    async fn replication_position(&self) -> StoreResult<Option<u64>> {
+        Ok(None)
+    }
+
     /// Returns the value under `key`, storing `value` first if there was none. Two
     /// callers racing get the same answer.
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;

@@ -281,6 +281,73 @@ impl PgCluster {
         }
     }
 
+    /// A store on database `name` of this replica, as `DATABASE_READ_URL` opens one
+    /// (connecting on first use).
+    pub fn replica_store(&self, name: &str) -> Arc<dyn Store> {
+        Arc::new(PostgresStore::connect_lazy(&self.url_of(name), 4).expect("replica url"))
+    }
+
+    /// A streaming replica of this cluster, of the calling test's own in
+    /// `scratch/NAME`: copied with `pg_basebackup -R` (which writes its standby
+    /// settings), started on a free port, and answering (it replays the primary's log
+    /// from then on). Stopped and deleted like [`Self::private`].
+    pub fn start_replica(&self, name: &str) -> PgCluster {
+        let bin = postgres_bin_dir().expect("PostgreSQL server binaries");
+        let dir = scratch_dir().join(name);
+        std::fs::create_dir_all(&dir).expect("replica dir");
+        let owner = postgres_user_when_root();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown replica dir");
+        }
+        let mut backup = Command::new(bin.join("pg_basebackup"));
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast", "-D"])
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_user(&mut backup, owner);
+        let out = backup.output().expect("pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let replica = PgCluster {
+            port: free_port(),
+            dir,
+            child: Mutex::new(None),
+        };
+        replica
+            .launch()
+            .unwrap_or_else(|e| panic!("the replica did not start: {e}"));
+        replica
+    }
+
+    /// Runs one statement as the cluster's superuser (`SELECT pg_wal_replay_pause()`).
+    pub async fn run_admin(&self, sql: &str) {
+        let mut admin = PgConnection::connect(&self.admin_url())
+            .await
+            .expect("connect as admin");
+        admin
+            .execute(AssertSqlSafe(sql.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = admin.close().await;
+    }
+
+    /// The URL of database `name` on this cluster.
+    pub fn url_of(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }

@@ -65,6 +65,15 @@ struct ServeArgs {
     addr: SocketAddr,
     #[command(flatten)]
     database: DatabaseArgs,
+    /// `postgres://…` of a streaming replica of `DATABASE_URL`: public reads (event
+    /// lists, events, seat maps) go there while it keeps up; everything else to the
+    /// primary.
+    #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
+    database_read_url: Option<String>,
+    /// How far behind the primary the replica may be, in milliseconds, and still take
+    /// public reads; further behind, or down, it is skipped until it catches up.
+    #[arg(long, env = "USHER_READ_MAX_LAG_MS", default_value_t = 1000)]
+    read_max_lag_ms: u64,
     /// Signing key for access tokens (at least 32 bytes). Generated on first start and
     /// kept in the database when unset.
     #[arg(long, env = "USHER_JWT_SECRET", hide_env_values = true)]
@@ -265,13 +274,25 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (addr, database_url) = (args.addr, args.database.database_url.clone());
+    let read_url = args.database_read_url.clone();
     let config = server_config(args)?;
     let store = open_store(&database_url).await?;
     store.migrate().await.context("applying migrations")?;
+    let replica = match read_url.filter(|url| !url.is_empty()) {
+        Some(url) => Some(open_replica(&database_url, &url).await?),
+        None => None,
+    };
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let app = Application::build(config, store.clone(), Arc::new(SystemClock), listener).await?;
+    let app = Application::build_with_replica(
+        config,
+        store.clone(),
+        replica,
+        Arc::new(SystemClock),
+        listener,
+    )
+    .await?;
     let addr = app.local_addr()?;
     tracing::info!(%addr, database = store.engine(), "usher is serving");
     // The one line on stdout that scripts and tests wait for.
@@ -327,6 +348,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
                 .unwrap_or_else(usher_server::config::default_password_workers)
         }),
         seat_map_max_age: Duration::from_millis(args.seat_map_max_age_ms),
+        read_max_lag: Duration::from_millis(args.read_max_lag_ms),
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         connections: ConnectionLimits {
@@ -403,6 +425,19 @@ pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
         bail!("DATABASE_URL must start with sqlite:// or postgres://");
     };
     Ok(store)
+}
+
+/// The read replica named by `DATABASE_READ_URL`: PostgreSQL beside a PostgreSQL
+/// primary. Opened lazily, so a replica that is down at start is only skipped.
+async fn open_replica(primary: &str, url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let postgres = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+    if !postgres(url) || !postgres(primary) {
+        bail!("DATABASE_READ_URL must be a postgres:// replica of a postgres:// DATABASE_URL");
+    }
+    tracing::info!(database = %redact(url), "public reads may go to a read replica");
+    let replica = PostgresStore::connect_lazy(url, 8)
+        .with_context(|| format!("DATABASE_READ_URL {}", redact(url)))?;
+    Ok(Arc::new(replica))
 }
 
 /// How `usher bench` opens its throwaway server's database (to write buyers into it).

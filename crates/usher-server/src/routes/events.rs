@@ -243,15 +243,22 @@ pub async fn list(
         Some(Viewer::Organizer(id)) => EventScope::PublicAndOwnedBy(id.uuid()),
         _ => EventScope::Public,
     };
-    let page = state
-        .store()
-        .list_events(EventQuery {
-            scope,
-            title_contains: q,
-            limit,
-            after,
-        })
-        .await?;
+    let query = EventQuery {
+        scope,
+        title_contains: q,
+        limit,
+        after,
+    };
+    // The public list may come from a read replica; a list with the caller's own
+    // events (drafts included) comes from the primary, so a change shows at once.
+    let read = |store: std::sync::Arc<dyn usher_store::Store>| {
+        let query = query.clone();
+        async move { store.list_events(query).await }
+    };
+    let page = match query.scope {
+        EventScope::Public => state.reads().public(read).await?,
+        _ => read(state.store_arc()).await?,
+    };
     Ok(EventPage {
         items: page.items.into_iter().map(EventView::from).collect(),
         next_cursor: page.next.map(Cursor::encode),
@@ -281,17 +288,22 @@ pub async fn detail(
     id: Uuid,
 ) -> Result<EventDetail, ApiError> {
     let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
-    let event = state
-        .store()
-        .event(id.into())
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let now = state.clock().now();
+    // Visitors and buyers may read it from a read replica; its organizer from the
+    // primary, to see a change at once.
+    let read = state.reads().as_viewer(viewer, |store| async move {
+        let Some(event) = store.event(id.into()).await? else {
+            return Ok(None);
+        };
+        let performances = store.performances_of_event(id.into()).await?;
+        // One query counts every performance of the event.
+        let sales = store.sales(id.into(), now).await?;
+        Ok(Some((event, performances, sales)))
+    });
+    let (event, performances, sales) = read.await?.ok_or(ApiError::NotFound)?;
     if !viewer.sees(&event) {
         return Err(ApiError::NotFound);
     }
-    let performances = state.store().performances_of_event(id.into()).await?;
-    // One query counts every performance of the event.
-    let sales = state.store().sales(id.into(), state.clock().now()).await?;
     let performances = performances
         .into_iter()
         .map(|p| {

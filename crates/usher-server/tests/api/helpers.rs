@@ -54,6 +54,34 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut ServerCo
     start(engine, database_url, config, store, clock, mail_dir).await
 }
 
+/// An instance on the PostgreSQL database at `database_url` whose public reads may go
+/// to `replica` (`DATABASE_READ_URL`), allowed to lag `max_lag`.
+pub async fn spawn_app_with_replica(
+    database_url: &str,
+    replica: Arc<dyn Store>,
+    max_lag: std::time::Duration,
+) -> TestApp {
+    let store = Engine::Postgres.open(database_url).await;
+    let mail_dir =
+        usher_testkit::scratch_dir().join(format!("mail-{}", uuid::Uuid::new_v4().simple()));
+    let config = ServerConfig {
+        sweep_interval: None,
+        job_interval: None,
+        waiting_interval: None,
+        rate_limits: false,
+        read_max_lag: max_lag,
+        mail: usher_server::MailConfig {
+            dir: mail_dir.clone(),
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let clock = Arc::new(ManualClock::starting_now());
+    let engine = Engine::Postgres;
+    let url = database_url.to_owned();
+    start_with(engine, url, config, store, Some(replica), clock, mail_dir).await
+}
+
 async fn start(
     engine: Engine,
     database_url: String,
@@ -62,10 +90,28 @@ async fn start(
     clock: Arc<ManualClock>,
     mail_dir: std::path::PathBuf,
 ) -> TestApp {
+    start_with(engine, database_url, config, store, None, clock, mail_dir).await
+}
+
+async fn start_with(
+    engine: Engine,
+    database_url: String,
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    replica: Option<Arc<dyn Store>>,
+    clock: Arc<ManualClock>,
+    mail_dir: std::path::PathBuf,
+) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = Application::build(config.clone(), store.clone(), clock.clone(), listener)
-        .await
-        .expect("build app");
+    let app = Application::build_with_replica(
+        config.clone(),
+        store.clone(),
+        replica,
+        clock.clone(),
+        listener,
+    )
+    .await
+    .expect("build app");
     let address = format!("http://{}", app.local_addr().unwrap());
     let state = app.state();
     let (shutdown, stopped) = oneshot::channel::<()>();
@@ -125,6 +171,33 @@ impl TestApp {
             store,
             clock,
             self.mail_dir.clone(),
+        )
+        .await
+    }
+
+    /// A second instance on the same database and configuration whose public reads
+    /// may go to `replica`, allowed to lag `max_lag`.
+    pub async fn sibling_with_replica(
+        &self,
+        replica: Arc<dyn Store>,
+        max_lag: std::time::Duration,
+    ) -> TestApp {
+        let store = self.engine.open(&self.database_url).await;
+        let clock = Arc::new(ManualClock::new(self.clock_now()));
+        let config = ServerConfig {
+            read_max_lag: max_lag,
+            ..self.config.clone()
+        };
+        let url = self.database_url.clone();
+        let mail_dir = self.mail_dir.clone();
+        start_with(
+            self.engine,
+            url,
+            config,
+            store,
+            Some(replica),
+            clock,
+            mail_dir,
         )
         .await
     }

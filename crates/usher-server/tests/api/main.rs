@@ -19,6 +19,7 @@ mod organizer;
 mod payments;
 mod performances;
 mod plumbing;
+mod replicas;
 mod smtp;
 mod standing;
 mod stripe;

@@ -162,15 +162,22 @@ async fn built_seat_map(
     id: Uuid,
 ) -> Result<seat_maps::Built, ApiError> {
     let (performance, _) = hot_performance(state, caller, id).await?;
+    let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
     state
         .seat_maps()
         .get_or_build(
             performance.id.uuid(),
             state.config().seat_map_max_age,
             || async {
+                // Built for a visitor or a buyer, it may be read from a read replica
+                // (it is kept up to the max age anyway); for its organizer, from the
+                // primary.
+                let now = state.clock().now();
                 let units = state
-                    .store()
-                    .units(performance.id, state.clock().now())
+                    .reads()
+                    .as_viewer(viewer, |store| async move {
+                        store.units(performance.id, now).await
+                    })
                     .await?;
                 seat_map_document(performance.id.uuid(), units)
                     .map(Bytes::from)
