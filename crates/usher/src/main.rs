@@ -318,6 +318,9 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("USHER_TRUSTED_PROXIES: {e}"))?;
     let payments = payments_config(&args)?;
+    let password_workers = args
+        .password_workers
+        .unwrap_or_else(usher_server::config::default_password_workers);
     let master_key = match (args.master_key, args.master_key_file) {
         (Some(key), _) => MasterKeySource::Key(SecretString::from(key)),
         (None, Some(path)) => MasterKeySource::File(path),
@@ -338,15 +341,8 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
             .into_iter()
             .filter(|o| !o.is_empty())
             .collect(),
-        password_workers: args
-            .password_workers
-            .unwrap_or_else(usher_server::config::default_password_workers)
-            .max(1),
-        password_queue: args.password_queue.unwrap_or_else(|| {
-            8 * args
-                .password_workers
-                .unwrap_or_else(usher_server::config::default_password_workers)
-        }),
+        password_workers: password_workers.max(1),
+        password_queue: args.password_queue.unwrap_or(8 * password_workers),
         seat_map_max_age: Duration::from_millis(args.seat_map_max_age_ms),
         read_max_lag: Duration::from_millis(args.read_max_lag_ms),
         max_body_bytes: args.max_body_bytes,
