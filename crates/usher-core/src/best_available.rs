@@ -330,25 +330,7 @@ fn choose_reading(
     quantity: usize,
     first_read: u32,
 ) -> Option<Vec<UnitId>> {
-    let group = TicketTypeId::from_uuid(uuid::Uuid::nil());
-    let mut bounds: BTreeMap<(u32, u32), (u32, u32)> = BTreeMap::new();
-    for s in seats {
-        let entry = bounds.entry((s.section, s.row)).or_insert((s.seat, s.seat));
-        entry.0 = entry.0.min(s.seat);
-        entry.1 = entry.1.max(s.seat);
-    }
-    let geometry =
-        Geometry::new(
-            bounds
-                .into_iter()
-                .map(|((section, row), (first, last))| SeatRow {
-                    group,
-                    section,
-                    row,
-                    first,
-                    last,
-                }),
-        );
+    let geometry = geometry_of(seats);
     let mut house = House::reading(Arc::new(geometry), expired.to_vec(), first_read);
     let mut free: Vec<Seat> = seats.iter().filter(|s| s.free).copied().collect();
     free.sort_unstable_by_key(|s| (s.section, s.row, s.seat));
@@ -368,6 +350,28 @@ fn choose_reading(
             }
         }
     }
+}
+
+/// The shape of a whole seat map, its sections all of one (nil) price group.
+fn geometry_of(seats: &[Seat]) -> Geometry {
+    let group = TicketTypeId::from_uuid(uuid::Uuid::nil());
+    let mut bounds: BTreeMap<(u32, u32), (u32, u32)> = BTreeMap::new();
+    for s in seats {
+        let entry = bounds.entry((s.section, s.row)).or_insert((s.seat, s.seat));
+        entry.0 = entry.0.min(s.seat);
+        entry.1 = entry.1.max(s.seat);
+    }
+    Geometry::new(
+        bounds
+            .into_iter()
+            .map(|((section, row), (first, last))| SeatRow {
+                group,
+                section,
+                row,
+                first,
+                last,
+            }),
+    )
 }
 
 #[cfg(test)]
@@ -511,27 +515,6 @@ mod tests {
             .collect();
         let chosen = choose_reading(&seats, &expired, 2, 2).unwrap();
         assert_eq!(chosen.iter().map(&name).collect::<Vec<_>>(), ["0A2", "0A3"]);
-    }
-
-    fn geometry_of(seats: &[Seat]) -> Geometry {
-        let group = TicketTypeId::from_uuid(uuid::Uuid::nil());
-        let mut bounds: BTreeMap<(u32, u32), (u32, u32)> = BTreeMap::new();
-        for s in seats {
-            let entry = bounds.entry((s.section, s.row)).or_insert((s.seat, s.seat));
-            entry.0 = entry.0.min(s.seat);
-            entry.1 = entry.1.max(s.seat);
-        }
-        Geometry::new(
-            bounds
-                .into_iter()
-                .map(|((section, row), (first, last))| SeatRow {
-                    group,
-                    section,
-                    row,
-                    first,
-                    last,
-                }),
-        )
     }
 
     fn free_page(seats: &[Seat], section: u32, read: Read) -> Vec<Seat> {

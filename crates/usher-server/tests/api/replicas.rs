@@ -101,30 +101,43 @@ async fn public_reads_go_to_the_replica_and_skip_it_when_it_lags_or_stops() {
     .await;
 
     // The replica stopped mid-run: visitors keep getting answers, from the primary.
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reader = {
         let (address, client) = (patient.address.clone(), patient.client.clone());
+        let (stopped, reads) = (stopped.clone(), reads.clone());
         let paths = [
             "/v1/events".to_owned(),
             format!("/v1/events/{late_id}"),
             format!("/v1/performances/{performance_id}/seats"),
         ];
         tokio::spawn(async move {
-            let mut statuses = Vec::new();
-            let until = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < until {
+            // (path, whether the replica had been stopped before the read, status)
+            let mut answers = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while answers.iter().filter(|(_, after, _)| *after).count() < 30
+                && Instant::now() < deadline
+            {
                 for path in &paths {
+                    let after = stopped.load(std::sync::atomic::Ordering::SeqCst);
                     let response = client.get(format!("{address}{path}")).send().await.unwrap();
-                    statuses.push((path.clone(), response.status()));
+                    answers.push((path.clone(), after, response.status()));
+                    reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             }
-            statuses
+            answers
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("visitors read while the replica runs", async || {
+        reads.load(std::sync::atomic::Ordering::SeqCst) >= 15
+    })
+    .await;
     replica.stop_for_now();
-    let statuses = reader.await.unwrap();
-    assert!(statuses.len() > 30, "{} reads", statuses.len());
-    for (path, status) in statuses {
+    stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = reader.await.unwrap();
+    let after = answers.iter().filter(|(_, after, _)| *after).count();
+    assert!(answers.len() - after >= 15 && after >= 30, "{answers:?}");
+    for (path, _, status) in answers {
         assert_eq!(status, StatusCode::OK, "{path}");
     }
     eventually("the stopped replica is skipped", async || {
