@@ -80,6 +80,18 @@ async fn public_reads_go_to_the_replica_and_skip_it_when_it_lags_or_stops() {
         )
         .await;
     assert_eq!(hold.status(), StatusCode::CREATED);
+    // The performance's counts: a visitor reads the replica (from before the hold), its
+    // organizer the primary.
+    let available = async |token: Option<&str>| -> u64 {
+        let response = patient
+            .get(&format!("/v1/performances/{performance_id}"), token)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let view: Value = response.json().await.unwrap();
+        view["available"].as_u64().unwrap()
+    };
+    assert_eq!(available(None).await, 4);
+    assert_eq!(available(Some(&organizer.access)).await, 3);
 
     // An instance that allows less lag skips the same replica and reads the primary.
     let strict = patient

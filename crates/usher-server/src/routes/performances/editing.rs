@@ -129,8 +129,25 @@ pub async fn one(
     caller: Option<Caller>,
     id: Uuid,
 ) -> Result<PerformanceView, ApiError> {
-    let (performance, event) = visible_performance(state, caller, id).await?;
-    performance_view(state, performance, event.status).await
+    let viewer = caller.map_or(Viewer::Anonymous, Caller::viewer);
+    let now = state.clock().now();
+    // Visitors and buyers may read it from a read replica; its organizer from the
+    // primary, to see a change at once.
+    let read = state.reads().as_viewer(viewer, |store| async move {
+        let Some(performance) = store.performance(id.into()).await? else {
+            return Ok(None);
+        };
+        let Some(event) = store.event(performance.event_id).await? else {
+            return Ok(None);
+        };
+        let inventory = store.inventory(performance.id, now).await?;
+        Ok(Some((performance, event, inventory)))
+    });
+    let (performance, event, inventory) = read
+        .await?
+        .filter(|(_, event, _)| viewer.sees(event))
+        .ok_or(ApiError::NotFound)?;
+    Ok(performance_view_of(performance, event.status, &inventory))
 }
 
 /// Edits a performance (its organizer or an admin): a new start, hold time, limit per

@@ -507,15 +507,24 @@ async fn performance_view(
     performance: Performance,
     event_status: EventStatus,
 ) -> Result<PerformanceView, ApiError> {
+    let inventory = state
+        .store()
+        .inventory(performance.id, state.clock().now())
+        .await?;
+    Ok(performance_view_of(performance, event_status, &inventory))
+}
+
+/// The performance as the API shows it, with these counts.
+fn performance_view_of(
+    performance: Performance,
+    event_status: EventStatus,
+    inventory: &usher_store::PerformanceInventory,
+) -> PerformanceView {
     let status = if event_status == EventStatus::Cancelled {
         PerformanceStatus::Cancelled
     } else {
         performance.status
     };
-    let inventory = state
-        .store()
-        .inventory(performance.id, state.clock().now())
-        .await?;
     let view = |id: Uuid, name: &str, price: Money| {
         let counts = inventory
             .parts
@@ -553,7 +562,7 @@ async fn performance_view(
             ),
         ),
     };
-    Ok(PerformanceView {
+    PerformanceView {
         id: performance.id.uuid(),
         event_id: performance.event_id.uuid(),
         starts_at: performance.starts_at,
@@ -574,5 +583,5 @@ async fn performance_view(
         ticket_types,
         sections,
         created_at: performance.created_at,
-    })
+    }
 }
