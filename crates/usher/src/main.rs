@@ -276,12 +276,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (addr, database_url) = (args.addr, args.database.database_url.clone());
     let read_url = args.database_read_url.clone();
     let config = server_config(args)?;
-    let store = open_store(&database_url).await?;
-    store.migrate().await.context("applying migrations")?;
+    // Judged (and its pool made, connecting on first use) before the primary is
+    // opened: a wrong DATABASE_READ_URL changes nothing.
     let replica = match read_url.filter(|url| !url.is_empty()) {
-        Some(url) => Some(open_replica(&database_url, &url).await?),
+        Some(url) => Some(open_replica(&database_url, &url)?),
         None => None,
     };
+    let store = open_store(&database_url).await?;
+    store.migrate().await.context("applying migrations")?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -425,7 +427,7 @@ pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 /// The read replica named by `DATABASE_READ_URL`: PostgreSQL beside a PostgreSQL
 /// primary. Opened lazily, so a replica that is down at start is only skipped.
-async fn open_replica(primary: &str, url: &str) -> anyhow::Result<Arc<dyn Store>> {
+fn open_replica(primary: &str, url: &str) -> anyhow::Result<Arc<dyn Store>> {
     let postgres = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
     if !postgres(url) || !postgres(primary) {
         bail!("DATABASE_READ_URL must be a postgres:// replica of a postgres:// DATABASE_URL");

@@ -269,6 +269,45 @@ fn bench_runs_each_scenario_against_its_own_server_and_reports_json() {
 }
 
 #[test]
+fn serve_refuses_a_read_url_that_is_not_a_postgres_replica_and_creates_nothing() {
+    let dir = scratch_dir().join(format!("read-url-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = dir.join("usher.db");
+    for (primary, replica) in [
+        (
+            format!("sqlite://{}", database.display()),
+            "sqlite:///tmp/replica.db".to_owned(),
+        ),
+        (
+            format!("sqlite://{}", database.display()),
+            "postgres://127.0.0.1:1/usher".to_owned(),
+        ),
+        (
+            "postgres://127.0.0.1:1/usher".to_owned(),
+            "redis://127.0.0.1:1".to_owned(),
+        ),
+    ] {
+        let output = usher()
+            .arg("serve")
+            .env("DATABASE_URL", &primary)
+            .env("DATABASE_READ_URL", &replica)
+            .env("USHER_ADDR", "127.0.0.1:0")
+            .env("USHER_MASTER_KEY_FILE", dir.join("key"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{primary} + {replica}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(
+                "DATABASE_READ_URL must be a postgres:// replica of a postgres:// DATABASE_URL"
+            ),
+            "{stderr}"
+        );
+    }
+    assert!(!database.exists(), "the primary was opened");
+}
+
+#[test]
 fn bench_refuses_to_drive_anything_but_this_machine() {
     let output = usher()
         .args(["bench", "hello", "--url", "http://192.0.2.1:8080"])
